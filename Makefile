@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`. Each installs what it needs first.
+.PHONY: demo test unit integration lint bootstrap cluster-up cluster-down
+
+VENV := .venv/bin
+
+bootstrap:
+	dev/bootstrap
+
+demo: bootstrap
+	$(VENV)/hegui demo
+
+# The whole suite: lint, unit tests, then the integration tests on the local control plane.
+test: bootstrap
+	dev/run-tests
+
+unit: bootstrap
+	$(VENV)/pytest -m "not cluster" -q
+
+lint: bootstrap
+	$(VENV)/ruff check .
+	$(VENV)/mypy
+
+cluster-up: bootstrap
+	$(VENV)/hegui cluster up
+
+cluster-down:
+	$(VENV)/hegui cluster down

@@ -1,0 +1,2 @@
+"""Admission webhooks (validating and mutating) and the rule engine they share with the
+operator and the CLI."""

@@ -1,0 +1,1 @@
+"""hegui's API (group hegui.io): pydantic models from which the CRDs in crds/ are generated."""

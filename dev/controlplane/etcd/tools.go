@@ -1,0 +1,6 @@
+//go:build tools
+
+// Package tools pins the command that build.sh compiles; it is never built itself.
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"

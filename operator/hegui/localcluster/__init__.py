@@ -1,0 +1,1 @@
+"""The local control plane: real Kubernetes components as processes on loopback."""

@@ -1,0 +1,1 @@
+"""The operator: kopf handlers that keep each GenerativeService's status true ."""

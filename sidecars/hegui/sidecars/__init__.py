@@ -1,0 +1,1 @@
+"""The moderation and labeling sidecars that run beside GPU model containers."""
