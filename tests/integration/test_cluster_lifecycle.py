@@ -70,8 +70,9 @@ def test_a_failed_start_tears_down_what_it_started(
     assert not any(info["running"] for info in cluster.status().values())
     etcd_pid_file = cluster.state_dir / "run" / "etcd.pid"
     assert not etcd_pid_file.exists()
-    # Nothing of ours is left listening either.
+    # Nothing of ours is left listening either (SO_REUSEADDR: TIME_WAIT is not listening).
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", cluster.ports.etcd_client))
 
 

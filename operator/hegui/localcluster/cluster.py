@@ -271,6 +271,8 @@ class LocalCluster:
             ], ready=lambda: _https_ok(f"https://127.0.0.1:{p.scheduler}/healthz")),
             Component("kwok", "kwok", [
                 f"--kubeconfig={files.kubeconfig(pki.KWOK)}",
+                # Written by dev/controlplane/build from the stock stages in kwok's module.
+                f"--config={self.bin_dir / 'kwok-stages.yaml'}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={nodes.KWOK_ANNOTATION}=fake",
                 "--cidr=10.244.0.1/16",
@@ -291,7 +293,9 @@ class LocalCluster:
         finally:
             log.close()
         self._pid_file(component.name).write_text(
-            json.dumps({"pid": process.pid, "binary": str(self.binary(component.binary))}))
+            # /proc/<pid>/exe names the resolved file, so record that (bin_dir may hold links).
+            json.dumps({"pid": process.pid,
+                        "binary": os.path.realpath(self.binary(component.binary))}))
 
     def _wait(self, component: Component, deadline: float) -> None:
         assert component.ready is not None
@@ -330,6 +334,9 @@ class LocalCluster:
     def _check_ports(self) -> None:
         for what, port in self.ports.named().items():
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # As Go's listeners do: connections of a stopped cluster still in TIME_WAIT
+                # must not count as "in use".
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind(("127.0.0.1", port))
                 except OSError:
