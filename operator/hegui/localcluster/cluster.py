@@ -182,20 +182,22 @@ class LocalCluster:
         result = UpResult(already_running=False)
         began = time.monotonic()
         deadline = began + timeout
+        children: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for component in self._components():
-                self._spawn(component)
+                children[component.name] = self._spawn(component)
                 result.started.append(component.name)
                 if component.ready is not None:
-                    self._wait(component, deadline)
+                    self._wait_until(deadline, f"{component.name} to serve", component.ready,
+                                     logs_of=component.name, children=children)
                 if component.name == "kube-apiserver":
                     result.seconds_to_apiserver_ready = time.monotonic() - began
             self._register_nodes()
             self._wait_until(deadline, "the simulated nodes to become Ready (kwok)",
-                             self._nodes_ready, logs_of="kwok")
+                             self._nodes_ready, logs_of="kwok", children=children)
             self._wait_until(deadline, "the default ServiceAccount (kube-controller-manager)",
                              self._default_service_account_exists,
-                             logs_of="kube-controller-manager")
+                             logs_of="kube-controller-manager", children=children)
         except BaseException:
             self._stop_all()
             raise
@@ -281,7 +283,7 @@ class LocalCluster:
             ]),
         ]
 
-    def _spawn(self, component: Component) -> None:
+    def _spawn(self, component: Component) -> subprocess.Popen[bytes]:
         log = self.log_file(component.name).open("ab")
         try:
             process = subprocess.Popen(
@@ -296,21 +298,16 @@ class LocalCluster:
             # /proc/<pid>/exe names the resolved file, so record that (bin_dir may hold links).
             json.dumps({"pid": process.pid,
                         "binary": os.path.realpath(self.binary(component.binary))}))
+        return process
 
-    def _wait(self, component: Component, deadline: float) -> None:
-        assert component.ready is not None
-        self._wait_until(deadline, f"{component.name} to serve", component.ready,
-                         logs_of=component.name)
-
-    def _wait_until(self, deadline: float, what: str, check: Callable[[], bool],
-                    *, logs_of: str) -> None:
-        by_name = {c.name: c for c in self._components()}
+    def _wait_until(self, deadline: float, what: str, check: Callable[[], bool], *,
+                    logs_of: str, children: dict[str, subprocess.Popen[bytes]]) -> None:
         while time.monotonic() < deadline:
-            for name in self._started_names():
-                if self._live_pid(by_name[name]) is None:
+            for name, child in children.items():
+                if (code := child.poll()) is not None:
                     raise ClusterError(
-                        f"{name} exited while waiting for {what}. The end of its log "
-                        f"({self.log_file(name)}):\n{_tail(self.log_file(name))}")
+                        f"{name} exited with code {code} while waiting for {what}. The end of "
+                        f"its log ({self.log_file(name)}):\n{_tail(self.log_file(name))}")
             with contextlib.suppress(Exception):
                 if check():
                     return
@@ -319,9 +316,6 @@ class LocalCluster:
             f"timed out waiting for {what}. The end of {self.log_file(logs_of)}:\n"
             f"{_tail(self.log_file(logs_of))}\nThe machine may be overloaded: try again, or "
             f"raise the timeout (hegui cluster up --timeout SECONDS).")
-
-    def _started_names(self) -> list[str]:
-        return [c.name for c in self._components() if self._pid_file(c.name).exists()]
 
     def _check_binaries(self) -> None:
         missing = sorted({c.binary for c in self._components()} | {"kubectl"})
