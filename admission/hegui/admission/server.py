@@ -1,0 +1,119 @@
+"""The admission webhook's HTTPS server (aiohttp).
+
+Routes: POST /validate (validating webhook), GET /healthz, GET /readyz (ready once the in-memory
+indexes have synced), GET /metrics. Every request body is bounded and every failure to understand
+one is answered (see review.py); the handler never raises into aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from hegui.admission import review
+from hegui.admission.tls import ReloadingCertificate
+
+log = logging.getLogger(__name__)
+
+#: Decides one request. Pure and fast: it reads in-memory indexes, never the API.
+Validator = Callable[[review.AdmissionRequest], review.Decision]
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "hegui_admission_requests", "Admission reviews answered, by webhook and decision.",
+            ["webhook", "decision"], registry=registry)
+        self.duration = Histogram(
+            "hegui_admission_review_duration_seconds", "Time to answer one admission review.",
+            ["webhook"], registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.malformed = Counter(
+            "hegui_admission_malformed_requests", "Bodies that were not AdmissionReviews.",
+            ["webhook"], registry=registry)
+
+
+def _decision_label(decision: review.Decision) -> str:
+    if not decision.allowed:
+        return "denied"
+    return "warned" if decision.warnings else "allowed"
+
+
+def make_app(validator: Validator, *, ready: Callable[[], bool] = lambda: True,
+             registry: CollectorRegistry | None = None) -> web.Application:
+    registry = registry or CollectorRegistry()
+    metrics = Metrics(registry)
+
+    async def validate(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await request.content.read(review.MAX_BODY_BYTES + 1)
+        try:
+            admission = review.parse(body)
+        except review.ReviewError as error:
+            metrics.malformed.labels("validate").inc()
+            return web.json_response({"error": str(error)}, status=error.http_status)
+        try:
+            decision = validator(admission)
+        except Exception:
+            # A bug in a rule must not decide for the cluster: answer with an explicit error
+            # the apiserver shows, and let the failurePolicy apply as for any webhook failure.
+            log.exception("rule evaluation failed for %s %s/%s", admission.kind,
+                          admission.namespace, admission.name)
+            decision = review.Decision(False, "hegui: internal error evaluating rules; see the "
+                                       "webhook's log", code=500)
+        metrics.requests.labels("validate", _decision_label(decision)).inc()
+        metrics.duration.labels("validate").observe(time.perf_counter() - started)
+        return web.Response(body=json.dumps(review.respond(admission.uid, decision)).encode(),
+                            content_type="application/json")
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ok") if ready() else web.Response(text="syncing", status=503)
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # The body limit is enforced in the handler, with an answer; aiohttp's own is just above it.
+    app = web.Application(client_max_size=review.MAX_BODY_BYTES + 64 * 1024)
+    app.router.add_post("/validate", validate)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    return app
+
+
+async def serve(app: web.Application, *, host: str, port: int, cert_file: Path,
+                key_file: Path) -> None:
+    """Serve until cancelled, reloading the certificate when its files change."""
+    certificate = ReloadingCertificate(cert_file, key_file)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=certificate.context)
+    await site.start()
+    log.info("admission webhook serving on https://%s:%d", host, port)
+    try:
+        await certificate.watch()
+    finally:
+        await runner.cleanup()
+
+
+def run(validator: Validator, *, host: str, port: int, cert_file: Path, key_file: Path,
+        ready: Callable[[], bool] = lambda: True) -> None:
+    app = make_app(validator, ready=ready)
+    asyncio.run(serve(app, host=host, port=port, cert_file=cert_file, key_file=key_file))
