@@ -96,6 +96,8 @@ def test_fuzzed_requests_are_parsed_or_refused_cleanly(request: dict[str, Any]) 
 @given(body=st.binary(max_size=2000))
 def test_fuzzed_bytes_are_refused_cleanly(body: bytes) -> None:
     try:
-        review.parse(body)
-    except review.ReviewError:
-        pass
+        parsed = review.parse(body)
+    except review.ReviewError as error:
+        assert error.http_status == 400
+        return
+    assert isinstance(parsed, review.AdmissionRequest)
