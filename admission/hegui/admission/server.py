@@ -52,6 +52,20 @@ def _decision_label(decision: review.Decision) -> str:
     return "warned" if decision.warnings else "allowed"
 
 
+async def _read_bounded(request: web.Request) -> bytes:
+    """The body, or a ReviewError(413) as soon as it is known to exceed the bound."""
+    limit = review.MAX_BODY_BYTES
+    if request.content_length is not None and request.content_length > limit:
+        raise review.ReviewError(f"body of {request.content_length} bytes exceeds {limit}", 413)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise review.ReviewError(f"body exceeds {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def make_app(validator: Validator, *, ready: Callable[[], bool] = lambda: True,
              registry: CollectorRegistry | None = None) -> web.Application:
     registry = registry or CollectorRegistry()
@@ -59,9 +73,8 @@ def make_app(validator: Validator, *, ready: Callable[[], bool] = lambda: True,
 
     async def validate(request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await request.content.read(review.MAX_BODY_BYTES + 1)
         try:
-            admission = review.parse(body)
+            admission = review.parse(await _read_bounded(request))
         except review.ReviewError as error:
             metrics.malformed.labels("validate").inc()
             return web.json_response({"error": str(error)}, status=error.http_status)
@@ -99,16 +112,25 @@ def make_app(validator: Validator, *, ready: Callable[[], bool] = lambda: True,
 
 
 async def serve(app: web.Application, *, host: str, port: int, cert_file: Path,
-                key_file: Path) -> None:
-    """Serve until cancelled, reloading the certificate when its files change."""
+                key_file: Path, reload_interval: float = 2.0,
+                on_bound: Callable[[int], None] | None = None) -> None:
+    """Serve until cancelled, reloading the certificate when its files change.
+
+    `on_bound` receives the port actually bound (useful with port 0).
+    """
     certificate = ReloadingCertificate(cert_file, key_file)
-    runner = web.AppRunner(app, access_log=None)
+    # lingering_time bounds how long an unread (refused) body is drained before closing.
+    runner = web.AppRunner(app, access_log=None, lingering_time=1.0, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=certificate.context)
     await site.start()
-    log.info("admission webhook serving on https://%s:%d", host, port)
+    assert runner.addresses, "the site bound no address"
+    bound: int = runner.addresses[0][1]
+    if on_bound:
+        on_bound(bound)
+    log.info("admission webhook serving on https://%s:%d", host, bound)
     try:
-        await certificate.watch()
+        await certificate.watch(reload_interval)
     finally:
         await runner.cleanup()
 
