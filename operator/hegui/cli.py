@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from hegui import demo
+from hegui.api import crdgen
 from hegui.localcluster.cluster import ClusterError, LocalCluster
 
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kubeconfig", help="print the admin kubeconfig's path").set_defaults(
         run=_cluster_kubeconfig)
 
+    crdgen.add_parser(commands)
     demo.add_parser(commands)
     return parser
 

@@ -1,0 +1,82 @@
+"""The rules hegui checks, each tied to the article of the Interim Measures it rests on.
+
+Rule ids are the vocabulary shared by `CompliancePolicy` (a mode per rule), `ComplianceException`
+(rules exempted), status findings and, later, the rule engine, metrics and reports. Every message
+hegui writes cites an article in the form `Art.17` so that a rejection, a condition and a report
+line all point back to the same text (生成式人工智能服务管理暂行办法).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+#: The pattern of one article citation: `Art.17`, or a clause of it, `Art.4(1)`.
+ARTICLE_PATTERN = r"Art\.[0-9]{1,2}(\([1-9]\))?"
+
+
+class Rule(StrEnum):
+    """A check hegui runs, named by what it checks. `rule.article` is the article it enforces."""
+
+    COVERAGE = "coverage"
+    FILING = "filing"
+    ASSESSMENT = "assessment"
+    LABELING = "labeling"
+    MODERATION = "moderation"
+    INJECTION = "injection"
+    STABILITY = "stability"
+    SUSPENSION = "suspension"
+    AUDIENCE = "audience"
+    DATA_PROTECTION = "dataProtection"
+    COMPLAINTS = "complaints"
+    USER_AGREEMENT = "userAgreement"
+    TRAINING = "training"
+    ANNOTATION = "annotation"
+    LICENCES = "licences"
+
+    @property
+    def article(self) -> str:
+        return _ARTICLES[self]
+
+    @property
+    def summary(self) -> str:
+        return _SUMMARIES[self]
+
+
+_ARTICLES: dict[Rule, str] = {
+    Rule.COVERAGE: "Art.17",
+    Rule.FILING: "Art.17",
+    Rule.ASSESSMENT: "Art.17",
+    Rule.LABELING: "Art.12",
+    Rule.MODERATION: "Art.14",
+    Rule.INJECTION: "Art.14",
+    Rule.STABILITY: "Art.13",
+    Rule.SUSPENSION: "Art.21",
+    Rule.AUDIENCE: "Art.10",
+    Rule.DATA_PROTECTION: "Art.11",
+    Rule.COMPLAINTS: "Art.15",
+    Rule.USER_AGREEMENT: "Art.9",
+    Rule.TRAINING: "Art.7",
+    Rule.ANNOTATION: "Art.8",
+    Rule.LICENCES: "Art.23",
+}
+
+_SUMMARIES: dict[Rule, str] = {
+    Rule.COVERAGE: "a workload that runs a generative model is declared by a GenerativeService",
+    Rule.FILING: "the algorithm filing (算法备案) is declared where the service is in Art.17 scope",
+    Rule.ASSESSMENT: "a passing, unexpired security assessment (安全评估) is declared",
+    Rule.LABELING: "generated content carries explicit and implicit labels (标识)",
+    Rule.MODERATION: "inputs and outputs are moderated and illegal content is stopped",
+    Rule.INJECTION: "the moderation and labeling sidecar runs in every pod of the service",
+    Rule.STABILITY: "the service meets its stability objectives (安全、稳定、持续的服务)",
+    Rule.SUSPENSION: "a service that keeps breaking its objectives is suspended until corrected",
+    Rule.AUDIENCE: "intended users, occasions and uses are published; minors are protected",
+    Rule.DATA_PROTECTION: "inputs and usage records are protected, pseudonymised and not retained "
+                          "beyond need",
+    Rule.COMPLAINTS: "a complaint and report channel with a published response deadline exists",
+    Rule.USER_AGREEMENT: "a service agreement with registered users exists",
+    Rule.TRAINING: "training data and base models have lawful sources and licences",
+    Rule.ANNOTATION: "annotation rules exist and annotation quality is sampled",
+    Rule.LICENCES: "administrative licences the service needs are held",
+}
+
+assert set(_ARTICLES) == set(Rule) == set(_SUMMARIES), "every rule needs an article and a summary"

@@ -1,0 +1,222 @@
+"""`CompliancePolicy` (cluster-scoped): where hegui enforces, how strictly, and its defaults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from hegui.api.articles import Rule
+from hegui.api.common import (
+    API_VERSION,
+    ApiModel,
+    ApiObject,
+    Condition,
+    DnsLabel,
+    DnsSubdomain,
+    Duration,
+    Image,
+    LabelKey,
+    LabelSelector,
+    Quantity,
+    cel_bad_duration,
+    cel_rule,
+    parse_duration,
+)
+from hegui.api.generativeservice import FailureMode, LabelPosition, TritonEndpoint
+
+#: The longest exemption any policy may grant: 90 days. Hard-wired in the CRD (CEL) so that no
+#: policy, however written, can grant a standing exemption.
+MAX_EXCEPTION_DURATION = "2160h"
+
+#: Namespaces hegui never enforces in, whatever a policy says: the control plane's and its own.
+ALWAYS_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "hegui-system")
+
+ResourceName = Annotated[str, Field(min_length=1, max_length=253,
+                                    pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[-_.A-Za-z0-9]+)?$")]
+
+
+class EnforcementMode(StrEnum):
+    """What a broken rule does at admission."""
+
+    ENFORCE = "Enforce"  # refuse the workload, naming rule, article and fix
+    WARN = "Warn"  # admit it with a warning to the client
+    AUDIT = "Audit"  # admit it silently; report in status, events and metrics
+
+
+_STRICTNESS = {EnforcementMode.AUDIT: 0, EnforcementMode.WARN: 1, EnforcementMode.ENFORCE: 2}
+
+
+def strictest(modes: list[EnforcementMode]) -> EnforcementMode:
+    """Where several policies select one namespace, the strictest mode of a rule applies."""
+    return max(modes, key=_STRICTNESS.__getitem__)
+
+
+class RuleMode(ApiModel):
+    """The mode of one rule, overriding the policy's default mode."""
+
+    rule: Rule = Field(description="The rule, e.g. filing (Art.17) or labeling (Art.12).")
+    mode: EnforcementMode = Field(description="Enforce, Warn or Audit.")
+
+
+class ResourceList(ApiModel):
+    """CPU and memory, as in a container's requests or limits."""
+
+    cpu: Quantity | None = Field(default=None, description="CPU, e.g. 100m.")
+    memory: Quantity | None = Field(default=None, description="Memory, e.g. 128Mi.")
+
+
+class Resources(ApiModel):
+    """Requests and limits of the injected container, so that resource quotas admit the pod."""
+
+    requests: ResourceList = Field(default_factory=ResourceList, description="Requests.")
+    limits: ResourceList = Field(default_factory=ResourceList, description="Limits.")
+
+
+class Sidecar(ApiModel):
+    """The moderation and labeling sidecar injected into every pod of a covered service, as a
+    native sidecar (an init container with restartPolicy Always)."""
+
+    image: Image = Field(description="The sidecar's image, by digest in production.")
+    resources: Resources = Field(default_factory=Resources,
+                                 description="The sidecar's requests and limits.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8443, description="The port the sidecar serves on; it takes over the model's "
+                                  "serving port name so traffic cannot bypass it.")
+
+
+class WorkloadDetection(ApiModel):
+    """How hegui recognises a workload that runs a generative model."""
+
+    gpu_resources: list[ResourceName] = Field(
+        default_factory=lambda: ["nvidia.com/gpu"], max_length=16,
+        description="Extended resources that mark a GPU workload; a name ending in '-' is a "
+                    "prefix (nvidia.com/mig- matches every MIG profile).",
+        json_schema_extra={"default": ["nvidia.com/gpu"]})
+    runtime_class_names: list[DnsLabel] = Field(
+        default_factory=lambda: ["nvidia"], max_length=16,
+        description="Runtime classes that mark a GPU workload.",
+        json_schema_extra={"default": ["nvidia"]})
+    device_classes: list[DnsSubdomain] = Field(
+        default_factory=list, max_length=16,
+        description="DRA device classes whose claims mark a GPU workload, e.g. gpu.nvidia.com.")
+    label: LabelKey = Field(
+        default="hegui.io/generative",
+        description="A pod label that marks a generative workload explicitly when set to true.")
+
+
+class Defaults(ApiModel):
+    """Defaults for services that leave a setting out."""
+
+    triton: TritonEndpoint | None = Field(default=None,
+                                          description="The default moderation model endpoint.")
+    label_text: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        default="人工智能生成", description="The default explicit label text (显式标识).")
+    label_position: LabelPosition = Field(default=LabelPosition.END,
+                                          description="The default explicit label position.")
+    moderation_failure_mode: FailureMode = Field(
+        default=FailureMode.CLOSED, description="The default behaviour while the moderator is "
+                                                "down.")
+
+
+class ExceptionLimits(ApiModel):
+    """Limits on ComplianceExceptions in the namespaces this policy selects."""
+
+    max_duration: Duration = Field(
+        default=MAX_EXCEPTION_DURATION,
+        description="The longest duration an exception may have, at most 2160h (90 days).")
+
+    @cel_rule(f"{cel_bad_duration('maxDuration')} || "
+              f"duration(self.maxDuration) <= duration('{MAX_EXCEPTION_DURATION}')",
+              f"maxDuration must be at most {MAX_EXCEPTION_DURATION} (90 days): an exemption is a "
+              "window to correct, not a standing waiver (Art.21)", field_path=".maxDuration")
+    def _bounded(self) -> bool:
+        return parse_duration(self.max_duration) <= parse_duration(MAX_EXCEPTION_DURATION)
+
+    @property
+    def max_timedelta(self) -> timedelta:
+        return parse_duration(self.max_duration)
+
+
+class CompliancePolicySpec(ApiModel):
+    """Where hegui enforces the Interim Measures and how strictly."""
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose labels match are enforced; an empty "
+                                  "selector matches every namespace.")
+    namespaces: list[DnsLabel] = Field(
+        default_factory=list, max_length=256,
+        description="Namespaces enforced by name, in addition to namespaceSelector.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+    excluded_namespaces: list[DnsLabel] = Field(
+        default_factory=list, max_length=256,
+        description="Namespaces never enforced; kube-system, kube-public, kube-node-lease and "
+                    "hegui-system are always excluded.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+    default_mode: EnforcementMode = Field(
+        default=EnforcementMode.WARN, description="The mode of rules not listed in rules.")
+    rules: list[RuleMode] = Field(
+        default_factory=list, max_length=len(Rule),
+        description="Modes per rule, overriding defaultMode.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["rule"]})
+    detection: WorkloadDetection = Field(
+        default_factory=WorkloadDetection, description="How generative workloads are recognised.",
+        json_schema_extra={"default": WorkloadDetection().to_dict()})
+    sidecar: Sidecar | None = Field(default=None,
+                                    description="The injected sidecar; absent: no injection.")
+    defaults: Defaults = Field(default_factory=Defaults,
+                               description="Defaults for services that leave a setting out.",
+                               json_schema_extra={"default": Defaults().to_dict()})
+    exceptions: ExceptionLimits = Field(default_factory=ExceptionLimits,
+                                        description="Limits on ComplianceExceptions.",
+                                        json_schema_extra={"default": ExceptionLimits().to_dict()})
+
+    @cel_rule("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)",
+              "select the enforced namespaces with namespaceSelector or namespaces "
+              "(rule coverage, Art.17)", field_path=".namespaces")
+    def _selects_namespaces(self) -> bool:
+        return self.namespace_selector is not None or bool(self.namespaces)
+
+    def mode_for(self, rule: Rule) -> EnforcementMode:
+        return next((r.mode for r in self.rules if r.rule is rule), self.default_mode)
+
+    def selects_namespace(self, name: str, labels: dict[str, str]) -> bool:
+        if name in ALWAYS_EXCLUDED_NAMESPACES or name in self.excluded_namespaces:
+            return False
+        if name in self.namespaces:
+            return True
+        return self.namespace_selector is not None and self.namespace_selector.matches(labels)
+
+
+class CompliancePolicyStatus(ApiModel):
+    """What the operator observed about the policy."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The .metadata.generation this status describes.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=8, description="Conditions, e.g. Ready.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["type"]})
+    enforced_namespaces: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="How many namespaces the policy currently enforces.")
+    message: Annotated[str, Field(max_length=1024)] = Field(default="",
+                                                            description="A summary.")
+
+
+class CompliancePolicy(ApiObject):
+    """A cluster-wide compliance policy: which namespaces hegui enforces the Interim Measures in,
+    the mode of each rule (Enforce, Warn, Audit), the sidecar, and defaults. Where several
+    policies select a namespace, each rule takes its strictest mode."""
+
+    api_version: Literal["hegui.io/v1alpha1"] = Field(default=API_VERSION,
+                                                      description="hegui.io/v1alpha1")
+    kind: Literal["CompliancePolicy"] = Field(default="CompliancePolicy",
+                                              description="CompliancePolicy")
+    spec: CompliancePolicySpec = Field(
+        description="Where hegui enforces, the mode of each rule, the sidecar and defaults.")
+    status: CompliancePolicyStatus | None = Field(default=None,
+                                                  description="What the operator observed.")
+
