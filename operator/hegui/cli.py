@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from hegui import demo
+from hegui.admission import check
+from hegui.admission import main as webhook
 from hegui.api import crdgen
 from hegui.localcluster.cluster import ClusterError, LocalCluster
 
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     crdgen.add_parser(commands)
     demo.add_parser(commands)
+    webhook.add_parser(commands)
+    check.add_parser(commands)
     return parser
 
 

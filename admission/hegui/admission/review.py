@@ -20,9 +20,9 @@ KIND = "AdmissionReview"
 MAX_BODY_BYTES = 3 * 1024 * 1024
 #: Real Kubernetes objects nest a few dozen levels at most.
 MAX_DEPTH = 100
-#: Kubernetes shows at most this many warnings, each best kept under 120 characters.
+#: The apiserver may shorten warnings over 256 characters; more than a few help nobody.
 MAX_WARNINGS = 20
-MAX_WARNING_CHARS = 240
+MAX_WARNING_CHARS = 256
 
 
 class ReviewError(ValueError):

@@ -136,6 +136,7 @@ async def serve(app: web.Application, *, host: str, port: int, cert_file: Path,
 
 
 def run(validator: Validator, *, host: str, port: int, cert_file: Path, key_file: Path,
-        ready: Callable[[], bool] = lambda: True) -> None:
-    app = make_app(validator, ready=ready)
+        ready: Callable[[], bool] = lambda: True,
+        registry: CollectorRegistry | None = None) -> None:
+    app = make_app(validator, ready=ready, registry=registry)
     asyncio.run(serve(app, host=host, port=port, cert_file=cert_file, key_file=key_file))

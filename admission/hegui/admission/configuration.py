@@ -1,0 +1,124 @@
+"""The webhook configurations hegui ships (never kopf's auto-managed ones).
+
+Scoping follows what Kyverno, Gatekeeper and Istio learned: a webhook on the workload path is part
+of the control plane, so it is reached only by what it must see.
+- namespaceSelector: never kube-system, kube-node-lease, kube-public or hegui's own namespace.
+- matchConditions (CEL, evaluated by the apiserver): only objects whose pod asks for an NVIDIA GPU
+  (or carries the opt-in label) reach the webhook. The CEL is generated from the same constants as
+  `hegui.rules.workloads`, so the apiserver's filter and the webhook's detection cannot drift.
+- timeoutSeconds 5, sideEffects None (dry-run requests are safe), admissionReviewVersions v1.
+- failurePolicy Fail: a GPU workload whose posture cannot be checked is not started (Art.17 is a
+  condition of service, not a best effort). This is safe because the filter above keeps every
+  non-GPU workload and every system namespace off the webhook, and the chart runs the webhook with
+  several replicas and a PodDisruptionBudget. Shape checks also live in a ValidatingAdmissionPolicy
+  that holds while the webhook is down.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from hegui.rules import workloads
+
+WEBHOOK_NAME = "workloads.validate.hegui.io"
+CONFIGURATION_NAME = "hegui-validating"
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+TIMEOUT_SECONDS = 5
+
+#: (apiGroup, version, resource) of every workload kind the rules read.
+WORKLOAD_RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("", "v1", "pods"),
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "statefulsets"),
+    ("apps", "v1", "daemonsets"),
+    ("apps", "v1", "replicasets"),
+    ("batch", "v1", "jobs"),
+    ("batch", "v1", "cronjobs"),
+    ("serving.kserve.io", "v1beta1", "inferenceservices"),
+)
+
+
+def _gpu_in_containers(containers: str) -> str:
+    resource_names = (
+        f"k == '{workloads.GPU_RESOURCE}' || k == '{workloads.SHARED_GPU_RESOURCE}' || "
+        f"k.startsWith('{workloads.MIG_RESOURCE_PREFIX}')")
+    per_section = " || ".join(
+        f"(has(c.resources.{section}) && c.resources.{section}.exists(k, {resource_names}))"
+        for section in ("limits", "requests"))
+    return f"{containers}.exists(c, has(c.resources) && ({per_section}))"
+
+
+def pod_spec_uses_gpu(spec: str) -> str:
+    """CEL: the pod spec at `spec` asks for an NVIDIA GPU (mirrors workloads.generative_evidence;
+    a DRA claim counts whatever its device class, since CEL here cannot read the claim)."""
+    return " || ".join([
+        f"(has({spec}.runtimeClassName) && {spec}.runtimeClassName == "
+        f"'{workloads.GPU_RUNTIME_CLASS}')",
+        f"(has({spec}.resourceClaims) && size({spec}.resourceClaims) > 0)",
+        f"(has({spec}.containers) && {_gpu_in_containers(f'{spec}.containers')})",
+        f"(has({spec}.initContainers) && {_gpu_in_containers(f'{spec}.initContainers')})",
+    ])
+
+
+def _opted_in(metadata: str) -> str:
+    return (f"(has({metadata}.labels) && '{workloads.OPT_IN_LABEL}' in {metadata}.labels && "
+            f"{metadata}.labels['{workloads.OPT_IN_LABEL}'] == 'true')")
+
+
+def generative_workload_condition() -> str:
+    """CEL for matchConditions: true when the object runs a generative model."""
+    template = "object.spec.template"
+    cron_template = "object.spec.jobTemplate.spec.template"
+    return (
+        "object.kind == 'InferenceService' || "
+        f"(object.kind == 'Pod' ? ({_opted_in('object.metadata')} || "
+        f"{pod_spec_uses_gpu('object.spec')}) : "
+        f"object.kind == 'CronJob' ? (has({cron_template}.spec) && "
+        f"({_opted_in(cron_template + '.metadata')} || "
+        f"{pod_spec_uses_gpu(cron_template + '.spec')})) : "
+        f"(has(object.spec) && has({template}) && has({template}.spec) && "
+        f"((has({template}.metadata) && {_opted_in(template + '.metadata')}) || "
+        f"{pod_spec_uses_gpu(template + '.spec')})))"
+    )
+
+
+def validating_webhook_configuration(
+    *, ca_bundle: bytes, own_namespace: str, url: str | None = None,
+    service: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration; reach the webhook by `url` (local) or `service`."""
+    if (url is None) == (service is None):
+        raise ValueError("give exactly one of url and service")
+    client_config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
+    if url is not None:
+        client_config["url"] = url
+    else:
+        client_config["service"] = service
+    groups: dict[tuple[str, str], list[str]] = {}
+    for group, version, resource in WORKLOAD_RESOURCES:
+        groups.setdefault((group, version), []).append(resource)
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION_NAME,
+                     "labels": {"app.kubernetes.io/part-of": "hegui"}},
+        "webhooks": [{
+            "name": WEBHOOK_NAME,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": client_config,
+            "rules": [{
+                "apiGroups": [group], "apiVersions": [version], "resources": resources,
+                "operations": ["CREATE", "UPDATE"], "scope": "Namespaced",
+            } for (group, version), resources in groups.items()],
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": [*SYSTEM_NAMESPACES, own_namespace]}]},
+            "matchPolicy": "Equivalent",
+            "matchConditions": [{"name": "generative-workload",
+                                 "expression": generative_workload_condition()}],
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "failurePolicy": "Fail",
+        }],
+    }

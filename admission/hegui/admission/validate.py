@@ -1,0 +1,51 @@
+"""The validating webhook's decision: findings from the rule engine turned into an answer.
+
+Enforce-mode findings deny, naming rule, article, field and fix; Warn-mode findings admit with
+AdmissionResponse warnings (kubectl prints them); Audit-mode findings admit silently and are
+counted and logged. Findings waived by a current ComplianceException are logged as such. Nothing
+here writes to the cluster, so a dry-run request is answered exactly like a real one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter
+
+from hegui.admission import review
+from hegui.admission.server import Validator
+from hegui.rules import engine
+from hegui.rules.index import ComplianceIndex
+from hegui.rules.workloads import WORKLOAD_KINDS
+
+log = logging.getLogger(__name__)
+
+
+def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Validator:
+    findings_total = Counter(
+        "hegui_admission_findings", "Rule findings at admission, by rule, article and mode.",
+        ["rule", "article", "mode"], registry=registry)
+
+    def validate(request: review.AdmissionRequest) -> review.Decision:
+        if request.operation == "DELETE" or request.kind not in WORKLOAD_KINDS:
+            return review.Decision(True)
+        findings = engine.evaluate(request.obj, index, namespace=request.namespace)
+        for finding in findings:
+            findings_total.labels(finding.rule.value, finding.article,
+                                  "Exempted" if finding.exempted_by else finding.mode.value).inc()
+        verdict = engine.Verdict.of(findings)
+        for finding in verdict.exempted:
+            log.info("exempted by ComplianceException %s: %s", finding.exempted_by,
+                     finding.render())
+        if not request.dry_run:
+            for finding in verdict.audited:
+                log.info("audit: %s", finding.render())
+        warnings = [f.render() for f in verdict.warned]
+        if not verdict.allowed:
+            subject = f"{request.kind} {request.namespace}/{request.name}"
+            message = (f"hegui refused {subject} under the Interim Measures for Generative AI "
+                       "Services:\n- " + "\n- ".join(f.render() for f in verdict.denied))
+            return review.Decision(False, message, code=403, warnings=warnings)
+        return review.Decision(True, warnings=warnings)
+
+    return validate

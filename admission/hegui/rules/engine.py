@@ -1,0 +1,230 @@
+"""The rule engine: workload + posture in, findings out.
+
+One function per rule, each registered with its id (from `hegui.api.articles.Rule`, which fixes
+its article), its severity and a fix hint. The admission webhook, the operator's background audit
+and `hegui check` all call `evaluate`; they differ only in where the `ComplianceIndex` comes from
+(API watches, kopf indexes, files) and in what they do with the findings (deny/warn, status,
+exit code).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hegui.api.articles import Rule
+from hegui.api.policy import EnforcementMode
+from hegui.rules import workloads
+from hegui.rules.index import ComplianceIndex, ObjectKey
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: Rule
+    #: Where the problem is: "<Kind> <namespace>/<name> <json path>".
+    location: str
+    message: str
+    fix: str
+    mode: EnforcementMode = EnforcementMode.ENFORCE
+    #: The exception that waives this finding, if one does (it is then reported, not acted on).
+    exempted_by: str | None = None
+
+    @property
+    def article(self) -> str:
+        return self.rule.article
+
+    def render(self) -> str:
+        """One line naming rule, article, field and fix, as a denial or a warning shows it."""
+        return (f"[{self.rule.value}, {self.article}] {self.location}: {self.message}. "
+                f"Fix: {self.fix}")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The object under review, reduced to what rules need."""
+
+    obj: Mapping[str, Any]
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], namespace: str = "") -> Workload:
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        name = meta.get("name") or meta.get("generateName") or "(unnamed)"
+        return cls(obj, str(obj.get("kind", "")), str(meta.get("namespace") or namespace),
+                   str(name))
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass
+class Context:
+    workload: Workload
+    templates: list[workloads.PodTemplate]
+    evidence: list[workloads.GpuEvidence]
+    index: ComplianceIndex
+    now: dt.datetime
+    services: list[ObjectKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the findings about one workload amount to at admission, as the webhook acts on them
+    and `hegui check` reports them."""
+
+    denied: list[Finding]
+    warned: list[Finding]
+    audited: list[Finding]
+    exempted: list[Finding]
+
+    @classmethod
+    def of(cls, findings: list[Finding]) -> Verdict:
+        active = [f for f in findings if not f.exempted_by]
+        return cls(
+            denied=[f for f in active if f.mode is EnforcementMode.ENFORCE],
+            warned=[f for f in active if f.mode is EnforcementMode.WARN],
+            audited=[f for f in active if f.mode is EnforcementMode.AUDIT],
+            exempted=[f for f in findings if f.exempted_by],
+        )
+
+    @property
+    def allowed(self) -> bool:
+        return not self.denied
+
+
+RuleCheck = Callable[[Context], Iterator[tuple[str, str, str]]]  # (location, message, fix)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    rule: Rule
+    check: RuleCheck
+
+
+RULES: list[RuleSpec] = []
+
+
+def rule(which: Rule) -> Callable[[RuleCheck], RuleCheck]:
+    def register(check: RuleCheck) -> RuleCheck:
+        RULES.append(RuleSpec(which, check))
+        return check
+    return register
+
+
+def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str = "",
+             now: dt.datetime | None = None) -> list[Finding]:
+    """Every finding for one workload object; empty when it is compliant or not generative."""
+    workload = Workload.of(obj, namespace)
+    templates = workloads.pod_templates(obj)
+    evidence = [e for t in templates
+                for e in workloads.generative_evidence(t, workload.namespace, index.claim_classes)]
+    policy = index.policy_for(workload.namespace)
+    if not evidence or policy is None:
+        return []
+    context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC))
+    context.services = index.services_selecting(workload.namespace,
+                                                [t.labels for t in templates])
+    findings: list[Finding] = []
+    for spec in RULES:
+        for location, message, fix in spec.check(context):
+            exemption = index.exemption_for(workload.namespace, workload.kind, workload.name,
+                                            spec.rule, context.now)
+            findings.append(Finding(spec.rule, location, message, fix,
+                                    policy.mode_for(spec.rule), exemption))
+    return findings
+
+
+# --- the rules ------------------------------------------------------------------------------------
+
+def _service_location(key: ObjectKey, path: str) -> str:
+    return f"GenerativeService {key.namespace}/{key.name} {path}"
+
+
+@rule(Rule.COVERAGE)
+def _covered_by_one_service(ctx: Context) -> Iterator[tuple[str, str, str]]:
+    reasons = "; ".join(sorted({e.reason for e in ctx.evidence}))
+    labels_path = ("metadata.labels" if ctx.workload.kind == "Pod"
+                   else ctx.templates[0].spec_path.removesuffix(".spec") + ".metadata.labels")
+    broken = ctx.index.broken_services_in(ctx.workload.namespace)
+    if not ctx.services:
+        detail = (f"; these GenerativeServices could not be read: {', '.join(broken)}"
+                  if broken else "")
+        yield (f"{ctx.workload} {labels_path}",
+               f"runs a generative model ({reasons}) but no GenerativeService in namespace "
+               f"{ctx.workload.namespace} selects its pods{detail}",
+               "declare the service: apply a GenerativeService whose spec.selector matches "
+               "these pod labels, with its filing, assessment and labeling")
+    elif len(ctx.services) > 1:
+        names = ", ".join(k.name for k in ctx.services)
+        yield (f"{ctx.workload} {labels_path}",
+               f"is selected by {len(ctx.services)} GenerativeServices ({names}); its posture "
+               "is ambiguous",
+               "narrow the selectors so that exactly one GenerativeService selects these pods")
+
+
+@rule(Rule.FILING)
+def _filed(ctx: Context) -> Iterator[tuple[str, str, str]]:
+    for key in ctx.services:
+        filing = ctx.index.services[key].spec.filing
+        if filing.public_opinion and filing.algorithm is None:
+            yield (_service_location(key, "spec.filing.algorithm"),
+                   "no algorithm filing number (算法备案) is declared for a service with "
+                   "public-opinion attributes (filing.publicOpinion: true)",
+                   "set spec.filing.algorithm.number to the number the CAC issued, e.g. "
+                   "网信算备110108823483901230011号")
+        elif filing.algorithm is None and filing.service is None:
+            yield (_service_location(key, "spec.filing"),
+                   "neither an algorithm filing (算法备案) nor a generative-service filing or "
+                   "registration (备案/登记) is declared",
+                   "set spec.filing.service.number (or spec.filing.algorithm.number) to the "
+                   "number the regulator issued")
+
+
+@rule(Rule.ASSESSMENT)
+def _assessed(ctx: Context) -> Iterator[tuple[str, str, str]]:
+    for key in ctx.services:
+        service = ctx.index.services[key]
+        required = service.spec.filing.public_opinion
+        assessment = service.spec.assessment
+        if assessment is None:
+            if required:
+                yield (_service_location(key, "spec.assessment"),
+                       "no security assessment (安全评估) is declared for a service that needs "
+                       "one", "reference a passing SafetyAssessment (spec.assessment."
+                       "safetyAssessmentRef) or an external report (spec.assessment.external)")
+            continue
+        if assessment.external is not None:
+            report = assessment.external
+            if report.result.value != "Pass":
+                yield (_service_location(key, "spec.assessment.external.result"),
+                       f"the external assessment {report.report_id} did not pass",
+                       "pass a new assessment and reference its report")
+            elif report.expires_on < ctx.now.date():
+                yield (_service_location(key, "spec.assessment.external.expiresOn"),
+                       f"the external assessment {report.report_id} expired on "
+                       f"{report.expires_on.isoformat()}",
+                       "renew the assessment and update spec.assessment.external")
+        elif assessment.safety_assessment_ref is not None:
+            name = assessment.safety_assessment_ref.name
+            verdict = ctx.index.assessment_verdict(key.namespace, name, ctx.now)
+            if verdict is not None:
+                yield (_service_location(key, "spec.assessment.safetyAssessmentRef"),
+                       f"SafetyAssessment {key.namespace}/{name} {verdict}",
+                       "run the SafetyAssessment again until it passes, or reference one "
+                       "that passed and has not expired")
+
+
+@rule(Rule.LABELING)
+def _labeled(ctx: Context) -> Iterator[tuple[str, str, str]]:
+    for key in ctx.services:
+        labeling = ctx.index.services[key].spec.labeling
+        if labeling is None:
+            yield (_service_location(key, "spec.labeling"),
+                   "no content labeling (标识) is configured for generated content",
+                   "set spec.labeling with the modalities the service generates and its "
+                   "implicit label (GB 45438-2025); explicit labels for text and images")

@@ -1,0 +1,164 @@
+"""hegui's objects in memory: what the rules read instead of the API.
+
+The webhook fills it from watches, the operator from kopf indexes, `hegui check` from files.
+Objects are parsed once, when they arrive, so evaluating a review only reads dictionaries. An
+object that fails to parse is kept as "broken" with its error, so a finding can say why a service
+that seems to exist does not count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
+
+from hegui.api.articles import Rule
+from hegui.api.assessment import SafetyAssessment
+from hegui.api.common import WorkloadKind, WorkloadReference, field_errors
+from hegui.api.exception import ComplianceException
+from hegui.api.generativeservice import GenerativeService
+from hegui.api.policy import CompliancePolicy, EnforcementMode, strictest
+from hegui.rules.workloads import device_classes_of
+
+
+class ObjectKey(NamedTuple):
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """The policies that select a namespace, merged: the strictest mode per rule wins."""
+
+    policies: tuple[CompliancePolicy, ...]
+
+    def mode_for(self, rule: Rule) -> EnforcementMode:
+        return strictest([p.spec.mode_for(rule) for p in self.policies])
+
+
+def _key(obj: Mapping[str, Any]) -> ObjectKey:
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    return ObjectKey(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+@dataclass
+class ComplianceIndex:
+    services: dict[ObjectKey, GenerativeService] = field(default_factory=dict)
+    #: The same services by namespace: a review only looks at its own namespace's.
+    services_by_namespace: dict[str, dict[str, GenerativeService]] = field(default_factory=dict)
+    #: (kind, key) -> field errors of hegui objects that failed validation.
+    invalid: dict[tuple[str, ObjectKey], list[str]] = field(default_factory=dict)
+    policies: dict[str, CompliancePolicy] = field(default_factory=dict)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    assessments: dict[ObjectKey, SafetyAssessment] = field(default_factory=dict)
+    exceptions: dict[ObjectKey, ComplianceException] = field(default_factory=dict)
+    claims: dict[tuple[str, str, str], frozenset[str]] = field(default_factory=dict)
+    #: Writers (watch threads) hold it; readers take consistent snapshots of single dicts.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # --- filling ---------------------------------------------------------------------------------
+    @classmethod
+    def from_objects(cls, objects: Iterable[Mapping[str, Any]]) -> ComplianceIndex:
+        index = cls()
+        for obj in objects:
+            index.upsert(obj)
+        return index
+
+    def upsert(self, obj: Mapping[str, Any]) -> None:
+        kind, key = obj.get("kind"), _key(obj)
+        with self.lock:
+            try:
+                self.invalid.pop((str(kind), key), None)
+                if kind == "GenerativeService":
+                    service = GenerativeService.from_dict(obj)
+                    self.services[key] = service
+                    self.services_by_namespace.setdefault(key.namespace, {})[key.name] = service
+                elif kind == "CompliancePolicy":
+                    self.policies[key.name] = CompliancePolicy.from_dict(obj)
+                elif kind == "SafetyAssessment":
+                    self.assessments[key] = SafetyAssessment.from_dict(obj)
+                elif kind == "ComplianceException":
+                    self.exceptions[key] = ComplianceException.from_dict(obj)
+            except ValidationError as error:
+                # The apiserver's schema keeps these rare (objects from files, older versions).
+                self._forget(str(kind), key)
+                self.invalid[(str(kind), key)] = [str(e) for e in field_errors(error)]
+            if kind == "Namespace":
+                labels = obj.get("metadata", {}).get("labels") or {}
+                self.namespace_labels[key.name] = {str(k): str(v) for k, v in labels.items()}
+            elif kind in ("ResourceClaim", "ResourceClaimTemplate"):
+                self.claims[(key.namespace, str(kind), key.name)] = device_classes_of(obj)
+
+    def delete(self, obj: Mapping[str, Any]) -> None:
+        with self.lock:
+            self._forget(str(obj.get("kind")), _key(obj))
+
+    def _forget(self, kind: str, key: ObjectKey) -> None:
+        self.invalid.pop((kind, key), None)
+        if kind == "GenerativeService":
+            self.services.pop(key, None)
+            self.services_by_namespace.get(key.namespace, {}).pop(key.name, None)
+        elif kind == "CompliancePolicy":
+            self.policies.pop(key.name, None)
+        elif kind == "Namespace":
+            self.namespace_labels.pop(key.name, None)
+        elif kind == "SafetyAssessment":
+            self.assessments.pop(key, None)
+        elif kind == "ComplianceException":
+            self.exceptions.pop(key, None)
+        elif kind in ("ResourceClaim", "ResourceClaimTemplate"):
+            self.claims.pop((key.namespace, str(kind), key.name), None)
+
+
+    # --- reading ---------------------------------------------------------------------------------
+    def policy_for(self, namespace: str) -> EffectivePolicy | None:
+        """The policies enforcing in `namespace`; None where none does (hegui stays out)."""
+        labels = self.namespace_labels.get(namespace, {})
+        selecting = tuple(p for p in list(self.policies.values())
+                          if p.spec.selects_namespace(namespace, labels))
+        return EffectivePolicy(selecting) if selecting else None
+
+    def services_selecting(self, namespace: str,
+                           label_sets: Iterable[Mapping[str, str]]) -> list[ObjectKey]:
+        label_sets = list(label_sets)
+        in_namespace = list(self.services_by_namespace.get(namespace, {}).items())
+        return sorted(ObjectKey(namespace, name) for name, service in in_namespace
+                      if any(service.spec.selector.matches(labels) for labels in label_sets))
+
+    def broken_services_in(self, namespace: str) -> list[str]:
+        """GenerativeServices in `namespace` that failed validation, with their error count."""
+        return sorted(f"{key.name} ({len(errors)} errors)"
+                      for (kind, key), errors in list(self.invalid.items())
+                      if kind == "GenerativeService" and key.namespace == namespace)
+
+    def claim_classes(self, namespace: str, kind: str, name: str) -> frozenset[str] | None:
+        return self.claims.get((namespace, kind, name))
+
+    def assessment_verdict(self, namespace: str, name: str, now: dt.datetime) -> str | None:
+        """Why the SafetyAssessment does not count, or None when it passed and is current."""
+        found = self.assessments.get(ObjectKey(namespace, name))
+        if found is None:
+            return "does not exist"
+        if found.passed_at(now):
+            return None
+        status = found.status
+        if status is None or status.verdict.value != "Pass":
+            return f"has verdict {status.verdict.value if status else 'Pending'}"
+        expired = status.expires_at.isoformat() if status.expires_at else "(no expiry)"
+        return f"passed but expired at {expired}"
+
+    def exemption_for(self, namespace: str, kind: str, name: str, rule: Rule,
+                      now: dt.datetime) -> str | None:
+        """The name of a current ComplianceException waiving `rule` for this workload."""
+        try:
+            workload = WorkloadReference(kind=WorkloadKind(kind), name=name)
+        except ValueError:
+            return None  # a kind no exception can name
+        return next((key.name for key, exception in list(self.exceptions.items())
+                     if key.namespace == namespace and exception.exempts(rule, workload, now)),
+                    None)

@@ -1,0 +1,412 @@
+"""The validating webhook, called by the real kube-apiserver over TLS (Art.12, Art.17)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hegui.admission import configuration
+from hegui.localcluster import pki
+from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+ALGORITHM_NUMBER = "网信算备110108823483901230011号"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Webhook:
+    def __init__(self, cluster: LocalCluster, directory: Path) -> None:
+        self.cluster, self.directory = cluster, directory
+        self.port = _free_port()
+        ca = pki.CertificateAuthority.load(cluster.pki.ca_cert, cluster.pki.ca_key)
+        pki.write_serving_pair(ca, directory, "webhook", names=("localhost",), ips=("127.0.0.1",))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        hegui = Path(sys.executable).parent / "hegui"
+        self.log = (self.directory / "webhook.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(hegui), "webhook", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--cert-file", str(self.directory / "webhook.crt"),
+             "--key-file", str(self.directory / "webhook.key"),
+             "--kubeconfig", str(self.cluster.kubeconfig)],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._get("/readyz") == 200:
+                return
+            assert self.process.poll() is None, (self.directory / "webhook.log").read_text()
+            time.sleep(0.2)
+        raise AssertionError("the webhook never became ready")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def _context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cluster.pki.ca_cert))
+
+    def _get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{self.port}{path}",
+                                        context=self._context(), timeout=2) as response:
+                return int(response.status)
+        except (OSError, urllib.error.HTTPError):
+            return 0
+
+    def reviews_answered(self) -> float:
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/metrics",
+                                    context=self._context(), timeout=2) as response:
+            text = response.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("hegui_admission_requests_total{"))
+
+
+@pytest.fixture(scope="module")
+def webhook(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Webhook]:
+    local_cluster.kubectl("apply", "--server-side", "-f", str(_CHECKOUT / "crds"))
+    for crd in ("generativeservices", "compliancepolicies", "complianceexceptions",
+                "safetyassessments"):
+        local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                              f"crd/{crd}.hegui.io")
+    hook = Webhook(local_cluster, tmp_path_factory.mktemp("webhook"))
+    hook.start()
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=local_cluster.pki.ca_cert.read_bytes(), own_namespace="hegui-system",
+        url=f"https://127.0.0.1:{hook.port}/validate")
+    _apply(local_cluster, config)
+    yield hook
+    local_cluster.kubectl("delete", "validatingwebhookconfiguration",
+                          configuration.CONFIGURATION_NAME, "--ignore-not-found")
+    hook.stop()
+
+
+def _apply(cluster: LocalCluster, *objects: dict[str, Any], extra: tuple[str, ...] = (),
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"hegui-{uuid.uuid4().hex}.yaml"
+    path.write_text(yaml.safe_dump_all(objects, allow_unicode=True))
+    try:
+        return cluster.kubectl("apply", "-f", str(path), *extra, check=check)
+    finally:
+        path.unlink()
+
+
+@pytest.fixture
+def namespace(local_cluster: LocalCluster, webhook: Webhook) -> Iterator[str]:
+    """A fresh namespace enforced by its own CompliancePolicy (Enforce unless a test changes it)."""
+    name = f"adm-{uuid.uuid4().hex[:8]}"
+    _apply(local_cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+           _policy(name))
+    _wait_for_index(local_cluster, webhook, name)
+    yield name
+    local_cluster.kubectl("delete", "namespace", name, "--wait=false")
+    local_cluster.kubectl("delete", "compliancepolicy", name, "--ignore-not-found")
+
+
+def _policy(namespace: str, rules: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+            "metadata": {"name": namespace},
+            "spec": {"namespaces": [namespace], "defaultMode": "Enforce", "rules": rules or []}}
+
+
+def _wait_for_index(cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    """The webhook watches its objects; give a fresh policy a moment to arrive."""
+    probe = _gpu_deployment(namespace, "index-probe")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        result = _apply(cluster, probe, extra=("--dry-run=server",), check=False)
+        if result.returncode != 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the webhook never saw the policy")
+
+
+def _gpu_deployment(namespace: str, name: str = "llm", app: str = "chat") -> dict[str, Any]:
+    labels = {"app": app}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                         "name": "model", "image": "example.invalid/llm:1",
+                         "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}
+
+
+def _service(namespace: str, **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "chat"}},
+        "filing": {"publicOpinion": True, "algorithm": {"number": ALGORITHM_NUMBER}},
+        "assessment": {"external": {"reportId": "TC260-2026-0042", "assessedOn": "2026-06-01",
+                                    "expiresOn": "2099-06-01", "result": "Pass"}},
+        "labeling": {"modalities": ["text"], "implicit": {"contentProducer": "Example AI Co."}},
+    }
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+            "metadata": {"name": "chat", "namespace": namespace}, "spec": spec}
+
+
+def _apply_service(cluster: LocalCluster, service: dict[str, Any]) -> None:
+    """Apply a GenerativeService and wait until the webhook's watch has it: a dry run of its
+    workload is no longer refused for want of a service."""
+    _apply(cluster, service)
+    namespace = service["metadata"]["namespace"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        probe = _apply(cluster, _gpu_deployment(namespace), extra=("--dry-run=server",),
+                       check=False)
+        if "[coverage, Art.17]" not in probe.stderr:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the webhook never saw the GenerativeService")
+
+
+def test_gpu_deployment_without_a_service_is_refused_naming_the_article(
+        local_cluster: LocalCluster, namespace: str) -> None:
+    result = _apply(local_cluster, _gpu_deployment(namespace), check=False)
+    assert result.returncode != 0
+    assert "[coverage, Art.17]" in result.stderr
+    assert "limits on nvidia.com/gpu" in result.stderr
+    assert "Fix:" in result.stderr
+
+
+def test_complete_service_admits_its_deployment(local_cluster: LocalCluster,
+                                                namespace: str) -> None:
+    _apply_service(local_cluster, _service(namespace))
+    result = _apply(local_cluster, _gpu_deployment(namespace), check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("changes", "rule", "says"), [
+    ({"filing": {"publicOpinion": False}, "assessment": None}, "[filing, Art.17]",
+     "spec.filing"),
+    ({"assessment": {"external": {"reportId": "TC260-2024-0001", "assessedOn": "2024-01-01",
+                                  "expiresOn": "2025-01-01", "result": "Pass"}}},
+     "[assessment, Art.17]", "expired on 2025-01-01"),
+    ({"labeling": None}, "[labeling, Art.12]", "spec.labeling"),
+], ids=["missing-filing", "expired-assessment", "missing-labeling"])
+def test_each_gap_is_refused_for_its_own_reason(
+        local_cluster: LocalCluster, namespace: str, changes: dict[str, Any], rule: str,
+        says: str) -> None:
+    _apply_service(local_cluster, _service(namespace, **changes))
+    result = _apply(local_cluster, _gpu_deployment(namespace), check=False)
+    assert result.returncode != 0
+    assert rule in result.stderr and says in result.stderr
+    others = {"[filing, Art.17]", "[assessment, Art.17]", "[labeling, Art.12]",
+              "[coverage, Art.17]"} - {rule}
+    assert not any(other in result.stderr for other in others)
+
+
+def test_warn_mode_admits_with_a_warning_kubectl_shows(local_cluster: LocalCluster,
+                                                       namespace: str) -> None:
+    _apply(local_cluster, _policy(namespace, [{"rule": "labeling", "mode": "Warn"}]))
+    _apply_service(local_cluster, _service(namespace, labeling=None))
+    deadline = time.monotonic() + 20
+    while True:  # the policy's change reaches the webhook by its watch, too
+        result = _apply(local_cluster, _gpu_deployment(namespace), check=False)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert result.returncode == 0, result.stderr
+    assert "Warning:" in result.stderr and "[labeling, Art.12]" in result.stderr
+
+
+def test_dry_run_answers_like_the_real_thing_and_writes_nothing(
+        local_cluster: LocalCluster, namespace: str) -> None:
+    refused = _apply(local_cluster, _gpu_deployment(namespace), extra=("--dry-run=server",),
+                     check=False)
+    assert refused.returncode != 0 and "[coverage, Art.17]" in refused.stderr
+    _apply_service(local_cluster, _service(namespace))
+    admitted = _apply(local_cluster, _gpu_deployment(namespace), extra=("--dry-run=server",))
+    assert "server dry run" in admitted.stdout
+    listed = local_cluster.kubectl("-n", namespace, "get", "deployments", "-o", "json")
+    assert json.loads(listed.stdout)["items"] == []
+
+
+def test_system_namespaces_and_cpu_workloads_never_reach_the_webhook(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    before = webhook.reviews_answered()
+    name = f"gpu-{uuid.uuid4().hex[:6]}"
+    _apply(local_cluster, _gpu_deployment("kube-system", name))
+    cpu = _gpu_deployment(namespace, "cpu-only")
+    cpu["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "1"}}
+    _apply(local_cluster, cpu)
+    assert webhook.reviews_answered() == before
+    local_cluster.kubectl("-n", "kube-system", "delete", "deployment", name)
+
+
+def test_with_the_webhook_down_gpu_workloads_fail_closed(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    _apply_service(local_cluster, _service(namespace))
+    webhook.stop()
+    try:
+        gpu = _apply(local_cluster, _gpu_deployment(namespace), check=False)
+        cpu = _gpu_deployment(namespace, "cpu-only")
+        cpu["spec"]["template"]["spec"]["containers"][0]["resources"] = {}
+        admitted = _apply(local_cluster, cpu, check=False)
+    finally:
+        webhook.start()
+    assert gpu.returncode != 0 and "failed calling webhook" in gpu.stderr
+    assert admitted.returncode == 0, admitted.stderr
+
+
+# --- `hegui check` gives the webhook's decisions ------------------------------------------------
+
+SAMPLES = _CHECKOUT / "samples"
+
+
+def _retarget(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """A sample moved into the test's namespace (and a policy enforcing there)."""
+    obj = copy.deepcopy(obj)
+    if obj["kind"] == "CompliancePolicy":
+        return _policy(namespace, obj["spec"].get("rules"))
+    if obj["kind"] == "Namespace":
+        obj["metadata"]["name"] = namespace
+    else:
+        obj["metadata"]["namespace"] = namespace
+    return obj
+
+
+def _sample(path: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((SAMPLES / path).read_text()) if d]
+
+
+def _parity_cases() -> list[tuple[str, list[dict[str, Any]]]]:
+    chat = _sample("compliance/chat-service.yaml")[0]
+    workload = next(d for d in _sample("workloads/chat-model.yaml") if d["kind"] == "Deployment")
+    policy = _sample("compliance/policy.yaml")[0]
+    assessment = _sample("compliance/safety-assessment.yaml")[0]
+    external = {"external": {"reportId": "TC260-2026-0042", "assessedOn": "2026-06-01",
+                             "expiresOn": "2099-06-01", "result": "Pass"}}
+
+    def variant(**spec: Any) -> dict[str, Any]:
+        changed = copy.deepcopy(chat)
+        for key, value in spec.items():
+            if value is None:
+                changed["spec"].pop(key, None)
+            else:
+                changed["spec"][key] = value
+        return changed
+
+    return [
+        ("samples-as-shipped", [policy, assessment, chat, workload]),
+        ("no-service", [policy, workload]),
+        ("external-assessment", [policy, variant(assessment=external), workload]),
+        ("no-labeling", [policy, variant(assessment=external, labeling=None), workload]),
+        ("no-filing", [policy, variant(filing={"publicOpinion": False}, assessment=None),
+                       workload]),
+        ("labeling-warns", [{**policy, "spec": {**policy["spec"], "rules": [
+            {"rule": "labeling", "mode": "Warn"}]}},
+            variant(assessment=external, labeling=None), workload]),
+    ]
+
+
+@pytest.mark.parametrize("case", _parity_cases(), ids=lambda c: c[0])
+def test_check_decides_like_the_webhook(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str,
+        tmp_path: Path, case: tuple[str, list[dict[str, Any]]]) -> None:
+    from hegui.admission import check
+
+    objects = [_retarget(o, namespace) for o in case[1]]
+    *posture, workload = objects
+    manifest = tmp_path / "manifests.yaml"
+    manifest.write_text(yaml.safe_dump_all(objects, allow_unicode=True))
+    [judged] = check.judge(check.documents([str(manifest)]), "default").judged
+    # Compared by rule, article and location: the apiserver may shorten long warnings.
+    offline = sorted(f"[{f.rule.value}, {f.article}] {f.location}:"
+                     for f in judged.verdict.denied + judged.verdict.warned)
+
+    # The same objects through the apiserver: posture applied, the workload dry-run.
+    _apply(local_cluster, *posture)
+    deadline = time.monotonic() + 20
+    while True:
+        result = _apply(local_cluster, workload, extra=("--dry-run=server",), check=False)
+        online = sorted(line[line.index("["):].split(": ", 1)[0] + ":"
+                        for line in result.stderr.splitlines()
+                        if "[" in line and ", Art." in line)
+        if online == offline or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)  # the webhook's watch is still catching up with the posture
+    assert (result.returncode == 0) == judged.verdict.allowed, result.stderr
+    assert online == offline
+
+
+# --- native CEL policies hold while the webhook is down -----------------------------------------
+
+@pytest.fixture
+def native_policies(local_cluster: LocalCluster, namespace: str) -> Iterator[None]:
+    from hegui.admission import cel_policies
+    from hegui.api.policy import CompliancePolicy
+
+    objects = [*cel_policies.all_policies(),
+               *cel_policies.bindings(CompliancePolicy.from_dict(_policy(namespace)))]
+    _apply(local_cluster, *objects)
+    yield
+    for obj in reversed(objects):
+        local_cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"],
+                              "--ignore-not-found")
+
+
+def _refusal_while_down(cluster: LocalCluster, webhook: Webhook,
+                        namespace: str) -> subprocess.CompletedProcess[str]:
+    webhook.stop()
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the apiserver compiles new policies and bindings asynchronously
+            result = _apply(cluster, _gpu_deployment(namespace), check=False)
+            if "ValidatingAdmissionPolicy" in result.stderr or time.monotonic() > deadline:
+                return result
+            time.sleep(0.3)
+    finally:
+        webhook.start()
+
+
+@pytest.mark.usefixtures("native_policies")
+def test_native_policy_refuses_missing_labeling_without_the_webhook(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    _apply_service(local_cluster, _service(namespace, labeling=None))
+    result = _refusal_while_down(local_cluster, webhook, namespace)
+    assert result.returncode != 0
+    assert "hegui-labeling-art12" in result.stderr
+    assert f"[labeling, Art.12] GenerativeService {namespace}/chat spec.labeling" in result.stderr
+
+
+@pytest.mark.usefixtures("native_policies")
+def test_native_policy_refuses_a_namespace_without_any_service(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    result = _refusal_while_down(local_cluster, webhook, namespace)
+    assert result.returncode != 0
+    assert "hegui-coverage-art17" in result.stderr
+
+
+@pytest.mark.usefixtures("native_policies")
+def test_native_policies_pass_a_complete_service_and_the_webhook_still_decides(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    _apply_service(local_cluster, _service(namespace))
+    result = _apply(local_cluster, _gpu_deployment(namespace), check=False)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,119 @@
+"""The rule engine that the webhook, the audit and `hegui check` share (Art.12, Art.17)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from hegui.api.articles import Rule
+from hegui.api.policy import EnforcementMode
+from hegui.rules.engine import evaluate
+from hegui.rules.index import ComplianceIndex
+
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+
+
+def _deployment(namespace: str = "ai", gpu: bool = True, app: str = "chat") -> dict[str, Any]:
+    resources = {"limits": {"nvidia.com/gpu": "1"}} if gpu else {}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "llm", "namespace": namespace},
+            "spec": {"template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [
+                {"name": "model", "image": "m:1", "resources": resources}]}}}}
+
+
+def _policy(namespace: str = "ai", rules: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+            "metadata": {"name": "default"},
+            "spec": {"namespaces": [namespace], "defaultMode": "Enforce", "rules": rules or []}}
+
+
+def _service(name: str = "chat", app: str = "chat", **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": app}},
+        "filing": {"publicOpinion": True,
+                   "algorithm": {"number": "网信算备110108823483901230011号"}},
+        "assessment": {"external": {"reportId": "R-1", "assessedOn": "2026-06-01",
+                                    "expiresOn": "2027-06-01", "result": "Pass"}},
+        "labeling": {"modalities": ["text"], "implicit": {"contentProducer": "Example AI Co."}},
+    }
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key)
+        else:
+            spec[key] = value
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+            "metadata": {"name": name, "namespace": "ai"}, "spec": spec}
+
+
+def _rules(*objects: dict[str, Any], workload: dict[str, Any] | None = None) -> list[str]:
+    findings = evaluate(workload or _deployment(), ComplianceIndex.from_objects(objects), now=NOW)
+    return [f.rule.value for f in findings]
+
+
+def test_compliant_workload_has_no_findings() -> None:
+    assert _rules(_policy(), _service()) == []
+
+
+def test_no_policy_means_hegui_stays_out() -> None:
+    assert _rules(_service(labeling=None)) == []
+
+
+def test_cpu_workloads_are_not_judged() -> None:
+    assert _rules(_policy(), workload=_deployment(gpu=False)) == []
+
+
+def test_uncovered_gpu_workload_is_a_coverage_finding() -> None:
+    [finding] = evaluate(_deployment(), ComplianceIndex.from_objects([_policy()]), now=NOW)
+    assert finding.rule is Rule.COVERAGE and finding.article == "Art.17"
+    assert finding.location == "Deployment ai/llm spec.template.metadata.labels"
+    assert "limits on nvidia.com/gpu" in finding.message
+    assert finding.render().startswith("[coverage, Art.17] Deployment ai/llm")
+
+
+def test_two_services_selecting_one_workload_is_ambiguous() -> None:
+    assert "coverage" in _rules(_policy(), _service("a"), _service("b"))
+
+
+@pytest.mark.parametrize(("changes", "rule", "field"), [
+    ({"filing": {"publicOpinion": False}, "assessment": None}, "filing", "spec.filing"),
+    ({"assessment": {"external": {"reportId": "R-0", "assessedOn": "2024-01-01",
+                                  "expiresOn": "2025-01-01", "result": "Pass"}}},
+     "assessment", "spec.assessment.external.expiresOn"),
+    ({"assessment": {"external": {"reportId": "R-0", "assessedOn": "2026-01-01",
+                                  "expiresOn": "2027-01-01", "result": "Fail"}}},
+     "assessment", "spec.assessment.external.result"),
+    ({"assessment": {"safetyAssessmentRef": {"name": "missing"}}}, "assessment",
+     "spec.assessment.safetyAssessmentRef"),
+    ({"labeling": None}, "labeling", "spec.labeling"),
+], ids=["no-filing", "expired-assessment", "failed-assessment", "missing-assessment",
+        "no-labeling"])
+def test_each_gap_is_its_own_finding(changes: dict[str, Any], rule: str, field: str) -> None:
+    index = ComplianceIndex.from_objects([_policy(), _service(**changes)])
+    [finding] = evaluate(_deployment(), index, now=NOW)
+    assert finding.rule.value == rule
+    assert finding.location == f"GenerativeService ai/chat {field}"
+
+
+def test_policy_mode_per_rule_applies() -> None:
+    index = ComplianceIndex.from_objects(
+        [_policy(rules=[{"rule": "labeling", "mode": "Warn"}]), _service(labeling=None)])
+    [finding] = evaluate(_deployment(), index, now=NOW)
+    assert finding.mode is EnforcementMode.WARN
+
+
+def test_a_current_exception_waives_only_its_rules() -> None:
+    exception = {"apiVersion": "hegui.io/v1alpha1", "kind": "ComplianceException",
+                 "metadata": {"name": "pilot", "namespace": "ai",
+                              "creationTimestamp": "2026-11-20T00:00:00Z"},
+                 "spec": {"workload": {"kind": "Deployment", "name": "llm"},
+                          "rules": ["labeling"], "duration": "720h",
+                          "justification": "pilot runs before the label sidecar is ready",
+                          "approvedBy": "compliance-office"}}
+    index = ComplianceIndex.from_objects([_policy(), _service(labeling=None), exception])
+    [finding] = evaluate(_deployment(), index, now=NOW)
+    assert finding.exempted_by == "pilot"
+    later = NOW + dt.timedelta(days=60)
+    [expired] = evaluate(_deployment(), index, now=later)
+    assert expired.exempted_by is None
