@@ -1,0 +1,58 @@
+"""A webhook server for the benchmark, in its own process: the real rules or allow-all.
+
+The index is filled from objects made here (no cluster needed): a policy enforcing every
+namespace, and `--services` GenerativeServices spread over 10 namespaces, as a busy cluster has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from hegui.admission import review, server
+from hegui.admission.validate import make_validator
+from hegui.rules.index import ComplianceIndex
+
+
+def service(namespace: str, index: int) -> dict[str, object]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+            "metadata": {"name": f"svc-{index}", "namespace": namespace},
+            "spec": {"selector": {"matchLabels": {"app": f"model-{index}"}},
+                     "filing": {"publicOpinion": True,
+                                "algorithm": {"number": "网信算备110108823483901230011号"}},
+                     "assessment": {"external": {"reportId": f"R-{index}",
+                                                 "assessedOn": "2026-06-01",
+                                                 "expiresOn": "2099-06-01", "result": "Pass"}},
+                     "labeling": {"modalities": ["text"],
+                                  "implicit": {"contentProducer": "Example AI Co."}}}}
+
+
+def build_index(services: int) -> ComplianceIndex:
+    policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+              "metadata": {"name": "bench"},
+              "spec": {"namespaceSelector": {}, "defaultMode": "Enforce"}}
+    return ComplianceIndex.from_objects(
+        [policy, *(service(f"ns-{i % 10}", i) for i in range(services))])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["rules", "allow-all"], required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert-file", type=Path, required=True)
+    parser.add_argument("--key-file", type=Path, required=True)
+    parser.add_argument("--services", type=int, default=200)
+    args = parser.parse_args()
+    registry = CollectorRegistry()
+    validator = (make_validator(build_index(args.services), registry) if args.mode == "rules"
+                 else (lambda request: review.Decision(True)))
+    app = server.make_app(validator, registry=registry)
+    asyncio.run(server.serve(app, host="127.0.0.1", port=args.port, cert_file=args.cert_file,
+                             key_file=args.key_file))
+
+
+if __name__ == "__main__":
+    main()
