@@ -1,19 +1,27 @@
 """`hegui demo`: hegui's main job, end to end, on the local control plane.
 
-It grows with the product. Today: start the control plane, apply hegui's CRDs (those that exist),
-deploy a GPU model server and show it scheduled onto a GPU node and Running.
+It grows with the product. Today: start the control plane, install hegui's CRDs and a
+CompliancePolicy, run the admission webhook beside the cluster, and show a GPU model Deployment
+refused until its GenerativeService declares a filing, a passing assessment and labeling, then
+admitted and Running on a GPU node.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+from hegui.admission.local import LocalWebhook
 from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
 
-SAMPLE_WORKLOAD = _CHECKOUT / "samples" / "workloads" / "chat-model.yaml"
+SAMPLES = _CHECKOUT / "samples"
 CRD_DIR = _CHECKOUT / "crds"
+NAMESPACE = "hegui-demo"
 
 
 def add_parser(commands: Any) -> None:
@@ -34,20 +42,25 @@ def run(args: argparse.Namespace) -> int:
     result = cluster.up()
     print("already running" if result.already_running else
           f"apiserver ready in {result.seconds_to_apiserver_ready:.1f}s")
-    print(cluster.kubectl("get", "nodes", "-L", "nvidia.com/gpu.present",
-                          "-o", "wide").stdout)
+    print(cluster.kubectl("get", "nodes", "-L", "nvidia.com/gpu.present").stdout)
 
-    crds = sorted(CRD_DIR.glob("*.yaml"))
-    _step(f"applying hegui's CRDs ({len(crds)} found in {CRD_DIR})")
-    for crd in crds:
-        print(cluster.kubectl("apply", "--server-side", "-f", str(crd)).stdout, end="")
+    _step("installing hegui's CRDs and the CompliancePolicy (samples/compliance/policy.yaml)")
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    print(cluster.kubectl("apply", "-f", str(SAMPLES / "compliance" / "policy.yaml")).stdout,
+          end="")
 
-    _step(f"deploying a GPU model server ({SAMPLE_WORKLOAD.relative_to(_CHECKOUT)})")
-    print(cluster.kubectl("apply", "-f", str(SAMPLE_WORKLOAD)).stdout, end="")
-    cluster.kubectl("-n", "hegui-demo", "rollout", "status", "deployment/chat-model",
-                    "--timeout=120s")
-    _wait_running(cluster)
-    print(cluster.kubectl("-n", "hegui-demo", "get", "pods", "-o", "wide").stdout)
+    with tempfile.TemporaryDirectory(prefix="hegui-demo-") as tmp:
+        webhook = LocalWebhook(cluster, Path(tmp))
+        _step(f"starting the admission webhook on {webhook.url} and registering it")
+        webhook.start()
+        try:
+            webhook.register()
+            _story(cluster)
+        finally:
+            _step("removing the webhook configuration and stopping the webhook")
+            webhook.unregister()
+            webhook.stop()
 
     _step("what is running")
     for name, info in cluster.status().items():
@@ -56,15 +69,76 @@ def run(args: argparse.Namespace) -> int:
         cluster.down()
         print("\nthe local cluster is stopped")
     else:
-        print(f"\nexport KUBECONFIG={cluster.kubeconfig}   # then: kubectl get pods -A\n"
+        print(f"\nexport KUBECONFIG={cluster.kubeconfig}   # then: kubectl get hegui,pods -A\n"
               "stop it with: .venv/bin/hegui cluster down")
     return 0
+
+
+def _story(cluster: LocalCluster) -> None:
+    workload = SAMPLES / "workloads" / "chat-model.yaml"
+    cluster.kubectl("delete", "-n", NAMESPACE, "deployment", "chat-model", "--ignore-not-found")
+    # A second run starts the story over.
+    cluster.kubectl("delete", "-n", NAMESPACE, "generativeservice,safetyassessment", "--all",
+                    "--ignore-not-found")
+
+    _step("a GPU model Deployment with no GenerativeService: refused (Art.17)")
+    refused = _apply_until_refused(cluster, workload)
+    print(refused)
+
+    _step("declaring the service: GenerativeService chat and its SafetyAssessment")
+    for sample in ("safety-assessment.yaml", "chat-service.yaml"):
+        print(cluster.kubectl("apply", "-f", str(SAMPLES / "compliance" / sample)).stdout,
+              end="")
+    print("\nthe assessment has not run yet, so the Deployment is still refused:")
+    print(_apply_until_refused(cluster, workload, containing="[assessment, Art.17]"))
+
+    _step("recording a passing assessment result (what an assessment run writes to status)")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    status = {"status": {"verdict": "Pass", "startedAt": _iso(now - dt.timedelta(hours=2)),
+                         "completedAt": _iso(now), "expiresAt": _iso(now + dt.timedelta(
+                             days=365)), "message": "recorded by hegui demo"}}
+    cluster.kubectl("-n", NAMESPACE, "patch", "safetyassessment", "chat-2025",
+                    "--subresource=status", "--type=merge", "-p", json.dumps(status))
+
+    _step("the complete posture admits the Deployment; its pods run on GPU nodes")
+    deadline = time.monotonic() + 30
+    while True:
+        applied = cluster.kubectl("apply", "-f", str(workload), check=False)
+        if applied.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the webhook sees the new status through its watch
+    if applied.returncode != 0:
+        raise ClusterError(f"the complete posture was refused:\n{applied.stderr}")
+    print(applied.stdout, end="")
+    cluster.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/chat-model",
+                    "--timeout=120s")
+    _wait_running(cluster)
+    print(cluster.kubectl("-n", NAMESPACE, "get", "pods", "-o", "wide").stdout)
+    print(cluster.kubectl("-n", NAMESPACE, "get", "hegui").stdout)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _apply_until_refused(cluster: LocalCluster, manifest: Path, containing: str = "") -> str:
+    """Apply and return the refusal; retried while the webhook's watch catches up."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result = cluster.kubectl("apply", "-f", str(manifest), check=False)
+        if result.returncode != 0 and containing in result.stderr:
+            return result.stderr.strip()
+        if result.returncode == 0:
+            cluster.kubectl("delete", "-n", NAMESPACE, "deployment", "chat-model",
+                            "--ignore-not-found")
+        time.sleep(0.5)
+    raise ClusterError(f"expected {manifest.name} to be refused ({containing or 'any reason'})")
 
 
 def _wait_running(cluster: LocalCluster, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        phases = cluster.kubectl("-n", "hegui-demo", "get", "pods", "-o",
+        phases = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-o",
                                  "jsonpath={.items[*].status.phase}").stdout.split()
         if phases and all(phase == "Running" for phase in phases):
             return

@@ -5,12 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
-import ssl
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hegui.admission import configuration
-from hegui.localcluster import pki
+from hegui.admission.local import LocalWebhook
 from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -28,59 +23,9 @@ pytestmark = pytest.mark.cluster
 ALGORITHM_NUMBER = "网信算备110108823483901230011号"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Webhook:
-    def __init__(self, cluster: LocalCluster, directory: Path) -> None:
-        self.cluster, self.directory = cluster, directory
-        self.port = _free_port()
-        ca = pki.CertificateAuthority.load(cluster.pki.ca_cert, cluster.pki.ca_key)
-        pki.write_serving_pair(ca, directory, "webhook", names=("localhost",), ips=("127.0.0.1",))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        hegui = Path(sys.executable).parent / "hegui"
-        self.log = (self.directory / "webhook.log").open("ab")
-        self.process = subprocess.Popen(
-            [str(hegui), "webhook", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--cert-file", str(self.directory / "webhook.crt"),
-             "--key-file", str(self.directory / "webhook.key"),
-             "--kubeconfig", str(self.cluster.kubeconfig)],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self._get("/readyz") == 200:
-                return
-            assert self.process.poll() is None, (self.directory / "webhook.log").read_text()
-            time.sleep(0.2)
-        raise AssertionError("the webhook never became ready")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-    def _context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cluster.pki.ca_cert))
-
-    def _get(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{self.port}{path}",
-                                        context=self._context(), timeout=2) as response:
-                return int(response.status)
-        except (OSError, urllib.error.HTTPError):
-            return 0
-
+class Webhook(LocalWebhook):
     def reviews_answered(self) -> float:
-        with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/metrics",
-                                    context=self._context(), timeout=2) as response:
-            text = response.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics().splitlines()
                    if line.startswith("hegui_admission_requests_total{"))
 
 
@@ -94,13 +39,9 @@ def webhook(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
                               f"crd/{crd}.hegui.io")
     hook = Webhook(local_cluster, tmp_path_factory.mktemp("webhook"))
     hook.start()
-    config = configuration.validating_webhook_configuration(
-        ca_bundle=local_cluster.pki.ca_cert.read_bytes(), own_namespace="hegui-system",
-        url=f"https://127.0.0.1:{hook.port}/validate")
-    _apply(local_cluster, config)
+    hook.register()
     yield hook
-    local_cluster.kubectl("delete", "validatingwebhookconfiguration",
-                          configuration.CONFIGURATION_NAME, "--ignore-not-found")
+    hook.unregister()
     hook.stop()
 
 

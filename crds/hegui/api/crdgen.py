@@ -113,14 +113,15 @@ KINDS: tuple[Kind, ...] = (
         PrinterColumn("Workload", ".spec.workload.name", description="The workload exempted."),
         PrinterColumn("Rules", ".spec.rules", description="The rules exempted."),
         PrinterColumn("Duration", ".spec.duration", description="From creation, at most 2160h."),
-        PrinterColumn("Expires", ".status.expiresAt", "date",
+        # string, not date: kubectl shows a future "date" as <invalid> (it renders ages).
+        PrinterColumn("Expires", ".status.expiresAt",
                       description="creationTimestamp + duration."),
         AGE,
     )),
     Kind(SafetyAssessment, "safetyassessments", ("sassess",), "Namespaced", (
         PrinterColumn("Service", ".spec.serviceRef.name", description="The service assessed."),
         PrinterColumn("Verdict", ".status.verdict", description="Pending, Pass or Fail."),
-        PrinterColumn("Expires", ".status.expiresAt", "date",
+        PrinterColumn("Expires", ".status.expiresAt",
                       description="When a Pass stops counting (Art.17)."),
         AGE,
     )),
