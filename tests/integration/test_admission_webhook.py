@@ -351,3 +351,19 @@ def test_native_policies_pass_a_complete_service_and_the_webhook_still_decides(
     _apply_service(local_cluster, _service(namespace))
     result = _apply(local_cluster, _gpu_deployment(namespace), check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_generated_cel_compiles_on_the_apiserver_with_policy_signals(
+        local_cluster: LocalCluster) -> None:
+    from hegui.admission import cel_policies, configuration
+    from hegui.rules.workloads import BUILTIN
+
+    detection = BUILTIN.extended(resources=["amd.com/gpu", "huawei.com/Ascend-"],
+                                 runtime_classes=["ascend"], labels=["example.com/llm"])
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=local_cluster.pki.ca_cert.read_bytes(), own_namespace="hegui-system",
+        url="https://127.0.0.1:9/validate", detection=detection)
+    config["metadata"]["name"] = "hegui-cel-compile-check"
+    result = _apply(local_cluster, config, *cel_policies.all_policies(detection),
+                    extra=("--dry-run=server",))
+    assert result.stdout.count("created (server dry run)") == 4

@@ -117,3 +117,14 @@ def test_a_current_exception_waives_only_its_rules() -> None:
     later = NOW + dt.timedelta(days=60)
     [expired] = evaluate(_deployment(), index, now=later)
     assert expired.exempted_by is None
+
+
+def test_a_policy_adds_detection_signals_but_cannot_remove_nvidia() -> None:
+    amd = _deployment()
+    amd["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"amd.com/gpu": "1"}}
+    policy = _policy()
+    assert _rules(policy, workload=amd) == []
+    policy["spec"]["detection"] = {"gpuResources": ["amd.com/gpu"]}
+    assert _rules(policy, workload=amd) == ["coverage"]
+    assert _rules(policy) == ["coverage"]  # nvidia.com/gpu is still detected

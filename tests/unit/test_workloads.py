@@ -131,3 +131,21 @@ def test_device_classes_of_claims_and_templates() -> None:
         {"name": "g", "deviceClassName": "gpu.nvidia.com"}]}}}}
     assert device_classes_of(claim) == {"gpu.nvidia.com", "mig.nvidia.com"}
     assert device_classes_of(template) == {"gpu.nvidia.com"}
+
+
+def test_extended_detection_adds_resources_prefixes_runtime_classes_and_labels() -> None:
+    from hegui.rules.workloads import BUILTIN
+
+    detection = BUILTIN.extended(resources=["amd.com/gpu", "huawei.com/Ascend-"],
+                                 runtime_classes=["ascend"], labels=["example.com/llm"])
+    for spec, labels, reason in [
+        (_with_limits({"amd.com/gpu": "1"}), {}, "limits on amd.com/gpu"),
+        (_with_limits({"huawei.com/Ascend-910b": "1"}), {}, "limits on huawei.com/Ascend-910b"),
+        (_pod_spec(runtimeClassName="ascend"), {}, "runtimeClassName ascend"),
+        (_pod_spec(), {"example.com/llm": "true"}, "label example.com/llm=true"),
+        (_with_limits({"nvidia.com/gpu": "1"}), {}, "limits on nvidia.com/gpu"),
+    ]:
+        [template] = pod_templates(_deployment(spec, labels))
+        assert reason in [e.reason for e in generative_evidence(template, detection=detection)]
+        if "nvidia" not in reason:
+            assert generative_evidence(template) == []

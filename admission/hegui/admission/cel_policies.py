@@ -20,13 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hegui.admission.configuration import (
-    SYSTEM_NAMESPACES,
-    WORKLOAD_RESOURCES,
-    generative_workload_condition,
-)
+from hegui.admission.configuration import WORKLOAD_RESOURCES, generative_workload_condition
 from hegui.api.articles import Rule
-from hegui.api.policy import CompliancePolicy, EnforcementMode
+from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES, CompliancePolicy, EnforcementMode
+from hegui.rules.workloads import BUILTIN, Detection
 
 API = "admissionregistration.k8s.io/v1"
 NATIVE_RULES = (Rule.COVERAGE, Rule.FILING, Rule.LABELING)
@@ -87,7 +84,7 @@ def policy_name(rule: Rule) -> str:
     return f"hegui-{rule.value.lower()}-{rule.article.lower().replace('.', '')}"
 
 
-def validating_admission_policy(rule: Rule) -> dict[str, Any]:
+def validating_admission_policy(rule: Rule, detection: Detection = BUILTIN) -> dict[str, Any]:
     groups: dict[tuple[str, str], list[str]] = {}
     for group, version, resource in WORKLOAD_RESOURCES:
         groups.setdefault((group, version), []).append(resource)
@@ -106,10 +103,10 @@ def validating_admission_policy(rule: Rule) -> dict[str, Any]:
                     for (group, version), resources in groups.items()],
                 "namespaceSelector": {"matchExpressions": [{
                     "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                    "values": list(SYSTEM_NAMESPACES)}]},
+                    "values": list(ALWAYS_EXCLUDED_NAMESPACES)}]},
             },
             "matchConditions": [{"name": "generative-workload",
-                                 "expression": generative_workload_condition()}],
+                                 "expression": generative_workload_condition(detection)}],
             "variables": [{"name": "labels", "expression": _LABELS},
                           {"name": "selected", "expression": _SELECTED}],
             "validations": _VALIDATIONS[rule],
@@ -146,5 +143,5 @@ def bindings(policy: CompliancePolicy) -> list[dict[str, Any]]:
     return found
 
 
-def all_policies() -> list[dict[str, Any]]:
-    return [validating_admission_policy(rule) for rule in NATIVE_RULES]
+def all_policies(detection: Detection = BUILTIN) -> list[dict[str, Any]]:
+    return [validating_admission_policy(rule, detection) for rule in NATIVE_RULES]

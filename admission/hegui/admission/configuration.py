@@ -19,11 +19,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from hegui.rules import workloads
+from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES
+from hegui.rules.workloads import BUILTIN, Detection
 
 WEBHOOK_NAME = "workloads.validate.hegui.io"
 CONFIGURATION_NAME = "hegui-validating"
-SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 TIMEOUT_SECONDS = 5
 
 #: (apiGroup, version, resource) of every workload kind the rules read.
@@ -39,55 +39,66 @@ WORKLOAD_RESOURCES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _gpu_in_containers(containers: str) -> str:
-    resource_names = (
-        f"k == '{workloads.GPU_RESOURCE}' || k == '{workloads.SHARED_GPU_RESOURCE}' || "
-        f"k.startsWith('{workloads.MIG_RESOURCE_PREFIX}')")
+def _quoted(values: frozenset[str]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in sorted(values)) + "]"
+
+
+def _gpu_in_containers(containers: str, detection: Detection) -> str:
+    names = f"k in {_quoted(detection.resources)}"
+    if detection.resource_prefixes:
+        names += " || " + " || ".join(f"k.startsWith('{prefix}')"
+                                      for prefix in sorted(detection.resource_prefixes))
     per_section = " || ".join(
-        f"(has(c.resources.{section}) && c.resources.{section}.exists(k, {resource_names}))"
+        f"(has(c.resources.{section}) && c.resources.{section}.exists(k, {names}))"
         for section in ("limits", "requests"))
     return f"{containers}.exists(c, has(c.resources) && ({per_section}))"
 
 
-def pod_spec_uses_gpu(spec: str) -> str:
-    """CEL: the pod spec at `spec` asks for an NVIDIA GPU (mirrors workloads.generative_evidence;
-    a DRA claim counts whatever its device class, since CEL here cannot read the claim)."""
+def pod_spec_uses_gpu(spec: str, detection: Detection = BUILTIN) -> str:
+    """CEL: the pod spec at `spec` asks for an accelerator (mirrors
+    workloads.generative_evidence; a DRA claim counts whatever its device class, since CEL here
+    cannot read the claim)."""
     return " || ".join([
-        f"(has({spec}.runtimeClassName) && {spec}.runtimeClassName == "
-        f"'{workloads.GPU_RUNTIME_CLASS}')",
+        f"(has({spec}.runtimeClassName) && {spec}.runtimeClassName in "
+        f"{_quoted(detection.runtime_classes)})",
         f"(has({spec}.resourceClaims) && size({spec}.resourceClaims) > 0)",
-        f"(has({spec}.containers) && {_gpu_in_containers(f'{spec}.containers')})",
-        f"(has({spec}.initContainers) && {_gpu_in_containers(f'{spec}.initContainers')})",
+        f"(has({spec}.containers) && {_gpu_in_containers(f'{spec}.containers', detection)})",
+        f"(has({spec}.initContainers) && "
+        f"{_gpu_in_containers(f'{spec}.initContainers', detection)})",
     ])
 
 
-def _opted_in(metadata: str) -> str:
-    return (f"(has({metadata}.labels) && '{workloads.OPT_IN_LABEL}' in {metadata}.labels && "
-            f"{metadata}.labels['{workloads.OPT_IN_LABEL}'] == 'true')")
+def _opted_in(metadata: str, detection: Detection) -> str:
+    return (f"(has({metadata}.labels) && {_quoted(detection.labels)}.exists(l, "
+            f"l in {metadata}.labels && {metadata}.labels[l] == 'true'))")
 
 
-def generative_workload_condition() -> str:
+def generative_workload_condition(detection: Detection = BUILTIN) -> str:
     """CEL for matchConditions: true when the object runs a generative model."""
     template = "object.spec.template"
     cron_template = "object.spec.jobTemplate.spec.template"
     return (
         "object.kind == 'InferenceService' || "
-        f"(object.kind == 'Pod' ? ({_opted_in('object.metadata')} || "
-        f"{pod_spec_uses_gpu('object.spec')}) : "
+        f"(object.kind == 'Pod' ? ({_opted_in('object.metadata', detection)} || "
+        f"{pod_spec_uses_gpu('object.spec', detection)}) : "
         f"object.kind == 'CronJob' ? (has({cron_template}.spec) && "
-        f"({_opted_in(cron_template + '.metadata')} || "
-        f"{pod_spec_uses_gpu(cron_template + '.spec')})) : "
+        f"((has({cron_template}.metadata) && "
+        f"{_opted_in(cron_template + '.metadata', detection)}) || "
+        f"{pod_spec_uses_gpu(cron_template + '.spec', detection)})) : "
         f"(has(object.spec) && has({template}) && has({template}.spec) && "
-        f"((has({template}.metadata) && {_opted_in(template + '.metadata')}) || "
-        f"{pod_spec_uses_gpu(template + '.spec')})))"
+        f"((has({template}.metadata) && {_opted_in(template + '.metadata', detection)}) || "
+        f"{pod_spec_uses_gpu(template + '.spec', detection)})))"
     )
 
 
 def validating_webhook_configuration(
     *, ca_bundle: bytes, own_namespace: str, url: str | None = None,
-    service: dict[str, Any] | None = None,
+    service: dict[str, Any] | None = None, detection: Detection = BUILTIN,
 ) -> dict[str, Any]:
-    """The ValidatingWebhookConfiguration; reach the webhook by `url` (local) or `service`."""
+    """The ValidatingWebhookConfiguration; reach the webhook by `url` (local) or `service`.
+
+    `detection` must include what the cluster's CompliancePolicies add (`detection_of`), or
+    workloads marked only by those signals never reach the webhook."""
     if (url is None) == (service is None):
         raise ValueError("give exactly one of url and service")
     client_config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
@@ -113,10 +124,10 @@ def validating_webhook_configuration(
             } for (group, version), resources in groups.items()],
             "namespaceSelector": {"matchExpressions": [{
                 "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                "values": [*SYSTEM_NAMESPACES, own_namespace]}]},
+                "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
             "matchPolicy": "Equivalent",
             "matchConditions": [{"name": "generative-workload",
-                                 "expression": generative_workload_condition()}],
+                                 "expression": generative_workload_condition(detection)}],
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",

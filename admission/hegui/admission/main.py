@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from hegui.admission import cel_policies, configuration, server
+from hegui.admission.check import InputError
 from hegui.admission.informer import InformerSet, Resource
 from hegui.admission.validate import make_validator
 from hegui.api.policy import CompliancePolicy
-from hegui.rules.index import ComplianceIndex
+from hegui.rules.index import ComplianceIndex, detection_of
 
 #: What the rules read. DRA is optional: clusters before resource.k8s.io/v1 have none.
 MIRRORED = (
@@ -52,6 +53,9 @@ def add_parser(commands: Any) -> None:
     show.add_argument("--url", help="reach the webhook by URL (local development)")
     show.add_argument("--service", help="reach it by Service: NAMESPACE/NAME[:PORT]")
     show.add_argument("--own-namespace", default="hegui-system")
+    show.add_argument("--policy", action="append", default=[], metavar="FILE",
+                      help="CompliancePolicy files whose detection signals the filter must "
+                           "include (repeatable)")
     show.set_defaults(run=_configuration)
     native = sub.add_parser(
         "cel-policies", help="print the ValidatingAdmissionPolicies (and, for the given "
@@ -95,7 +99,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policies(paths: list[str]) -> list[CompliancePolicy]:
+    from hegui.admission.check import documents
+
+    return [CompliancePolicy.from_dict(d.obj) for d in documents(paths)
+            if d.obj.get("kind") == "CompliancePolicy"] if paths else []
+
+
 def _configuration(args: argparse.Namespace) -> int:
+    try:
+        detection = detection_of(_policies(args.policy))
+    except (InputError, ValidationError) as error:
+        print(f"hegui webhook configuration: {error}", file=sys.stderr)
+        return 2
     service = None
     if args.service:
         namespace, _, rest = args.service.partition("/")
@@ -104,20 +120,17 @@ def _configuration(args: argparse.Namespace) -> int:
                    "port": int(port or 443)}
     print(json.dumps(configuration.validating_webhook_configuration(
         ca_bundle=args.ca_file.read_bytes(), own_namespace=args.own_namespace,
-        url=args.url, service=service), indent=2))
+        url=args.url, service=service, detection=detection), indent=2))
     return 0
 
 
 def _cel_policies(args: argparse.Namespace) -> int:
-    from hegui.admission.check import InputError, documents
-
     try:
-        found = [CompliancePolicy.from_dict(d.obj) for d in documents(args.policies)
-                 if d.obj.get("kind") == "CompliancePolicy"] if args.policies else []
+        found = _policies(args.policies)
     except (InputError, ValidationError) as error:
         print(f"hegui webhook cel-policies: {error}", file=sys.stderr)
         return 2
-    items = cel_policies.all_policies()
+    items = cel_policies.all_policies(detection_of(found))
     for policy in found:
         items.extend(cel_policies.bindings(policy))
     print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, ensure_ascii=False,

@@ -120,11 +120,13 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
              now: dt.datetime | None = None) -> list[Finding]:
     """Every finding for one workload object; empty when it is compliant or not generative."""
     workload = Workload.of(obj, namespace)
-    templates = workloads.pod_templates(obj)
-    evidence = [e for t in templates
-                for e in workloads.generative_evidence(t, workload.namespace, index.claim_classes)]
     policy = index.policy_for(workload.namespace)
-    if not evidence or policy is None:
+    if policy is None:
+        return []
+    templates = workloads.pod_templates(obj)
+    evidence = [e for t in templates for e in workloads.generative_evidence(
+        t, workload.namespace, index.claim_classes, policy.detection)]
+    if not evidence:
         return []
     context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC))
     context.services = index.services_selecting(workload.namespace,

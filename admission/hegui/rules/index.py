@@ -22,7 +22,7 @@ from hegui.api.common import WorkloadKind, WorkloadReference, field_errors
 from hegui.api.exception import ComplianceException
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy, EnforcementMode, strictest
-from hegui.rules.workloads import device_classes_of
+from hegui.rules.workloads import BUILTIN, Detection, device_classes_of
 
 
 class ObjectKey(NamedTuple):
@@ -38,6 +38,21 @@ class EffectivePolicy:
 
     def mode_for(self, rule: Rule) -> EnforcementMode:
         return strictest([p.spec.mode_for(rule) for p in self.policies])
+
+    @property
+    def detection(self) -> Detection:
+        return detection_of(self.policies)
+
+
+def detection_of(policies: Iterable[CompliancePolicy]) -> Detection:
+    """The built-in signals plus those every given policy adds."""
+    detection = BUILTIN
+    for policy in policies:
+        extra = policy.spec.detection
+        detection = detection.extended(
+            resources=extra.gpu_resources, runtime_classes=extra.runtime_class_names,
+            device_classes=extra.device_classes, labels=extra.labels)
+    return detection
 
 
 def _key(obj: Mapping[str, Any]) -> ObjectKey:

@@ -10,7 +10,7 @@ models on other accelerators, an explicit opt-in label.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,35 @@ SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 GPU_RUNTIME_CLASS = "nvidia"
 GPU_DEVICE_CLASSES = frozenset({"gpu.nvidia.com", "mig.nvidia.com"})
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The signals that mark a generative workload. The built-in NVIDIA ones are always in
+    force; a CompliancePolicy can add more (other accelerators), never remove any."""
+
+    resources: frozenset[str] = frozenset({GPU_RESOURCE, SHARED_GPU_RESOURCE})
+    resource_prefixes: frozenset[str] = frozenset({MIG_RESOURCE_PREFIX})
+    runtime_classes: frozenset[str] = frozenset({GPU_RUNTIME_CLASS})
+    device_classes: frozenset[str] = GPU_DEVICE_CLASSES
+    labels: frozenset[str] = frozenset({OPT_IN_LABEL})
+
+    def extended(self, *, resources: Iterable[str] = (), runtime_classes: Iterable[str] = (),
+                 device_classes: Iterable[str] = (), labels: Iterable[str] = ()) -> Detection:
+        """These signals plus more; a resource name ending in '-' is a prefix."""
+        names = list(resources)
+        return Detection(
+            self.resources | {n for n in names if not n.endswith("-")},
+            self.resource_prefixes | {n for n in names if n.endswith("-")},
+            self.runtime_classes | set(runtime_classes),
+            self.device_classes | set(device_classes),
+            self.labels | set(labels))
+
+    def is_gpu_resource(self, name: str) -> bool:
+        return name in self.resources or name.startswith(tuple(self.resource_prefixes))
+
+
+BUILTIN = Detection()
 
 #: kind -> path from the object to its pod template (None: the object is the pod).
 _TEMPLATE_PATHS: dict[str, tuple[str, ...] | None] = {
@@ -109,22 +138,24 @@ class GpuEvidence:
 
 
 def generative_evidence(
-    template: PodTemplate, namespace: str = "", resolve_claim: ClaimResolver | None = None
+    template: PodTemplate, namespace: str = "", resolve_claim: ClaimResolver | None = None,
+    detection: Detection = BUILTIN,
 ) -> list[GpuEvidence]:
     """Every reason the pod runs a generative model; empty when it does not."""
     evidence: list[GpuEvidence] = []
     spec = template.spec
-    if template.labels.get(OPT_IN_LABEL) == "true":
-        evidence.append(GpuEvidence("metadata.labels", f"label {OPT_IN_LABEL}=true"))
-    if spec.get("runtimeClassName") == GPU_RUNTIME_CLASS:
+    for label in sorted(detection.labels):
+        if template.labels.get(label) == "true":
+            evidence.append(GpuEvidence("metadata.labels", f"label {label}=true"))
+    if (runtime_class := spec.get("runtimeClassName")) in detection.runtime_classes:
         evidence.append(GpuEvidence(f"{template.spec_path}.runtimeClassName",
-                                    f"runtimeClassName {GPU_RUNTIME_CLASS}"))
+                                    f"runtimeClassName {runtime_class}"))
     for group in ("initContainers", "containers"):
         for index, container in enumerate(_list(spec.get(group))):
             resources = _mapping(_mapping(container).get("resources"))
             for section in ("limits", "requests"):
                 for name in _mapping(resources.get(section)):
-                    if _is_gpu_resource(str(name)):
+                    if detection.is_gpu_resource(str(name)):
                         evidence.append(GpuEvidence(
                             f"{template.spec_path}.{group}[{index}].resources.{section}",
                             f"{section} on {name}"))
@@ -138,15 +169,12 @@ def generative_evidence(
             continue
         classes = resolve_claim(namespace, kind, name) if resolve_claim else None
         # An unresolvable claim counts as a GPU: refusing to look is no way around the rules.
-        if classes is None or classes & GPU_DEVICE_CLASSES:
-            shown = ", ".join(sorted(classes & GPU_DEVICE_CLASSES)) if classes else "unresolved"
+        if classes is None or classes & detection.device_classes:
+            shown = (", ".join(sorted(classes & detection.device_classes)) if classes
+                     else "unresolved")
             evidence.append(GpuEvidence(f"{template.spec_path}.resourceClaims[{index}]",
                                         f"DRA {kind} {name} ({shown})"))
     return evidence
-
-
-def _is_gpu_resource(name: str) -> bool:
-    return name in (GPU_RESOURCE, SHARED_GPU_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)
 
 
 def device_classes_of(claim_or_template: Mapping[str, Any]) -> frozenset[str]:

@@ -88,23 +88,24 @@ class Sidecar(ApiModel):
 
 
 class WorkloadDetection(ApiModel):
-    """How hegui recognises a workload that runs a generative model."""
+    """Signals that mark a generative model workload, in addition to the built-in NVIDIA ones
+    (nvidia.com/gpu, nvidia.com/mig-*, nvidia.com/gpu.shared, DRA classes gpu.nvidia.com and
+    mig.nvidia.com, runtime class nvidia, label hegui.io/generative=true). A policy can only add
+    signals: none can make hegui blind to an NVIDIA GPU workload."""
 
     gpu_resources: list[ResourceName] = Field(
-        default_factory=lambda: ["nvidia.com/gpu"], max_length=16,
-        description="Extended resources that mark a GPU workload; a name ending in '-' is a "
-                    "prefix (nvidia.com/mig- matches every MIG profile).",
-        json_schema_extra={"default": ["nvidia.com/gpu"]})
+        default_factory=list, max_length=16,
+        description="More extended resources that mark a generative workload (e.g. "
+                    "amd.com/gpu); a name ending in '-' is a prefix.")
     runtime_class_names: list[DnsLabel] = Field(
-        default_factory=lambda: ["nvidia"], max_length=16,
-        description="Runtime classes that mark a GPU workload.",
-        json_schema_extra={"default": ["nvidia"]})
+        default_factory=list, max_length=16,
+        description="More runtime classes that mark a generative workload.")
     device_classes: list[DnsSubdomain] = Field(
         default_factory=list, max_length=16,
-        description="DRA device classes whose claims mark a GPU workload, e.g. gpu.nvidia.com.")
-    label: LabelKey = Field(
-        default="hegui.io/generative",
-        description="A pod label that marks a generative workload explicitly when set to true.")
+        description="More DRA device classes whose claims mark a generative workload.")
+    labels: list[LabelKey] = Field(
+        default_factory=list, max_length=8,
+        description="More pod labels that mark a generative workload when set to true.")
 
 
 class Defaults(ApiModel):

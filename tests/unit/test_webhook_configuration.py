@@ -1,0 +1,43 @@
+"""The webhook configuration hegui ships: scoping, failure policy, the CEL filter's inputs."""
+
+from __future__ import annotations
+
+from hegui.admission import cel_policies, configuration
+from hegui.rules.workloads import BUILTIN
+
+
+def test_scoped_away_from_the_control_plane_and_its_own_namespace() -> None:
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=b"ca", own_namespace="platform-hegui", url="https://127.0.0.1:9443/validate")
+    [hook] = config["webhooks"]
+    excluded = hook["namespaceSelector"]["matchExpressions"][0]
+    assert excluded["operator"] == "NotIn"
+    assert {"kube-system", "kube-node-lease", "kube-public", "hegui-system",
+            "platform-hegui"} <= set(excluded["values"])
+    assert hook["sideEffects"] == "None" and hook["failurePolicy"] == "Fail"
+    assert hook["timeoutSeconds"] <= 10
+    resources = {r for rule in hook["rules"] for r in rule["resources"]}
+    assert {"pods", "deployments", "statefulsets", "cronjobs", "inferenceservices"} <= resources
+
+
+def test_the_filter_follows_the_detection_signals() -> None:
+    builtin = configuration.generative_workload_condition()
+    assert "'nvidia.com/gpu'" in builtin and "startsWith('nvidia.com/mig-')" in builtin
+    assert "amd.com/gpu" not in builtin
+    extended = configuration.generative_workload_condition(
+        BUILTIN.extended(resources=["amd.com/gpu"]))
+    assert "'amd.com/gpu'" in extended and "'nvidia.com/gpu'" in extended
+
+
+def test_exactly_one_way_to_reach_the_webhook() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="exactly one"):
+        configuration.validating_webhook_configuration(ca_bundle=b"", own_namespace="x")
+
+
+def test_native_policies_cite_their_articles() -> None:
+    names = {p["metadata"]["name"]: p["metadata"]["annotations"]["hegui.io/article"]
+             for p in cel_policies.all_policies()}
+    assert names == {"hegui-coverage-art17": "Art.17", "hegui-filing-art17": "Art.17",
+                     "hegui-labeling-art12": "Art.12"}
