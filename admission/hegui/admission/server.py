@@ -8,8 +8,10 @@ one is answered (see review.py); the handler never raises into aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,5 +140,17 @@ async def serve(app: web.Application, *, host: str, port: int, cert_file: Path,
 def run(validator: Validator, *, host: str, port: int, cert_file: Path, key_file: Path,
         ready: Callable[[], bool] = lambda: True,
         registry: CollectorRegistry | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then finish the reviews in flight (Kubernetes sends
+    SIGTERM when it stops the pod; the apiserver would otherwise see dropped connections)."""
     app = make_app(validator, ready=ready, registry=registry)
-    asyncio.run(serve(app, host=host, port=port, cert_file=cert_file, key_file=key_file))
+
+    async def main() -> None:
+        task = asyncio.create_task(serve(app, host=host, port=port, cert_file=cert_file,
+                                         key_file=key_file))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
