@@ -367,3 +367,104 @@ def test_generated_cel_compiles_on_the_apiserver_with_policy_signals(
     result = _apply(local_cluster, config, *cel_policies.all_policies(detection),
                     extra=("--dry-run=server",))
     assert result.stdout.count("created (server dry run)") == 4
+
+
+# --- sidecar injection (Art.14) -----------------------------------------------------------------
+
+SIDECAR = {"image": "registry.example.cn/hegui/sidecar:0.1.0", "port": 8443,
+           "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                         "limits": {"cpu": "1", "memory": "512Mi"}}}
+
+
+def _injecting_policy(namespace: str) -> dict[str, Any]:
+    policy = _policy(namespace)
+    policy["spec"]["sidecar"] = SIDECAR
+    return policy
+
+
+def _wait_for_injection(cluster: LocalCluster, namespace: str) -> None:
+    """Until the webhook's watch has the injecting policy: a dry-run pod comes back injected."""
+    probe = {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "probe", "namespace": namespace, "labels": {"app": "chat"}},
+             "spec": {"containers": [{"name": "model", "image": "example.invalid/llm:1",
+                                      "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        result = _apply(cluster, probe, extra=("--dry-run=server", "-o", "json"), check=False)
+        if result.returncode == 0 and "hegui-sidecar" in result.stdout:
+            return
+        time.sleep(0.3)
+    raise AssertionError("the webhook never injected the probe pod")
+
+
+def _served_deployment(namespace: str) -> dict[str, Any]:
+    deployment = _gpu_deployment(namespace)
+    deployment["spec"]["replicas"] = 2
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "http", "containerPort": 8000}]
+    return deployment
+
+
+def _pods(cluster: LocalCluster, namespace: str, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while True:
+        pods = json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-o",
+                                          "json").stdout)["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running"
+                   and not p["metadata"].get("deletionTimestamp")]
+        if len(running) >= count or time.monotonic() > deadline:
+            return running
+        time.sleep(0.5)
+
+
+def test_pods_of_a_covered_deployment_run_with_the_sidecar_and_git_sees_no_drift(
+        local_cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    _apply(local_cluster, _injecting_policy(namespace))
+    _apply_service(local_cluster, _service(namespace))
+    _wait_for_injection(local_cluster, namespace)
+    manifest = tmp_path / "deployment.yaml"
+    deployment = _served_deployment(namespace)
+    manifest.write_text(yaml.safe_dump(deployment))
+    local_cluster.kubectl("apply", "--server-side", "-f", str(manifest))
+
+    pods = _pods(local_cluster, namespace, 2)
+    assert len(pods) == 2
+    gpu_nodes = {"kwok-gpu-0", "kwok-gpu-1"}
+    for pod in pods:
+        sidecar = pod["spec"]["initContainers"][0]
+        assert sidecar["name"] == "hegui-sidecar" and sidecar["restartPolicy"] == "Always"
+        assert sidecar["ports"][0]["name"] == "http"
+        assert pod["spec"]["containers"][0]["ports"][0]["name"] == "hegui-model"
+        assert pod["spec"]["nodeName"] in gpu_nodes
+        assert "hegui.io/sidecar-status" in pod["metadata"]["annotations"]
+    # The Deployment as stored is what was applied: a server-side diff is empty.
+    diff = local_cluster.kubectl("diff", "--server-side", "-f", str(manifest), check=False)
+    assert diff.returncode == 0, diff.stdout
+    stored = json.loads(local_cluster.kubectl("-n", namespace, "get", "deployment", "llm",
+                                              "-o", "json").stdout)
+    assert "initContainers" not in stored["spec"]["template"]["spec"]
+
+    # Scaling up injects the new pods too.
+    local_cluster.kubectl("-n", namespace, "scale", "deployment/llm", "--replicas=3")
+    pods = _pods(local_cluster, namespace, 3)
+    assert all(p["spec"]["initContainers"][0]["name"] == "hegui-sidecar" for p in pods)
+
+
+def test_a_pod_that_cannot_be_injected_safely_is_refused_naming_the_conflict(
+        local_cluster: LocalCluster, namespace: str) -> None:
+    _apply(local_cluster, _injecting_policy(namespace))
+    _apply_service(local_cluster, _service(namespace))
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "host-model", "namespace": namespace, "labels": {"app": "chat"}},
+           "spec": {"hostNetwork": True, "containers": [{
+               "name": "model", "image": "example.invalid/llm:1",
+               "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
+    deadline = time.monotonic() + 20
+    while True:  # the policy's sidecar reaches the webhook by its watch
+        result = _apply(local_cluster, pod, check=False)
+        if result.returncode != 0 or time.monotonic() > deadline:
+            break
+        local_cluster.kubectl("-n", namespace, "delete", "pod", "host-model", "--wait=false")
+        time.sleep(0.5)
+    assert result.returncode != 0
+    assert "[injection, Art.14]" in result.stderr and "hostNetwork" in result.stderr

@@ -133,3 +133,39 @@ def validating_webhook_configuration(
             "failurePolicy": "Fail",
         }],
     }
+
+
+MUTATING_CONFIGURATION_NAME = "hegui-mutating"
+MUTATING_WEBHOOK_NAME = "pods.inject.hegui.io"
+
+
+def mutating_webhook_configuration(
+    *, ca_bundle: bytes, own_namespace: str, url: str | None = None,
+    service: dict[str, Any] | None = None, detection: Detection = BUILTIN,
+) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration that injects the sidecar into Pods (never workloads).
+
+    failurePolicy Ignore: a pod must not stay unscheduled because the injector is down; pods that
+    slip through are found and reported by the operator (the lesson Istio and Linkerd paid for).
+    reinvocationPolicy IfNeeded: another mutating webhook adding containers later gets ours
+    re-run, which is idempotent."""
+    base = validating_webhook_configuration(ca_bundle=ca_bundle, own_namespace=own_namespace,
+                                            url=url, service=service, detection=detection)
+    [hook] = base["webhooks"]
+    client = hook["clientConfig"]
+    if "url" in client:
+        client["url"] = client["url"].removesuffix("/validate") + "/mutate"
+    else:
+        client["service"] = {**client["service"], "path": "/mutate"}
+    hook.update({
+        "name": MUTATING_WEBHOOK_NAME,
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                   "operations": ["CREATE"], "scope": "Namespaced"}],
+        "failurePolicy": "Ignore",
+        "reinvocationPolicy": "IfNeeded",
+    })
+    return {"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": MUTATING_CONFIGURATION_NAME,
+                         "labels": {"app.kubernetes.io/part-of": "hegui"}},
+            "webhooks": [hook]}

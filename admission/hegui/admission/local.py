@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from hegui.admission import configuration
 from hegui.localcluster import pki
@@ -63,12 +64,15 @@ class LocalWebhook:
         raise ClusterError(f"the webhook did not become ready in {timeout:.0f}s; "
                            f"see {self.log_file}")
 
-    def register(self) -> None:
-        config = configuration.validating_webhook_configuration(
-            ca_bundle=self.cluster.pki.ca_cert.read_bytes(), own_namespace="hegui-system",
-            url=f"{self.url}/validate")
+    def register(self, *, mutating: bool = True) -> None:
+        options: dict[str, Any] = {"ca_bundle": self.cluster.pki.ca_cert.read_bytes(),
+                                   "own_namespace": "hegui-system",
+                                   "url": f"{self.url}/validate"}
+        items = [configuration.validating_webhook_configuration(**options)]
+        if mutating:
+            items.append(configuration.mutating_webhook_configuration(**options))
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(config, handle)
+            json.dump({"apiVersion": "v1", "kind": "List", "items": items}, handle)
         try:
             self.cluster.kubectl("apply", "-f", handle.name)
         finally:
@@ -77,6 +81,8 @@ class LocalWebhook:
     def unregister(self) -> None:
         self.cluster.kubectl("delete", "validatingwebhookconfiguration",
                              configuration.CONFIGURATION_NAME, "--ignore-not-found")
+        self.cluster.kubectl("delete", "mutatingwebhookconfiguration",
+                             configuration.MUTATING_CONFIGURATION_NAME, "--ignore-not-found")
 
     def stop(self) -> None:
         if self.process is not None:

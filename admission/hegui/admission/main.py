@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from hegui.admission import cel_policies, configuration, server
 from hegui.admission.check import InputError
 from hegui.admission.informer import InformerSet, Resource
+from hegui.admission.mutate import make_mutator
 from hegui.admission.validate import make_validator
 from hegui.api.policy import CompliancePolicy
 from hegui.rules.index import ComplianceIndex, detection_of
@@ -48,7 +49,7 @@ def add_parser(commands: Any) -> None:
                             "then $KUBECONFIG)")
     serve.set_defaults(run=_serve)
     show = sub.add_parser("configuration",
-                          help="print the ValidatingWebhookConfiguration hegui ships (JSON)")
+                          help="print the webhook configurations hegui ships (JSON List)")
     show.add_argument("--ca-file", type=Path, required=True, help="CA that signed the webhook")
     show.add_argument("--url", help="reach the webhook by URL (local development)")
     show.add_argument("--service", help="reach it by Service: NAMESPACE/NAME[:PORT]")
@@ -91,9 +92,9 @@ def _serve(args: argparse.Namespace) -> int:
     informers.start()
     registry = CollectorRegistry()
     try:
-        server.run(make_validator(index, registry), host=args.host, port=args.port,
-                   cert_file=args.cert_file, key_file=args.key_file, ready=informers.synced,
-                   registry=registry)
+        server.run(make_validator(index, registry), mutator=make_mutator(index),
+                   host=args.host, port=args.port, cert_file=args.cert_file,
+                   key_file=args.key_file, ready=informers.synced, registry=registry)
     finally:
         informers.close()
     return 0
@@ -118,9 +119,11 @@ def _configuration(args: argparse.Namespace) -> int:
         name, _, port = rest.partition(":")
         service = {"namespace": namespace, "name": name, "path": "/validate",
                    "port": int(port or 443)}
-    print(json.dumps(configuration.validating_webhook_configuration(
-        ca_bundle=args.ca_file.read_bytes(), own_namespace=args.own_namespace,
-        url=args.url, service=service, detection=detection), indent=2))
+    options = {"ca_bundle": args.ca_file.read_bytes(), "own_namespace": args.own_namespace,
+               "url": args.url, "service": service, "detection": detection}
+    print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        configuration.validating_webhook_configuration(**options),
+        configuration.mutating_webhook_configuration(**options)]}, indent=2))
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -68,31 +68,37 @@ async def _read_bounded(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-def make_app(validator: Validator, *, ready: Callable[[], bool] = lambda: True,
+def make_app(validator: Validator, *, mutator: Validator | None = None,
+             ready: Callable[[], bool] = lambda: True,
              registry: CollectorRegistry | None = None) -> web.Application:
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
 
-    async def validate(request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        try:
-            admission = review.parse(await _read_bounded(request))
-        except review.ReviewError as error:
-            metrics.malformed.labels("validate").inc()
-            return web.json_response({"error": str(error)}, status=error.http_status)
-        try:
-            decision = validator(admission)
-        except Exception:
-            # A bug in a rule must not decide for the cluster: answer with an explicit error
-            # the apiserver shows, and let the failurePolicy apply as for any webhook failure.
-            log.exception("rule evaluation failed for %s %s/%s", admission.kind,
-                          admission.namespace, admission.name)
-            decision = review.Decision(False, "hegui: internal error evaluating rules; see the "
-                                       "webhook's log", code=500)
-        metrics.requests.labels("validate", _decision_label(decision)).inc()
-        metrics.duration.labels("validate").observe(time.perf_counter() - started)
-        return web.Response(body=json.dumps(review.respond(admission.uid, decision)).encode(),
-                            content_type="application/json")
+    def review_handler(webhook: str, decide: Validator) -> Callable[
+            [web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            started = time.perf_counter()
+            try:
+                admission = review.parse(await _read_bounded(request))
+            except review.ReviewError as error:
+                metrics.malformed.labels(webhook).inc()
+                return web.json_response({"error": str(error)}, status=error.http_status)
+            try:
+                decision = decide(admission)
+            except Exception:
+                # A bug in a rule must not decide for the cluster: answer with an explicit
+                # error the apiserver shows, and let the failurePolicy apply as for any
+                # webhook failure.
+                log.exception("%s failed for %s %s/%s", webhook, admission.kind,
+                              admission.namespace, admission.name)
+                decision = review.Decision(False, "hegui: internal error evaluating rules; see "
+                                           "the webhook's log", code=500)
+            metrics.requests.labels(webhook, _decision_label(decision)).inc()
+            metrics.duration.labels(webhook).observe(time.perf_counter() - started)
+            return web.Response(
+                body=json.dumps(review.respond(admission.uid, decision)).encode(),
+                content_type="application/json")
+        return handle
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -106,7 +112,9 @@ def make_app(validator: Validator, *, ready: Callable[[], bool] = lambda: True,
 
     # The body limit is enforced in the handler, with an answer; aiohttp's own is just above it.
     app = web.Application(client_max_size=review.MAX_BODY_BYTES + 64 * 1024)
-    app.router.add_post("/validate", validate)
+    app.router.add_post("/validate", review_handler("validate", validator))
+    if mutator is not None:
+        app.router.add_post("/mutate", review_handler("mutate", mutator))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
@@ -138,11 +146,11 @@ async def serve(app: web.Application, *, host: str, port: int, cert_file: Path,
 
 
 def run(validator: Validator, *, host: str, port: int, cert_file: Path, key_file: Path,
-        ready: Callable[[], bool] = lambda: True,
+        mutator: Validator | None = None, ready: Callable[[], bool] = lambda: True,
         registry: CollectorRegistry | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then finish the reviews in flight (Kubernetes sends
     SIGTERM when it stops the pod; the apiserver would otherwise see dropped connections)."""
-    app = make_app(validator, ready=ready, registry=registry)
+    app = make_app(validator, mutator=mutator, ready=ready, registry=registry)
 
     async def main() -> None:
         task = asyncio.create_task(serve(app, host=host, port=port, cert_file=cert_file,

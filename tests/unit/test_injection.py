@@ -1,0 +1,117 @@
+"""Sidecar injection as a JSON patch (Art.14): native sidecar, port takeover, idempotence."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from hegui.admission.injection import (
+    MODEL_PORT_NAME,
+    SIDECAR_NAME,
+    STATUS_ANNOTATION,
+    InjectionConflict,
+    inject,
+)
+from hegui.api.policy import CompliancePolicy
+
+POLICY = CompliancePolicy.from_dict({
+    "apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+    "metadata": {"name": "default", "generation": 3},
+    "spec": {"namespaces": ["ai"], "defaultMode": "Enforce",
+             "sidecar": {"image": "registry.example.cn/hegui/sidecar:0.1.0", "port": 8443,
+                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                       "limits": {"cpu": "1", "memory": "512Mi"}}}}})
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"containers": [{
+        "name": "model", "image": "llm:1",
+        "ports": [{"name": "http", "containerPort": 8000}],
+        "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
+    body.update(spec)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ai", "labels": {"app": "chat"}},
+            "spec": body}
+
+
+def _applied(pod: dict[str, Any]) -> dict[str, Any]:
+    patch = inject(pod, POLICY, "chat").patch
+    patched: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
+    return patched
+
+
+def test_the_sidecar_is_a_hardened_native_sidecar_in_front_of_the_model() -> None:
+    pod = _applied(_pod())
+    sidecar = pod["spec"]["initContainers"][0]
+    assert sidecar["name"] == SIDECAR_NAME and sidecar["restartPolicy"] == "Always"
+    assert "startupProbe" in sidecar
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert not security["allowPrivilegeEscalation"]
+    assert sidecar["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                    "limits": {"cpu": "1", "memory": "512Mi"}}
+    assert not any(k.startswith("nvidia.com/") for k in sidecar["resources"]["limits"])
+    assert not any(e["name"] == "NVIDIA_VISIBLE_DEVICES" for e in sidecar["env"])
+    # The sidecar takes the serving port's name; the model keeps its port under another name.
+    assert sidecar["ports"] == [{"name": "http", "containerPort": 8443, "protocol": "TCP"}]
+    assert pod["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
+    assert {"name": "HEGUI_UPSTREAM", "value": "http://127.0.0.1:8000"} in sidecar["env"]
+    status = json.loads(pod["metadata"]["annotations"][STATUS_ANNOTATION])
+    assert status["policyGeneration"] == 3 and status["service"] == "chat"
+
+
+def test_injection_is_idempotent() -> None:
+    once = _applied(_pod())
+    assert inject(once, POLICY, "chat").patch == []
+
+
+def test_a_user_declared_sidecar_is_not_injected_twice() -> None:
+    pod = _pod(initContainers=[{"name": SIDECAR_NAME, "image": "mine:1",
+                                "restartPolicy": "Always"}])
+    assert inject(pod, POLICY, "chat").patch == []
+
+
+def test_existing_init_containers_and_volumes_are_kept_after_the_sidecar() -> None:
+    pod = _applied(_pod(initContainers=[{"name": "fetch-weights", "image": "f:1"}],
+                        volumes=[{"name": "weights", "emptyDir": {}}]))
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == [SIDECAR_NAME, "fetch-weights"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["weights", "hegui-config",
+                                                           "hegui-data"]
+
+
+def test_the_gpu_container_is_the_model_even_when_it_is_not_first() -> None:
+    pod = _pod()
+    pod["spec"]["containers"].insert(0, {"name": "logger", "image": "l:1",
+                                         "ports": [{"name": "metrics", "containerPort": 9100}]})
+    patched = _applied(pod)
+    assert patched["spec"]["containers"][0]["ports"][0]["name"] == "metrics"
+    assert patched["spec"]["containers"][1]["ports"][0]["name"] == MODEL_PORT_NAME
+
+
+def test_a_model_without_a_port_is_injected_with_a_warning() -> None:
+    pod = _pod()
+    del pod["spec"]["containers"][0]["ports"]
+    result = inject(pod, POLICY, "chat")
+    assert result.patch and "declares no serving port" in result.warnings[0]
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ({"hostNetwork": True}, "hostNetwork"),
+    ({"volumes": [{"name": "hegui-data", "emptyDir": {}}]}, "volume named hegui-data"),
+])
+def test_unsafe_pods_are_refused_with_the_conflict_named(spec: dict[str, Any],
+                                                         says: str) -> None:
+    with pytest.raises(InjectionConflict, match=says):
+        inject(_pod(**spec), POLICY, "chat")
+
+
+def test_port_clash_with_the_sidecar_is_named() -> None:
+    pod = _pod()
+    pod["spec"]["containers"][0]["ports"].append({"containerPort": 8443})
+    with pytest.raises(InjectionConflict, match="port 8443"):
+        inject(pod, POLICY, "chat")
