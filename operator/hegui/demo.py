@@ -1,9 +1,9 @@
 """`hegui demo`: hegui's main job, end to end, on the local control plane.
 
 It grows with the product. Today: start the control plane, install hegui's CRDs and a
-CompliancePolicy, run the admission webhook beside the cluster, and show a GPU model Deployment
+CompliancePolicy, run the admission webhooks beside the cluster, and show a GPU model Deployment
 refused until its GenerativeService declares a filing, a passing assessment and labeling, then
-admitted and Running on a GPU node.
+admitted, its pods injected with the moderation sidecar and Running on GPU nodes.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def _story(cluster: LocalCluster) -> None:
     cluster.kubectl("-n", NAMESPACE, "patch", "safetyassessment", "chat-2025",
                     "--subresource=status", "--type=merge", "-p", json.dumps(status))
 
-    _step("the complete posture admits the Deployment; its pods run on GPU nodes")
+    _step("the complete posture admits the Deployment; its pods run on GPU nodes, each with "
+          "hegui's moderation sidecar injected in front of the model (READY 2/2)")
     deadline = time.monotonic() + 30
     while True:
         applied = cluster.kubectl("apply", "-f", str(workload), check=False)
@@ -114,6 +115,10 @@ def _story(cluster: LocalCluster) -> None:
                     "--timeout=120s")
     _wait_running(cluster)
     print(cluster.kubectl("-n", NAMESPACE, "get", "pods", "-o", "wide").stdout)
+    print(cluster.kubectl("-n", NAMESPACE, "get", "pods", "-o", "custom-columns=POD:.metadata.name,"
+                          "SIDECAR:.spec.initContainers[0].name,"
+                          "RESTART:.spec.initContainers[0].restartPolicy,"
+                          "MODEL-PORT:.spec.containers[0].ports[0].name").stdout)
     print(cluster.kubectl("-n", NAMESPACE, "get", "hegui").stdout)
 
 
