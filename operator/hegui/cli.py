@@ -10,6 +10,7 @@ from hegui import demo
 from hegui.admission import check
 from hegui.admission import main as webhook
 from hegui.api import crdgen
+from hegui.labeling import verify as label
 from hegui.localcluster.cluster import ClusterError, LocalCluster
 
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     webhook.add_parser(commands)
     check.add_parser(commands)
+    label.add_parser(commands)
     return parser
 
 
