@@ -14,7 +14,7 @@ test: bootstrap
 	dev/run-tests
 
 unit: bootstrap
-	$(VENV)/pytest -m "not cluster" -q
+	$(VENV)/pytest -m "not cluster and not triton" -q
 
 lint: bootstrap
 	$(VENV)/ruff check .

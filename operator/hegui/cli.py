@@ -12,6 +12,7 @@ from hegui.admission import main as webhook
 from hegui.api import crdgen
 from hegui.labeling import verify as label
 from hegui.localcluster.cluster import ClusterError, LocalCluster
+from hegui.moderation import records
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.add_parser(commands)
     check.add_parser(commands)
     label.add_parser(commands)
+    records.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,97 @@
+"""The sidecar's client of the moderation models in Triton (async gRPC or HTTP).
+
+Any model whose outputs are named `FINDINGS` or `FINDINGS_*` (hegui/moderation/findings.py) can be
+called: a single model (`lexicon`, `pii`) or the `moderation` ensemble that runs them all. Texts
+sent together go as one batch; concurrent callers are batched by Triton's dynamic batcher.
+Every failure (connection refused, timeout, a server error) is raised as `ModeratorUnavailable`,
+on which the sidecar applies the declared fail mode (Art.14).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Protocol
+
+import numpy as np
+
+from hegui.api.generativeservice import TritonEndpoint, TritonProtocol
+from hegui.moderation.findings import INPUT_NAME, OUTPUT_NAME, Findings
+
+
+class ModeratorUnavailable(Exception):
+    """The moderation model could not be asked: Triton down, slow or failing."""
+
+
+class Moderator(Protocol):
+    async def moderate(self, texts: list[str]) -> list[Findings]: ...
+
+    async def close(self) -> None: ...
+
+
+class TritonModerator:
+    """Moderation through Triton; one client (connection pool) per sidecar."""
+
+    def __init__(self, endpoint: TritonEndpoint, timeout: float = 2.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._client: Any = None
+        self._module: Any = None
+        self._outputs: list[str] | None = None
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            if self.endpoint.protocol == TritonProtocol.GRPC:
+                import tritonclient.grpc.aio as module
+            else:
+                import tritonclient.http.aio as module
+            self._module = module
+            self._client = module.InferenceServerClient(self.endpoint.address)
+        return self._client
+
+    async def _output_names(self, client: Any) -> list[str]:
+        if self._outputs is None:
+            if self.endpoint.protocol == TritonProtocol.GRPC:
+                meta = await client.get_model_metadata(self.endpoint.model,
+                                                       self.endpoint.model_version, as_json=True)
+            else:
+                meta = await client.get_model_metadata(self.endpoint.model,
+                                                       self.endpoint.model_version)
+            names = [str(o["name"]) for o in meta["outputs"]]
+            self._outputs = [n for n in names if n == OUTPUT_NAME or n.startswith("FINDINGS_")]
+        return self._outputs
+
+    async def _infer(self, texts: list[str]) -> list[Findings]:
+        client = self._connect()
+        outputs = await self._output_names(client)
+        data = np.array([[t.encode("utf-8", "replace")] for t in texts], dtype=np.object_)
+        tensor = self._module.InferInput(INPUT_NAME, [len(texts), 1], "BYTES")
+        tensor.set_data_from_numpy(data)
+        result = await client.infer(
+            self.endpoint.model, [tensor], model_version=self.endpoint.model_version,
+            outputs=[self._module.InferRequestedOutput(n) for n in outputs])
+        merged = [Findings() for _ in texts]
+        for name in outputs:
+            rows = result.as_numpy(name)
+            for index in range(len(texts)):
+                merged[index] = merged[index].merge(Findings.from_json(rows[index][0]))
+        return merged
+
+    async def moderate(self, texts: list[str]) -> list[Findings]:
+        if not texts:
+            return []
+        try:
+            return await asyncio.wait_for(self._infer(texts), self.timeout)
+        except ModeratorUnavailable:
+            raise
+        except Exception as error:  # any failure of the moderator is a fail-mode event
+            # The connection may be broken for good (Triton restarted): start afresh next time.
+            await self.close()
+            raise ModeratorUnavailable(f"{type(error).__name__}: {error}") from error
+
+    async def close(self) -> None:
+        client, self._client, self._outputs = self._client, None, None
+        if client is not None:
+            # Closing a broken client must not hide the error that broke it.
+            with contextlib.suppress(Exception):
+                await client.close()

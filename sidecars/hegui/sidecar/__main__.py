@@ -1,0 +1,74 @@
+"""`python -m hegui.sidecar --service gs.yaml --upstream http://127.0.0.1:8080 --port 8443`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+import yaml
+
+from hegui.api.generativeservice import GenerativeService, TritonEndpoint
+from hegui.moderation.client import TritonModerator
+from hegui.moderation.records import RecordLog
+from hegui.moderation.strikes import StrikeBook
+from hegui.sidecar.app import Sidecar, serve
+from hegui.sidecar.config import SidecarConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hegui.sidecar", description=__doc__)
+    parser.add_argument("--service", type=Path, required=True,
+                        help="the GenerativeService (YAML) whose moderation posture applies")
+    parser.add_argument("--upstream", default="http://127.0.0.1:8080",
+                        help="the model server, on localhost")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--triton", help="host:port of Triton, overriding the posture's")
+    parser.add_argument("--user-header", default="x-hegui-user")
+    parser.add_argument("--user-jwt-claim", default="",
+                        help="take the user id from this claim of the bearer JWT")
+    parser.add_argument("--records", type=Path, help="the incident record file (Art.11)")
+    parser.add_argument("--strikes", type=Path, help="the per-user strike book (Art.14)")
+    parser.add_argument("--key-file", type=Path,
+                        help="the pseudonymisation key (the Secret dataProtection."
+                             "pseudonymisationKeyRef names, mounted as a file)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    service = GenerativeService.from_dict(yaml.safe_load(args.service.read_text("utf-8")))
+    key = args.key_file.read_bytes().strip() if args.key_file else b""
+    config = SidecarConfig.from_service(service, upstream=args.upstream,
+                                        user_header=args.user_header,
+                                        user_jwt_claim=args.user_jwt_claim,
+                                        pseudonymisation_key=key)
+    protection = service.spec.data_protection
+    records = None
+    if args.records and (protection is None or protection.retention_days > 0):
+        records = RecordLog(args.records, key=key,
+                            retention_days=protection.retention_days if protection else 180,
+                            pseudonymise=protection.pseudonymise if protection else True)
+        records.prune()
+    strikes = StrikeBook(args.strikes) if args.strikes else None
+    endpoint = config.moderation.triton or TritonEndpoint(address="127.0.0.1:8001",
+                                                          model="moderation")
+    if args.triton:
+        endpoint = endpoint.model_copy(update={"address": args.triton})
+    sidecar = Sidecar(config, TritonModerator(endpoint, config.moderation_timeout),
+                      records=records, strikes=strikes)
+
+    async def run() -> None:
+        runner = await serve(sidecar, args.host, args.port)
+        try:
+            while True:  # retention is applied hourly, not only at start (Art.11)
+                await asyncio.sleep(3600)
+                if records is not None:
+                    await asyncio.to_thread(records.prune)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Test helpers for the sidecar: a small OpenAI-compatible model server, a moderator that runs
+hegui.moderation in-process (the same rules the Triton models serve), and a sample posture.
+
+Used by the tests in tests/sidecar/ and by the benchmark; nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from hegui.api.generativeservice import Moderation
+from hegui.moderation.client import ModeratorUnavailable
+from hegui.moderation.findings import Findings, lexicon_findings, pii_findings
+from hegui.moderation.lexicon import load_lexicon
+from hegui.sidecar.app import Sidecar, make_app
+from hegui.sidecar.config import SidecarConfig
+
+POSTURE: dict[str, Any] = {
+    "categories": [
+        {"name": "subversion", "threshold": 0.5, "action": "Block", "article": "Art.4(1)"},
+        {"name": "terrorismExtremism", "threshold": 0.5, "action": "Block",
+         "article": "Art.4(1)"},
+        {"name": "falseInformation", "threshold": 0.5, "action": "Flag", "article": "Art.4(1)"},
+        {"name": "personalInformation", "threshold": 0.6, "action": "Mask",
+         "article": "Art.4(4)"},
+    ],
+    "output": {"streamWindowTokens": 4},
+}
+
+
+def posture(**changes: Any) -> Moderation:
+    return Moderation.from_dict({**POSTURE, **changes})
+
+
+class LocalModerator:
+    """hegui.moderation in-process: the same rules as the Triton models, without Triton."""
+
+    def __init__(self) -> None:
+        self.lexicon = load_lexicon()
+        self.down = False
+        self.calls: list[list[str]] = []
+
+    async def moderate(self, texts: list[str]) -> list[Findings]:
+        self.calls.append(texts)
+        if self.down:
+            raise ModeratorUnavailable("ConnectionRefusedError: test")
+        return [lexicon_findings(self.lexicon, t).merge(pii_findings(t)) for t in texts]
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeModel:
+    """An OpenAI-compatible model server. The answer is the last user message after `say:`
+    without any "Q" (or "好的。"); `stream: true` sends it two characters a chunk."""
+
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    mode: str = "normal"  # normal | hang | malformed | hang-midstream | error | slow
+    url: str = ""
+
+    def answer_for(self, body: dict[str, Any]) -> str:
+        if "messages" in body:
+            text = str(body["messages"][-1].get("content", ""))
+        else:
+            text = str(body.get("prompt", ""))
+        # "Q" is dropped, so a test can have the model say what the user did not (output tests).
+        return text.split("say:", 1)[1].replace("Q", "") if "say:" in text else "好的。"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.seen.append(body)
+        chat = request.path.endswith("chat/completions")
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        if self.mode == "error":
+            return web.json_response({"error": {"message": "overloaded"}}, status=503)
+        answer = self.answer_for(body)
+        if not body.get("stream"):
+            choice: dict[str, Any] = ({"index": 0, "message": {"role": "assistant",
+                                                                "content": answer},
+                                       "finish_reason": "stop"} if chat else
+                                      {"index": 0, "text": answer, "finish_reason": "stop"})
+            return web.json_response({"id": "cmpl-1", "object": "chat.completion",
+                                      "model": "fake", "choices": [choice]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        pieces = [answer[i:i + 2] for i in range(0, len(answer), 2)]
+        for index, piece in enumerate(pieces):
+            if self.mode == "malformed" and index == 2:
+                await response.write(b"data: {not json\n\n")
+                continue
+            if self.mode == "hang-midstream" and index == 2:
+                await asyncio.sleep(3600)
+            if self.mode == "slow":
+                await asyncio.sleep(0.2)
+            delta = ({"choices": [{"index": 0, "delta": {"content": piece},
+                                   "finish_reason": None}]} if chat else
+                     {"choices": [{"index": 0, "text": piece, "finish_reason": None}]})
+            chunk = {"id": "cmpl-1", "object": "chat.completion.chunk", "model": "fake", **delta}
+            await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+        end = {"id": "cmpl-1", "object": "chat.completion.chunk", "model": "fake",
+               "choices": [{"index": 0, "delta": {}, "text": "", "finish_reason": "stop"}]}
+        await response.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+        return response
+
+    async def images(self, request: web.Request) -> web.Response:
+        self.seen.append(await request.json())
+        return web.json_response({"created": 0, "data": [{"url": "http://example.invalid/1"}]})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake"}]})
+
+
+async def sidecar_client(config: SidecarConfig, moderator: Any) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(make_app(Sidecar(config, moderator)), host="127.0.0.1"))
+    await client.start_server()
+    return client
