@@ -60,7 +60,10 @@ def test_the_sidecar_is_a_hardened_native_sidecar_in_front_of_the_model() -> Non
     # The sidecar takes the serving port's name; the model keeps its port under another name.
     assert sidecar["ports"] == [{"name": "http", "containerPort": 8443, "protocol": "TCP"}]
     assert pod["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
-    assert {"name": "HEGUI_UPSTREAM", "value": "http://127.0.0.1:8000"} in sidecar["env"]
+    args = sidecar["args"]
+    assert args[args.index("--upstream") + 1] == "http://127.0.0.1:8000"
+    assert args[args.index("--port") + 1] == "8443"
+    assert sidecar["startupProbe"]["httpGet"] == {"path": "/hegui/healthz", "port": 8443}
     status = json.loads(pod["metadata"]["annotations"][STATUS_ANNOTATION])
     assert status["policyGeneration"] == 3 and status["service"] == "chat"
 

@@ -58,28 +58,31 @@ def _quantities(values: Mapping[str, Any]) -> dict[str, str]:
 
 def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
                       upstream_port: int | None) -> dict[str, Any]:
+    """The container, speaking `python -m hegui.sidecar`'s command line."""
+    # All interfaces: the Service's traffic arrives on the pod's IP.
+    args = ["--service", "/etc/hegui/service.yaml", "--host", "0.0.0.0",  # noqa: S104
+            "--port", str(sidecar.port),
+            "--records", "/var/lib/hegui/records.jsonl",
+            "--strikes", "/var/lib/hegui/strikes.json"]
+    if upstream_port is not None:
+        args += ["--upstream", f"http://127.0.0.1:{upstream_port}"]
     env = [{"name": "HEGUI_SERVICE", "value": service},
-           {"name": "HEGUI_LISTEN_PORT", "value": str(sidecar.port)},
-           {"name": "HEGUI_CONFIG", "value": "/etc/hegui/sidecar.json"},
-           {"name": "HEGUI_DATA_DIR", "value": "/var/lib/hegui"},
            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
            {"name": "POD_NAMESPACE",
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
-    if upstream_port is not None:
-        env.append({"name": "HEGUI_UPSTREAM", "value": f"http://127.0.0.1:{upstream_port}"})
     resources = {"requests": _quantities(sidecar.resources.requests.model_dump()),
                  "limits": _quantities(sidecar.resources.limits.model_dump())}
+    health = {"httpGet": {"path": "/hegui/healthz", "port": sidecar.port}}
     return {
         "name": SIDECAR_NAME,
         "image": sidecar.image,
+        "args": args,
         "restartPolicy": "Always",
         "ports": [{"name": port_name, "containerPort": sidecar.port, "protocol": "TCP"}],
         "env": env,
         "resources": {k: v for k, v in resources.items() if v},
-        "startupProbe": {"httpGet": {"path": "/healthz", "port": sidecar.port},
-                         "periodSeconds": 1, "failureThreshold": 120},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": sidecar.port},
-                           "periodSeconds": 5},
+        "startupProbe": {**health, "periodSeconds": 1, "failureThreshold": 120},
+        "readinessProbe": {**health, "periodSeconds": 5},
         "securityContext": {
             "runAsNonRoot": True, "runAsUser": SIDECAR_USER, "runAsGroup": SIDECAR_USER,
             "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
