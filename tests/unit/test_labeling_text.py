@@ -139,3 +139,13 @@ def test_completions_stream_end_label_uses_text_field() -> None:
     out = label_stream(data + b"data: [DONE]\n\n", _label(LabelPosition.END),
                        new_label(IMPLICIT))
     assert read_stream(out).texts == {0: "ab\n\nAI生成"}
+
+
+def test_end_label_follows_text_that_arrives_with_the_finish() -> None:
+    """A proxy that re-chunks sends its last window and finish_reason in one chunk."""
+    last = {"id": "c1", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "world"}, "finish_reason": "stop"}]}
+    stream = _chat_stream(["Hello "], finish=False).replace(
+        b": keep-alive", b"data: " + json.dumps(last).encode())
+    out = label_stream(stream, _label(LabelPosition.END), new_label(IMPLICIT))
+    assert read_stream(out).texts == {0: "Hello world\n\nAI生成"}

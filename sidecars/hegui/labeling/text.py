@@ -201,7 +201,13 @@ class StreamLabeler:
             self._seen.add(index)
             changed |= self._start_label(choice, index)
             if choice.get("finish_reason") and index not in self._ended:
-                prefix += self._end_label(index)
+                # A finishing chunk that still carries text (a proxy that re-chunks sends the
+                # last window and the finish together) gets the label after that text; an
+                # empty one is preceded by a label chunk.
+                if self._append_end_label(choice, index):
+                    changed = True
+                else:
+                    prefix += self._end_label(index)
         if not self._aigc_sent:
             chunk[AIGC_KEY] = self.aigc.to_dict()
             self._aigc_sent = changed = True
@@ -222,6 +228,19 @@ class StreamLabeler:
         else:
             return False
         self._started.add(index)
+        return True
+
+    def _append_end_label(self, choice: dict[str, Any], index: int) -> bool:
+        if not self.label.suffix:
+            return False
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
+            delta["content"] += self.label.suffix
+        elif isinstance(choice.get("text"), str) and choice["text"]:
+            choice["text"] += self.label.suffix
+        else:
+            return False
+        self._ended.add(index)
         return True
 
     def _end_label(self, index: int) -> bytes:

@@ -42,6 +42,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hegui.api.generativeservice import Direction
+from hegui.labeling.image import label_images_response
+from hegui.labeling.metadata import HEADER as AIGC_HEADER
+from hegui.labeling.metadata import AigcLabel, new_label
+from hegui.labeling.text import StreamLabeler, TextLabel, label_response
 from hegui.moderation.client import Moderator, ModeratorUnavailable
 from hegui.moderation.decision import Decision, Outcome, decide
 from hegui.moderation.pii import mask
@@ -176,6 +180,25 @@ class _Window:
     sent: str = ""  # the tail of what was sent, re-scored with the next window
     finish_reason: Any = None
     user: str | None = None
+
+
+class LabeledStream(web.StreamResponse):
+    """A streamed response whose bytes pass through a StreamLabeler on their way out (Art.12):
+    the explicit label goes into the first and last content chunks, the implicit one rides
+    along as `AIGC`."""
+
+    def __init__(self, labeler: StreamLabeler, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.labeler = labeler
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if labeled := self.labeler.feed(bytes(data)):
+            await super().write(labeled)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if tail := self.labeler.feed(data) + self.labeler.close():
+            await super().write(tail)
+        await super().write_eof()
 
 
 class Sidecar:
@@ -387,6 +410,8 @@ class Sidecar:
                 if route == "images":
                     # Image outputs need an image classifier (the neural slot), not yet served.
                     headers["x-hegui-output"] = "unmoderated"
+                    if self.config.labeling is not None and upstream.status < 400:
+                        return await self._labeled_images(upstream, headers, user)
                 return await self._relay(request, upstream, headers)
             if upstream.status >= 400:
                 return await self._relay(request, upstream, headers)
@@ -484,7 +509,52 @@ class Sidecar:
                     await self.record("mask", user=user, direction="output", route=route,
                                       kinds=sorted({s.label for s in decision.mask_spans}),
                                       article=decision.article)
+        if isinstance(answer, dict) and (aigc := await self._new_label(user, route)):
+            assert self.config.labeling is not None
+            answer = label_response(answer, TextLabel.from_posture(self.config.labeling.explicit),
+                                    aigc)
+            headers[AIGC_HEADER] = aigc.header_value()
         return web.json_response(answer, status=upstream.status, headers=headers, dumps=_dumps)
+
+    # --- labels (Art.12) ------------------------------------------------------------------------
+
+    async def _new_label(self, user: str | None, route: str) -> AigcLabel | None:
+        """A fresh implicit label for one output, recorded so its ProduceID can be traced."""
+        labeling = self.config.labeling
+        if labeling is None:
+            return None
+        aigc = new_label(labeling.implicit)
+        await self.record("label", user=user, direction="output", route=route,
+                          article="Art.12", produce_id=aigc.ProduceID)
+        return aigc
+
+    async def _labeled_images(self, upstream: aiohttp.ClientResponse, headers: dict[str, str],
+                              user: str | None) -> web.Response:
+        labeling = self.config.labeling
+        assert labeling is not None
+        raw = await self._read_bounded(upstream)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise BadRequest("hegui.upstream_malformed", "the model's answer is not JSON",
+                             502) from None
+        if not isinstance(body, dict):
+            raise BadRequest("hegui.upstream_malformed", "the model's answer is not an object",
+                             502)
+        produce_ids: list[str] = []
+
+        def fresh() -> AigcLabel:
+            aigc = new_label(labeling.implicit)
+            produce_ids.append(aigc.ProduceID)
+            return aigc
+
+        labeled, flags = label_images_response(body, fresh, labeling.explicit)
+        if flags:
+            headers["x-hegui-label-flags"] = ",".join(sorted(set(flags)))
+        await self.record("label", user=user, direction="output", route="images",
+                          article="Art.12", produce_ids=produce_ids, flags=sorted(set(flags)))
+        return web.json_response(labeled, status=upstream.status, headers=headers,
+                                 dumps=_dumps)
 
     # --- streams -------------------------------------------------------------------------------
 
@@ -508,8 +578,16 @@ class Sidecar:
 
     async def _stream(self, route: str, request: web.Request, upstream: aiohttp.ClientResponse,
                       headers: dict[str, str], user: str | None) -> web.StreamResponse:
-        response = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers})
+        stream_headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                          **headers}
+        response: web.StreamResponse
+        if aigc := await self._new_label(user, route):
+            assert self.config.labeling is not None
+            stream_headers[AIGC_HEADER] = aigc.header_value()
+            labeler = StreamLabeler(TextLabel.from_posture(self.config.labeling.explicit), aigc)
+            response = LabeledStream(labeler, status=200, headers=stream_headers)
+        else:
+            response = web.StreamResponse(status=200, headers=stream_headers)
         await response.prepare(request)
         window = _Window(user=user)
         size = self.config.moderation.output.stream_window_tokens

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hegui.api.common import parse_duration
-from hegui.api.generativeservice import FailureMode, GenerativeService, Moderation
+from hegui.api.generativeservice import FailureMode, GenerativeService, Labeling, Moderation
 
 
 @dataclass(frozen=True)
 class SidecarConfig:
     moderation: Moderation
+    labeling: Labeling | None = None  # labels on generated content (Art.12); None: none added
     upstream: str = "http://127.0.0.1:8080"  # the model server, on localhost in the pod
     service: str = ""  # namespace/name of the GenerativeService, for metrics and errors
     user_header: str = "x-hegui-user"  # the user id, set by the gateway in front of the pod
@@ -41,4 +42,5 @@ class SidecarConfig:
             raise ValueError(f"GenerativeService {service.metadata.name} declares no moderation "
                              "(Art.14)")
         name = f"{service.metadata.namespace or 'default'}/{service.metadata.name}"
-        return cls(moderation=moderation, service=name, **settings)  # type: ignore[arg-type]
+        return cls(moderation=moderation, labeling=service.spec.labeling, service=name,
+                   **settings)  # type: ignore[arg-type]

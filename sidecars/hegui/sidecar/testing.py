@@ -111,8 +111,21 @@ class FakeModel:
         return response
 
     async def images(self, request: web.Request) -> web.Response:
-        self.seen.append(await request.json())
-        return web.json_response({"created": 0, "data": [{"url": "http://example.invalid/1"}]})
+        body = await request.json()
+        self.seen.append(body)
+        if body.get("response_format") != "b64_json":
+            return web.json_response({"created": 0,
+                                      "data": [{"url": "http://example.invalid/1"}]})
+        import base64
+        import io
+
+        from PIL import Image
+
+        picture = Image.linear_gradient("L").convert("RGB").resize((128, 128))
+        encoded = io.BytesIO()
+        picture.save(encoded, format="PNG")
+        return web.json_response({"created": 0, "data": [
+            {"b64_json": base64.b64encode(encoded.getvalue()).decode()}]})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake"}]})
