@@ -13,6 +13,7 @@ from hegui.api import crdgen
 from hegui.labeling import verify as label
 from hegui.localcluster.cluster import ClusterError, LocalCluster
 from hegui.moderation import records
+from hegui.operator import main as operator_main
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(commands)
     label.add_parser(commands)
     records.add_parser(commands)
+    operator_main.add_parser(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hegui.api.articles import Rule
+from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import EnforcementMode
 from hegui.rules import workloads
 from hegui.rules.index import ComplianceIndex, ObjectKey
@@ -97,23 +98,63 @@ class Verdict:
         return not self.denied
 
 
-RuleCheck = Callable[[Context], Iterator[tuple[str, str, str]]]  # (location, message, fix)
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a posture rule reads: one GenerativeService, hegui's other objects, the time."""
+
+    key: ObjectKey
+    service: GenerativeService
+    index: ComplianceIndex
+    now: dt.datetime
+
+
+Violation = tuple[str, str, str]  # (location, message, fix)
+WorkloadCheck = Callable[[Context], Iterator[Violation]]
+ServiceCheck = Callable[[ServiceContext], Iterator[Violation]]
 
 
 @dataclass(frozen=True)
 class RuleSpec:
     rule: Rule
-    check: RuleCheck
+    check: WorkloadCheck
 
 
+@dataclass(frozen=True)
+class ServiceRuleSpec:
+    rule: Rule
+    check: ServiceCheck
+
+
+#: Rules about the workload itself (is it declared?).
 RULES: list[RuleSpec] = []
+#: Rules about a service's posture: checked for every workload it selects at admission, and for
+#: the service itself by the operator, so a status and a refusal always agree.
+SERVICE_RULES: list[ServiceRuleSpec] = []
 
 
-def rule(which: Rule) -> Callable[[RuleCheck], RuleCheck]:
-    def register(check: RuleCheck) -> RuleCheck:
+def rule(which: Rule) -> Callable[[WorkloadCheck], WorkloadCheck]:
+    def register(check: WorkloadCheck) -> WorkloadCheck:
         RULES.append(RuleSpec(which, check))
         return check
     return register
+
+
+def service_rule(which: Rule) -> Callable[[ServiceCheck], ServiceCheck]:
+    def register(check: ServiceCheck) -> ServiceCheck:
+        SERVICE_RULES.append(ServiceRuleSpec(which, check))
+        return check
+    return register
+
+
+def evaluate_service(key: ObjectKey, index: ComplianceIndex, *,
+                     now: dt.datetime | None = None) -> list[tuple[Rule, Violation]]:
+    """The posture findings of one GenerativeService (empty when complete), whoever asks."""
+    service = index.services.get(key)
+    if service is None:
+        return []
+    context = ServiceContext(key, service, index, now or dt.datetime.now(dt.UTC))
+    return [(spec.rule, violation) for spec in SERVICE_RULES
+            for violation in spec.check(context)]
 
 
 def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str = "",
@@ -131,14 +172,14 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
     context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC))
     context.services = index.services_selecting(workload.namespace,
                                                 [t.labels for t in templates])
-    findings: list[Finding] = []
-    for spec in RULES:
-        for location, message, fix in spec.check(context):
-            exemption = index.exemption_for(workload.namespace, workload.kind, workload.name,
-                                            spec.rule, context.now)
-            findings.append(Finding(spec.rule, location, message, fix,
-                                    policy.mode_for(spec.rule), exemption))
-    return findings
+    found: list[tuple[Rule, Violation]] = [
+        (spec.rule, violation) for spec in RULES for violation in spec.check(context)]
+    for key in context.services:
+        found += evaluate_service(key, index, now=context.now)
+    return [Finding(which, location, message, fix, policy.mode_for(which),
+                    index.exemption_for(workload.namespace, workload.kind, workload.name,
+                                        which, context.now))
+            for which, (location, message, fix) in found]
 
 
 # --- the rules ------------------------------------------------------------------------------------
@@ -148,7 +189,7 @@ def _service_location(key: ObjectKey, path: str) -> str:
 
 
 @rule(Rule.COVERAGE)
-def _covered_by_one_service(ctx: Context) -> Iterator[tuple[str, str, str]]:
+def _covered_by_one_service(ctx: Context) -> Iterator[Violation]:
     reasons = "; ".join(sorted({e.reason for e in ctx.evidence}))
     labels_path = ("metadata.labels" if ctx.workload.kind == "Pod"
                    else ctx.templates[0].spec_path.removesuffix(".spec") + ".metadata.labels")
@@ -169,64 +210,61 @@ def _covered_by_one_service(ctx: Context) -> Iterator[tuple[str, str, str]]:
                "narrow the selectors so that exactly one GenerativeService selects these pods")
 
 
-@rule(Rule.FILING)
-def _filed(ctx: Context) -> Iterator[tuple[str, str, str]]:
-    for key in ctx.services:
-        filing = ctx.index.services[key].spec.filing
-        if filing.public_opinion and filing.algorithm is None:
-            yield (_service_location(key, "spec.filing.algorithm"),
-                   "no algorithm filing number (算法备案) is declared for a service with "
-                   "public-opinion attributes (filing.publicOpinion: true)",
-                   "set spec.filing.algorithm.number to the number the CAC issued, e.g. "
-                   "网信算备110108823483901230011号")
-        elif filing.algorithm is None and filing.service is None:
-            yield (_service_location(key, "spec.filing"),
-                   "neither an algorithm filing (算法备案) nor a generative-service filing or "
-                   "registration (备案/登记) is declared",
-                   "set spec.filing.service.number (or spec.filing.algorithm.number) to the "
-                   "number the regulator issued")
+@service_rule(Rule.FILING)
+def _filed(ctx: ServiceContext) -> Iterator[Violation]:
+    key, filing = ctx.key, ctx.service.spec.filing
+    if filing.public_opinion and filing.algorithm is None:
+        yield (_service_location(key, "spec.filing.algorithm"),
+               "no algorithm filing number (算法备案) is declared for a service with "
+               "public-opinion attributes (filing.publicOpinion: true)",
+               "set spec.filing.algorithm.number to the number the CAC issued, e.g. "
+               "网信算备110108823483901230011号")
+    elif filing.algorithm is None and filing.service is None:
+        yield (_service_location(key, "spec.filing"),
+               "neither an algorithm filing (算法备案) nor a generative-service filing or "
+               "registration (备案/登记) is declared",
+               "set spec.filing.service.number (or spec.filing.algorithm.number) to the "
+               "number the regulator issued")
 
 
-@rule(Rule.ASSESSMENT)
-def _assessed(ctx: Context) -> Iterator[tuple[str, str, str]]:
-    for key in ctx.services:
-        service = ctx.index.services[key]
-        required = service.spec.filing.public_opinion
-        assessment = service.spec.assessment
-        if assessment is None:
-            if required:
-                yield (_service_location(key, "spec.assessment"),
-                       "no security assessment (安全评估) is declared for a service that needs "
-                       "one", "reference a passing SafetyAssessment (spec.assessment."
-                       "safetyAssessmentRef) or an external report (spec.assessment.external)")
-            continue
-        if assessment.external is not None:
-            report = assessment.external
-            if report.result.value != "Pass":
-                yield (_service_location(key, "spec.assessment.external.result"),
-                       f"the external assessment {report.report_id} did not pass",
-                       "pass a new assessment and reference its report")
-            elif report.expires_on < ctx.now.date():
-                yield (_service_location(key, "spec.assessment.external.expiresOn"),
-                       f"the external assessment {report.report_id} expired on "
-                       f"{report.expires_on.isoformat()}",
-                       "renew the assessment and update spec.assessment.external")
-        elif assessment.safety_assessment_ref is not None:
-            name = assessment.safety_assessment_ref.name
-            verdict = ctx.index.assessment_verdict(key.namespace, name, ctx.now)
-            if verdict is not None:
-                yield (_service_location(key, "spec.assessment.safetyAssessmentRef"),
-                       f"SafetyAssessment {key.namespace}/{name} {verdict}",
-                       "run the SafetyAssessment again until it passes, or reference one "
-                       "that passed and has not expired")
+@service_rule(Rule.ASSESSMENT)
+def _assessed(ctx: ServiceContext) -> Iterator[Violation]:
+    key, service = ctx.key, ctx.service
+    required = service.spec.filing.public_opinion
+    assessment = service.spec.assessment
+    if assessment is None:
+        if required:
+            yield (_service_location(key, "spec.assessment"),
+                   "no security assessment (安全评估) is declared for a service that needs "
+                   "one", "reference a passing SafetyAssessment (spec.assessment."
+                   "safetyAssessmentRef) or an external report (spec.assessment.external)")
+        return
+    if assessment.external is not None:
+        report = assessment.external
+        if report.result.value != "Pass":
+            yield (_service_location(key, "spec.assessment.external.result"),
+                   f"the external assessment {report.report_id} did not pass",
+                   "pass a new assessment and reference its report")
+        elif report.expires_on < ctx.now.date():
+            yield (_service_location(key, "spec.assessment.external.expiresOn"),
+                   f"the external assessment {report.report_id} expired on "
+                   f"{report.expires_on.isoformat()}",
+                   "renew the assessment and update spec.assessment.external")
+    elif assessment.safety_assessment_ref is not None:
+        name = assessment.safety_assessment_ref.name
+        verdict = ctx.index.assessment_verdict(key.namespace, name, ctx.now)
+        if verdict is not None:
+            yield (_service_location(key, "spec.assessment.safetyAssessmentRef"),
+                   f"SafetyAssessment {key.namespace}/{name} {verdict}",
+                   "run the SafetyAssessment again until it passes, or reference one "
+                   "that passed and has not expired")
 
 
-@rule(Rule.LABELING)
-def _labeled(ctx: Context) -> Iterator[tuple[str, str, str]]:
-    for key in ctx.services:
-        labeling = ctx.index.services[key].spec.labeling
-        if labeling is None:
-            yield (_service_location(key, "spec.labeling"),
-                   "no content labeling (标识) is configured for generated content",
-                   "set spec.labeling with the modalities the service generates and its "
-                   "implicit label (GB 45438-2025); explicit labels for text and images")
+@service_rule(Rule.LABELING)
+def _labeled(ctx: ServiceContext) -> Iterator[Violation]:
+    key, labeling = ctx.key, ctx.service.spec.labeling
+    if labeling is None:
+        yield (_service_location(key, "spec.labeling"),
+               "no content labeling (标识) is configured for generated content",
+               "set spec.labeling with the modalities the service generates and its "
+               "implicit label (GB 45438-2025); explicit labels for text and images")

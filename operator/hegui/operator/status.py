@@ -1,0 +1,81 @@
+"""A GenerativeService's status, computed by the rule engine the webhook uses.
+
+Each condition rests on the rules of its article; the findings are the same objects (rule,
+article, field, fix) a refusal names, so `kubectl get gsvc` and a denied Deployment always agree.
+lastTransitionTime only moves when a condition's status changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from hegui.api.articles import Rule
+from hegui.api.generativeservice import ServiceConditionType
+from hegui.rules.engine import evaluate_service
+from hegui.rules.index import ComplianceIndex, ObjectKey
+
+#: The conditions computed from posture rules, and the rule each one follows.
+POSTURE_CONDITIONS = {
+    ServiceConditionType.FILED: Rule.FILING,
+    ServiceConditionType.ASSESSED: Rule.ASSESSMENT,
+    ServiceConditionType.LABELED: Rule.LABELING,
+}
+MAX_FINDINGS = 32
+
+
+def _timestamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
+            previous: list[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
+    """The `status` fields the operator owns: observedGeneration, conditions, findings."""
+    found = evaluate_service(key, index, now=now)
+    by_rule: dict[Rule, list[tuple[str, str, str]]] = {}
+    for rule, violation in found:
+        by_rule.setdefault(rule, []).append(violation)
+    before = {str(c.get("type")): c for c in previous if isinstance(c, Mapping)}
+
+    def condition(kind: ServiceConditionType, holds: bool, reason: str,
+                  message: str) -> dict[str, Any]:
+        status = "True" if holds else "False"
+        old = before.get(kind.value)
+        kept = old.get("lastTransitionTime") if old and old.get("status") == status else None
+        return {"type": kind.value, "status": status, "observedGeneration": generation,
+                "lastTransitionTime": kept or _timestamp(now),
+                "reason": reason, "message": message[:1024], "article": kind.article}
+
+    conditions = []
+    for kind, rule in POSTURE_CONDITIONS.items():
+        violations = by_rule.get(rule, [])
+        if violations:
+            location, message, fix = violations[0]
+            conditions.append(condition(kind, False, f"{rule.name.title()}Incomplete",
+                                        f"[{rule.value}, {rule.article}] {location}: "
+                                        f"{message}. Fix: {fix}"))
+        else:
+            conditions.append(condition(kind, True, "Complete",
+                                        f"rule {rule.value} ({rule.article}) holds"))
+    unmet = [c for c in conditions if c["status"] == "False"]
+    conditions.append(condition(
+        ServiceConditionType.COMPLIANT, not unmet,
+        "AllRulesHold" if not unmet else "RulesUnmet",
+        "every posture rule holds" if not unmet else
+        "unmet: " + ", ".join(f"{c['type']} ({c['article']})" for c in unmet)))
+    findings = [{"rule": rule.value, "article": rule.article, "severity": "Error",
+                 "message": f"{location}: {message}. Fix: {fix}"[:1024]}
+                for rule, (location, message, fix) in found][:MAX_FINDINGS]
+    status: dict[str, Any] = {"observedGeneration": generation, "conditions": conditions,
+                              "findings": findings}
+    service = index.services.get(key)
+    if service is not None and service.spec.assessment is not None:
+        external = service.spec.assessment.external
+        if external is not None:
+            status["assessmentExpiresOn"] = external.expires_on.isoformat()
+        elif (ref := service.spec.assessment.safety_assessment_ref) is not None:
+            assessment = index.assessments.get(ObjectKey(key.namespace, ref.name))
+            if assessment and assessment.status and assessment.status.expires_at:
+                status["assessmentExpiresOn"] = assessment.status.expires_at.date().isoformat()
+    return status

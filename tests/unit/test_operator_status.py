@@ -1,0 +1,61 @@
+"""The operator's status: conditions per article from the shared rule engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hegui.operator.status import compute
+from hegui.rules.index import ComplianceIndex, ObjectKey
+
+T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+
+
+def _service(**spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "chat"}},
+        "filing": {"publicOpinion": False, "service": {"number": "Beijing-HeguiChat-20250402"}},
+        "labeling": {"modalities": ["text"], "implicit": {"contentProducer": "Example AI Co."}},
+    }
+    body.update(spec)
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+            "metadata": {"name": "chat", "namespace": "ai", "generation": 4}, "spec": body}
+
+
+KEY = ObjectKey("ai", "chat")
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_a_complete_posture_is_compliant_with_each_article_named() -> None:
+    status = compute(KEY, ComplianceIndex.from_objects([_service()]), generation=4, previous=[],
+                     now=T0)
+    conditions = _conditions(status)
+    assert {k: v["status"] for k, v in conditions.items()} == {
+        "Filed": "True", "Assessed": "True", "Labeled": "True", "Compliant": "True"}
+    assert conditions["Filed"]["article"] == "Art.17"
+    assert conditions["Labeled"]["article"] == "Art.12"
+    assert status["observedGeneration"] == 4 and status["findings"] == []
+
+
+def test_a_gap_is_a_false_condition_and_a_finding_with_the_fix() -> None:
+    service = _service()
+    del service["spec"]["labeling"]
+    status = compute(KEY, ComplianceIndex.from_objects([service]), generation=4, previous=[],
+                     now=T0)
+    labeled = _conditions(status)["Labeled"]
+    assert labeled["status"] == "False" and labeled["reason"] == "LabelingIncomplete"
+    assert "[labeling, Art.12]" in labeled["message"] and "Fix:" in labeled["message"]
+    assert _conditions(status)["Compliant"]["message"] == "unmet: Labeled (Art.12)"
+    assert [(f["rule"], f["article"]) for f in status["findings"]] == [("labeling", "Art.12")]
+
+
+def test_transition_time_moves_only_when_the_status_changes() -> None:
+    index = ComplianceIndex.from_objects([_service()])
+    first = compute(KEY, index, generation=4, previous=[], now=T0)
+    later = compute(KEY, index, generation=5, previous=first["conditions"],
+                    now=T0 + dt.timedelta(hours=1))
+    assert _conditions(later)["Filed"]["lastTransitionTime"] == "2026-11-29T12:00:00Z"
+    assert _conditions(later)["Filed"]["observedGeneration"] == 5
