@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,15 +55,19 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="hegui-demo-") as tmp:
         webhook = LocalWebhook(cluster, Path(tmp))
-        _step(f"starting the admission webhook on {webhook.url} and registering it")
+        _step(f"starting the admission webhook on {webhook.url} and registering it, and the "
+              "operator")
         webhook.start()
+        operator = _start_operator(cluster, Path(tmp))
         try:
             webhook.register()
             _story(cluster)
         finally:
-            _step("removing the webhook configuration and stopping the webhook")
+            _step("removing the webhook configuration; stopping the webhook and the operator")
             webhook.unregister()
             webhook.stop()
+            operator.terminate()
+            operator.wait(20)
 
     _step("what is running")
     for name, info in cluster.status().items():
@@ -119,7 +126,31 @@ def _story(cluster: LocalCluster) -> None:
                           "SIDECAR:.spec.initContainers[0].name,"
                           "RESTART:.spec.initContainers[0].restartPolicy,"
                           "MODEL-PORT:.spec.containers[0].ports[0].name").stdout)
+    _step("the operator keeps the service's status true, article by article")
+    _wait_compliant(cluster)
     print(cluster.kubectl("-n", NAMESPACE, "get", "hegui").stdout)
+    print(cluster.kubectl("-n", NAMESPACE, "get", "gsvc", "chat", "-o", "custom-columns="
+                          "CONDITION:.status.conditions[*].type,STATUS:.status.conditions[*]"
+                          ".status,ARTICLE:.status.conditions[*].article").stdout)
+
+
+def _start_operator(cluster: LocalCluster, directory: Path) -> subprocess.Popen[bytes]:
+    with (directory / "operator.log").open("wb") as log:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "hegui"), "operator", "run", "--kubeconfig",
+             str(cluster.kubeconfig)], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "HEGUI_RECONCILE_SECONDS": "2"})
+
+
+def _wait_compliant(cluster: LocalCluster, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        compliant = cluster.kubectl("-n", NAMESPACE, "get", "gsvc", "chat", "-o",
+                                    "jsonpath={.status.conditions[?(@.type=='Compliant')]"
+                                    ".status}").stdout
+        if compliant == "True":
+            return
+        time.sleep(0.5)
 
 
 def _iso(moment: dt.datetime) -> str:
