@@ -47,7 +47,7 @@ from hegui.labeling.metadata import HEADER as AIGC_HEADER
 from hegui.labeling.metadata import AigcLabel, new_label
 from hegui.labeling.text import StreamLabeler, TextLabel, label_response
 from hegui.moderation.client import Moderator, ModeratorUnavailable
-from hegui.moderation.decision import Decision, Outcome, decide
+from hegui.moderation.decision import Decision, Hit, Outcome, decide
 from hegui.moderation.pii import mask
 from hegui.moderation.records import RecordLog, pseudonym
 from hegui.moderation.strikes import Level, StrikeBook
@@ -372,13 +372,8 @@ class Sidecar:
                 blocked = [h for d in decisions for h in d.blocking]
                 if blocked:
                     # Art.14: stop at once; the model never sees a blocked input.
-                    categories = sorted({h.category for h in blocked})
-                    reference = _reference()
-                    log.info("input blocked: %s (%s) ref %s", categories, blocked[0].article,
-                             reference)
-                    await self.record("block", user=user, direction="input", route=route,
-                                      categories=categories, article=blocked[0].article,
-                                      reference=reference)
+                    categories, reference = await self._record_block(blocked, "input", route,
+                                                                     user)
                     strike_level = await self.strike(user, reference)
                     message = "the request was refused by content moderation"
                     if strike_level is not None and strike_level != Level.OK:
@@ -490,13 +485,7 @@ class Sidecar:
         else:
             blocked = [h for d in decisions for h in d.blocking]
             if blocked:
-                categories = sorted({h.category for h in blocked})
-                reference = _reference()
-                log.info("output blocked: %s (%s) ref %s", categories, blocked[0].article,
-                         reference)
-                await self.record("block", user=user, direction="output", route=route,
-                                  categories=categories, article=blocked[0].article,
-                                  reference=reference)
+                categories, reference = await self._record_block(blocked, "output", route, user)
                 return error_response(
                     451, "hegui.output_blocked", "the model's answer was withheld by content "
                     "moderation", article=blocked[0].article, direction="output",
@@ -515,6 +504,18 @@ class Sidecar:
                                     aigc)
             headers[AIGC_HEADER] = aigc.header_value()
         return web.json_response(answer, status=upstream.status, headers=headers, dumps=_dumps)
+
+    async def _record_block(self, blocked: list[Hit], direction: str, route: str,
+                            user: str | None) -> tuple[list[str], str]:
+        """Log and record a block (Art.14); the categories and the reference the user sees."""
+        categories = sorted({h.category for h in blocked})
+        reference = _reference()
+        log.info("%s blocked: %s (%s) ref %s", direction, categories, blocked[0].article,
+                 reference)
+        await self.record("block", user=user, direction=direction, route=route,
+                          categories=categories, article=blocked[0].article,
+                          reference=reference)
+        return categories, reference
 
     # --- labels (Art.12) ------------------------------------------------------------------------
 
