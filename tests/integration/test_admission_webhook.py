@@ -468,3 +468,34 @@ def test_a_pod_that_cannot_be_injected_safely_is_refused_naming_the_conflict(
         time.sleep(0.5)
     assert result.returncode != 0
     assert "[injection, Art.14]" in result.stderr and "hostNetwork" in result.stderr
+
+
+def test_a_gpu_job_with_the_native_sidecar_still_completes(
+        local_cluster: LocalCluster, namespace: str) -> None:
+    """kwok stands in for the kubelet here: it completes the pod as a kubelet does once the
+    regular containers exit, native sidecars notwithstanding; what this shows is that the
+    injected pod is a valid Job pod and the Job controller counts it."""
+    _apply(local_cluster, _injecting_policy(namespace))
+    _apply_service(local_cluster, _service(namespace))
+    _wait_for_injection(local_cluster, namespace)
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "batch-eval", "namespace": namespace},
+           "spec": {"backoffLimit": 0, "template": {
+               "metadata": {"labels": {"app": "chat"}},
+               "spec": {"restartPolicy": "Never", "containers": [{
+                   "name": "model", "image": "example.invalid/llm:1",
+                   "ports": [{"name": "http", "containerPort": 8000}],
+                   "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}
+    _apply(local_cluster, job)
+    deadline = time.monotonic() + 60
+    while True:
+        status = json.loads(local_cluster.kubectl("-n", namespace, "get", "job", "batch-eval",
+                                                  "-o", "json").stdout)["status"]
+        if status.get("succeeded") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status.get("succeeded") == 1, status
+    [pod] = json.loads(local_cluster.kubectl("-n", namespace, "get", "pods", "-l",
+                                             "job-name=batch-eval", "-o", "json").stdout)["items"]
+    assert pod["spec"]["initContainers"][0]["name"] == "hegui-sidecar"
+    assert pod["status"]["phase"] == "Succeeded"
