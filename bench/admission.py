@@ -30,6 +30,7 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from hegui.admission.local import free_port  # noqa: E402
 from hegui.localcluster import pki  # noqa: E402
 
 DEPLOYMENT: dict[str, Any] = {
@@ -49,12 +50,6 @@ def review_body() -> bytes:
                                    "namespace": "ns-7", "name": "model-7",
                                    "object": DEPLOYMENT,
                                    "userInfo": {"username": "bench"}}}).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def load(url: str, body: bytes, context: ssl.SSLContext, clients: int,
