@@ -152,3 +152,38 @@ def test_an_assessment_that_expires_flips_the_status_without_any_edit(
     assessed = _conditions(status)["Assessed"]
     assert assessed["status"] == "False" and "expired" in assessed["message"]
     assert status["observedGeneration"] == 1  # nobody edited the service
+
+
+@pytest.mark.usefixtures("operator")
+def test_the_sidecars_configuration_is_rendered_from_the_service(
+        local_cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    from hegui.api.generativeservice import GenerativeService
+
+    implicit = {"contentProducer": "Example AI Co."}
+    labeling: dict[str, Any] = {"modalities": ["text"], "implicit": implicit}
+    _apply(local_cluster, _service(namespace, labeling=labeling), tmp_path)
+
+    def rendered() -> dict[str, Any] | None:
+        result = local_cluster.kubectl("-n", namespace, "get", "configmap",
+                                       "hegui-sidecar-chat", "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    deadline = time.monotonic() + 30
+    while (config_map := rendered()) is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert config_map is not None
+    owner = config_map["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("GenerativeService", "chat")
+    posture = GenerativeService.from_dict(yaml.safe_load(config_map["data"]["service.yaml"]))
+    assert posture.spec.labeling is not None
+    assert posture.spec.labeling.implicit.content_producer == "Example AI Co."
+
+    implicit["contentProducer"] = "Renamed AI Co."
+    _apply(local_cluster, _service(namespace, labeling=labeling), tmp_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        config_map = rendered()
+        if config_map and "Renamed AI Co." in config_map["data"]["service.yaml"]:
+            break
+        time.sleep(0.3)
+    assert config_map is not None and "Renamed AI Co." in config_map["data"]["service.yaml"]

@@ -37,6 +37,11 @@ DATA_VOLUME = "hegui-data"
 SIDECAR_USER = 65532  # the distroless "nonroot" user
 
 
+def sidecar_config_map(service: str) -> str:
+    """The ConfigMap the operator renders from GenerativeService `service` for its sidecars."""
+    return f"hegui-sidecar-{service}"
+
+
 class InjectionConflict(ValueError):
     """The pod cannot be patched safely; the message names the conflict."""
 
@@ -160,7 +165,7 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
     else:
         result.patch.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
     new_volumes = [
-        {"name": CONFIG_VOLUME, "configMap": {"name": f"hegui-sidecar-{service}",
+        {"name": CONFIG_VOLUME, "configMap": {"name": sidecar_config_map(service),
                                               "optional": True}},
         {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
     ]

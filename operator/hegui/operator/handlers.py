@@ -2,8 +2,9 @@
 
 hegui's objects are mirrored into the same ComplianceIndex the webhook reads; each service is
 re-evaluated when it changes and on a timer (assessments expire, and a SafetyAssessment or
-policy changing elsewhere must show up). Only hegui's own objects are touched: user workloads get
-no annotations or finalizers from the operator.
+policy changing elsewhere must show up), and its sidecars' ConfigMap is rendered from it. Only
+hegui's own objects (and those ConfigMaps) are written: user workloads get no annotations or
+finalizers from the operator.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import os
 from typing import Any
 
 import kopf
+import yaml
 
+from hegui.admission.injection import sidecar_config_map
 from hegui.operator.status import compute
 from hegui.rules.index import ComplianceIndex, ObjectKey
 
@@ -67,6 +70,64 @@ kopf.on.event("", "v1", "namespaces")(_mirror)
 kopf.on.event(GROUP, VERSION, "generativeservices")(_mirror)
 
 
+_CORE: list[Any] = []
+
+
+def _core_api() -> Any:
+    """A CoreV1Api with the operator's credentials (built once)."""
+    if not _CORE:
+        from kubernetes import client, config
+
+        if path := os.environ.get("HEGUI_KUBECONFIG"):
+            api_client = config.new_client_from_config(config_file=path)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        _CORE.append(client.CoreV1Api(api_client))
+    return _CORE[0]
+
+
+def sidecar_config(body: kopf.Body) -> dict[str, Any]:
+    """The ConfigMap the injected sidecars mount (`--service /etc/hegui/service.yaml`): the
+    service's posture, so sidecars need no API access and follow posture changes."""
+    name, namespace = body.meta["name"], body.meta["namespace"]
+    posture = {"apiVersion": body["apiVersion"], "kind": body["kind"],
+               "metadata": {"name": name, "namespace": namespace},
+               "spec": dict(body.get("spec") or {})}
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": sidecar_config_map(name), "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "hegui",
+                       "hegui.io/generative-service": name},
+            # Deleted with its service by the garbage collector.
+            "ownerReferences": [{"apiVersion": body["apiVersion"], "kind": body["kind"],
+                                 "name": name, "uid": body.meta["uid"], "controller": True,
+                                 "blockOwnerDeletion": False}]},
+        "data": {"service.yaml": yaml.safe_dump(posture, allow_unicode=True, sort_keys=False)},
+    }
+
+
+def _render_sidecar_config(body: kopf.Body) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    wanted = sidecar_config(body)
+    meta = wanted["metadata"]
+    core = _core_api()
+    try:
+        current = core.read_namespaced_config_map(meta["name"], meta["namespace"])
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        core.create_namespaced_config_map(meta["namespace"], wanted)
+        return
+    if (current.data or {}) != wanted["data"]:
+        core.replace_namespaced_config_map(meta["name"], meta["namespace"], wanted)
+
+
 def _reconcile(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None) -> None:
     INDEX.upsert(dict(body))  # the freshest copy, whatever order kopf ran the handlers in
     previous = list((body.get("status") or {}).get("conditions") or [])
@@ -77,6 +138,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | N
     if any(current.get(k) != v for k, v in status.items()):
         for field, value in status.items():
             patch.status[field] = value
+    _render_sidecar_config(body)
 
 
 @kopf.on.resume(GROUP, VERSION, "generativeservices")
