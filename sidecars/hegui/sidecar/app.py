@@ -381,14 +381,7 @@ class Sidecar:
                     return error_response(
                         400, "hegui.input_blocked", message, article=blocked[0].article,
                         direction="input", categories=categories, reference=reference)
-                for (container, key), decision in zip(slots, decisions, strict=True):
-                    if decision.mask_spans:
-                        container[key] = mask(container[key],
-                                              [(s.start, s.end) for s in decision.mask_spans])
-                        headers["x-hegui-input"] = "masked"
-                        await self.record("mask", user=user, direction="input", route=route,
-                                          kinds=sorted({s.label for s in decision.mask_spans}),
-                                          article=decision.article)
+                await self._apply_masks(slots, decisions, "input", route, user, headers)
         if isinstance(body.get("prompt"), dict):
             body["prompt"] = list(body["prompt"].values())
         if unmoderated:
@@ -490,14 +483,7 @@ class Sidecar:
                     451, "hegui.output_blocked", "the model's answer was withheld by content "
                     "moderation", article=blocked[0].article, direction="output",
                     categories=categories, reference=reference)
-            for (container, key), decision in zip(slots, decisions, strict=True):
-                if decision.mask_spans:
-                    container[key] = mask(container[key],
-                                          [(s.start, s.end) for s in decision.mask_spans])
-                    headers["x-hegui-output"] = "masked"
-                    await self.record("mask", user=user, direction="output", route=route,
-                                      kinds=sorted({s.label for s in decision.mask_spans}),
-                                      article=decision.article)
+            await self._apply_masks(slots, decisions, "output", route, user, headers)
         if isinstance(answer, dict) and (aigc := await self._new_label(user, route)):
             assert self.config.labeling is not None
             answer = label_response(answer, TextLabel.from_posture(self.config.labeling.explicit),
@@ -516,6 +502,18 @@ class Sidecar:
                           categories=categories, article=blocked[0].article,
                           reference=reference)
         return categories, reference
+
+    async def _apply_masks(self, slots: list[Slot], decisions: list[Decision], direction: str,
+                           route: str, user: str | None, headers: dict[str, str]) -> None:
+        """Mask what the decisions say to mask, in place, and record it (Art.4(4), Art.11)."""
+        for (container, key), decision in zip(slots, decisions, strict=True):
+            if decision.mask_spans:
+                container[key] = mask(container[key],
+                                      [(s.start, s.end) for s in decision.mask_spans])
+                headers[f"x-hegui-{direction}"] = "masked"
+                await self.record("mask", user=user, direction=direction, route=route,
+                                  kinds=sorted({s.label for s in decision.mask_spans}),
+                                  article=decision.article)
 
     # --- labels (Art.12) ------------------------------------------------------------------------
 
