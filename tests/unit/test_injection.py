@@ -73,10 +73,50 @@ def test_injection_is_idempotent() -> None:
     assert inject(once, POLICY, "chat").patch == []
 
 
-def test_a_user_declared_sidecar_is_not_injected_twice() -> None:
-    pod = _pod(initContainers=[{"name": SIDECAR_NAME, "image": "mine:1",
-                                "restartPolicy": "Always"}])
-    assert inject(pod, POLICY, "chat").patch == []
+def _sidecars(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for group in ("initContainers", "containers") for c in pod["spec"].get(group, [])
+            if c["name"] == SIDECAR_NAME]
+
+
+@pytest.mark.parametrize("group", ["initContainers", "containers"])
+def test_a_user_declared_sidecar_overrides_only_what_the_policy_allows(group: str) -> None:
+    mine = {"name": SIDECAR_NAME, "image": "mine:1", "command": ["sleep", "inf"],
+            "resources": {"limits": {"cpu": "2", "memory": "1Gi"}}}
+    pod = _pod()
+    pod["spec"].setdefault(group, []).append(mine)
+    injection = inject(pod, POLICY, "chat")
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+    [sidecar] = _sidecars(patched)
+    # The policy's image and command line run; the pod's resources are kept (userOverrides).
+    assert sidecar["image"] == POLICY.spec.sidecar.image  # type: ignore[union-attr]
+    assert "command" not in sidecar and sidecar["restartPolicy"] == "Always"
+    assert sidecar["resources"] == {"limits": {"cpu": "2", "memory": "1Gi"}}
+    assert patched["spec"]["initContainers"][0] is sidecar
+    assert [c["name"] for c in patched["spec"]["containers"]] == ["model"]
+    assert any("command, image" in w and "userOverrides: resources" in w
+               for w in injection.warnings)
+    # Once replaced, the pod is left alone.
+    assert inject(patched, POLICY, "chat").patch == []
+
+
+def test_an_injected_pod_copied_into_a_new_manifest_is_not_injected_twice() -> None:
+    once = _applied(_pod())
+    copied = copy.deepcopy(once)
+    copied["metadata"] = {"name": "copy", "namespace": "ai", "labels": {"app": "chat"}}
+    assert inject(copied, POLICY, "chat").patch == []
+
+
+def test_the_status_annotation_alone_does_not_turn_injection_off() -> None:
+    pod = _pod()
+    pod["metadata"]["annotations"] = {STATUS_ANNOTATION: '{"container":"hegui-sidecar"}'}
+    assert len(_sidecars(_applied(pod))) == 1
+
+
+def test_two_containers_named_like_the_sidecar_are_a_conflict() -> None:
+    pod = _pod(initContainers=[{"name": SIDECAR_NAME, "image": "a:1"}])
+    pod["spec"]["containers"].append({"name": SIDECAR_NAME, "image": "b:1"})
+    with pytest.raises(InjectionConflict, match="2 containers named hegui-sidecar"):
+        inject(pod, POLICY, "chat")
 
 
 def test_existing_init_containers_and_volumes_are_kept_after_the_sidecar() -> None:

@@ -11,7 +11,10 @@ What Istio and Linkerd learned, applied to GPU model pods:
 - Non-root, read-only root filesystem, no capabilities, no privilege escalation, no GPU; requests
   and limits from the CompliancePolicy so quotas and LimitRanges admit the pod.
 - Idempotent: a status annotation records what was injected and from which policy generation; a
-  pod that already carries the sidecar is left alone.
+  pod that already carries the policy's sidecar is left alone. A container the pod itself names
+  hegui-sidecar is replaced by the policy's, keeping only the fields the policy lets a pod set
+  (Istio's istio-proxy override, without the bypass): no annotation or look-alike container a
+  team writes turns injection off.
 - Configuration is *mounted*: a ConfigMap `hegui-sidecar-<service>` that the operator renders
   from the GenerativeService. The sidecar then needs no API access at all (least privilege), and
   a posture change reaches running pods without a restart (kubelet refreshes the volume).
@@ -109,6 +112,72 @@ def _model_container(spec: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
     return index, containers[index]
 
 
+def _declared_sidecar(spec: Mapping[str, Any]) -> tuple[str, int, Mapping[str, Any]] | None:
+    """The pod's own container named hegui-sidecar, as (list, index, container), if any."""
+    found = [(group, i, c) for group in ("initContainers", "containers")
+             for i, c in enumerate(spec.get(group) or [])
+             if isinstance(c, Mapping) and c.get("name") == SIDECAR_NAME]
+    if len(found) > 1:
+        raise InjectionConflict(f"the pod declares {len(found)} containers named {SIDECAR_NAME}")
+    return found[0] if found else None
+
+
+def _is_injected(declared: tuple[str, int, Mapping[str, Any]], sidecar: Sidecar,
+                 service: str) -> bool:
+    """Whether the declared sidecar is hegui's own, as this policy injects it: then there is
+    nothing to do (a reinvocation, or a pod copied from an injected one). Whatever else a
+    pod calls hegui-sidecar is replaced, so a look-alike container cannot bypass moderation."""
+    group, _, container = declared
+    wanted = sidecar_container(sidecar, service=service, port_name="", upstream_port=None)
+
+    def without_upstream(args: Any) -> Any:
+        if not isinstance(args, list) or "--upstream" not in args:
+            return args
+        at = args.index("--upstream")
+        return args[:at] + args[at + 2:]
+
+    env = container.get("env")
+    return (group == "initContainers"
+            and all(container.get(key) == wanted.get(key) for key in (
+                "image", "command", "restartPolicy", "securityContext", "volumeMounts"))
+            and without_upstream(container.get("args")) == wanted["args"]
+            and isinstance(env, list) and wanted["env"][0] in env)
+
+
+def _overrides(declared: Mapping[str, Any], wanted: dict[str, Any],
+               sidecar: Sidecar) -> tuple[dict[str, Any], list[str]]:
+    """The policy's container with the fields the policy lets a pod set taken from the pod's own
+    hegui-sidecar container; the other fields it set are named in a warning and dropped."""
+    allowed = {override.value for override in sidecar.user_overrides}
+    merged, ignored = dict(wanted), []
+    for key, value in declared.items():
+        if key == "name" or value == wanted.get(key):
+            continue
+        if key == "resources" and "resources" in allowed and isinstance(value, Mapping):
+            merged["resources"] = dict(value)
+        elif key == "env" and "env" in allowed and isinstance(value, list):
+            ours = {e["name"] for e in wanted["env"]}
+            merged["env"] = wanted["env"] + [
+                e for e in value if isinstance(e, Mapping) and e.get("name") not in ours
+                and not str(e.get("name", "")).startswith("HEGUI_")]
+        else:
+            ignored.append(key)
+    warnings = []
+    if ignored:
+        warnings.append(
+            f"[injection, Art.14] the pod's own {SIDECAR_NAME} container sets "
+            f"{', '.join(sorted(ignored))}, which the CompliancePolicy does not let a pod "
+            f"override (userOverrides: {', '.join(sorted(allowed)) or 'none'}); hegui's values "
+            "are used")
+    return merged, warnings
+
+
+def _our_volumes(service: str) -> list[dict[str, Any]]:
+    return [{"name": CONFIG_VOLUME, "configMap": {"name": sidecar_config_map(service),
+                                                  "optional": True}},
+            {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}]
+
+
 def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> Injection:
     """The JSON patch that injects the sidecar into `pod`, or an empty one if it has it."""
     sidecar = policy.spec.sidecar
@@ -119,25 +188,36 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
     spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
     assert isinstance(metadata, Mapping) and isinstance(spec, Mapping)
     annotations = metadata.get("annotations") or {}
-    present = [c for group in ("initContainers", "containers") for c in spec.get(group) or []
-               if isinstance(c, Mapping) and c.get("name") == SIDECAR_NAME]
-    if STATUS_ANNOTATION in annotations or present:
-        return result  # already injected (or declared by the user): never twice
+    # The status annotation alone proves nothing: a team could set it on its own pod template.
+    declared = _declared_sidecar(spec)
+    if declared is not None and _is_injected(declared, sidecar, service):
+        return result
     if spec.get("hostNetwork"):
         raise InjectionConflict(
             "spec.hostNetwork is true: the sidecar's port would be the node's, and nothing "
             "could keep traffic from reaching the model directly (Art.14); run the model "
             "without hostNetwork")
+    if declared is not None:
+        # The pod's own hegui-sidecar goes; the policy's takes its place, with what it may set.
+        group, position, _ = declared
+        result.patch.append({"op": "remove", "path": f"/spec/{group}/{position}"})
+        spec = {**spec, group: [c for i, c in enumerate(spec.get(group) or [])
+                                if i != position]}
 
     index, model = _model_container(spec)
     ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
+    # A pod copied from an injected one already has the model's port renamed and our volumes.
+    renamed = bool(ports) and ports[0].get("name") == MODEL_PORT_NAME
     taken = {str(p.get("name")) for c in spec.get("containers") or [] if isinstance(c, Mapping)
              for p in c.get("ports") or [] if isinstance(p, Mapping) and p.get("name")}
-    if MODEL_PORT_NAME in taken:
+    if MODEL_PORT_NAME in taken and not renamed:
         raise InjectionConflict(f"a container already has a port named {MODEL_PORT_NAME}, the "
                                 "name the model's serving port is given under the sidecar")
-    volumes = {str(v.get("name")) for v in spec.get("volumes") or [] if isinstance(v, Mapping)}
-    if clash := volumes & {CONFIG_VOLUME, DATA_VOLUME}:
+    new_volumes = _our_volumes(service)
+    existing = [v for v in spec.get("volumes") or [] if isinstance(v, Mapping)]
+    ours_present = [v for v in existing if v in new_volumes]
+    if clash := {str(v.get("name")) for v in existing if v not in new_volumes} & {
+            CONFIG_VOLUME, DATA_VOLUME}:
         raise InjectionConflict(f"the pod already has a volume named {', '.join(sorted(clash))}")
     if any(int(p.get("containerPort", 0)) == sidecar.port for c in spec.get("containers") or []
            if isinstance(c, Mapping) for p in c.get("ports") or [] if isinstance(p, Mapping)):
@@ -148,10 +228,15 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
     if ports:
         serving = ports[0]
         upstream = int(serving.get("containerPort", 0)) or None
-        port_name = str(serving.get("name") or "hegui")
-        name_op = "replace" if serving.get("name") else "add"
-        result.patch.append({"op": name_op, "path": f"/spec/containers/{index}/ports/0/name",
-                             "value": MODEL_PORT_NAME})
+        if renamed:
+            previous = declared[2].get("ports") if declared is not None else None
+            if isinstance(previous, list) and previous and isinstance(previous[0], Mapping):
+                port_name = str(previous[0].get("name") or "hegui")
+        else:
+            port_name = str(serving.get("name") or "hegui")
+            name_op = "replace" if serving.get("name") else "add"
+            result.patch.append({"op": name_op, "path": f"/spec/containers/{index}/ports/0/name",
+                                 "value": MODEL_PORT_NAME})
     else:
         result.warnings.append(
             f"[injection, Art.14] container {model.get('name')} declares no serving port, so "
@@ -160,18 +245,16 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
 
     container = sidecar_container(sidecar, service=service, port_name=port_name,
                                   upstream_port=upstream)
+    if declared is not None:
+        container, ignored = _overrides(declared[2], container, sidecar)
+        result.warnings += ignored
     if spec.get("initContainers"):
         result.patch.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
     else:
         result.patch.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
-    new_volumes = [
-        {"name": CONFIG_VOLUME, "configMap": {"name": sidecar_config_map(service),
-                                              "optional": True}},
-        {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
-    ]
-    if spec.get("volumes"):
-        result.patch += [{"op": "add", "path": "/spec/volumes/-", "value": v}
-                         for v in new_volumes]
+    missing = [v for v in new_volumes if v not in ours_present]
+    if existing:
+        result.patch += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in missing]
     else:
         result.patch.append({"op": "add", "path": "/spec/volumes", "value": new_volumes})
     status = json.dumps({"container": SIDECAR_NAME, "image": sidecar.image,

@@ -811,6 +811,10 @@ class GenerativeServiceStatus(ApiModel):
         description="Workloads the selector matches; capped at 32 (see matchedWorkloadCount).")
     matched_workload_count: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="How many workloads the selector matches in all.")
+    uninjected_pods: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Running pods of the service without hegui's sidecar "
+                                  "(admitted while the webhook was down, or before hegui); "
+                                  "each is also a finding (rule injection, Art.14).")
     assessment_expires_on: date | None = Field(
         default=None, description="When the effective security assessment expires.")
     suspension: SuspensionStatus | None = Field(default=None,

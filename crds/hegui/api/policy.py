@@ -75,6 +75,14 @@ class Resources(ApiModel):
     limits: ResourceList = Field(default_factory=ResourceList, description="Limits.")
 
 
+class SidecarOverride(StrEnum):
+    """A field of the sidecar container that a pod may set by declaring a container named
+    hegui-sidecar itself (as with Istio's istio-proxy); every other field is the policy's."""
+
+    RESOURCES = "resources"  # e.g. more memory for long streams
+    ENV = "env"  # more variables; hegui's own (HEGUI_*) are never replaced
+
+
 class Sidecar(ApiModel):
     """The moderation and labeling sidecar injected into every pod of a covered service, as a
     native sidecar (an init container with restartPolicy Always)."""
@@ -85,6 +93,27 @@ class Sidecar(ApiModel):
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8443, description="The port the sidecar serves on; it takes over the model's "
                                   "serving port name so traffic cannot bypass it.")
+    user_overrides: list[SidecarOverride] = Field(
+        default_factory=lambda: [SidecarOverride.RESOURCES], max_length=2,
+        description="Fields a pod's own hegui-sidecar container may set (resources, env); the "
+                    "others are always the policy's.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+    evict_uninjected: bool = Field(
+        default=False, description="Evict running pods of a covered service that lack the "
+                                   "sidecar (created while the webhook was down, or before "
+                                   "hegui), so their controller recreates them injected; "
+                                   "always reported either way (Art.14).")
+    network_policy: bool = Field(
+        default=True, description="Keep a NetworkPolicy per service that admits ingress to its "
+                                  "pods only on the sidecar's port (Art.14: no bypass).")
+
+
+class PrometheusSource(ApiModel):
+    """Where the operator reads the services' stability indicators (Art.13)."""
+
+    url: Annotated[str, Field(min_length=8, max_length=512, pattern=r"^https?://[^\s]+$")] = Field(
+        description="The Prometheus base URL, e.g. http://prometheus.monitoring.svc:9090.")
+    timeout: Duration = Field(default="5s", description="How long one query may take.")
 
 
 class WorkloadDetection(ApiModel):
@@ -171,6 +200,9 @@ class CompliancePolicySpec(ApiModel):
     defaults: Defaults = Field(default_factory=Defaults,
                                description="Defaults for services that leave a setting out.",
                                json_schema_extra={"default": Defaults().to_dict()})
+    prometheus: PrometheusSource | None = Field(
+        default=None, description="Where stability objectives are read from; absent: SLOs are "
+                                  "not evaluated and SLOMet reports why (Art.13).")
     exceptions: ExceptionLimits = Field(default_factory=ExceptionLimits,
                                         description="Limits on ComplianceExceptions.",
                                         json_schema_extra={"default": ExceptionLimits().to_dict()})
