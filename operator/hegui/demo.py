@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hegui.admission.local import LocalWebhook
+from hegui.admission.local import LocalWebhook, free_port
 from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
 
 SAMPLES = _CHECKOUT / "samples"
@@ -138,7 +138,9 @@ def _start_operator(cluster: LocalCluster, directory: Path) -> subprocess.Popen[
     with (directory / "operator.log").open("wb") as log:
         return subprocess.Popen(
             [str(Path(sys.executable).parent / "hegui"), "operator", "run", "--kubeconfig",
-             str(cluster.kubeconfig)], stdout=log, stderr=subprocess.STDOUT,
+             str(cluster.kubeconfig), "--metrics-address", f"127.0.0.1:{free_port()}",
+             "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+            stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "HEGUI_RECONCILE_SECONDS": "2"})
 
 

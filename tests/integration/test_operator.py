@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,23 +16,46 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from hegui.admission.local import LocalWebhook, free_port
 from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
 
 pytestmark = pytest.mark.cluster
 
 
+class Operator:
+    def __init__(self, process: subprocess.Popen[bytes], metrics_port: int) -> None:
+        self.process, self.metrics_port = process, metrics_port
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    return float(sample.value)
+        return None
+
+
 @pytest.fixture(scope="module")
 def operator(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[subprocess.Popen[bytes]]:
+             ) -> Iterator[Operator]:
     local_cluster.kubectl("apply", "--server-side", "-f", str(_CHECKOUT / "crds"))
     local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     log = (tmp_path_factory.mktemp("operator") / "operator.log").open("wb")
+    metrics_port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "hegui"), "operator", "run",
-         "--kubeconfig", str(local_cluster.kubeconfig)],
+         "--kubeconfig", str(local_cluster.kubeconfig),
+         "--metrics-address", f"127.0.0.1:{metrics_port}",
+         "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HEGUI_RECONCILE_SECONDS": "1"})
-    yield process
+    yield Operator(process, metrics_port)
     process.terminate()
     process.wait(20)
     log.close()
@@ -187,3 +211,93 @@ def test_the_sidecars_configuration_is_rendered_from_the_service(
             break
         time.sleep(0.3)
     assert config_map is not None and "Renamed AI Co." in config_map["data"]["service.yaml"]
+
+
+SIDECAR = {"image": "registry.example.cn/hegui/sidecar:0.1.0", "port": 8443}
+
+
+def _running_pods(cluster: LocalCluster, namespace: str, count: int,
+                  injected: bool) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 90
+    while True:
+        pods = json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-o",
+                                          "json").stdout)["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running"
+                   and not p["metadata"].get("deletionTimestamp")]
+        ready = [p for p in running if any(c["name"] == "hegui-sidecar" for c in
+                                           p["spec"].get("initContainers", [])) == injected]
+        if (len(ready) == len(running) == count) or time.monotonic() > deadline:
+            return ready
+        time.sleep(0.5)
+
+
+def test_pods_that_slipped_past_a_down_injector_are_reported_then_evicted_back_injected(
+        local_cluster: LocalCluster, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    """failurePolicy Ignore lets pods start while the injector is down (Art.14 gap): the
+    operator reports them on the service and in a metric within a reconcile interval, and
+    evicts them when the policy asks, so they come back with the sidecar."""
+    sidecar: dict[str, Any] = dict(SIDECAR)
+    policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+              "metadata": {"name": namespace},
+              "spec": {"namespaces": [namespace], "defaultMode": "Enforce", "sidecar": sidecar}}
+    _apply(local_cluster, policy, tmp_path)
+    _apply(local_cluster, _service(namespace, assessment={"external": {
+        "reportId": "TC260-2026-0042", "assessedOn": "2026-06-01", "expiresOn": "2099-06-01",
+        "result": "Pass"}}, labeling={"modalities": ["text"],
+                                      "implicit": {"contentProducer": "Example AI Co."}}),
+           tmp_path)
+    webhook = LocalWebhook(local_cluster, tmp_path)
+    webhook.start()
+    webhook.register()
+    try:
+        # Only the injector is down: its configuration stays, its endpoint is gone.
+        local_cluster.kubectl("delete", "validatingwebhookconfiguration", "hegui-validating")
+        webhook.stop()
+        labels = {"app": "chat"}
+        deployment = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "llm", "namespace": namespace},
+            "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                         "name": "model", "image": "example.invalid/llm:1",
+                         "ports": [{"name": "http", "containerPort": 8000}],
+                         "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}
+        by_number = {"apiVersion": "v1", "kind": "Service",
+                     "metadata": {"name": "llm-direct", "namespace": namespace},
+                     "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8000}]}}
+        _apply(local_cluster, deployment, tmp_path)
+        _apply(local_cluster, by_number, tmp_path)
+        assert len(_running_pods(local_cluster, namespace, 2, injected=False)) == 2
+
+        status = _until(local_cluster, namespace, lambda s: s.get("uninjectedPods") == 2)
+        assert status.get("uninjectedPods") == 2, status
+        moderated = _conditions(status)["Moderated"]
+        assert moderated["status"] == "False" and moderated["article"] == "Art.14"
+        injection = [f for f in status["findings"] if f["rule"] == "injection"]
+        assert sorted(f["severity"] for f in injection) == ["Error", "Error", "Warning"]
+        assert any("llm-direct" in f["message"] and "8000" in f["message"] for f in injection)
+        assert status["matchedWorkloads"] == [{"kind": "Deployment", "name": "llm"}]
+        assert operator.sample("hegui_injection_gaps", namespace=namespace,
+                               service="chat") == 2
+        assert operator.sample("hegui_service_state", namespace=namespace, service="chat") == 1
+        # The NetworkPolicy admits ingress only on the sidecar's port.
+        netpol = json.loads(local_cluster.kubectl("-n", namespace, "get", "networkpolicy",
+                                                  "hegui-chat", "-o", "json").stdout)
+        assert netpol["spec"]["podSelector"] == {"matchLabels": labels}
+        assert netpol["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+
+        # The injector is back and the policy asks for eviction: the pods return injected.
+        webhook.start()
+        sidecar["evictUninjected"] = True
+        _apply(local_cluster, policy, tmp_path)
+        assert len(_running_pods(local_cluster, namespace, 2, injected=True)) == 2
+        status = _until(local_cluster, namespace, lambda s: s.get("uninjectedPods") == 0)
+        assert status.get("uninjectedPods") == 0
+        assert operator.sample("hegui_uninjected_pod_evictions_total", namespace=namespace,
+                               service="chat") == 2
+        assert operator.sample("hegui_injection_gaps", namespace=namespace,
+                               service="chat") == 0
+    finally:
+        webhook.unregister()
+        webhook.stop()
+        local_cluster.kubectl("delete", "compliancepolicy", namespace, "--ignore-not-found")

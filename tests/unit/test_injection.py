@@ -106,6 +106,19 @@ def test_an_injected_pod_copied_into_a_new_manifest_is_not_injected_twice() -> N
     assert inject(copied, POLICY, "chat").patch == []
 
 
+def test_a_pod_the_apiserver_added_to_after_injection_is_left_alone() -> None:
+    """The apiserver re-invokes the injector after its own plugins ran (reinvocationPolicy
+    IfNeeded): the service account token's mount and defaulted fields are not a reason to
+    inject again."""
+    pod = _applied(_pod())
+    pod["spec"]["initContainers"][0]["volumeMounts"].append(
+        {"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/"
+                                                   "serviceaccount", "readOnly": True})
+    pod["spec"]["initContainers"][0]["terminationMessagePolicy"] = "File"
+    pod["spec"]["volumes"][0]["configMap"]["defaultMode"] = 420
+    assert inject(pod, POLICY, "chat").patch == []
+
+
 def test_the_status_annotation_alone_does_not_turn_injection_off() -> None:
     pod = _pod()
     pod["metadata"]["annotations"] = {STATUS_ANNOTATION: '{"container":"hegui-sidecar"}'}

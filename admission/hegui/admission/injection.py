@@ -136,12 +136,32 @@ def _is_injected(declared: tuple[str, int, Mapping[str, Any]], sidecar: Sidecar,
         at = args.index("--upstream")
         return args[:at] + args[at + 2:]
 
-    env = container.get("env")
+    env, mounts = container.get("env"), container.get("volumeMounts")
+    # The apiserver adds to what we inject (the service account token's mount, defaults), and
+    # re-invokes us after it did: compare what we set, not the whole container.
     return (group == "initContainers"
             and all(container.get(key) == wanted.get(key) for key in (
-                "image", "command", "restartPolicy", "securityContext", "volumeMounts"))
+                "image", "command", "restartPolicy", "securityContext"))
+            and isinstance(mounts, list) and all(m in mounts for m in wanted["volumeMounts"])
             and without_upstream(container.get("args")) == wanted["args"]
             and isinstance(env, list) and wanted["env"][0] in env)
+
+
+def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str) -> bool:
+    """Whether a running pod has hegui's sidecar as the policy injects it, its image aside (an
+    older image is an upgrade to roll out, not a pod that bypasses moderation)."""
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return False
+    try:
+        declared = _declared_sidecar(spec)
+    except InjectionConflict:
+        return False
+    if declared is None:
+        return False
+    group, position, container = declared
+    any_image = {**container, "image": sidecar.image}
+    return _is_injected((group, position, any_image), sidecar, service)
 
 
 def _overrides(declared: Mapping[str, Any], wanted: dict[str, Any],
@@ -176,6 +196,18 @@ def _our_volumes(service: str) -> list[dict[str, Any]]:
     return [{"name": CONFIG_VOLUME, "configMap": {"name": sidecar_config_map(service),
                                                   "optional": True}},
             {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}]
+
+
+def _is_ours(volume: Mapping[str, Any], ours: list[dict[str, Any]]) -> bool:
+    """Whether `volume` is one hegui injected, defaults the apiserver added notwithstanding."""
+    for wanted in ours:
+        if volume.get("name") != wanted["name"]:
+            continue
+        source = next(k for k in wanted if k != "name")
+        found = volume.get(source)
+        return isinstance(found, Mapping) and all(found.get(k) == v
+                                                  for k, v in wanted[source].items())
+    return False
 
 
 def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> Injection:
@@ -215,8 +247,8 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
                                 "name the model's serving port is given under the sidecar")
     new_volumes = _our_volumes(service)
     existing = [v for v in spec.get("volumes") or [] if isinstance(v, Mapping)]
-    ours_present = [v for v in existing if v in new_volumes]
-    if clash := {str(v.get("name")) for v in existing if v not in new_volumes} & {
+    ours_present = [v for v in existing if _is_ours(v, new_volumes)]
+    if clash := {str(v.get("name")) for v in existing if not _is_ours(v, new_volumes)} & {
             CONFIG_VOLUME, DATA_VOLUME}:
         raise InjectionConflict(f"the pod already has a volume named {', '.join(sorted(clash))}")
     if any(int(p.get("containerPort", 0)) == sidecar.port for c in spec.get("containers") or []
@@ -252,7 +284,8 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
         result.patch.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
     else:
         result.patch.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
-    missing = [v for v in new_volumes if v not in ours_present]
+    present = {v.get("name") for v in ours_present}
+    missing = [v for v in new_volumes if v["name"] not in present]
     if existing:
         result.patch += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in missing]
     else:

@@ -4,23 +4,24 @@ Only Pods are mutated (never the workloads Git owns). A pod is injected when a C
 enforces its namespace, the policy declares a sidecar, the pod runs a generative model and exactly
 one GenerativeService selects it, unless a current ComplianceException waives rule `injection`
 for the pod's workload. A pod that cannot be patched safely is refused when the policy enforces
-the injection rule, and admitted unmodified with a warning otherwise; pods that slip through are
-the operator's to find (a later issue).
+the injection rule, and admitted unmodified with a warning otherwise; pods that slip through
+(webhook down, or created before hegui) are found by the operator with the same `sidecar_duty`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hegui.admission import review
 from hegui.admission.injection import InjectionConflict, inject
 from hegui.admission.server import Validator
 from hegui.api.articles import Rule
-from hegui.api.policy import EnforcementMode
+from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
-from hegui.rules.index import ComplianceIndex
+from hegui.rules.index import ComplianceIndex, EffectivePolicy
 
 
 def _owners(pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -40,37 +41,60 @@ def _owners(pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield "Deployment", name.removesuffix(f"-{template_hash}")
 
 
+@dataclass(frozen=True)
+class SidecarDuty:
+    """A pod that must carry the sidecar: the policy that declares it and the service it serves.
+    `waived_by` names a current ComplianceException for rule injection, if one applies."""
+
+    policy: CompliancePolicy
+    effective: EffectivePolicy
+    service: str
+    waived_by: str | None = None
+    waived_for: str = ""
+
+
+def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
+                 now: dt.datetime) -> SidecarDuty | None:
+    """Whether `pod` must carry hegui's sidecar, by the rules the mutating webhook applies at
+    admission and the operator applies to running pods (one rule, one place)."""
+    effective = index.policy_for(namespace)
+    if effective is None:
+        return None
+    [template] = workloads.pod_templates({**pod, "kind": "Pod"})
+    if not workloads.generative_evidence(template, namespace, index.claim_classes,
+                                         effective.detection):
+        return None
+    services = index.services_selecting(namespace, [template.labels])
+    if len(services) != 1:
+        return None  # the validating webhook reports coverage
+    injecting = [p for p in effective.policies if p.spec.sidecar is not None]
+    if not injecting:
+        return None
+    duty = SidecarDuty(injecting[0], effective, services[0].name)
+    for kind, name in _owners(pod):
+        if exception := index.exemption_for(namespace, kind, name, Rule.INJECTION, now):
+            return SidecarDuty(duty.policy, effective, duty.service, exception, f"{kind} {name}")
+    return duty
+
+
 def make_mutator(index: ComplianceIndex) -> Validator:
     def mutate(request: review.AdmissionRequest) -> review.Decision:
         if request.kind != "Pod" or request.operation != "CREATE":
             return review.Decision(True)
-        policy = index.policy_for(request.namespace)
-        if policy is None:
-            return review.Decision(True)
         pod = request.obj
-        [template] = workloads.pod_templates({**pod, "kind": "Pod"})
-        if not workloads.generative_evidence(template, request.namespace, index.claim_classes,
-                                             policy.detection):
+        duty = sidecar_duty(pod, request.namespace, index, dt.datetime.now(dt.UTC))
+        if duty is None:
             return review.Decision(True)
-        services = index.services_selecting(request.namespace, [template.labels])
-        if len(services) != 1:
-            return review.Decision(True)  # the validating webhook reports coverage
-        now = dt.datetime.now(dt.UTC)
-        for kind, name in _owners(pod):
-            if exception := index.exemption_for(request.namespace, kind, name, Rule.INJECTION,
-                                                now):
-                return review.Decision(True, warnings=[
-                    f"[injection, Art.14] no sidecar: ComplianceException {exception} waives "
-                    f"injection for {kind} {name}"])
-        enforcing = [p for p in policy.policies if p.spec.sidecar is not None]
-        if not enforcing:
-            return review.Decision(True)
+        if duty.waived_by:
+            return review.Decision(True, warnings=[
+                f"[injection, Art.14] no sidecar: ComplianceException {duty.waived_by} waives "
+                f"injection for {duty.waived_for}"])
         try:
-            injection = inject(pod, enforcing[0], services[0].name)
+            injection = inject(pod, duty.policy, duty.service)
         except InjectionConflict as conflict:
             message = (f"[injection, Art.14] Pod {request.namespace}/{request.name or '(new)'}: "
                        f"{conflict}")
-            if policy.mode_for(Rule.INJECTION) is EnforcementMode.ENFORCE:
+            if duty.effective.mode_for(Rule.INJECTION) is EnforcementMode.ENFORCE:
                 return review.Decision(False, f"hegui cannot inject its sidecar: {message}",
                                        code=403)
             return review.Decision(True, warnings=[message])

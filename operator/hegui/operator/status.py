@@ -13,6 +13,7 @@ from typing import Any
 
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType
+from hegui.operator.workloads import Observation
 from hegui.rules.engine import evaluate_service
 from hegui.rules.index import ComplianceIndex, ObjectKey
 
@@ -23,6 +24,7 @@ POSTURE_CONDITIONS = {
     ServiceConditionType.LABELED: Rule.LABELING,
 }
 MAX_FINDINGS = 32
+_SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
 
 
 def _timestamp(moment: dt.datetime) -> str:
@@ -30,8 +32,10 @@ def _timestamp(moment: dt.datetime) -> str:
 
 
 def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
-            previous: list[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
-    """The `status` fields the operator owns: observedGeneration, conditions, findings."""
+            previous: list[Mapping[str, Any]], now: dt.datetime,
+            observed: Observation | None = None) -> dict[str, Any]:
+    """The `status` fields the operator owns: observedGeneration, conditions, findings, and
+    what it observed of the running workloads (matched workloads, pods without the sidecar)."""
     found = evaluate_service(key, index, now=now)
     by_rule: dict[Rule, list[tuple[str, str, str]]] = {}
     for rule, violation in found:
@@ -58,6 +62,14 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         else:
             conditions.append(condition(kind, True, "Complete",
                                         f"rule {rule.value} ({rule.article}) holds"))
+    if observed is not None and observed.sidecar is not None:
+        gaps = [f for f in observed.findings if f["rule"] == Rule.INJECTION.value]
+        conditions.append(condition(
+            ServiceConditionType.MODERATED, not gaps,
+            "SidecarInEveryPod" if not gaps else "SidecarBypassed",
+            "every pod of the service carries hegui's sidecar (rule injection, Art.14)"
+            if not gaps else f"[injection, Art.14] {gaps[0]['message']}"
+            + (f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else "")))
     unmet = [c for c in conditions if c["status"] == "False"]
     conditions.append(condition(
         ServiceConditionType.COMPLIANT, not unmet,
@@ -65,10 +77,18 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         "every posture rule holds" if not unmet else
         "unmet: " + ", ".join(f"{c['type']} ({c['article']})" for c in unmet)))
     findings = [{"rule": rule.value, "article": rule.article, "severity": "Error",
-                 "message": f"{location}: {message}. Fix: {fix}"[:1024]}
-                for rule, (location, message, fix) in found][:MAX_FINDINGS]
+                 "message": f"{location}: {message}. Fix: {fix}"[:512]}
+                for rule, (location, message, fix) in found]
+    if observed is not None:
+        findings += observed.findings
+    # Most severe first (the CRD caps the list); sort is stable, so rules keep their order.
+    findings.sort(key=lambda f: _SEVERITY_ORDER.get(f["severity"], 3))
     status: dict[str, Any] = {"observedGeneration": generation, "conditions": conditions,
-                              "findings": findings}
+                              "findings": findings[:MAX_FINDINGS]}
+    if observed is not None:
+        status["matchedWorkloads"] = observed.matched
+        status["matchedWorkloadCount"] = observed.matched_count
+        status["uninjectedPods"] = len(observed.uninjected)
     service = index.services.get(key)
     if service is not None and service.spec.assessment is not None:
         external = service.spec.assessment.external

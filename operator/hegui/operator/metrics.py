@@ -1,0 +1,82 @@
+"""The operator's cluster-wide compliance metrics (prometheus-client).
+
+Labels are bounded: per service (namespace, service), per rule (rule, article, severity: a fixed
+vocabulary), never per pod or per user. An explicit state gauge per service means a stopped or
+suspended service is never silent (the lesson of Flagger and Argo Rollouts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+from enum import IntEnum
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class ServiceState(IntEnum):
+    COMPLIANT = 0
+    NON_COMPLIANT = 1
+    SUSPENDED = 2
+    ERROR = 3
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.service_state = Gauge(
+            "hegui_service_state", "Each GenerativeService: 0 compliant, 1 non-compliant, "
+            "2 suspended (Art.21), 3 error (the operator could not judge it).",
+            ["namespace", "service"], registry=self.registry)
+        self.findings = Gauge(
+            "hegui_findings", "Findings on all services, by rule, article and severity.",
+            ["rule", "article", "severity"], registry=self.registry)
+        self.injection_gaps = Gauge(
+            "hegui_injection_gaps", "Running pods of a service without hegui's sidecar (Art.14).",
+            ["namespace", "service"], registry=self.registry)
+        self.suspensions = Counter(
+            "hegui_suspensions", "Suspensions of a service (Art.21), by who suspended it.",
+            ["namespace", "service", "trigger"], registry=self.registry)
+        self.evictions = Counter(
+            "hegui_uninjected_pod_evictions", "Pods evicted so they come back with the sidecar.",
+            ["namespace", "service"], registry=self.registry)
+        self.last_reconcile = Gauge(
+            "hegui_last_successful_reconcile_timestamp_seconds",
+            "When the operator last finished judging a service.", registry=self.registry)
+        self._findings: dict[tuple[str, str], Tally[tuple[str, str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, namespace: str, service: str, *, state: ServiceState,
+                findings: Iterable[Mapping[str, Any]], uninjected: int) -> None:
+        self.service_state.labels(namespace, service).set(int(state))
+        self.injection_gaps.labels(namespace, service).set(uninjected)
+        tally = Tally((str(f.get("rule")), str(f.get("article")), str(f.get("severity")))
+                      for f in findings)
+        with self._lock:
+            self._findings[(namespace, service)] = tally
+            self._publish_findings()
+        if state is not ServiceState.ERROR:
+            self.last_reconcile.set(time.time())
+
+    def forget(self, namespace: str, service: str) -> None:
+        for gauge in (self.service_state, self.injection_gaps):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, service)
+        with self._lock:
+            self._findings.pop((namespace, service), None)
+            self._publish_findings()
+
+    def _publish_findings(self) -> None:
+        total: Tally[tuple[str, str, str]] = Tally()
+        for tally in self._findings.values():
+            total.update(tally)
+        self.findings.clear()
+        for labels, count in total.items():
+            self.findings.labels(*labels).set(count)
+
+
+METRICS = OperatorMetrics()

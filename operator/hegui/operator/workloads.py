@@ -1,0 +1,171 @@
+"""What the operator sees of a service's running workloads (Art.14, Art.17).
+
+Admission decides on what is created; this module judges what is *running*, with the same rules:
+- matched workloads: the Deployments, StatefulSets and bare Pods the service's selector claims;
+- pods that slipped through injection (admitted while the webhook was down, failurePolicy Ignore,
+  or before hegui was installed): `hegui.admission.mutate.sidecar_duty` says a pod must carry the
+  sidecar, exactly as the mutating webhook does, and `carries_sidecar` says whether it does;
+- Services that reach the model around the sidecar: a Service whose targetPort is a number (or
+  the renamed model port) bypasses the port-name takeover;
+- the NetworkPolicy that admits ingress to the service's pods only on the sidecar's port.
+Everything here is pure (objects in, findings out); handlers.py does the API calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hegui.admission.injection import MODEL_PORT_NAME, carries_sidecar
+from hegui.admission.mutate import sidecar_duty
+from hegui.api.articles import Rule
+from hegui.api.common import LabelSelector
+from hegui.api.generativeservice import GenerativeService
+from hegui.api.policy import Sidecar
+from hegui.rules.index import ComplianceIndex
+
+MAX_LISTED = 32  # status lists are capped; counts say how many there are in all
+#: Pods in these phases hold (or are about to hold) traffic; finished ones cannot bypass anything.
+LIVE_PHASES = ("Pending", "Running")
+
+
+@dataclass
+class Observation:
+    matched: list[dict[str, str]] = field(default_factory=list)
+    matched_count: int = 0
+    uninjected: list[str] = field(default_factory=list)  # pod names, all of them
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    #: The policy's sidecar when the service's pods must carry it (None: no injection here).
+    sidecar: Sidecar | None = None
+    evict: bool = False
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
+    labels = meta.get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _template_labels(workload: Mapping[str, Any]) -> Mapping[str, str]:
+    spec = workload.get("spec")
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    return _labels(_meta(template)) if isinstance(template, Mapping) else {}
+
+
+def _finding(rule: Rule, severity: str, message: str, pod: str | None = None) -> dict[str, Any]:
+    found = {"rule": rule.value, "article": rule.article, "severity": severity,
+             "message": message[:512]}
+    return found | ({"workload": {"kind": "Pod", "name": pod}} if pod else {})
+
+
+def observe(service: GenerativeService, index: ComplianceIndex, *,
+            pods: Iterable[Mapping[str, Any]], deployments: Iterable[Mapping[str, Any]] = (),
+            statefulsets: Iterable[Mapping[str, Any]] = (),
+            services: Iterable[Mapping[str, Any]] = (), now: dt.datetime) -> Observation:
+    namespace, name = service.namespace or "", service.name
+    selector = service.spec.selector
+    found = Observation()
+
+    matched = [("Deployment", d) for d in deployments if selector.matches(_template_labels(d))]
+    matched += [("StatefulSet", s) for s in statefulsets if selector.matches(_template_labels(s))]
+    own_pods = [p for p in pods if selector.matches(_labels(_meta(p)))]
+    matched += [("Pod", p) for p in own_pods if not _meta(p).get("ownerReferences")]
+    found.matched_count = len(matched)
+    found.matched = [{"kind": kind, "name": str(_meta(obj).get("name"))}
+                     for kind, obj in sorted(matched, key=lambda m: (m[0],
+                                                                     str(_meta(m[1]).get("name"))))
+                     ][:MAX_LISTED]
+
+    effective = index.policy_for(namespace)
+    injecting = [p.spec.sidecar for p in effective.policies] if effective else []
+    found.sidecar = next((sidecar for sidecar in injecting if sidecar is not None), None)
+    found.evict = found.sidecar is not None and found.sidecar.evict_uninjected
+
+    live = [p for p in own_pods if not _meta(p).get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase", "Pending") in LIVE_PHASES]
+    for pod in live:
+        duty = sidecar_duty(pod, namespace, index, now)
+        sidecar = duty.policy.spec.sidecar if duty else None
+        if duty is None or duty.service != name or sidecar is None:
+            continue
+        if duty.waived_by or carries_sidecar(pod, sidecar, name):
+            continue
+        pod_name = str(_meta(pod).get("name"))
+        found.uninjected.append(pod_name)
+        found.findings.append(_finding(
+            Rule.INJECTION, "Error",
+            f"pod {pod_name} runs without hegui's sidecar (admitted while the injector was down "
+            "or before hegui): its traffic is not moderated or labeled. Fix: delete the pod so "
+            "its controller recreates it injected, or set evictUninjected in the "
+            "CompliancePolicy's sidecar", pod_name))
+
+    if found.sidecar is not None:
+        found.findings += _bypassing_services(services, live, found.sidecar)
+    return found
+
+
+def _bypassing_services(services: Iterable[Mapping[str, Any]],
+                        pods: list[Mapping[str, Any]], sidecar: Sidecar) -> list[dict[str, Any]]:
+    """Services that select the service's pods and target a port by number (other than the
+    sidecar's) or the model's renamed port: their traffic would skip moderation (Art.14)."""
+    findings = []
+    for svc in services:
+        spec = svc.get("spec") if isinstance(svc.get("spec"), Mapping) else {}
+        assert isinstance(spec, Mapping)
+        chooser = spec.get("selector")
+        if not isinstance(chooser, Mapping) or not chooser:
+            continue  # no selector: endpoints are managed by hand, not ours to judge
+        if not any(all(_labels(_meta(p)).get(k) == v for k, v in chooser.items()) for p in pods):
+            continue
+        svc_name = str(_meta(svc).get("name"))
+        for port in spec.get("ports") or []:
+            if not isinstance(port, Mapping):
+                continue
+            target = port.get("targetPort", port.get("port"))
+            by_number = isinstance(target, int) or str(target).isdigit()
+            if (by_number and int(str(target)) != sidecar.port) or target == MODEL_PORT_NAME:
+                findings.append(_finding(
+                    Rule.INJECTION, "Warning",
+                    f"Service {svc_name} targets port {target} of the model's pods directly, "
+                    "around hegui's sidecar (Art.14). Fix: set targetPort to the serving port's "
+                    "name, which the sidecar takes over"))
+    return findings
+
+
+def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mapping[str, Any],
+                   isolate: bool = False) -> dict[str, Any]:
+    """The NetworkPolicy that admits ingress to the service's pods only on the sidecar's port
+    (Art.14: no bypass), or none at all while the service is suspended by network isolation
+    (Art.21)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {
+            "name": f"hegui-{service.name}"[:253], "namespace": service.namespace or "",
+            "labels": {"app.kubernetes.io/managed-by": "hegui",
+                       "hegui.io/generative-service": service.name},
+            "ownerReferences": [dict(owner)]},
+        "spec": {
+            "podSelector": _k8s_selector(service.spec.selector),
+            "policyTypes": ["Ingress"],
+            "ingress": [] if isolate else [
+                {"ports": [{"port": sidecar.port, "protocol": "TCP"}]}],
+        },
+    }
+
+
+def _k8s_selector(selector: LabelSelector) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if selector.match_labels:
+        body["matchLabels"] = dict(selector.match_labels)
+    if selector.match_expressions:
+        body["matchExpressions"] = [
+            {"key": r.key, "operator": r.operator.value, **({"values": r.values} if r.values
+                                                             else {})}
+            for r in selector.match_expressions]
+    return body

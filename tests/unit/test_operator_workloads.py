@@ -1,0 +1,159 @@
+"""What the operator sees of running workloads: matched workloads, pods that slipped past the
+injector, Services that bypass the sidecar (Art.14), the NetworkPolicy it keeps."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import jsonpatch
+
+from hegui.admission.injection import inject
+from hegui.api.policy import CompliancePolicy
+from hegui.operator.status import compute
+from hegui.operator.workloads import network_policy, observe
+from hegui.rules.index import ComplianceIndex, ObjectKey
+
+NOW = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)
+POLICY: dict[str, Any] = {
+    "apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+    "metadata": {"name": "default", "generation": 1},
+    "spec": {"namespaces": ["ai"], "defaultMode": "Enforce",
+             "sidecar": {"image": "registry.example.cn/hegui/sidecar:0.1.0", "port": 8443}}}
+SERVICE: dict[str, Any] = {
+    "apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+    "metadata": {"name": "chat", "namespace": "ai", "generation": 1},
+    "spec": {"selector": {"matchLabels": {"app": "chat"}},
+             "filing": {"publicOpinion": False,
+                        "algorithm": {"number": "网信算备110108823483901230011号"}},
+             "labeling": {"modalities": ["text"],
+                          "implicit": {"contentProducer": "Example AI Co."}}}}
+
+
+def _index(policy: dict[str, Any] = POLICY) -> ComplianceIndex:
+    return ComplianceIndex.from_objects([
+        policy, SERVICE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+
+
+def _pod(name: str, *, owner: bool = True, phase: str = "Running") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "ai", "labels": {"app": "chat"}}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "llm-5d4f"}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"containers": [{"name": "model", "image": "llm:1",
+                                     "ports": [{"name": "http", "containerPort": 8000}],
+                                     "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+            "status": {"phase": phase}}
+
+
+def _injected(pod: dict[str, Any]) -> dict[str, Any]:
+    policy = CompliancePolicy.from_dict(POLICY)
+    patched: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod),
+                                                    inject(pod, policy, "chat").patch)
+    return patched
+
+
+def _service() -> Any:
+    return _index().services[ObjectKey("ai", "chat")]
+
+
+def test_pods_without_the_sidecar_are_findings_and_injected_ones_are_not() -> None:
+    pods = [_injected(_pod("a")), _pod("b"), _pod("c", phase="Succeeded")]
+    seen = observe(_service(), _index(), pods=pods, now=NOW)
+    assert seen.uninjected == ["b"]  # a finished pod holds no traffic
+    [finding] = seen.findings
+    assert (finding["rule"], finding["article"], finding["severity"]) == (
+        "injection", "Art.14", "Error")
+    assert finding["workload"] == {"kind": "Pod", "name": "b"}
+    assert not seen.evict
+
+
+def test_eviction_follows_the_policy() -> None:
+    policy = copy.deepcopy(POLICY)
+    policy["spec"]["sidecar"]["evictUninjected"] = True
+    assert observe(_service(), _index(policy), pods=[_pod("b")], now=NOW).evict
+
+
+def test_an_exempted_pod_is_no_gap() -> None:
+    exception = {"apiVersion": "hegui.io/v1alpha1", "kind": "ComplianceException",
+                 "metadata": {"name": "debug", "namespace": "ai",
+                              "creationTimestamp": "2026-11-28T00:00:00Z"},
+                 "spec": {"rules": ["injection"], "workload": {"kind": "Pod", "name": "b"},
+                          "justification": "debugging the model server without the proxy "
+                                           "for one day, on a pod that serves no users",
+                          "approvedBy": "platform@example.cn", "duration": "72h"}}
+    index = _index()
+    index.upsert(exception)
+    assert index.exceptions, index.invalid  # the exception itself is valid
+    assert observe(_service(), index, pods=[_pod("b")], now=NOW).uninjected == []
+
+
+def test_a_look_alike_sidecar_does_not_count_as_injected() -> None:
+    pod = _pod("b")
+    pod["spec"]["initContainers"] = [{"name": "hegui-sidecar", "image": "busybox",
+                                      "restartPolicy": "Always"}]
+    assert observe(_service(), _index(), pods=[pod], now=NOW).uninjected == ["b"]
+
+
+def test_no_injecting_policy_means_no_gap_and_no_sidecar() -> None:
+    policy = copy.deepcopy(POLICY)
+    del policy["spec"]["sidecar"]
+    seen = observe(_service(), _index(policy), pods=[_pod("b")], now=NOW)
+    assert seen.uninjected == [] and seen.sidecar is None
+
+
+def test_services_that_target_the_model_by_number_are_reported() -> None:
+    services = [
+        {"metadata": {"name": "by-number"},
+         "spec": {"selector": {"app": "chat"}, "ports": [{"port": 80, "targetPort": 8000}]}},
+        {"metadata": {"name": "by-name"},
+         "spec": {"selector": {"app": "chat"}, "ports": [{"port": 80, "targetPort": "http"}]}},
+        {"metadata": {"name": "sidecar-port"},
+         "spec": {"selector": {"app": "chat"}, "ports": [{"port": 8443}]}},
+        {"metadata": {"name": "someone-else"},
+         "spec": {"selector": {"app": "other"}, "ports": [{"port": 80, "targetPort": 8000}]}},
+    ]
+    seen = observe(_service(), _index(), pods=[_injected(_pod("a"))], services=services,
+                   now=NOW)
+    assert [f["message"].split()[1] for f in seen.findings] == ["by-number"]
+    assert seen.findings[0]["severity"] == "Warning"
+
+
+def test_matched_workloads_are_listed_and_counted() -> None:
+    deployment = {"metadata": {"name": "llm"},
+                  "spec": {"template": {"metadata": {"labels": {"app": "chat"}}}}}
+    other = {"metadata": {"name": "web"},
+             "spec": {"template": {"metadata": {"labels": {"app": "web"}}}}}
+    seen = observe(_service(), _index(), pods=[_pod("a"), _pod("bare", owner=False)],
+                   deployments=[deployment, other], now=NOW)
+    assert seen.matched == [{"kind": "Deployment", "name": "llm"}, {"kind": "Pod", "name": "bare"}]
+    assert seen.matched_count == 2
+
+
+def test_the_status_carries_the_gap_and_the_moderated_condition() -> None:
+    index = _index()
+    seen = observe(_service(), index, pods=[_pod("b")], now=NOW)
+    status = compute(ObjectKey("ai", "chat"), index, generation=1, previous=[], now=NOW,
+                     observed=seen)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Moderated"]["status"] == "False"
+    assert conditions["Compliant"]["status"] == "False"
+    assert "Moderated (Art.14)" in conditions["Compliant"]["message"]
+    assert status["uninjectedPods"] == 1
+
+    healed = observe(_service(), index, pods=[_injected(_pod("b"))], now=NOW)
+    status = compute(ObjectKey("ai", "chat"), index, generation=1, previous=[], now=NOW,
+                     observed=healed)
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Compliant"] == "True"
+
+
+def test_the_network_policy_admits_only_the_sidecar_port_or_nothing_when_isolated() -> None:
+    sidecar = CompliancePolicy.from_dict(POLICY).spec.sidecar
+    assert sidecar is not None
+    owner = {"kind": "GenerativeService", "name": "chat"}
+    open_policy = network_policy(_service(), sidecar, owner=owner)
+    assert open_policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    assert open_policy["spec"]["podSelector"] == {"matchLabels": {"app": "chat"}}
+    isolated = network_policy(_service(), sidecar, owner=owner, isolate=True)
+    assert isolated["spec"]["ingress"] == []
