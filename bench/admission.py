@@ -42,13 +42,42 @@ DEPLOYMENT: dict[str, Any] = {
                  "resources": {"limits": {"nvidia.com/gpu": "1", "memory": "16Gi"}}}]}}}}
 
 
-def review_body() -> bytes:
+#: A realistic GPU model pod as its ReplicaSet creates it: what the mutating webhook sees.
+POD: dict[str, Any] = {
+    "apiVersion": "v1", "kind": "Pod",
+    "metadata": {"generateName": "model-7-6d9f8b7c4-", "namespace": "ns-7",
+                 "labels": {"app": "model-7", "pod-template-hash": "6d9f8b7c4"},
+                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                      "name": "model-7-6d9f8b7c4", "uid": "u-1",
+                                      "controller": True}]},
+    "spec": {
+        "initContainers": [{"name": "fetch-weights", "image": "example.invalid/fetch:1",
+                            "args": ["s3://models/qwen-7b", "/models"],
+                            "volumeMounts": [{"name": "models", "mountPath": "/models"}]}],
+        "containers": [{
+            "name": "model", "image": "example.invalid/vllm:0.6",
+            "args": ["--model", "/models/qwen-7b", "--port", "8000"],
+            "ports": [{"name": "http", "containerPort": 8000}],
+            "env": [{"name": "HF_HOME", "value": "/models"}],
+            "resources": {"limits": {"nvidia.com/gpu": "1", "memory": "32Gi", "cpu": "8"}},
+            "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}},
+            "volumeMounts": [{"name": "models", "mountPath": "/models"},
+                             {"name": "shm", "mountPath": "/dev/shm"}]}],  # noqa: S108
+        "volumes": [{"name": "models", "emptyDir": {}},
+                    {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+                    {"name": "kube-api-access-abcde", "projected": {"sources": []}}],
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                         "effect": "NoSchedule"}]}}
+
+
+def review_body(obj: dict[str, Any] = DEPLOYMENT) -> bytes:
+    kind = {"group": "apps", "version": "v1", "kind": "Deployment"} if obj is DEPLOYMENT else {
+        "group": "", "version": "v1", "kind": "Pod"}
     return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                       "request": {"uid": "bench", "operation": "CREATE",
-                                   "kind": {"group": "apps", "version": "v1",
-                                            "kind": "Deployment"},
-                                   "namespace": "ns-7", "name": "model-7",
-                                   "object": DEPLOYMENT,
+                       "request": {"uid": "bench", "operation": "CREATE", "kind": kind,
+                                   "namespace": "ns-7", "name": obj["metadata"].get("name", ""),
+                                   "object": obj,
                                    "userInfo": {"username": "bench"}}}).encode()
 
 
@@ -120,9 +149,41 @@ async def direct(directory: Path, seconds: float) -> None:
                                clients, seconds, headers)
             rows.append((clients, rules, allow))
         report("straight to the webhook (one process each)", rows)
+        await mutating(ports["rules"], context, seconds)
     finally:
         for process in servers:
             process.terminate()
+
+
+async def mutating(port: int, context: ssl.SSLContext, seconds: float) -> None:
+    """The mutating review of a realistic GPU pod against the validating review of its
+    Deployment, on the same server in the same run; and the size of the patch it returns."""
+    import base64
+
+    headers = {"Content-Type": "application/json"}
+    async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+                session.post(f"https://127.0.0.1:{port}/mutate", data=review_body(POD),
+                             headers=headers) as response):
+        answer = await response.json()
+    patch = base64.b64decode(answer["response"].get("patch", ""))
+    if not patch:
+        raise SystemExit(f"the mutating webhook returned no patch: {answer}")
+    rows = []
+    for clients in (1, 16):
+        mutate = await load(f"https://127.0.0.1:{port}/mutate", review_body(POD), context,
+                            clients, seconds, headers)
+        validate = await load(f"https://127.0.0.1:{port}/validate", review_body(), context,
+                              clients, seconds, headers)
+        rows.append((clients, mutate, validate))
+    print(f"\nmutating (GPU pod, injection) vs validating (its Deployment), same server; "
+          f"patch {len(patch)} bytes, {len(json.loads(patch))} operations")
+    print(f"{'clients':>7} | {'mutate p50/p99 ms':>17} | {'validate p50/p99 ms':>19} | "
+          f"{'p50 ratio':>9} | {'p99 ratio':>9}")
+    for clients, mutate, validate in rows:
+        print(f"{clients:>7} | {mutate['p50_ms']:>7.2f}/{mutate['p99_ms']:<9.2f} | "
+              f"{validate['p50_ms']:>8.2f}/{validate['p99_ms']:<10.2f} | "
+              f"{mutate['p50_ms'] / validate['p50_ms']:>9.2f} | "
+              f"{mutate['p99_ms'] / validate['p99_ms']:>9.2f}")
 
 
 async def through_apiserver(directory: Path, seconds: float) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from hegui.admission import review, server
+from hegui.admission.mutate import make_mutator
 from hegui.admission.validate import make_validator
 from hegui.rules.index import ComplianceIndex
 
@@ -33,7 +34,10 @@ def service(namespace: str, index: int) -> dict[str, object]:
 def build_index(services: int) -> ComplianceIndex:
     policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
               "metadata": {"name": "bench"},
-              "spec": {"namespaceSelector": {}, "defaultMode": "Enforce"}}
+              "spec": {"namespaceSelector": {}, "defaultMode": "Enforce",
+                       "sidecar": {"image": "registry.example.cn/hegui/sidecar:0.1.0",
+                                   "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                                 "limits": {"cpu": "1", "memory": "512Mi"}}}}}
     return ComplianceIndex.from_objects(
         [policy, *(service(f"ns-{i % 10}", i) for i in range(services))])
 
@@ -47,9 +51,12 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=200)
     args = parser.parse_args()
     registry = CollectorRegistry()
-    validator = (make_validator(build_index(args.services), registry) if args.mode == "rules"
-                 else (lambda request: review.Decision(True)))
-    app = server.make_app(validator, registry=registry)
+    index = build_index(args.services)
+    allow_all: server.Validator = lambda request: review.Decision(True)  # noqa: E731
+    rules = args.mode == "rules"
+    app = server.make_app(make_validator(index, registry) if rules else allow_all,
+                          mutator=make_mutator(index) if rules else allow_all,
+                          registry=registry)
     asyncio.run(server.serve(app, host="127.0.0.1", port=args.port, cert_file=args.cert_file,
                              key_file=args.key_file))
 

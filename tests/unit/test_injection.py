@@ -171,3 +171,26 @@ def test_port_clash_with_the_sidecar_is_named() -> None:
     pod["spec"]["containers"][0]["ports"].append({"containerPort": 8443})
     with pytest.raises(InjectionConflict, match="port 8443"):
         inject(pod, POLICY, "chat")
+
+
+def test_a_gpu_asked_for_only_by_an_init_container_still_injects_in_front_of_the_server() -> None:
+    pod = _pod(initContainers=[{"name": "convert-weights", "image": "c:1",
+                                "resources": {"limits": {"nvidia.com/gpu": "1"}}}])
+    del pod["spec"]["containers"][0]["resources"]
+    patched = _applied(pod)
+    assert [c["name"] for c in patched["spec"]["initContainers"]] == [SIDECAR_NAME,
+                                                                      "convert-weights"]
+    assert patched["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
+
+
+def test_two_gpu_containers_put_the_sidecar_before_the_first_and_warn_about_the_second() -> None:
+    pod = _pod()
+    pod["spec"]["containers"].append({
+        "name": "embedder", "image": "e:1", "ports": [{"name": "grpc", "containerPort": 9000}],
+        "resources": {"limits": {"nvidia.com/gpu": "1"}}})
+    injection = inject(pod, POLICY, "chat")
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+    assert patched["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
+    assert patched["spec"]["containers"][1]["ports"][0]["name"] == "grpc"  # untouched
+    [warning] = injection.warnings
+    assert "embedder also uses a GPU" in warning and "port 8000" in warning

@@ -100,16 +100,19 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
     }
 
 
-def _model_container(spec: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
-    """The container that serves the model: the first one asking for a GPU, else the first."""
+def _model_container(spec: Mapping[str, Any]) -> tuple[int, Mapping[str, Any], list[int]]:
+    """The container that serves the model: the first one asking for a GPU, else the first
+    (a GPU asked for only by an init container, e.g. to convert weights, leaves the first
+    regular container serving). Also the other regular containers that ask for a GPU."""
     containers = [c for c in spec.get("containers") or [] if isinstance(c, Mapping)]
     if not containers:
         raise InjectionConflict("the pod has no containers")
     template = workloads.PodTemplate({}, {"containers": containers}, "spec")
-    with_gpu = {e.field.split("[")[1].split("]")[0]
-                for e in workloads.generative_evidence(template) if "containers[" in e.field}
-    index = min((int(i) for i in with_gpu), default=0)
-    return index, containers[index]
+    with_gpu = sorted({int(e.field.split("[")[1].split("]")[0])
+                       for e in workloads.generative_evidence(template)
+                       if e.field.startswith("spec.containers[")})
+    index = with_gpu[0] if with_gpu else 0
+    return index, containers[index], with_gpu[1:]
 
 
 def _declared_sidecar(spec: Mapping[str, Any]) -> tuple[str, int, Mapping[str, Any]] | None:
@@ -236,7 +239,16 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
         spec = {**spec, group: [c for i, c in enumerate(spec.get(group) or [])
                                 if i != position]}
 
-    index, model = _model_container(spec)
+    index, model, other_gpu = _model_container(spec)
+    for other in other_gpu:
+        serving = spec["containers"][other]
+        if serving.get("ports"):
+            # One sidecar fronts one serving port; say so rather than guess which is public.
+            result.warnings.append(
+                f"[injection, Art.14] container {serving.get('name')} also uses a GPU and "
+                f"declares ports; hegui's sidecar fronts only {model.get('name')}'s port "
+                f"{(model.get('ports') or [{}])[0].get('containerPort', '(none)')}. Fix: serve "
+                "the service's traffic from one container, or split the pod")
     ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
     # A pod copied from an injected one already has the model's port renamed and our volumes.
     renamed = bool(ports) and ports[0].get("name") == MODEL_PORT_NAME
