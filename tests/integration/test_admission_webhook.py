@@ -449,6 +449,23 @@ def test_pods_of_a_covered_deployment_run_with_the_sidecar_and_git_sees_no_drift
     pods = _pods(local_cluster, namespace, 3)
     assert all(p["spec"]["initContainers"][0]["name"] == "hegui-sidecar" for p in pods)
 
+    # So does a rollout: every pod of the new ReplicaSet carries the sidecar, once.
+    old_hash = pods[0]["metadata"]["labels"]["pod-template-hash"]
+    local_cluster.kubectl("-n", namespace, "set", "env", "deployment/llm", "MODEL_REVISION=2")
+    local_cluster.kubectl("-n", namespace, "rollout", "status", "deployment/llm",
+                          "--timeout=90s")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = _pods(local_cluster, namespace, 3)
+        if {p["metadata"]["labels"]["pod-template-hash"] for p in pods} - {old_hash} and all(
+                p["metadata"]["labels"]["pod-template-hash"] != old_hash for p in pods):
+            break
+        time.sleep(0.5)
+    assert len(pods) == 3 and all(
+        p["metadata"]["labels"]["pod-template-hash"] != old_hash for p in pods)
+    assert all([c["name"] for c in p["spec"]["initContainers"]].count("hegui-sidecar") == 1
+               for p in pods)
+
 
 def test_a_pod_that_cannot_be_injected_safely_is_refused_naming_the_conflict(
         local_cluster: LocalCluster, namespace: str) -> None:

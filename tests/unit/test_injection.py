@@ -8,6 +8,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hegui.admission.injection import (
     MODEL_PORT_NAME,
@@ -194,3 +196,75 @@ def test_two_gpu_containers_put_the_sidecar_before_the_first_and_warn_about_the_
     assert patched["spec"]["containers"][1]["ports"][0]["name"] == "grpc"  # untouched
     [warning] = injection.warnings
     assert "embedder also uses a GPU" in warning and "port 8000" in warning
+
+
+_names = st.sampled_from(["model", "hegui-sidecar", "logger", "hegui-model", "http"])
+_ports = st.lists(st.fixed_dictionaries(
+    {"containerPort": st.sampled_from([8000, 8443, 9000])},
+    optional={"name": st.sampled_from(["http", "hegui-model", "grpc"])}), max_size=2)
+_containers = st.lists(st.fixed_dictionaries(
+    {"name": _names, "image": st.just("x:1")},
+    optional={"ports": _ports, "restartPolicy": st.just("Always"),
+              "resources": st.just({"limits": {"nvidia.com/gpu": "1"}})}), max_size=3)
+_volumes = st.lists(st.fixed_dictionaries(
+    {"name": st.sampled_from(["hegui-config", "hegui-data", "weights"]),
+     "emptyDir": st.just({})}), max_size=2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(containers=_containers.filter(bool), init=_containers, volumes=_volumes,
+       annotated=st.booleans())
+def test_any_pod_gets_a_patch_that_applies_or_a_named_conflict(
+        containers: list[dict[str, Any]], init: list[dict[str, Any]],
+        volumes: list[dict[str, Any]], annotated: bool) -> None:
+    """Never a malformed JSONPatch: whatever the pod, the patch applies cleanly and leaves one
+    hegui sidecar in front, or the conflict is named."""
+    spec: dict[str, Any] = {"containers": containers}
+    if init:
+        spec["initContainers"] = init
+    if volumes:
+        spec["volumes"] = volumes
+    pod: dict[str, Any] = {"metadata": {"name": "p", "labels": {"app": "chat"}}, "spec": spec}
+    if annotated:
+        pod["metadata"]["annotations"] = {STATUS_ANNOTATION: "{}"}
+    try:
+        patch = inject(pod, POLICY, "chat").patch
+    except InjectionConflict as conflict:
+        assert str(conflict)
+        return
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
+    assert len(_sidecars(patched)) == 1
+    assert POLICY.spec.sidecar is not None
+    assert patched["spec"]["initContainers"][0]["image"] == POLICY.spec.sidecar.image
+    assert inject(patched, POLICY, "chat").patch == []  # and once is enough
+
+
+def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any]) -> Any:
+    from hegui.admission.mutate import make_mutator
+    from hegui.admission.review import AdmissionRequest
+    from hegui.rules.index import ComplianceIndex
+
+    policy = POLICY.to_dict()
+    policy["spec"]["rules"] = policy_rules
+    service = {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+               "metadata": {"name": "chat", "namespace": "ai"},
+               "spec": {"selector": {"matchLabels": {"app": "chat"}},
+                        "filing": {"publicOpinion": False,
+                                   "algorithm": {"number": "网信算备110108823483901230011号"}}}}
+    index = ComplianceIndex.from_objects([
+        policy, service, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    request = AdmissionRequest(uid="u", kind="Pod", group="", namespace="ai", name="p",
+                               operation="CREATE", dry_run=False, obj=pod, old_obj=None,
+                               user="system:serviceaccount:kube-system:replicaset-controller")
+    return make_mutator(index)(request)
+
+
+def test_an_unsafe_pod_is_refused_when_injection_is_enforced_and_admitted_with_a_warning_else(
+        ) -> None:
+    pod = _pod(hostNetwork=True)
+    refused = _mutate([], pod)
+    assert not refused.allowed and "hostNetwork" in refused.message
+    assert "[injection, Art.14]" in refused.message
+    admitted = _mutate([{"rule": "injection", "mode": "Warn"}], pod)
+    assert admitted.allowed and admitted.patch is None
+    assert any("hostNetwork" in w for w in admitted.warnings)
