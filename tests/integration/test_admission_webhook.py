@@ -516,3 +516,38 @@ def test_a_gpu_job_with_the_native_sidecar_still_completes(
                                              "job-name=batch-eval", "-o", "json").stdout)["items"]
     assert pod["spec"]["initContainers"][0]["name"] == "hegui-sidecar"
     assert pod["status"]["phase"] == "Succeeded"
+
+
+def test_a_namespace_quota_that_demands_limits_admits_the_injected_pod(
+        local_cluster: LocalCluster, namespace: str) -> None:
+    """A ResourceQuota on cpu and memory limits refuses any container without them, sidecars
+    included (quota admission runs after the mutating webhooks): the sidecar carries the
+    policy's requests and limits, so the injected pod is admitted and counted."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota",
+             "metadata": {"name": "team", "namespace": namespace},
+             "spec": {"hard": {"limits.cpu": "8", "limits.memory": "16Gi",
+                               "requests.nvidia.com/gpu": "2"}}}
+    _apply(local_cluster, _injecting_policy(namespace))
+    _apply_service(local_cluster, _service(namespace))
+    _wait_for_injection(local_cluster, namespace)
+    _apply(local_cluster, quota)
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "quota-model", "namespace": namespace, "labels": {"app": "chat"}},
+           "spec": {"containers": [{
+               "name": "model", "image": "example.invalid/llm:1",
+               "ports": [{"name": "http", "containerPort": 8000}],
+               "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "2", "memory": "4Gi"}}}]}}
+    result = _apply(local_cluster, pod, check=False)
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(local_cluster.kubectl("-n", namespace, "get", "pod", "quota-model",
+                                              "-o", "json").stdout)
+    assert stored["spec"]["initContainers"][0]["name"] == "hegui-sidecar"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        used = json.loads(local_cluster.kubectl("-n", namespace, "get", "resourcequota", "team",
+                                                "-o", "json").stdout)["status"].get("used", {})
+        if used.get("limits.cpu") == "3":
+            break
+        time.sleep(0.5)
+    # The model's 2 CPUs and the sidecar's 1 (CompliancePolicy spec.sidecar.resources.limits).
+    assert used.get("limits.cpu") == "3" and used.get("limits.memory") == "4608Mi", used
