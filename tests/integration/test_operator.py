@@ -301,3 +301,68 @@ def test_pods_that_slipped_past_a_down_injector_are_reported_then_evicted_back_i
         webhook.unregister()
         webhook.stop()
         local_cluster.kubectl("delete", "compliancepolicy", namespace, "--ignore-not-found")
+
+
+def _start_operator(cluster: LocalCluster, log: Path, identity: str,
+                    liveness_port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "hegui"), "operator", "run",
+         "--kubeconfig", str(cluster.kubeconfig), "--leader-election",
+         "--lease", "default/hegui-operator-ha-test",
+         "--metrics-address", f"127.0.0.1:{free_port()}",
+         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "HEGUI_RECONCILE_SECONDS": "1", "HEGUI_LEASE_SECONDS": "6",
+             "POD_NAME": identity})
+
+
+def _holder(cluster: LocalCluster) -> str | None:
+    result = cluster.kubectl("-n", "default", "get", "lease", "hegui-operator-ha-test", "-o",
+                             "jsonpath={.spec.holderIdentity}", check=False)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def test_two_replicas_one_leads_and_a_killed_leader_is_replaced_within_the_lease(
+        local_cluster: LocalCluster, tmp_path: Path) -> None:
+    """High availability (issue 8.6): only the Lease holder reconciles; when it is killed, the
+    standby takes over within the Lease's duration plus one retry and keeps status true."""
+    local_cluster.kubectl("apply", "--server-side", "-f", str(_CHECKOUT / "crds"))
+    namespace = f"ha-{uuid.uuid4().hex[:8]}"
+    local_cluster.kubectl("create", "namespace", namespace)
+    ports = {"a": free_port(), "b": free_port()}
+    first = _start_operator(local_cluster, tmp_path / "a.log", "replica-a", ports["a"])
+    deadline = time.monotonic() + 60
+    while _holder(local_cluster) != "replica-a" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    second = _start_operator(local_cluster, tmp_path / "b.log", "replica-b", ports["b"])
+    try:
+        assert _holder(local_cluster) == "replica-a"
+        _apply(local_cluster, _service(namespace), tmp_path)
+        status = _until(local_cluster, namespace, lambda s: "Compliant" in _conditions(s))
+        assert "Compliant" in _conditions(status)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['a']}/healthz",
+                                    timeout=5) as response:
+            assert response.status == 200  # the leader is live
+        time.sleep(3)
+        assert _holder(local_cluster) == "replica-a"  # the standby did not grab it
+        assert "standing by" in (tmp_path / "b.log").read_text()
+
+        first.kill()  # no goodbye: the Lease has to expire
+        killed = time.monotonic()
+        while _holder(local_cluster) != "replica-b" and time.monotonic() - killed < 30:
+            time.sleep(0.2)
+        handover = time.monotonic() - killed
+        assert _holder(local_cluster) == "replica-b"
+        assert handover < 6 + 2 + 3, f"handover took {handover:.1f}s"
+        # The new leader reconciles: an edit to the service shows in its status.
+        _apply(local_cluster, _service(namespace, labeling={
+            "modalities": ["text"], "implicit": {"contentProducer": "Example AI Co."}}),
+            tmp_path)
+        status = _until(local_cluster, namespace, lambda s: s.get("observedGeneration") == 2)
+        assert status.get("observedGeneration") == 2
+        assert _conditions(status)["Labeled"]["status"] == "True"
+    finally:
+        for process in (first, second):
+            process.kill()
+            process.wait(10)
+        local_cluster.kubectl("delete", "namespace", namespace, "--wait=false")

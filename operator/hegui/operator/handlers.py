@@ -195,14 +195,18 @@ _IN_FLIGHT: dict[tuple[str, str], float] = {}
 STUCK_SECONDS = float(os.environ.get("HEGUI_STUCK_SECONDS", "300"))
 
 
+def stuck_reconciles() -> list[str]:
+    """Services whose reconcile has run for longer than STUCK_SECONDS."""
+    now = time.monotonic()
+    return [f"{ns}/{name}" for (ns, name), began in list(_IN_FLIGHT.items())
+            if now - began > STUCK_SECONDS]
+
+
 @kopf.on.probe(id="reconcile")
 def reconcile_not_stuck(**_: Any) -> str:
     """kopf's liveness endpoint answers 500 when this raises, so the kubelet restarts an
     operator whose reconcile loop hangs (e.g. on an API call that never returns)."""
-    now = time.monotonic()
-    stuck = [f"{ns}/{name}" for (ns, name), began in list(_IN_FLIGHT.items())
-             if now - began > STUCK_SECONDS]
-    if stuck:
+    if stuck := stuck_reconciles():
         raise RuntimeError(f"reconcile of {', '.join(stuck)} running for over "
                            f"{STUCK_SECONDS:.0f}s")
     return "ok"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 from typing import Any
 
@@ -19,12 +20,22 @@ def add_parser(commands: Any) -> None:
                      help="host:port of /metrics (Prometheus); empty: none")
     run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
                      help="kopf's liveness endpoint; fails while a reconcile hangs")
+    run.add_argument("--leader-election", action="store_true",
+                     help="run as one of several replicas: only the holder of the Lease "
+                          "reconciles (the chart turns this on)")
+    run.add_argument("--lease", default="hegui-system/hegui-operator",
+                     help="namespace/name of the Lease (default: %(default)s)")
+    run.add_argument("--verbose", action="store_true", help="kopf's own progress logs too")
     run.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # kopf reports every handler run at INFO: with a timer per service that drowns the rest.
+    logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     if args.kubeconfig:
         os.environ["HEGUI_KUBECONFIG"] = args.kubeconfig
     import hegui.operator.handlers  # noqa: F401 - registers the handlers
@@ -36,6 +47,36 @@ def _run(args: argparse.Namespace) -> int:
         host, _, port = args.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "0.0.0.0",  # noqa: S104
                           registry=METRICS.registry)
+    if args.leader_election:
+        _lead(args.lease)
     asyncio.run(kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace,
                               standalone=True, liveness_endpoint=args.liveness or None))
     return 0
+
+
+def _lead(lease: str) -> None:
+    """Wait for the Lease, then keep it; exit at once if it is lost, so that two replicas never
+    reconcile (or suspend) together."""
+    import socket
+    import threading
+
+    from kubernetes import client, config
+
+    from hegui.operator.leader import LeaseElection
+
+    if path := os.environ.get("HEGUI_KUBECONFIG"):
+        api_client = config.new_client_from_config(config_file=path)
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api_client = client.ApiClient()
+    namespace, _, name = lease.rpartition("/")
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    election = LeaseElection(client.CoordinationV1Api(api_client), namespace or "hegui-system",
+                             name, identity,
+                             duration=float(os.environ.get("HEGUI_LEASE_SECONDS", "15")))
+    election.renew = min(election.renew, election.duration / 3)
+    election.acquire()
+    election.keep(lambda: os._exit(3), threading.Event())
