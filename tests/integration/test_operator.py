@@ -45,7 +45,8 @@ class Operator:
 @pytest.fixture(scope="module")
 def operator(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[Operator]:
-    local_cluster.kubectl("apply", "--server-side", "-f", str(_CHECKOUT / "crds"))
+    for crds in (_CHECKOUT / "crds", _CHECKOUT / "crds" / "external"):
+        local_cluster.kubectl("apply", "--server-side", "-f", str(crds))
     local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     log = (tmp_path_factory.mktemp("operator") / "operator.log").open("wb")
     metrics_port = free_port()
@@ -54,7 +55,8 @@ def operator(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFacto
          "--kubeconfig", str(local_cluster.kubeconfig),
          "--metrics-address", f"127.0.0.1:{metrics_port}",
          "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HEGUI_RECONCILE_SECONDS": "1"})
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "HEGUI_RECONCILE_SECONDS": "1", "HEGUI_AUDIT_SECONDS": "1"})
     yield Operator(process, metrics_port)
     process.terminate()
     process.wait(20)
@@ -366,3 +368,46 @@ def test_two_replicas_one_leads_and_a_killed_leader_is_replaced_within_the_lease
             process.kill()
             process.wait(10)
         local_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_the_background_audit_reports_workloads_admitted_before_the_policy(
+        local_cluster: LocalCluster, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    """A GPU Deployment created before any policy (no webhook could have stopped it) shows up
+    failing coverage (Art.17) in the namespace's PolicyReport once a policy enforces there."""
+    rogue = {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": "rogue", "namespace": namespace},
+             "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "rogue"}},
+                      "template": {"metadata": {"labels": {"app": "rogue"}}, "spec": {
+                          "containers": [{"name": "m", "image": "example.invalid/llm:1",
+                                          "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}
+    _apply(local_cluster, rogue, tmp_path)
+    policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+              "metadata": {"name": namespace},
+              "spec": {"namespaces": [namespace], "defaultMode": "Enforce"}}
+    _apply(local_cluster, policy, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        report: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            result = local_cluster.kubectl("-n", namespace, "get", "policyreport",
+                                           "hegui-audit", "-o", "json", check=False)
+            if result.returncode == 0:
+                report = json.loads(result.stdout)
+                if report.get("summary", {}).get("fail"):
+                    break
+            time.sleep(0.5)
+        assert report.get("summary", {}).get("fail") == 1, report
+        [failed] = report["results"]
+        assert (failed["rule"], failed["category"], failed["result"]) == (
+            "coverage", "Art.17", "fail")
+        assert failed["resources"][0]["name"] == "rogue"
+        assert operator.sample("hegui_audit_results", namespace=namespace, result="fail") == 1
+        status = json.loads(local_cluster.kubectl("get", "compliancepolicy", namespace, "-o",
+                                                  "json").stdout)["status"]
+        assert status["enforcedNamespaces"] == 1
+        assert status["conditions"][0]["type"] == "Ready"
+        # kubectl shows the report as the policy tools do.
+        printed = local_cluster.kubectl("-n", namespace, "get", "policyreports").stdout
+        assert "hegui-audit" in printed
+    finally:
+        local_cluster.kubectl("delete", "compliancepolicy", namespace, "--ignore-not-found")

@@ -21,6 +21,7 @@ import yaml
 
 from hegui.admission.injection import sidecar_config_map
 from hegui.api.generativeservice import GenerativeService
+from hegui.operator.audit import audit_namespace, same_report
 from hegui.operator.metrics import METRICS, ServiceState
 from hegui.operator.status import compute
 from hegui.operator.workloads import Observation, network_policy, observe
@@ -94,7 +95,8 @@ def _api(kind: str) -> Any:
             except config.ConfigException:
                 config.load_kube_config()
             api_client = client.ApiClient()
-        for name in ("CoreV1Api", "AppsV1Api", "NetworkingV1Api"):
+        for name in ("CoreV1Api", "AppsV1Api", "BatchV1Api", "NetworkingV1Api",
+                     "CustomObjectsApi"):
             _APIS[name] = getattr(client, name)(api_client)
     return _APIS[kind]
 
@@ -270,3 +272,92 @@ def service_changed(body: kopf.Body, patch: kopf.Patch, name: str, namespace: st
 def service_timer(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
                   **_: Any) -> None:
     _reconcile(body, patch, name, namespace)
+
+
+AUDIT_SECONDS = float(os.environ.get("HEGUI_AUDIT_SECONDS", "60"))
+_REPORTS_MISSING: list[bool] = []  # the PolicyReport CRD is not installed (said once)
+
+
+def _workloads_by_namespace(namespaces: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every audited workload in `namespaces`, one cluster-wide list per kind."""
+    apps, batch, core = _api("AppsV1Api"), _api("BatchV1Api"), _api("CoreV1Api")
+    listings = [("apps/v1", "Deployment", apps.list_deployment_for_all_namespaces),
+                ("apps/v1", "StatefulSet", apps.list_stateful_set_for_all_namespaces),
+                ("apps/v1", "DaemonSet", apps.list_daemon_set_for_all_namespaces),
+                ("batch/v1", "Job", batch.list_job_for_all_namespaces),
+                ("batch/v1", "CronJob", batch.list_cron_job_for_all_namespaces),
+                ("v1", "Pod", core.list_pod_for_all_namespaces)]
+    found: dict[str, list[dict[str, Any]]] = {ns: [] for ns in namespaces}
+    for api_version, kind, listing in listings:
+        for obj in _items(listing(_preload_content=False)):
+            namespace = (obj.get("metadata") or {}).get("namespace")
+            if namespace in found:
+                # Items of a list carry no apiVersion/kind; the rules need the kind.
+                found[namespace].append({**obj, "apiVersion": api_version, "kind": kind})
+    return found
+
+
+def _write_report(report: dict[str, Any]) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    custom = _api("CustomObjectsApi")
+    group, version = "wgpolicyk8s.io", "v1alpha2"
+    namespace, name = report["metadata"]["namespace"], report["metadata"]["name"]
+    try:
+        try:
+            current = custom.get_namespaced_custom_object(group, version, namespace,
+                                                          "policyreports", name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            custom.create_namespaced_custom_object(group, version, namespace, "policyreports",
+                                                   report)
+            return
+        if not same_report(current, report):
+            report["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            custom.replace_namespaced_custom_object(group, version, namespace, "policyreports",
+                                                    name, report)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        if not _REPORTS_MISSING:
+            log.warning("PolicyReport (wgpolicyk8s.io/v1alpha2) is not installed: audit "
+                        "findings go to metrics and logs only; install "
+                        "crds/external/wgpolicyk8s.io_policyreports.yaml to get reports")
+            _REPORTS_MISSING.append(True)
+
+
+@kopf.timer(GROUP, VERSION, "compliancepolicies", interval=AUDIT_SECONDS,
+            initial_delay=min(AUDIT_SECONDS, 5.0))
+def policy_audit(body: kopf.Body, patch: kopf.Patch, name: str, **_: Any) -> None:
+    """Audit the workloads in the namespaces the policy enforces (Art.17 and the rest, as at
+    admission) and report what the policy reaches in its status."""
+    INDEX.upsert(dict(body))
+    policy = INDEX.policies.get(name)
+    if policy is None:
+        return
+    namespaces = {ns for ns, labels in list(INDEX.namespace_labels.items())
+                  if policy.spec.selects_namespace(ns, labels)}
+    now = dt.datetime.now(dt.UTC)
+    failing = 0
+    for namespace, objects in sorted(_workloads_by_namespace(namespaces).items()):
+        report = audit_namespace(namespace, objects, INDEX, now)
+        if report is None:
+            continue
+        METRICS.audit(namespace, report["summary"])
+        failing += report["summary"]["fail"]
+        _write_report(report)
+    message = (f"enforces {len(namespaces)} namespace(s); the audit finds {failing} failing "
+               f"result(s) in running workloads")
+    previous = {c.get("type"): c for c in (body.get("status") or {}).get("conditions") or []}
+    old = previous.get("Ready") or {}
+    condition = {"type": "Ready", "status": "True", "reason": "Audited", "message": message,
+                 "observedGeneration": body.meta.get("generation"), "article": "Art.17",
+                 "lastTransitionTime": old.get("lastTransitionTime") if old.get("status") == "True"
+                 else now.replace(microsecond=0).isoformat().replace("+00:00", "Z")}
+    status = {"observedGeneration": body.meta.get("generation"), "conditions": [condition],
+              "enforcedNamespaces": len(namespaces), "message": message}
+    current = dict(body.get("status") or {})
+    if any(current.get(k) != v for k, v in status.items()):
+        for field, value in status.items():
+            patch.status[field] = value

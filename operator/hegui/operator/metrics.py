@@ -47,6 +47,10 @@ class OperatorMetrics:
         self.last_reconcile = Gauge(
             "hegui_last_successful_reconcile_timestamp_seconds",
             "When the operator last finished judging a service.", registry=self.registry)
+        self.audit_results = Gauge(
+            "hegui_audit_results", "Results of the background audit of running workloads, by "
+            "namespace and outcome (pass, fail, warn, error, skip).",
+            ["namespace", "result"], registry=self.registry)
         self._findings: dict[tuple[str, str], Tally[tuple[str, str, str]]] = {}
         self._lock = threading.Lock()
 
@@ -61,6 +65,10 @@ class OperatorMetrics:
             self._publish_findings()
         if state is not ServiceState.ERROR:
             self.last_reconcile.set(time.time())
+
+    def audit(self, namespace: str, summary: Mapping[str, int]) -> None:
+        for result, count in summary.items():
+            self.audit_results.labels(namespace, result).set(count)
 
     def forget(self, namespace: str, service: str) -> None:
         for gauge in (self.service_state, self.injection_gaps):
