@@ -28,10 +28,10 @@ from typing import Any
 
 from hegui.admission import check
 from hegui.api.articles import Rule
+from hegui.api.generativeservice import RESUME_ANNOTATION
 from hegui.moderation import records
 
 GROUP, VERSION, PLURAL = "hegui.io", "v1alpha1", "generativeservices"
-RESUME_ANNOTATION = "hegui.io/resume"
 
 #: What each rule asks of a team, and how to fix or waive it (for `explain`).
 _FIXES: dict[Rule, str] = {

@@ -9,15 +9,19 @@ from hegui.rules.workloads import BUILTIN
 def test_scoped_away_from_the_control_plane_and_its_own_namespace() -> None:
     config = configuration.validating_webhook_configuration(
         ca_bundle=b"ca", own_namespace="platform-hegui", url="https://127.0.0.1:9443/validate")
-    [hook] = config["webhooks"]
-    excluded = hook["namespaceSelector"]["matchExpressions"][0]
-    assert excluded["operator"] == "NotIn"
-    assert {"kube-system", "kube-node-lease", "kube-public", "hegui-system",
-            "platform-hegui"} <= set(excluded["values"])
-    assert hook["sideEffects"] == "None" and hook["failurePolicy"] == "Fail"
-    assert hook["timeoutSeconds"] <= 10
-    resources = {r for rule in hook["rules"] for r in rule["resources"]}
+    workloads, resume = config["webhooks"]
+    for hook in (workloads, resume):
+        excluded = hook["namespaceSelector"]["matchExpressions"][0]
+        assert excluded["operator"] == "NotIn"
+        assert {"kube-system", "kube-node-lease", "kube-public", "hegui-system",
+                "platform-hegui"} <= set(excluded["values"])
+        assert hook["sideEffects"] == "None" and hook["failurePolicy"] == "Fail"
+        assert hook["timeoutSeconds"] <= 10
+    resources = {r for rule in workloads["rules"] for r in rule["resources"]}
     assert {"pods", "deployments", "statefulsets", "cronjobs", "inferenceservices"} <= resources
+    # The resume webhook sees GenerativeServices only, and only when a resume request changes.
+    assert resume["rules"][0]["resources"] == ["generativeservices"]
+    assert "hegui.io/resume" in resume["matchConditions"][0]["expression"]
 
 
 def test_the_filter_follows_the_detection_signals() -> None:

@@ -19,11 +19,20 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from hegui.api.generativeservice import RESUME_ANNOTATION
 from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES
 from hegui.rules.workloads import BUILTIN, Detection
 
 WEBHOOK_NAME = "workloads.validate.hegui.io"
 CONFIGURATION_NAME = "hegui-validating"
+RESUME_WEBHOOK_NAME = "resume.validate.hegui.io"
+#: CEL: the request adds or changes the resume annotation.
+RESUME_CHANGED = (
+    f"has(object.metadata.annotations) && '{RESUME_ANNOTATION}' in object.metadata.annotations"
+    f" && (request.operation == 'CREATE' || !has(oldObject.metadata.annotations) || "
+    f"!('{RESUME_ANNOTATION}' in oldObject.metadata.annotations) || "
+    f"oldObject.metadata.annotations['{RESUME_ANNOTATION}'] != "
+    f"object.metadata.annotations['{RESUME_ANNOTATION}'])")
 TIMEOUT_SECONDS = 5
 
 #: (apiGroup, version, resource) of every workload kind the rules read.
@@ -131,6 +140,25 @@ def validating_webhook_configuration(
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",
+        }, {
+            # Only a GenerativeService whose resume request changes reaches the webhook, which
+            # admits it only from the user the request names (Art.21: a deliberate, authorised
+            # act with an audit trail).
+            "name": RESUME_WEBHOOK_NAME,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": dict(client_config),
+            "rules": [{"apiGroups": ["hegui.io"], "apiVersions": ["v1alpha1"],
+                       "resources": ["generativeservices"], "operations": ["CREATE", "UPDATE"],
+                       "scope": "Namespaced"}],
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
+            "matchPolicy": "Equivalent",
+            "matchConditions": [{"name": "resume-requested",
+                                 "expression": RESUME_CHANGED}],
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "failurePolicy": "Fail",
         }],
     }
 
@@ -151,7 +179,7 @@ def mutating_webhook_configuration(
     re-run, which is idempotent."""
     base = validating_webhook_configuration(ca_bundle=ca_bundle, own_namespace=own_namespace,
                                             url=url, service=service, detection=detection)
-    [hook] = base["webhooks"]
+    hook = base["webhooks"][0]
     client = hook["clientConfig"]
     if "url" in client:
         client["url"] = client["url"].removesuffix("/validate") + "/mutate"

@@ -9,11 +9,14 @@ here writes to the cluster, so a dry-run request is answered exactly like a real
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from hegui.admission import review
 from hegui.admission.server import Validator
+from hegui.api.generativeservice import RESUME_ANNOTATION, ResumeRequest
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex
 from hegui.rules.workloads import WORKLOAD_KINDS
@@ -27,6 +30,8 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
         ["rule", "article", "mode"], registry=registry)
 
     def validate(request: review.AdmissionRequest) -> review.Decision:
+        if request.kind == "GenerativeService" and request.operation != "DELETE":
+            return check_resume_request(request)
         if request.operation == "DELETE" or request.kind not in WORKLOAD_KINDS:
             return review.Decision(True)
         findings = engine.evaluate(request.obj, index, namespace=request.namespace)
@@ -49,3 +54,32 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
         return review.Decision(True, warnings=warnings)
 
     return validate
+
+
+def _annotation(obj: Mapping[str, Any] | None) -> str | None:
+    meta = (obj or {}).get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    value = annotations.get(RESUME_ANNOTATION) if isinstance(annotations, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def check_resume_request(request: review.AdmissionRequest) -> review.Decision:
+    """A resume request (Art.21) is admitted only when well formed and written by the user it
+    names, so the operator's record of who resumed a service is true."""
+    raw = _annotation(request.obj)
+    if raw is None or raw == _annotation(request.old_obj):
+        return review.Decision(True)
+    try:
+        resume = ResumeRequest.parse(raw)
+    except ValueError as error:
+        return review.Decision(False, f"hegui refused GenerativeService {request.namespace}/"
+                                      f"{request.name}: {error}", code=400)
+    if resume.by != request.user:
+        return review.Decision(False, (
+            f"hegui refused GenerativeService {request.namespace}/{request.name}: the resume "
+            f"request names {resume.by!r} but {request.user!r} wrote it; a suspension is lifted "
+            "only by the person who asks, as authenticated (rule suspension, Art.21). Fix: "
+            "`kubectl hegui resume SERVICE --reason ...` as yourself"), code=403)
+    log.info("resume of %s/%s requested by %s: %s", request.namespace, request.name,
+             resume.by, resume.reason)
+    return review.Decision(True)

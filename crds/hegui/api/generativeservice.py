@@ -857,3 +857,34 @@ class GenerativeService(ApiObject):
         return self.spec.filing.public_opinion
 
 
+
+
+# --- resuming a suspended service (Art.21) ----------------------------------------------------
+
+#: The annotation `kubectl hegui resume` writes on a GenerativeService: who asks to lift its
+#: suspension, why, and when. The webhook admits it only from the user it names; the operator
+#: acts on one newer than the suspension.
+RESUME_ANNOTATION = "hegui.io/resume"
+
+
+class ResumeRequest(ApiModel):
+    """A deliberate request to lift a suspension, as `kubectl hegui resume` writes it."""
+
+    by: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="The user asking, as the apiserver authenticated them.")
+    reason: Annotated[str, Field(min_length=10, max_length=500)] = Field(
+        description="Why it is safe to resume.")
+    at: Timestamp = Field(description="When it was asked.")
+
+    @classmethod
+    def parse(cls, raw: str) -> ResumeRequest:
+        """The request in the annotation; ValueError names what is wrong with it."""
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate_json(raw)  # JSON mode: RFC 3339 strings are datetimes
+        except (ValueError, ValidationError) as error:
+            raise ValueError(
+                f"annotation {RESUME_ANNOTATION} must be JSON {{\"by\", \"reason\" (10 to 500 "
+                f"characters), \"at\" (RFC 3339)}}, as `kubectl hegui resume` writes it "
+                f"(rule suspension, Art.21): {str(error).splitlines()[0]}") from None
