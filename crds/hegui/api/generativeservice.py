@@ -333,6 +333,30 @@ class FailureMode(StrEnum):
     OPEN = "Open"  # serve unmoderated, record every such response and raise a metric
 
 
+class UserMeasures(ApiModel):
+    """What happens to a user who keeps sending prohibited content: warning, limited functions,
+    suspension of service (警示、限制功能、暂停或者终止向其提供服务, Art.14). Each blocked input
+    is a strike; strikes older than `strikeDecay` no longer count."""
+
+    warn_at: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=1, description="Strikes after which the user is warned.")
+    limit_at: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, description="Strikes after which the user is rate-limited.")
+    suspend_at: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=5, description="Strikes after which the user is suspended.")
+    limited_per_minute: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=6, description="Requests per minute a rate-limited user may send.")
+    strike_decay: Duration = Field(default="24h", description="How long a strike counts.")
+    suspension: Duration = Field(default="168h", description="How long a user's suspension "
+                                                             "lasts.")
+
+    @cel_rule("self.warnAt <= self.limitAt && self.limitAt <= self.suspendAt",
+              "warnAt <= limitAt <= suspendAt: measures escalate (rule moderation, Art.14)",
+              field_path=".limitAt")
+    def _escalates(self) -> bool:
+        return self.warn_at <= self.limit_at <= self.suspend_at
+
+
 class Moderation(ApiModel):
     """Moderation of inputs and outputs by a Triton model (Art.4, Art.14)."""
 
@@ -353,6 +377,10 @@ class Moderation(ApiModel):
                                                 "down; Open serves them unmoderated and records "
                                                 "each one.")
     timeout: Duration = Field(default="2s", description="How long one moderation call may take.")
+    users: UserMeasures = Field(
+        default_factory=UserMeasures, description="Measures against users who keep sending "
+                                                  "prohibited content (Art.14).",
+        json_schema_extra={"default": UserMeasures().to_dict()})
 
     @cel_rule("self.input.enabled || self.output.enabled",
               "at least one of input and output must be moderated (rule moderation, Art.14)")
