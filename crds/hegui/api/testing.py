@@ -280,6 +280,14 @@ def _burn_rate(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _user_measures(d: dict[str, Any]) -> dict[str, Any]:
+    warn, limit, suspend = d.get("warnAt", 1), d.get("limitAt", 3), d.get("suspendAt", 5)
+    if warn <= limit <= suspend:
+        return d
+    warn, limit, suspend = sorted((warn, limit, suspend))
+    return {**d, "warnAt": warn, "limitAt": limit, "suspendAt": suspend}
+
+
 def _minors(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "dailyLimit": "1h"} if d["allowed"] and "dailyLimit" not in d else d
 
@@ -343,6 +351,7 @@ REPAIRS: dict[str, _Repair] = {
     "Slo": _slo,
     "BurnRateAlert": _burn_rate,
     "Minors": _minors,
+    "UserMeasures": _user_measures,
     "DataProtection": _data_protection,
     "Complaints": _complaints,
     "DataSource": _data_source,
