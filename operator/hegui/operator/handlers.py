@@ -45,10 +45,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
     configuration = client.Configuration()
     config.load_kube_config(config_file=path, client_configuration=configuration)
+    # A kubeconfig authenticates by client certificate or by bearer token (a ServiceAccount's).
+    token = (configuration.api_key.get("authorization") or "").removeprefix("Bearer ").strip()
     return kopf.ConnectionInfo(
         server=configuration.host, ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl, certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file)
+        private_key_path=configuration.key_file,
+        scheme="Bearer" if token else None, token=token or None)
 
 
 @kopf.on.startup()
