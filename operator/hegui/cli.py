@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hegui import demo
+from hegui import complaints_cli, demo, dossier
 from hegui.admission import check
 from hegui.admission import main as webhook
 from hegui.api import crdgen
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_parser(commands)
     records.add_parser(commands)
     operator_main.add_parser(commands)
+    complaints_cli.add_parser(commands)
+    dossier.add_parser(commands)
     return parser
 
 

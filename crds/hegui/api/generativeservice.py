@@ -816,6 +816,14 @@ class SuspensionStatus(ApiModel):
     since: Timestamp | None = Field(default=None, description="When the current state began.")
     reason: Annotated[str, Field(max_length=1024)] = Field(
         default="", description="Why the service is suspended.")
+    violating_since: Timestamp | None = Field(
+        default=None, description="While the service runs: when the current violation of its "
+                                  "objectives began; it is suspended once this has lasted "
+                                  "suspension.sustainedFor (Art.21). Absent: no violation.")
+    healthy_since: Timestamp | None = Field(
+        default=None, description="While suspended: since when its objectives have held; the "
+                                  "operator resumes it once this has lasted "
+                                  "suspension.coolDown. Absent: not holding.")
     history: list[SuspensionRecord] = Field(
         default_factory=list, max_length=10,
         description="The 10 most recent suspensions, newest first; older ones are dropped.")

@@ -8,6 +8,9 @@ record, and a truncated file (the head no longer matches). Anchoring the head ou
 (the sidecar exports its sequence number as `hegui_sidecar_records_head_seq`) is what stops
 someone who can rewrite both files.
 
+Complaints (Art.15) are records too: `complaint` here, `complaint_closed` in a resolutions file
+beside it (hegui.sidecar.complaints).
+
 Records are flushed and fsync'ed before the response that caused them is sent. User ids are
 pseudonymised with a keyed hash (HMAC-SHA256, the key from the posture's
 `dataProtection.pseudonymisationKeyRef`), so records can be linked per user without naming them.

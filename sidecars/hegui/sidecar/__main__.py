@@ -15,6 +15,7 @@ from hegui.moderation.records import RecordLog
 from hegui.moderation.strikes import StrikeBook
 from hegui.sidecar.app import Sidecar, serve
 from hegui.sidecar.config import SidecarConfig
+from hegui.sidecar.suspension import FILE_NAME
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,14 +35,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key-file", type=Path,
                         help="the pseudonymisation key (the Secret dataProtection."
                              "pseudonymisationKeyRef names, mounted as a file)")
+    parser.add_argument("--suspension", type=Path,
+                        help="the operator's suspension notice (Art.21); default: "
+                             "suspension.yaml next to --service (absent file: not suspended)")
+    parser.add_argument("--suspension-poll", type=float, default=2.0, metavar="SECONDS",
+                        help="how often the suspension notice is checked for changes")
     args = parser.parse_args(argv)
+    if args.suspension_poll <= 0:
+        parser.error("--suspension-poll must be a positive number of seconds")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     service = GenerativeService.from_dict(yaml.safe_load(args.service.read_text("utf-8")))
     key = args.key_file.read_bytes().strip() if args.key_file else b""
     config = SidecarConfig.from_service(service, upstream=args.upstream,
                                         user_header=args.user_header,
                                         user_jwt_claim=args.user_jwt_claim,
-                                        pseudonymisation_key=key)
+                                        pseudonymisation_key=key,
+                                        suspension_file=args.suspension
+                                        or args.service.parent / FILE_NAME,
+                                        suspension_poll_seconds=args.suspension_poll)
     protection = service.spec.data_protection
     records = None
     if args.records and (protection is None or protection.retention_days > 0):

@@ -19,6 +19,10 @@ or not), `POST /v1/images/generations` (the prompt moderated), `/metrics` (Prome
   serves and flags (`x-hegui-moderation: unavailable` and a metric).
 - Bounds: body size (413), header size and count (aiohttp), model silence (504 or a final
   stream event), response size (502), malformed JSON or SSE from the model (502 or a final event).
+- Suspension (Art.21): while the operator's notice (`hegui.sidecar.suspension`) says suspended,
+  every request that would reach the model gets 503 `hegui.service_suspended` with the reason;
+  `/metrics` and `/hegui/healthz` stay up. The SLI metrics the operator's SLO engine reads
+  (Art.13) are described in `hegui.sidecar.metrics`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -51,8 +56,10 @@ from hegui.moderation.decision import Decision, Hit, Outcome, decide
 from hegui.moderation.pii import mask
 from hegui.moderation.records import RecordLog, pseudonym
 from hegui.moderation.strikes import Level, StrikeBook
+from hegui.sidecar.complaints import add_routes as add_complaint_routes
 from hegui.sidecar.config import SidecarConfig
 from hegui.sidecar.metrics import SidecarMetrics
+from hegui.sidecar.suspension import SuspensionNotice, SuspensionWatch
 
 log = logging.getLogger("hegui.sidecar")
 
@@ -65,6 +72,25 @@ _HOLD = re.compile(r"(?:[0-9+]+[ -])*[0-9A-Za-z._%+@-]+$")
 _MAX_HOLD = 64
 
 Slot = tuple[dict[str, Any], str]  # container[key] is a text to moderate (and maybe mask)
+
+
+@dataclass
+class _SliFacts:
+    """What the SLIs (Art.13) need to know of one request beyond its status code."""
+
+    first_token: float | None = None  # when the first token of a stream reached the client
+    cut: bool = False  # a model or moderator failure cut a response whose headers were sent
+
+
+# Set by the generation handler for the request it serves (requests on one connection are served
+# one after the other, in one task: the handler resets it when done).
+_SLI: contextvars.ContextVar[_SliFacts | None] = contextvars.ContextVar("hegui_sli",
+                                                                        default=None)
+
+
+def _mark_cut() -> None:
+    if (facts := _SLI.get()) is not None:
+        facts.cut = True
 
 
 class ModerationDown(Exception):
@@ -180,6 +206,7 @@ class _Window:
     sent: str = ""  # the tail of what was sent, re-scored with the next window
     finish_reason: Any = None
     user: str | None = None
+    first_token: float | None = None  # when the first text went out (latency SLI, Art.13)
 
 
 class LabeledStream(web.StreamResponse):
@@ -207,10 +234,54 @@ class Sidecar:
                  strikes: StrikeBook | None = None) -> None:
         self.config = config
         self.moderator = moderator
-        self.metrics = metrics or SidecarMetrics()
+        self.metrics = metrics or SidecarMetrics(service=config.service,
+                                                 latency_threshold=config.latency_threshold)
         self.records = records
         self.strikes = strikes
         self._session: aiohttp.ClientSession | None = None
+        self.suspension: SuspensionWatch | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self._errors_counted = 0
+        if config.suspension_file is not None:
+            # Read before the first request: a pod that starts while suspended never serves.
+            self.suspension = SuspensionWatch(config.suspension_file,
+                                              config.suspension_poll_seconds)
+            self.suspension.check()
+            self._suspension_checked()
+
+    # --- suspension (Art.21) ---------------------------------------------------------------------
+
+    def _suspension_checked(self) -> None:
+        assert self.suspension is not None
+        self.metrics.suspended.labels(self.config.service).set(
+            1 if self.suspension.notice.suspended else 0)
+        errors = self.suspension.errors - self._errors_counted
+        if errors > 0:
+            self.metrics.suspension_file_errors.inc(errors)
+            self._errors_counted += errors
+
+    def start_watching(self) -> None:
+        if self.suspension is not None and self._watching is None:
+            self._watching = asyncio.get_running_loop().create_task(
+                self.suspension.run(self._suspension_checked))
+
+    @property
+    def suspended(self) -> SuspensionNotice | None:
+        """The notice in force while the service is suspended, else None."""
+        if self.suspension is not None and self.suspension.notice.suspended:
+            return self.suspension.notice
+        return None
+
+    def suspended_response(self, notice: SuspensionNotice) -> web.Response:
+        """503 with the notice: the model is not called (Art.21)."""
+        reference = _reference()
+        body = error_body("hegui.service_suspended",
+                          "this service is suspended (Art.21): "
+                          + (notice.reason or "suspended by the provider"),
+                          article="Art.21", reference=reference)
+        body.update(notice.body())
+        return web.json_response({"error": body}, status=503, dumps=_dumps,
+                                 headers={"x-hegui-reference": reference, "Retry-After": "60"})
 
     # --- users and records (Art.11, Art.14) ------------------------------------------------------
 
@@ -273,6 +344,11 @@ class Sidecar:
         return self._session
 
     async def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+            self._watching = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -311,7 +387,13 @@ class Sidecar:
         async def handler(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             status = 500
+            counted = True  # in the SLIs: everything but refusals while suspended
+            facts = _SliFacts()
+            token = _SLI.set(facts)
             try:
+                if notice := self.suspended:
+                    status, counted = 503, False
+                    return self.suspended_response(notice)
                 response = await self._generation(route, request)
                 status = response.status
                 return response
@@ -325,8 +407,14 @@ class Sidecar:
                 status = bad.status
                 return error_response(bad.status, bad.code, bad.message)
             finally:
+                ended = time.perf_counter()
+                _SLI.reset(token)
                 self.metrics.requests.labels(route, str(status)).inc()
-                self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+                self.metrics.latency.labels(route).observe(ended - started)
+                if counted:
+                    self.metrics.observe_sli(route, status,
+                                             (facts.first_token or ended) - started,
+                                             cut=facts.cut)
         return handler
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
@@ -457,6 +545,7 @@ class Sidecar:
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError):
             log.warning("the model server failed while relaying %s", request.path)
+            _mark_cut()
             return response  # headers are sent: the client sees a cut response
         await response.write_eof()
         return response
@@ -634,14 +723,17 @@ class Sidecar:
             if await self._flush(route, response, window, final=True):
                 await response.write(b"data: [DONE]\n\n")
         except ModerationDown as down:
+            _mark_cut()
             await self._cut(response, last, "hegui.moderation_unavailable",
                             f"content moderation became unavailable ({down})", "Art.14",
                             reason="moderator", user=user)
         except (TimeoutError, aiohttp.ServerTimeoutError):
+            _mark_cut()
             await self._cut(response, last, "hegui.upstream_timeout",
                             "the model server stopped answering", "Art.14", reason="timeout",
                             user=user)
         except (ValueError, aiohttp.ClientPayloadError):  # JSON, UTF-8 and line-length errors
+            _mark_cut()
             await self._cut(response, last, "hegui.upstream_malformed",
                             "the model server sent a malformed stream", "Art.14",
                             reason="malformed", user=user)
@@ -649,6 +741,7 @@ class Sidecar:
             log.info("client went away during a stream")  # upstream is closed by the caller
             return response
         except aiohttp.ClientError:
+            _mark_cut()
             await self._cut(response, last, "hegui.upstream_unavailable",
                             "the model server failed", "Art.14", reason="upstream", user=user)
         finally:
@@ -656,6 +749,8 @@ class Sidecar:
                 pending.cancel()
                 await asyncio.wait({pending})
             await events.aclose()
+            if window.first_token is not None and (facts := _SLI.get()) is not None:
+                facts.first_token = window.first_token
         await response.write_eof()
         return response
 
@@ -694,6 +789,8 @@ class Sidecar:
                            window.finish_reason if final else None)
             await response.write(b"data: " + json.dumps(out, ensure_ascii=False).encode()
                                  + b"\n\n")
+            if text and window.first_token is None:
+                window.first_token = time.perf_counter()
         window.sent = (window.sent + text)[-self.config.stream_overlap_chars:]
         window.text, window.tokens = held, (1 if held else 0)
         window.chunks = window.chunks[-1:] if held else []
@@ -725,6 +822,9 @@ class Sidecar:
         started = time.perf_counter()
         status = 500
         try:
+            if notice := self.suspended:  # nothing reaches the model while suspended (Art.21)
+                status = 503
+                return self.suspended_response(notice)
             try:
                 data = await request.read() if request.can_read_body else None
             except web.HTTPRequestEntityTooLarge:
@@ -778,11 +878,16 @@ def make_app(sidecar: Sidecar) -> web.Application:
     app.router.add_post("/v1/chat/completions", sidecar.generation("chat"))
     app.router.add_post("/v1/completions", sidecar.generation("completions"))
     app.router.add_post("/v1/images/generations", sidecar.generation("images"))
+    add_complaint_routes(app, sidecar)  # before the catch-all passthrough (Art.15)
     app.router.add_route("*", "/{tail:.*}", sidecar.passthrough)
 
     async def close(app: web.Application) -> None:
         await app[SIDECAR].close()
 
+    async def start(app: web.Application) -> None:
+        app[SIDECAR].start_watching()
+
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app
 

@@ -1,4 +1,24 @@
-"""The sidecar's Prometheus metrics, on /metrics. One registry per app, so tests stay apart."""
+"""The sidecar's Prometheus metrics, on /metrics. One registry per app, so tests stay apart.
+
+Two metrics exist for the operator's SLO engine (`hegui.operator.slo`, Art.13) and carry the
+service as the label `hegui_service` (`namespace/name`, constant per process: a sidecar serves
+one GenerativeService). It is not called `service` because Prometheus' Kubernetes discovery and
+ServiceMonitors attach a `service` target label (the Kubernetes Service), which would rename ours
+to `exported_service`.
+
+- `hegui_sidecar_sli_requests_total{hegui_service, route, outcome}`: requests on the model routes
+  (chat, completions, images) by outcome: `served` (2xx/3xx), `refused` (4xx: moderation, limits,
+  bad input; the service worked as intended) or `failed` (5xx, or a response cut by a model or
+  moderator failure after its headers were sent). Requests refused because the service is
+  suspended (Art.21) are not counted: they say nothing about the model, and counting them as
+  failures would keep a suspended service failing forever.
+- `hegui_sidecar_sli_latency_seconds{hegui_service, route}`: for served requests, the time to the
+  first token reaching the client for moderated streams, else to the end of the response. The
+  declared latency threshold is one of its buckets, so the share slower than it is exact.
+
+Both are created at zero for every route and outcome at start, so "no traffic" (a zero series)
+reads differently from "not scraped" (no series) in Prometheus.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +26,31 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             10.0, 30.0)
+# Thresholds people declare for a model's answer or first token, up to minutes for long answers.
+SLI_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0,
+               20.0, 30.0, 45.0, 60.0, 120.0, 300.0)
+SLI_ROUTES = ("chat", "completions", "images")
+OUTCOMES = ("served", "refused", "failed")
+
+
+def sli_buckets(threshold: float | None) -> tuple[float, ...]:
+    """The SLI histogram's buckets, with the declared latency threshold among them."""
+    if threshold is None or threshold <= 0 or threshold in SLI_BUCKETS:
+        return SLI_BUCKETS
+    return tuple(sorted({*SLI_BUCKETS, threshold}))
+
+
+def outcome(status: int, cut: bool) -> str:
+    if status >= 500 or cut:
+        return "failed"
+    return "refused" if status >= 400 else "served"
 
 
 class SidecarMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, service: str = "",
+                 latency_threshold: float | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.service = service
         r = self.registry
         self.requests = Counter("hegui_sidecar_requests", "Requests by route and status.",
                                 ["route", "status"], registry=r)
@@ -42,3 +82,32 @@ class SidecarMetrics:
         self.stream_cuts = Counter("hegui_sidecar_stream_cuts",
                                    "Streams stopped by a violation (Art.14) or a model error.",
                                    ["reason"], registry=r)
+        # --- the SLIs of the service's objectives (Art.13) and its suspension (Art.21) ---------
+        self.sli_requests = Counter("hegui_sidecar_sli_requests",
+                                    "Requests on the model routes by outcome (served, refused, "
+                                    "failed), not counting those refused while suspended "
+                                    "(Art.13).", ["hegui_service", "route", "outcome"],
+                                    registry=r)
+        self.sli_latency = Histogram("hegui_sidecar_sli_latency_seconds",
+                                     "Latency of served requests: to the first token for "
+                                     "moderated streams, else to the end (Art.13).",
+                                     ["hegui_service", "route"],
+                                     buckets=sli_buckets(latency_threshold), registry=r)
+        for route in SLI_ROUTES:
+            self.sli_latency.labels(service, route)
+            for result in OUTCOMES:
+                self.sli_requests.labels(service, route, result)
+        self.suspended = Gauge("hegui_sidecar_suspended",
+                               "1 while the service is suspended and every model route answers "
+                               "503 (Art.21), else 0.", ["hegui_service"], registry=r)
+        self.suspended.labels(service).set(0)
+        self.suspension_file_errors = Counter(
+            "hegui_sidecar_suspension_file_errors",
+            "Unreadable or invalid suspension files; the last valid state is kept.", registry=r)
+
+    def observe_sli(self, route: str, status: int, seconds: float, *, cut: bool = False) -> None:
+        """Count one request of a model route for the SLIs (Art.13)."""
+        result = outcome(status, cut)
+        self.sli_requests.labels(self.service, route, result).inc()
+        if result == "served":
+            self.sli_latency.labels(self.service, route).observe(seconds)
