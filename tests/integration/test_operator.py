@@ -411,3 +411,105 @@ def test_the_background_audit_reports_workloads_admitted_before_the_policy(
         assert "hegui-audit" in printed
     finally:
         local_cluster.kubectl("delete", "compliancepolicy", namespace, "--ignore-not-found")
+
+
+def test_a_service_that_keeps_failing_is_suspended_and_only_a_person_resumes_it(
+        local_cluster: LocalCluster, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    """Art.13 and Art.21 end to end: a real Prometheus scrapes a real sidecar in front of a
+    model that starts failing; the operator sees the burn, suspends the service (status with
+    figures, Event, metric, the sidecars' notice), a GitOps re-apply does not undo it, the
+    sidecar refuses with 503, and `kubectl hegui resume` (as the authenticated user) lifts it."""
+    import threading
+
+    from hegui.localcluster.prometheus import LocalPrometheus
+    from hegui.sidecar.testing import ServingRig
+
+    notice = tmp_path / "suspension.yaml"
+    rig = ServingRig(f"{namespace}/chat", notice).start()
+    prometheus = LocalPrometheus([rig.metrics_target])
+    prometheus.start()
+    stop = threading.Event()
+    driver = threading.Thread(target=lambda: [rig.chat() for _ in iter(stop.is_set, True)],
+                              daemon=True)
+    policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+              "metadata": {"name": namespace},
+              "spec": {"namespaces": [namespace], "defaultMode": "Audit",
+                       "prometheus": {"url": prometheus.url, "minWindow": "3s"}}}
+    # A 2h window scales the workbook's 1h/5m x14.4 alert to 10s/3s (the floor, minWindow).
+    service = _service(namespace, labeling={
+        "modalities": ["text"], "implicit": {"contentProducer": "Example AI Co."}},
+        slo={"window": "2h", "availability": {"objective": 0.99}},
+        suspension={"mode": "Auto", "sustainedFor": "2s", "minRequests": 20})
+    manifest = tmp_path / "service.yaml"
+    manifest.write_text(yaml.safe_dump(service, allow_unicode=True))
+    try:
+        prometheus.wait_for_targets()
+        driver.start()
+        _apply(local_cluster, policy, tmp_path)
+        local_cluster.kubectl("apply", "-f", str(manifest))
+        status = _until(local_cluster, namespace,
+                        lambda s: _conditions(s).get("SLOMet", {}).get("status") == "True",
+                        timeout=60)
+        assert _conditions(status)["SLOMet"]["status"] == "True", status
+        assert _conditions(status)["Suspended"]["status"] == "False"
+
+        rig.model.mode = "error"  # the model fails every request from now on
+        status = _until(local_cluster, namespace,
+                        lambda s: (s.get("suspension") or {}).get("suspended") is True,
+                        timeout=60)
+        suspension = status.get("suspension") or {}
+        assert suspension.get("suspended") is True, [(c["type"], c["status"], c["message"]) for c in status["conditions"]]
+        assert _conditions(status)["SLOMet"]["status"] == "False"
+        suspended = _conditions(status)["Suspended"]
+        assert suspended["status"] == "True" and suspended["article"] == "Art.21"
+        [record] = suspension["history"]
+        assert record["trigger"] == "Auto" and "burn" in record["reason"]
+        assert _conditions(status)["Compliant"]["status"] == "False"
+        assert operator.sample("hegui_service_state", namespace=namespace, service="chat") == 2
+        assert operator.sample("hegui_suspensions_total", namespace=namespace, service="chat",
+                               trigger="Auto") == 1
+        events = local_cluster.kubectl("-n", namespace, "get", "events", "--field-selector",
+                                       "reason=Suspended", "-o", "json").stdout
+        assert "[suspension, Art.21]" in events
+
+        # The kubelet projects the ConfigMap into the pod; here the test does it.
+        config_map = json.loads(local_cluster.kubectl("-n", namespace, "get", "configmap",
+                                                      "hegui-sidecar-chat", "-o", "json").stdout)
+        notice.write_text(config_map["data"]["suspension.yaml"])
+        deadline = time.monotonic() + 10
+        while rig.chat() != 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rig.chat() == 503
+
+        # GitOps self-heal re-applies the manifest: the suspension holds (it lives in status).
+        local_cluster.kubectl("apply", "-f", str(manifest))
+        rig.model.mode = "normal"  # the team fixes the model
+        time.sleep(12)  # the failures age out of the 10s window while requests are refused
+        assert (_status(local_cluster, namespace).get("suspension") or {}).get("suspended")
+
+        plugin = Path(sys.executable).parent / "kubectl-hegui"
+        env = {**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig)}
+        shown = subprocess.run([str(plugin), "status", "-n", namespace], env=env, check=True,
+                               capture_output=True, text=True).stdout
+        assert "chat" in shown and "yes" in shown.splitlines()[1]
+        subprocess.run([str(plugin), "resume", "chat", "-n", namespace, "--reason",
+                        "model rolled back to v41; errors gone in staging"], env=env,
+                       check=True, capture_output=True, text=True)
+        status = _until(local_cluster, namespace,
+                        lambda s: (s.get("suspension") or {}).get("suspended") is False)
+        suspension = status.get("suspension") or {}
+        assert suspension.get("suspended") is False, status
+        who = json.loads(local_cluster.kubectl("auth", "whoami", "-o", "json").stdout)
+        assert suspension["history"][0]["resumedBy"] == who["status"]["userInfo"]["username"]
+        config_map = json.loads(local_cluster.kubectl("-n", namespace, "get", "configmap",
+                                                      "hegui-sidecar-chat", "-o", "json").stdout)
+        notice.write_text(config_map["data"]["suspension.yaml"])
+        deadline = time.monotonic() + 10
+        while rig.chat() != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rig.chat() == 200
+    finally:
+        stop.set()
+        prometheus.stop()
+        rig.stop()
+        local_cluster.kubectl("delete", "compliancepolicy", namespace, "--ignore-not-found")

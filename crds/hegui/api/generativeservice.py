@@ -479,6 +479,9 @@ class Suspension(ApiModel):
                                   "resumes it.")
     no_data: NoDataPolicy = Field(default=NoDataPolicy.KEEP,
                                   description="What missing metrics mean: Keep or Suspend.")
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=100, description="Requests the long window must hold for a verdict; fewer: "
+                                 "too little traffic to judge, reported, never suspended.")
 
 
 # --- Art.9, 10, 11, 15 ----------------------------------------------------------------------------

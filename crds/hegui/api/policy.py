@@ -114,6 +114,10 @@ class PrometheusSource(ApiModel):
     url: Annotated[str, Field(min_length=8, max_length=512, pattern=r"^https?://[^\s]+$")] = Field(
         description="The Prometheus base URL, e.g. http://prometheus.monitoring.svc:9090.")
     timeout: Duration = Field(default="5s", description="How long one query may take.")
+    min_window: Duration = Field(
+        default="1m", description="The shortest window a burn rate is measured over, at least "
+                                  "four scrape intervals of this Prometheus; scaled alert "
+                                  "windows shorter than this are raised to it.")
 
 
 class WorkloadDetection(ApiModel):

@@ -21,11 +21,13 @@ import yaml
 
 from hegui.admission.injection import sidecar_config_map
 from hegui.api.generativeservice import GenerativeService
+from hegui.operator import stability, suspension
 from hegui.operator.audit import audit_namespace, same_report
 from hegui.operator.metrics import METRICS, ServiceState
 from hegui.operator.status import compute
 from hegui.operator.workloads import Observation, network_policy, observe
 from hegui.rules.index import ComplianceIndex, ObjectKey
+from hegui.sidecar.suspension import FILE_NAME as SUSPENSION_FILE
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +112,10 @@ def _owner(body: kopf.Body) -> dict[str, Any]:
             "uid": body.meta["uid"], "controller": True, "blockOwnerDeletion": False}
 
 
-def sidecar_config(body: kopf.Body) -> dict[str, Any]:
+def sidecar_config(body: kopf.Body, notice: str) -> dict[str, Any]:
     """The ConfigMap the injected sidecars mount (`--service /etc/hegui/service.yaml`): the
-    service's posture, so sidecars need no API access and follow posture changes."""
+    service's posture, so sidecars need no API access and follow posture changes, and the
+    suspension notice (`suspension.yaml`, Art.21) they poll."""
     name, namespace = body.meta["name"], body.meta["namespace"]
     posture = {"apiVersion": body["apiVersion"], "kind": body["kind"],
                "metadata": {"name": name, "namespace": namespace},
@@ -124,7 +127,8 @@ def sidecar_config(body: kopf.Body) -> dict[str, Any]:
             "labels": {"app.kubernetes.io/managed-by": "hegui",
                        "hegui.io/generative-service": name},
             "ownerReferences": [_owner(body)]},
-        "data": {"service.yaml": yaml.safe_dump(posture, allow_unicode=True, sort_keys=False)},
+        "data": {"service.yaml": yaml.safe_dump(posture, allow_unicode=True, sort_keys=False),
+                 SUSPENSION_FILE: notice},
     }
 
 
@@ -140,7 +144,13 @@ def _ensure(api: Any, kind: str, wanted: dict[str, Any], field: str) -> None:
     except ApiException as error:
         if error.status != 404:
             raise
-        getattr(api, f"create_namespaced_{kind}")(meta["namespace"], wanted)
+        try:
+            getattr(api, f"create_namespaced_{kind}")(meta["namespace"], wanted)
+        except ApiException as racing:
+            # The timer and a change handler of one service may run at once: whoever
+            # created it first wins, and the next reconcile compares.
+            if racing.status != 409:
+                raise
         return
     if json.loads(current.data).get(field) != wanted[field]:
         getattr(api, f"replace_namespaced_{kind}")(meta["name"], meta["namespace"], wanted)
@@ -239,39 +249,66 @@ def _judge(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None)
         return
     now = dt.datetime.now(dt.UTC)
     observed = _observe(service, now)
+    effective = INDEX.policy_for(key.namespace)
+    prometheus = next((p.spec.prometheus for p in effective.policies if p.spec.prometheus),
+                      None) if effective else None
+    stable = stability.judge(service, prometheus, now)
     previous = list((body.get("status") or {}).get("conditions") or [])
     status = compute(key, INDEX, generation=body.meta.get("generation"), previous=previous,
-                     now=now, observed=observed)
+                     now=now, observed=observed, stability=stable)
     current = dict(body.get("status") or {})
     if any(current.get(k) != v for k, v in status.items()):
         for field, value in status.items():
             patch.status[field] = value
-    _ensure(_api("CoreV1Api"), "config_map", sidecar_config(body), "data")
+    # The notice first: a suspension must reach the sidecars whatever fails after it.
+    _ensure(_api("CoreV1Api"), "config_map", sidecar_config(body, stable.notice()), "data")
+    for transition in stable.step.transitions:
+        _announce(body, key, transition)
     networking = _api("NetworkingV1Api")
-    if observed.sidecar is not None and observed.sidecar.network_policy:
+    if observed.sidecar is not None and (observed.sidecar.network_policy
+                                         or stability.isolates_network(service, stable)):
         _ensure(networking, "network_policy",
-                network_policy(service, observed.sidecar, owner=_owner(body)), "spec")
+                network_policy(service, observed.sidecar, owner=_owner(body),
+                               isolate=stability.isolates_network(service, stable)), "spec")
     else:
         _delete(networking, "network_policy", f"hegui-{name}", key.namespace)
     if observed.evict and observed.uninjected:
         _evict_one(body, service, observed.uninjected)
     compliant = next(c for c in status["conditions"] if c["type"] == "Compliant")
+    state = (ServiceState.SUSPENDED if stable.suspended else ServiceState.COMPLIANT
+             if compliant["status"] == "True" else ServiceState.NON_COMPLIANT)
     METRICS.observe(key.namespace, name, findings=status["findings"],
-                    uninjected=len(observed.uninjected),
-                    state=ServiceState.COMPLIANT if compliant["status"] == "True"
-                    else ServiceState.NON_COMPLIANT)
+                    uninjected=len(observed.uninjected), state=state)
 
 
-@kopf.on.resume(GROUP, VERSION, "generativeservices")
-@kopf.on.create(GROUP, VERSION, "generativeservices")
-@kopf.on.update(GROUP, VERSION, "generativeservices", field="spec")
+def _announce(body: kopf.Body, key: ObjectKey, transition: suspension.Transition) -> None:
+    """An Event and a metric for each suspension or resume (Art.21); the record is the
+    status' suspension history, which keeps who, when, why and the figures."""
+    figures = ", ".join(f"{k}={v}" for k, v in sorted(transition.figures.items()))
+    if transition.kind is suspension.TransitionKind.SUSPEND:
+        METRICS.suspensions.labels(key.namespace, key.name, transition.trigger.value).inc()
+        kopf.event(body, type="Warning", reason="Suspended",
+                   message=f"[suspension, Art.21] {transition.reason}"[:900]
+                   + (f" ({figures})"[:100] if figures else ""))
+    else:
+        kopf.event(body, type="Normal", reason="Resumed",
+                   message=f"[suspension, Art.21] {transition.reason}"[:1000])
+    log.warning("%s %s/%s by %s: %s (%s)", transition.kind.value, key.namespace, key.name,
+                transition.by, transition.reason, figures)
+
+
+# A failed reconcile is retried at the next interval, not after kopf's default minute: a
+# suspension (Art.21) must not wait on a transient API error.
+@kopf.on.resume(GROUP, VERSION, "generativeservices", backoff=RECONCILE_SECONDS)
+@kopf.on.create(GROUP, VERSION, "generativeservices", backoff=RECONCILE_SECONDS)
+@kopf.on.update(GROUP, VERSION, "generativeservices", field="spec", backoff=RECONCILE_SECONDS)
 def service_changed(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
                     **_: Any) -> None:
     _reconcile(body, patch, name, namespace)
 
 
 @kopf.timer(GROUP, VERSION, "generativeservices", interval=RECONCILE_SECONDS,
-            initial_delay=RECONCILE_SECONDS)
+            initial_delay=RECONCILE_SECONDS, backoff=RECONCILE_SECONDS)
 def service_timer(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
                   **_: Any) -> None:
     _reconcile(body, patch, name, namespace)
@@ -331,7 +368,7 @@ def _write_report(report: dict[str, Any]) -> None:
 
 
 @kopf.timer(GROUP, VERSION, "compliancepolicies", interval=AUDIT_SECONDS,
-            initial_delay=min(AUDIT_SECONDS, 5.0))
+            initial_delay=min(AUDIT_SECONDS, 5.0), backoff=AUDIT_SECONDS)
 def policy_audit(body: kopf.Body, patch: kopf.Patch, name: str, **_: Any) -> None:
     """Audit the workloads in the namespaces the policy enforces (Art.17 and the rest, as at
     admission) and report what the policy reaches in its status."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType
+from hegui.operator.stability import Stability
 from hegui.operator.workloads import Observation
 from hegui.rules.engine import evaluate_service
 from hegui.rules.index import ComplianceIndex, ObjectKey
@@ -33,7 +34,8 @@ def _timestamp(moment: dt.datetime) -> str:
 
 def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
             previous: list[Mapping[str, Any]], now: dt.datetime,
-            observed: Observation | None = None) -> dict[str, Any]:
+            observed: Observation | None = None,
+            stability: Stability | None = None) -> dict[str, Any]:
     """The `status` fields the operator owns: observedGeneration, conditions, findings, and
     what it observed of the running workloads (matched workloads, pods without the sidecar)."""
     found = evaluate_service(key, index, now=now)
@@ -42,9 +44,9 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         by_rule.setdefault(rule, []).append(violation)
     before = {str(c.get("type")): c for c in previous if isinstance(c, Mapping)}
 
-    def condition(kind: ServiceConditionType, holds: bool, reason: str,
+    def condition(kind: ServiceConditionType, holds: bool | str, reason: str,
                   message: str) -> dict[str, Any]:
-        status = "True" if holds else "False"
+        status = holds if isinstance(holds, str) else "True" if holds else "False"
         old = before.get(kind.value)
         kept = old.get("lastTransitionTime") if old and old.get("status") == status else None
         return {"type": kind.value, "status": status, "observedGeneration": generation,
@@ -70,7 +72,12 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
             "every pod of the service carries hegui's sidecar (rule injection, Art.14)"
             if not gaps else f"[injection, Art.14] {gaps[0]['message']}"
             + (f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else "")))
-    unmet = [c for c in conditions if c["status"] == "False"]
+    if stability is not None:
+        conditions += [condition(kind, state, reason, message)
+                       for kind, state, reason, message in stability.conditions]
+    # Unmet: a rule that does not hold, or a suspension in force (Art.21).
+    unmet = [c for c in conditions if (c["status"] == "False") != (c["type"] == "Suspended")
+             and c["status"] != "Unknown"]
     conditions.append(condition(
         ServiceConditionType.COMPLIANT, not unmet,
         "AllRulesHold" if not unmet else "RulesUnmet",
@@ -89,6 +96,8 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         status["matchedWorkloads"] = observed.matched
         status["matchedWorkloadCount"] = observed.matched_count
         status["uninjectedPods"] = len(observed.uninjected)
+    if stability is not None:
+        status["suspension"] = stability.step.state.to_dict()
     service = index.services.get(key)
     if service is not None and service.spec.assessment is not None:
         external = service.spec.assessment.external

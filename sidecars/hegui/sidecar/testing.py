@@ -136,3 +136,86 @@ async def sidecar_client(config: SidecarConfig, moderator: Any) -> TestClient[An
         TestServer(make_app(Sidecar(config, moderator)), host="127.0.0.1"))
     await client.start_server()
     return client
+
+
+class ServingRig:
+    """A model server (FakeModel) and the real sidecar app in front of it, served from a
+    background thread's event loop on free loopback ports: for synchronous tests (the operator's,
+    against the local cluster) that need live traffic for a real Prometheus to scrape.
+
+    The sidecar moderates in-process (LocalModerator): what is under test there is stability and
+    suspension, not Triton. `suspension_file` is where the sidecar reads the operator's notice,
+    as the kubelet projects it from the ConfigMap.
+    """
+
+    def __init__(self, service: str, suspension_file: Any, latency_threshold: float = 1.0,
+                 poll_seconds: float = 0.2) -> None:
+        import threading
+
+        self.model = FakeModel()
+        self._config = dict(service=service, suspension_file=suspension_file,
+                            latency_threshold=latency_threshold,
+                            suspension_poll_seconds=poll_seconds)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="serving-rig",
+                                        daemon=True)
+        self._servers: list[TestServer] = []
+        self.sidecar_url = ""
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.model.handle)
+        model_server = TestServer(app, host="127.0.0.1")
+        await model_server.start_server()
+        self.model.url = str(model_server.make_url("")).rstrip("/")
+        config = SidecarConfig(posture(), upstream=self.model.url, **self._config)
+        sidecar_server = TestServer(make_app(Sidecar(config, LocalModerator())),
+                                    host="127.0.0.1")
+        await sidecar_server.start_server()
+        self._servers = [sidecar_server, model_server]
+        self.sidecar_url = str(sidecar_server.make_url("")).rstrip("/")
+
+    def start(self) -> ServingRig:
+        self._thread.start()
+        self._run(self._start())
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            self._run(server.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def metrics_target(self) -> str:
+        return self.sidecar_url.removeprefix("http://")
+
+    def chat(self, text: str = "say:你好") -> int:
+        """One chat request through the sidecar; its HTTP status."""
+        import urllib.error
+        import urllib.request
+
+        body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": text}]})
+        request = urllib.request.Request(  # noqa: S310 - http on loopback, made here
+            f"{self.sidecar_url}/v1/chat/completions", data=body.encode(), method="POST",
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                response.read()
+                return int(response.status)
+        except urllib.error.HTTPError as refused:
+            refused.read()
+            return int(refused.code)
+
+    def drive(self, seconds: float, pause: float = 0.02) -> list[int]:
+        """Requests one after another for `seconds`; their statuses."""
+        import time
+
+        deadline, statuses = time.monotonic() + seconds, []
+        while time.monotonic() < deadline:
+            statuses.append(self.chat())
+            time.sleep(pause)
+        return statuses
