@@ -1,9 +1,11 @@
 """`hegui demo`: hegui's main job, end to end, on the local control plane.
 
-It grows with the product. Today: start the control plane, install hegui's CRDs and a
-CompliancePolicy, run the admission webhooks beside the cluster, and show a GPU model Deployment
-refused until its GenerativeService declares a filing, a passing assessment and labeling, then
-admitted, its pods injected with the moderation sidecar and Running on GPU nodes.
+Start the control plane, install hegui's CRDs and a CompliancePolicy, run the admission webhooks
+and the operator beside the cluster, and show a GPU model Deployment refused until its
+GenerativeService declares a filing, a passing assessment and labeling, then admitted, its pods
+injected with the moderation sidecar and Running on GPU nodes. Then (hegui.demo_serving) send
+requests through a real sidecar and a real Triton, make the model fail until the operator
+suspends the service, and resume it as a person would.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hegui import demo_serving
 from hegui.admission.local import LocalWebhook, free_port
 from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
 
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             webhook.register()
             _story(cluster)
+            demo_serving.story(cluster, Path(tmp))
         finally:
             _step("removing the webhook configuration; stopping the webhook and the operator")
             webhook.unregister()
@@ -138,7 +142,8 @@ def _start_operator(cluster: LocalCluster, directory: Path) -> subprocess.Popen[
     with (directory / "operator.log").open("wb") as log:
         return subprocess.Popen(
             [str(Path(sys.executable).parent / "hegui"), "operator", "run", "--kubeconfig",
-             str(cluster.kubeconfig), "--metrics-address", f"127.0.0.1:{free_port()}",
+             str(cluster.kubeconfig), "--metrics-address",
+             f"127.0.0.1:{demo_serving.OPERATOR_METRICS_PORT}",
              "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "HEGUI_RECONCILE_SECONDS": "2"})

@@ -80,8 +80,10 @@ def status_rows(services: Sequence[dict[str, Any]]) -> list[list[str]]:
         conditions = {c.get("type"): c for c in status.get("conditions") or []}
         compliant = conditions.get("Compliant", {}).get("status", "Unknown")
         suspension = status.get("suspension") or {}
+        # Suspended is the one condition that is bad when True (Art.21).
         unmet = [f"{kind} ({c.get('article')})" for kind, c in conditions.items()
-                 if kind != "Compliant" and c.get("status") == "False"]
+                 if kind != "Compliant"
+                 and c.get("status") == ("True" if kind == "Suspended" else "False")]
         rows.append([service["metadata"].get("namespace", ""), service["metadata"]["name"],
                      compliant, "yes" if suspension.get("suspended") else "no",
                      str(status.get("uninjectedPods", "-")),

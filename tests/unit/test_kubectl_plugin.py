@@ -23,14 +23,16 @@ def _service(name: str, conditions: dict[str, tuple[str, str]], **status: Any) -
 def test_status_names_every_condition_that_does_not_hold_with_its_article() -> None:
     rows = status_rows([
         _service("chat", {"Filed": ("True", "Art.17"), "Labeled": ("False", "Art.12"),
+                          "Suspended": ("False", "Art.21"),
                           "Compliant": ("False", "Art.7")}, uninjectedPods=2,
                  findings=[{"rule": "labeling"}]),
-        _service("draw", {"Compliant": ("True", "Art.7")},
+        _service("draw", {"Suspended": ("True", "Art.21"), "Compliant": ("True", "Art.7")},
                  suspension={"suspended": True, "reason": "availability burn 20x"}),
     ])
     assert rows[0][:4] == ["NAMESPACE", "NAME", "COMPLIANT", "SUSPENDED"]
     assert rows[1] == ["ai", "chat", "False", "no", "2", "1", "Labeled (Art.12)"]
     assert rows[2][:4] == ["ai", "draw", "True", "yes"]
+    assert rows[2][-1] == "Suspended (Art.21)"
 
 
 def test_explain_gives_article_check_fix_and_how_to_waive() -> None:

@@ -271,7 +271,8 @@ def _figures(evaluation: SloEvaluation | None,
 def _suspend(state: SuspensionState, now: datetime, by: str, trigger: SuspensionTrigger,
              reason: str, evaluation: SloEvaluation | None, incidents: IncidentRate | None,
              violating: bool, *, sustained: bool, notes: list[str]) -> Step:
-    reason = reason + " (Art.21)"
+    if not reason.endswith("(Art.21)"):
+        reason += " (Art.21)"
     record = SuspensionRecord(suspended_at=now, trigger=trigger,
                               reason=_cut(reason, _RECORD_REASON_CHARS))
     new = SuspensionState(suspended=True, since=now, reason=_cut(reason, _STATUS_REASON_CHARS),

@@ -64,6 +64,7 @@ class FakeModel:
     seen: list[dict[str, Any]] = field(default_factory=list)
     mode: str = "normal"  # normal | hang | malformed | hang-midstream | error | slow
     url: str = ""
+    delay: float = 0.0  # seconds before every answer (a slow model: runs long enough to interrupt)
 
     def answer_for(self, body: dict[str, Any]) -> str:
         if "messages" in body:
@@ -77,6 +78,8 @@ class FakeModel:
         body = await request.json()
         self.seen.append(body)
         chat = request.path.endswith("chat/completions")
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.mode == "hang":
             await asyncio.sleep(3600)
         if self.mode == "error":
@@ -219,3 +222,37 @@ class ServingRig:
             statuses.append(self.chat())
             time.sleep(pause)
         return statuses
+
+
+class BackgroundModel:
+    """FakeModel served from a background thread on a free loopback port: the stand-in model
+    server of the demo (no GPU and no weights here). `model.mode = "error"` makes it fail."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.model = FakeModel()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="model",
+                                        daemon=True)
+        self._server: TestServer | None = None
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.model.handle)
+        app.router.add_post("/v1/completions", self.model.handle)
+        app.router.add_get("/v1/models", self.model.models)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        self.model.url = str(self._server.make_url("")).rstrip("/")
+
+    def start(self) -> BackgroundModel:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
