@@ -96,3 +96,125 @@ async def test_generated_images_carry_metadata_and_a_visible_label(
     assert report.implicit.status is Status.PRESENT
     assert report.implicit.payload is not None
     assert report.implicit.payload["ContentProducer"] == "Example AI Co."
+
+
+# --- bad images from the model (issue 7 "Bad input") ------------------------------------------
+
+def _png(size: tuple[int, int] = (96, 64)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.effect_noise(size, 30).convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+def _bomb_header() -> bytes:
+    """A PNG whose header claims 20000x20000 pixels (nothing behind it is ever decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2,
+                                                                0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _animated_webp() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    frames = [Image.new("RGB", (64, 64), c) for c in ((200, 0, 0), (0, 200, 0))]
+    frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], duration=100)
+    return out.getvalue()
+
+
+BAD_ITEMS: list[Any] = [
+    {"b64_json": base64.b64encode(_png()).decode()},                 # the one good image
+    {"b64_json": base64.b64encode(_png()[:-100]).decode()},          # truncated
+    {"b64_json": base64.b64encode(_bomb_header()).decode()},         # decompression bomb
+    {"b64_json": base64.b64encode(_animated_webp()).decode()},       # animated
+    {"b64_json": base64.b64encode(b"GIF89a\x01\x00\x01\x00").decode()},  # a format not labeled
+    {"b64_json": base64.b64encode(b"<html>upstream error</html>").decode()},  # not an image
+    {"b64_json": "%%% not base64 %%%"},
+    "not an object",
+]
+
+
+@pytest.fixture
+async def odd_model() -> AsyncIterator[dict[str, Any]]:
+    """A model server made here whose images/generations answer is set by each test: a JSON
+    body (`reply["json"]`) or raw bytes with a content type (`reply["raw"]`)."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    reply: dict[str, Any] = {"json": {"created": 1, "data": BAD_ITEMS}}
+
+    async def images(request: web.Request) -> web.Response:
+        await request.read()
+        if "raw" in reply:
+            body, content_type = reply["raw"]
+            return web.Response(body=body, content_type=content_type)
+        return web.json_response(reply["json"])
+
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", images)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    reply["url"] = str(server.make_url("")).rstrip("/")
+    yield reply
+    await server.close()
+
+
+@pytest.fixture
+async def odd_client(odd_model: dict[str, Any], tmp_path: Path
+                     ) -> AsyncIterator[TestClient[Any, Any]]:
+    from aiohttp.test_utils import TestServer
+
+    config = SidecarConfig(posture(), labeling=LABELING, upstream=odd_model["url"])
+    records = RecordLog(tmp_path / "records.jsonl", key=b"k" * 32)
+    test_client: TestClient[Any, Any] = TestClient(TestServer(
+        make_app(Sidecar(config, LocalModerator(), records=records)), host="127.0.0.1"))
+    await test_client.start_server()
+    yield test_client
+    await test_client.close()
+
+
+async def test_bad_images_pass_through_unchanged_and_flagged_the_good_one_labeled(
+        odd_client: TestClient[Any, Any], tmp_path: Path) -> None:
+    response = await odd_client.post("/v1/images/generations", json={
+        "model": "fake", "prompt": "a lake", "response_format": "b64_json"})
+    assert response.status == 200
+    items = (await response.json())["data"]
+    good = verify_bytes(base64.b64decode(items[0]["b64_json"]))
+    assert good.implicit.status is Status.PRESENT and good.explicit.status is Status.PRESENT
+    assert items[0]["AIGC"]["ProduceID"].startswith("chat-")
+    assert items[1:] == BAD_ITEMS[1:]                       # byte for byte, no AIGC field
+    assert response.headers["x-hegui-label-flags"] == ",".join([
+        "data[1]:unreadable", "data[2]:too-large", "data[3]:animated",
+        "data[4]:unsupported-format", "data[5]:unknown-format", "data[6]:invalid base64",
+        "data[7]:not-an-object"])
+    [record] = [r for r in _records(tmp_path) if r.get("route") == "images"]
+    assert any(flag.startswith("data[2]: too-large: Image size (400000000 pixels)")
+               for flag in record["flags"])
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (b"<html><body>502 Bad Gateway</body></html>", "text/html"),
+    (b"\x89PNG\r\n\x1a\n raw bytes, not the API's JSON", "image/png"),
+    (b"[1, 2, 3]", "application/json"),
+])
+async def test_an_images_answer_that_is_not_the_api_object_is_refused(
+        odd_client: TestClient[Any, Any], odd_model: dict[str, Any], body: bytes,
+        content_type: str) -> None:
+    odd_model["raw"] = (body, content_type)
+    response = await odd_client.post("/v1/images/generations", json={
+        "model": "fake", "prompt": "a lake", "response_format": "b64_json"})
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "hegui.upstream_malformed"

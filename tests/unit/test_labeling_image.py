@@ -135,7 +135,7 @@ def _animated_png() -> bytes:
     (_png_claiming(20_000, 20_000), "too-large"),      # Pillow's bomb guard, before decoding
     (_png_claiming(8_000, 8_000), "too-large"),
     (_animated_png(), "animated"),
-    (b"GIF89a....", "unknown-format"),
+    (b"GIF89a....", "unsupported-format: GIF"),
     (b"", "unknown-format"),
 ])
 def test_bad_input_passes_through_unchanged_with_a_flag(data: bytes, flag: str) -> None:
@@ -154,7 +154,9 @@ def test_one_pixel_image_gets_metadata_but_no_visible_label() -> None:
 
 def test_wording_without_a_font_for_its_glyphs_is_substituted_and_flagged(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    # A machine without any CJK font (simulated: the lookup's CJK sources report none).
     monkeypatch.setattr("hegui.labeling.image._FONT_CANDIDATES", ())
+    monkeypatch.setattr("hegui.labeling.image._fontconfig_cjk", lambda: ())
     monkeypatch.delenv("HEGUI_LABEL_FONT", raising=False)
     substituted = label_image(_image("PNG"), None, ExplicitLabel(text="人工智能生成"))
     assert substituted.explicit

@@ -108,6 +108,20 @@ def test_image_mark_batch_of_sizes_each_with_its_payload() -> None:
     assert [detect(m, KEY, search_crops=False).payload for m in marked_images] == payloads
 
 
+def test_uint8_images_are_marked_without_a_float_copy_and_decode_alike() -> None:
+    """The sidecar's path: uint8 in, uint8 out, the same mark as the float path (rounded)."""
+    images = [torch.from_numpy(np.array(_photo(256, s))).permute(2, 0, 1) for s in (5, 6)]
+    payloads = [produce_id_digest("c"), produce_id_digest("d")]
+    as_uint8 = embed(images, KEY, payloads)
+    as_float = embed([i.float() for i in images], KEY, payloads)
+    assert all(m.dtype == torch.uint8 for m in as_uint8)
+    for small, wide in zip(as_uint8, as_float, strict=True):
+        assert int((small.int() - wide.round().int()).abs().max()) <= 1
+    assert [detect(m, KEY, search_crops=False).payload for m in as_uint8] == payloads
+    with pytest.raises(ValueError, match="2 images but 1 payloads"):
+        embed(images, KEY, payloads[:1])
+
+
 # --- text ---------------------------------------------------------------------------------
 
 VOCAB = 500

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import html
 import io
 import json
 import os
 import re
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,12 @@ XMP_PNG_KEY = "XML:com.adobe.xmp"
 EXIF_USER_COMMENT = 0x9286
 EXIF_IFD = 0x8769
 FONT_ENV = "HEGUI_LABEL_FONT"
+#: Where the label's font is looked for, in this order (the first that has every glyph of the
+#: wording wins): $HEGUI_LABEL_FONT; these Debian paths of CJK fonts (fonts-noto-cjk,
+#: fonts-wqy-microhei, the one dev/apt-packages.txt installs, fonts-wqy-zenhei,
+#: fonts-arphic-uming, fonts-droid-fallback); any font fontconfig knows for Chinese
+#: (`fc-list :lang=zh`, fonts installed elsewhere); DejaVu Sans Bold, then Pillow's built-in
+#: font, both Latin only: a Chinese wording then falls back to FALLBACK_TEXT, flagged.
 _FONT_CANDIDATES = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
@@ -50,8 +59,8 @@ _FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
     "/usr/share/fonts/truetype/arphic/uming.ttc",
     "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
 )
+_LATIN_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",)
 #: Written when no available font has the configured wording's glyphs (flagged).
 FALLBACK_TEXT = "AI-generated"
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -65,6 +74,21 @@ def sniff(data: bytes) -> str | None:
         return "JPEG"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    return None
+
+
+def _other_format(data: bytes) -> str | None:
+    """Image formats hegui does not label, named in the flag so an operator knows why."""
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+        return "AVIF"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1"):
+        return "HEIF"
     return None
 
 
@@ -149,14 +173,33 @@ def read_xmp(xmp: str | bytes) -> XmpLabels:
 
 # --- explicit label -------------------------------------------------------------------------
 
-def _font_paths() -> list[str]:
+@functools.cache
+def _fontconfig_cjk() -> tuple[str, ...]:
+    """The font files fontconfig lists for Chinese; none when fc-list is absent or fails."""
+    try:
+        listed = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True,
+                                text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    files = (line.strip().rstrip(":") for line in listed.splitlines())
+    return tuple(sorted(f for f in files if f.lower().endswith((".ttf", ".ttc", ".otf"))))
+
+
+def _font_paths() -> Iterator[str]:
+    """Candidate font files in lookup order (see _FONT_CANDIDATES), existing ones only;
+    fontconfig is asked only when no earlier candidate was taken."""
     configured = os.environ.get(FONT_ENV)
-    return [p for p in ([configured] if configured else []) + list(_FONT_CANDIDATES)
-            if Path(p).is_file()]
+    seen: set[str] = set()
+    for group in (lambda: [configured] if configured else [], lambda: _FONT_CANDIDATES,
+                  _fontconfig_cjk, lambda: _LATIN_FONTS):
+        for path in group():
+            if path not in seen and Path(path).is_file():
+                seen.add(path)
+                yield path
 
 
 def _has_glyphs(font: ImageFont.FreeTypeFont, text: str) -> bool:
-    """False when any character would be drawn as the font's missing-glyph box."""
+    """False when any character would be drawn as the font's missing-glyph box (tofu)."""
     def bitmap(ch: str) -> bytes:
         mask = font.getmask(ch)
         return bytes(mask.size) + bytes(mask[i] for i in range(mask.size[0] * mask.size[1]))
@@ -165,20 +208,27 @@ def _has_glyphs(font: ImageFont.FreeTypeFont, text: str) -> bool:
     return all(ch.isspace() or bitmap(ch) != missing for ch in text)
 
 
+@functools.lru_cache(maxsize=256)
+def _covers(path: str, text: str) -> bool:
+    """Whether the font file draws every character of `text` (cached: a .ttc takes
+    milliseconds to load and the wording rarely changes)."""
+    try:
+        return _has_glyphs(ImageFont.truetype(path, 24), text)
+    except OSError:
+        return False
+
+
+def find_label_font(text: str) -> str | None:
+    """The first font file in lookup order that can draw `text`, or None."""
+    return next((path for path in _font_paths() if _covers(path, text)), None)
+
+
 def _font(text: str, size: int) -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, str]:
     """A font that can draw `text`, or the fallback wording with any font."""
-    for path in _font_paths():
-        try:
-            font = ImageFont.truetype(path, size)
-        except OSError:
-            continue
-        if _has_glyphs(font, text):
-            return font, text
-    for path in _font_paths():
-        try:
-            return ImageFont.truetype(path, size), FALLBACK_TEXT
-        except OSError:
-            continue
+    for wording in (text, FALLBACK_TEXT):
+        path = find_label_font(wording)
+        if path is not None:
+            return ImageFont.truetype(path, size), wording
     # Pillow's built-in font covers Latin only.
     return ImageFont.load_default(size), text if text.isascii() else FALLBACK_TEXT
 
@@ -268,11 +318,11 @@ def watermark(image: Image.Image, key: bytes, produce_id: str) -> Image.Image:
     from hegui.labeling import watermark_image
 
     rgb = image.convert("RGB")
-    tensor = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float()
+    # uint8 in, uint8 out: embed's fast path, no float copy of the pixels.
+    tensor = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
     marked, = watermark_image.embed([tensor], key,
                                     [watermark_image.produce_id_digest(produce_id)])
-    array = marked.round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    result = Image.fromarray(array, "RGB")
+    result = Image.fromarray(marked.permute(1, 2, 0).contiguous().numpy(), "RGB")
     if image.mode in ("RGBA", "LA", "PA"):
         result.putalpha(image.convert("RGBA").getchannel("A"))
     return result
@@ -287,14 +337,21 @@ def label_image(data: bytes, aigc: AigcLabel | None, explicit: ExplicitLabel | N
     flagged. `explicit=None` means the policy's default wording at the end, as in the API."""
     fmt = sniff(data)
     if fmt is None:
-        return ImageResult(data, None, False, flags=["unknown-format"])
+        other = _other_format(data)
+        return ImageResult(data, None, False, flags=[
+            f"unsupported-format: {other} (only PNG, JPEG and WebP are labeled)" if other
+            else "unknown-format"])
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        # Only the sniffed format's parser sees the bytes; the size comes from the header, so a
+        # decompression bomb is refused before any pixel is decoded.
+        with Image.open(io.BytesIO(data), formats=[fmt]) as opened:
             if opened.width * opened.height > max_pixels:
                 return ImageResult(data, fmt, False, flags=[
                     f"too-large: {opened.width}x{opened.height} exceeds {max_pixels} pixels"])
             if getattr(opened, "is_animated", False):
-                return ImageResult(data, fmt, False, flags=["animated"])
+                # A label on the first frame only would mislabel the rest (GB 45438-2025).
+                return ImageResult(data, fmt, False, flags=[
+                    f"animated: {getattr(opened, 'n_frames', 0)} frames"])
             opened.load()
             # Draw on the image as it is displayed: apply, then drop, any EXIF rotation.
             image = ImageOps.exif_transpose(opened)
@@ -302,8 +359,11 @@ def label_image(data: bytes, aigc: AigcLabel | None, explicit: ExplicitLabel | N
             source_exif.pop(0x0112, None)
     except Image.DecompressionBombError as error:
         return ImageResult(data, fmt, False, flags=[f"too-large: {error}"])
-    except (OSError, SyntaxError, ValueError) as error:
-        return ImageResult(data, fmt, False, flags=[f"unreadable: {error}"])
+    except Exception as error:
+        # Pillow's parsers raise many kinds on hostile input (struct.error, EOFError, ...):
+        # the image is passed on flagged, the sidecar never fails on it.
+        return ImageResult(data, fmt, False,
+                           flags=[f"unreadable: {type(error).__name__}: {error}"])
 
     flags: list[str] = []
     wants_explicit = explicit is None or explicit.enabled
@@ -332,7 +392,12 @@ def label_image(data: bytes, aigc: AigcLabel | None, explicit: ExplicitLabel | N
         out = io.BytesIO()
         image.save(out, fmt, **({"quality": 95} if fmt != "PNG" else {}))
         return ImageResult(out.getvalue(), fmt, True, explicit=True, flags=flags)
-    return ImageResult(encode(image, fmt, aigc, xmp, exif=source_exif), fmt, True,
+    try:
+        encoded = encode(image, fmt, aigc, xmp, exif=source_exif)
+    except Exception as error:      # a source EXIF that Pillow read but cannot write back
+        flags.append(f"source-exif-dropped: {type(error).__name__}: {error}")
+        encoded = encode(image, fmt, aigc, xmp)
+    return ImageResult(encoded, fmt, True,
                        explicit=drawn is not None,
                        implicit=True, watermarked=watermarked, flags=flags)
 
@@ -375,10 +440,16 @@ def read_image_labels(data: bytes) -> ImageLabels:
         labels.errors.append("not a PNG, JPEG or WebP image")
         return labels
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=[labels.format]) as image:
             labels.size = image.size
             info = dict(image.info)
-            if labels.format == "PNG":
+            # Pillow decodes a PNG to reach chunks after its pixels (text, and EXIF in
+            # getexif()): not for one whose decoding could exhaust memory.
+            too_large_png = labels.format == "PNG" and image.width * image.height > MAX_PIXELS
+            if too_large_png:
+                labels.errors.append(f"{image.width}x{image.height} exceeds {MAX_PIXELS} "
+                                     "pixels: chunks after the image data not read")
+            elif labels.format == "PNG":
                 image.load()    # text chunks after the image data are read on load
                 info.update(image.info)
             xmp = info.get("xmp") or info.get(XMP_PNG_KEY)
@@ -392,15 +463,29 @@ def read_image_labels(data: bytes) -> ImageLabels:
                 except MetadataError as error:
                     labels.errors.append(f"PNG text chunk AIGC: {error}")
             try:
-                labels.exif = _exif_label(image.getexif())
+                if not too_large_png:
+                    labels.exif = _exif_label(image.getexif())
             except MetadataError as error:
                 labels.errors.append(f"EXIF UserComment: {error}")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        labels.errors.append(f"unreadable image: {error}")
+    except Exception as error:      # Pillow's parsers raise many kinds on hostile input
+        labels.errors.append(f"unreadable image: {type(error).__name__}: {error}")
     return labels
 
 
 # --- images/generations ---------------------------------------------------------------------
+
+def header_flags(flags: list[str], limit: int = 1024) -> str:
+    """Flags for an HTTP header: each flag's kind only ("data[1]:unreadable"), deduplicated in
+    order, ASCII, at most `limit` characters; the full text (Pillow's messages, wording in
+    Chinese) belongs in the records, not in a header."""
+    kinds = []
+    for flag in flags:
+        where, _, rest = flag.partition(": ") if flag.startswith("data[") else ("", "", flag)
+        kind = rest.split(":", 1)[0].strip().replace(",", ";")
+        kinds.append(f"{where}:{kind}" if where else kind)
+    text = ",".join(dict.fromkeys(kinds)).encode("ascii", "replace").decode()
+    return text if len(text) <= limit else text[:limit].rsplit(",", 1)[0] + ",..."
+
 
 def label_images_response(body: dict[str, Any], new_aigc: Any, explicit: ExplicitLabel | None,
                           **options: Any) -> tuple[dict[str, Any], list[str]]:
@@ -415,6 +500,7 @@ def label_images_response(body: dict[str, Any], new_aigc: Any, explicit: Explici
     out_items = []
     for number, item in enumerate(items):
         if not isinstance(item, dict):
+            flags.append(f"data[{number}]: not-an-object")
             out_items.append(item)
             continue
         item = dict(item)
@@ -434,6 +520,8 @@ def label_images_response(body: dict[str, Any], new_aigc: Any, explicit: Explici
                 item[AIGC_KEY] = aigc.to_dict()
         elif "url" in item:
             flags.append(f"data[{number}]: url-not-labeled")
+        else:
+            flags.append(f"data[{number}]: no-image: neither b64_json text nor url")
         out_items.append(item)
     labeled["data"] = out_items
     return labeled, flags

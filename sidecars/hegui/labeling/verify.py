@@ -109,8 +109,18 @@ def _image_watermark(data: bytes, key: bytes | None, aigc: AigcLabel | None) -> 
         from hegui.labeling.watermark_image import detect, produce_id_digest
     except ImportError:
         return Finding(Status.NOT_CHECKED, "watermark detection needs torch and numpy")
-    with Image.open(io.BytesIO(data)) as image:
-        tensor = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float()
+    from hegui.labeling.image import MAX_PIXELS
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                return Finding(Status.NOT_CHECKED, f"not decoded for the watermark: "
+                                                   f"{image.width}x{image.height} exceeds "
+                                                   f"{MAX_PIXELS} pixels")
+            tensor = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    except Exception as error:     # truncated or hostile pixel data: reported, not raised
+        return Finding(Status.NOT_CHECKED, f"pixels unreadable for the watermark: "
+                                           f"{type(error).__name__}: {error}")
     found = detect(tensor, key)
     if not found.found or found.payload is None:
         return Finding(Status.MISSING, "no watermark under this key (a wrong key or an "

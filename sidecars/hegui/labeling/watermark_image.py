@@ -80,9 +80,11 @@ def _bits(payload: int) -> torch.Tensor:
 
 
 def _luma(images: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) in 0..255 to (B,1,H,W) luminance."""
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
-    return (images * weights).sum(1, keepdim=True)
+    """(B,3,H,W) in 0..255 (float or uint8) to (B,1,H,W) float luminance, one channel at a
+    time: no float copy of the whole image is made."""
+    luma = images[:, 0:1].float() * 0.299
+    luma.add_(images[:, 1:2], alpha=0.587).add_(images[:, 2:3], alpha=0.114)
+    return luma
 
 
 def _to_grid(luma: torch.Tensor) -> torch.Tensor:
@@ -124,26 +126,44 @@ def _soft_bits(slots: torch.Tensor, layout: _Layout) -> torch.Tensor:
 
 def embed(images: list[torch.Tensor], key: bytes, payloads: list[int],
           strength: float = DEFAULT_STRENGTH) -> list[torch.Tensor]:
-    """Watermark a batch of (3,H,W) float images in 0..255 (any sizes, any one device) with one
-    64-bit payload each; returns new tensors."""
+    """Watermark a batch of (3,H,W) images in 0..255 (any sizes, any one device) with one
+    64-bit payload each. Returns new tensors of the input's dtype: uint8 images come back
+    rounded (the fast path: no float copy of the pixels), float ones unrounded."""
+    if len(payloads) != len(images):
+        raise ValueError(f"{len(images)} images but {len(payloads)} payloads")
     if not images:
         return []
     device = images[0].device
     dct = _dct_matrix(device)
     layout = _Layout.from_key(key, device)
-    grids = torch.cat([_to_grid(_luma(image[None].float())) for image in images])
-    host = _soft_bits(_slots(grids, dct), layout)                         # (B,BITS)
-    signs = torch.stack([_bits(p) for p in payloads]).to(device) * 2 - 1  # (B,BITS)
+    # Images of one size go through each resampling as one batch (one call, not one per image).
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault((int(image.shape[-2]), int(image.shape[-1])), []).append(index)
+    stacks = [torch.stack([images[i] for i in members]) for members in groups.values()]
+    order = [i for members in groups.values() for i in members]
+    grids = torch.cat([_to_grid(_luma(stack)) for stack in stacks])
+    host = _soft_bits(_slots(grids, dct), layout)                          # (B,BITS)
+    signs = torch.stack([_bits(payloads[i]) for i in order]).to(device) * 2 - 1
     # ISS: aim each bit's mean at +-strength whatever the host contributes.
     per_bit = signs * strength - host
     delta = per_bit[:, layout.bit_of_slot] * layout.chips
-    residual = _from_slots(delta, dct)
-    marked = []
-    for image, pattern in zip(images, residual, strict=True):
-        h, w = image.shape[-2:]
-        full = F.interpolate(pattern[None], size=(h, w), mode="bicubic", align_corners=False)
-        marked.append((image.float() + full[0]).clamp(0, 255))
-    return marked
+    residual = _from_slots(delta, dct)                                      # (B,1,256,256)
+    marked: dict[int, torch.Tensor] = {}
+    offset = 0
+    for (h, w), members, stack in zip(groups, groups.values(), stacks, strict=True):
+        full = F.interpolate(residual[offset:offset + len(members)], size=(h, w),
+                             mode="bicubic", align_corners=False)
+        if stack.dtype == torch.uint8:
+            # round(pixel + r) == pixel + round(r) for whole pixels: add in int16.
+            wide = stack.to(torch.int16).add_(full.round_().to(torch.int16))
+            result = wide.clamp_(0, 255).to(torch.uint8)
+        else:
+            # `stack` is this call's own copy, so it is marked in place.
+            result = stack.float().add_(full).clamp_(0, 255)
+        marked.update(zip(members, result, strict=True))
+        offset += len(members)
+    return [marked[i] for i in range(len(images))]
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hegui.api.generativeservice import Direction
-from hegui.labeling.image import label_images_response
+from hegui.labeling.image import header_flags, label_images_response
 from hegui.labeling.metadata import HEADER as AIGC_HEADER
 from hegui.labeling.metadata import AigcLabel, new_label
 from hegui.labeling.text import StreamLabeler, TextLabel, label_response
@@ -636,9 +636,11 @@ class Sidecar:
             produce_ids.append(aigc.ProduceID)
             return aigc
 
-        labeled, flags = label_images_response(body, fresh, labeling.explicit)
+        # Decoding, drawing and encoding images is CPU work: off the event loop.
+        labeled, flags = await asyncio.to_thread(label_images_response, body, fresh,
+                                                 labeling.explicit)
         if flags:
-            headers["x-hegui-label-flags"] = ",".join(sorted(set(flags)))
+            headers["x-hegui-label-flags"] = header_flags(flags)
         await self.record("label", user=user, direction="output", route="images",
                           article="Art.12", produce_ids=produce_ids, flags=sorted(set(flags)))
         return web.json_response(labeled, status=upstream.status, headers=headers,
