@@ -2,6 +2,7 @@
 
     kubectl hegui status [-n NS | -A]        every service, its conditions and articles
     kubectl hegui explain RULE               what a rule checks, its article, how to fix it
+    kubectl hegui suspend SERVICE --reason R suspend it now (Art.21: an order, an incident)
     kubectl hegui resume SERVICE --reason R  ask the operator to lift a suspension (Art.21)
     kubectl hegui records verify FILE        a sidecar's record chain (Art.11)
     kubectl hegui check FILE...              manifests judged as the webhook would (Art.17...)
@@ -9,11 +10,12 @@
 kubectl finds the plugin as `kubectl-hegui` on PATH (installed with hegui). The same code serves
 `hegui check` and `hegui records verify`: the plugin only adds the cluster-facing commands.
 
-`resume` is a deliberate, authorised act: it writes the annotation `hegui.io/resume` (who, why,
-when) on the GenerativeService, which RBAC must allow (patch on generativeservices) and the
-apiserver's audit log records; the operator then lifts the suspension, records who did it in the
-service's status history and posts an Event. A resume request older than the suspension it would
-lift is ignored, so a stale annotation never lifts a later suspension.
+`suspend` and `resume` are deliberate, authorised acts: they write the annotation
+`hegui.io/suspend` or `hegui.io/resume` (who, why, when) on the GenerativeService, which RBAC
+must allow (patch on generativeservices), the apiserver's audit log records, and the webhook
+admits only from the user it names; the operator then acts, records who did it in the service's
+status history and posts an Event. A request older than the service's current state is ignored,
+so a stale annotation never undoes a later suspension or resume.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 from hegui.admission import check
 from hegui.api.articles import Rule
-from hegui.api.generativeservice import RESUME_ANNOTATION
+from hegui.api.generativeservice import RESUME_ANNOTATION, SUSPEND_ANNOTATION
 from hegui.moderation import records
 
 GROUP, VERSION, PLURAL = "hegui.io", "v1alpha1", "generativeservices"
@@ -149,33 +151,38 @@ def whoami(kubeconfig: str | None) -> str:
     return str(review.status.user_info.username)
 
 
-def resume_request(by: str, reason: str, now: dt.datetime) -> dict[str, str]:
+def deliberate_request(by: str, reason: str, now: dt.datetime) -> dict[str, str]:
     if len(reason.strip()) < 10:
-        raise SystemExit("kubectl hegui resume: --reason must say why (10 characters at least); "
-                         "it is kept in the service's suspension history (Art.21)")
+        raise SystemExit("kubectl hegui: --reason must say why (10 characters at least); it is "
+                         "kept in the service's suspension history (Art.21)")
     return {"by": by, "reason": reason.strip()[:500],
             "at": now.astimezone(dt.UTC).replace(microsecond=0).isoformat()
             .replace("+00:00", "Z")}
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _request(args: argparse.Namespace) -> int:
+    """`suspend` or `resume`: write the request annotation, as the authenticated user."""
     client, api_client = _clients(args.kubeconfig)
     namespace = args.namespace or _current_namespace()
     custom = client.CustomObjectsApi(api_client)
     service = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                   args.service)
     suspension = (service.get("status") or {}).get("suspension") or {}
-    if not suspension.get("suspended"):
-        print(f"{namespace}/{args.service} is not suspended; nothing to resume")
+    suspending = args.command == "suspend"
+    if bool(suspension.get("suspended")) == suspending:
+        print(f"{namespace}/{args.service} is "
+              f"{'already suspended' if suspending else 'not suspended'}; nothing to do")
         return 1
-    request = resume_request(whoami(args.kubeconfig), args.reason, dt.datetime.now(dt.UTC))
-    patch = {"metadata": {"annotations": {RESUME_ANNOTATION: json.dumps(
+    request = deliberate_request(whoami(args.kubeconfig), args.reason, dt.datetime.now(dt.UTC))
+    annotation = SUSPEND_ANNOTATION if suspending else RESUME_ANNOTATION
+    patch = {"metadata": {"annotations": {annotation: json.dumps(
         request, ensure_ascii=False, separators=(",", ":"))}}}
     custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, args.service,
                                           patch)
-    print(f"asked the operator to resume {namespace}/{args.service} as {request['by']}: "
-          f"{request['reason']}\nsuspended since {suspension.get('since')}: "
-          f"{suspension.get('reason')}")
+    print(f"asked the operator to {args.command} {namespace}/{args.service} as "
+          f"{request['by']}: {request['reason']}")
+    if not suspending:
+        print(f"suspended since {suspension.get('since')}: {suspension.get('reason')}")
     return 0
 
 
@@ -192,11 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd = commands.add_parser("explain", help="what a rule checks and its article")
     explain_cmd.add_argument("rule")
     explain_cmd.set_defaults(run=lambda args: print(explain(args.rule)) or 0)
-    resume = commands.add_parser("resume", help="lift a suspension (Art.21), with a reason")
-    resume.add_argument("service")
-    resume.add_argument("--namespace", "-n")
-    resume.add_argument("--reason", required=True, help="why it is safe to resume")
-    resume.set_defaults(run=_resume)
+    for verb, purpose, why in (
+            ("suspend", "suspend a service now (Art.21: e.g. an authority's order)",
+             "why: the order, the incident"),
+            ("resume", "lift a suspension (Art.21), with a reason", "why it is safe to resume")):
+        command = commands.add_parser(verb, help=purpose)
+        command.add_argument("service")
+        command.add_argument("--namespace", "-n")
+        command.add_argument("--reason", required=True, help=why)
+        command.set_defaults(run=_request)
     records.add_parser(commands)
     check.add_parser(commands)
     return parser

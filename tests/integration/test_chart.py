@@ -170,13 +170,15 @@ OPERATOR_CALLS = [
     ("list", "pods"), ("list", "services"), ("list", "deployments.apps"),
     ("list", "statefulsets.apps"), ("list", "jobs.batch"),
     ("create", "pods", "eviction"), ("create", "events"),
+    ("get", "deployments.apps", "scale"), ("patch", "deployments.apps", "scale"),
+    ("patch", "statefulsets.apps", "scale"),
 ]
 OPERATOR_REFUSED = [
     ("get", "secrets"), ("create", "pods"), ("patch", "deployments.apps"),
     ("update", "deployments.apps"), ("delete", "generativeservices.hegui.io"),
     ("create", "compliancepolicies.hegui.io"), ("delete", "compliancepolicies.hegui.io"),
     ("delete", "configmaps"), ("create", "daemonsets.apps"), ("delete", "pods"),
-    ("watch", "pods"), ("patch", "deployments.apps", "scale"),
+    ("watch", "pods"),
     ("update", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
 ]
 WEBHOOK_CALLS = [

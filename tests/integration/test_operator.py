@@ -458,7 +458,7 @@ def test_a_service_that_keeps_failing_is_suspended_and_only_a_person_resumes_it(
                         lambda s: (s.get("suspension") or {}).get("suspended") is True,
                         timeout=60)
         suspension = status.get("suspension") or {}
-        assert suspension.get("suspended") is True, [(c["type"], c["status"], c["message"]) for c in status["conditions"]]
+        assert suspension.get("suspended") is True, status
         assert _conditions(status)["SLOMet"]["status"] == "False"
         suspended = _conditions(status)["Suspended"]
         assert suspended["status"] == "True" and suspended["article"] == "Art.21"
@@ -513,3 +513,62 @@ def test_a_service_that_keeps_failing_is_suspended_and_only_a_person_resumes_it(
         prometheus.stop()
         rig.stop()
         local_cluster.kubectl("delete", "compliancepolicy", namespace, "--ignore-not-found")
+
+
+def test_a_person_suspends_by_scaling_to_zero_and_resume_gives_the_replicas_back(
+        local_cluster: LocalCluster, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    """Art.21 with action ScaleToZero: `kubectl hegui suspend` (an order) holds the service's
+    Deployment at zero through the scale subresource even when GitOps re-applies its replicas,
+    and `kubectl hegui resume` gives back the replicas it had."""
+    labels = {"app": "chat"}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "llm", "namespace": namespace},
+                  "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                           "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                               "name": "model", "image": "example.invalid/llm:1",
+                               "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(yaml.safe_dump(deployment))
+    local_cluster.kubectl("apply", "-f", str(manifest))
+    _apply(local_cluster, _service(namespace, suspension={"mode": "Manual",
+                                                           "action": "ScaleToZero"}), tmp_path)
+    _until(local_cluster, namespace, lambda s: bool(s.get("matchedWorkloads")))
+    plugin = Path(sys.executable).parent / "kubectl-hegui"
+    env = {**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig)}
+
+    def replicas() -> int:
+        return int(local_cluster.kubectl("-n", namespace, "get", "deployment", "llm", "-o",
+                                         "jsonpath={.spec.replicas}").stdout)
+
+    def until_replicas(wanted: int) -> int:
+        deadline = time.monotonic() + 30
+        while (found := replicas()) != wanted and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return found
+
+    subprocess.run([str(plugin), "suspend", "chat", "-n", namespace, "--reason",
+                    "order of the provincial CAC office, case 2026-117"], env=env, check=True,
+                   capture_output=True)
+    status = _until(local_cluster, namespace,
+                    lambda s: bool((s.get("suspension") or {}).get("scaledToZero")))
+    suspension = status["suspension"]
+    assert suspension["suspended"] is True
+    assert suspension["scaledToZero"] == [{"kind": "Deployment", "name": "llm", "replicas": 2}]
+    assert suspension["history"][0]["trigger"] == "Manual"
+    assert "CAC office" in suspension["history"][0]["reason"]
+    assert until_replicas(0) == 0
+
+    # GitOps self-heal puts the replicas back: the operator holds the suspension.
+    local_cluster.kubectl("apply", "-f", str(manifest))
+    assert until_replicas(0) == 0
+    status = _status(local_cluster, namespace)
+    assert status["suspension"]["scaledToZero"][0]["replicas"] == 2  # still the original
+
+    subprocess.run([str(plugin), "resume", "chat", "-n", namespace, "--reason",
+                    "the order was lifted on 2026-11-30"], env=env, check=True,
+                   capture_output=True)
+    assert until_replicas(2) == 2
+    status = _until(local_cluster, namespace,
+                    lambda s: (s.get("suspension") or {}).get("scaledToZero") == [])
+    assert status["suspension"]["suspended"] is False
+    assert status["suspension"]["scaledToZero"] == []

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hegui.kubectl_plugin import explain, resume_request, status_rows
+from hegui.kubectl_plugin import deliberate_request, explain, status_rows
 
 
 def _service(name: str, conditions: dict[str, tuple[str, str]], **status: Any) -> dict[str, Any]:
@@ -44,12 +44,12 @@ def test_explain_gives_article_check_fix_and_how_to_waive() -> None:
 
 def test_a_resume_needs_a_reason_and_records_who_and_when() -> None:
     now = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
-    request = resume_request("alice@example.cn", "  model rolled back to v41, errors gone ",
+    request = deliberate_request("alice@example.cn", "  model rolled back to v41, errors gone ",
                              now)
     assert request == {"by": "alice@example.cn", "reason": "model rolled back to v41, errors gone",
                        "at": "2026-11-29T08:00:00Z"}
     with pytest.raises(SystemExit, match="--reason must say why"):
-        resume_request("alice", "ok", now)
+        deliberate_request("alice", "ok", now)
 
 
 def test_the_plugin_is_installed_where_kubectl_looks_for_it() -> None:

@@ -19,20 +19,20 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from hegui.api.generativeservice import RESUME_ANNOTATION
+from hegui.api.generativeservice import REQUEST_ANNOTATIONS
 from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES
 from hegui.rules.workloads import BUILTIN, Detection
 
 WEBHOOK_NAME = "workloads.validate.hegui.io"
 CONFIGURATION_NAME = "hegui-validating"
 RESUME_WEBHOOK_NAME = "resume.validate.hegui.io"
-#: CEL: the request adds or changes the resume annotation.
-RESUME_CHANGED = (
-    f"has(object.metadata.annotations) && '{RESUME_ANNOTATION}' in object.metadata.annotations"
+#: CEL: the request adds or changes a suspend or resume request annotation.
+REQUEST_CHANGED = " || ".join(
+    f"(has(object.metadata.annotations) && '{name}' in object.metadata.annotations"
     f" && (request.operation == 'CREATE' || !has(oldObject.metadata.annotations) || "
-    f"!('{RESUME_ANNOTATION}' in oldObject.metadata.annotations) || "
-    f"oldObject.metadata.annotations['{RESUME_ANNOTATION}'] != "
-    f"object.metadata.annotations['{RESUME_ANNOTATION}'])")
+    f"!('{name}' in oldObject.metadata.annotations) || "
+    f"oldObject.metadata.annotations['{name}'] != object.metadata.annotations['{name}']))"
+    for name in REQUEST_ANNOTATIONS)
 TIMEOUT_SECONDS = 5
 
 #: (apiGroup, version, resource) of every workload kind the rules read.
@@ -141,9 +141,9 @@ def validating_webhook_configuration(
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",
         }, {
-            # Only a GenerativeService whose resume request changes reaches the webhook, which
-            # admits it only from the user the request names (Art.21: a deliberate, authorised
-            # act with an audit trail).
+            # Only a GenerativeService whose suspend or resume request changes reaches the
+            # webhook, which admits it only from the user the request names (Art.21: a
+            # deliberate, authorised act with an audit trail).
             "name": RESUME_WEBHOOK_NAME,
             "admissionReviewVersions": ["v1"],
             "clientConfig": dict(client_config),
@@ -154,8 +154,8 @@ def validating_webhook_configuration(
                 "key": "kubernetes.io/metadata.name", "operator": "NotIn",
                 "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
             "matchPolicy": "Equivalent",
-            "matchConditions": [{"name": "resume-requested",
-                                 "expression": RESUME_CHANGED}],
+            "matchConditions": [{"name": "suspend-or-resume-requested",
+                                 "expression": REQUEST_CHANGED}],
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from hegui.admission import review
 from hegui.admission.server import Validator
-from hegui.api.generativeservice import RESUME_ANNOTATION, ResumeRequest
+from hegui.api.generativeservice import REQUEST_ANNOTATIONS, DeliberateRequest
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex
 from hegui.rules.workloads import WORKLOAD_KINDS
@@ -56,30 +56,33 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
     return validate
 
 
-def _annotation(obj: Mapping[str, Any] | None) -> str | None:
+def _annotation(obj: Mapping[str, Any] | None, name: str) -> str | None:
     meta = (obj or {}).get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    value = annotations.get(RESUME_ANNOTATION) if isinstance(annotations, Mapping) else None
+    value = annotations.get(name) if isinstance(annotations, Mapping) else None
     return value if isinstance(value, str) else None
 
 
 def check_resume_request(request: review.AdmissionRequest) -> review.Decision:
-    """A resume request (Art.21) is admitted only when well formed and written by the user it
-    names, so the operator's record of who resumed a service is true."""
-    raw = _annotation(request.obj)
-    if raw is None or raw == _annotation(request.old_obj):
-        return review.Decision(True)
-    try:
-        resume = ResumeRequest.parse(raw)
-    except ValueError as error:
-        return review.Decision(False, f"hegui refused GenerativeService {request.namespace}/"
-                                      f"{request.name}: {error}", code=400)
-    if resume.by != request.user:
-        return review.Decision(False, (
-            f"hegui refused GenerativeService {request.namespace}/{request.name}: the resume "
-            f"request names {resume.by!r} but {request.user!r} wrote it; a suspension is lifted "
-            "only by the person who asks, as authenticated (rule suspension, Art.21). Fix: "
-            "`kubectl hegui resume SERVICE --reason ...` as yourself"), code=403)
-    log.info("resume of %s/%s requested by %s: %s", request.namespace, request.name,
-             resume.by, resume.reason)
+    """A suspend or resume request (Art.21) is admitted only when well formed and written by the
+    user it names, so the operator's record of who suspended or resumed a service is true."""
+    for name in REQUEST_ANNOTATIONS:
+        raw = _annotation(request.obj, name)
+        if raw is None or raw == _annotation(request.old_obj, name):
+            continue
+        try:
+            asked = DeliberateRequest.parse(raw, name)
+        except ValueError as error:
+            return review.Decision(False, f"hegui refused GenerativeService {request.namespace}/"
+                                          f"{request.name}: {error}", code=400)
+        if asked.by != request.user:
+            verb = name.removeprefix("hegui.io/")
+            return review.Decision(False, (
+                f"hegui refused GenerativeService {request.namespace}/{request.name}: the {verb} "
+                f"request names {asked.by!r} but {request.user!r} wrote it; a service is "
+                f"suspended or resumed only by the person who asks, as authenticated (rule "
+                f"suspension, Art.21). Fix: `kubectl hegui {verb} SERVICE --reason ...` as "
+                "yourself"), code=403)
+        log.info("%s of %s/%s requested by %s: %s", name, request.namespace, request.name,
+                 asked.by, asked.reason)
     return review.Decision(True)

@@ -22,6 +22,7 @@ from hegui.api.common import (
     CelRule,
     Condition,
     ConditionStatus,
+    DnsSubdomain,
     Duration,
     Email,
     LabelSelector,
@@ -31,6 +32,7 @@ from hegui.api.common import (
     ShortText,
     Timestamp,
     Url,
+    WorkloadKind,
     WorkloadReference,
     cel_bad_duration,
     cel_rule,
@@ -433,6 +435,10 @@ class SuspensionAction(StrEnum):
 
     REJECT_REQUESTS = "RejectRequests"  # the sidecar answers 503 with a notice
     ISOLATE_NETWORK = "IsolateNetwork"  # a NetworkPolicy denies all ingress
+    # The workloads are scaled to zero through their scale subresource, their replica counts
+    # kept in status and restored on resume. GitOps tools that own `replicas` will fight this:
+    # prefer RejectRequests unless replicas are left to hegui (or an autoscaler).
+    SCALE_TO_ZERO = "ScaleToZero"
 
 
 class NoDataPolicy(StrEnum):
@@ -812,6 +818,15 @@ class SuspensionRecord(ApiModel):
         default=None, description="Who resumed it, or cool-down when the operator did.")
 
 
+class ScaledWorkload(ApiModel):
+    """A workload a suspension scaled to zero, and its replicas before."""
+
+    kind: WorkloadKind = Field(description="Deployment or StatefulSet.")
+    name: DnsSubdomain = Field(description="The workload's name.")
+    replicas: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        description="The replicas it had, given back on resume.")
+
+
 class SuspensionStatus(ApiModel):
     """Whether the service is suspended, and its recent suspensions."""
 
@@ -827,6 +842,10 @@ class SuspensionStatus(ApiModel):
         default=None, description="While suspended: since when its objectives have held; the "
                                   "operator resumes it once this has lasted "
                                   "suspension.coolDown. Absent: not holding.")
+    scaled_to_zero: list[ScaledWorkload] = Field(
+        default_factory=list, max_length=32,
+        description="Workloads scaled to zero by this suspension (action ScaleToZero) and the "
+                    "replicas each is given back on resume.")
     history: list[SuspensionRecord] = Field(
         default_factory=list, max_length=10,
         description="The 10 most recent suspensions, newest first; older ones are dropped.")
@@ -900,23 +919,26 @@ class GenerativeService(ApiObject):
 
 # --- resuming a suspended service (Art.21) ----------------------------------------------------
 
-#: The annotation `kubectl hegui resume` writes on a GenerativeService: who asks to lift its
-#: suspension, why, and when. The webhook admits it only from the user it names; the operator
-#: acts on one newer than the suspension.
+#: The annotations `kubectl hegui suspend` and `kubectl hegui resume` write on a GenerativeService:
+#: who asks to suspend it (an authority's order, 责令暂停, or the provider's own decision) or to
+#: lift its suspension, why, and when. The webhook admits them only from the user they name; the
+#: operator acts on one newer than the service's current state.
+SUSPEND_ANNOTATION = "hegui.io/suspend"
 RESUME_ANNOTATION = "hegui.io/resume"
+REQUEST_ANNOTATIONS = (SUSPEND_ANNOTATION, RESUME_ANNOTATION)
 
 
-class ResumeRequest(ApiModel):
-    """A deliberate request to lift a suspension, as `kubectl hegui resume` writes it."""
+class DeliberateRequest(ApiModel):
+    """A person's request to suspend or resume a service, as `kubectl hegui` writes it."""
 
     by: Annotated[str, Field(min_length=1, max_length=256)] = Field(
         description="The user asking, as the apiserver authenticated them.")
     reason: Annotated[str, Field(min_length=10, max_length=500)] = Field(
-        description="Why it is safe to resume.")
+        description="Why: the order, or why it is safe to resume.")
     at: Timestamp = Field(description="When it was asked.")
 
     @classmethod
-    def parse(cls, raw: str) -> ResumeRequest:
+    def parse(cls, raw: str, annotation: str = RESUME_ANNOTATION) -> DeliberateRequest:
         """The request in the annotation; ValueError names what is wrong with it."""
         from pydantic import ValidationError
 
@@ -924,6 +946,6 @@ class ResumeRequest(ApiModel):
             return cls.model_validate_json(raw)  # JSON mode: RFC 3339 strings are datetimes
         except (ValueError, ValidationError) as error:
             raise ValueError(
-                f"annotation {RESUME_ANNOTATION} must be JSON {{\"by\", \"reason\" (10 to 500 "
-                f"characters), \"at\" (RFC 3339)}}, as `kubectl hegui resume` writes it "
+                f"annotation {annotation} must be JSON {{\"by\", \"reason\" (10 to 500 "
+                f"characters), \"at\" (RFC 3339)}}, as `kubectl hegui` writes it "
                 f"(rule suspension, Art.21): {str(error).splitlines()[0]}") from None

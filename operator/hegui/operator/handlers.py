@@ -20,7 +20,7 @@ import kopf
 import yaml
 
 from hegui.admission.injection import sidecar_config_map
-from hegui.api.generativeservice import GenerativeService
+from hegui.api.generativeservice import GenerativeService, SuspensionAction
 from hegui.operator import stability, suspension
 from hegui.operator.audit import audit_namespace, same_report
 from hegui.operator.metrics import METRICS, ServiceState
@@ -256,6 +256,7 @@ def _judge(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None)
     previous = list((body.get("status") or {}).get("conditions") or [])
     status = compute(key, INDEX, generation=body.meta.get("generation"), previous=previous,
                      now=now, observed=observed, stability=stable)
+    status["suspension"]["scaledToZero"] = _scale(body, service, stable, observed)
     current = dict(body.get("status") or {})
     if any(current.get(k) != v for k, v in status.items()):
         for field, value in status.items():
@@ -279,6 +280,42 @@ def _judge(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None)
              if compliant["status"] == "True" else ServiceState.NON_COMPLIANT)
     METRICS.observe(key.namespace, name, findings=status["findings"],
                     uninjected=len(observed.uninjected), state=state)
+
+
+_SCALABLE = {"Deployment": "namespaced_deployment_scale",
+             "StatefulSet": "namespaced_stateful_set_scale"}
+
+
+def _scale(body: kopf.Body, service: GenerativeService, stable: stability.Stability,
+           observed: Observation) -> list[dict[str, Any]]:
+    """Suspension by ScaleToZero (Art.21): while suspended, every matched Deployment and
+    StatefulSet is held at zero replicas through its scale subresource (scaled back down if
+    something scales it up); on resume each gets back the replicas it had. What to give back is
+    kept in status, so a restart or a failover loses nothing. Returns the new list."""
+    previous = ((body.get("status") or {}).get("suspension") or {}).get("scaledToZero") or []
+    kept = {(str(w["kind"]), str(w["name"])): int(w["replicas"]) for w in previous}
+    apps, namespace = _api("AppsV1Api"), service.namespace or ""
+    action = service.spec.suspension.action if service.spec.suspension else None
+    if stable.suspended and action is SuspensionAction.SCALE_TO_ZERO:
+        for workload in observed.matched:
+            kind, name = workload["kind"], workload["name"]
+            if kind not in _SCALABLE:
+                continue
+            scale = getattr(apps, f"read_{_SCALABLE[kind]}")(name, namespace)
+            if scale.spec.replicas:
+                kept.setdefault((kind, name), int(scale.spec.replicas))
+                getattr(apps, f"patch_{_SCALABLE[kind]}")(name, namespace,
+                                                          {"spec": {"replicas": 0}})
+    elif not stable.suspended and kept:
+        for (kind, name), replicas in kept.items():
+            getattr(apps, f"patch_{_SCALABLE[kind]}")(name, namespace,
+                                                      {"spec": {"replicas": replicas}})
+            kopf.event(body, type="Normal", reason="ScaledBack",
+                       message=f"{kind} {name} given back {replicas} replicas on resume "
+                               "(Art.21)")
+        kept = {}
+    return [{"kind": kind, "name": name, "replicas": replicas}
+            for (kind, name), replicas in sorted(kept.items())][:32]
 
 
 def _announce(body: kopf.Body, key: ObjectKey, transition: suspension.Transition) -> None:

@@ -2,10 +2,10 @@
 
 `hegui.operator.slo` reads the objectives from the Prometheus the CompliancePolicy names;
 `hegui.operator.suspension` decides, from that and the previous status, whether the service is
-suspended now. This module joins them for the operator: the deliberate resume request comes from
-the `hegui.io/resume` annotation (`kubectl hegui resume`, admitted by the webhook only from the
-user it names), and the result becomes the SLOMet and Suspended conditions, the status, the
-sidecars' notice and the transitions to announce.
+suspended now. This module joins them for the operator: deliberate requests come from the
+`hegui.io/suspend` and `hegui.io/resume` annotations (`kubectl hegui suspend|resume`, admitted by
+the webhook only from the user they name), and the result becomes the SLOMet and Suspended
+conditions, the status, the sidecars' notice and the transitions to announce.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from datetime import datetime
 from hegui.api.common import parse_duration
 from hegui.api.generativeservice import (
     RESUME_ANNOTATION,
+    SUSPEND_ANNOTATION,
+    DeliberateRequest,
     GenerativeService,
-    ResumeRequest,
     ServiceConditionType,
     SuspensionAction,
 )
@@ -58,16 +59,22 @@ def judge(service: GenerativeService, prometheus: PrometheusSource | None,
             min_requests=(service.spec.suspension.min_requests if service.spec.suspension
                           else slo.DEFAULT_MIN_REQUESTS),
             min_window=parse_duration(prometheus.min_window))
-    resume, notes = None, []
-    if raw := service.metadata.annotations.get(RESUME_ANNOTATION):
-        try:
-            asked = ResumeRequest.parse(raw)
-            resume = suspension.ResumeRequest(asked.by, asked.reason, asked.at)
-        except ValueError as error:
-            notes.append(str(error))
+    requests: dict[str, DeliberateRequest] = {}
+    notes: list[str] = []
+    for annotation in (SUSPEND_ANNOTATION, RESUME_ANNOTATION):
+        if raw := service.metadata.annotations.get(annotation):
+            try:
+                requests[annotation] = DeliberateRequest.parse(raw, annotation)
+            except ValueError as error:
+                notes.append(str(error))
+    suspend = resume = None
+    if asked := requests.get(SUSPEND_ANNOTATION):
+        suspend = suspension.SuspendRequest(asked.by, asked.reason, asked.at)
+    if asked := requests.get(RESUME_ANNOTATION):
+        resume = suspension.ResumeRequest(asked.by, asked.reason, asked.at)
     previous = service.status.suspension if service.status else None
     stepped = suspension.step(previous, spec=service.spec.suspension, evaluation=evaluation,
-                              now=now, resume=resume)
+                              now=now, suspend=suspend, resume=resume)
     result = Stability(stepped, evaluation)
     result.conditions = _conditions(service, prometheus, evaluation, stepped, notes)
     return result

@@ -33,8 +33,7 @@ Rules:
   `sustainedFor` of grace before the old failures still in the long windows can suspend it
   again; a fixed model clears the short windows well within it.
 
-`SuspensionStatus` does not carry the two clocks yet: `SuspensionState` holds them, reads them
-from a status that has them and writes them as `violatingSince` and `healthySince`.
+The two clocks live in `status.suspension` as `violatingSince` and `healthySince`.
 """
 
 from __future__ import annotations
@@ -139,8 +138,7 @@ class SuspensionState:
         if status is None:
             return cls()
         return cls(status.suspended, status.since, status.reason, tuple(status.history),
-                   getattr(status, "violating_since", None), getattr(status, "healthy_since",
-                                                                     None))
+                   status.violating_since, status.healthy_since)
 
     def to_dict(self) -> dict[str, Any]:
         """The camelCase `status.suspension` to patch, clocks included."""
@@ -151,12 +149,11 @@ class SuspensionState:
         return out
 
     def to_status(self) -> SuspensionStatus:
-        clocks = {name: value for name, value in (("violating_since", self.violating_since),
-                                                  ("healthy_since", self.healthy_since))
-                  if name in SuspensionStatus.model_fields}
         return SuspensionStatus(suspended=self.suspended, since=self.since,
                                 reason=_cut(self.reason, _STATUS_REASON_CHARS),
-                                history=list(self.history[:HISTORY_LIMIT]), **clocks)
+                                history=list(self.history[:HISTORY_LIMIT]),
+                                violating_since=self.violating_since,
+                                healthy_since=self.healthy_since)
 
     @property
     def current(self) -> SuspensionRecord | None:
