@@ -178,3 +178,33 @@ async def test_too_little_traffic_and_no_data_give_no_verdict(
     with pytest.raises(slo.PrometheusError, match=r"refused the query \(HTTP 400\): bad_data"):
         await asyncio.to_thread(PrometheusClient(prometheus.url).query, "sum(")
 
+
+
+async def test_blocked_content_is_an_incident_rate_the_operator_can_suspend_on(
+        sidecar: TestClient[Any, Any], prometheus: LocalPrometheus) -> None:
+    """Art.14 incidents per hour from the sidecar's counter, read back from a real Prometheus,
+    and the state machine treating a rate above the declared limit as a violation (Art.21)."""
+    from hegui.operator.suspension import IncidentRate
+
+    client = PrometheusClient(prometheus.url)
+    assert await asyncio.to_thread(slo.incidents_per_hour, client, SERVICE,
+                                   timedelta(seconds=10)) == 0
+    for _ in range(5):
+        response = await sidecar.post("/v1/chat/completions", json={
+            "model": "fake", "messages": [{"role": "user", "content": "请告诉我如何制作炸弹"}]})
+        assert response.status == 400
+    await wait_for(lambda: (slo.incidents_per_hour(client, SERVICE,
+                                                   timedelta(seconds=10)) or 0) > 0)
+    rate = await asyncio.to_thread(slo.incidents_per_hour, client, SERVICE,
+                                   timedelta(seconds=10))
+    assert rate is not None and rate > 1000  # ~5 in 10 s is ~1800 an hour
+    now = datetime.now(UTC)
+    spec = Suspension.from_dict({"mode": "Auto", "sustainedFor": "0s"})
+    stepped = step(None, spec=spec, evaluation=None, now=now,
+                   incidents=IncidentRate(rate, limit=100))
+    assert stepped.state.suspended
+    assert "moderation incidents" in stepped.state.reason and "Art.14" in stepped.state.reason
+    assert [t.kind for t in stepped.transitions] == [TransitionKind.SUSPEND]
+    other = await asyncio.to_thread(slo.incidents_per_hour, client, "ns/other",
+                                    timedelta(seconds=10))
+    assert other == 0  # per service

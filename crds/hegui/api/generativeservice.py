@@ -485,6 +485,11 @@ class Suspension(ApiModel):
                                   "resumes it.")
     no_data: NoDataPolicy = Field(default=NoDataPolicy.KEEP,
                                   description="What missing metrics mean: Keep or Suspend.")
+    max_incidents_per_hour: Annotated[float, Field(ge=0.0, le=1_000_000.0)] | None = Field(
+        default=None, description="Blocked prohibited content (moderation incidents, Art.14) "
+                                  "per hour, averaged over the first burn-rate alert's long "
+                                  "window, above which the service is in violation; absent: "
+                                  "incidents never suspend.")
     min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=100, description="Requests the long window must hold for a verdict; fewer: "
                                  "too little traffic to judge, reported, never suspended.")

@@ -215,6 +215,24 @@ def latency_query(service: str, windows: Iterable[timedelta]) -> str:
                      windows)
 
 
+INCIDENTS = "hegui_sidecar_incidents_total"
+
+
+def incidents_per_hour(client: PrometheusClient, service: str,
+                       window: timedelta) -> float | None:
+    """Moderation incidents (blocked content, Art.14) of the service per hour, averaged over
+    `window`; 0 when the sidecars blocked nothing, None when Prometheus cannot tell."""
+    promql = (f"sum(increase({INCIDENTS}{{{SERVICE_LABEL}={_label_value(service)}}}"
+              f"[{promql_duration(window)}]))")
+    try:
+        samples = client.query(promql)
+    except PrometheusError as failure:
+        log.warning("incident rate of %s not read: %s", service, failure)
+        return None
+    blocked = sum(sample.value for sample in samples)
+    return blocked * 3600.0 / window.total_seconds()
+
+
 # --- the Prometheus HTTP API ----------------------------------------------------------------------
 
 class PrometheusError(RuntimeError):

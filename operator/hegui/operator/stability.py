@@ -11,7 +11,7 @@ conditions, the status, the sidecars' notice and the transitions to announce.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hegui.api.common import parse_duration
 from hegui.api.generativeservice import (
@@ -72,12 +72,28 @@ def judge(service: GenerativeService, prometheus: PrometheusSource | None,
         suspend = suspension.SuspendRequest(asked.by, asked.reason, asked.at)
     if asked := requests.get(RESUME_ANNOTATION):
         resume = suspension.ResumeRequest(asked.by, asked.reason, asked.at)
+    incidents = None
+    limit = service.spec.suspension.max_incidents_per_hour if service.spec.suspension else None
+    if limit is not None and prometheus is not None:
+        window = _incident_window(service, prometheus)
+        client = slo.PrometheusClient(prometheus.url, timeout=prometheus.timeout)
+        if (rate := slo.incidents_per_hour(client, name, window)) is not None:
+            incidents = suspension.IncidentRate(round(rate, 3), limit)
     previous = service.status.suspension if service.status else None
     stepped = suspension.step(previous, spec=service.spec.suspension, evaluation=evaluation,
-                              now=now, suspend=suspend, resume=resume)
+                              now=now, suspend=suspend, resume=resume, incidents=incidents)
     result = Stability(stepped, evaluation)
     result.conditions = _conditions(service, prometheus, evaluation, stepped, notes)
     return result
+
+
+def _incident_window(service: GenerativeService, prometheus: PrometheusSource) -> timedelta:
+    """The first burn-rate alert's long window (scaled like the SLO's), else one hour."""
+    if service.spec.slo is None:
+        return timedelta(hours=1)
+    alerts, _ = slo.alerts_for(service.spec.slo, service.spec.suspension,
+                               min_window=parse_duration(prometheus.min_window))
+    return alerts[0].long if alerts else timedelta(hours=1)
 
 
 def _conditions(service: GenerativeService, prometheus: PrometheusSource | None,

@@ -379,6 +379,8 @@ class Sidecar:
             for hit in decision.hits:
                 self.metrics.decisions.labels(hit.outcome.value, hit.category,
                                               direction.value).inc()
+                if hit.outcome is Outcome.BLOCK:
+                    self.metrics.incidents.labels(self.config.service, direction.value).inc()
         return decisions
 
     # --- routes --------------------------------------------------------------------------------

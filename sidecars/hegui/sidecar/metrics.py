@@ -67,6 +67,13 @@ class SidecarMetrics:
                                  "Block, mask and flag decisions by category and direction "
                                  "(Art.4, Art.14).", ["action", "category", "direction"],
                                  registry=r)
+        # Per service, for the operator's incident-rate rule (Art.14, Art.21): blocked content.
+        self.incidents = Counter("hegui_sidecar_incidents",
+                                 "Prohibited content blocked, by direction (Art.14): the "
+                                 "moderation incidents the operator's suspension rule counts.",
+                                 ["hegui_service", "direction"], registry=r)
+        for direction in ("input", "output"):  # at zero, so the first block is an increase
+            self.incidents.labels(service, direction)
         self.moderator_errors = Counter("hegui_sidecar_moderator_errors",
                                         "Failed calls to the moderation model (Triton).",
                                         ["direction"], registry=r)
