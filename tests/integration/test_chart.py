@@ -162,6 +162,7 @@ OPERATOR_CALLS = [
     ("list", "cronjobs.batch"), ("get", "policyreports.wgpolicyk8s.io"),
     ("create", "policyreports.wgpolicyk8s.io"), ("update", "policyreports.wgpolicyk8s.io"),
     ("list", "safetyassessments.hegui.io"), ("patch", "compliancepolicies.hegui.io", "status"),
+    ("patch", "safetyassessments.hegui.io"), ("patch", "safetyassessments.hegui.io", "status"),
     ("watch", "namespaces"), ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("get", "configmaps"), ("create", "configmaps"), ("update", "configmaps"),
     ("create", "networkpolicies.networking.k8s.io"),

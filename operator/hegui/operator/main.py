@@ -38,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     if args.kubeconfig:
         os.environ["HEGUI_KUBECONFIG"] = args.kubeconfig
+    import hegui.operator.assessment_handlers  # runs SafetyAssessments (Art.17)
     import hegui.operator.handlers  # noqa: F401 - registers the handlers
     from hegui.operator.metrics import METRICS
 

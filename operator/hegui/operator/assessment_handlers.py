@@ -1,0 +1,131 @@
+"""kopf handlers that run SafetyAssessments (安全评估, Art.17) with a `spec.target`.
+
+One daemon per assessment that still has a run to do (a target, and no verdict for the current
+generation). It reads the banks, resumes from the checkpoint in status or starts afresh, asks the
+questions in steps of about STEP_SECONDS and writes the checkpoint after each step. Once the
+verdict is written the daemon's filter no longer matches and kopf stops it (and drops its
+finalizer); changing the spec (e.g. `spec.target.runId`) starts a new run. Assessments without a
+target are recorded by whoever ran them and are left alone, without a finalizer.
+
+A bank that cannot be read keeps the run Pending, with the `Complete` condition naming the
+ConfigMap, key and line, and is read again every RETRY_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from hegui.api.assessment import SafetyAssessment
+from hegui.operator import assessment as runner
+from hegui.operator.handlers import GROUP, VERSION, _api
+
+log = logging.getLogger(__name__)
+
+STEP_SECONDS = float(os.environ.get("HEGUI_ASSESSMENT_STEP_SECONDS", "5"))
+RETRY_SECONDS = float(os.environ.get("HEGUI_ASSESSMENT_RETRY_SECONDS", "30"))
+PLURAL = "safetyassessments"
+
+
+def needs_run(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+    """A target, and no verdict yet for the current generation."""
+    return bool(spec.get("target")) and (
+        status.get("observedGeneration") != meta.get("generation")
+        or status.get("verdict", "Pending") == "Pending")
+
+
+def _read_banks(namespace: str, spec: Any) -> dict[str, dict[str, str] | None]:
+    from kubernetes.client.exceptions import ApiException
+
+    core = _api("CoreV1Api")
+    found: dict[str, dict[str, str] | None] = {}
+    for name in {bank.config_map_ref.name for bank in spec.question_banks}:
+        try:
+            raw = core.read_namespaced_config_map(name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            found[name] = None
+            continue
+        found[name] = json.loads(raw.data).get("data") or {}
+    return found
+
+
+def _write(namespace: str, name: str, status: dict[str, Any]) -> None:
+    _api("CustomObjectsApi").patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+
+
+def _keep_transition(status: dict[str, Any], previous: Any) -> None:
+    """A condition's lastTransitionTime moves only when its status or reason does."""
+    old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+    for new in status.get("conditions") or []:
+        before = old.get(new["type"])
+        if before and (before.get("status"), before.get("reason")) == (new["status"],
+                                                                       new["reason"]):
+            new["lastTransitionTime"] = before.get("lastTransitionTime",
+                                                   new["lastTransitionTime"])
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, when=needs_run, cancellation_timeout=10.0,
+             backoff=RETRY_SECONDS)
+async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str,
+                         namespace: str | None, **_: Any) -> None:
+    """Run the assessment to its verdict in bounded, checkpointed steps (Art.17)."""
+    import aiohttp
+
+    ns = namespace or ""
+    while not stopped:
+        generation = body.meta.get("generation")
+        assessment = SafetyAssessment.from_dict(dict(body))
+        spec = assessment.spec
+        if spec.target is None:
+            return
+        now = dt.datetime.now(dt.UTC)
+        try:
+            banks = await asyncio.to_thread(_read_banks, ns, spec)
+            plan = runner.plan(spec, ns, banks)
+        except runner.BankError as bad:
+            message = f"[assessment, Art.17] question bank refused: {bad}"
+            log.warning("SafetyAssessment %s/%s: %s", ns, name, message)
+            # null: a merge patch drops what an earlier run left (its figures do not hold).
+            status = {"observedGeneration": generation, "verdict": "Pending",
+                      "message": message[:1024], "startedAt": None, "completedAt": None,
+                      "expiresAt": None, "results": None, "summary": None, "progress": None,
+                      "conditions": [runner.condition("False", "InvalidQuestionBank", message,
+                                                      generation, now)]}
+            _keep_transition(status, body.get("status"))
+            await asyncio.to_thread(_write, ns, name, status)
+            await stopped.wait(RETRY_SECONDS)
+            continue
+        checkpoint = runner.Checkpoint.resume(dict(body.get("status") or {}), plan, generation)
+        if checkpoint is None:
+            checkpoint = runner.Checkpoint.fresh(spec, plan, now)
+            log.info("SafetyAssessment %s/%s: run started, %d questions", ns, name,
+                     len(plan.questions))
+        else:
+            log.info("SafetyAssessment %s/%s: resumed at %d/%d questions", ns, name,
+                     checkpoint.asked, len(plan.questions))
+        judge = runner.Judge(plan.keywords)
+        async with aiohttp.ClientSession() as session:
+            while not stopped and body.meta.get("generation") == generation:
+                await runner.step(session, spec, plan, checkpoint, judge, seconds=STEP_SECONDS)
+                now = dt.datetime.now(dt.UTC)
+                status = runner.status_of(spec, plan, checkpoint, generation, now)
+                _keep_transition(status, body.get("status"))
+                await asyncio.to_thread(_write, ns, name, status)
+                if checkpoint.done(plan):
+                    log.info("SafetyAssessment %s/%s: %s", ns, name, status["message"])
+                    kopf.event(body, type="Normal" if status["verdict"] == "Pass" else "Warning",
+                               reason=f"Assessment{status['verdict']}",
+                               message=status["message"][:1000])
+                    # The verdict makes needs_run false: kopf stops this daemon. Returning now
+                    # would stop it for good, and a later spec change would not run again.
+                    await stopped.wait()
+                    return
