@@ -191,3 +191,16 @@ async def test_user_from_jwt_claim(fake_model: FakeModel) -> None:
     assert sidecar.user_of(request) == "carol"
     bad = make_mocked_request("POST", "/", headers={"Authorization": "Bearer a.%%%.b"})
     assert sidecar.user_of(bad) is None
+
+
+def test_strike_thresholds_come_from_the_posture() -> None:
+    from hegui.api.generativeservice import UserMeasures
+
+    declared = UserMeasures.from_dict({"warnAt": 2, "limitAt": 4, "suspendAt": 6,
+                                       "limitedPerMinute": 3, "strikeDecay": "12h",
+                                       "suspension": "24h"})
+    thresholds = Thresholds.from_posture(declared)
+    assert (thresholds.warn_at, thresholds.limit_at, thresholds.suspend_at) == (2, 4, 6)
+    assert thresholds.limited_per_minute == 3
+    assert thresholds.decay == 12 * 3600 and thresholds.suspension == 24 * 3600
+    assert thresholds.level(1) is Level.OK and thresholds.level(6) is Level.SUSPEND

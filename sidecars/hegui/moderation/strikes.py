@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from hegui.api.common import parse_duration
+from hegui.api.generativeservice import UserMeasures
+
 
 class Level(StrEnum):
     OK = "ok"
@@ -35,6 +38,14 @@ class Thresholds:
     limited_per_minute: int = 6
     decay: float = 24 * 3600.0  # seconds a strike counts
     suspension: float = 7 * 24 * 3600.0  # seconds a suspension lasts
+
+    @classmethod
+    def from_posture(cls, users: UserMeasures) -> Thresholds:
+        """The thresholds the service declares (moderation.users, Art.14)."""
+        return cls(warn_at=users.warn_at, limit_at=users.limit_at, suspend_at=users.suspend_at,
+                   limited_per_minute=users.limited_per_minute,
+                   decay=parse_duration(users.strike_decay).total_seconds(),
+                   suspension=parse_duration(users.suspension).total_seconds())
 
     def level(self, count: int) -> Level:
         if count >= self.suspend_at:

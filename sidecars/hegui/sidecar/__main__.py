@@ -12,7 +12,7 @@ import yaml
 from hegui.api.generativeservice import GenerativeService, TritonEndpoint
 from hegui.moderation.client import TritonModerator
 from hegui.moderation.records import RecordLog
-from hegui.moderation.strikes import StrikeBook
+from hegui.moderation.strikes import StrikeBook, Thresholds
 from hegui.sidecar.app import Sidecar, serve
 from hegui.sidecar.config import SidecarConfig
 from hegui.sidecar.suspension import FILE_NAME
@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
                             retention_days=protection.retention_days if protection else 180,
                             pseudonymise=protection.pseudonymise if protection else True)
         records.prune()
-    strikes = StrikeBook(args.strikes) if args.strikes else None
+    strikes = None
+    if args.strikes:  # the thresholds the posture declares (moderation.users, Art.14)
+        strikes = StrikeBook(args.strikes, Thresholds.from_posture(config.moderation.users))
     endpoint = config.moderation.triton or TritonEndpoint(address="127.0.0.1:8001",
                                                           model="moderation")
     if args.triton:
