@@ -18,7 +18,7 @@ from hegui.labeling.verify import Status, verify_bytes
 from hegui.moderation.records import RecordLog
 from hegui.sidecar.app import Sidecar, make_app
 from hegui.sidecar.config import SidecarConfig
-from hegui.sidecar.testing import FakeModel, LocalModerator, posture
+from hegui.sidecar.testing import FakeModel, LocalModerator, posture, sidecar_client
 
 LABEL = "本内容由人工智能生成"
 LABELING = Labeling.from_dict({
@@ -218,3 +218,35 @@ async def test_an_images_answer_that_is_not_the_api_object_is_refused(
     assert response.status == 502
     error = (await response.json())["error"]
     assert error["code"] == "hegui.upstream_malformed"
+
+
+async def test_the_sidecar_watermarks_images_when_the_posture_enables_it(
+        fake_model: FakeModel, tmp_path: Path) -> None:
+    """labeling.watermark.enabled: each image carries the invisible watermark of its own
+    ProduceID under the mounted key, found by `hegui label verify` with that key (Art.12)."""
+    labeling = Labeling.from_dict({**LABELING.to_dict(), "watermark": {
+        "enabled": True, "keySecretRef": {"name": "watermark", "key": "key"}}})
+    key = b"watermark-key-from-the-secret"
+    config = SidecarConfig(posture(), labeling=labeling, upstream=fake_model.url,
+                           watermark_key=key)
+    client = await sidecar_client(config, LocalModerator())
+    try:
+        response = await client.post("/v1/images/generations", json={
+            "model": "fake", "prompt": "a mountain", "response_format": "b64_json"})
+        assert response.status == 200
+        [item] = (await response.json())["data"]
+        image = base64.b64decode(item["b64_json"])
+        assert verify_bytes(image, key=key).watermark.status is Status.PRESENT
+        assert verify_bytes(image, key=b"another key").watermark.status is not Status.PRESENT
+    finally:
+        await client.close()
+    # Enabled but no key mounted: served, and flagged.
+    config = SidecarConfig(posture(), labeling=labeling, upstream=fake_model.url)
+    client = await sidecar_client(config, LocalModerator())
+    try:
+        response = await client.post("/v1/images/generations", json={
+            "model": "fake", "prompt": "a mountain", "response_format": "b64_json"})
+        assert response.status == 200
+        assert "watermark-key-missing" in response.headers.get("x-hegui-label-flags", "")
+    finally:
+        await client.close()

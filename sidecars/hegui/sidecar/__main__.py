@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key-file", type=Path,
                         help="the pseudonymisation key (the Secret dataProtection."
                              "pseudonymisationKeyRef names, mounted as a file)")
+    parser.add_argument("--watermark-key-file", type=Path,
+                        help="the image watermark key (the Secret labeling.watermark."
+                             "keySecretRef names, mounted as a file; Art.12)")
     parser.add_argument("--suspension", type=Path,
                         help="the operator's suspension notice (Art.21); default: "
                              "suspension.yaml next to --service (absent file: not suspended)")
@@ -52,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
                                         pseudonymisation_key=key,
                                         suspension_file=args.suspension
                                         or args.service.parent / FILE_NAME,
-                                        suspension_poll_seconds=args.suspension_poll)
+                                        suspension_poll_seconds=args.suspension_poll,
+                                        watermark_key=(args.watermark_key_file.read_bytes()
+                                                       .strip() if args.watermark_key_file
+                                                       else None))
     protection = service.spec.data_protection
     records = None
     if args.records and (protection is None or protection.retention_days > 0):

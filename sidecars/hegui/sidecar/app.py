@@ -638,9 +638,14 @@ class Sidecar:
             produce_ids.append(aigc.ProduceID)
             return aigc
 
-        # Decoding, drawing and encoding images is CPU work: off the event loop.
+        key = None
+        if labeling.watermark is not None and labeling.watermark.enabled:
+            key = self.config.watermark_key
+        # Decoding, drawing, watermarking and encoding images is CPU (or GPU) work: off the loop.
         labeled, flags = await asyncio.to_thread(label_images_response, body, fresh,
-                                                 labeling.explicit)
+                                                 labeling.explicit, watermark_key=key)
+        if key is None and labeling.watermark is not None and labeling.watermark.enabled:
+            flags.append("watermark-key-missing")
         if flags:
             headers["x-hegui-label-flags"] = header_flags(flags)
         await self.record("label", user=user, direction="output", route="images",

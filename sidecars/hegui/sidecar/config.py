@@ -40,6 +40,9 @@ class SidecarConfig:
     # sidecar cannot be suspended (tests and local runs without the operator).
     suspension_file: Path | None = None
     suspension_poll_seconds: float = 2.0
+    # The image watermark key (the Secret labeling.watermark.keySecretRef names, mounted as a
+    # file); None: no watermark, flagged when the posture enables one (Art.12).
+    watermark_key: bytes | None = None
 
     @property
     def moderation_timeout(self) -> float:
