@@ -268,3 +268,43 @@ def test_an_unsafe_pod_is_refused_when_injection_is_enforced_and_admitted_with_a
     admitted = _mutate([{"rule": "injection", "mode": "Warn"}], pod)
     assert admitted.allowed and admitted.patch is None
     assert any("hostNetwork" in w for w in admitted.warnings)
+
+
+def test_the_secrets_the_posture_names_are_mounted_for_the_sidecar_alone() -> None:
+    """Pseudonymised records need their key (Art.11) and an enabled watermark its key (Art.12):
+    both come from the Secrets the GenerativeService names, projected read-only for the sidecar;
+    without them the injected sidecar could not start."""
+    from hegui.admission.injection import carries_sidecar
+    from hegui.api.generativeservice import GenerativeService
+
+    posture = GenerativeService.from_dict({
+        "apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+        "metadata": {"name": "chat", "namespace": "ai"},
+        "spec": {"selector": {"matchLabels": {"app": "chat"}},
+                 "filing": {"publicOpinion": False,
+                            "algorithm": {"number": "网信算备110108823483901230011号"}},
+                 "labeling": {"modalities": ["image"],
+                              "implicit": {"contentProducer": "Example AI Co."},
+                              "watermark": {"enabled": True,
+                                            "keySecretRef": {"name": "wm", "key": "k"}}},
+                 "dataProtection": {"retentionDays": 180,
+                                    "pseudonymisationKeyRef": {"name": "pseudo", "key": "hmac"},
+                                    "userRequests": {"channel": "https://example.cn/privacy",
+                                                     "deadlineDays": 15}}}})
+    pod = _pod()
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), inject(pod, POLICY, "chat",
+                                                               posture).patch)
+    sidecar = patched["spec"]["initContainers"][0]
+    args = sidecar["args"]
+    assert args[args.index("--key-file") + 1] == "/etc/hegui-keys/pseudonymisation.key"
+    assert args[args.index("--watermark-key-file") + 1] == "/etc/hegui-keys/watermark.key"
+    assert {"name": "hegui-keys", "mountPath": "/etc/hegui-keys",
+            "readOnly": True} in sidecar["volumeMounts"]
+    [keys] = [v for v in patched["spec"]["volumes"] if v["name"] == "hegui-keys"]
+    assert keys["projected"]["defaultMode"] == 0o400
+    assert {s["secret"]["name"] for s in keys["projected"]["sources"]} == {"pseudo", "wm"}
+    # The model container mounts none of it.
+    assert "volumeMounts" not in patched["spec"]["containers"][0]
+    assert inject(patched, POLICY, "chat", posture).patch == []
+    assert POLICY.spec.sidecar is not None
+    assert carries_sidecar(patched, POLICY.spec.sidecar, "chat", posture)

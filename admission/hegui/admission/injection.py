@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hegui.api.common import SecretKeyReference
+from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy, Sidecar
 from hegui.rules import workloads
 
@@ -37,6 +39,8 @@ STATUS_ANNOTATION = "hegui.io/sidecar-status"
 MODEL_PORT_NAME = "hegui-model"  # port names are at most 15 characters
 CONFIG_VOLUME = "hegui-config"
 DATA_VOLUME = "hegui-data"
+KEYS_VOLUME = "hegui-keys"  # the Secrets the posture names, projected read-only
+KEYS_DIR = "/etc/hegui-keys"
 SIDECAR_USER = 65532  # the distroless "nonroot" user
 
 
@@ -64,14 +68,43 @@ def _quantities(values: Mapping[str, Any]) -> dict[str, str]:
     return {name: str(value) for name, value in values.items() if value is not None}
 
 
+def secret_keys(posture: GenerativeService | None) -> dict[str, SecretKeyReference]:
+    """The Secrets the sidecar needs, by file name: the pseudonymisation key of its records
+    (dataProtection, Art.11) and the image watermark key (labeling.watermark, Art.12)."""
+    keys: dict[str, SecretKeyReference] = {}
+    if posture is None:
+        return keys
+    protection = posture.spec.data_protection
+    if protection is not None and protection.pseudonymisation_key_ref is not None:
+        keys["pseudonymisation.key"] = protection.pseudonymisation_key_ref
+    labeling = posture.spec.labeling
+    if labeling is not None and labeling.watermark is not None and labeling.watermark.enabled \
+            and labeling.watermark.key_secret_ref is not None:
+        keys["watermark.key"] = labeling.watermark.key_secret_ref
+    return keys
+
+
+def keys_volume(keys: Mapping[str, SecretKeyReference]) -> dict[str, Any]:
+    """One projected volume for all of them (mode 0400: only the sidecar's user reads them)."""
+    return {"name": KEYS_VOLUME, "projected": {"defaultMode": 0o400, "sources": [
+        {"secret": {"name": ref.name, "items": [{"key": ref.key, "path": path}]}}
+        for path, ref in sorted(keys.items())]}}
+
+
 def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
-                      upstream_port: int | None) -> dict[str, Any]:
+                      upstream_port: int | None,
+                      keys: Mapping[str, SecretKeyReference] | None = None) -> dict[str, Any]:
     """The container, speaking `python -m hegui.sidecar`'s command line."""
     # All interfaces: the Service's traffic arrives on the pod's IP.
     args = ["--service", "/etc/hegui/service.yaml", "--host", "0.0.0.0",  # noqa: S104
             "--port", str(sidecar.port),
             "--records", "/var/lib/hegui/records.jsonl",
             "--strikes", "/var/lib/hegui/strikes.json"]
+    keys = keys or {}
+    if "pseudonymisation.key" in keys:
+        args += ["--key-file", f"{KEYS_DIR}/pseudonymisation.key"]
+    if "watermark.key" in keys:
+        args += ["--watermark-key-file", f"{KEYS_DIR}/watermark.key"]
     if upstream_port is not None:
         args += ["--upstream", f"http://127.0.0.1:{upstream_port}"]
     env = [{"name": "HEGUI_SERVICE", "value": service},
@@ -96,7 +129,8 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
             "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": "/etc/hegui", "readOnly": True},
-                         {"name": DATA_VOLUME, "mountPath": "/var/lib/hegui"}],
+                         {"name": DATA_VOLUME, "mountPath": "/var/lib/hegui"}]
+        + ([{"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True}] if keys else []),
     }
 
 
@@ -126,12 +160,13 @@ def _declared_sidecar(spec: Mapping[str, Any]) -> tuple[str, int, Mapping[str, A
 
 
 def _is_injected(declared: tuple[str, int, Mapping[str, Any]], sidecar: Sidecar,
-                 service: str) -> bool:
+                 service: str, keys: Mapping[str, SecretKeyReference]) -> bool:
     """Whether the declared sidecar is hegui's own, as this policy injects it: then there is
     nothing to do (a reinvocation, or a pod copied from an injected one). Whatever else a
     pod calls hegui-sidecar is replaced, so a look-alike container cannot bypass moderation."""
     group, _, container = declared
-    wanted = sidecar_container(sidecar, service=service, port_name="", upstream_port=None)
+    wanted = sidecar_container(sidecar, service=service, port_name="", upstream_port=None,
+                               keys=keys)
 
     def without_upstream(args: Any) -> Any:
         if not isinstance(args, list) or "--upstream" not in args:
@@ -150,7 +185,8 @@ def _is_injected(declared: tuple[str, int, Mapping[str, Any]], sidecar: Sidecar,
             and isinstance(env, list) and wanted["env"][0] in env)
 
 
-def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str) -> bool:
+def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str,
+                    posture: GenerativeService | None = None) -> bool:
     """Whether a running pod has hegui's sidecar as the policy injects it, its image aside (an
     older image is an upgrade to roll out, not a pod that bypasses moderation)."""
     spec = pod.get("spec")
@@ -164,7 +200,7 @@ def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str) -> b
         return False
     group, position, container = declared
     any_image = {**container, "image": sidecar.image}
-    return _is_injected((group, position, any_image), sidecar, service)
+    return _is_injected((group, position, any_image), sidecar, service, secret_keys(posture))
 
 
 def _overrides(declared: Mapping[str, Any], wanted: dict[str, Any],
@@ -195,10 +231,12 @@ def _overrides(declared: Mapping[str, Any], wanted: dict[str, Any],
     return merged, warnings
 
 
-def _our_volumes(service: str) -> list[dict[str, Any]]:
+def _our_volumes(service: str,
+                 keys: Mapping[str, SecretKeyReference]) -> list[dict[str, Any]]:
     return [{"name": CONFIG_VOLUME, "configMap": {"name": sidecar_config_map(service),
                                                   "optional": True}},
-            {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}]
+            {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}] + (
+        [keys_volume(keys)] if keys else [])
 
 
 def _is_ours(volume: Mapping[str, Any], ours: list[dict[str, Any]]) -> bool:
@@ -213,8 +251,10 @@ def _is_ours(volume: Mapping[str, Any], ours: list[dict[str, Any]]) -> bool:
     return False
 
 
-def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> Injection:
-    """The JSON patch that injects the sidecar into `pod`, or an empty one if it has it."""
+def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
+           posture: GenerativeService | None = None) -> Injection:
+    """The JSON patch that injects the sidecar into `pod`, or an empty one if it has it.
+    `posture` is the service itself, for the Secrets its sidecar mounts."""
     sidecar = policy.spec.sidecar
     result = Injection()
     if sidecar is None:
@@ -225,7 +265,8 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
     annotations = metadata.get("annotations") or {}
     # The status annotation alone proves nothing: a team could set it on its own pod template.
     declared = _declared_sidecar(spec)
-    if declared is not None and _is_injected(declared, sidecar, service):
+    keys = secret_keys(posture)
+    if declared is not None and _is_injected(declared, sidecar, service, keys):
         return result
     if spec.get("hostNetwork"):
         raise InjectionConflict(
@@ -257,11 +298,11 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
     if MODEL_PORT_NAME in taken and not renamed:
         raise InjectionConflict(f"a container already has a port named {MODEL_PORT_NAME}, the "
                                 "name the model's serving port is given under the sidecar")
-    new_volumes = _our_volumes(service)
+    new_volumes = _our_volumes(service, keys)
     existing = [v for v in spec.get("volumes") or [] if isinstance(v, Mapping)]
     ours_present = [v for v in existing if _is_ours(v, new_volumes)]
     if clash := {str(v.get("name")) for v in existing if not _is_ours(v, new_volumes)} & {
-            CONFIG_VOLUME, DATA_VOLUME}:
+            CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME}:
         raise InjectionConflict(f"the pod already has a volume named {', '.join(sorted(clash))}")
     if any(int(p.get("containerPort", 0)) == sidecar.port for c in spec.get("containers") or []
            if isinstance(c, Mapping) for p in c.get("ports") or [] if isinstance(p, Mapping)):
@@ -288,7 +329,7 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str) -> In
             "serves on")
 
     container = sidecar_container(sidecar, service=service, port_name=port_name,
-                                  upstream_port=upstream)
+                                  upstream_port=upstream, keys=keys)
     if declared is not None:
         container, ignored = _overrides(declared[2], container, sidecar)
         result.warnings += ignored

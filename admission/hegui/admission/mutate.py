@@ -21,7 +21,7 @@ from hegui.admission.server import Validator
 from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
-from hegui.rules.index import ComplianceIndex, EffectivePolicy
+from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey
 
 
 def _owners(pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -90,7 +90,8 @@ def make_mutator(index: ComplianceIndex) -> Validator:
                 f"[injection, Art.14] no sidecar: ComplianceException {duty.waived_by} waives "
                 f"injection for {duty.waived_for}"])
         try:
-            injection = inject(pod, duty.policy, duty.service)
+            posture = index.services.get(ObjectKey(request.namespace, duty.service))
+            injection = inject(pod, duty.policy, duty.service, posture)
         except InjectionConflict as conflict:
             message = (f"[injection, Art.14] Pod {request.namespace}/{request.name or '(new)'}: "
                        f"{conflict}")

@@ -94,7 +94,7 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
         sidecar = duty.policy.spec.sidecar if duty else None
         if duty is None or duty.service != name or sidecar is None:
             continue
-        if duty.waived_by or carries_sidecar(pod, sidecar, name):
+        if duty.waived_by or carries_sidecar(pod, sidecar, name, service):
             continue
         pod_name = str(_meta(pod).get("name"))
         found.uninjected.append(pod_name)
