@@ -2,7 +2,7 @@
 
 Rendered with the real `helm` binary (built by dev/controlplane/build); skipped with the reason
 when it is absent. The cluster side (install, uninstall, RBAC under the chart's service
-accounts) is in tests/integration/test_chart.py.
+accounts) is in tests/integration/test_chart_install.py.
 """
 
 from __future__ import annotations
