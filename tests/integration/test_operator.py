@@ -267,8 +267,8 @@ def test_pods_that_slipped_past_a_down_injector_are_reported_then_evicted_back_i
         by_number = {"apiVersion": "v1", "kind": "Service",
                      "metadata": {"name": "llm-direct", "namespace": namespace},
                      "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8000}]}}
+        _apply(local_cluster, by_number, tmp_path)  # first: every reconcile then sees it
         _apply(local_cluster, deployment, tmp_path)
-        _apply(local_cluster, by_number, tmp_path)
         assert len(_running_pods(local_cluster, namespace, 2, injected=False)) == 2
 
         status = _until(local_cluster, namespace, lambda s: s.get("uninjectedPods") == 2)

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -48,7 +49,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     configuration = client.Configuration()
     config.load_kube_config(config_file=path, client_configuration=configuration)
     # A kubeconfig authenticates by client certificate or by bearer token (a ServiceAccount's).
-    token = (configuration.api_key.get("authorization") or "").removeprefix("Bearer ").strip()
+    # (The key is "BearerToken" in kubernetes-client 30+, "authorization" in older releases.)
+    raw = configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization")
+    token = (raw or "").removeprefix("Bearer ").strip()
     return kopf.ConnectionInfo(
         server=configuration.host, ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl, certificate_path=configuration.cert_file,
@@ -74,6 +77,8 @@ def _mirror(event: kopf.RawEvent, **_: Any) -> None:
         meta = obj.get("metadata")
         if obj.get("kind") == "GenerativeService" and isinstance(meta, dict):
             METRICS.forget(str(meta.get("namespace")), str(meta.get("name")))
+            _WRITTEN.pop(str(meta.get("uid")), None)
+            _LOCKS.pop(str(meta.get("uid")), None)
     elif obj:
         INDEX.upsert(obj)
 
@@ -227,20 +232,35 @@ def reconcile_not_stuck(**_: Any) -> str:
     return "ok"
 
 
+#: The status this process last wrote, by the service's uid, and a lock per service. kopf runs a
+#: change handler and the timer of one service in parallel threads, each with its own snapshot
+#: of the object: without these, the later one would judge from a status older than the one the
+#: other just wrote (a condition's lastTransitionTime moving back, a suspension stepped twice).
+#: The operator is the status' only writer and one replica leads, so what it wrote last is the
+#: freshest; after a restart or a failover the object's own status is.
+_WRITTEN: dict[str, dict[str, Any]] = {}
+_LOCKS: dict[str, threading.Lock] = {}
+
+
 def _reconcile(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None) -> None:
     flight = (namespace or "", name)
-    _IN_FLIGHT[flight] = time.monotonic()
-    try:
-        _judge(body, patch, name, namespace)
-    except Exception:
-        METRICS.observe(flight[0], name, state=ServiceState.ERROR, findings=(), uninjected=0)
-        raise
-    finally:
-        _IN_FLIGHT.pop(flight, None)
+    uid = str(body.meta.get("uid"))
+    with _LOCKS.setdefault(uid, threading.Lock()):
+        _IN_FLIGHT[flight] = time.monotonic()
+        try:
+            _judge(body, patch, name, namespace, uid)
+        except Exception:
+            METRICS.observe(flight[0], name, state=ServiceState.ERROR, findings=(),
+                            uninjected=0)
+            raise
+        finally:
+            _IN_FLIGHT.pop(flight, None)
 
 
-def _judge(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None) -> None:
-    INDEX.upsert(dict(body))  # the freshest copy, whatever order kopf ran the handlers in
+def _judge(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
+           uid: str) -> None:
+    current = {**dict(body.get("status") or {}), **_WRITTEN.get(uid, {})}
+    INDEX.upsert({**dict(body), "status": current})  # the freshest copy, status included
     key = ObjectKey(namespace or "", name)
     service = INDEX.services.get(key)
     if service is None:  # the CRD's schema admitted what the models refuse
@@ -253,14 +273,15 @@ def _judge(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None)
     prometheus = next((p.spec.prometheus for p in effective.policies if p.spec.prometheus),
                       None) if effective else None
     stable = stability.judge(service, prometheus, now)
-    previous = list((body.get("status") or {}).get("conditions") or [])
+    previous = list(current.get("conditions") or [])
     status = compute(key, INDEX, generation=body.meta.get("generation"), previous=previous,
                      now=now, observed=observed, stability=stable)
-    status["suspension"]["scaledToZero"] = _scale(body, service, stable, observed)
-    current = dict(body.get("status") or {})
-    if any(current.get(k) != v for k, v in status.items()):
+    status["suspension"]["scaledToZero"] = _scale(body, current, service, stable, observed)
+    written = dict(body.get("status") or {})
+    if any(written.get(k) != v for k, v in status.items()):
         for field, value in status.items():
             patch.status[field] = value
+    _WRITTEN[uid] = {**current, **status}
     # The notice first: a suspension must reach the sidecars whatever fails after it.
     _ensure(_api("CoreV1Api"), "config_map", sidecar_config(body, stable.notice()), "data")
     for transition in stable.step.transitions:
@@ -286,13 +307,13 @@ _SCALABLE = {"Deployment": "namespaced_deployment_scale",
              "StatefulSet": "namespaced_stateful_set_scale"}
 
 
-def _scale(body: kopf.Body, service: GenerativeService, stable: stability.Stability,
-           observed: Observation) -> list[dict[str, Any]]:
+def _scale(body: kopf.Body, current: dict[str, Any], service: GenerativeService,
+           stable: stability.Stability, observed: Observation) -> list[dict[str, Any]]:
     """Suspension by ScaleToZero (Art.21): while suspended, every matched Deployment and
     StatefulSet is held at zero replicas through its scale subresource (scaled back down if
     something scales it up); on resume each gets back the replicas it had. What to give back is
     kept in status, so a restart or a failover loses nothing. Returns the new list."""
-    previous = ((body.get("status") or {}).get("suspension") or {}).get("scaledToZero") or []
+    previous = (current.get("suspension") or {}).get("scaledToZero") or []
     kept = {(str(w["kind"]), str(w["name"])): int(w["replicas"]) for w in previous}
     apps, namespace = _api("AppsV1Api"), service.namespace or ""
     action = service.spec.suspension.action if service.spec.suspension else None
