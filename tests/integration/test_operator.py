@@ -413,6 +413,19 @@ def test_the_background_audit_reports_workloads_admitted_before_the_policy(
         local_cluster.kubectl("delete", "compliancepolicy", namespace, "--ignore-not-found")
 
 
+def _project_notice(cluster: LocalCluster, namespace: str, notice: Path, rig: Any,
+                    wanted: int) -> int:
+    """Do the kubelet's part (project the ConfigMap's suspension.yaml into the sidecar's file)
+    and wait until the sidecar answers `wanted`; the status it answers last."""
+    config_map = json.loads(cluster.kubectl("-n", namespace, "get", "configmap",
+                                            "hegui-sidecar-chat", "-o", "json").stdout)
+    notice.write_text(config_map["data"]["suspension.yaml"])
+    deadline = time.monotonic() + 10
+    while rig.chat() != wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return int(rig.chat())
+
+
 def test_a_service_that_keeps_failing_is_suspended_and_only_a_person_resumes_it(
         local_cluster: LocalCluster, operator: Operator, namespace: str, tmp_path: Path) -> None:
     """Art.13 and Art.21 end to end: a real Prometheus scrapes a real sidecar in front of a
@@ -473,13 +486,7 @@ def test_a_service_that_keeps_failing_is_suspended_and_only_a_person_resumes_it(
         assert "[suspension, Art.21]" in events
 
         # The kubelet projects the ConfigMap into the pod; here the test does it.
-        config_map = json.loads(local_cluster.kubectl("-n", namespace, "get", "configmap",
-                                                      "hegui-sidecar-chat", "-o", "json").stdout)
-        notice.write_text(config_map["data"]["suspension.yaml"])
-        deadline = time.monotonic() + 10
-        while rig.chat() != 503 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert rig.chat() == 503
+        assert _project_notice(local_cluster, namespace, notice, rig, 503) == 503
 
         # GitOps self-heal re-applies the manifest: the suspension holds (it lives in status).
         local_cluster.kubectl("apply", "-f", str(manifest))
@@ -501,13 +508,7 @@ def test_a_service_that_keeps_failing_is_suspended_and_only_a_person_resumes_it(
         assert suspension.get("suspended") is False, status
         who = json.loads(local_cluster.kubectl("auth", "whoami", "-o", "json").stdout)
         assert suspension["history"][0]["resumedBy"] == who["status"]["userInfo"]["username"]
-        config_map = json.loads(local_cluster.kubectl("-n", namespace, "get", "configmap",
-                                                      "hegui-sidecar-chat", "-o", "json").stdout)
-        notice.write_text(config_map["data"]["suspension.yaml"])
-        deadline = time.monotonic() + 10
-        while rig.chat() != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert rig.chat() == 200
+        assert _project_notice(local_cluster, namespace, notice, rig, 200) == 200
     finally:
         stop.set()
         prometheus.stop()

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from hegui.moderation.tritonserver import TritonServer, TritonUnavailable
 from hegui.sidecar.testing import FakeModel, LocalModerator
@@ -21,14 +19,7 @@ from hegui.sidecar.testing import FakeModel, LocalModerator
 @pytest.fixture
 async def fake_model() -> AsyncIterator[FakeModel]:
     model = FakeModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", model.handle)
-    app.router.add_post("/v1/completions", model.handle)
-    app.router.add_post("/v1/images/generations", model.images)
-    app.router.add_get("/v1/models", model.models)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    model.url = str(server.make_url("")).rstrip("/")
+    server = await model.serve()
     yield model
     await server.close()
 

@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient
 from hegui.api.generativeservice import Labeling
 from hegui.labeling.verify import Status, verify_bytes
 from hegui.moderation.records import RecordLog
-from hegui.sidecar.app import Sidecar, make_app
 from hegui.sidecar.config import SidecarConfig
 from hegui.sidecar.testing import FakeModel, LocalModerator, posture, sidecar_client
 
@@ -30,13 +29,9 @@ LABELING = Labeling.from_dict({
 
 @pytest.fixture
 async def client(fake_model: FakeModel, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    from aiohttp.test_utils import TestServer
-
     config = SidecarConfig(posture(), labeling=LABELING, upstream=fake_model.url)
     records = RecordLog(tmp_path / "records.jsonl", key=b"k" * 32)
-    test_client: TestClient[Any, Any] = TestClient(TestServer(
-        make_app(Sidecar(config, LocalModerator(), records=records)), host="127.0.0.1"))
-    await test_client.start_server()
+    test_client = await sidecar_client(config, LocalModerator(), records=records)
     yield test_client
     await test_client.close()
 
@@ -174,13 +169,9 @@ async def odd_model() -> AsyncIterator[dict[str, Any]]:
 @pytest.fixture
 async def odd_client(odd_model: dict[str, Any], tmp_path: Path
                      ) -> AsyncIterator[TestClient[Any, Any]]:
-    from aiohttp.test_utils import TestServer
-
     config = SidecarConfig(posture(), labeling=LABELING, upstream=odd_model["url"])
     records = RecordLog(tmp_path / "records.jsonl", key=b"k" * 32)
-    test_client: TestClient[Any, Any] = TestClient(TestServer(
-        make_app(Sidecar(config, LocalModerator(), records=records)), host="127.0.0.1"))
-    await test_client.start_server()
+    test_client = await sidecar_client(config, LocalModerator(), records=records)
     yield test_client
     await test_client.close()
 

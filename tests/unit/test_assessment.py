@@ -14,8 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from hegui.api.assessment import (
     QuestionBank,
@@ -298,11 +296,7 @@ def test_status_expires_a_pass_after_valid_for_and_not_a_fail() -> None:
 @pytest.fixture
 async def model() -> AsyncIterator[FakeModel]:
     fake = FakeModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("")).rstrip("/")
+    server = await fake.serve()
     yield fake
     await server.close()
 

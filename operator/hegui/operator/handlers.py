@@ -92,22 +92,29 @@ kopf.on.event(GROUP, VERSION, "generativeservices")(_mirror)
 _APIS: dict[str, Any] = {}
 
 
+def api_client() -> Any:
+    """A kubernetes ApiClient with the operator's credentials: the kubeconfig of
+    `hegui operator run --kubeconfig`, else in-cluster, else $KUBECONFIG."""
+    from kubernetes import client, config
+
+    if path := os.environ.get("HEGUI_KUBECONFIG"):
+        return config.new_client_from_config(config_file=path)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
 def _api(kind: str) -> Any:
     """The kubernetes client API object `kind` (CoreV1Api, ...) with the operator's credentials."""
     if not _APIS:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        if path := os.environ.get("HEGUI_KUBECONFIG"):
-            api_client = config.new_client_from_config(config_file=path)
-        else:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-            api_client = client.ApiClient()
+        shared = api_client()
         for name in ("CoreV1Api", "AppsV1Api", "BatchV1Api", "NetworkingV1Api",
                      "CustomObjectsApi"):
-            _APIS[name] = getattr(client, name)(api_client)
+            _APIS[name] = getattr(client, name)(shared)
     return _APIS[kind]
 
 

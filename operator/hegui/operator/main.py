@@ -61,21 +61,14 @@ def _lead(lease: str) -> None:
     import socket
     import threading
 
-    from kubernetes import client, config
+    from kubernetes import client
 
+    from hegui.operator.handlers import api_client
     from hegui.operator.leader import LeaseElection
 
-    if path := os.environ.get("HEGUI_KUBECONFIG"):
-        api_client = config.new_client_from_config(config_file=path)
-    else:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api_client = client.ApiClient()
     namespace, _, name = lease.rpartition("/")
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    election = LeaseElection(client.CoordinationV1Api(api_client), namespace or "hegui-system",
+    election = LeaseElection(client.CoordinationV1Api(api_client()), namespace or "hegui-system",
                              name, identity,
                              duration=float(os.environ.get("HEGUI_LEASE_SECONDS", "15")))
     election.renew = min(election.renew, election.duration / 3)

@@ -133,10 +133,28 @@ class FakeModel:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake"}]})
 
+    def app(self) -> web.Application:
+        """The OpenAI-compatible routes this model serves."""
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_post("/v1/completions", self.handle)
+        app.router.add_post("/v1/images/generations", self.images)
+        app.router.add_get("/v1/models", self.models)
+        return app
 
-async def sidecar_client(config: SidecarConfig, moderator: Any) -> TestClient[Any, Any]:
+    async def serve(self) -> TestServer:
+        """Serve it on a free loopback port (`url` is set); close the server when done."""
+        server = TestServer(self.app(), host="127.0.0.1")
+        await server.start_server()
+        self.url = str(server.make_url("")).rstrip("/")
+        return server
+
+
+async def sidecar_client(config: SidecarConfig, moderator: Any,
+                         **options: Any) -> TestClient[Any, Any]:
+    """The sidecar app on a free port; `options` go to Sidecar (records, strikes, ...)."""
     client: TestClient[Any, Any] = TestClient(
-        TestServer(make_app(Sidecar(config, moderator)), host="127.0.0.1"))
+        TestServer(make_app(Sidecar(config, moderator, **options)), host="127.0.0.1"))
     await client.start_server()
     return client
 
@@ -169,11 +187,7 @@ class ServingRig:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
 
     async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.model.handle)
-        model_server = TestServer(app, host="127.0.0.1")
-        await model_server.start_server()
-        self.model.url = str(model_server.make_url("")).rstrip("/")
+        model_server = await self.model.serve()
         config = SidecarConfig(posture(), upstream=self.model.url, **self._config)
         sidecar_server = TestServer(make_app(Sidecar(config, LocalModerator())),
                                     host="127.0.0.1")
@@ -238,13 +252,7 @@ class BackgroundModel:
         self._server: TestServer | None = None
 
     async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.model.handle)
-        app.router.add_post("/v1/completions", self.model.handle)
-        app.router.add_get("/v1/models", self.model.models)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        self.model.url = str(self._server.make_url("")).rstrip("/")
+        self._server = await self.model.serve()
 
     def start(self) -> BackgroundModel:
         self._thread.start()
