@@ -1,0 +1,77 @@
+"""What the sidecar's request handlers and its stream relay share: errors, the SLI facts of the
+request being served (Art.13)."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class SliFacts:
+    """What the SLIs (Art.13) need to know of one request beyond its status code."""
+
+    first_token: float | None = None  # when the first token of a stream reached the client
+    cut: bool = False  # a model or moderator failure cut a response whose headers were sent
+
+
+# Set by the generation handler for the request it serves (requests on one connection are served
+# one after the other, in one task: the handler resets it when done).
+SLI: contextvars.ContextVar[SliFacts | None] = contextvars.ContextVar("hegui_sli", default=None)
+
+
+def mark_cut() -> None:
+    if (facts := SLI.get()) is not None:
+        facts.cut = True
+
+
+class ModerationDown(Exception):
+    """The moderator is unreachable and the fail mode is Closed."""
+
+
+class BadRequest(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)  # Chinese text stays readable and short
+
+
+def reference_id() -> str:
+    return uuid.uuid4().hex
+
+
+def error_body(code: str, message: str, *, article: str, reference: str,
+               direction: str | None = None, categories: list[str] | None = None,
+               ) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "hegui_moderation" if categories else "hegui_error",
+                            "code": code, "message": message, "article": article,
+                            "reference": reference}
+    if direction:
+        body["direction"] = direction
+    if categories:
+        body["category"] = categories[0]
+        body["categories"] = categories
+    return body
+
+
+def error_response(status: int, code: str, message: str, *, article: str = "Art.14",
+                   direction: str | None = None, categories: list[str] | None = None,
+                   headers: dict[str, str] | None = None,
+                   reference: str | None = None) -> web.Response:
+    reference = reference or reference_id()
+    body = error_body(code, message, article=article, reference=reference, direction=direction,
+                      categories=categories)
+    return web.json_response({"error": body}, status=status, dumps=dumps,
+                             headers={"x-hegui-reference": reference, **(headers or {})})
+
+
+__all__ = ["SLI", "BadRequest", "ModerationDown", "SliFacts", "dumps", "error_body",
+           "error_response", "mark_cut", "reference_id"]
