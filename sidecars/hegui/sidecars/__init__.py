@@ -1,1 +1,0 @@
-"""The moderation and labeling sidecars that run beside GPU model containers."""
