@@ -16,6 +16,7 @@ from hegui.admission.injection import (
     SIDECAR_NAME,
     STATUS_ANNOTATION,
     InjectionConflict,
+    carries_sidecar,
     inject,
 )
 from hegui.api.policy import CompliancePolicy
@@ -308,3 +309,121 @@ def test_the_secrets_the_posture_names_are_mounted_for_the_sidecar_alone() -> No
     assert inject(patched, POLICY, "chat", posture).patch == []
     assert POLICY.spec.sidecar is not None
     assert carries_sidecar(patched, POLICY.spec.sidecar, "chat", posture)
+
+
+# --- a look-alike sidecar does not switch injection off (Art.14) ---------------------------------
+
+def _look_alike(change: Any) -> dict[str, Any]:
+    """A pod that copies an injected pod's sidecar (image, command line, everything) and then
+    changes one thing about it."""
+    pod = _applied(_pod())
+    change(pod["spec"]["initContainers"][0])
+    return pod
+
+
+def _extra_mount(sidecar: dict[str, Any]) -> None:
+    sidecar["volumeMounts"].append({"name": "team-posture", "mountPath":
+                                    "/etc/hegui/service.yaml", "subPath": "service.yaml"})
+
+
+@pytest.mark.parametrize("change", [
+    _extra_mount,
+    lambda c: c["env"].append({"name": "HEGUI_DEBUG_BYPASS", "value": "1"}),
+    lambda c: c.update(lifecycle={"postStart": {"exec": {"command": ["rm", "-rf", "/x"]}}}),
+    lambda c: c.update(livenessProbe={"exec": {"command": ["true"]}}),
+    lambda c: c["ports"].append({"name": "extra", "containerPort": 9999}),
+    lambda c: c.update(command=["/bin/sh", "-c", "exec sleep inf"]),
+    lambda c: c["securityContext"].update(runAsUser=0, runAsNonRoot=False),
+    lambda c: c.update(restartPolicy="OnFailure"),
+], ids=["mount-over-service-yaml", "env", "lifecycle", "liveness-probe", "port", "command",
+        "root", "restart-policy"])
+def test_a_look_alike_sidecar_is_replaced_by_hegui_s(change: Any) -> None:
+    pod = _look_alike(change)
+    assert POLICY.spec.sidecar is not None
+    assert not carries_sidecar(pod, POLICY.spec.sidecar, "chat")
+    injection = inject(pod, POLICY, "chat")
+    assert injection.patch, "a look-alike must not count as injected"
+    assert any("is not hegui's" in w for w in injection.warnings)
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+    [sidecar] = _sidecars(patched)
+    assert sidecar == _applied(_pod())["spec"]["initContainers"][0]
+    assert carries_sidecar(patched, POLICY.spec.sidecar, "chat")
+    assert inject(patched, POLICY, "chat").patch == []
+
+
+def test_a_look_alike_whose_model_port_keeps_its_name_is_renamed() -> None:
+    pod = _applied(_pod())
+    pod["spec"]["containers"][0]["ports"][0]["name"] = "http"  # Services reach the model
+    injection = inject(pod, POLICY, "chat")
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+    assert patched["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
+    assert _sidecars(patched)[0]["ports"][0]["name"] == "http"
+
+
+def test_what_the_apiserver_defaults_on_an_injected_pod_still_counts_as_injected() -> None:
+    pod = _applied(_pod())
+    sidecar = pod["spec"]["initContainers"][0]
+    sidecar.update(terminationMessagePath="/dev/termination-log",
+                   terminationMessagePolicy="File", imagePullPolicy="IfNotPresent")
+    for probe in ("startupProbe", "readinessProbe"):
+        sidecar[probe].update(timeoutSeconds=1, successThreshold=1)
+        sidecar[probe].setdefault("failureThreshold", 3)
+        sidecar[probe]["httpGet"]["scheme"] = "HTTP"
+    for entry in sidecar["env"]:
+        if "valueFrom" in entry:
+            entry["valueFrom"]["fieldRef"]["apiVersion"] = "v1"
+    sidecar["volumeMounts"].append({"name": "kube-api-access-abcde", "readOnly": True,
+                                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    assert POLICY.spec.sidecar is not None
+    assert carries_sidecar(pod, POLICY.spec.sidecar, "chat")
+    assert inject(pod, POLICY, "chat").patch == []
+    # A different image is an upgrade to roll out for the operator, a re-injection at admission.
+    sidecar["image"] = "registry.example.cn/hegui/sidecar:0.0.9"
+    assert carries_sidecar(pod, POLICY.spec.sidecar, "chat")
+    assert inject(pod, POLICY, "chat").patch
+
+
+@pytest.mark.parametrize("group", ["containers", "initContainers"])
+@pytest.mark.parametrize("volume", ["hegui-data", "hegui-config"])
+def test_no_other_container_may_mount_hegui_s_volumes(group: str, volume: str) -> None:
+    """The model reading the records' key or rewriting strikes and records: refused (not
+    stripped, which would leave a container running without a mount it expects), on injected
+    pods too; the operator does not count such a pod as injected."""
+    pod = _applied(_pod())
+    target = pod["spec"]["containers"][0] if group == "containers" else \
+        pod["spec"]["initContainers"][0]
+    if group == "initContainers":
+        pod["spec"]["initContainers"].append({"name": "copy", "image": "c:1"})
+        target = pod["spec"]["initContainers"][1]
+    target.setdefault("volumeMounts", []).append({"name": volume, "mountPath": "/mnt"})
+    with pytest.raises(InjectionConflict, match=f"mounts {volume} at /mnt"):
+        inject(pod, POLICY, "chat")
+    assert POLICY.spec.sidecar is not None
+    assert not carries_sidecar(pod, POLICY.spec.sidecar, "chat")
+
+
+@pytest.mark.parametrize("spec", [{"hostNetwork": True}, {"hostPort": True}])
+def test_host_checks_run_on_pods_that_already_carry_the_sidecar(spec: dict[str, Any]) -> None:
+    pod = _applied(_pod())
+    if spec.get("hostNetwork"):
+        pod["spec"]["hostNetwork"] = True
+    else:
+        pod["spec"]["containers"][0]["ports"][0]["hostPort"] = 8000
+    with pytest.raises(InjectionConflict, match=r"hostNetwork|hostPort"):
+        inject(pod, POLICY, "chat")
+
+
+def test_env_overrides_cannot_change_what_code_the_sidecar_runs() -> None:
+    policy = POLICY.to_dict()
+    policy["spec"]["sidecar"]["userOverrides"] = ["resources", "env"]
+    allowing = CompliancePolicy.from_dict(policy)
+    pod = _pod()
+    pod["spec"]["initContainers"] = [{"name": SIDECAR_NAME, "image": "x:1", "env": [
+        {"name": "PYTHONPATH", "value": "/tmp/evil"}, {"name": "LOG_LEVEL", "value": "debug"},
+        {"name": "LD_PRELOAD", "value": "/tmp/x.so"}]}]
+    injection = inject(pod, allowing, "chat")
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+    names = [e["name"] for e in _sidecars(patched)[0]["env"]]
+    assert "LOG_LEVEL" in names and "PYTHONPATH" not in names and "LD_PRELOAD" not in names
+    assert any("env (LD_PRELOAD, PYTHONPATH)" in w for w in injection.warnings)
+    assert inject(patched, allowing, "chat").patch == []

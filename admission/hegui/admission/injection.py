@@ -11,10 +11,14 @@ What Istio and Linkerd learned, applied to GPU model pods:
 - Non-root, read-only root filesystem, no capabilities, no privilege escalation, no GPU; requests
   and limits from the CompliancePolicy so quotas and LimitRanges admit the pod.
 - Idempotent: a status annotation records what was injected and from which policy generation; a
-  pod that already carries the policy's sidecar is left alone. A container the pod itself names
-  hegui-sidecar is replaced by the policy's, keeping only the fields the policy lets a pod set
-  (Istio's istio-proxy override, without the bypass): no annotation or look-alike container a
-  team writes turns injection off.
+  pod that already carries the policy's sidecar is left alone. "Carries" means equal to what
+  hegui renders, field by field (after the apiserver's defaults and the fields the policy's
+  userOverrides allow), fronting the renamed model port, with hegui's volumes mounted by the
+  sidecar alone (`injection_gaps`). Anything else the pod itself names hegui-sidecar is replaced
+  by the policy's, keeping only the fields the policy lets a pod set (Istio's istio-proxy
+  override, without the bypass): no annotation or look-alike container a team writes turns
+  injection off. hostNetwork, hostPort and other containers mounting hegui's volumes are
+  refused on every pod, injected already or not.
 - Configuration is *mounted*: a ConfigMap `hegui-sidecar-<service>` that the operator renders
   from the GenerativeService. The sidecar then needs no API access at all (least privilege), and
   a posture change reaches running pods without a restart (kubelet refreshes the volume).
@@ -159,30 +163,143 @@ def _declared_sidecar(spec: Mapping[str, Any]) -> tuple[str, int, Mapping[str, A
     return found[0] if found else None
 
 
-def _is_injected(declared: tuple[str, int, Mapping[str, Any]], sidecar: Sidecar,
-                 service: str, keys: Mapping[str, SecretKeyReference]) -> bool:
-    """Whether the declared sidecar is hegui's own, as this policy injects it: then there is
-    nothing to do (a reinvocation, or a pod copied from an injected one). Whatever else a
-    pod calls hegui-sidecar is replaced, so a look-alike container cannot bypass moderation."""
+#: Where the ServiceAccount admission plugin mounts the pod's token (in every container).
+_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: What the apiserver fills in on a probe the injector left unset.
+_PROBE_DEFAULTS = {"timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3,
+                   "periodSeconds": 10}
+#: Environment a pod's own hegui-sidecar may never set, even where the policy allows env: hegui's
+#: own settings, and what changes which code the interpreter or the loader runs.
+_FORBIDDEN_ENV_PREFIXES = ("HEGUI_", "PYTHON", "LD_", "SSL_", "REQUESTS_CA", "HTTP_PROXY",
+                           "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
+def _default_pull_policy(image: Any) -> str:
+    """The imagePullPolicy the apiserver defaults for `image`."""
+    text = str(image or "")
+    if "@" in text:
+        return "IfNotPresent"
+    tag = text.rsplit("/", 1)[-1].partition(":")[2]
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+def _canonical(container: Mapping[str, Any]) -> dict[str, Any]:
+    """`container` without what the apiserver adds to every container: defaulted fields, the
+    service account token's mount, requests defaulted from limits. Two containers are the same
+    sidecar when their canonical forms are equal."""
+    out: dict[str, Any] = {}
+    for key, value in container.items():
+        if (key, value) in (("terminationMessagePath", "/dev/termination-log"),
+                            ("terminationMessagePolicy", "File")):
+            continue
+        if key == "imagePullPolicy" and value == _default_pull_policy(container.get("image")):
+            continue
+        if key.endswith("Probe") and isinstance(value, Mapping):
+            probe = {k: v for k, v in value.items() if _PROBE_DEFAULTS.get(k, object()) != v}
+            get = probe.get("httpGet")
+            if isinstance(get, Mapping):
+                probe["httpGet"] = {k: v for k, v in get.items()
+                                    if (k, v) != ("scheme", "HTTP")}
+            value = probe
+        elif key == "ports" and isinstance(value, list):
+            value = [{"protocol": "TCP", **p} if isinstance(p, Mapping) else p for p in value]
+        elif key == "env" and isinstance(value, list):
+            value = [_canonical_env(e) for e in value]
+        elif key == "volumeMounts" and isinstance(value, list):
+            value = [m for m in value if not (
+                isinstance(m, Mapping) and m.get("mountPath") == _SERVICE_ACCOUNT_DIR
+                and str(m.get("name", "")).startswith("kube-api-access-")
+                and m.get("readOnly") is True and set(m) == {"name", "mountPath", "readOnly"})]
+        elif key == "resources" and isinstance(value, Mapping):
+            limits = value.get("limits") if isinstance(value.get("limits"), Mapping) else {}
+            requests = value.get("requests") if isinstance(value.get("requests"), Mapping) else {}
+            assert isinstance(limits, Mapping) and isinstance(requests, Mapping)
+            value = {k: v for k, v in (("limits", dict(limits)),
+                                       ("requests", {**limits, **requests})) if v}
+        out[key] = value
+    return out
+
+
+def _canonical_env(entry: Any) -> Any:
+    if not isinstance(entry, Mapping):
+        return entry
+    field_ref = (entry.get("valueFrom") or {}).get("fieldRef") \
+        if isinstance(entry.get("valueFrom"), Mapping) else None
+    if isinstance(field_ref, Mapping) and field_ref.get("apiVersion") == "v1":
+        return {**entry, "valueFrom": {**entry["valueFrom"], "fieldRef": {
+            k: v for k, v in field_ref.items() if k != "apiVersion"}}}
+    return entry
+
+
+def _model_port(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The model container's serving port (its first), if it declares one."""
+    try:
+        _, model, _ = _model_container(spec)
+    except InjectionConflict:
+        return None
+    ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
+    return ports[0] if ports else None
+
+
+def _mounts_of_ours(spec: Mapping[str, Any]) -> list[str]:
+    """Containers other than hegui's sidecar that mount hegui's volumes (its configuration,
+    records and strikes, keys): each would let the team read the keys or rewrite what the
+    sidecar reads and writes."""
+    ours = {CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME}
+    return [f"{group}[{c.get('name')}] mounts {m.get('name')} at {m.get('mountPath')}"
+            for group in ("initContainers", "containers", "ephemeralContainers")
+            for c in spec.get(group) or [] if isinstance(c, Mapping)
+            and c.get("name") != SIDECAR_NAME
+            for m in c.get("volumeMounts") or [] if isinstance(m, Mapping)
+            and m.get("name") in ours]
+
+
+def injection_gaps(spec: Mapping[str, Any], sidecar: Sidecar, service: str,
+                   keys: Mapping[str, SecretKeyReference], *,
+                   any_image: bool = False) -> list[str]:
+    """Why the pod spec does not carry hegui's sidecar exactly as hegui renders it; empty when
+    it does. The sidecar must equal the rendered container (after the apiserver's defaults and
+    the fields the policy's userOverrides let a pod set), be a native sidecar, front the model's
+    port (renamed hegui-model), mount hegui's own volumes, and be the only container that mounts
+    them. The mutating webhook (is there anything to do?) and the operator (is this running pod
+    injected?) both ask this: a look-alike container cannot switch injection off."""
+    try:
+        declared = _declared_sidecar(spec)
+    except InjectionConflict as conflict:
+        return [str(conflict)]
+    if declared is None:
+        return [f"no container named {SIDECAR_NAME}"]
     group, _, container = declared
-    wanted = sidecar_container(sidecar, service=service, port_name="", upstream_port=None,
-                               keys=keys)
-
-    def without_upstream(args: Any) -> Any:
-        if not isinstance(args, list) or "--upstream" not in args:
-            return args
-        at = args.index("--upstream")
-        return args[:at] + args[at + 2:]
-
-    env, mounts = container.get("env"), container.get("volumeMounts")
-    # The apiserver adds to what we inject (the service account token's mount, defaults), and
-    # re-invokes us after it did: compare what we set, not the whole container.
-    return (group == "initContainers"
-            and all(container.get(key) == wanted.get(key) for key in (
-                "image", "command", "restartPolicy", "securityContext"))
-            and isinstance(mounts, list) and all(m in mounts for m in wanted["volumeMounts"])
-            and without_upstream(container.get("args")) == wanted["args"]
-            and isinstance(env, list) and wanted["env"][0] in env)
+    gaps = []
+    if group != "initContainers" or container.get("restartPolicy") != "Always":
+        gaps.append(f"{SIDECAR_NAME} is not a native sidecar (an init container with "
+                    "restartPolicy Always)")
+    port = _model_port(spec)
+    upstream = int(port.get("containerPort", 0)) or None if port is not None else None
+    if port is not None and port.get("name") != MODEL_PORT_NAME:
+        gaps.append(f"the model's serving port is named {port.get('name')!r}, not "
+                    f"{MODEL_PORT_NAME}: Services that target its name reach the model "
+                    "around the sidecar")
+    ports = container.get("ports")
+    first = ports[0] if isinstance(ports, list) and ports and isinstance(ports[0], Mapping) \
+        else {}
+    assert isinstance(first, Mapping)
+    port_name = str(first.get("name") or "hegui")
+    wanted = sidecar_container(sidecar, service=service, port_name=port_name,
+                               upstream_port=upstream, keys=keys)
+    have = _canonical({**container, "image": sidecar.image} if any_image else container)
+    merged, ignored = _overrides(have, _canonical(wanted), sidecar)
+    if ignored or _canonical(merged) != have:
+        differing = sorted({k for k in {*have, *merged} if have.get(k) != merged.get(k)})
+        gaps.append(f"{SIDECAR_NAME} differs from the sidecar hegui renders in "
+                    f"{', '.join(differing)}")
+    volumes = [v for v in spec.get("volumes") or [] if isinstance(v, Mapping)]
+    ours = _our_volumes(service, keys)
+    for volume in ours:
+        if not any(_is_ours(v, [volume]) for v in volumes):
+            gaps.append(f"volume {volume['name']} is not hegui's")
+    gaps += _mounts_of_ours(spec)
+    return gaps
 
 
 def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str,
@@ -192,15 +309,7 @@ def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str,
     spec = pod.get("spec")
     if not isinstance(spec, Mapping):
         return False
-    try:
-        declared = _declared_sidecar(spec)
-    except InjectionConflict:
-        return False
-    if declared is None:
-        return False
-    group, position, container = declared
-    any_image = {**container, "image": sidecar.image}
-    return _is_injected((group, position, any_image), sidecar, service, secret_keys(posture))
+    return not injection_gaps(spec, sidecar, service, secret_keys(posture), any_image=True)
 
 
 def _overrides(declared: Mapping[str, Any], wanted: dict[str, Any],
@@ -216,9 +325,13 @@ def _overrides(declared: Mapping[str, Any], wanted: dict[str, Any],
             merged["resources"] = dict(value)
         elif key == "env" and "env" in allowed and isinstance(value, list):
             ours = {e["name"] for e in wanted["env"]}
-            merged["env"] = wanted["env"] + [
-                e for e in value if isinstance(e, Mapping) and e.get("name") not in ours
-                and not str(e.get("name", "")).startswith("HEGUI_")]
+            extra = [e for e in value if isinstance(e, Mapping) and e.get("name") not in ours]
+            kept = [e for e in extra
+                    if not str(e.get("name", "")).upper().startswith(_FORBIDDEN_ENV_PREFIXES)]
+            merged["env"] = wanted["env"] + kept
+            if len(kept) != len(extra):
+                ignored.append("env (" + ", ".join(sorted(
+                    str(e.get("name")) for e in extra if e not in kept)) + ")")
         else:
             ignored.append(key)
     warnings = []
@@ -263,16 +376,40 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
     spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
     assert isinstance(metadata, Mapping) and isinstance(spec, Mapping)
     annotations = metadata.get("annotations") or {}
-    # The status annotation alone proves nothing: a team could set it on its own pod template.
-    declared = _declared_sidecar(spec)
-    keys = secret_keys(posture)
-    if declared is not None and _is_injected(declared, sidecar, service, keys):
-        return result
+    # These hold for every pod, injected already or not: a pod copied from an injected one
+    # (or carrying a look-alike) is checked like any other.
     if spec.get("hostNetwork"):
         raise InjectionConflict(
             "spec.hostNetwork is true: the sidecar's port would be the node's, and nothing "
             "could keep traffic from reaching the model directly (Art.14); run the model "
             "without hostNetwork")
+    if host_ports := [f"{c.get('name')} port {p.get('containerPort')}"
+                      for group in ("initContainers", "containers")
+                      for c in spec.get(group) or [] if isinstance(c, Mapping)
+                      and c.get("name") != SIDECAR_NAME
+                      for p in c.get("ports") or [] if isinstance(p, Mapping)
+                      and p.get("hostPort")]:
+        raise InjectionConflict(
+            f"{', '.join(host_ports)} sets hostPort: the node's port would reach the container "
+            "around the sidecar and its NetworkPolicy (Art.14); remove hostPort and reach the "
+            "service through a Service")
+    if mounted := _mounts_of_ours(spec):
+        # Refused, not stripped: a container that expects the mount would run broken.
+        raise InjectionConflict(
+            f"{'; '.join(mounted)}: hegui's volumes ({CONFIG_VOLUME}, {DATA_VOLUME}, "
+            f"{KEYS_VOLUME}) are the sidecar's alone (its configuration, records, strikes and "
+            "keys); remove the mount")
+    # The status annotation alone proves nothing: a team could set it on its own pod template;
+    # a container named hegui-sidecar counts only if it is exactly what hegui renders.
+    declared = _declared_sidecar(spec)
+    keys = secret_keys(posture)
+    gaps = injection_gaps(spec, sidecar, service, keys)
+    if declared is not None and not gaps:
+        return result
+    if declared is not None:
+        result.warnings.append(
+            f"[injection, Art.14] the pod's own {SIDECAR_NAME} is not hegui's ({'; '.join(gaps)})"
+            "; it is replaced by the CompliancePolicy's")
     if declared is not None:
         # The pod's own hegui-sidecar goes; the policy's takes its place, with what it may set.
         group, position, _ = declared
