@@ -128,3 +128,18 @@ def test_a_policy_adds_detection_signals_but_cannot_remove_nvidia() -> None:
     policy["spec"]["detection"] = {"gpuResources": ["amd.com/gpu"]}
     assert _rules(policy, workload=amd) == ["coverage"]
     assert _rules(policy) == ["coverage"]  # nvidia.com/gpu is still detected
+
+
+@pytest.mark.parametrize(("expires_on", "refused"), [
+    ("2026-11-29", True), ("2026-11-30", False)], ids=["expiry-day", "day-before-expiry"])
+def test_admission_and_the_model_agree_on_the_expiry_day(expires_on: str, refused: bool) -> None:
+    """expiresOn is the first day an external report no longer counts (Art.17): admission (the
+    engine) and the model's valid_on, which status and the dossier use, decide it alike."""
+    external = {"reportId": "R-2", "assessedOn": "2026-01-01", "expiresOn": expires_on,
+                "result": "Pass"}
+    service = _service(assessment={"external": external})
+    assert ("assessment" in _rules(_policy(), service)) is refused
+    from hegui.api.generativeservice import GenerativeService
+    report = GenerativeService.from_dict(service).spec.assessment
+    assert report is not None and report.external is not None
+    assert report.external.valid_on(NOW.date()) is not refused

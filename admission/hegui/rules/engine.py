@@ -245,10 +245,11 @@ def _assessed(ctx: ServiceContext) -> Iterator[Violation]:
             yield (_service_location(key, "spec.assessment.external.result"),
                    f"the external assessment {report.report_id} did not pass",
                    "pass a new assessment and reference its report")
-        elif report.expires_on < ctx.now.date():
+        elif not report.valid_on(ctx.now.date()):
             yield (_service_location(key, "spec.assessment.external.expiresOn"),
-                   f"the external assessment {report.report_id} expired on "
-                   f"{report.expires_on.isoformat()}",
+                   f"the external assessment {report.report_id} is not valid on "
+                   f"{ctx.now.date().isoformat()} (valid {report.assessed_on.isoformat()} to "
+                   f"{report.expires_on.isoformat()})",
                    "renew the assessment and update spec.assessment.external")
     elif assessment.safety_assessment_ref is not None:
         name = assessment.safety_assessment_ref.name

@@ -152,7 +152,7 @@ class ExternalAssessment(ApiModel):
     assessor: ShortText | None = Field(
         default=None, description="Who ran the assessment (the provider itself or an assessor).")
     assessed_on: date = Field(description="The date the assessment was completed, YYYY-MM-DD.")
-    expires_on: date = Field(description="The date after which the assessment no longer counts, "
+    expires_on: date = Field(description="The first day the assessment no longer counts, "
                                          "YYYY-MM-DD; must be after assessedOn.")
     result: AssessmentResult = Field(description="Pass or Fail.")
     report_url: Url | None = Field(default=None, description="Where the report can be read.")
@@ -164,6 +164,9 @@ class ExternalAssessment(ApiModel):
         return self.expires_on > self.assessed_on
 
     def valid_on(self, day: date) -> bool:
+        """Whether the report counts on `day`: it passed, was completed by then, and `day` is
+        before expiresOn (the first day it no longer counts, as a SafetyAssessment's expiresAt).
+        The one place that decides expiry: admission, status, audit and the dossier ask here."""
         return self.result is AssessmentResult.PASS and self.assessed_on <= day < self.expires_on
 
 
