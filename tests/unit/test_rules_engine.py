@@ -40,7 +40,7 @@ def _service(name: str = "chat", app: str = "chat", **changes: Any) -> dict[str,
     }
     for key, value in changes.items():
         if value is None:
-            spec.pop(key)
+            spec.pop(key, None)
         else:
             spec[key] = value
     return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
@@ -143,3 +143,97 @@ def test_admission_and_the_model_agree_on_the_expiry_day(expires_on: str, refuse
     report = GenerativeService.from_dict(service).spec.assessment
     assert report is not None and report.external is not None
     assert report.external.valid_on(NOW.date()) is not refused
+
+
+# --- the policy's moderation floor (rule moderation, Art.14) -------------------------------------
+
+TRITON = {"address": "triton.hegui-system.svc:8001", "model": "moderation"}
+
+
+def _floored(**floor: Any) -> dict[str, Any]:
+    policy = _policy()
+    policy["spec"]["defaults"] = {"triton": TRITON}
+    policy["spec"]["moderation"] = {"blockCategories": ["subversion"], **floor}
+    return policy
+
+
+def _moderation(**changes: Any) -> dict[str, Any]:
+    moderation: dict[str, Any] = {"categories": [
+        {"name": "subversion", "threshold": 0.5, "action": "Block"}]}
+    moderation.update(changes)
+    return moderation
+
+
+def _floor_findings(policy: dict[str, Any], service: dict[str, Any]) -> list[str]:
+    from hegui.rules.engine import evaluate_service_object
+
+    index = ComplianceIndex.from_objects([policy])
+    return [f"{f.location.split(' ', 2)[2]}: {f.message}"
+            for f in evaluate_service_object(service, index, now=NOW)]
+
+
+def test_a_service_at_the_floor_passes_and_a_workload_is_judged_by_it_too() -> None:
+    service = _service(moderation=_moderation())
+    assert _floor_findings(_floored(), service) == []
+    assert _rules(_floored(), service) == []
+    below = _service(moderation=_moderation(failureMode="Open"))
+    assert _rules(_floored(), below) == ["moderation"]
+
+
+@pytest.mark.parametrize(("moderation", "labeling", "where"), [
+    (None, None, "spec.moderation: no moderation is declared"),
+    (_moderation(input={"enabled": False}), None, "spec.moderation.input.enabled: inputs"),
+    (_moderation(output={"enabled": False}), None, "spec.moderation.output.enabled: outputs"),
+    (_moderation(categories=[{"name": "nothing", "threshold": 0.99, "action": "Flag"}]), None,
+     "spec.moderation.categories: category subversion is not scored"),
+    (_moderation(categories=[{"name": "subversion", "threshold": 0.5, "action": "Flag"}]),
+     None, "spec.moderation.categories[0].action: category subversion has action Flag"),
+    (_moderation(categories=[{"name": "subversion", "threshold": 1.0, "action": "Block"}]),
+     None, "spec.moderation.categories[0].threshold: category subversion blocks only at 1.0"),
+    (_moderation(categories=[{"name": "subversion", "threshold": 0.5, "action": "Block",
+                              "directions": ["output"]}]), None,
+     "spec.moderation.categories[0].directions: category subversion does not apply to input"),
+    (_moderation(failureMode="Open"), None, "spec.moderation.failureMode: failure mode Open"),
+    (_moderation(triton={"address": "stub.team-a.svc:8001", "model": "moderation"}), None,
+     "spec.moderation.triton: moderation endpoint stub.team-a.svc:8001 model moderation"),
+    (_moderation(triton={**TRITON, "model": "always_clean"}), None,
+     "spec.moderation.triton: moderation endpoint triton.hegui-system.svc:8001 model "
+     "always_clean"),
+    (_moderation(), {"modalities": ["text"], "implicit": {"contentProducer": "X",
+                                                          "enabled": False}},
+     "spec.labeling.implicit.enabled: implicit labels are off"),
+    (_moderation(), {"modalities": ["text"], "implicit": {"contentProducer": "X"},
+                     "explicit": {"enabled": False}},
+     "spec.labeling.explicit.enabled: explicit labels are off"),
+], ids=["none", "input-off", "output-off", "do-nothing-category", "flag-only", "threshold-1",
+        "output-only", "fail-open", "own-endpoint", "own-model", "implicit-off", "explicit-off"])
+def test_a_self_declared_posture_below_the_floor_is_named_field_by_field(
+        moderation: dict[str, Any] | None, labeling: dict[str, Any] | None, where: str) -> None:
+    changes: dict[str, Any] = {"moderation": moderation}
+    if labeling is not None:
+        changes["labeling"] = labeling
+    found = _floor_findings(_floored(), _service(**changes))
+    assert any(f.startswith(where) for f in found), found
+    assert all("CompliancePolicy default's moderation floor" in f for f in found)
+
+
+def test_allowed_endpoints_and_a_floor_that_leaves_choices_open() -> None:
+    other = {"address": "triton-b.hegui-system.svc:8001", "model": "moderation"}
+    policy = _floored(tritonEndpoints=[TRITON, other], failureMode="Open", directions=["output"])
+    service = _service(moderation=_moderation(
+        triton=other, failureMode="Open", input={"enabled": False},
+        categories=[{"name": "subversion", "threshold": 0.5, "action": "Block",
+                     "directions": ["output"]}]))
+    assert _floor_findings(policy, service) == []
+
+
+def test_the_floor_s_findings_follow_the_rule_s_mode_and_no_floor_judges_nothing() -> None:
+    from hegui.rules.engine import evaluate_service_object
+
+    below = _service(moderation=None)
+    assert _floor_findings(_policy(), below) == []  # no floor declared
+    warned = _floored()
+    warned["spec"]["rules"] = [{"rule": "moderation", "mode": "Warn"}]
+    [finding] = evaluate_service_object(below, ComplianceIndex.from_objects([warned]), now=NOW)
+    assert finding.mode is EnforcementMode.WARN and finding.article == "Art.14"
+    assert finding.render().startswith("[moderation, Art.14] GenerativeService ai/chat")

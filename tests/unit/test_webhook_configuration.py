@@ -9,8 +9,9 @@ from hegui.rules.workloads import BUILTIN
 def test_scoped_away_from_the_control_plane_and_its_own_namespace() -> None:
     config = configuration.validating_webhook_configuration(
         ca_bundle=b"ca", own_namespace="platform-hegui", url="https://127.0.0.1:9443/validate")
-    workloads, resume = config["webhooks"]
-    for hook in (workloads, resume):
+    hooks = {hook["name"]: hook for hook in config["webhooks"]}
+    workloads, resume = hooks[configuration.WEBHOOK_NAME], hooks[configuration.RESUME_WEBHOOK_NAME]
+    for hook in hooks.values():
         excluded = hook["namespaceSelector"]["matchExpressions"][0]
         assert excluded["operator"] == "NotIn"
         assert {"kube-system", "kube-node-lease", "kube-public", "hegui-system",
@@ -45,3 +46,16 @@ def test_native_policies_cite_their_articles() -> None:
              for p in cel_policies.all_policies()}
     assert names == {"hegui-coverage-art17": "Art.17", "hegui-filing-art17": "Art.17",
                      "hegui-labeling-art12": "Art.12"}
+
+
+def test_a_generative_service_s_spec_reaches_the_webhook_for_the_policy_floor() -> None:
+    """Rule moderation, Art.14: a posture below the floor is refused when applied; the operator's
+    metadata and status writes do not depend on the webhook."""
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=b"ca", own_namespace="hegui-system", url="https://127.0.0.1:9443/validate")
+    [posture] = [h for h in config["webhooks"]
+                 if h["name"] == configuration.POSTURE_WEBHOOK_NAME]
+    assert posture["rules"][0]["resources"] == ["generativeservices"]
+    assert posture["failurePolicy"] == "Fail"
+    assert posture["matchConditions"][0]["expression"] == (
+        "request.operation == 'CREATE' || object.spec != oldObject.spec")

@@ -26,7 +26,7 @@ import yaml
 
 from hegui.api.articles import Rule
 from hegui.rules import engine
-from hegui.rules.index import ComplianceIndex
+from hegui.rules.index import ComplianceIndex, ObjectKey
 from hegui.rules.workloads import WORKLOAD_KINDS
 
 HEGUI_KINDS = frozenset({"GenerativeService", "CompliancePolicy", "ComplianceException",
@@ -131,9 +131,22 @@ def judge(docs: list[Document], namespace: str) -> Judgement:
             obj = with_namespace(doc.obj)
             judged.append(Judged(doc, engine.Workload.of(obj),
                                  engine.evaluate(obj, index, namespace=namespace)))
+        elif doc.obj.get("kind") == "GenerativeService":
+            # Its apply-time rules (the policy's moderation floor), as the webhook judges it.
+            obj = with_namespace(doc.obj)
+            if ("GenerativeService", ObjectKey(*_key_of(obj))) in index.invalid:
+                continue  # reported as invalid below
+            judged.append(Judged(doc, engine.Workload.of(obj), engine.evaluate_service_object(
+                obj, index, namespace=namespace)))
     invalid = [f"{kind} {key.namespace + '/' if key.namespace else ''}{key.name}: {error}"
                for (kind, key), errors in sorted(index.invalid.items()) for error in errors]
     return Judgement(judged, assumed, invalid)
+
+
+def _key_of(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    assert isinstance(meta, Mapping)
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 # --- output ------------------------------------------------------------------------------------

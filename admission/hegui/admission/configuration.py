@@ -34,6 +34,9 @@ REQUEST_CHANGED = " || ".join(
     f"oldObject.metadata.annotations['{name}'] != object.metadata.annotations['{name}']))"
     for name in REQUEST_ANNOTATIONS)
 TIMEOUT_SECONDS = 5
+POSTURE_WEBHOOK_NAME = "posture.validate.hegui.io"
+#: CEL: a GenerativeService is created or its spec changes.
+SPEC_CHANGED = "request.operation == 'CREATE' || object.spec != oldObject.spec"
 
 #: (apiGroup, version, resource) of every workload kind the rules read.
 WORKLOAD_RESOURCES: tuple[tuple[str, str, str], ...] = (
@@ -156,6 +159,24 @@ def validating_webhook_configuration(
             "matchPolicy": "Equivalent",
             "matchConditions": [{"name": "suspend-or-resume-requested",
                                  "expression": REQUEST_CHANGED}],
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "failurePolicy": "Fail",
+        }, {
+            # A GenerativeService whose spec is created or changed is judged against the
+            # policy's moderation floor (rule moderation, Art.14); metadata and status writes
+            # (the operator's) never reach the webhook.
+            "name": POSTURE_WEBHOOK_NAME,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": dict(client_config),
+            "rules": [{"apiGroups": ["hegui.io"], "apiVersions": ["v1alpha1"],
+                       "resources": ["generativeservices"], "operations": ["CREATE", "UPDATE"],
+                       "scope": "Namespaced"}],
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
+            "matchPolicy": "Equivalent",
+            "matchConditions": [{"name": "posture-changed", "expression": SPEC_CHANGED}],
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",

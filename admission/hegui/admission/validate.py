@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
 
 from hegui.admission import review
 from hegui.admission.server import Validator
@@ -31,10 +32,27 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
 
     def validate(request: review.AdmissionRequest) -> review.Decision:
         if request.kind == "GenerativeService" and request.operation != "DELETE":
-            return check_resume_request(request)
+            asked = check_resume_request(request)
+            if not asked.allowed:
+                return asked
+            return judge_posture(request)
         if request.operation == "DELETE" or request.kind not in WORKLOAD_KINDS:
             return review.Decision(True)
-        findings = engine.evaluate(request.obj, index, namespace=request.namespace)
+        return _decide(request, engine.evaluate(request.obj, index,
+                                                namespace=request.namespace))
+
+    def judge_posture(request: review.AdmissionRequest) -> review.Decision:
+        """A GenerativeService below its policy's floor is refused when it is applied (rule
+        moderation, Art.14): a team cannot declare its way out of moderation."""
+        try:
+            findings = engine.evaluate_service_object(request.obj, index,
+                                                      namespace=request.namespace)
+        except ValidationError:
+            return review.Decision(True)  # the apiserver's schema already judged its shape
+        return _decide(request, findings)
+
+    def _decide(request: review.AdmissionRequest,
+                findings: list[engine.Finding]) -> review.Decision:
         for finding in findings:
             findings_total.labels(finding.rule.value, finding.article,
                                   "Exempted" if finding.exempted_by else finding.mode.value).inc()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hegui.api.articles import Rule
-from hegui.api.generativeservice import GenerativeService
+from hegui.api.generativeservice import FailureMode, GenerativeService
 from hegui.api.policy import EnforcementMode
 from hegui.rules import workloads
 from hegui.rules.index import ComplianceIndex, ObjectKey
@@ -152,9 +152,38 @@ def evaluate_service(key: ObjectKey, index: ComplianceIndex, *,
     service = index.services.get(key)
     if service is None:
         return []
+    return evaluate_posture(key, service, index, now=now)
+
+
+def evaluate_posture(key: ObjectKey, service: GenerativeService, index: ComplianceIndex, *,
+                     now: dt.datetime | None = None,
+                     rules: frozenset[Rule] | None = None) -> list[tuple[Rule, Violation]]:
+    """The findings of a posture that need not be in the index yet (a GenerativeService under
+    review at admission), limited to `rules` when given."""
     context = ServiceContext(key, service, index, now or dt.datetime.now(dt.UTC))
     return [(spec.rule, violation) for spec in SERVICE_RULES
-            for violation in spec.check(context)]
+            if rules is None or spec.rule in rules for violation in spec.check(context)]
+
+
+#: The posture rules a GenerativeService is refused for when it is applied: the policy's floor,
+#: which no later object can make good. (Filing, assessment and labeling are refused on the
+#: workloads: a service is declared before its assessment runs.)
+APPLY_TIME_RULES = frozenset({Rule.MODERATION})
+
+
+def evaluate_service_object(obj: Mapping[str, Any], index: ComplianceIndex, *,
+                            namespace: str = "", now: dt.datetime | None = None
+                            ) -> list[Finding]:
+    """The apply-time findings of a GenerativeService object (the webhook and `hegui check`), in
+    the modes of the policies enforcing its namespace; empty where none does."""
+    service = GenerativeService.from_dict(obj)
+    key = ObjectKey(service.namespace or namespace, service.name)
+    policy = index.policy_for(key.namespace)
+    if policy is None:
+        return []
+    return [Finding(which, location, message, fix, policy.mode_for(which))
+            for which, (location, message, fix) in evaluate_posture(
+                key, service, index, now=now, rules=APPLY_TIME_RULES)]
 
 
 def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str = "",
@@ -269,3 +298,76 @@ def _labeled(ctx: ServiceContext) -> Iterator[Violation]:
                "no content labeling (标识) is configured for generated content",
                "set spec.labeling with the modalities the service generates and its "
                "implicit label (GB 45438-2025); explicit labels for text and images")
+
+
+@service_rule(Rule.MODERATION)
+def _above_the_floor(ctx: ServiceContext) -> Iterator[Violation]:
+    """The service's moderation and labels against every selecting policy's floor (Art.14)."""
+    effective = ctx.index.policy_for(ctx.key.namespace)
+    floors = [(p, p.spec.moderation) for p in (effective.policies if effective else ())
+              if p.spec.moderation is not None]
+    key, spec = ctx.key, ctx.service.spec
+    for policy, floor in floors:
+        assert floor is not None
+        by = f"CompliancePolicy {policy.name}'s moderation floor"
+        moderation = spec.moderation
+        if moderation is None:
+            yield (_service_location(key, "spec.moderation"),
+                   f"no moderation is declared; {by} requires it",
+                   "declare spec.moderation with the categories, directions and endpoint the "
+                   "policy requires")
+            continue
+        for direction in floor.directions:
+            if not getattr(moderation, direction.value).enabled:
+                yield (_service_location(key, f"spec.moderation.{direction.value}.enabled"),
+                       f"{direction.value}s are not moderated; {by} requires it",
+                       f"set spec.moderation.{direction.value}.enabled to true")
+        categories = {c.name: (i, c) for i, c in enumerate(moderation.categories)}
+        for name in floor.block_categories:
+            if name not in categories:
+                yield (_service_location(key, "spec.moderation.categories"),
+                       f"category {name} is not scored; {by} requires it to block",
+                       f"add {{name: {name}, action: Block, threshold: <= "
+                       f"{floor.max_block_threshold}}} to spec.moderation.categories")
+                continue
+            at, category = categories[name]
+            where = f"spec.moderation.categories[{at}]"
+            if category.action.value != "Block":
+                yield (_service_location(key, f"{where}.action"),
+                       f"category {name} has action {category.action.value}; {by} requires "
+                       "Block", f"set {where}.action to Block")
+            if category.threshold > floor.max_block_threshold:
+                yield (_service_location(key, f"{where}.threshold"),
+                       f"category {name} blocks only at {category.threshold}, above the "
+                       f"{floor.max_block_threshold} {by} allows",
+                       f"set {where}.threshold to at most {floor.max_block_threshold}")
+            if missing := sorted(d.value for d in floor.directions
+                                 if d not in category.directions):
+                yield (_service_location(key, f"{where}.directions"),
+                       f"category {name} does not apply to {', '.join(missing)}; {by} requires "
+                       "it on every moderated side", f"add {', '.join(missing)} to "
+                       f"{where}.directions")
+        if floor.failure_mode is FailureMode.CLOSED and \
+                moderation.failure_mode is not FailureMode.CLOSED:
+            yield (_service_location(key, "spec.moderation.failureMode"),
+                   f"failure mode {moderation.failure_mode.value}; {by} requires "
+                   f"{floor.failure_mode.value}",
+                   f"set spec.moderation.failureMode to {floor.failure_mode.value}")
+        allowed = floor.allowed_endpoints(policy.spec.defaults.triton)
+        endpoint = moderation.triton or policy.spec.defaults.triton
+        if allowed and endpoint not in allowed:
+            shown = f"{endpoint.address} model {endpoint.model}" if endpoint else "none"
+            yield (_service_location(key, "spec.moderation.triton"),
+                   f"moderation endpoint {shown} is not one {by} allows",
+                   "use one of " + ", ".join(f"{e.address} model {e.model}" for e in allowed)
+                   + " (or leave spec.moderation.triton out for the policy's default)")
+        labeling = spec.labeling
+        if floor.labels and labeling is not None:
+            if not labeling.implicit.enabled:
+                yield (_service_location(key, "spec.labeling.implicit.enabled"),
+                       f"implicit labels are off; {by} keeps labels on for generated content "
+                       "(Art.12)", "set spec.labeling.implicit.enabled to true")
+            if labeling.explicit is not None and not labeling.explicit.enabled:
+                yield (_service_location(key, "spec.labeling.explicit.enabled"),
+                       f"explicit labels are off; {by} keeps labels on for generated content "
+                       "(Art.12)", "set spec.labeling.explicit.enabled to true")

@@ -13,6 +13,7 @@ from hegui.api.common import (
     API_VERSION,
     ApiModel,
     ApiObject,
+    CamelName,
     Condition,
     DnsLabel,
     DnsSubdomain,
@@ -21,11 +22,17 @@ from hegui.api.common import (
     LabelKey,
     LabelSelector,
     Quantity,
+    Ratio,
     cel_bad_duration,
     cel_rule,
     parse_duration,
 )
-from hegui.api.generativeservice import FailureMode, LabelPosition, TritonEndpoint
+from hegui.api.generativeservice import (
+    Direction,
+    FailureMode,
+    LabelPosition,
+    TritonEndpoint,
+)
 
 #: The longest exemption any policy may grant: 90 days. Hard-wired in the CRD (CEL) so that no
 #: policy, however written, can grant a standing exemption.
@@ -174,6 +181,40 @@ class ExceptionLimits(ApiModel):
         return parse_duration(self.max_duration)
 
 
+class ModerationFloor(ApiModel):
+    """The least moderation every GenerativeService in the policy's namespaces must declare
+    (rule moderation, Art.14). A team writes its own posture; this is what it cannot go below:
+    the webhook refuses a GenerativeService under the floor when it is applied, and the operator's
+    status, the audit and `hegui check` report it."""
+
+    directions: list[Direction] = Field(
+        default_factory=lambda: [Direction.INPUT, Direction.OUTPUT], max_length=2,
+        description="The sides that must be moderated (moderation.input/output.enabled).",
+        json_schema_extra={"x-kubernetes-list-type": "set", "default": ["input", "output"]})
+    block_categories: list[CamelName] = Field(
+        default_factory=list, max_length=32,
+        description="Categories every service must score with action Block, on every direction "
+                    "above, e.g. subversion, terrorismExtremism.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+    max_block_threshold: Ratio = Field(
+        default=0.9, description="The highest threshold a blockCategories entry may have: a "
+                                 "threshold no score reaches blocks nothing.")
+    failure_mode: FailureMode = Field(
+        default=FailureMode.CLOSED,
+        description="Closed: services must fail closed (nothing unmoderated leaves a pod while "
+                    "the moderator is down). Open: the service chooses.")
+    triton_endpoints: list[TritonEndpoint] = Field(
+        default_factory=list, max_length=16,
+        description="The moderation endpoints (address, protocol, model) a service may use; "
+                    "empty: only defaults.triton when the policy sets it, else any.")
+    labels: bool = Field(
+        default=True, description="Explicit and implicit labels stay enabled on everything the "
+                                  "service generates (Art.12); a service cannot turn them off.")
+
+    def allowed_endpoints(self, default: TritonEndpoint | None) -> list[TritonEndpoint]:
+        return list(self.triton_endpoints) or ([default] if default is not None else [])
+
+
 class CompliancePolicySpec(ApiModel):
     """Where hegui enforces the Interim Measures and how strictly."""
 
@@ -207,6 +248,9 @@ class CompliancePolicySpec(ApiModel):
     prometheus: PrometheusSource | None = Field(
         default=None, description="Where stability objectives are read from; absent: SLOs are "
                                   "not evaluated and SLOMet reports why (Art.13).")
+    moderation: ModerationFloor | None = Field(
+        default=None, description="The least moderation and labeling every service must "
+                                  "declare (rule moderation, Art.14); absent: no floor.")
     exceptions: ExceptionLimits = Field(default_factory=ExceptionLimits,
                                         description="Limits on ComplianceExceptions.",
                                         json_schema_extra={"default": ExceptionLimits().to_dict()})
