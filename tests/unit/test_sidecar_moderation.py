@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hegui.api.generativeservice import Direction, Moderation
-from hegui.moderation.categories import CATEGORIES, article_of
+from hegui.moderation.categories import article_of, is_known
 from hegui.moderation.decision import Outcome, decide
 from hegui.moderation.findings import Findings, Span, lexicon_findings, pii_findings
 from hegui.moderation.lexicon import Keyword, Lexicon, load_lexicon, parse_keywords
@@ -81,7 +82,8 @@ def test_lexicon_overlapping_and_nested_keywords() -> None:
 def test_lexicon_agrees_with_naive_search(text: str, words: list[str]) -> None:
     # Only CJK/alpha keywords without separators: compare against str.find on the folded text.
     lexicon = Lexicon([Keyword(w, "subversion") for w in words])
-    folded = text.replace(" ", "")
+    # A single Latin letter between two Chinese characters is noise (制作x炸弹): dropped.
+    folded = re.sub(r"(?<=[中国人])[abc](?=[中国人])", "", text.replace(" ", ""))
     expected = sum(1 for w in words for i in range(len(folded)) if folded.startswith(w, i)
                    if not w.isascii())
     got = sum(1 for m in lexicon.finditer(text) if not m.keyword.text.isascii())
@@ -108,7 +110,7 @@ def test_keyword_file_errors(line: str, error: str) -> None:
 
 
 def test_shipped_lexicon_uses_known_categories() -> None:
-    assert {k.category for k in LEXICON.keywords} <= set(CATEGORIES)
+    assert all(is_known(k.category) for k in LEXICON.keywords)
     assert article_of("personalInformation") == "Art.4(4)"
     assert article_of("subversion", "Art.4(2)") == "Art.4(2)"
 

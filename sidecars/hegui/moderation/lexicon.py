@@ -1,31 +1,63 @@
-"""Keyword lexicon matching with an Aho-Corasick automaton (Art.4(1), Art.14).
+"""Keyword lexicon matching, in one pass, against evasion (Art.4(1), Art.14).
 
-A lexicon is a set of keywords, each mapped to a risk category (`hegui.moderation.categories`)
-with a score. Text is matched in one pass whatever the number of keywords. Matching is done on a
-normalised copy of the text (NFKC, case-folded, with whitespace, punctuation and symbols dropped)
-so that `BoMb`, `炸 弹` and `炸*弹` all match; every match is mapped back to its span in the
-original text, so it can be masked or shown.
+A lexicon is a set of keywords, each tagged with a risk of GB/T 45654-2025 Appendix A (or one of
+its classes, hegui.moderation.categories) and a score. Text and keywords are normalised the same
+way (hegui.moderation.normalize: invisible characters, look-alikes, traditional characters,
+inflections, pinyin), and every keyword form is matched in one pass of an Aho-Corasick automaton
+(pyahocorasick; a pure-Python one where it is missing, see bench/lexicon.py for the measure),
+whatever the number of keywords. Every match is mapped back to its span in the original text, so
+it can be masked or shown, and says how it matched (`Match.how`):
+
+- `exact`: the keyword as normalised (also through full-width forms, separators, invisible
+  characters, traditional characters, look-alike letters, a stray letter between characters);
+- `variant`: a Latin keyword through an inflection (`bombs` for `bomb`);
+- `pinyin`: a Chinese keyword written (partly) in pinyin, `zha dan` or `制作zha弹`;
+- `initials`: a Chinese keyword of 3+ characters by its pinyin initials, `zzzd`;
+- `homophone`: other characters read the same, for keywords of HOMOPHONE_MIN_SYLLABLES+
+  characters only (two-character homophones collide with everyday words: 色情 and 颜色清楚).
+
+Latin keywords and pinyin match whole words only (`kill` does not fire inside `skill`), Chinese
+keywords whole syllables only.
 
 Keyword files (`*.tsv`, UTF-8, e.g. a mounted ConfigMap) hold one keyword a line:
-`category<TAB>keyword[<TAB>score]`; `#` starts a comment. The score defaults to 1.0.
+`category<TAB>keyword[<TAB>score]`; `#` starts a comment; a comment `# version: V` names the
+file's version. The score defaults to 1.0. A lexicon's version is the declared versions and a
+digest of the files, so a status or a dossier can say which list was in force.
+`LexiconStore` reloads the files when they change (a ConfigMap update) and swaps the lexicon in
+whole, so no request sees a half-built one and none waits for the rebuild.
 """
 
 from __future__ import annotations
 
-import unicodedata
+import hashlib
+import logging
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from hegui.moderation.categories import CATEGORIES
+from hegui.moderation import normalize
+from hegui.moderation.categories import (
+    CATEGORIES,
+    KEYWORD_RISKS,
+    RISK_CLASSES,
+    is_known,
+)
+
+log = logging.getLogger(__name__)
 
 #: The lexicon shipped with hegui: a short, illustrative list, not a real one.
 DEFAULT_LEXICON_DIR = Path(__file__).parent / "lexicons"
 
-# Unicode categories dropped before matching: separators, punctuation, symbols, controls. They are
-# what evasions put between the characters of a keyword.
-_DROPPED = ("Z", "P", "S", "C")
+#: Homophones (other characters, same pinyin) match keywords of at least this many characters.
+HOMOPHONE_MIN_SYLLABLES = 3
+#: Pinyin initials (zzzd) match keywords of at least this many characters.
+INITIALS_MIN_SYLLABLES = 3
+
+# How a keyword form is matched.
+_PLAIN, _HAN, _INITIALS = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -40,67 +72,37 @@ class Match:
     start: int  # offsets in the original text, end exclusive
     end: int
     keyword: Keyword
-
-
-def _fold(char: str) -> str:
-    """The normalised form of one character, or '' when it is dropped before matching."""
-    if unicodedata.category(char)[0] in _DROPPED:
-        return ""
-    return unicodedata.normalize("NFKC", char).casefold()
+    how: str = "exact"  # exact, variant, pinyin, initials, homophone (module docstring)
 
 
 def normalise(text: str) -> tuple[str, list[int]]:
-    """The text to match and, for each of its characters, the offset it came from."""
-    out: list[str] = []
-    origin: list[int] = []
-    for index, char in enumerate(text):
-        for folded in _fold(char):
-            if unicodedata.category(folded)[0] in _DROPPED:
-                continue
-            out.append(folded)
-            origin.append(index)
-    return "".join(out), origin
+    """The text to match (Chinese kept as characters) and, for each of its characters, the
+    offset it came from. The classifier's features use it too."""
+    result = normalize.normalise(text)
+    return result.text, result.starts
 
 
-def _is_word_char(char: str) -> bool:
-    return char.isascii() and char.isalnum()
+# --- automata -----------------------------------------------------------------------------------
 
+class PythonAutomaton:
+    """A hand-written Aho-Corasick automaton: the fallback, and the baseline of the benchmark."""
 
-class Lexicon:
-    """An Aho-Corasick automaton over normalised keywords."""
-
-    def __init__(self, keywords: Iterable[Keyword]) -> None:
+    def __init__(self, keys: Iterable[str]) -> None:
         self._goto: list[dict[str, int]] = [{}]
         self._fail: list[int] = [0]
         self._out: list[list[int]] = [[]]
-        self.keywords: list[Keyword] = []
-        self._lengths: list[int] = []
-        self._ascii_word: list[bool] = []
-        for keyword in keywords:
-            self._add(keyword)
-        self._link()
-
-    def _add(self, keyword: Keyword) -> None:
-        folded, _ = normalise(keyword.text)
-        if not folded:
-            raise ValueError(f"keyword {keyword.text!r} is empty once normalised")
-        node = 0
-        for char in folded:
-            nxt = self._goto[node].get(char)
-            if nxt is None:
-                nxt = len(self._goto)
-                self._goto[node][char] = nxt
-                self._goto.append({})
-                self._fail.append(0)
-                self._out.append([])
-            node = nxt
-        self._out[node].append(len(self.keywords))
-        self.keywords.append(keyword)
-        self._lengths.append(len(folded))
-        # Latin keywords match whole words only: "kill" must not fire inside "skill".
-        self._ascii_word.append(all(_is_word_char(c) for c in folded))
-
-    def _link(self) -> None:
+        for value, key in enumerate(keys):
+            node = 0
+            for char in key:
+                nxt = self._goto[node].get(char)
+                if nxt is None:
+                    nxt = len(self._goto)
+                    self._goto[node][char] = nxt
+                    self._goto.append({})
+                    self._fail.append(0)
+                    self._out.append([])
+                node = nxt
+            self._out[node].append(value)
         queue: deque[int] = deque(self._goto[0].values())
         while queue:
             node = queue.popleft()
@@ -113,26 +115,127 @@ class Lexicon:
                 self._fail[child] = target if target != child else 0
                 self._out[child] = self._out[child] + self._out[self._fail[child]]
 
+    def iter(self, text: str) -> Iterator[tuple[int, int]]:
+        """(index of the last character, key number) of every occurrence of every key."""
+        goto, fail, out = self._goto, self._fail, self._out
+        node = 0
+        for position, char in enumerate(text):
+            while node and char not in goto[node]:
+                node = fail[node]
+            node = goto[node].get(char, 0)
+            for value in out[node]:
+                yield position, value
+
+
+class _PyAhoCorasick:
+    """pyahocorasick's automaton (C), with the same interface."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        import ahocorasick
+
+        self._automaton: Any = ahocorasick.Automaton()
+        self._empty = True
+        for value, key in enumerate(keys):
+            self._automaton.add_word(key, value)
+            self._empty = False
+        if not self._empty:
+            self._automaton.make_automaton()
+
+    def iter(self, text: str) -> Iterator[tuple[int, int]]:
+        if self._empty or not text:
+            return iter(())
+        result: Iterator[tuple[int, int]] = self._automaton.iter(text)
+        return result
+
+
+def automaton(keys: list[str], engine: str = "auto") -> PythonAutomaton | _PyAhoCorasick:
+    """An automaton over `keys`: `pyahocorasick`, `python`, or `auto` (the first available)."""
+    if engine == "python":
+        return PythonAutomaton(keys)
+    try:
+        return _PyAhoCorasick(keys)
+    except ImportError:
+        if engine == "pyahocorasick":
+            raise
+        return PythonAutomaton(keys)
+
+
+# --- the lexicon --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Form:
+    keyword: int  # index in Lexicon.keywords
+    kind: int
+    literal: str  # the keyword, normalised (Chinese as characters)
+    syllables: int
+
+
+class Lexicon:
+    """Keywords and their normalised forms, matched in one pass (module docstring)."""
+
+    def __init__(self, keywords: Iterable[Keyword], *, engine: str = "auto", version: str = "",
+                 sources: tuple[str, ...] = ()) -> None:
+        self.keywords: list[Keyword] = list(keywords)
+        self.version = version
+        self.sources = sources
+        forms: dict[str, list[_Form]] = {}
+        for index, keyword in enumerate(self.keywords):
+            for key, form in self._forms(index, keyword):
+                forms.setdefault(key, []).append(form)
+        self._keys = list(forms)
+        self._forms_of = [forms[k] for k in self._keys]
+        self._lengths = [len(k) for k in self._keys]
+        self._automaton = automaton(self._keys, engine)
+        self.engine = type(self._automaton).__name__.strip("_")
+
+    @staticmethod
+    def _forms(index: int, keyword: Keyword) -> Iterator[tuple[str, _Form]]:
+        literal = normalize.literal(keyword.text)
+        if not literal:
+            raise ValueError(f"keyword {keyword.text!r} is empty once normalised")
+        syllables = normalize.syllables(keyword.text)
+        kind = _HAN if syllables else _PLAIN
+        yield normalize.normalise(keyword.text, phonetic=True).text, _Form(
+            index, kind, literal, syllables)
+        if syllables >= INITIALS_MIN_SYLLABLES and syllables == len(literal):
+            yield normalize.initials(keyword.text), _Form(index, _INITIALS, literal, syllables)
+
     @property
     def max_length(self) -> int:
-        """The longest keyword, in normalised characters: the overlap a streaming window needs."""
+        """The longest keyword form, in normalised characters (pinyin counts a letter each): the
+        overlap a streaming window needs to see a keyword cut between two windows."""
         return max(self._lengths, default=0)
 
     def finditer(self, text: str) -> Iterator[Match]:
-        folded, origin = normalise(text)
-        node = 0
-        for position, char in enumerate(folded):
-            while node and char not in self._goto[node]:
-                node = self._fail[node]
-            node = self._goto[node].get(char, 0)
-            for index in self._out[node]:
-                first = position - self._lengths[index] + 1
-                start, end = origin[first], origin[position] + 1
-                if self._ascii_word[index] and (
-                        (start > 0 and _is_word_char(text[start - 1]))
-                        or (end < len(text) and _is_word_char(text[end]))):
-                    continue
-                yield Match(start, end, self.keywords[index])
+        if not text or not self._keys:
+            return
+        norm = normalize.normalise(text, phonetic=True)
+        flags = norm.flags
+        for last, value in self._automaton.iter(norm.text):
+            end = last + 1
+            begin = end - self._lengths[value]
+            if not (flags[begin] & normalize.START and flags[last] & normalize.END):
+                continue
+            region = flags[begin:end]
+            start, stop = norm.span(begin, end)
+            for form in self._forms_of[value]:
+                how = self._how(form, region, text[start:stop])
+                if how:
+                    yield Match(start, stop, self.keywords[form.keyword], how)
+
+    @staticmethod
+    def _how(form: _Form, region: bytes, original: str) -> str:
+        if form.kind == _INITIALS:
+            return "initials" if all(f & normalize.LATIN for f in region) else ""
+        if form.kind == _PLAIN:
+            if any(f & normalize.HAN for f in region):
+                return ""  # a Latin keyword spelled by the pinyin of Chinese characters
+            return "exact" if normalize.literal(original) == form.literal else "variant"
+        if normalize.literal(original) == form.literal:
+            return "exact"
+        if any(f & normalize.LATIN for f in region):
+            return "pinyin"
+        return "homophone" if form.syllables >= HOMOPHONE_MIN_SYLLABLES else ""
 
     def scores(self, text: str) -> dict[str, float]:
         """The highest score of any matching keyword, by category."""
@@ -141,6 +244,16 @@ class Lexicon:
             category = match.keyword.category
             result[category] = max(result.get(category, 0.0), match.keyword.score)
         return result
+
+
+# --- keyword files ------------------------------------------------------------------------------
+
+def _declared_version(text: str) -> str:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") and line[1:].strip().lower().startswith("version:"):
+            return line[1:].strip()[len("version:"):].strip()
+    return ""
 
 
 def parse_keywords(text: str, source: str = "<string>") -> list[Keyword]:
@@ -154,8 +267,9 @@ def parse_keywords(text: str, source: str = "<string>") -> list[Keyword]:
         if len(fields) not in (2, 3) or not fields[1]:
             raise ValueError(f"{source}:{number}: expected category<TAB>keyword[<TAB>score]")
         category = fields[0]
-        if category not in CATEGORIES:
-            raise ValueError(f"{source}:{number}: unknown category {category!r}")
+        if not is_known(category):
+            raise ValueError(f"{source}:{number}: unknown category {category!r} (one of the 31 "
+                             "risks or 5 classes of GB/T 45654-2025 Appendix A)")
         try:
             score = float(fields[2]) if len(fields) == 3 else 1.0
         except ValueError:
@@ -166,11 +280,157 @@ def parse_keywords(text: str, source: str = "<string>") -> list[Keyword]:
     return keywords
 
 
-def load_lexicon(*paths: Path) -> Lexicon:
-    """A lexicon from keyword files, or from every `*.tsv` in the directories given."""
-    keywords: list[Keyword] = []
+def keyword_files(*paths: Path) -> list[Path]:
+    """The keyword files of `paths`: files as given, every `*.tsv` of a directory, sorted."""
+    files: list[Path] = []
     for path in paths or (DEFAULT_LEXICON_DIR,):
-        files = sorted(path.glob("*.tsv")) if path.is_dir() else [path]
-        for file in files:
-            keywords.extend(parse_keywords(file.read_text(encoding="utf-8"), str(file)))
-    return Lexicon(keywords)
+        files.extend(sorted(path.glob("*.tsv")) if path.is_dir() else [path])
+    return files
+
+
+def load_lexicon(*paths: Path, engine: str = "auto") -> Lexicon:
+    """A lexicon from keyword files, or from every `*.tsv` in the directories given (default:
+    the shipped, illustrative list)."""
+    keywords: list[Keyword] = []
+    digest = hashlib.sha256()
+    declared: list[str] = []
+    files = keyword_files(*paths)
+    for file in files:
+        data = file.read_bytes()
+        text = data.decode("utf-8")
+        keywords.extend(parse_keywords(text, str(file)))
+        digest.update(file.name.encode() + b"\0" + data + b"\0")
+        if version := _declared_version(text):
+            declared.append(version)
+    version = "+".join([*declared, f"sha256:{digest.hexdigest()[:12]}"])
+    return Lexicon(keywords, engine=engine, version=version,
+                   sources=tuple(str(f) for f in files))
+
+
+@dataclass
+class LexiconStore:
+    """A lexicon kept in step with its files (a mounted ConfigMap): `reload` rebuilds it when the
+    files change and swaps it in whole; readers take `lexicon` once per request and keep it.
+    A file that fails to load keeps the lexicon in force and is reported in `error`."""
+
+    paths: tuple[Path, ...] = ()
+    engine: str = "auto"
+    lexicon: Lexicon = field(init=False)
+    error: str = field(default="", init=False)
+    _stamp: tuple[tuple[str, int, int], ...] = field(default=(), init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._stamp = self._stat()
+        self.lexicon = load_lexicon(*self.paths, engine=self.engine)
+
+    def _stat(self) -> tuple[tuple[str, int, int], ...]:
+        stamp: list[tuple[str, int, int]] = []
+        try:
+            for file in keyword_files(*self.paths):
+                info = file.stat()  # follows the ..data symlink a ConfigMap update swaps
+                stamp.append((str(file), info.st_mtime_ns, info.st_size))
+        except OSError:
+            return ()
+        return tuple(stamp)
+
+    def reload(self) -> bool:
+        """Rebuild the lexicon if its files changed; whether a new one is in force."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return False
+        try:
+            fresh = load_lexicon(*self.paths, engine=self.engine)
+        except (OSError, ValueError) as error:
+            self.error = str(error)
+            log.warning("lexicon reload failed, keeping version %s: %s", self.lexicon.version,
+                        error)
+            return False
+        self._stamp, self.error = stamp, ""
+        if fresh.version == self.lexicon.version:
+            return False
+        self.lexicon = fresh  # one reference swap: readers see the old or the new, whole
+        log.info("lexicon version %s in force (%d keywords)", fresh.version, len(fresh.keywords))
+        return True
+
+    def watch(self, interval: float = 10.0) -> threading.Thread:
+        """Reload every `interval` seconds in a daemon thread, until `stop`."""
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.reload()
+                except Exception:  # a watcher must outlive any one bad update
+                    log.exception("lexicon reload crashed")
+        thread = threading.Thread(target=run, name="lexicon-reload", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# --- coverage against the standard --------------------------------------------------------------
+
+#: GB/T 45654-2025 (TC260-003-2024 §8.1, 关键词库): a keyword library of at least 10,000
+#: keywords covering at least the 17 risks of A.1 and A.2, at least 200 keywords for each risk
+#: of A.1 and at least 100 for each risk of A.2, updated at least weekly.
+STANDARD_CLAUSE = "GB/T 45654-2025 (TC260-003-2024 §8.1 关键词库)"
+MIN_TOTAL_KEYWORDS = 10_000
+MIN_KEYWORDS_PER_RISK = {"A.1": 200, "A.2": 100}
+
+
+@dataclass(frozen=True)
+class RiskCount:
+    risk: str
+    clause: str  # A.1(a) ...
+    keywords: int
+    required: int
+
+    @property
+    def short(self) -> int:
+        return max(self.required - self.keywords, 0)
+
+
+@dataclass(frozen=True)
+class CoverageReport:
+    """A lexicon's keyword counts against the standard's minimums (STANDARD_CLAUSE)."""
+
+    version: str
+    total: int
+    risks: tuple[RiskCount, ...]
+    by_class: dict[str, int]  # keywords tagged with a whole class, not one of its risks
+    clause: str = STANDARD_CLAUSE
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        if self.total < MIN_TOTAL_KEYWORDS:
+            found.append(f"the keyword library holds {self.total} keywords, fewer than the "
+                         f"{MIN_TOTAL_KEYWORDS} {self.clause} asks")
+        found.extend(f"risk {r.risk} ({r.clause}) has {r.keywords} keywords, fewer than the "
+                     f"{r.required} {self.clause} asks" for r in self.risks if r.short)
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "clause": self.clause, "total": self.total,
+                "requiredTotal": MIN_TOTAL_KEYWORDS, "ok": self.ok,
+                "risks": [{"risk": r.risk, "clause": r.clause, "keywords": r.keywords,
+                           "required": r.required} for r in self.risks],
+                "byClass": dict(self.by_class), "problems": self.problems}
+
+
+def coverage(lexicon: Lexicon) -> CoverageReport:
+    """Distinct keywords (as normalised) per risk of A.1 and A.2, against the minimums."""
+    distinct: dict[str, set[str]] = {}
+    for keyword in lexicon.keywords:
+        distinct.setdefault(keyword.category, set()).add(normalize.literal(keyword.text))
+    total = len({(k.category, normalize.literal(k.text)) for k in lexicon.keywords})
+    risks = tuple(RiskCount(name, CATEGORIES[name].tc260, len(distinct.get(name, ())),
+                            MIN_KEYWORDS_PER_RISK[CATEGORIES[name].risk_class])
+                  for name in KEYWORD_RISKS)
+    by_class = {name: len(distinct[name]) for name in RISK_CLASSES if name in distinct}
+    return CoverageReport(lexicon.version, total, risks, by_class)

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001, RUF002 (Chinese text, full-width forms and look-alikes are the subject)
 """Personal information in text, found as spans to mask (Art.4(4), Art.11).
 
 Detectors, each validated so that random digit runs are not masked:
@@ -8,6 +9,14 @@ Detectors, each validated so that random digit runs are not masked:
 - bank card numbers: 13-19 digits, optionally grouped by spaces or hyphens, passing Luhn;
 - e-mail addresses.
 
+Evasions are folded before the detectors run, each character of the folded view keeping the
+span of the original it came from, so the mask covers what was written: full-width digits and
+`＠` (NFKC), Chinese numerals written digit by digit (一三八零零一三八零零零, also 壹贰叁, 幺 for
+one), invisible characters inside a number (default-ignorable code points), separators between
+digits (`138.0013.8000`, `138 0013 8000`, spaced digits: mobile and resident ID numbers only, in
+a second view, so two numbers side by side are still found apart) and a spelled-out `@`
+(`a[at]b.cn`, `a(at)b.cn`, `a 艾特 b.cn`, `a @ b.cn`, `[dot]`).
+
 Spans never overlap: where two detectors claim the same characters the more specific wins
 (resident ID, then bank card, then mobile, then e-mail).
 """
@@ -15,9 +24,13 @@ Spans never overlap: where two detectors claim the same characters the more spec
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+
+from hegui.moderation.normalize import is_default_ignorable
 
 
 class PiiKind(StrEnum):
@@ -70,27 +83,96 @@ def luhn_valid(digits: str) -> bool:
 _RESIDENT_ID = re.compile(r"(?<![0-9])[1-8][0-9]{16}[0-9Xx](?![0-9])")
 # Card numbers are written solid or in groups of four.
 _BANK_CARD = re.compile(
-    r"(?<![0-9])(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{1,3})?)(?![0-9])")
+    r"(?<![0-9])(?:[0-9]{13,19}|[0-9]{4}(?:[ .-][0-9]{4}){2,3}(?:[ .-][0-9]{1,3})?)(?![0-9])")
 _MOBILE = re.compile(r"(?<![0-9+])(?:(?:\+|00)86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])")
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
     r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])")
 
+#: Chinese numerals written digit by digit, and their digits.
+NUMERALS = {**dict.fromkeys("零〇○", "0"), **dict.fromkeys("一壹幺", "1"), "二": "2", "贰": "2",
+            "三": "3", "叁": "3", "四": "4", "肆": "4", "五": "5", "伍": "5", "六": "6",
+            "陆": "6", "七": "7", "柒": "7", "八": "8", "捌": "8", "九": "9", "玖": "9"}
+_OPEN, _CLOSE = r"[\[\(\{<【（〔「]", r"[\]\)\}>】）〕」]"
+_AT = re.compile(rf"\s*(?:{_OPEN}\s*(?:at|@)\s*{_CLOSE}|艾特|@)\s*", re.IGNORECASE)
+_DOT = re.compile(rf"\s*{_OPEN}\s*(?:dot|\.|点)\s*{_CLOSE}\s*", re.IGNORECASE)
+_DIGIT_SEPARATORS = re.compile(r"(?<=[0-9])[\s.\-_·/\\]+(?=[0-9])")
+
+
+@dataclass(frozen=True)
+class _View:
+    """Text folded for the detectors; `starts[i]:ends[i]` is what its character i came from."""
+
+    text: str
+    starts: list[int]
+    ends: list[int]
+
+    def sub(self, pattern: re.Pattern[str], replacement: str) -> _View:
+        out: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        position = 0
+        for match in pattern.finditer(self.text):
+            first, last = match.span()
+            if first == last:
+                continue
+            out.append(self.text[position:first])
+            starts.extend(self.starts[position:first])
+            ends.extend(self.ends[position:first])
+            out.append(replacement)
+            starts.extend([self.starts[first]] * len(replacement))
+            ends.extend([self.ends[last - 1]] * len(replacement))
+            position = last
+        out.append(self.text[position:])
+        starts.extend(self.starts[position:])
+        ends.extend(self.ends[position:])
+        return _View("".join(out), starts, ends)
+
+
+def _fold(char: str) -> str:
+    if is_default_ignorable(char):
+        return ""
+    if char in NUMERALS:
+        return NUMERALS[char]
+    folded = unicodedata.normalize("NFKC", char)
+    return folded if folded.isascii() else char
+
+
+def _views(text: str) -> tuple[_View, _View]:
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for index, char in enumerate(text):
+        for folded in _fold(char):
+            out.append(folded)
+            starts.append(index)
+            ends.append(index + 1)
+    plain = _View("".join(out), starts, ends).sub(_AT, "@").sub(_DOT, ".")
+    return plain, plain.sub(_DIGIT_SEPARATORS, "")
+
 
 def _candidates(text: str) -> list[PiiSpan]:
     found: list[PiiSpan] = []
-    for match in _RESIDENT_ID.finditer(text):
-        if is_resident_id(match.group()):
-            found.append(PiiSpan(match.start(), match.end(), PiiKind.RESIDENT_ID))
-    for match in _BANK_CARD.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            found.append(PiiSpan(match.start(), match.end(), PiiKind.BANK_CARD))
-    for match in _MOBILE.finditer(text):
-        found.append(PiiSpan(match.start(), match.end(), PiiKind.MOBILE))
-    for match in _EMAIL.finditer(text):
-        found.append(PiiSpan(match.start(), match.end(), PiiKind.EMAIL))
+    plain, compact = _views(text)
+
+    def add(view: _View, pattern: re.Pattern[str], kind: PiiKind,
+            valid: Callable[[str], bool] = lambda _: True) -> None:
+        for match in pattern.finditer(view.text):
+            if valid(match.group()):
+                first, last = match.span()
+                found.append(PiiSpan(view.starts[first], view.ends[last - 1], kind))
+
+    for view in (plain, compact):
+        add(view, _RESIDENT_ID, PiiKind.RESIDENT_ID, is_resident_id)
+        add(view, _MOBILE, PiiKind.MOBILE)
+    add(plain, _BANK_CARD, PiiKind.BANK_CARD, _is_card)
+    add(plain, _EMAIL, PiiKind.EMAIL)
     return found
+
+
+def _is_card(text: str) -> bool:
+    digits = re.sub(r"[ .-]", "", text)
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
 
 
 _PRIORITY = {PiiKind.RESIDENT_ID: 0, PiiKind.BANK_CARD: 1, PiiKind.MOBILE: 2, PiiKind.EMAIL: 3}
@@ -99,10 +181,45 @@ _PRIORITY = {PiiKind.RESIDENT_ID: 0, PiiKind.BANK_CARD: 1, PiiKind.MOBILE: 2, Pi
 def find_pii(text: str) -> list[PiiSpan]:
     """Non-overlapping spans of personal information, in text order."""
     chosen: list[PiiSpan] = []
-    for span in sorted(_candidates(text), key=lambda s: (_PRIORITY[s.kind], s.start)):
+    for span in sorted(_candidates(text),
+                       key=lambda s: (_PRIORITY[s.kind], s.start, s.start - s.end)):
         if all(span.end <= other.start or span.start >= other.end for other in chosen):
             chosen.append(span)
     return sorted(chosen)
+
+
+#: The longest trailing run `pending_start` holds back.
+PENDING_LIMIT = 64
+_PENDING_CHARS = frozenset("@＠._%+-[]()【】（）〔〕「」") | frozenset(NUMERALS)
+
+
+def _digit_like(char: str) -> bool:
+    return char in NUMERALS or unicodedata.normalize("NFKC", char).isdigit()
+
+
+def pending_start(text: str) -> int:
+    """Where a trailing run of `text` begins that may be the start of personal information still
+    being written (a number, an e-mail address), so a stream holds back only that run until the
+    next characters decide it; len(text) when nothing at the end can grow into personal
+    information, or when the run is longer than PENDING_LIMIT (it is then scanned as it is)."""
+    start = len(text)
+    index = len(text) - 1
+    while index >= 0 and len(text) - index <= PENDING_LIMIT:
+        char = text[index]
+        folded = unicodedata.normalize("NFKC", char)
+        if (folded.isascii() and (folded.isalnum() or folded in _PENDING_CHARS)) \
+                or char in _PENDING_CHARS or is_default_ignorable(char):
+            start = index
+        elif (char.isspace() or char in "·/\\") and index > 0 and _digit_like(text[index - 1]):
+            start = index  # a separator after a digit: the next group may follow
+        elif char.isspace() and start < len(text) and text[start] in "@＠[(【（":
+            start = index  # `a [at] b.cn`, `a @ b.cn` being written
+        else:
+            break
+        index -= 1
+    if index >= 0 and len(text) - index > PENDING_LIMIT:
+        return len(text)
+    return start
 
 
 def mask(text: str, spans: list[tuple[int, int]] | list[PiiSpan], char: str = "*") -> str:

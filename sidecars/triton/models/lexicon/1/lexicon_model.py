@@ -18,24 +18,32 @@ sys.path[:0] = [p for p in os.environ.get("HEGUI_TRITON_PYTHONPATH", "").split(o
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from hegui.moderation.findings import INPUT_NAME, OUTPUT_NAME, Findings, lexicon_findings  # noqa: E402
-from hegui.moderation.lexicon import Lexicon, load_lexicon  # noqa: E402
+from hegui.moderation.findings import INPUT_NAME, OUTPUT_NAME, lexicon_findings  # noqa: E402
+from hegui.moderation.lexicon import LexiconStore  # noqa: E402
 from hegui.moderation.triton_backend import findings_batch  # noqa: E402
 
 
+def _parameter(config: dict[str, Any], name: str) -> str:
+    return str(config.get("parameters", {}).get(name, {}).get("string_value", ""))
+
+
 class TritonPythonModel:
-    lexicon: Lexicon
+    store: LexiconStore
 
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        folder = config.get("parameters", {}).get("lexicon_dir", {}).get("string_value", "")
-        self.lexicon = load_lexicon(Path(folder)) if folder else load_lexicon()
-
-    def _rule(self, text: str) -> Findings:
-        return lexicon_findings(self.lexicon, text)
+        folder = _parameter(config, "lexicon_dir")
+        self.store = LexiconStore((Path(folder),) if folder else ())
+        # A provider's lexicon update (a ConfigMap change) is picked up without a restart: the
+        # new lexicon is built beside the old one and swapped in whole between two batches.
+        self.store.watch(float(_parameter(config, "reload_seconds") or 10))
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        lexicon = self.store.lexicon  # one version for the whole batch
         return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(
             OUTPUT_NAME,
             findings_batch(pb_utils.get_input_tensor_by_name(r, INPUT_NAME).as_numpy(),
-                           self._rule))]) for r in requests]
+                           lambda text: lexicon_findings(lexicon, text)))]) for r in requests]
+
+    def finalize(self) -> None:
+        self.store.stop()
