@@ -362,6 +362,33 @@ class UserMeasures(ApiModel):
         return self.warn_at <= self.limit_at <= self.suspend_at
 
 
+class RouteFamily(StrEnum):
+    """The API families the sidecar moderates (`hegui.sidecar.families`)."""
+
+    CHAT = "chat"  # OpenAI chat completions
+    COMPLETIONS = "completions"  # OpenAI completions
+    RESPONSES = "responses"  # OpenAI Responses API
+    MESSAGES = "messages"  # Anthropic messages
+    TGI = "tgi"  # TGI (and SGLang) /generate, /generate_stream
+    OLLAMA_CHAT = "ollama_chat"
+    OLLAMA_GENERATE = "ollama_generate"
+    TRITON_GENERATE = "triton_generate"  # Triton's generate extension
+    TRITON_INFER = "triton_infer"  # KServe v2 infer with JSON tensors
+    INVOCATIONS = "invocations"  # SageMaker-style, by body shape
+    IMAGES = "images"  # OpenAI image generation (the prompt)
+
+
+class ModeratedRoute(ApiModel):
+    """A generation route the model serves at a path of its own, moderated as its family."""
+
+    path: Annotated[str, Field(min_length=2, max_length=256,
+                               pattern=r"^(/[A-Za-z0-9_~:@-][A-Za-z0-9._~:@-]*)+$")] = Field(
+        description="The canonical path (no dot segments, no trailing, repeated or encoded "
+                    "slashes), e.g. /v1/chat/completions-custom.")
+    family: RouteFamily = Field(description="The API family whose requests and answers the "
+                                            "path carries.")
+
+
 class Moderation(ApiModel):
     """Moderation of inputs and outputs by a Triton model (Art.4, Art.14)."""
 
@@ -386,6 +413,12 @@ class Moderation(ApiModel):
         default_factory=UserMeasures, description="Measures against users who keep sending "
                                                   "prohibited content (Art.14).",
         json_schema_extra={"default": UserMeasures().to_dict()})
+    routes: list[ModeratedRoute] = Field(
+        default_factory=list, max_length=16,
+        description="Generation routes the model serves beyond the sidecar's built-in table, "
+                    "each moderated as its family (Art.14). Only moderated routes can be "
+                    "declared: a path not on the table is refused.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["path"]})
 
     @cel_rule("self.input.enabled || self.output.enabled",
               "at least one of input and output must be moderated (rule moderation, Art.14)")

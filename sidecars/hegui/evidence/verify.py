@@ -27,7 +27,7 @@ from typing import Any
 
 from hegui.evidence import segments
 from hegui.evidence.store import Store, StoreError, Version
-from hegui.moderation.records import GENESIS, digest, parse
+from hegui.moderation.records import GENESIS, hash_matches, parse
 
 
 @dataclass
@@ -156,7 +156,7 @@ def _check_stream(store: Store, key: bytes | None, stream: str,
                 bad(number, f"{where}: record {number}: not a record")
                 seq += 1
                 continue
-            if record.get("hash") != digest(record):
+            if not hash_matches(record):
                 bad(number, f"{where}: record {record.get('seq')} was altered (hash mismatch)")
             elif record.get("prev") != prev:
                 bad(number, f"{where}: record {record.get('seq')} does not follow record {seq} "

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from hegui.api.generativeservice import GenerativeService, TritonEndpoint
+from hegui.evidence import sidecar as evidence
 from hegui.moderation.client import TritonModerator
 from hegui.moderation.records import RecordLog
 from hegui.moderation.strikes import StrikeBook, Thresholds
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
                              "suspension.yaml next to --service (absent file: not suspended)")
     parser.add_argument("--suspension-poll", type=float, default=2.0, metavar="SECONDS",
                         help="how often the suspension notice is checked for changes")
+    evidence.add_arguments(parser)  # shipping records off the pod (Art.11)
     args = parser.parse_args(argv)
     if args.suspension_poll <= 0:
         parser.error("--suspension-poll must be a positive number of seconds")
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         endpoint = endpoint.model_copy(update={"address": args.triton})
     sidecar = Sidecar(config, TritonModerator(endpoint, config.moderation_timeout),
                       records=records, strikes=strikes)
+    shipper = evidence.attach(args, records, service, registry=sidecar.metrics.registry)
 
     async def run() -> None:
         runner = await serve(sidecar, args.host, args.port)
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                     await asyncio.to_thread(records.prune)
         finally:
             await runner.cleanup()
+            await asyncio.to_thread(evidence.detach, shipper)
 
     asyncio.run(run())
 

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -44,14 +43,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hegui.api.generativeservice import Direction
 from hegui.labeling.image import header_flags, label_images_response
+from hegui.labeling.metadata import AIGC_KEY, AigcLabel, new_label
 from hegui.labeling.metadata import HEADER as AIGC_HEADER
-from hegui.labeling.metadata import AigcLabel, new_label
 from hegui.labeling.text import TextLabel, label_response
 from hegui.moderation.client import Moderator, ModeratorUnavailable
 from hegui.moderation.decision import Decision, Hit, Outcome, decide
 from hegui.moderation.pii import mask
 from hegui.moderation.records import RecordLog, pseudonym
 from hegui.moderation.strikes import Level, StrikeBook
+from hegui.sidecar import streaming
 from hegui.sidecar.common import SLI as _SLI
 from hegui.sidecar.common import BadRequest, ModerationDown, error_body, error_response
 from hegui.sidecar.common import SliFacts as _SliFacts
@@ -60,8 +60,11 @@ from hegui.sidecar.common import mark_cut as _mark_cut
 from hegui.sidecar.common import reference_id as _reference
 from hegui.sidecar.complaints import add_routes as add_complaint_routes
 from hegui.sidecar.config import SidecarConfig
+from hegui.sidecar.families import Family
+from hegui.sidecar.families import get as family_of
+from hegui.sidecar.families.base import BodyError, Slot, loads_bounded
 from hegui.sidecar.metrics import SidecarMetrics
-from hegui.sidecar.streaming import stream
+from hegui.sidecar.routes import Kind, Match, RouteRefused, RouteTable
 from hegui.sidecar.suspension import SuspensionNotice, SuspensionWatch
 
 log = logging.getLogger("hegui.sidecar")
@@ -71,49 +74,33 @@ _HOP_BY_HOP = frozenset({
     "trailers", "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
     "accept-encoding"})
 
-Slot = tuple[dict[str, Any], str]  # container[key] is a text to moderate (and maybe mask)
+# Headers that could make the model server route or act otherwise than the matched route says.
+_REROUTING = frozenset({"x-http-method-override", "x-http-method", "x-method-override",
+                        "x-original-url", "x-rewrite-url", "x-original-method"})
+#: Families whose streams the relay moderates (`hegui.sidecar.streaming`); a stream asked of any
+#: other family is refused rather than relayed unmoderated (Art.14).
+_STREAMED: frozenset[str] = getattr(streaming, "STREAMED", frozenset({"chat", "completions"}))
 
 
-def _text_slots(value: Any, container: dict[str, Any], key: str) -> list[Slot]:
-    """The text slots of a message `content`: a string, or a list of parts of type text."""
-    if isinstance(value, str):
-        return [(container, key)]
-    if isinstance(value, list):
-        return [(part, "text") for part in value
-                if isinstance(part, dict) and isinstance(part.get("text"), str)]
-    return []
+def _bad_body(error: BodyError, status: int = 400) -> BadRequest:
+    return BadRequest(error.code, error.message, status)
 
 
-def input_slots(route: str, body: dict[str, Any]) -> list[Slot]:
-    if route == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            raise BadRequest("hegui.invalid_request", "messages must be a list")
-        return [slot for m in messages if isinstance(m, dict)
-                for slot in _text_slots(m.get("content"), m, "content")]
-    prompt = body.get("prompt")
-    if isinstance(prompt, list):
-        holder = {str(i): p for i, p in enumerate(prompt) if isinstance(p, str)}
-        body["prompt"] = holder  # masked in place, turned back into a list by the caller
-        return [(holder, k) for k in holder]
-    if isinstance(prompt, str):
-        return [(body, "prompt")]
-    raise BadRequest("hegui.invalid_request", "prompt must be a string or a list of strings")
-
-
-def output_slots(route: str, body: Any) -> list[Slot]:
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-        raise BadRequest("hegui.upstream_malformed", "the model's answer has no choices", 502)
-    slots: list[Slot] = []
-    for choice in body["choices"]:
-        if not isinstance(choice, dict):
-            continue
-        if route == "chat" and isinstance(choice.get("message"), dict):
-            message = choice["message"]
-            slots.extend(_text_slots(message.get("content"), message, "content"))
-        elif route == "completions" and isinstance(choice.get("text"), str):
-            slots.append((choice, "text"))
-    return slots
+def label_slots(answer: Any, slots: list[Slot], label: TextLabel, aigc: AigcLabel) -> Any:
+    """The explicit label on each choice's text (first and last content slot), the implicit one
+    as the top-level `AIGC` field of an object (Art.12): for the families other than OpenAI chat
+    and completions, which `label_response` labels."""
+    by_choice: dict[int, list[Slot]] = {}
+    for slot in slots:
+        by_choice.setdefault(slot.choice, []).append(slot)
+    for group in by_choice.values():
+        if label.prefix:
+            group[0].set(label.prefix + group[0].text)
+        if label.suffix:
+            group[-1].set(group[-1].text + label.suffix)
+    if isinstance(answer, dict):
+        answer[AIGC_KEY] = aigc.to_dict()
+    return answer
 
 
 class Sidecar:
@@ -130,6 +117,7 @@ class Sidecar:
         self.suspension: SuspensionWatch | None = None
         self._watching: asyncio.Task[None] | None = None
         self._errors_counted = 0
+        self._routes: tuple[Any, RouteTable] | None = None
         if config.suspension_file is not None:
             # Read before the first request: a pod that starts while suspended never serves.
             self.suspension = SuspensionWatch(config.suspension_file,
@@ -273,39 +261,61 @@ class Sidecar:
 
     # --- routes --------------------------------------------------------------------------------
 
-    def generation(self, route: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            counted = True  # in the SLIs: everything but refusals while suspended
-            facts = _SliFacts()
-            token = _SLI.set(facts)
-            try:
-                if notice := self.suspended:
-                    status, counted = 503, False
-                    return self.suspended_response(notice)
-                response = await self._generation(route, request)
-                status = response.status
-                return response
-            except ModerationDown as down:
-                status = 503
-                return error_response(
-                    503, "hegui.moderation_unavailable",
-                    f"content moderation is unavailable ({down}); the fail mode is Closed, so "
-                    "nothing unmoderated is served", headers={"Retry-After": "5"})
-            except BadRequest as bad:
-                status = bad.status
-                return error_response(bad.status, bad.code, bad.message)
-            finally:
-                ended = time.perf_counter()
-                _SLI.reset(token)
-                self.metrics.requests.labels(route, str(status)).inc()
-                self.metrics.latency.labels(route).observe(ended - started)
-                if counted:
-                    self.metrics.observe_sli(route, status,
-                                             (facts.first_token or ended) - started,
-                                             cut=facts.cut)
-        return handler
+    @property
+    def routes(self) -> RouteTable:
+        """The route table: built-in routes and the posture's declared ones (rebuilt when the
+        posture changes)."""
+        declared = self.config.moderation.routes
+        if self._routes is None or self._routes[0] is not declared:
+            self._routes = (declared, RouteTable.with_declared(
+                (r.path, r.family.value) for r in declared))
+        return self._routes[1]
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Every request for the model: matched against the route table from its raw target
+        (canonical paths only, methods allow-listed), then moderated or relayed (Art.14)."""
+        try:
+            match = self.routes.resolve(request.method, request.raw_path)
+        except RouteRefused as refused:
+            # The client's mistake or attack, not the service's: never in the SLIs (Art.13).
+            self.metrics.requests.labels("refused", str(refused.status)).inc()
+            return error_response(refused.status, refused.code, refused.message,
+                                  headers=refused.headers)
+        if match.route.kind is Kind.GENERATION:
+            return await self.generation(match, request)
+        return await self.passthrough(request, match)
+
+    async def generation(self, match: Match, request: web.Request) -> web.StreamResponse:
+        route = match.route.family
+        started = time.perf_counter()
+        status = 500
+        counted = True  # in the SLIs: everything but refusals while suspended
+        facts = _SliFacts()
+        token = _SLI.set(facts)
+        try:
+            if notice := self.suspended:
+                status, counted = 503, False
+                return self.suspended_response(notice)
+            response = await self._generation(match, request)
+            status = response.status
+            return response
+        except ModerationDown as down:
+            status = 503
+            return error_response(
+                503, "hegui.moderation_unavailable",
+                f"content moderation is unavailable ({down}); the fail mode is Closed, so "
+                "nothing unmoderated is served", headers={"Retry-After": "5"})
+        except BadRequest as bad:
+            status = bad.status
+            return error_response(bad.status, bad.code, bad.message)
+        finally:
+            ended = time.perf_counter()
+            _SLI.reset(token)
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(ended - started)
+            if counted:
+                self.metrics.observe_sli(route, status, (facts.first_token or ended) - started,
+                                         cut=facts.cut)
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
         try:
@@ -315,16 +325,18 @@ class Sidecar:
                              f"the request body exceeds {self.config.max_body_bytes} bytes",
                              413) from None
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body = loads_bounded(raw.decode("utf-8").encode())  # deep JSON: a 400, not a 500
         except UnicodeDecodeError:
             raise BadRequest("hegui.invalid_utf8", "the request body is not UTF-8") from None
-        except json.JSONDecodeError as bad:
+        except ValueError as bad:
             raise BadRequest("hegui.invalid_json", f"the request body is not JSON: {bad}") from None
         if not isinstance(body, dict):
             raise BadRequest("hegui.invalid_request", "the request body must be a JSON object")
         return body
 
-    async def _generation(self, route: str, request: web.Request) -> web.StreamResponse:
+    async def _generation(self, match: Match, request: web.Request) -> web.StreamResponse:
+        route = match.route.family
+        family = family_of(route)
         user = self.user_of(request)
         headers: dict[str, str] = {}
         if self.strikes is not None and user:
@@ -341,9 +353,13 @@ class Sidecar:
         body = await self._read_json(request)
         moderation = self.config.moderation
         unmoderated = False
+        try:
+            slots = family.input_slots(body)  # also checks what cannot be moderated (token ids)
+            stream = family.wants_stream(body, match.route.action)
+        except BodyError as bad:
+            raise _bad_body(bad) from None
         if moderation.input.enabled:
-            slots = input_slots(route, body)
-            decisions = await self.moderate([c[k] for c, k in slots], Direction.INPUT)
+            decisions = await self.moderate([s.text for s in slots], Direction.INPUT)
             if decisions is None:
                 unmoderated = True
             else:
@@ -360,17 +376,18 @@ class Sidecar:
                         400, "hegui.input_blocked", message, article=blocked[0].article,
                         direction="input", categories=categories, reference=reference)
                 await self._apply_masks(slots, decisions, "input", route, user, headers)
-        if isinstance(body.get("prompt"), dict):
-            body["prompt"] = list(body["prompt"].values())
         if unmoderated:
             headers["x-hegui-moderation"] = "unavailable"
             await self.record("unmoderated", user=user, direction="input", route=route,
                               article="Art.14", reason="moderator unavailable, fail mode Open")
-        stream = body.get("stream") is True
-        if stream and route != "images" and body.get("n", 1) not in (1, None):
+        if stream and route not in _STREAMED:
+            raise BadRequest("hegui.unsupported", f"streamed answers of {route} are not served "
+                             "yet: they would not be moderated (Art.14); ask without streaming")
+        if stream and family.choices_requested(body) > 1 and \
+                not getattr(streaming, "STREAMS_CHOICES", False):
             raise BadRequest("hegui.unsupported", "streamed responses with n > 1 are not served: "
                              "they cannot be moderated (Art.14)")
-        upstream = await self._open_upstream(route, request, json.dumps(body).encode())
+        upstream = await self._open_upstream(route, request, json.dumps(body).encode(), match)
         try:
             if route == "images" or not moderation.output.enabled:
                 if route == "images":
@@ -381,20 +398,27 @@ class Sidecar:
                 return await self._relay(request, upstream, headers)
             if upstream.status >= 400:
                 return await self._relay(request, upstream, headers)
-            if stream and upstream.content_type == "text/event-stream":
+            if stream and upstream.content_type in ("text/event-stream",
+                                                    "application/x-ndjson"):
                 return await self._stream(route, request, upstream, headers, user)
-            return await self._moderated_answer(route, upstream, headers, user)
+            return await self._moderated_answer(family, upstream, headers, user,
+                                                family.choices_requested(body))
         finally:
             upstream.release()
 
-    async def _open_upstream(self, route: str, request: web.Request,
-                             data: bytes | None) -> aiohttp.ClientResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    async def _open_upstream(self, route: str, request: web.Request, data: bytes | None,
+                             match: Match) -> aiohttp.ClientResponse:
+        """The request to the model server, on the matched route's path (never the raw one)."""
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in _HOP_BY_HOP and k.lower() not in _REROUTING}
         headers["Accept-Encoding"] = "identity"
+        if match.route.kind is Kind.GENERATION:
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            headers["Content-Type"] = "application/json"  # the body the sidecar re-encoded
         started = time.perf_counter()
         try:
             return await self.session.request(
-                request.method, self.config.upstream + request.rel_url.raw_path_qs,
+                request.method, self.config.upstream + match.upstream_path,
                 data=data, headers=headers, allow_redirects=False)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise BadRequest("hegui.upstream_timeout", "the model server did not answer in time",
@@ -440,33 +464,67 @@ class Sidecar:
         await response.write_eof()
         return response
 
-    async def _moderated_answer(self, route: str, upstream: aiohttp.ClientResponse,
-                                headers: dict[str, str], user: str | None) -> web.Response:
+    async def _moderated_answer(self, family: Family, upstream: aiohttp.ClientResponse,
+                                headers: dict[str, str], user: str | None,
+                                requested: int) -> web.Response:
+        """A non-streamed answer, every text of every choice moderated (Art.4, Art.14).
+
+        A blocked answer is withheld (451); with several choices, only the blocked ones are
+        (content_filter) unless all are. Log probabilities and token ids that would spell what
+        was masked or blocked are dropped, and `x-hegui-dropped` says so. Labels (Art.12) go on
+        whatever is served."""
+        route = family.name
         raw = await self._read_bounded(upstream)
         try:
-            answer = json.loads(raw)
+            answer = loads_bounded(raw)
+            dropped = family.answer_scrub(answer)
+            slots = family.output_slots(answer)
+        except BodyError as bad:
+            raise _bad_body(bad, 502) from None
         except ValueError:  # JSON and UTF-8 errors alike
             raise BadRequest("hegui.upstream_malformed", "the model's answer is not JSON",
                              502) from None
-        slots = output_slots(route, answer)
-        decisions = await self.moderate([c[k] for c, k in slots], Direction.OUTPUT)
+        decisions = await self.moderate([s.text for s in slots], Direction.OUTPUT)
         if decisions is None:
             headers["x-hegui-moderation"] = "unavailable"
             await self.record("unmoderated", user=user, direction="output", route=route,
                               article="Art.14", reason="moderator unavailable, fail mode Open")
+            dropped += ["logprobs" for s in slots if s.probe and s.drop()][:1]
         else:
-            blocked = [h for d in decisions for h in d.blocking]
-            if blocked:
-                categories, reference = await self._record_block(blocked, "output", route, user)
-                return error_response(
-                    451, "hegui.output_blocked", "the model's answer was withheld by content "
-                    "moderation", article=blocked[0].article, direction="output",
-                    categories=categories, reference=reference)
-            await self._apply_masks(slots, decisions, "output", route, user, headers)
-        if isinstance(answer, dict) and (aigc := await self._new_label(user, route)):
+            texts = [(s, d) for s, d in zip(slots, decisions, strict=True) if not s.probe]
+            blocked_choices = sorted({s.choice for s, d in texts if d.blocking})
+            if blocked_choices:
+                all_choices = {s.choice for s, _ in texts}
+                hits = [h for s, d in texts for h in d.blocking]
+                categories, reference = await self._record_block(hits, "output", route, user)
+                error = error_body("hegui.output_blocked", "this choice was withheld by content "
+                                   "moderation", article=hits[0].article, reference=reference,
+                                   direction="output", categories=categories)
+                several = max(requested, len(all_choices)) > 1
+                if not several or set(blocked_choices) >= all_choices or not all(
+                        family.withhold_choice(answer, c, error) for c in blocked_choices):
+                    return error_response(
+                        451, "hegui.output_blocked", "the model's answer was withheld by content "
+                        "moderation", article=hits[0].article, direction="output",
+                        categories=categories, reference=reference)
+                headers["x-hegui-output"] = "choices-withheld"
+                texts = [(s, d) for s, d in texts if s.choice not in blocked_choices]
+            await self._apply_masks([s for s, _ in texts], [d for _, d in texts], "output",
+                                    route, user, headers)
+            masked = {s.choice for s, d in texts if d.mask_spans}
+            for slot, decision in zip(slots, decisions, strict=True):
+                if slot.probe and (decision.hits or slot.choice in masked) and slot.drop():
+                    dropped.append(slot.kind)
+        if dropped:
+            headers["x-hegui-dropped"] = ", ".join(sorted(set(dropped)))
+        if aigc := await self._new_label(user, route):
             assert self.config.labeling is not None
-            answer = label_response(answer, TextLabel.from_posture(self.config.labeling.explicit),
-                                    aigc)
+            label = TextLabel.from_posture(self.config.labeling.explicit)
+            if route in ("chat", "completions") and isinstance(answer, dict):
+                answer = label_response(answer, label, aigc)
+            else:
+                answer = label_slots(answer, [s for s in family.output_slots(answer)
+                                              if s.kind.startswith("content")], label, aigc)
             headers[AIGC_HEADER] = aigc.header_value()
         return web.json_response(answer, status=upstream.status, headers=headers, dumps=_dumps)
 
@@ -485,10 +543,9 @@ class Sidecar:
     async def _apply_masks(self, slots: list[Slot], decisions: list[Decision], direction: str,
                            route: str, user: str | None, headers: dict[str, str]) -> None:
         """Mask what the decisions say to mask, in place, and record it (Art.4(4), Art.11)."""
-        for (container, key), decision in zip(slots, decisions, strict=True):
-            if decision.mask_spans:
-                container[key] = mask(container[key],
-                                      [(s.start, s.end) for s in decision.mask_spans])
+        for slot, decision in zip(slots, decisions, strict=True):
+            if decision.mask_spans and not slot.probe:
+                slot.set(mask(slot.text, [(s.start, s.end) for s in decision.mask_spans]))
                 headers[f"x-hegui-{direction}"] = "masked"
                 await self.record("mask", user=user, direction=direction, route=route,
                                   kinds=sorted({s.label for s in decision.mask_spans}),
@@ -545,10 +602,14 @@ class Sidecar:
 
     async def _stream(self, route: str, request: web.Request, upstream: aiohttp.ClientResponse,
                       headers: dict[str, str], user: str | None) -> web.StreamResponse:
-        return await stream(self, route, request, upstream, headers, user)
+        response: web.StreamResponse = await streaming.stream(self, route, request, upstream,
+                                                              headers, user)
+        return response
 
-    async def passthrough(self, request: web.Request) -> web.StreamResponse:
+    async def passthrough(self, request: web.Request, match: Match) -> web.StreamResponse:
+        """Metadata and non-generative routes: relayed on the matched route's path."""
         started = time.perf_counter()
+        route = match.route.family
         status = 500
         try:
             if notice := self.suspended:  # nothing reaches the model while suspended (Art.21)
@@ -559,7 +620,7 @@ class Sidecar:
             except web.HTTPRequestEntityTooLarge:
                 raise BadRequest("hegui.body_too_large", "the request body is too large",
                                  413) from None
-            upstream = await self._open_upstream("other", request, data)
+            upstream = await self._open_upstream(route, request, data, match)
             try:
                 response = await self._relay(request, upstream, {})
             finally:
@@ -570,8 +631,8 @@ class Sidecar:
             status = bad.status
             return error_response(bad.status, bad.code, bad.message)
         finally:
-            self.metrics.requests.labels("other", str(status)).inc()
-            self.metrics.latency.labels("other").observe(time.perf_counter() - started)
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(self.metrics.registry))
@@ -592,11 +653,10 @@ def make_app(sidecar: Sidecar) -> web.Application:
     app[SIDECAR] = sidecar
     app.router.add_get("/metrics", sidecar.metrics_handler)
     app.router.add_get("/hegui/healthz", sidecar.healthz)
-    app.router.add_post("/v1/chat/completions", sidecar.generation("chat"))
-    app.router.add_post("/v1/completions", sidecar.generation("completions"))
-    app.router.add_post("/v1/images/generations", sidecar.generation("images"))
-    add_complaint_routes(app, sidecar)  # before the catch-all passthrough (Art.15)
-    app.router.add_route("*", "/{tail:.*}", sidecar.passthrough)
+    add_complaint_routes(app, sidecar)  # the sidecar's own, before the route table (Art.15)
+    # Everything else goes through the route table, matched on the raw path (Art.14): an
+    # aiohttp route would match the decoded path, so /v1/chat%2Fcompletions would pass it.
+    app.router.add_route("*", "/{tail:.*}", sidecar.dispatch)
 
     async def close(app: web.Application) -> None:
         await app[SIDECAR].close()

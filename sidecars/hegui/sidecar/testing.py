@@ -56,6 +56,28 @@ class LocalModerator:
         pass
 
 
+def prompt_of(body: dict[str, Any]) -> str:
+    """The last user text of a request of any family the fake model answers."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        content = messages[-1].get("content", "")
+        if isinstance(content, list):  # parts or blocks
+            return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return str(content)
+    data = body.get("input")
+    if isinstance(data, list) and data:  # Responses API items
+        content = data[-1].get("content", "") if isinstance(data[-1], dict) else ""
+        return content if isinstance(content, str) else "".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict))
+    inputs = body.get("inputs")
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):  # KServe v2
+        return str((inputs[0].get("data") or [""])[0])
+    for key in ("prompt", "input", "inputs", "text_input", "text"):
+        if isinstance(body.get(key), str):
+            return str(body[key])
+    return ""
+
+
 @dataclass
 class FakeModel:
     """An OpenAI-compatible model server. The answer is the last user message after `say:`
@@ -66,12 +88,18 @@ class FakeModel:
     url: str = ""
     delay: float = 0.0  # seconds before every answer (a slow model: runs long enough to interrupt)
 
+    # What reached the model: "METHOD /raw/path" of every request (bypass tests look here).
+    paths: list[str] = field(default_factory=list)
+    # Merged into each chat answer's message and choice (reasoning, tool calls, logprobs...).
+    message_extra: dict[str, Any] = field(default_factory=dict)
+    choice_extra: dict[str, Any] = field(default_factory=dict)
+
     def answer_for(self, body: dict[str, Any]) -> str:
-        if "messages" in body:
-            text = str(body["messages"][-1].get("content", ""))
-        else:
-            text = str(body.get("prompt", ""))
-        # "Q" is dropped, so a test can have the model say what the user did not (output tests).
+        text = prompt_of(body)
+        # "say~:" answers the rest reversed, so a test can have the model say what the user did
+        # not (output tests); "say:" drops any "Q".
+        if "say~:" in text:
+            return text.split("say~:", 1)[1][::-1]
         return text.split("say:", 1)[1].replace("Q", "") if "say:" in text else "好的。"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -86,12 +114,16 @@ class FakeModel:
             return web.json_response({"error": {"message": "overloaded"}}, status=503)
         answer = self.answer_for(body)
         if not body.get("stream"):
-            choice: dict[str, Any] = ({"index": 0, "message": {"role": "assistant",
-                                                                "content": answer},
-                                       "finish_reason": "stop"} if chat else
-                                      {"index": 0, "text": answer, "finish_reason": "stop"})
+            n = body.get("n") if isinstance(body.get("n"), int) else 1
+            answers = answer.split("||") if "||" in answer else [answer] * n
+            choices = [({"index": i, "message": {"role": "assistant", "content": text,
+                                                 **json.loads(json.dumps(self.message_extra))},
+                         "finish_reason": "stop"} if chat else
+                        {"index": i, "text": text, "finish_reason": "stop"})
+                       | json.loads(json.dumps(self.choice_extra))
+                       for i, text in enumerate(answers)]
             return web.json_response({"id": "cmpl-1", "object": "chat.completion",
-                                      "model": "fake", "choices": [choice]})
+                                      "model": "fake", "choices": choices})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         pieces = [answer[i:i + 2] for i in range(0, len(answer), 2)]
@@ -133,13 +165,93 @@ class FakeModel:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake"}]})
 
+    async def family(self, request: web.Request) -> web.StreamResponse:
+        """The other generation APIs (Responses, Anthropic messages, TGI, Ollama, Triton,
+        SageMaker), answering `answer_for` in each one's shape, streamed where asked."""
+        body = await request.json()
+        self.seen.append(body)
+        answer = self.answer_for(body)
+        path = request.path
+        if path.endswith("_stream") or (path.startswith("/api/") and body.get("stream", True)):
+            return await self._family_stream(request, path, answer)
+        shaped: Any
+        if path == "/v1/responses":
+            shaped = {"id": "resp-1", "object": "response", "status": "completed", "output": [
+                {"type": "message", "role": "assistant", "content": [
+                    {"type": "output_text", "text": answer, "annotations": []}]}]}
+        elif path == "/v1/messages":
+            shaped = {"id": "msg-1", "type": "message", "role": "assistant", "model": "fake",
+                      "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn"}
+        elif path in ("/generate", "/invocations") and "inputs" in body:
+            shaped = {"generated_text": answer}
+        elif path == "/invocations":
+            return await self.handle(request)
+        elif path == "/api/chat":
+            shaped = {"model": "fake", "message": {"role": "assistant", "content": answer},
+                      "done": True, "context": [1, 2, 3]}
+        elif path == "/api/generate":
+            shaped = {"model": "fake", "response": answer, "done": True, "context": [1, 2, 3]}
+        elif path.endswith("/infer"):
+            shaped = {"model_name": "fake", "outputs": [
+                {"name": "text_output", "datatype": "BYTES", "shape": [1], "data": [answer]}]}
+        else:  # Triton's generate extension
+            shaped = {"model_name": "fake", "model_version": "1", "text_output": answer}
+        return web.json_response(shaped)
+
+    async def _family_stream(self, request: web.Request, path: str,
+                             answer: str) -> web.StreamResponse:
+        ndjson = path.startswith("/api/")
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/x-ndjson" if ndjson else "text/event-stream"})
+        await response.prepare(request)
+        pieces = [answer[i:i + 2] for i in range(0, len(answer),
+                                                                 2)]
+        for piece in pieces:
+            if path == "/api/chat":
+                event: Any = {"model": "fake", "message": {"role": "assistant",
+                                                           "content": piece}, "done": False}
+            elif path == "/api/generate":
+                event = {"model": "fake", "response": piece, "done": False}
+            elif path == "/generate_stream":
+                event = {"token": {"id": 1, "text": piece, "special": False},
+                         "generated_text": None}
+            else:
+                event = {"model_name": "fake", "text_output": piece}
+            data = json.dumps(event, ensure_ascii=False)
+            await response.write((data + "\n" if ndjson else f"data: {data}\n\n").encode())
+        if ndjson:
+            await response.write(b'{"model": "fake", "done": true, "context": [1]}\n')
+        elif path == "/generate_stream":
+            last = {"token": {"id": 2, "text": "", "special": True}, "generated_text": answer}
+            await response.write(f"data: {json.dumps(last, ensure_ascii=False)}\n\n".encode())
+        return response
+
+    async def anything(self, request: web.Request) -> web.Response:
+        """Any other path: answered, so a bypass test would see it get through."""
+        data = await request.read()
+        self.seen.append({"path": request.path, "body": data.decode("utf-8", "replace")})
+        return web.json_response({"ok": True, "path": request.path})
+
     def app(self) -> web.Application:
-        """The OpenAI-compatible routes this model serves."""
-        app = web.Application()
+        """The OpenAI-compatible routes this model serves, and the other families'."""
+
+        @web.middleware
+        async def note(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.paths.append(f"{request.method} {request.raw_path}")
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app = web.Application(middlewares=[note])
         app.router.add_post("/v1/chat/completions", self.handle)
         app.router.add_post("/v1/completions", self.handle)
         app.router.add_post("/v1/images/generations", self.images)
         app.router.add_get("/v1/models", self.models)
+        for path in ("/v1/responses", "/v1/messages", "/generate", "/generate_stream",
+                     "/api/chat", "/api/generate", "/v2/models/{model}/generate",
+                     "/v2/models/{model}/generate_stream", "/v2/models/{model}/infer",
+                     "/invocations"):
+            app.router.add_post(path, self.family)
+        app.router.add_route("*", "/{tail:.*}", self.anything)
         return app
 
     async def serve(self) -> TestServer:

@@ -1,0 +1,218 @@
+"""The evidence store beside the local cluster: a real MinIO on loopback, with Object Lock
+(Art.11, Art.19).
+
+MinIO's server is built from its Go module by `dev/controlplane/build` into the control plane's
+binaries (`minio`); it is AGPL-3.0, so hegui runs it as its own process (or, in a cluster, its
+own pod: the chart's `evidence.objectStore`) and never imports it. `hegui cluster up` starts it
+after the control plane and `hegui cluster down` stops it; what it stores stays in
+`<cache>/objectstore/data`, across `down` and `up` (it is evidence: a locked object cannot be
+deleted through MinIO before its date, so a test cluster keeps it until the directory is
+removed by hand).
+
+`up` creates the evidence bucket with Object Lock enabled and a `hegui-sidecar` user whose policy
+lets it write, read and list, never delete or bypass a retention: the credentials a sidecar's
+Secret would carry. The root credentials are generated once, kept in
+`<cache>/objectstore/credentials.json` (mode 0600), never printed.
+
+    store = LocalObjectStore.from_environment()     # port: HEGUI_CLUSTER_PORT_BASE + 90
+    store.up(); store.url  ->  http://127.0.0.1:16490/hegui-evidence
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from hegui.localcluster.cluster import (
+    ClusterError,
+    _alive,
+    _tail,
+    _terminate,
+    default_home,
+)
+
+BUCKET = "hegui-evidence"
+SIDECAR_USER = "hegui-sidecar"
+PORT_OFFSET = 90  # from HEGUI_CLUSTER_PORT_BASE, like the control plane's ports
+# What a sidecar may do: write new objects with a retention, read and list them. Not delete,
+# not shorten a retention, not bypass one (COMPLIANCE admits no bypass anyway).
+SIDECAR_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectRetention",
+                                       "s3:GetObject", "s3:GetObjectVersion",
+                                       "s3:GetObjectRetention"],
+         "Resource": [f"arn:aws:s3:::{BUCKET}/*"]},
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions",
+                                       "s3:GetBucketLocation",
+                                       "s3:GetBucketObjectLockConfiguration"],
+         "Resource": [f"arn:aws:s3:::{BUCKET}"]},
+    ]}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        """As hegui's evidence code reads them (HEGUI_EVIDENCE_*)."""
+        return {"HEGUI_EVIDENCE_ACCESS_KEY": self.access_key,
+                "HEGUI_EVIDENCE_SECRET_KEY": self.secret_key}
+
+
+@dataclass(frozen=True)
+class LocalObjectStore:
+    home: Path  # the cache: binaries in home/controlplane/bin, the store in home/objectstore
+    port: int  # the S3 API; the (disabled) console takes the next one
+    bin_dir: Path | None = None  # where `minio` is, if not in home/controlplane/bin
+
+    @classmethod
+    def from_environment(cls) -> LocalObjectStore:
+        base = os.environ.get("HEGUI_CLUSTER_PORT_BASE", "16400")
+        if not base.isdigit():
+            raise ClusterError(f"HEGUI_CLUSTER_PORT_BASE={base!r} is not a port number")
+        return cls(home=default_home(), port=int(base) + PORT_OFFSET)
+
+    # --- paths and addresses -------------------------------------------------------------------
+    @property
+    def binary(self) -> Path:
+        return (self.bin_dir or self.home / "controlplane" / "bin") / "minio"
+
+    @property
+    def directory(self) -> Path:
+        return self.home / "objectstore"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The evidence bucket, as `--store` and the sidecar take it."""
+        return f"{self.endpoint}/{BUCKET}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "minio.log"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.directory / "minio.pid"
+
+    # --- credentials ---------------------------------------------------------------------------
+    def _secrets(self) -> dict[str, str]:
+        path = self.directory / "credentials.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in (
+                    "root_user", "root_password", "sidecar_secret")):
+                return {str(k): str(v) for k, v in data.items()}
+        except (OSError, ValueError):
+            pass
+        self.directory.mkdir(parents=True, exist_ok=True)
+        data = {"root_user": "hegui-root", "root_password": secrets.token_urlsafe(24),
+                "sidecar_secret": secrets.token_urlsafe(24)}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(data, file)
+        return data
+
+    @property
+    def root(self) -> Credentials:
+        """The root user: the operator's and an inspector's (it cannot delete locked objects
+        either)."""
+        found = self._secrets()
+        return Credentials(found["root_user"], found["root_password"])
+
+    @property
+    def sidecar(self) -> Credentials:
+        """What a sidecar gets: write and read, never delete."""
+        return Credentials(SIDECAR_USER, self._secrets()["sidecar_secret"])
+
+    # --- running -------------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            record = json.loads(self._pid_file.read_text())
+            pid = int(record["pid"])
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return pid if exe.startswith(str(record["binary"])) and _alive(pid) else None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - fixed http URL on loopback
+                    f"{self.endpoint}/minio/health/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def up(self, timeout: float = 60.0) -> bool:
+        """Start it unless it runs; the bucket and the sidecar user exist afterwards. True when
+        this call started it."""
+        if self.pid() is not None and self.ready():
+            self._provision()
+            return False
+        self.down()
+        if not os.access(self.binary, os.X_OK):
+            raise ClusterError(f"missing {self.binary}: build it with dev/controlplane/build "
+                               "minio (or run dev/bootstrap)")
+        data = self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        root = self.root
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "AWS_"))}
+        env.update(MINIO_ROOT_USER=root.access_key, MINIO_ROOT_PASSWORD=root.secret_key,
+                   MINIO_BROWSER="off", MINIO_UPDATE="off", MINIO_CALLHOME_ENABLE="off")
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [str(self.binary), "server", str(data), "--address", f"127.0.0.1:{self.port}",
+                 "--console-address", f"127.0.0.1:{self.port + 1}", "--quiet"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True)
+        self._pid_file.write_text(json.dumps({"pid": process.pid,
+                                              "binary": os.path.realpath(self.binary)}))
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if (code := process.poll()) is not None or time.monotonic() > deadline:
+                self.down()
+                what = f"exited with code {code}" if code is not None else "did not serve in time"
+                raise ClusterError(f"MinIO {what} on 127.0.0.1:{self.port}. The end of "
+                                   f"{self.log_file}:\n{_tail(self.log_file)}")
+            time.sleep(0.2)
+        self._provision()
+        return True
+
+    def down(self) -> bool:
+        pid = self.pid()
+        if pid is not None:
+            _terminate(pid, 10.0)
+        self._pid_file.unlink(missing_ok=True)
+        return pid is not None
+
+    def _provision(self) -> None:
+        """The bucket with Object Lock, and the sidecar's user and policy."""
+        from minio import Minio, MinioAdmin
+        from minio.credentials.providers import StaticProvider
+
+        root = self.root
+        client = Minio(f"127.0.0.1:{self.port}", access_key=root.access_key,
+                       secret_key=root.secret_key, secure=False)
+        if not client.bucket_exists(BUCKET):
+            client.make_bucket(BUCKET, object_lock=True)
+        admin = MinioAdmin(endpoint=f"127.0.0.1:{self.port}", secure=False,
+                           credentials=StaticProvider(root.access_key, root.secret_key))
+        admin.policy_add("hegui-sidecar-write-once", policy=SIDECAR_POLICY)
+        sidecar = self.sidecar
+        admin.user_add(sidecar.access_key, sidecar.secret_key)
+        with contextlib.suppress(Exception):  # already attached
+            admin.attach_policy(["hegui-sidecar-write-once"], user=sidecar.access_key)
+

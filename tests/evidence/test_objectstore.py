@@ -1,0 +1,220 @@
+"""Evidence in a real object store with Object Lock (MinIO built from its Go module): what is
+shipped cannot be deleted, overwritten or have its retention shortened before its date, even by
+the store's root user; records outlive a killed sidecar process; the store down, the buffer
+holds, and recovery loses and duplicates nothing (Art.11, Art.19)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from minio import Minio
+from minio.commonconfig import COMPLIANCE, GOVERNANCE
+from minio.error import S3Error
+from minio.retention import Retention
+
+from hegui.evidence.cli import export_records
+from hegui.evidence.shipper import Shipper
+from hegui.evidence.store import AlreadyWritten, S3Store
+from hegui.evidence.verify import verify_store
+from hegui.localcluster.objectstore import BUCKET, LocalObjectStore
+from hegui.moderation.records import RecordLog, main
+
+pytestmark = pytest.mark.cluster
+
+KEY = b"pseudonymisation-key"
+EVIDENCE = b"evidence-key"
+
+
+def client(store: LocalObjectStore, root: bool) -> Minio:
+    who = store.root if root else store.sidecar
+    return Minio(f"127.0.0.1:{store.port}", access_key=who.access_key,
+                 secret_key=who.secret_key, secure=False)
+
+
+def s3(store: LocalObjectStore, root: bool = False) -> S3Store:
+    who = store.root if root else store.sidecar
+    return S3Store(store.url, access_key=who.access_key, secret_key=who.secret_key)
+
+
+def test_a_compliance_locked_version_cannot_be_deleted_overwritten_or_shortened(
+        objectstore: LocalObjectStore) -> None:
+    key = f"records/test/lock/{time.time_ns()}.seg"
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    s3(objectstore).put(key, b"evidence\n", until)  # as a sidecar writes it
+    root = client(objectstore, root=True)
+    version = root.stat_object(BUCKET, key).version_id
+    assert version
+    retention = root.get_object_retention(BUCKET, key, version_id=version)
+    assert retention is not None and retention.mode == COMPLIANCE
+
+    with pytest.raises(S3Error) as deleting:  # the root user deletes that very version
+        root.remove_object(BUCKET, key, version_id=version)
+    assert deleting.value.code in ("AccessDenied", "ObjectLocked", "InvalidRequest")
+    with pytest.raises(S3Error):  # shorter, by the root user
+        root.set_object_retention(BUCKET, key, Retention(COMPLIANCE, until - timedelta(hours=12)),
+                                  version_id=version)
+    with pytest.raises(S3Error):  # a weaker mode, by the root user
+        root.set_object_retention(BUCKET, key, Retention(GOVERNANCE, until), version_id=version)
+    with pytest.raises(S3Error) as sidecar_delete:  # the sidecar's user may not even try
+        client(objectstore, root=False).remove_object(BUCKET, key, version_id=version)
+    assert sidecar_delete.value.code == "AccessDenied"
+    # Writing the same name again is refused by hegui's client; a raw PUT adds a version and
+    # leaves the locked one as it was.
+    with pytest.raises(AlreadyWritten):
+        s3(objectstore).put(key, b"forged\n", until)
+    root.put_object(BUCKET, key, io.BytesIO(b"forged\n"), 7)
+    original = root.get_object(BUCKET, key, version_id=version)
+    try:
+        assert original.read() == b"evidence\n"
+    finally:
+        original.close()
+        original.release_conn()
+    versions = list(s3(objectstore, root=True).versions(key))
+    assert len(versions) == 2 and versions[0].version_id == version
+    # Longer is allowed: retention only ever grows.
+    root.set_object_retention(BUCKET, key, Retention(COMPLIANCE, until + timedelta(days=1)),
+                              version_id=version)
+
+
+def test_verify_flags_a_written_over_segment(objectstore: LocalObjectStore,
+                                             tmp_path: Path) -> None:
+    store = s3(objectstore)
+    log = RecordLog(tmp_path / "records.jsonl", key=KEY)
+    shipper = Shipper(log, store, key=EVIDENCE, service=f"t{time.time_ns()}/chat", pod="chat-0",
+                      retention_days=1)
+    for n in range(5):
+        log.append("block", user="u", reference=f"r{n}")
+    assert shipper.ship_once() == 5
+    prefix = shipper.stream.split("/")[0] + "/"
+    assert verify_store(store, EVIDENCE, stream_prefix=prefix).ok
+    segment = f"records/{shipper.stream}/000000000001.seg"
+    client(objectstore, root=True).put_object(BUCKET, segment, io.BytesIO(b"{}\n"), 3)
+    report = verify_store(store, EVIDENCE, stream_prefix=prefix)
+    assert not report.ok
+    assert any("written 2 times" in p for p in report.problems), report.problems
+    assert report.records == 5  # the first version, which the lock kept, is what is checked
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from hegui.evidence.shipper import Shipper
+    from hegui.evidence.store import S3Store
+    from hegui.moderation.records import RecordLog
+
+    path, url, access, secret, start = sys.argv[1:6]
+    log = RecordLog(Path(path), key=b"k")
+    store = S3Store(url, access_key=access, secret_key=secret, timeout=2.0, retries=0)
+    shipper = Shipper(log, store, key=b"evidence-key", service="killed/chat", pod="chat-0",
+                      retention_days=1, interval=0.05)
+    shipper.start()
+    n = int(start)
+    while True:
+        kind = "label" if n % 4 else "block"
+        record = log.append(kind, user="u", reference=f"r{n}")
+        if kind == "label":
+            log.flush()  # what a response waits for (labels: the next batch)
+        print(record["seq"], f"r{n}", flush=True)  # acknowledged
+        n += 1
+        time.sleep(0.002)
+""")
+
+
+def _run_writer(tmp_path: Path, objectstore: LocalObjectStore, start: int,
+                env: dict[str, str]) -> subprocess.Popen[str]:
+    who = objectstore.sidecar
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path / "records.jsonl"), objectstore.url,
+         who.access_key, who.secret_key, str(start)],
+        stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _acknowledged(process: subprocess.Popen[str], count: int) -> list[str]:
+    assert process.stdout is not None
+    seen: list[str] = []
+    while len(seen) < count:
+        line = process.stdout.readline()
+        assert line, "the writer died"
+        seen.append(line.split()[1])
+    return seen
+
+
+def test_records_outlive_a_killed_process_and_reach_the_store_once(
+        objectstore: LocalObjectStore, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = _run_writer(tmp_path, objectstore, 0, env)
+    acknowledged = _acknowledged(first, 300)
+    first.send_signal(signal.SIGKILL)  # no goodbye: whatever was not shipped is in the file
+    first.wait()
+    second = _run_writer(tmp_path, objectstore, 10_000, env)  # the container restarts
+    acknowledged += _acknowledged(second, 100)
+    second.terminate()
+    second.wait()
+    third = _run_writer(tmp_path, objectstore, 20_000, env)
+    acknowledged += _acknowledged(third, 1)
+    store = s3(objectstore, root=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        shipped = [r["reference"] for r in export_records(store, service="killed/chat")]
+        if set(acknowledged) <= set(shipped):
+            break
+        time.sleep(0.2)
+    third.send_signal(signal.SIGKILL)
+    third.wait()
+    assert set(acknowledged) <= set(shipped), sorted(set(acknowledged) - set(shipped))[:5]
+    assert len(shipped) == len(set(shipped))  # nothing twice
+    report = verify_store(store, EVIDENCE, stream_prefix="killed/")
+    assert report.ok, report.problems
+    assert len(report.streams) == 1  # one chain across three lives of the process
+
+
+def test_store_down_then_back_loses_nothing(tmp_path: Path,
+                                            objectstore: LocalObjectStore) -> None:
+    """A second MinIO that we stop and start again, on its own port and data."""
+    from hegui.admission.local import free_port
+
+    own = LocalObjectStore(home=tmp_path / "own", port=free_port(),
+                           bin_dir=objectstore.binary.parent)
+    own.up(timeout=120)
+    try:
+        who = own.sidecar
+        store = S3Store(own.url, access_key=who.access_key, secret_key=who.secret_key,
+                        timeout=2.0, retries=0)
+        log = RecordLog(tmp_path / "records.jsonl", key=KEY)
+        shipper = Shipper(log, store, key=EVIDENCE, service="down/chat", pod="chat-0",
+                          retention_days=1, buffer_bytes=1 << 20)
+        for n in range(10):
+            log.append("block", user="u", reference=f"a{n}")
+        shipper._cycle()
+        assert shipper.up and log.shipped_seq == 10
+        own.down()
+        for n in range(50):
+            log.append("block", user="u", reference=f"b{n}")
+        shipper._cycle()
+        assert not shipper.up and log.shipped_seq == 10 and log.unshipped_bytes > 0
+        own.up(timeout=120)
+        shipper._cycle()
+        assert shipper.up and log.shipped_seq == 60
+        report = verify_store(store, EVIDENCE)
+        assert report.ok and report.records == 60, report.problems
+        references = [r["reference"] for r in export_records(store)]
+        assert references == [f"a{n}" for n in range(10)] + [f"b{n}" for n in range(50)]
+        key = tmp_path / "evidence.key"
+        key.write_bytes(EVIDENCE)
+        os.environ.update(own.root.env())
+        try:
+            assert main(["records", "verify", "--store", own.url, "--key-file", str(key)]) == 0
+        finally:
+            for name in own.root.env():
+                os.environ.pop(name, None)
+    finally:
+        own.down()
