@@ -17,8 +17,6 @@ from hegui.api.common import (
     Condition,
     ConditionStatus,
     LabelSelector,
-    WorkloadKind,
-    WorkloadReference,
     parse_duration,
 )
 from hegui.api.exception import ComplianceException
@@ -229,11 +227,11 @@ def test_exception_window_counts_from_creation() -> None:
     document["metadata"]["creationTimestamp"] = "2026-03-01T00:00:00Z"
     exception = ComplianceException.from_dict(document)
     assert exception.expires_at() == created + timedelta(days=14)
-    runner = WorkloadReference(kind=WorkloadKind.DEPLOYMENT, name="assessment-runner")
+    runner = [("Deployment", "assessment-runner")]
     assert exception.exempts(Rule.COVERAGE, runner, created + timedelta(days=13))
     assert not exception.exempts(Rule.COVERAGE, runner, created + timedelta(days=14))
     assert not exception.exempts(Rule.LABELING, runner, created)
-    other = WorkloadReference(kind=WorkloadKind.DEPLOYMENT, name="chat-model")
+    other = [("Deployment", "chat-model")]
     assert not exception.exempts(Rule.COVERAGE, other, created)
 
 

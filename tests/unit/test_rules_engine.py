@@ -237,3 +237,108 @@ def test_the_floor_s_findings_follow_the_rule_s_mode_and_no_floor_judges_nothing
     [finding] = evaluate_service_object(below, ComplianceIndex.from_objects([warned]), now=NOW)
     assert finding.mode is EnforcementMode.WARN and finding.article == "Art.14"
     assert finding.render().startswith("[moderation, Art.14] GenerativeService ai/chat")
+
+
+# --- exceptions: through owners, every workload kind, within the policy's maxDuration (Art.21) ---
+
+def _exception(kind: str, name: str, rules: list[str], duration: str = "336h",
+               created: str = "2026-11-20T00:00:00Z") -> dict[str, Any]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "ComplianceException",
+            "metadata": {"name": f"waive-{name}", "namespace": "ai",
+                         "creationTimestamp": created},
+            "spec": {"workload": {"kind": kind, "name": name}, "rules": rules,
+                     "justification": "Replays the question banks; serves no users at all.",
+                     "approvedBy": "compliance@example.cn", "duration": duration}}
+
+
+def _owned(kind: str, name: str, owner: tuple[str, str] | None,
+           labels: dict[str, str] | None = None) -> dict[str, Any]:
+    template: dict[str, Any] = {"metadata": {"labels": {"app": "runner", **(labels or {})}},
+                "spec": {"containers": [{"name": "m", "image": "m:1",
+                                         "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
+    meta: dict[str, Any] = {"name": name, "namespace": "ai"}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": owner[0], "name": owner[1],
+                                    "uid": "u", "controller": True}]
+    if kind == "Pod":
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {**meta, "labels": template["metadata"]["labels"]},
+                "spec": template["spec"]}
+    if kind == "CronJob":
+        return {"apiVersion": "batch/v1", "kind": kind, "metadata": meta,
+                "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": template}}}}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta,
+            "spec": {"template": template}}
+
+
+@pytest.mark.parametrize(("exempted", "workload"), [
+    (("Deployment", "runner"), _owned("Deployment", "runner", None)),
+    (("Deployment", "runner"), _owned("ReplicaSet", "runner-5d8f9", ("Deployment", "runner"))),
+    (("Deployment", "runner"), _owned("Pod", "runner-5d8f9-x2x", ("ReplicaSet", "runner-5d8f9"),
+                                      {"pod-template-hash": "5d8f9"})),
+    (("Job", "replay"), _owned("Job", "replay", None)),
+    (("Job", "replay"), _owned("Pod", "replay-abcde", ("Job", "replay"))),
+    (("CronJob", "nightly"), _owned("CronJob", "nightly", None)),
+    (("CronJob", "nightly"), _owned("Job", "nightly-29412345", ("CronJob", "nightly"))),
+    (("CronJob", "nightly"), _owned("Pod", "nightly-29412345-q", ("Job", "nightly-29412345"))),
+    (("DaemonSet", "probe"), _owned("DaemonSet", "probe", None)),
+    (("StatefulSet", "kv"), _owned("Pod", "kv-0", ("StatefulSet", "kv"))),
+], ids=["deployment", "its-replicaset", "its-pod", "job", "job-pod", "cronjob", "cronjob-job",
+        "cronjob-pod", "daemonset", "statefulset-pod"])
+def test_an_exception_covers_its_workload_and_what_the_workload_owns(
+        exempted: tuple[str, str], workload: dict[str, Any]) -> None:
+    waiver = _exception(*exempted, ["coverage"])
+    assert _rules(_policy(), waiver, workload=workload) == ["coverage"]
+    findings = evaluate(workload, ComplianceIndex.from_objects([_policy(), waiver]), now=NOW)
+    assert [f.exempted_by for f in findings] == [f"waive-{exempted[1]}"]
+
+
+def test_an_exception_does_not_cover_a_look_alike_name_or_another_workload() -> None:
+    waiver = _exception("Deployment", "runner", ["coverage"])
+    index = ComplianceIndex.from_objects([_policy(), waiver])
+    # A ReplicaSet of another Deployment whose name merely starts with the exempted one's.
+    other = _owned("Pod", "runner-extra-5d8f9-x", ("ReplicaSet", "runner-extra-5d8f9"),
+                   {"pod-template-hash": "5d8f9"})
+    [finding] = evaluate(other, index, now=NOW)
+    assert finding.exempted_by is None
+    [finding] = evaluate(_owned("Job", "runner", None), index, now=NOW)
+    assert finding.exempted_by is None
+
+
+def test_an_exception_longer_than_the_policy_allows_waives_nothing() -> None:
+    """Created before the policy was tightened (the webhook refuses new ones): no longer
+    counts, since a standing waiver is what maxDuration rules out."""
+    policy = _policy()
+    policy["spec"]["exceptions"] = {"maxDuration": "168h"}
+    long = _exception("Deployment", "runner", ["coverage"], duration="336h",
+                      created="2026-11-25T00:00:00Z")
+    [finding] = evaluate(_owned("Deployment", "runner", None),
+                         ComplianceIndex.from_objects([policy, long]), now=NOW)
+    assert finding.exempted_by is None
+    short = _exception("Deployment", "runner", ["coverage"], duration="168h",
+                       created="2026-11-25T00:00:00Z")
+    [finding] = evaluate(_owned("Deployment", "runner", None),
+                         ComplianceIndex.from_objects([policy, short]), now=NOW)
+    assert finding.exempted_by == "waive-runner"
+
+
+def test_the_webhook_refuses_an_exception_beyond_the_policy_s_max_duration() -> None:
+    from hegui.admission.review import AdmissionRequest
+    from hegui.admission.validate import check_exception
+
+    policy = _policy()
+    policy["spec"]["exceptions"] = {"maxDuration": "168h"}
+    index = ComplianceIndex.from_objects([policy])
+
+    def ask(duration: str) -> Any:
+        return check_exception(AdmissionRequest(
+            uid="u", kind="ComplianceException", group="hegui.io", namespace="ai",
+            name="waive-runner", operation="CREATE", dry_run=False,
+            obj=_exception("Deployment", "runner", ["coverage"], duration), old_obj=None,
+            user="team-a"), index)
+
+    refused = ask("336h")
+    assert not refused.allowed and refused.code == 403
+    assert "spec.duration 336h exceeds 168h" in refused.message
+    assert "CompliancePolicy default" in refused.message and "Art.21" in refused.message
+    assert ask("168h").allowed

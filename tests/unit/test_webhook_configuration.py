@@ -55,7 +55,7 @@ def test_a_generative_service_s_spec_reaches_the_webhook_for_the_policy_floor() 
         ca_bundle=b"ca", own_namespace="hegui-system", url="https://127.0.0.1:9443/validate")
     [posture] = [h for h in config["webhooks"]
                  if h["name"] == configuration.POSTURE_WEBHOOK_NAME]
-    assert posture["rules"][0]["resources"] == ["generativeservices"]
+    assert posture["rules"][0]["resources"] == ["generativeservices", "complianceexceptions"]
     assert posture["failurePolicy"] == "Fail"
     assert posture["matchConditions"][0]["expression"] == (
         "request.operation == 'CREATE' || object.spec != oldObject.spec")

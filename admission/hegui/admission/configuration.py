@@ -35,7 +35,7 @@ REQUEST_CHANGED = " || ".join(
     for name in REQUEST_ANNOTATIONS)
 TIMEOUT_SECONDS = 5
 POSTURE_WEBHOOK_NAME = "posture.validate.hegui.io"
-#: CEL: a GenerativeService is created or its spec changes.
+#: CEL: a GenerativeService or ComplianceException is created or its spec changes.
 SPEC_CHANGED = "request.operation == 'CREATE' || object.spec != oldObject.spec"
 
 #: (apiGroup, version, resource) of every workload kind the rules read.
@@ -164,14 +164,15 @@ def validating_webhook_configuration(
             "failurePolicy": "Fail",
         }, {
             # A GenerativeService whose spec is created or changed is judged against the
-            # policy's moderation floor (rule moderation, Art.14); metadata and status writes
-            # (the operator's) never reach the webhook.
+            # policy's moderation floor (rule moderation, Art.14), a ComplianceException against
+            # the policy's exceptions.maxDuration (Art.21); metadata and status writes (the
+            # operator's) never reach the webhook.
             "name": POSTURE_WEBHOOK_NAME,
             "admissionReviewVersions": ["v1"],
             "clientConfig": dict(client_config),
             "rules": [{"apiGroups": ["hegui.io"], "apiVersions": ["v1alpha1"],
-                       "resources": ["generativeservices"], "operations": ["CREATE", "UPDATE"],
-                       "scope": "Namespaced"}],
+                       "resources": ["generativeservices", "complianceexceptions"],
+                       "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
             "namespaceSelector": {"matchExpressions": [{
                 "key": "kubernetes.io/metadata.name", "operator": "NotIn",
                 "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},

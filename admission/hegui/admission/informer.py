@@ -5,11 +5,17 @@ objects and of DRA claims: one thread per resource lists it, then watches from t
 resourceVersion, and lists again when the watch expires (410 Gone) or breaks. A resource whose CRD
 is not installed yet is retried until it appears. `synced()` turns true once every resource has
 been listed once; the webhook reports ready only then.
+
+Every list *replaces* the view: what the previous view held and the new list lacks was deleted
+while the watch was down, and is handed on as DELETED (a revoked ComplianceException stops
+working at the next list, not never). Failures back off exponentially, 410 Gone included after
+the first: an apiserver that keeps expiring the watch is not listed in a tight loop.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -49,6 +55,8 @@ class Informer:
         self.api_client, self.resource, self.handle = api_client, resource, handle
         self.stop, self.watch_timeout = stop, watch_timeout
         self.listed = threading.Event()
+        #: The view as last listed and watched, by (namespace, name).
+        self.known: dict[tuple[str, str], Mapping[str, Any]] = {}
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"informer-{resource.plural}")
 
@@ -65,43 +73,74 @@ class Informer:
 
     def _list(self) -> str:
         listing = self._request()
-        seen = []
+        seen: dict[tuple[str, str], Mapping[str, Any]] = {}
         for item in listing.get("items", []):
             item = {**item, "kind": self.resource.kind}
             self.handle("ADDED", item)
-            seen.append(item)
-        self.handle("SYNCED", {"items": seen})
+            seen[_key(item)] = item
+        for gone in self.known.keys() - seen.keys():
+            # Deleted while the watch was down: the new list is the whole truth.
+            self.handle("DELETED", self.known[gone])
+        self.known = seen
+        self.handle("SYNCED", {"items": list(seen.values())})
         self.listed.set()
         return str(listing.get("metadata", {}).get("resourceVersion", ""))
 
+    def _watch(self, version: str) -> int:
+        """Follow changes from `version` until the watch ends; the events seen."""
+        events = 0
+        stream = watch.Watch()
+        for event in stream.stream(
+                self._request, watch=True, resource_version=version,
+                allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout):
+            if self.stop.is_set():
+                stream.stop()
+                break
+            kind, obj = event["type"], event["raw_object"]
+            events += 1
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                obj = {**obj, "kind": self.resource.kind}
+                if kind == "DELETED":
+                    self.known.pop(_key(obj), None)
+                else:
+                    self.known[_key(obj)] = obj
+                self.handle(kind, obj)
+        return events
+
     def _run(self) -> None:
-        backoff = 1.0
+        failures = 0
         while not self.stop.is_set():
             try:
                 version = self._list()
-                backoff = 1.0
-                stream = watch.Watch()
-                for event in stream.stream(
-                        self._request, watch=True, resource_version=version,
-                        allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout):
-                    if self.stop.is_set():
-                        stream.stop()
-                        break
-                    kind, obj = event["type"], event["raw_object"]
-                    if kind in ("ADDED", "MODIFIED", "DELETED"):
-                        self.handle(kind, {**obj, "kind": self.resource.kind})
+                self._watch(version)
+                failures = 0  # the watch ran to its timeout: the apiserver is well
             except ApiException as error:
                 if error.status == 404 and not self.resource.required:
                     self.listed.set()  # the API is absent on this cluster: nothing to index
-                if error.status != 410:  # 410: the watch expired; list again at once
-                    log.warning("listing %s failed (%s); retrying", self.resource.path,
-                                error.status)
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                failures += 1
+                if error.status == 410 and failures == 1:
+                    continue  # the watch expired once: list again at once
+                log.warning("listing or watching %s failed (%s, %d in a row); retrying in "
+                            "%.1fs", self.resource.path, error.status, failures,
+                            self.backoff(failures))
+                self.stop.wait(self.backoff(failures))
             except Exception:
-                log.exception("watch of %s broke; listing again", self.resource.path)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                failures += 1
+                log.exception("watch of %s broke; listing again in %.1fs", self.resource.path,
+                              self.backoff(failures))
+                self.stop.wait(self.backoff(failures))
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after `failures` failures in a row: 0.5s doubling up to 30s, with up
+        to 10% jitter so replicas do not list in step."""
+        delay: float = min(0.5 * 2 ** max(failures - 1, 0), 30.0)
+        return delay * (1 + random.random() / 10)  # noqa: S311 - jitter, not a secret
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 class InformerSet:

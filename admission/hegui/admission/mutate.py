@@ -11,7 +11,7 @@ the injection rule, and admitted unmodified with a warning otherwise; pods that 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,24 +21,7 @@ from hegui.admission.server import Validator
 from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
-from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey
-
-
-def _owners(pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """The workloads an exception may name for this pod: itself, its owner, and the Deployment
-    behind a ReplicaSet (whose name is the Deployment's plus the pod-template-hash)."""
-    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
-    assert isinstance(metadata, Mapping)
-    if name := metadata.get("name"):
-        yield "Pod", str(name)
-    template_hash = (metadata.get("labels") or {}).get("pod-template-hash")
-    for owner in metadata.get("ownerReferences") or []:
-        if not isinstance(owner, Mapping):
-            continue
-        kind, name = str(owner.get("kind")), str(owner.get("name"))
-        yield kind, name
-        if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
-            yield "Deployment", name.removesuffix(f"-{template_hash}")
+from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey, exemption_scope
 
 
 @dataclass(frozen=True)
@@ -71,9 +54,12 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
     if not injecting:
         return None
     duty = SidecarDuty(injecting[0], effective, services[0].name)
-    for kind, name in _owners(pod):
-        if exception := index.exemption_for(namespace, kind, name, Rule.INJECTION, now):
-            return SidecarDuty(duty.policy, effective, duty.service, exception, f"{kind} {name}")
+    if exception := index.exemption_for(namespace, exemption_scope({**pod, "kind": "Pod"}),
+                                        Rule.INJECTION, now):
+        waived = index.exceptions.get(ObjectKey(namespace, exception))
+        return SidecarDuty(duty.policy, effective, duty.service, exception,
+                           f"{waived.spec.workload.kind} {waived.spec.workload.name}"
+                           if waived else "its workload")
     return duty
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from hegui.admission import review
 from hegui.admission.server import Validator
+from hegui.api.exception import ComplianceException
 from hegui.api.generativeservice import REQUEST_ANNOTATIONS, DeliberateRequest
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex
@@ -36,6 +37,8 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
             if not asked.allowed:
                 return asked
             return judge_posture(request)
+        if request.kind == "ComplianceException" and request.operation == "CREATE":
+            return check_exception(request, index)
         if request.operation == "DELETE" or request.kind not in WORKLOAD_KINDS:
             return review.Decision(True)
         return _decide(request, engine.evaluate(request.obj, index,
@@ -72,6 +75,25 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
         return review.Decision(True, warnings=warnings)
 
     return validate
+
+
+def check_exception(request: review.AdmissionRequest, index: ComplianceIndex) -> review.Decision:
+    """A ComplianceException longer than a selecting policy's exceptions.maxDuration is refused
+    when it is created (CEL on the exception cannot read the policy); the rule engine also
+    ignores one that outlasts a policy tightened later."""
+    try:
+        exception = ComplianceException.from_dict(request.obj)
+    except ValidationError:
+        return review.Decision(True)  # the apiserver's schema already judged its shape
+    effective = index.policy_for(request.namespace)
+    problems = [problem for policy in (effective.policies if effective else ())
+                if (problem := exception.within_policy(policy))]
+    if not problems:
+        return review.Decision(True)
+    return review.Decision(False, (
+        f"hegui refused ComplianceException {request.namespace}/{request.name}: "
+        + "; ".join(problems) + ". Fix: ask for a shorter exemption and renew it, if still "
+        "needed, with a new exception"), code=403)
 
 
 def _annotation(obj: Mapping[str, Any] | None, name: str) -> str | None:

@@ -18,7 +18,7 @@ from hegui.api.articles import Rule
 from hegui.api.generativeservice import FailureMode, GenerativeService
 from hegui.api.policy import EnforcementMode
 from hegui.rules import workloads
-from hegui.rules.index import ComplianceIndex, ObjectKey
+from hegui.rules.index import ComplianceIndex, ObjectKey, exemption_scope
 
 
 @dataclass(frozen=True)
@@ -205,9 +205,9 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
         (spec.rule, violation) for spec in RULES for violation in spec.check(context)]
     for key in context.services:
         found += evaluate_service(key, index, now=context.now)
+    scope = exemption_scope(obj)
     return [Finding(which, location, message, fix, policy.mode_for(which),
-                    index.exemption_for(workload.namespace, workload.kind, workload.name,
-                                        which, context.now))
+                    index.exemption_for(workload.namespace, scope, which, context.now))
             for which, (location, message, fix) in found]
 
 

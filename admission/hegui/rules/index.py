@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from hegui.api.articles import Rule
 from hegui.api.assessment import SafetyAssessment
-from hegui.api.common import WorkloadKind, WorkloadReference, field_errors
+from hegui.api.common import field_errors
 from hegui.api.exception import ComplianceException
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy, EnforcementMode, strictest
@@ -167,13 +167,48 @@ class ComplianceIndex:
         expired = status.expires_at.isoformat() if status.expires_at else "(no expiry)"
         return f"passed but expired at {expired}"
 
-    def exemption_for(self, namespace: str, kind: str, name: str, rule: Rule,
+    def exemption_for(self, namespace: str, scope: Iterable[tuple[str, str]], rule: Rule,
                       now: dt.datetime) -> str | None:
-        """The name of a current ComplianceException waiving `rule` for this workload."""
-        try:
-            workload = WorkloadReference(kind=WorkloadKind(kind), name=name)
-        except ValueError:
-            return None  # a kind no exception can name
+        """The name of a current ComplianceException waiving `rule` for a workload whose
+        `exemption_scope` is `scope`, within the maxDuration of every policy enforcing the
+        namespace (one that outlasts a policy's bound does not count, whenever it was made)."""
+        scope = list(scope)
+        effective = self.policy_for(namespace)
+        policies = effective.policies if effective else ()
         return next((key.name for key, exception in list(self.exceptions.items())
-                     if key.namespace == namespace and exception.exempts(rule, workload, now)),
-                    None)
+                     if key.namespace == namespace
+                     and exception.exempts(rule, scope, now, policies)), None)
+
+
+def _cron_job_of(job: str) -> str | None:
+    """The CronJob behind a Job it created: the CronJob controller names Jobs
+    `<cronjob>-<scheduled time in minutes since the epoch>`."""
+    base, _, stamp = job.rpartition("-")
+    return base if base and stamp.isdigit() else None
+
+
+def exemption_scope(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What a ComplianceException may name to cover `obj`, as (kind, name): the object itself, its
+    owners, the Deployment behind a ReplicaSet (named the Deployment's name plus the
+    pod-template-hash) and the CronJob behind a Job. So an exception for a Deployment covers its
+    ReplicaSets and Pods, one for a CronJob its Jobs and their Pods. (ownerReferences are written
+    by whoever creates the object; claiming an owner gains a team nothing it could not get by
+    editing the owner's own template, which it may.)"""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    assert isinstance(labels, Mapping)
+    scope: list[tuple[str, str]] = []
+    if name := meta.get("name") or meta.get("generateName"):
+        scope.append((str(obj.get("kind", "")), str(name)))
+    template_hash = labels.get("pod-template-hash")
+    for owner in meta.get("ownerReferences") or []:
+        if not isinstance(owner, Mapping):
+            continue
+        kind, name = str(owner.get("kind", "")), str(owner.get("name", ""))
+        scope.append((kind, name))
+        if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+            scope.append(("Deployment", name.removesuffix(f"-{template_hash}")))
+        elif kind == "Job" and (cron := _cron_job_of(name)):
+            scope.append(("CronJob", cron))
+    return scope

@@ -18,6 +18,7 @@ engine computes it from the creation time and never trusts status for the decisi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
@@ -29,15 +30,30 @@ from hegui.api.common import (
     ApiModel,
     ApiObject,
     CelRule,
+    DnsSubdomain,
     Duration,
     ShortText,
     Timestamp,
-    WorkloadReference,
     cel_bad_duration,
     cel_rule,
     parse_duration,
 )
 from hegui.api.policy import MAX_EXCEPTION_DURATION, CompliancePolicy
+
+
+class ExemptedWorkload(ApiModel):
+    """The workload exempted, in the exception's namespace, by kind and name. The exemption
+    covers what the workload owns, as its controllers create it: a Deployment's ReplicaSets and
+    Pods, a StatefulSet's, DaemonSet's or Job's Pods, a CronJob's Jobs and their Pods."""
+
+    kind: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")] = (
+        Field(description="The workload's kind: Deployment, StatefulSet, DaemonSet, ReplicaSet, "
+                          "Job, CronJob, Pod, InferenceService, or a kind a CompliancePolicy "
+                          "declares under spec.detection."))
+    name: DnsSubdomain = Field(description="The workload's name.")
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
 
 
 class ComplianceExceptionSpec(ApiModel):
@@ -48,7 +64,8 @@ class ComplianceExceptionSpec(ApiModel):
         "a ComplianceException's spec is immutable; create a new exception to change or extend "
         "it (Art.21)"),)
 
-    workload: WorkloadReference = Field(description="The workload exempted, in this namespace.")
+    workload: ExemptedWorkload = Field(
+        description="The workload exempted, in this namespace, with what it owns.")
     rules: list[Rule] = Field(
         min_length=1, max_length=len(Rule),
         description="The rules the workload is exempted from, e.g. labeling (Art.12).",
@@ -107,9 +124,14 @@ class ComplianceException(ApiObject):
         end = self.expires_at()
         return end is not None and now < end
 
-    def exempts(self, rule: Rule, workload: WorkloadReference, now: datetime) -> bool:
-        return (self.is_active(now) and rule in self.spec.rules
-                and self.spec.workload == workload)
+    def exempts(self, rule: Rule, scope: Iterable[tuple[str, str]], now: datetime,
+                policies: Iterable[CompliancePolicy] = ()) -> bool:
+        """Whether it waives `rule` at `now` for a workload whose scope (itself and its owners,
+        as (kind, name)) includes the exempted workload, within every policy's maxDuration
+        (one created before a policy was tightened no longer counts beyond the new bound)."""
+        wanted = (self.spec.workload.kind, self.spec.workload.name)
+        return (self.is_active(now) and rule in self.spec.rules and wanted in set(scope)
+                and all(self.within_policy(policy) is None for policy in policies))
 
     def within_policy(self, policy: CompliancePolicy) -> str | None:
         """None if the duration is within the policy's maximum, else the message to refuse it."""
