@@ -204,3 +204,53 @@ def test_strike_thresholds_come_from_the_posture() -> None:
     assert thresholds.limited_per_minute == 3
     assert thresholds.decay == 12 * 3600 and thresholds.suspension == 24 * 3600
     assert thresholds.level(1) is Level.OK and thresholds.level(6) is Level.SUSPEND
+
+
+def test_complaint_throttle_per_source_and_overall() -> None:
+    from hegui.sidecar.complaints import Throttle
+
+    throttle = Throttle(burst=2, every=60.0, global_per_minute=3)
+    assert throttle.admit("a", 0.0) is None and throttle.admit("a", 0.1) is None
+    wait = throttle.admit("a", 0.2)
+    assert wait is not None and 59 < wait <= 60  # a's third must wait for a token
+    assert throttle.admit("b", 0.3) is None  # others are not a's victims
+    overall = throttle.admit("c", 0.4)  # but the sidecar takes 3 a minute in all
+    assert overall is not None and overall < 20
+    assert throttle.admit("c", 21.0) is None  # c's own token was given back
+    assert throttle.admit("a", 61.0) is None  # a has earned one again
+
+
+async def test_a_complaint_flood_is_limited_per_source(tmp_path: Path,
+                                                       fake_model: FakeModel) -> None:
+    import yaml
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hegui.api.generativeservice import GenerativeService
+
+    sample = Path(__file__).parents[2] / "samples" / "compliance" / "chat-service.yaml"
+    config = SidecarConfig.from_service(
+        GenerativeService.from_dict(yaml.safe_load(sample.read_text(encoding="utf-8"))),
+        upstream=fake_model.url, pseudonymisation_key=KEY)
+    log = RecordLog(tmp_path / "records.jsonl", key=KEY)
+    client: TestClient[Any, Any] = TestClient(TestServer(
+        make_app(Sidecar(config, LocalModerator(), records=log)), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        flood = {"x-hegui-user": "mallory"}
+        statuses = [(await client.post("/hegui/complaints", json={"text": f"spam {n}"},
+                                       headers=flood)).status for n in range(8)]
+        assert statuses == [201] * 5 + [429] * 3
+        refused = await client.post("/hegui/complaints", json={"text": "more"}, headers=flood)
+        body = await refused.json()
+        assert body["error"]["code"] == "hegui.complaint_rate_limited"
+        assert body["error"]["article"] == "Art.15"
+        assert int(refused.headers["Retry-After"]) > 0
+        other = await client.post("/hegui/complaints", json={"text": "a real one"},
+                                  headers={"x-hegui-user": "alice"})
+        assert other.status == 201
+        metrics = await (await client.get("/metrics")).text()
+        assert "hegui_sidecar_complaints_throttled_total 4.0" in metrics
+    finally:
+        await client.close()
+    kinds = [json.loads(r)["kind"] for r in log.path.read_text().splitlines()]
+    assert kinds == ["complaint"] * 6  # the flood left five records, not thousands

@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator
@@ -61,6 +62,15 @@ CATEGORY = re.compile(r"[a-z][A-Za-z0-9]{0,62}")
 ABOUT = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 PHONE = re.compile(r"[0-9+() -]{3,32}")
 _EMAIL = re.compile(EMAIL)
+# Intake is open to anyone (Art.15 wants it easy), so it is throttled per source, and overall, so
+# a flood can neither fill the record buffer nor bury real complaints: a source (the gateway's
+# user id, else the peer address) may file PER_SOURCE_BURST at once and one more every
+# PER_SOURCE_SECONDS; the sidecar takes at most GLOBAL_PER_MINUTE a minute. A refused complaint
+# gets 429 with Retry-After and the other channels (phone, e-mail) it can use instead.
+PER_SOURCE_BURST = 5
+PER_SOURCE_SECONDS = 600.0
+GLOBAL_PER_MINUTE = 60
+_MAX_SOURCES = 10_000
 # Paths the sidecar serves itself or proxies to the model: never taken over as the intake.
 _RESERVED = ("/metrics", "/hegui/", "/v1/")
 FIELDS = ("text", "category", "about", "contact")
@@ -69,9 +79,49 @@ FIELDS = ("text", "category", "about", "contact")
 class ComplaintError(ValueError):
     """A complaint that cannot be taken, naming the field."""
 
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
+    def __init__(self, field: str, message: str, status: int = 400,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field, self.message, self.status = field, message, status
+        self.retry_after = retry_after
+
+
+class Throttle:
+    """Token buckets per source and one for everyone (see PER_SOURCE_BURST); bounded memory:
+    the least recently seen sources are forgotten first (a forgotten source starts full)."""
+
+    def __init__(self, burst: int = PER_SOURCE_BURST, every: float = PER_SOURCE_SECONDS,
+                 global_per_minute: int = GLOBAL_PER_MINUTE) -> None:
+        self.burst, self.every = burst, every
+        self.global_rate = global_per_minute / 60.0
+        self.global_burst = float(global_per_minute)
+        self._global: tuple[float, float] | None = None
+        self._sources: dict[str, tuple[float, float]] = {}
+
+    def _take(self, state: tuple[float, float], burst: float, rate: float,
+              now: float) -> tuple[bool, tuple[float, float], float]:
+        tokens, then = state
+        tokens = min(burst, tokens + max(0.0, now - then) * rate)
+        if tokens >= 1.0:
+            return True, (tokens - 1.0, now), 0.0
+        return False, (tokens, now), (1.0 - tokens) / rate
+
+    def admit(self, source: str, now: float) -> float | None:
+        """None when the source may file a complaint now, else the seconds to wait."""
+        state = self._sources.pop(source, (float(self.burst), now))
+        ok, state, wait = self._take(state, float(self.burst), 1.0 / self.every, now)
+        self._sources[source] = state  # most recently seen last
+        if len(self._sources) > _MAX_SOURCES:
+            del self._sources[next(iter(self._sources))]
+        if not ok:
+            return wait
+        ok, self._global, wait = self._take(self._global or (self.global_burst, now),
+                                            self.global_burst, self.global_rate, now)
+        if not ok:
+            tokens, then = self._sources[source]
+            self._sources[source] = (tokens + 1.0, then)  # not this source's fault: give back
+            return wait
+        return None
 
 
 # --- reading complaints back from record files ---------------------------------------------------
@@ -265,6 +315,10 @@ class _Desk:
         registry = sidecar.metrics.registry
         self.received = Counter("hegui_sidecar_complaints_received",
                                 "Complaints taken in by the sidecar (Art.15).", registry=registry)
+        self.throttle = Throttle()
+        self.throttled = Counter("hegui_sidecar_complaints_throttled",
+                                 "Complaints refused because their source (or everyone) sent "
+                                 "too many (Art.15).", registry=registry)
         overdue = Gauge("hegui_sidecar_complaints_overdue",
                         "Open complaints past the published response deadline (Art.15).",
                         registry=registry)
@@ -316,18 +370,33 @@ class _Desk:
     async def info(self, request: web.Request) -> web.Response:
         return web.json_response(self.published(), dumps=_dumps)
 
+    def source_of(self, request: web.Request) -> str:
+        """Who is throttled: the user the gateway vouches for, else the peer address."""
+        user = self.sidecar.user_of(request)
+        return f"user:{user}" if user else f"peer:{request.remote or 'unknown'}"
+
     async def take(self, request: web.Request) -> web.Response:
         try:
+            wait = self.throttle.admit(self.source_of(request), time.monotonic())
+            if wait is not None:
+                self.throttled.inc()
+                raise ComplaintError("", "too many complaints from this source; try again "
+                                         f"in {int(wait) + 1} seconds or use {self._channel()} "
+                                         "(Art.15)", 429, retry_after=wait)
             fields = _fields(await _read(request), request.content_type)
             complaint = _validated(fields)
             record = await self._record(request, complaint)
         except ComplaintError as bad:
-            body = {"type": "hegui_error", "code": "hegui.complaint_invalid"
-                    if bad.status == 400 else "hegui.complaint_not_recorded",
-                    "message": bad.message, "article": ARTICLE}
+            code = {400: "hegui.complaint_invalid", 429: "hegui.complaint_rate_limited"}.get(
+                bad.status, "hegui.complaint_not_recorded")
+            body = {"type": "hegui_error", "code": code, "message": bad.message,
+                    "article": ARTICLE}
             if bad.field:
                 body["field"] = bad.field
-            return web.json_response({"error": body}, status=bad.status, dumps=_dumps)
+            headers = ({"Retry-After": str(int(bad.retry_after) + 1)}
+                       if bad.retry_after is not None else None)
+            return web.json_response({"error": body}, status=bad.status, dumps=_dumps,
+                                     headers=headers)
         self.received.inc()
         self.open[record["reference"]] = datetime.fromisoformat(record["deadline"])
         c = self.complaints
