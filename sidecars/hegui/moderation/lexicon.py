@@ -193,12 +193,17 @@ class Lexicon:
         literal = normalize.literal(keyword.text)
         if not literal:
             raise ValueError(f"keyword {keyword.text!r} is empty once normalised")
-        syllables = normalize.syllables(keyword.text)
+        syllables = normalize.syllables(literal)
         kind = _HAN if syllables else _PLAIN
-        yield normalize.normalise(keyword.text, phonetic=True).text, _Form(
+        yield normalize.normalise(literal, phonetic=True).text, _Form(
             index, kind, literal, syllables)
         if syllables >= INITIALS_MIN_SYLLABLES and syllables == len(literal):
-            yield normalize.initials(keyword.text), _Form(index, _INITIALS, literal, syllables)
+            yield normalize.initials(literal), _Form(index, _INITIALS, literal, syllables)
+
+    @property
+    def keys(self) -> list[str]:
+        """The normalised keyword forms the automaton holds (pinyin, initials, Latin stems)."""
+        return list(self._keys)
 
     @property
     def max_length(self) -> int:
@@ -210,30 +215,29 @@ class Lexicon:
         if not text or not self._keys:
             return
         norm = normalize.normalise(text, phonetic=True)
-        flags = norm.flags
         for last, value in self._automaton.iter(norm.text):
             end = last + 1
             begin = end - self._lengths[value]
-            if not (flags[begin] & normalize.START and flags[last] & normalize.END):
-                continue
-            region = flags[begin:end]
+            if not norm.aligned(begin, end):
+                continue  # inside a word or a syllable
+            kinds = norm.kinds(begin, end)
             start, stop = norm.span(begin, end)
             for form in self._forms_of[value]:
-                how = self._how(form, region, text[start:stop])
+                how = self._how(form, kinds, text[start:stop])
                 if how:
                     yield Match(start, stop, self.keywords[form.keyword], how)
 
     @staticmethod
-    def _how(form: _Form, region: bytes, original: str) -> str:
+    def _how(form: _Form, kinds: set[int], original: str) -> str:
         if form.kind == _INITIALS:
-            return "initials" if all(f & normalize.LATIN for f in region) else ""
+            return "initials" if kinds == {normalize.LATIN} else ""
         if form.kind == _PLAIN:
-            if any(f & normalize.HAN for f in region):
+            if normalize.HAN in kinds:
                 return ""  # a Latin keyword spelled by the pinyin of Chinese characters
             return "exact" if normalize.literal(original) == form.literal else "variant"
         if normalize.literal(original) == form.literal:
             return "exact"
-        if any(f & normalize.LATIN for f in region):
+        if normalize.LATIN in kinds:
             return "pinyin"
         return "homophone" if form.syllables >= HOMOPHONE_MIN_SYLLABLES else ""
 

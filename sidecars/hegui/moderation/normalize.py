@@ -22,44 +22,79 @@ the original it came from, so a match can be masked or shown where it was writte
   (pypinyin's most common reading, character by character), so pinyin written out (`zha dan`),
   pinyin mixed with characters (`制作zha弹`) and homophones (`炸蛋`) meet the keyword's pinyin.
 
-What matches where is decided by the lexicon (hegui.moderation.lexicon) from the flags each
-normalised character carries: where a keyword may start and end (whole Latin words, whole pinyin
-syllables) and whether it came from a Chinese character or from Latin text.
+What matches where is decided by the lexicon (hegui.moderation.lexicon) from the pieces the
+normalised text is made of: a keyword starts and ends at the edges of pieces (whole Latin words,
+whole pinyin syllables), and each piece says whether it came from a Chinese character or from
+Latin text.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 
 import opencc
 import snowballstemmer
 from homoglyph.data import load_prototypes, load_ucd
 from pypinyin.pinyin_dict import pinyin_dict
 
-#: Flags of a normalised character.
-START = 1  # a keyword may begin here (a Latin word or a pinyin syllable begins here)
-END = 2  # a keyword may end here
-HAN = 4  # part of the pinyin of a Chinese character
-LATIN = 8  # part of a Latin word of the text (letters and digits)
-_FREE = START | END
+#: Kinds of a piece of normalised text.
+OTHER = 0  # one character of any other script (or a Chinese character kept as it is)
+HAN = 1  # the pinyin of one Chinese character
+LATIN = 2  # one Latin word of the text (letters and digits), stemmed
 
 
 @dataclass(frozen=True)
 class Normalised:
-    """The normalised text; `starts[i]:ends[i]` is the span of the original that its character
-    `i` came from."""
+    """The normalised text, made of pieces: a Latin word, the pinyin of one Chinese character,
+    or one character of anything else. A keyword may start and end only at the edges of pieces
+    (whole words, whole syllables). Offsets back to the original are found on demand (bisection),
+    so normalising costs little more than reading the text."""
 
     text: str
-    starts: list[int]
-    ends: list[int]
-    flags: bytes
+    piece_ends: list[int]  # where each piece ends in `text`
+    _latin: set[int]  # the pieces that are Latin words
+    _stage: str  # the text folded character by character, before pieces were made
+    _piece_first: list[int]  # where each piece came from in the stage
+    _piece_last: list[int]
+    _stage_ends: list[int]  # where each original character ends in the stage
+
+    def _original(self, stage: int) -> int:
+        return bisect_right(self._stage_ends, stage)
+
+    def piece(self, position: int) -> int:
+        """The piece that holds `text[position]`."""
+        return bisect_right(self.piece_ends, position)
+
+    def aligned(self, start: int, end: int) -> bool:
+        """Whether `text[start:end]` begins and ends at the edges of pieces."""
+        first, last = self.piece(start), self.piece(end - 1)
+        return (start == (self.piece_ends[first - 1] if first else 0)
+                and end == self.piece_ends[last])
+
+    def kind(self, piece: int) -> int:
+        if piece in self._latin:
+            return LATIN
+        return HAN if is_han(self._stage[self._piece_first[piece]]) else OTHER
+
+    def kinds(self, start: int, end: int) -> set[int]:
+        """The kinds of the pieces `text[start:end]` touches."""
+        return {self.kind(p) for p in range(self.piece(start), self.piece(end - 1) + 1)}
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The span of the original that the normalised `text[start:end]` came from."""
-        return self.starts[start], self.ends[end - 1]
+        first, last = self.piece(start), self.piece(end - 1)
+        return (self._original(self._piece_first[first]),
+                self._original(self._piece_last[last] - 1) + 1)
+
+    @property
+    def starts(self) -> list[int]:
+        """For each normalised character, the offset of the original character it came from."""
+        return [self.span(p, p + 1)[0] for p in range(len(self.text))]
 
 
 # --- one character ------------------------------------------------------------------------------
@@ -135,7 +170,8 @@ _FOLD = _FoldTable()
 
 
 @lru_cache(maxsize=1 << 16)
-def _pinyin(char: str) -> str:
+def pinyin(char: str) -> str:
+    """The toneless pinyin of a Chinese character (its most common reading, ü as v)."""
     reading = pinyin_dict.get(ord(char), "").split(",", 1)[0]
     return _marks_off(reading.replace("ü", "v")).casefold() or char
 
@@ -158,62 +194,48 @@ def fold(char: str) -> str:
 
 # --- whole texts --------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"[a-z0-9]+| +|.", re.DOTALL)
+_TOKEN = re.compile(r"[a-z0-9]+| +|[^a-z0-9 ]+")
+
+
+class _Phonetic(dict[str, str]):
+    def __missing__(self, char: str) -> str:
+        value = pinyin(char) if is_han(char) else char
+        self[char] = value
+        return value
+
+
+_PHONETIC = _Phonetic()
 
 
 def normalise(text: str, *, phonetic: bool = False) -> Normalised:
     """`text` normalised against evasion (module docstring); with `phonetic`, Chinese characters
     as pinyin."""
-    # Stage 1: each character folded; '' (ignorable) characters vanish, ' ' breaks words.
-    chars: list[str] = []
-    index: list[int] = []
-    fold_table = _FOLD
-    for position, char in enumerate(text):
-        folded = fold_table[char]
-        if len(folded) == 1:
-            chars.append(folded)
-            index.append(position)
-        elif folded:
-            chars.extend(folded)
-            index.extend([position] * len(folded))
-    stage = "".join(chars)
-    # Stage 2: words stemmed, stray letters dropped, breaks dropped, Chinese as pinyin.
-    out: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    flags = bytearray()
+    parts = list(map(_FOLD.__getitem__, text))
+    stage = "".join(parts)
+    stage_ends = list(accumulate(map(len, parts)))
+    pieces: list[str] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    latin: set[int] = set()
     for token in _TOKEN.finditer(stage):
         value = token.group()
-        first, last = token.start(), token.end()
+        first, last = token.span()
         head = value[0]
         if head == " ":
             continue
-        if head.isascii() and (head.isalnum()):
+        if head.isascii() and head.isalnum():
             if last - first == 1 and _between_han(stage, first, last):
-                continue
-            stemmed = stem(value) if value.isalpha() else value
-            size = len(stemmed)
-            for k, letter in enumerate(stemmed):
-                out.append(letter)
-                starts.append(index[first + k])
-                ends.append((index[last - 1] if k == size - 1 else index[first + k]) + 1)
-                flags.append(LATIN | (START if k == 0 else 0) | (END if k == size - 1 else 0))
+                continue  # 制作x炸弹: a stray letter between two characters
+            latin.add(len(pieces))
+            pieces.append(stem(value) if value.isalpha() else value)
+            firsts.append(first)
+            lasts.append(last)
             continue
-        where = index[first]
-        if phonetic and is_han(head):
-            syllable = _pinyin(head)
-            size = len(syllable)
-            for k, letter in enumerate(syllable):
-                out.append(letter)
-                starts.append(where)
-                ends.append(where + 1)
-                flags.append(HAN | (START if k == 0 else 0) | (END if k == size - 1 else 0))
-            continue
-        out.append(head)
-        starts.append(where)
-        ends.append(where + 1)
-        flags.append(_FREE)
-    return Normalised("".join(out), starts, ends, bytes(flags))
+        pieces.extend(map(_PHONETIC.__getitem__, value) if phonetic else value)
+        firsts.extend(range(first, last))
+        lasts.extend(range(first + 1, last + 1))
+    return Normalised("".join(pieces), list(accumulate(map(len, pieces))), latin, stage,
+                      firsts, lasts, stage_ends)
 
 
 def _between_han(stage: str, first: int, last: int) -> bool:
@@ -232,10 +254,10 @@ def literal(text: str) -> str:
 
 
 def initials(text: str) -> str:
-    """The pinyin initials of a text of Chinese characters ('' if it has none), e.g. zzzd."""
-    return "".join(_pinyin(c)[0] for c in literal(text) if is_han(c))
+    """The pinyin initials of the Chinese characters of a normalised text, e.g. zzzd."""
+    return "".join(pinyin(c)[0] for c in text if is_han(c))
 
 
 def syllables(text: str) -> int:
-    """How many Chinese characters (pinyin syllables) the normalised text holds."""
-    return sum(1 for c in literal(text) if is_han(c))
+    """How many Chinese characters (pinyin syllables) a normalised text holds."""
+    return sum(1 for c in text if is_han(c))
