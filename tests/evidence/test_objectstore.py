@@ -218,3 +218,50 @@ def test_store_down_then_back_loses_nothing(tmp_path: Path,
                 os.environ.pop(name, None)
     finally:
         own.down()
+
+
+def test_anchors_kept_in_a_configmap_catch_a_truncated_copy(
+        objectstore: LocalObjectStore, local_cluster: object, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator anchors the store's heads into a ConfigMap of its own; an inspector's copy
+    of the store (export --raw) with its last segment removed no longer reaches the anchor."""
+    from hegui.localcluster.cluster import LocalCluster
+
+    assert isinstance(local_cluster, LocalCluster)
+    namespace = f"h4-evidence-{time.time_ns() % 10**8}"
+    local_cluster.kubectl("create", "namespace", namespace)
+    try:
+        service = f"{namespace}/chat"
+        log = RecordLog(tmp_path / "records.jsonl", key=KEY)
+        shipper = Shipper(log, s3(objectstore), key=EVIDENCE, service=service, pod="chat-0",
+                          retention_days=1, max_records=4)
+        for n in range(10):
+            log.append("block", user="u", reference=f"r{n}")
+        assert shipper.ship_once() == 10  # segments 1-4, 5-8, 9-10
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        (keys / "evidence").write_bytes(EVIDENCE)
+        (keys / "anchor").write_bytes(b"the-operators-anchor-key")
+        for name, value in objectstore.root.env().items():
+            monkeypatch.setenv(name, value)
+        kubeconfig = str(local_cluster.kubeconfig)
+        configmap = f"{namespace}/hegui-evidence-anchors"
+        assert main(["records", "anchor", "--store", objectstore.url, "--anchor-key-file",
+                     str(keys / "anchor"), "--configmap", configmap, "--kubeconfig", kubeconfig,
+                     "--retention-days", "1"]) == 0
+        verify_args = ["--key-file", str(keys / "evidence"), "--anchor-key-file",
+                       str(keys / "anchor"), "--anchors-configmap", configmap,
+                       "--kubeconfig", kubeconfig, "--service", service]
+        assert main(["records", "verify", "--store", objectstore.url, *verify_args]) == 0
+        copy = tmp_path / "copy"
+        assert main(["records", "export", "--store", objectstore.url, "--service", service,
+                     "--raw", str(copy)]) == 0
+        last = sorted(copy.rglob("*.seg"))[-1]
+        assert last.name == "000000000009.seg"
+        last.unlink()
+        capsys.readouterr()
+        assert main(["records", "verify", "--store", str(copy), *verify_args]) == 1
+        out = capsys.readouterr().out
+        assert "truncated" in out and "first bad record: 9" in out, out
+    finally:
+        local_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

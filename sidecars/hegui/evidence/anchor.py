@@ -7,8 +7,9 @@ sealed with the anchor key (HMAC-SHA256; the operator's Secret, which pods do no
 
 - into the store under Object Lock (`anchors/<time>-<writer>.json`), where nobody can withdraw
   it before its retention ends;
-- and, by the caller, into a hegui-owned object outside the pod (the operator keeps the last one
-  in a ConfigMap of its namespace; `hegui records anchor -o FILE` writes it to a file).
+- and into a hegui-owned object outside the pod: a ConfigMap in hegui's namespace, which the
+  regulated team cannot write (`hegui records anchor --configmap NS/NAME`, keeping the last
+  KEEP); `verify --anchors-configmap NS/NAME` reads them back.
 
 Once anchored, a stream that is later cut short, or rewritten from its genesis by someone who
 holds the evidence key, no longer reaches the anchored record with the anchored hash, and
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hegui.evidence import segments
-from hegui.evidence.store import Store
+from hegui.evidence.store import Store, StoreError
 
 FORMAT = 1
 
@@ -55,3 +56,71 @@ def checkpoint(store: Store, key: bytes, *, writer: str, retention_days: int,
     name = f"{segments.ANCHORS}{when:%Y%m%dT%H%M%S%fZ}-{writer}.json"
     store.put(name, data, when + timedelta(days=retention_days))
     return name, data
+
+
+# --- the copy outside the store: a ConfigMap that only hegui's operator may write ---------------
+
+KEEP = 48  # anchors kept in the ConfigMap (a ConfigMap holds at most 1 MiB)
+
+
+def _core(kubeconfig: str | None) -> Any:
+    from kubernetes import client, config
+
+    if kubeconfig:
+        return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CoreV1Api()
+
+
+def publish(namespace: str, name: str, anchor_name: str, data: bytes, *,
+            kubeconfig: str | None = None) -> None:
+    """Add the anchor to the ConfigMap NAMESPACE/NAME (created if missing), keeping the last
+    KEEP; the key is the anchor's name in the store."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        _publish(namespace, name, anchor_name, data, kubeconfig)
+    except ApiException as error:
+        raise StoreError(f"ConfigMap {namespace}/{name}: {error.status} {error.reason}") from None
+
+
+def _publish(namespace: str, name: str, anchor_name: str, data: bytes,
+             kubeconfig: str | None) -> None:
+    from kubernetes.client import V1ConfigMap, V1ObjectMeta
+    from kubernetes.client.exceptions import ApiException
+
+    core = _core(kubeconfig)
+    key = anchor_name.rsplit("/", 1)[-1]
+    try:
+        found = core.read_namespaced_config_map(name, namespace)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        core.create_namespaced_config_map(namespace, V1ConfigMap(
+            metadata=V1ObjectMeta(name=name, labels={
+                "app.kubernetes.io/managed-by": "hegui",
+                "hegui.io/purpose": "evidence-anchors"}),
+            data={key: data.decode()}))
+        return
+    entries = dict(found.data or {})
+    entries[key] = data.decode()
+    for old in sorted(entries)[:-KEEP]:
+        del entries[old]
+    found.data = entries
+    core.replace_namespaced_config_map(name, namespace, found)
+
+
+def published(namespace: str, name: str, *, kubeconfig: str | None = None,
+              ) -> list[tuple[str, bytes]]:
+    """The anchors in the ConfigMap, as (where, bytes) for `verify_store`."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        found = _core(kubeconfig).read_namespaced_config_map(name, namespace)
+    except ApiException as error:
+        raise StoreError(f"ConfigMap {namespace}/{name}: {error.status} {error.reason}") from None
+    return [(f"configmap {namespace}/{name}:{key}", value.encode())
+            for key, value in sorted((found.data or {}).items())]

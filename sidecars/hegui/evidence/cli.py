@@ -56,7 +56,10 @@ def add_arguments(records_commands: Any, verify_file: Any) -> None:
     check.add_argument("--anchor-key-file", type=Path,
                        help="the operator's anchor key (default: the evidence key)")
     check.add_argument("--anchors", type=Path, action="append", default=[],
-                       help="more anchors, e.g. the operator's ConfigMap's data saved to a file")
+                       help="more anchors, e.g. one saved with `anchor -o FILE`")
+    check.add_argument("--anchors-configmap", metavar="NAMESPACE/NAME",
+                       help="the anchors the operator keeps in this ConfigMap")
+    check.add_argument("--kubeconfig", help="for --anchors-configmap (default: the usual rules)")
     check.set_defaults(run=lambda args: run_verify(args, verify_file))
 
     export = records_commands.add_parser(
@@ -86,6 +89,9 @@ def add_arguments(records_commands: Any, verify_file: Any) -> None:
                         help="how long the anchor is locked (the longest retention of any "
                              "service)")
     anchor.add_argument("-o", "--output", type=Path, help="also write the anchor to this file")
+    anchor.add_argument("--configmap", metavar="NAMESPACE/NAME",
+                        help="also keep it in this ConfigMap (hegui's namespace)")
+    anchor.add_argument("--kubeconfig", help="for --configmap (default: the usual rules)")
     anchor.set_defaults(run=run_anchor)
 
 
@@ -95,6 +101,13 @@ def _store_arguments(parser: argparse.ArgumentParser, required: bool = False) ->
                              "HEGUI_EVIDENCE_ACCESS_KEY/HEGUI_EVIDENCE_SECRET_KEY) or a directory")
     parser.add_argument("--service", default="",
                         help="only this service's streams (NAMESPACE/NAME)")
+
+
+def _namespaced(value: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name:
+        raise ValueError(f"{value!r}: give NAMESPACE/NAME")
+    return namespace, name
 
 
 def _prefix(service: str) -> str:
@@ -115,6 +128,11 @@ def run_verify(args: argparse.Namespace, verify_file: Any) -> int:
             print("hegui records verify --store: without --key-file the segments' MACs are not "
                   "checked", file=sys.stderr)
         anchors = [(str(path), path.read_bytes()) for path in args.anchors]
+        if args.anchors_configmap:
+            from hegui.evidence.anchor import published
+
+            namespace, name = _namespaced(args.anchors_configmap)
+            anchors += published(namespace, name, kubeconfig=args.kubeconfig)
         report = verify_store(store, key, stream_prefix=_prefix(args.service), anchors=anchors,
                               anchor_key=_key(args.anchor_key_file))
     except (StoreError, OSError) as error:
@@ -212,6 +230,11 @@ def run_anchor(args: argparse.Namespace) -> int:
                                 retention_days=args.retention_days)
         if args.output:
             args.output.write_bytes(data)
+        if args.configmap:
+            from hegui.evidence.anchor import publish
+
+            namespace, configmap = _namespaced(args.configmap)
+            publish(namespace, configmap, name, data, kubeconfig=args.kubeconfig)
     except (StoreError, OSError, ValueError) as error:
         print(f"hegui records anchor: {error}", file=sys.stderr)
         return 2

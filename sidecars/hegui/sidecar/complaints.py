@@ -8,7 +8,9 @@ The sidecar serves, when the posture declares `spec.complaints`:
 - `POST /hegui/complaints`, and `POST` on the path of `complaints.url` when that is a path of this
   service (e.g. `/report`): a complaint as JSON or a web form with `text` (required), `category`,
   `about` (the reference or ProduceID of the answer complained about) and `contact`. The answer
-  (201) carries a reference id and the deadline.
+  (201) carries a reference id and the deadline. Intake is throttled per source (the gateway's
+  user id, else the peer address) and overall: a flood gets 429 with Retry-After and the other
+  channels, and leaves a bounded number of records (see PER_SOURCE_BURST).
 
 Each complaint is a `complaint` record in the sidecar's hash-chained record file
 (`hegui.moderation.records`), with its deadline (received + `responseDeadline`). Under Art.11 the
