@@ -249,6 +249,7 @@ class FakeModel:
         for path in ("/v1/responses", "/v1/messages", "/generate", "/generate_stream",
                      "/api/chat", "/api/generate", "/v2/models/{model}/generate",
                      "/v2/models/{model}/generate_stream", "/v2/models/{model}/infer",
+                     "/v2/models/{model}/versions/{version}/generate",
                      "/invocations"):
             app.router.add_post(path, self.family)
         app.router.add_route("*", "/{tail:.*}", self.anything)

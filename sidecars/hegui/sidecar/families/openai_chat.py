@@ -11,6 +11,8 @@ embeddings cannot be moderated and are refused.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from hegui.sidecar.families.base import (
     choice_index,
     field_slot,
     invalid,
+    loads_bounded,
     malformed,
     probe,
     schema_descriptions,
@@ -46,6 +49,15 @@ def tool_slots(tools: Any) -> list[Slot]:
     return slots
 
 
+def unescaped_json(container: Any, key: str) -> None:
+    """Rewrite a JSON text held in `container[key]` (tool-call arguments) without `\\u`
+    escapes, the same JSON: moderation reads `"\\u70b8"` as six letters, not 炸."""
+    text = container.get(key) if isinstance(container, dict) else None
+    if isinstance(text, str) and "\\u" in text:
+        with contextlib.suppress(ValueError):  # not (yet) JSON: moderated as it is
+            container[key] = json.dumps(loads_bounded(text.encode()), ensure_ascii=False)
+
+
 def tool_call_slots(calls: Any, choice: int = 0, *, streamed: bool = False) -> list[Slot]:
     """Names and arguments of `tool_calls`, each call its own kind (streams window per call)."""
     slots: list[Slot] = []
@@ -55,6 +67,8 @@ def tool_call_slots(calls: Any, choice: int = 0, *, streamed: bool = False) -> l
         if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
             continue
         index = choice_index(call, position) if streamed else position
+        if not streamed:
+            unescaped_json(call["function"], "arguments")
         slots += field_slot(call["function"], "arguments", f"tool_arguments.{index}", choice)
         slots += field_slot(call["function"], "name", f"tool_name.{index}", choice)
     return slots
@@ -69,6 +83,7 @@ def message_slots(message: dict[str, Any], choice: int = 0) -> list[Slot]:
     slots += field_slot(message, "refusal", "refusal", choice)
     slots += tool_call_slots(message.get("tool_calls"), choice)
     if isinstance(message.get("function_call"), dict):
+        unescaped_json(message["function_call"], "arguments")
         slots += field_slot(message["function_call"], "arguments", "tool_arguments.0", choice)
         slots += field_slot(message["function_call"], "name", "tool_name.0", choice)
     return slots

@@ -23,8 +23,13 @@ _TOKEN_IDS = re.compile(r"(?i)(input_ids|token_ids|tokens?|input_lengths?_ids)$"
 
 def _leaves(body: dict[str, Any]) -> list[Slot]:
     return [s for key, value in body.items() if key not in _META
-            for s in (string_leaves({key: value}, kind=key) if isinstance(value, str)
-                      else string_leaves(value, kind=key))]
+            for s in ([Slot(body, key, _kind(key))] if isinstance(value, str)
+                      else string_leaves(value, kind=_kind(key)))]
+
+
+def _kind(name: str) -> str:
+    """`text_output` (the conventional text tensor) is the content people read and label."""
+    return "content" if name == "text_output" else f"tensor.{name}"
 
 
 @dataclass
@@ -72,7 +77,7 @@ def _tensor_slots(tensors: Any, side: str) -> list[Slot]:
             raise invalid(f"input tensor {name} holds token ids, which cannot be moderated "
                           "(Art.14): send text in a BYTES tensor")
         if datatype == "BYTES":
-            slots += string_leaves(tensor.get("data"), kind=f"tensor.{name}")
+            slots += string_leaves(tensor.get("data"), kind=_kind(name))
     return slots
 
 
