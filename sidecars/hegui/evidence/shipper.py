@@ -153,8 +153,12 @@ class Shipper:
                 self.store.put(key, data, when + self.retention)
             except AlreadyWritten:
                 # Written by an earlier life of this shipper: resume from what the store has.
+                before = self.records.shipped_seq
                 self._ready = False
                 self._resume()
+                if self.records.shipped_seq <= before:
+                    raise StoreError(f"{key} exists but the stream's last segment does not "
+                                     "cover it: not writing over evidence") from None
                 continue
             self.records.mark_shipped(int(header["last"]), str(header["head"]), batch[-1][1])
             self.shipped.inc(len(batch))
