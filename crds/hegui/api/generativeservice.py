@@ -323,12 +323,42 @@ class ModerationCheck(ApiModel):
     enabled: bool = Field(default=True, description="Whether this side is moderated.")
 
 
+class StreamingMode(StrEnum):
+    """How a streamed answer is moderated on its way to the user (Art.14)."""
+
+    HOLD = "Hold"  # nothing leaves before it is moderated; tokens are held in windows
+    # Tokens go out as they arrive, moderation runs alongside; a violation stops generation and
+    # transmission and tells the client to withdraw what it showed (停止生成、停止传输、消除).
+    STREAM_THEN_RETRACT = "StreamThenRetract"
+
+
+class OutputStreaming(ApiModel):
+    """Streamed answers (server-sent events): the mode and its windows."""
+
+    mode: StreamingMode = Field(
+        default=StreamingMode.HOLD,
+        description="Hold: nothing unmoderated is sent, windows start at firstWindowTokens and "
+                    "double up to streamWindowTokens. StreamThenRetract: tokens are sent as they "
+                    "arrive and moderated alongside; on a violation the stream ends with a "
+                    "withdrawal event the front end must act on (README, streaming modes).")
+    first_window_tokens: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=4, description="Hold: the first window, so the first token is not late; each "
+                               "next window doubles, up to streamWindowTokens.")
+    merge_tokens: bool = Field(
+        default=False, description="Send each moderated window as one chunk instead of the "
+                                   "model's own per-token chunks.")
+
+
 class OutputModeration(ModerationCheck):
     """Moderation of the model's output, streamed or not."""
 
     stream_window_tokens: Annotated[int, Field(ge=1, le=4096)] = Field(
-        default=64, description="For streamed responses, how many tokens are scored together; "
-                                "smaller windows stop sooner and cost more calls.")
+        default=64, description="For streamed responses, the largest number of tokens scored "
+                                "together (Hold: the window it grows to; StreamThenRetract: how "
+                                "much the neural classifier scores at once).")
+    streaming: OutputStreaming = Field(
+        default_factory=OutputStreaming, description="How streamed answers are moderated.",
+        json_schema_extra={"default": OutputStreaming().to_dict()})
 
 
 class FailureMode(StrEnum):

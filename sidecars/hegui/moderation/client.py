@@ -1,4 +1,12 @@
-"""The sidecar's client of the moderation models in Triton (async gRPC or HTTP).
+"""The sidecar's moderators: the cheap rules in-process, the neural classifier in Triton.
+
+`RulesModerator` runs the keyword lexicon and personal-information rules in the sidecar's own
+process: they cost microseconds a text, far less than a network hop to Triton per streamed window,
+and they are the same code the Triton `lexicon` and `pii` models run (hegui.moderation.findings).
+`CombinedModerator` adds a Triton model, the neural classifier, batched across streams and
+sidecars by Triton's dynamic batcher; its findings are merged with the rules'.
+
+`TritonModerator` is the client of the moderation models in Triton (async gRPC or HTTP).
 
 Any model whose outputs are named `FINDINGS` or `FINDINGS_*` (hegui/moderation/findings.py) can be
 called: a single model (`lexicon`, `pii`) or the `moderation` ensemble that runs them all. Texts
@@ -16,7 +24,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from hegui.api.generativeservice import TritonEndpoint, TritonProtocol
-from hegui.moderation.findings import INPUT_NAME, OUTPUT_NAME, Findings
+from hegui.moderation.findings import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Findings,
+    lexicon_findings,
+    pii_findings,
+)
+from hegui.moderation.lexicon import Lexicon, load_lexicon
+
+#: Triton models that run only the rules RulesModerator runs in-process (no classifier).
+RULE_MODELS = frozenset({"moderation", "lexicon", "pii"})
 
 
 class ModeratorUnavailable(Exception):
@@ -27,6 +45,39 @@ class Moderator(Protocol):
     async def moderate(self, texts: list[str]) -> list[Findings]: ...
 
     async def close(self) -> None: ...
+
+
+class RulesModerator:
+    """The lexicon and personal-information rules, in-process (no network hop, Art.4, Art.14)."""
+
+    def __init__(self, lexicon: Lexicon | None = None) -> None:
+        self.lexicon = lexicon if lexicon is not None else load_lexicon()
+
+    def findings(self, text: str) -> Findings:
+        return lexicon_findings(self.lexicon, text).merge(pii_findings(text))
+
+    async def moderate(self, texts: list[str]) -> list[Findings]:
+        return [self.findings(t) for t in texts]
+
+    async def close(self) -> None:
+        pass
+
+
+class CombinedModerator:
+    """The rules in-process plus a Triton model (the neural classifier), findings merged. The
+    Triton call is the only one that can fail (`ModeratorUnavailable`, the fail mode applies)."""
+
+    def __init__(self, rules: RulesModerator, model: Moderator) -> None:
+        self.rules, self.model = rules, model
+
+    async def moderate(self, texts: list[str]) -> list[Findings]:
+        if not texts:
+            return []
+        remote = await self.model.moderate(texts)
+        return [self.rules.findings(t).merge(found) for t, found in zip(texts, remote, strict=True)]
+
+    async def close(self) -> None:
+        await self.model.close()
 
 
 class TritonModerator:

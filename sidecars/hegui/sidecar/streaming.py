@@ -1,12 +1,25 @@
-"""Streamed answers (SSE): moderated on their way from the model to the client (Art.14), labeled
-(Art.12).
+"""Streamed answers (server-sent events), moderated on their way to the user (Art.14) and labeled
+(Art.12), chunk by chunk as the model sends them.
 
-Chunks are held and scored in windows of `stream_window_tokens` chunks, each with the tail of what
-was already sent so keywords across a window edge are seen; a window is sent as one chunk once it
-passes. A violation stops generation and transmission at once (Art.14): the upstream stream is
-closed and the client gets a final chunk with `finish_reason: content_filter` and the `hegui`
-error, then `[DONE]`. A trailing run that may be the start of a phone, ID, card number or e-mail
-is held to the next window so it is masked whole.
+Two modes, declared in the posture (`spec.moderation.output.streaming.mode`):
+
+- `Hold`: nothing leaves the sidecar before it is moderated. Chunks are held in windows that start
+  at `firstWindowTokens` and double up to `streamWindowTokens`, so only the first window's
+  generation time is added to the first token; a window not full after `stream_max_hold_seconds`
+  is moderated and sent anyway (a slow model).
+- `StreamThenRetract`: chunks go out as they arrive and the same windows are moderated alongside.
+  On a violation generation and transmission stop at once (the model's stream is closed) and the
+  client gets a final event telling it to withdraw what it showed (停止生成、停止传输、消除).
+
+Each window is scored with the tail of what was already moderated, so a keyword across a window
+edge is seen. In both modes a chunk keeps the model's shape, one token a chunk (unless
+`mergeTokens`), and `[DONE]` comes only after the last window passed. Personal information is
+masked before it is sent in both modes: only a trailing run that may be the start of a number or
+an address is held back, until the next characters decide it (`pii.pending_start`).
+
+The final event of a stream that is stopped (README, "Streaming modes") is one chunk with
+`finish_reason: "content_filter"` for every choice and `error`, hegui's error body with
+`withdraw: true` when the client must remove what it showed of this answer, then `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -15,61 +28,119 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
+import string
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
-from hegui.api.generativeservice import Direction
+from hegui.api.generativeservice import Direction, StreamingMode
 from hegui.labeling.metadata import HEADER as AIGC_HEADER
 from hegui.labeling.text import StreamLabeler, TextLabel
-from hegui.moderation.decision import Outcome
+from hegui.moderation import pii
+from hegui.moderation.decision import Decision, Outcome, decide
+from hegui.moderation.findings import pii_findings
 from hegui.moderation.pii import mask
+from hegui.sidecar import families
 from hegui.sidecar.common import SLI, ModerationDown, error_body, mark_cut, reference_id
+from hegui.sidecar.families.base import Family, Slot
 
 if TYPE_CHECKING:
     from hegui.sidecar.app import Sidecar
 
 log = logging.getLogger("hegui.sidecar")
 
-# A trailing run that may be personal information cut by the window edge.
-_HOLD = re.compile(r"(?:[0-9+]+[ -])*[0-9A-Za-z._%+@-]+$")
-_MAX_HOLD = 64
+# JSON of every chunk: orjson when installed (bench/streaming.py measures what it earns), else
+# the standard library. Both refuse invalid UTF-8 and malformed JSON with a ValueError.
+_loads: Callable[[bytes], Any]
+_dumps: Callable[[Any], bytes]
+try:
+    import orjson
+
+    _loads = orjson.loads
+    _dumps = orjson.dumps
+except ImportError:  # pragma: no cover - the sidecar extra installs orjson
+    _loads = json.loads
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, ensure_ascii=False).encode()
 
 
-def _stream_text(route: str, chunk: Any) -> tuple[str, dict[str, Any] | None]:
-    """The text of one streamed chunk and the dict that holds it (choice 0 only)."""
-    if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
-        raise ValueError("a chunk without choices")
-    if not chunk["choices"]:
-        return "", None
-    choice = chunk["choices"][0]
-    if not isinstance(choice, dict):
-        raise ValueError("a choice that is not an object")
-    if route == "chat":
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-            return delta["content"], delta
-        return "", None
-    text = choice.get("text")
-    return (text, choice) if isinstance(text, str) else ("", None)
+# --- personal information still being written ----------------------------------------------------
+
+_MAX_HOLD = 64  # a longer run is no personal information hegui masks: it is scanned as it is
+# ASCII and full-width digits, Chinese numerals
+_DIGITS = frozenset("0123456789" + "".join(chr(0xFF10 + i) for i in range(10))
+                    + "\u3007一二三四五六七八九零")
+_RUN = _DIGITS | frozenset(string.ascii_letters + "._%+@-\uff20")  # and the full-width @
 
 
-@dataclass
-class _Window:
-    """Chunks held back until their text is moderated."""
+def _pending_start_fallback(text: str) -> int:
+    """Where a trailing run begins that may be the start of a number or an e-mail address (a
+    space may separate digit groups); len(text) when none. Bounded: at most _MAX_HOLD
+    characters are looked at, whatever the text's length."""
+    end = index = len(text)
+    floor = max(0, end - _MAX_HOLD)
+    while index > floor:
+        char = text[index - 1]
+        if char in _RUN or (char == " " and index - 2 >= floor and text[index - 2] in _DIGITS):
+            index -= 1
+            continue
+        return index
+    return end if floor > 0 and index == floor else index
 
-    chunks: list[dict[str, Any]] = field(default_factory=list)
-    text: str = ""
-    tokens: int = 0
-    sent: str = ""  # the tail of what was sent, re-scored with the next window
-    finish_reason: Any = None
-    user: str | None = None
-    first_token: float | None = None  # when the first text went out (latency SLI, Art.13)
+
+# pii.py knows its detectors best; it offers pending_start once it handles every written form
+# (/tmp contract with issue 19); until then the fallback above.
+pending_start: Callable[[str], int] = getattr(pii, "pending_start", _pending_start_fallback)
+
+
+# --- the chunks of a stream ---------------------------------------------------------------------
+
+SlotKey = tuple[int, str]  # (choice, kind): content, reasoning, tool_arguments.0, content.1...
+
+#: The families whose streams are moderated here (app.py refuses a stream of any other).
+STREAMED = frozenset({"chat", "completions", "responses", "messages", "tgi", "ollama_chat",
+                      "ollama_generate", "triton_generate"})
+#: Streams of n > 1 choices are moderated choice by choice.
+STREAMS_CHOICES = True
+
+
+@dataclass(eq=False)
+class Piece:
+    """One text of a chunk (a family's Slot) and the chunk it is in."""
+
+    key: SlotKey
+    slot: Slot
+    chunk: _Chunk
+
+
+@dataclass(eq=False)
+class _Chunk:
+    raw: bytes  # the event as the model sent it (SSE: without its blank line), sent as is
+    value: Any  # decoded
+    event: str | None  # the SSE `event:` name
+    pieces: list[Piece] = field(default_factory=list)
+    aggregates: list[Slot] = field(default_factory=list)  # repeat what was streamed
+    changed: bool = False
+
+
+def _decode(family: Family, raw: bytes, data: bytes, event: str | None) -> _Chunk:
+    value = _loads(data)
+    chunk = _Chunk(raw, value, event)
+    for slot in family.chunk_slots(value):
+        if slot.aggregate:
+            chunk.aggregates.append(slot)
+        elif slot.probe:  # made up for moderation only: streams drop what it stands for
+            chunk.changed = slot.drop() or chunk.changed
+        elif slot.text:
+            chunk.pieces.append(Piece((slot.choice, slot.kind), slot, chunk))
+    if family.scrub(value):  # per-token log probabilities would spell out what is masked
+        chunk.changed = True
+    return chunk
 
 
 class LabeledStream(web.StreamResponse):
@@ -91,191 +162,482 @@ class LabeledStream(web.StreamResponse):
         await super().write_eof()
 
 
+class EventReader:
+    """The events of a stream as they arrive: all that one read brings (a loaded stream is
+    handled in batches), each as (raw event, data, SSE event name). SSE (blank-line separated,
+    `data:` lines joined) or NDJSON (one JSON a line). Bounded: an event longer than `limit`
+    bytes is a ValueError. Cancelling `next` loses nothing."""
 
-def _rechunk(route: str, template: dict[str, Any], text: str, finish: Any) -> dict[str, Any]:
-    """One chunk carrying a whole moderated window, shaped like the model's own chunks."""
-    out = {k: v for k, v in template.items() if k != "choices"}
-    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
-    if route == "chat":
-        choice["delta"] = {"content": text} if text else {}
-    else:
-        choice["text"] = text
-    out["choices"] = [choice]
+    def __init__(self, content: aiohttp.StreamReader, limit: int, framing: str) -> None:
+        self.content, self.limit = content, limit
+        self.separator = b"\n" if framing == "ndjson" else b"\n\n"
+        self.buffer = b""
+
+    async def next(self) -> list[tuple[bytes, bytes, str | None]] | None:
+        """The events that arrived (at least one); None at the end of the stream."""
+        while True:
+            data = await self.content.readany()
+            if not data:
+                rest, self.buffer = self.buffer.replace(b"\r\n", b"\n"), b""
+                last = self._event(rest.strip(b"\n")) if rest.strip() else None
+                return [last] if last is not None else None
+            buffer = self.buffer + data
+            if b"\r" in buffer:  # CRLF or CR line ends; a CR at the end may be half a CRLF
+                keep = buffer.endswith(b"\r")
+                body = buffer[:-1] if keep else buffer
+                buffer = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (
+                    b"\r" if keep else b"")
+            events = buffer.split(self.separator)
+            self.buffer = events.pop()
+            if len(self.buffer) > self.limit:
+                raise ValueError(f"a stream event longer than {self.limit} bytes")
+            found = [e for raw in events if (e := self._event(raw)) is not None]
+            if found:
+                return found
+
+    def _event(self, raw: bytes) -> tuple[bytes, bytes, str | None] | None:
+        if self.separator == b"\n":
+            return (raw, raw, None) if raw.strip() else None
+        if raw.startswith(b"data: ") and b"\n" not in raw:
+            return raw, raw[6:], None
+        raw = raw.lstrip(b"\n")
+        data: list[bytes] = []
+        event = None
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data:"):
+                data.append(line[5:].removeprefix(b" "))
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode("utf-8")
+            # comments (":") and other fields (id, retry) carry no text
+        return (raw, b"\n".join(data), event) if data else None
+
+
+class _Stopped(Exception):
+    """The stream was cut: the final event is sent."""
+
+
+@dataclass
+class _Relay:
+    sidecar: Sidecar
+    family: Family
+    response: web.StreamResponse
+    user: str | None
+    retract: bool
+    merge: bool
+    window: int  # the current window, in tokens
+    max_window: int
+    overlap: int
+    hold: float
+    keep: int  # the most characters of sent text kept per slot for aggregates
+    queue: list[_Chunk] = field(default_factory=list)  # received, not sent
+    unmoderated: dict[SlotKey, list[str]] = field(default_factory=dict)  # text of the window
+    tokens: int = 0  # tokens in the window
+    opened: float | None = None  # when the window got its first token (loop time)
+    context: dict[SlotKey, str] = field(default_factory=dict)  # moderated text, last characters
+    lookbehind: dict[SlotKey, str] = field(default_factory=dict)  # sent text, last characters
+    sent: dict[SlotKey, list[str]] = field(default_factory=dict)  # for aggregates
+    kept: int = 0
+    template: dict[str, Any] = field(default_factory=dict)
+    shown: bool = False  # text went out that a withdrawal must remove
+    ended: bool = False  # the model's last event came
+    first_token: float | None = None
+    checking: asyncio.Task[list[Decision] | None] | None = None  # StreamThenRetract
+    checked: list[tuple[SlotKey, str]] = field(default_factory=list)  # what `checking` scores
+    waiting: asyncio.Timeout | None = None
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def run(self, reader: EventReader) -> None:
+        loop = asyncio.get_running_loop()
+        family = self.family
+        while not self.ended:
+            due = None if self.opened is None else self.opened + self.hold
+            if self.checking is not None and self.checking.done():
+                await self._verdict()
+            batch: list[tuple[bytes, bytes, str | None]] | None = []
+            try:
+                async with asyncio.timeout_at(due) as waiting:
+                    self.waiting = waiting
+                    batch = await reader.next()
+            except TimeoutError:
+                if not waiting.expired():
+                    raise  # the model's own silence (sock_read)
+            finally:
+                self.waiting = None
+            if batch is None:
+                break
+            if not batch:  # woken: a window is due or a verdict came
+                if due is not None and loop.time() >= due:
+                    await self._window_due()
+                continue
+            for raw, data, event in batch:
+                if len(data) < 16 and family.is_done(data.decode("utf-8", "replace")):
+                    self.ended = True
+                    break
+                self._receive(_decode(family, raw, data, event))
+                if self.ended:
+                    break
+            if self.retract:
+                await self._stream_out()
+            else:
+                while self.tokens >= self.window and await self._hold_out(final=False):
+                    pass
+        await self._finish()
+
+    def _receive(self, chunk: _Chunk) -> None:
+        if isinstance(chunk.value, dict):
+            self.template = chunk.value
+        self.queue.append(chunk)
+        self.ended = self.family.is_final(chunk.value)
+        if chunk.pieces:
+            if self.opened is None:
+                self.opened = asyncio.get_running_loop().time()
+            if not self.retract:
+                self.tokens += 1
+                for piece in chunk.pieces:
+                    self.unmoderated.setdefault(piece.key, []).append(piece.slot.text)
+
+    def _wake(self, _: object = None) -> None:
+        if self.waiting is not None and not self.waiting.expired():
+            self.waiting.reschedule(asyncio.get_running_loop().time())
+
+    # --- what may go out -------------------------------------------------------------------------
+
+    def _releasable(self, final: bool, tokens: int | None = None) -> int:
+        """How many queued chunks may go out (at most `tokens` text-bearing ones): all but those
+        from a trailing run that may still become personal information (in any field)."""
+        limit = len(self.queue)
+        if tokens is not None:
+            for position, chunk in enumerate(self.queue):
+                if chunk.pieces:
+                    tokens -= 1
+                    if tokens == 0:
+                        limit = position + 1
+                        break
+        if final or not self.queue:
+            return limit
+        texts: dict[SlotKey, list[tuple[int, str]]] = {}
+        for position, chunk in enumerate(self.queue[:limit]):
+            for piece in chunk.pieces:
+                texts.setdefault(piece.key, []).append((position, piece.slot.text))
+        for key, parts in texts.items():
+            before = self.lookbehind.get(key, "")
+            text = before + "".join(t for _, t in parts)
+            start = pending_start(text) - len(before)
+            if start >= len(text) - len(before):
+                continue
+            offset = 0
+            for position, part in parts:
+                offset += len(part)
+                if offset > start:
+                    limit = min(limit, position)
+                    break
+        return limit
+
+    @staticmethod
+    def _by_slot(chunks: list[_Chunk]) -> dict[SlotKey, list[Piece]]:
+        slots: dict[SlotKey, list[Piece]] = {}
+        for chunk in chunks:
+            for piece in chunk.pieces:
+                slots.setdefault(piece.key, []).append(piece)
+        return slots
+
+    async def _masked(self, chunks: list[_Chunk], decisions: dict[SlotKey, Decision],
+                      contexts: dict[SlotKey, int]) -> None:
+        """Mask, in the chunks' own fields, what the decisions say to mask (Art.4(4))."""
+        slots = self._by_slot(chunks)
+        kinds: set[str] = set()
+        article = "Art.4(4)"
+        for key, decision in decisions.items():
+            shift = contexts.get(key, 0)
+            spans = [(s.start - shift, s.end - shift) for s in decision.mask_spans
+                     if s.end > shift]
+            if not spans:
+                continue
+            kinds.update(s.label for s in decision.mask_spans)
+            article = decision.article
+            offset = 0
+            for piece in slots.get(key, []):
+                text = piece.slot.text
+                local = [(a - offset, b - offset) for a, b in spans
+                         if b > offset and a < offset + len(text)]
+                if local:
+                    piece.slot.set(mask(text, local))
+                    piece.chunk.changed = True
+                offset += len(text)
+        if kinds:
+            await self.sidecar.record("mask", user=self.user, direction="output",
+                                      route=self.family.name, kinds=sorted(kinds),
+                                      article=article)
+
+    async def _send(self, chunks: list[_Chunk]) -> None:
+        if not chunks:
+            return
+        if self.merge:
+            chunks = _merged(self.family, chunks)
+        out: list[bytes] = []
+        text = False
+        for chunk in chunks:
+            for piece in chunk.pieces:
+                piece_text = piece.slot.text
+                self.lookbehind[piece.key] = (self.lookbehind.get(piece.key, "")
+                                              + piece_text)[-16:]
+                if self.kept < self.keep:
+                    self.sent.setdefault(piece.key, []).append(piece_text)
+                    self.kept += len(piece_text)
+                text = True
+            for slot in chunk.aggregates:  # what was sent (moderated), never the model's own
+                slot.set("" if self.kept >= self.keep else
+                         "".join(self.sent.get((slot.choice, slot.kind), [])))
+                chunk.changed = True
+            out.append(self._encode(chunk))
+        await self.response.write(b"".join(out))
+        if text:
+            self.shown = True
+            if self.first_token is None:
+                self.first_token = time.perf_counter()
+
+    def _encode(self, chunk: _Chunk) -> bytes:
+        if not chunk.changed:
+            return chunk.raw + (b"\n" if self.family.framing == "ndjson" else b"\n\n")
+        if self.family.framing == "ndjson":
+            return _dumps(chunk.value) + b"\n"
+        head = f"event: {chunk.event}\n".encode() if chunk.event else b""
+        return head + b"data: " + _dumps(chunk.value) + b"\n\n"
+
+    # --- Hold ------------------------------------------------------------------------------------
+
+    async def _hold_out(self, *, final: bool) -> int:
+        """Moderate the held window (all but a pending run) and send it if it passes; how many
+        chunks went out."""
+        limit = self._releasable(final, None if final else self.window)
+        chunks, self.queue = self.queue[:limit], self.queue[limit:]
+        slots = self._by_slot(chunks)
+        keys = list(slots)
+        texts = {k: "".join(p.slot.text for p in slots[k]) for k in keys}
+        contexts = {k: self.context.get(k, "") for k in keys}
+        decisions = await self.sidecar.moderate([contexts[k] + texts[k] for k in keys],
+                                                Direction.OUTPUT)
+        if decisions is None:
+            if keys:
+                await self._unmoderated()
+        else:
+            by_slot = dict(zip(keys, decisions, strict=True))
+            await self._judge(by_slot, withdraw=False)
+            await self._masked(chunks, by_slot, {k: len(v) for k, v in contexts.items()})
+        for key in keys:
+            self.context[key] = (contexts[key] + texts[key])[-self.overlap:]
+        await self._send(chunks)
+        # what stays held starts the next window
+        self.unmoderated = {k: [p.slot.text for p in v]
+                            for k, v in self._by_slot(self.queue).items()}
+        self.tokens = sum(1 for c in self.queue if c.pieces)
+        self.opened = asyncio.get_running_loop().time() if self.tokens else None
+        if chunks:
+            self.window = min(self.window * 2, self.max_window)
+        return len(chunks)
+
+    # --- StreamThenRetract -----------------------------------------------------------------------
+
+    async def _stream_out(self, *, final: bool = False) -> None:
+        """Send what may go out now (personal information masked first) and moderate the
+        window alongside."""
+        limit = self._releasable(final)
+        chunks, self.queue = self.queue[:limit], self.queue[limit:]
+        if chunks:
+            slots = self._by_slot(chunks)
+            decisions: dict[SlotKey, Decision] = {}
+            contexts: dict[SlotKey, int] = {}
+            moderation = self.sidecar.config.moderation
+            for key, pieces in slots.items():
+                before = self.lookbehind.get(key, "")
+                text = before + "".join(p.slot.text for p in pieces)
+                decision = decide(pii_findings(text), moderation, Direction.OUTPUT)
+                if decision.hits:
+                    _count(self.sidecar, decision)
+                    decisions[key], contexts[key] = decision, len(before)
+            await self._judge(decisions, withdraw=True)
+            await self._masked(chunks, decisions, contexts)
+            for key, pieces in slots.items():
+                self.unmoderated.setdefault(key, []).extend(p.slot.text for p in pieces)
+            self.tokens += sum(1 for c in chunks if c.pieces)
+            await self._send(chunks)
+        if self.checking is None and self.tokens and (final or self.tokens >= self.window):
+            self._check()
+
+    def _check(self) -> None:
+        """Moderate the window in the background; the verdict wakes the reader."""
+        self.checked = [(k, "".join(v)) for k, v in self.unmoderated.items() if v]
+        self.unmoderated, self.tokens, self.opened = {}, 0, None
+        texts = [self.context.get(k, "") + t for k, t in self.checked]
+        self.checking = asyncio.ensure_future(self.sidecar.moderate(texts, Direction.OUTPUT))
+        self.checking.add_done_callback(self._wake)
+        self.window = min(self.window * 2, self.max_window)
+
+    async def _verdict(self) -> None:
+        assert self.checking is not None
+        task, self.checking = self.checking, None
+        decisions = await task  # ModerationDown: fail mode Closed, the caller cuts
+        if decisions is None:
+            await self._unmoderated()
+        else:
+            await self._judge({k: d for (k, _), d in zip(self.checked, decisions, strict=True)},
+                              withdraw=True)
+        for key, text in self.checked:
+            self.context[key] = (self.context.get(key, "") + text)[-self.overlap:]
+        self.checked = []
+
+    async def _window_due(self) -> None:
+        if self.retract:
+            await self._stream_out()
+            if self.checking is None and self.tokens:
+                self._check()
+            self.opened = None  # the clock restarts with the next token
+        else:
+            await self._hold_out(final=False)
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        if self.retract:
+            await self._stream_out(final=True)
+            while self.checking is not None:
+                await asyncio.wait({self.checking})
+                await self._verdict()
+                if self.tokens:
+                    self._check()
+        else:
+            await self._hold_out(final=True)
+        if self.family.done_marker:
+            await self.response.write(self.family.done_marker)
+
+    async def _unmoderated(self) -> None:
+        await self.sidecar.record("unmoderated", user=self.user, direction="output",
+                                  route=self.family.name, article="Art.14",
+                                  reason="moderator unavailable, fail mode Open")
+
+    async def _judge(self, decisions: dict[SlotKey, Decision], *, withdraw: bool) -> None:
+        blocking = [d for d in decisions.values() if d.outcome == Outcome.BLOCK]
+        if blocking:
+            categories = sorted({h.category for d in blocking for h in d.blocking})
+            await self.cut("hegui.output_blocked", "generation was stopped by content moderation",
+                           blocking[0].article, reason="violation", categories=categories,
+                           withdraw=withdraw and self.shown)
+            raise _Stopped
+
+    async def cut(self, code: str, message: str, article: str, *, reason: str,
+                  categories: list[str] | None = None, withdraw: bool = False) -> None:
+        """Stop the stream with a final event that says why (Art.14)."""
+        self.sidecar.metrics.stream_cuts.labels(reason).inc()
+        reference = reference_id()
+        log.info("stream cut: %s %s (%s) ref %s", code, categories or "", article, reference)
+        await self.sidecar.record("block" if categories else "stream_cut", user=self.user,
+                                  direction="output", route=self.family.name,
+                                  categories=categories or [], article=article,
+                                  reference=reference, code=code, withdraw=withdraw)
+        body = error_body(code, message, article=article, reference=reference,
+                          direction="output", categories=categories)
+        body["withdraw"] = withdraw
+        # The client may be gone already; the upstream is closed by the caller either way.
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+            await self.response.write(self.family.cut_event(self.template, body))
+
+    async def close(self) -> None:
+        if self.checking is not None:
+            self.checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.checking
+
+
+def _merged(family: Family, chunks: list[_Chunk]) -> list[_Chunk]:
+    """Consecutive chunks that carry only one text of the same slot, merged (mergeTokens)."""
+    out: list[_Chunk] = []
+    for chunk in chunks:
+        previous = out[-1] if out else None
+        if (previous is not None and _mergeable(family, chunk) and _mergeable(family, previous)
+                and previous.pieces[0].key == chunk.pieces[0].key):
+            piece = previous.pieces[0]
+            piece.slot.set(piece.slot.text + chunk.pieces[0].slot.text)
+            previous.changed = True
+            continue
+        out.append(chunk)
     return out
 
 
-async def sse_events(upstream: aiohttp.ClientResponse) -> AsyncGenerator[str]:
-    """The `data` of each server-sent event, as text."""
-    data: list[str] = []
-    while True:
-        line_bytes = await upstream.content.readline()
-        if not line_bytes:
-            if data:
-                yield "\n".join(data)
-            return
-        line = line_bytes.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        # comments (":") and other fields (event, id, retry) carry no text
+def _mergeable(family: Family, chunk: _Chunk) -> bool:
+    return (len(chunk.pieces) == 1 and not chunk.aggregates
+            and not family.finish_reason(chunk.value) and not family.is_final(chunk.value))
+
+
+def _count(sidecar: Sidecar, decision: Decision) -> None:
+    for hit in decision.hits:
+        sidecar.metrics.decisions.labels(hit.outcome.value, hit.category, "output").inc()
+        if hit.outcome is Outcome.BLOCK:
+            sidecar.metrics.incidents.labels(sidecar.config.service, "output").inc()
+
 
 async def stream(sidecar: Sidecar, route: str, request: web.Request,
                  upstream: aiohttp.ClientResponse, headers: dict[str, str],
                  user: str | None) -> web.StreamResponse:
-    stream_headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                      **headers}
+    """Relay the model's stream (family `route`) to the client, moderated as the posture's
+    streaming mode says."""
+    config = sidecar.config
+    family = families.get(route)
+    output = config.moderation.output
+    retract = output.streaming.mode == StreamingMode.STREAM_THEN_RETRACT
+    stream_headers = {"Content-Type": "application/x-ndjson" if family.framing == "ndjson"
+                      else "text/event-stream", "Cache-Control": "no-cache", **headers,
+                      "x-hegui-streaming": output.streaming.mode.value}
     response: web.StreamResponse
     if aigc := await sidecar._new_label(user, route):
-        assert sidecar.config.labeling is not None
+        assert config.labeling is not None
         stream_headers[AIGC_HEADER] = aigc.header_value()
-        labeler = StreamLabeler(TextLabel.from_posture(sidecar.config.labeling.explicit), aigc)
+        labeler = StreamLabeler(TextLabel.from_posture(config.labeling.explicit), aigc)
         response = LabeledStream(labeler, status=200, headers=stream_headers)
     else:
         response = web.StreamResponse(status=200, headers=stream_headers)
     await response.prepare(request)
-    window = _Window(user=user)
-    size = sidecar.config.moderation.output.stream_window_tokens
-    hold = sidecar.config.stream_max_hold_seconds
-    loop = asyncio.get_running_loop()
-    events = sse_events(upstream)
-    pending: asyncio.Future[str] | None = None
-    due: float | None = None  # when the held window goes out even if not full
-    last: dict[str, Any] = {}
+    relay = _Relay(sidecar, family, response, user, retract=retract,
+                   merge=output.streaming.merge_tokens,
+                   window=min(output.streaming.first_window_tokens, output.stream_window_tokens),
+                   max_window=output.stream_window_tokens, overlap=config.stream_overlap_chars,
+                   hold=config.stream_max_hold_seconds, keep=config.max_response_bytes)
+    finished = False
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(events))
-            timeout = None if due is None else max(0.0, due - loop.time())
-            done, _ = await asyncio.wait({pending}, timeout=timeout)
-            if not done:
-                # A slow model: what is held is moderated and sent now, so users do not
-                # wait for a full window (the read goes on meanwhile).
-                if not await _flush(sidecar, route, response, window, final=False):
-                    return response
-                due = loop.time() + hold if window.text else None
-                continue
-            future, pending = pending, None
-            try:
-                data = future.result()
-            except StopAsyncIteration:
-                break
-            if data.strip() == "[DONE]":
-                break
-            chunk = json.loads(data)
-            text, _ = _stream_text(route, chunk)
-            last = chunk
-            if chunk.get("choices") and isinstance(chunk["choices"][0], dict):
-                window.finish_reason = (chunk["choices"][0].get("finish_reason")
-                                        or window.finish_reason)
-            window.chunks.append(chunk)
-            if text:
-                window.text += text
-                window.tokens += 1
-                due = due or loop.time() + hold
-            if window.tokens >= size:
-                if not await _flush(sidecar, route, response, window, final=False):
-                    return response
-                due = loop.time() + hold if window.text else None
-        if await _flush(sidecar, route, response, window, final=True):
-            await response.write(b"data: [DONE]\n\n")
+        await relay.run(EventReader(upstream.content, config.max_sse_line_bytes, family.framing))
+        finished = True
+    except _Stopped:
+        pass
     except ModerationDown as down:
         mark_cut()
-        await _cut(sidecar, response, last, "hegui.moderation_unavailable",
+        await relay.cut("hegui.moderation_unavailable",
                         f"content moderation became unavailable ({down})", "Art.14",
-                        reason="moderator", user=user)
+                        reason="moderator", withdraw=retract and relay.shown)
     except (TimeoutError, aiohttp.ServerTimeoutError):
         mark_cut()
-        await _cut(sidecar, response, last, "hegui.upstream_timeout",
-                        "the model server stopped answering", "Art.14", reason="timeout",
-                        user=user)
-    except (ValueError, aiohttp.ClientPayloadError):  # JSON, UTF-8 and line-length errors
+        await relay.cut("hegui.upstream_timeout", "the model server stopped answering",
+                        "Art.14", reason="timeout", withdraw=retract and relay.shown)
+    except (ValueError, RecursionError, aiohttp.ClientPayloadError):  # JSON, UTF-8, length
         mark_cut()
-        await _cut(sidecar, response, last, "hegui.upstream_malformed",
-                        "the model server sent a malformed stream", "Art.14",
-                        reason="malformed", user=user)
+        await relay.cut("hegui.upstream_malformed", "the model server sent a malformed stream",
+                        "Art.14", reason="malformed", withdraw=retract and relay.shown)
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        log.info("client went away during a stream")  # upstream is closed by the caller
+        log.info("client went away during a stream")  # upstream is closed below
         return response
     except aiohttp.ClientError:
         mark_cut()
-        await _cut(sidecar, response, last, "hegui.upstream_unavailable",
-                        "the model server failed", "Art.14", reason="upstream", user=user)
+        await relay.cut("hegui.upstream_unavailable", "the model server failed", "Art.14",
+                        reason="upstream", withdraw=retract and relay.shown)
     finally:
-        if pending is not None:  # the read in flight must end before the reader is closed
-            pending.cancel()
-            await asyncio.wait({pending})
-        await events.aclose()
-        if window.first_token is not None and (facts := SLI.get()) is not None:
-            facts.first_token = window.first_token
+        await relay.close()
+        if not finished:
+            # Stop generation (Art.14): the model sees its stream closed and stops.
+            upstream.close()
+        if relay.first_token is not None and (facts := SLI.get()) is not None:
+            facts.first_token = relay.first_token
     await response.write_eof()
     return response
 
-async def _flush(sidecar: Sidecar, route: str, response: web.StreamResponse, window: _Window, *,
-                 final: bool) -> bool:
-    """Moderate and send the held window; False when the stream was cut (Art.14)."""
-    text = window.text
-    held = ""
-    if not final:
-        match = _HOLD.search(text)
-        if match and len(text) - match.start() <= _MAX_HOLD:
-            text, held = text[:match.start()], text[match.start():]
-    context = window.sent[-sidecar.config.stream_overlap_chars:]
-    if text:
-        decisions = await sidecar.moderate([context + text], Direction.OUTPUT)
-        if decisions:
-            decision = decisions[0]
-            if decision.outcome == Outcome.BLOCK:
-                categories = sorted({h.category for h in decision.blocking})
-                await _cut(sidecar, response, window.chunks[-1] if window.chunks else {},
-                                "hegui.output_blocked", "generation was stopped by content "
-                                "moderation", decision.article, reason="violation",
-                                user=window.user, categories=categories)
-                return False
-            spans = [(s.start - len(context), s.end - len(context))
-                     for s in decision.mask_spans if s.end > len(context)]
-            if spans:
-                text = mask(text, spans)
-                await sidecar.record("mask", user=window.user,
-                                  direction="output", route=route,
-                                  kinds=sorted({s.label for s in decision.mask_spans}),
-                                  article=decision.article)
-    if text or (final and window.chunks):
-        template = window.chunks[0] if window.chunks else {}
-        out = _rechunk(route, template, text,
-                       window.finish_reason if final else None)
-        await response.write(b"data: " + json.dumps(out, ensure_ascii=False).encode()
-                             + b"\n\n")
-        if text and window.first_token is None:
-            window.first_token = time.perf_counter()
-    window.sent = (window.sent + text)[-sidecar.config.stream_overlap_chars:]
-    window.text, window.tokens = held, (1 if held else 0)
-    window.chunks = window.chunks[-1:] if held else []
-    window.finish_reason = None
-    return True
 
-async def _cut(sidecar: Sidecar, response: web.StreamResponse, template: dict[str, Any], code: str,
-               message: str, article: str, *, reason: str, user: str | None,
-               categories: list[str] | None = None) -> None:
-    """Stop the stream with a final event that says why (Art.14)."""
-    sidecar.metrics.stream_cuts.labels(reason).inc()
-    reference = reference_id()
-    log.info("stream cut: %s %s (%s) ref %s", code, categories or "", article, reference)
-    await sidecar.record("block" if categories else "stream_cut",
-                      user=user, direction="output", route="stream",
-                      categories=categories or [], article=article, reference=reference,
-                      code=code)
-    final = {k: template[k] for k in ("id", "object", "created", "model") if k in template}
-    final["choices"] = [{"index": 0, "delta": {}, "text": "",
-                         "finish_reason": "content_filter"}]
-    final["error"] = error_body(code, message, article=article, reference=reference,
-                                direction="output", categories=categories)
-    # The client may be gone already; the upstream is closed by the caller either way.
-    with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
-        await response.write(b"data: " + json.dumps(final, ensure_ascii=False).encode()
-                             + b"\n\ndata: [DONE]\n\n")
-
-
-__all__ = ["LabeledStream", "sse_events", "stream"]
+__all__ = ["STREAMED", "STREAMS_CHOICES", "EventReader", "LabeledStream", "Piece",
+           "pending_start", "stream"]

@@ -15,9 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from hegui.api.generativeservice import Moderation
-from hegui.moderation.client import ModeratorUnavailable
-from hegui.moderation.findings import Findings, lexicon_findings, pii_findings
-from hegui.moderation.lexicon import load_lexicon
+from hegui.moderation.client import ModeratorUnavailable, RulesModerator
+from hegui.moderation.findings import Findings
 from hegui.sidecar.app import Sidecar, make_app
 from hegui.sidecar.config import SidecarConfig
 
@@ -38,11 +37,12 @@ def posture(**changes: Any) -> Moderation:
     return Moderation.from_dict({**POSTURE, **changes})
 
 
-class LocalModerator:
-    """hegui.moderation in-process: the same rules as the Triton models, without Triton."""
+class LocalModerator(RulesModerator):
+    """The sidecar's in-process rules, with what tests need: the calls it got and a switch that
+    makes it unreachable (a fault that cannot be produced otherwise in-process)."""
 
     def __init__(self) -> None:
-        self.lexicon = load_lexicon()
+        super().__init__()
         self.down = False
         self.calls: list[list[str]] = []
 
@@ -50,10 +50,7 @@ class LocalModerator:
         self.calls.append(texts)
         if self.down:
             raise ModeratorUnavailable("ConnectionRefusedError: test")
-        return [lexicon_findings(self.lexicon, t).merge(pii_findings(t)) for t in texts]
-
-    async def close(self) -> None:
-        pass
+        return await super().moderate(texts)
 
 
 def prompt_of(body: dict[str, Any]) -> str:
@@ -81,13 +78,18 @@ def prompt_of(body: dict[str, Any]) -> str:
 @dataclass
 class FakeModel:
     """An OpenAI-compatible model server. The answer is the last user message after `say:`
-    without any "Q" (or "好的。"); `stream: true` sends it two characters a chunk."""
+    without any "Q" (or "好的。"); `stream: true` sends it `chunk_chars` characters a chunk
+    (a token), one every `pace` seconds (a loaded GPU server), or all at once when 0.
+    `disconnects` counts streams the client closed before their end (generation stopped)."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
     mode: str = "normal"  # normal | hang | malformed | hang-midstream | error | slow
     url: str = ""
     delay: float = 0.0  # seconds before every answer (a slow model: runs long enough to interrupt)
-
+    pace: float = 0.0  # seconds between streamed tokens
+    chunk_chars: int = 2
+    disconnects: int = 0
+    written: int = 0  # streamed chunks written, all streams
     # What reached the model: "METHOD /raw/path" of every request (bypass tests look here).
     paths: list[str] = field(default_factory=list)
     # Merged into each chat answer's message and choice (reasoning, tool calls, logprobs...).
@@ -126,7 +128,16 @@ class FakeModel:
                                       "model": "fake", "choices": choices})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        pieces = [answer[i:i + 2] for i in range(0, len(answer), 2)]
+        try:
+            await self._stream(response, answer, chat)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        return response
+
+    async def _stream(self, response: web.StreamResponse, answer: str, chat: bool) -> None:
+        size = self.chunk_chars
+        pieces = [answer[i:i + size] for i in range(0, len(answer), size)]
         for index, piece in enumerate(pieces):
             if self.mode == "malformed" and index == 2:
                 await response.write(b"data: {not json\n\n")
@@ -135,15 +146,17 @@ class FakeModel:
                 await asyncio.sleep(3600)
             if self.mode == "slow":
                 await asyncio.sleep(0.2)
+            if self.pace and index:
+                await asyncio.sleep(self.pace)
             delta = ({"choices": [{"index": 0, "delta": {"content": piece},
                                    "finish_reason": None}]} if chat else
                      {"choices": [{"index": 0, "text": piece, "finish_reason": None}]})
             chunk = {"id": "cmpl-1", "object": "chat.completion.chunk", "model": "fake", **delta}
             await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+            self.written += 1
         end = {"id": "cmpl-1", "object": "chat.completion.chunk", "model": "fake",
                "choices": [{"index": 0, "delta": {}, "text": "", "finish_reason": "stop"}]}
         await response.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
-        return response
 
     async def images(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -204,8 +217,8 @@ class FakeModel:
         response = web.StreamResponse(headers={
             "Content-Type": "application/x-ndjson" if ndjson else "text/event-stream"})
         await response.prepare(request)
-        pieces = [answer[i:i + 2] for i in range(0, len(answer),
-                                                                 2)]
+        pieces = [answer[i:i + self.chunk_chars] for i in range(0, len(answer),
+                                                                 self.chunk_chars)]
         for piece in pieces:
             if path == "/api/chat":
                 event: Any = {"model": "fake", "message": {"role": "assistant",
