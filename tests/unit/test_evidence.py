@@ -386,3 +386,20 @@ def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
         thread.join()
     assert log.seq == 400 and verify(log.path).ok
     assert log.fsyncs < 400  # several records per fsync under concurrency
+
+
+def test_records_pruned_before_shipping_began_show_as_a_gap_not_a_forgery(
+        tmp_path: Path) -> None:
+    log = RecordLog(tmp_path / "records.jsonl", key=KEY, retention_days=30)
+    for n in range(5):
+        log.append("block", user="u", now=T0 + timedelta(days=n), reference=f"r{n}")
+    assert log.prune(now=T0 + timedelta(days=32, hours=12)) == 3  # records 1..3 dropped
+    restarted = RecordLog(log.path, key=KEY)
+    store = DirectoryStore(tmp_path / "store")
+    shipper = Shipper(restarted, store, key=EVIDENCE, service="shop/chat", pod="chat-0",
+                      retention_days=30)
+    assert shipper.ship_once() == 2
+    report = verify_store(store, EVIDENCE)
+    assert report.problems == [f"{shipper.stream}: records/{shipper.stream}/000000000004.seg: "
+                               "records 1..3 are missing before it (a gap between segments: a "
+                               "segment was deleted or never shipped)"]

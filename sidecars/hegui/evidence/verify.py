@@ -139,13 +139,15 @@ def _check_stream(store: Store, key: bytes | None, stream: str,
         if segment.header.get("stream") != stream or segment.first != first:
             bad(first, f"{where}: its header says stream {segment.header.get('stream')!r} from "
                        f"record {segment.first}: moved or renamed")
+        sealed_prev = str(segment.header.get("prev"))
         if first > seq + 1:
             bad(seq + 1, f"{where}: records {seq + 1}..{first - 1} are missing before it "
                          "(a gap between segments: a segment was deleted or never shipped)")
+            seq, prev = first - 1, sealed_prev  # check the rest from here: one fault, one report
         elif first <= seq:
             bad(first, f"{where}: starts at record {first}, which the stream already has "
                        "(a duplicate or overlapping segment)")
-        if segment.header.get("prev") != prev and first == seq + 1:
+        elif sealed_prev != prev:
             bad(first, f"{where}: does not follow the segment before it (prev hash)")
         count = 0
         for raw in segment.body.splitlines():

@@ -200,7 +200,8 @@ class RecordLog:
         with self.path.open("r+b") as file:
             first = file.readline(1 << 16)
             start = parse(first)
-            if start is not None and start.get("kind") == SHIPPED:
+            # Whatever came before a checkpoint is not in this file: shipping starts after it.
+            if start is not None and start.get("kind") in CHECKPOINTS:
                 self.shipped_seq = int(start.get("seq", 0))
                 self.shipped_hash = str(start.get("hash", GENESIS))
                 self.shipped_offset = len(first)
