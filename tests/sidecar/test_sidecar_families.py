@@ -379,3 +379,11 @@ async def test_no_path_variant_reaches_the_model_unmoderated(
     status, _, _ = await raw(client, method, target, body)
     assert status >= 400
     assert not reached(fake_model, BAD), (method, target)
+
+
+async def test_too_many_texts_are_refused_before_moderation(
+        client: TestClient[Any, Any], fake_model: FakeModel, moderator: LocalModerator) -> None:
+    body = {"model": "fake", "prompt": ["x"] * 3000}
+    status, _, answer = await raw(client, "POST", "/v1/completions", body)
+    assert status == 413 and json.loads(answer)["error"]["code"] == "hegui.too_many_texts"
+    assert moderator.calls == [] and fake_model.seen == []

@@ -82,6 +82,10 @@ _REROUTING = frozenset({"x-http-method-override", "x-http-method", "x-method-ove
 _STREAMED: frozenset[str] = getattr(streaming, "STREAMED", frozenset({"chat", "completions"}))
 
 
+#: Texts (messages, parts, tool fields...) one request may carry: each is moderated.
+MAX_TEXTS = 2048
+
+
 def _bad_body(error: BodyError, status: int = 400) -> BadRequest:
     return BadRequest(error.code, error.message, status)
 
@@ -358,6 +362,9 @@ class Sidecar:
             stream = family.wants_stream(body, match.route.action)
         except BodyError as bad:
             raise _bad_body(bad) from None
+        if len(slots) > MAX_TEXTS:  # one moderation call stays bounded (and Triton's batch)
+            raise BadRequest("hegui.too_many_texts", f"the request carries {len(slots)} texts; "
+                             f"at most {MAX_TEXTS} are moderated in one request (Art.14)", 413)
         if moderation.input.enabled:
             decisions = await self.moderate([s.text for s in slots], Direction.INPUT)
             if decisions is None:
@@ -456,7 +463,11 @@ class Sidecar:
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(1 << 16):
-                await response.write(chunk)
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:  # the client went away: not a service failure
+                    log.info("client went away while relaying %s", request.path)
+                    return response
         except (TimeoutError, aiohttp.ClientError):
             log.warning("the model server failed while relaying %s", request.path)
             _mark_cut()
