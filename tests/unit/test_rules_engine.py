@@ -47,8 +47,37 @@ def _service(name: str = "chat", app: str = "chat", **changes: Any) -> dict[str,
             "metadata": {"name": name, "namespace": "ai"}, "spec": spec}
 
 
+def _attestation(report_id: str, service: str = "chat", **status: Any) -> dict[str, Any]:
+    """A SafetyAssessment without a target whose status the assessor wrote: what makes an
+    external report count (Art.17)."""
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "SafetyAssessment",
+            "metadata": {"name": f"external-{report_id.lower()}", "namespace": "ai",
+                         "generation": 1},
+            "spec": {"serviceRef": {"name": service}, "questionBanks": [
+                {"name": "refuse", "kind": "ShouldRefuse",
+                 "configMapRef": {"name": "banks", "key": "refuse.txt"}},
+                {"name": "answer", "kind": "ShouldAnswer",
+                 "configMapRef": {"name": "banks", "key": "answer.txt"}}]},
+            "status": {"verdict": "Pass", "reportId": report_id, "observedGeneration": 1,
+                       "assessor": "Example Assessment Centre",
+                       "completedAt": "2026-06-01T00:00:00Z",
+                       "expiresAt": "2027-06-01T00:00:00Z", **status}}
+
+
+def _index(objects: Any, *, attest: bool = True) -> ComplianceIndex:
+    """The objects, and (unless `attest` is false) the assessor's record of every external
+    report a service declares."""
+    objects = list(objects)
+    if attest:
+        objects += [_attestation(o["spec"]["assessment"]["external"]["reportId"],
+                                 o["metadata"]["name"]) for o in objects
+                    if o.get("kind") == "GenerativeService"
+                    and "external" in (o["spec"].get("assessment") or {})]
+    return ComplianceIndex.from_objects(objects)
+
+
 def _rules(*objects: dict[str, Any], workload: dict[str, Any] | None = None) -> list[str]:
-    findings = evaluate(workload or _deployment(), ComplianceIndex.from_objects(objects), now=NOW)
+    findings = evaluate(workload or _deployment(), _index(objects), now=NOW)
     return [f.rule.value for f in findings]
 
 
@@ -65,7 +94,7 @@ def test_cpu_workloads_are_not_judged() -> None:
 
 
 def test_uncovered_gpu_workload_is_a_coverage_finding() -> None:
-    [finding] = evaluate(_deployment(), ComplianceIndex.from_objects([_policy()]), now=NOW)
+    [finding] = evaluate(_deployment(), _index([_policy()]), now=NOW)
     assert finding.rule is Rule.COVERAGE and finding.article == "Art.17"
     assert finding.location == "Deployment ai/llm spec.template.metadata.labels"
     assert "limits on nvidia.com/gpu" in finding.message
@@ -90,14 +119,14 @@ def test_two_services_selecting_one_workload_is_ambiguous() -> None:
 ], ids=["no-filing", "expired-assessment", "failed-assessment", "missing-assessment",
         "no-labeling"])
 def test_each_gap_is_its_own_finding(changes: dict[str, Any], rule: str, field: str) -> None:
-    index = ComplianceIndex.from_objects([_policy(), _service(**changes)])
+    index = _index([_policy(), _service(**changes)])
     [finding] = evaluate(_deployment(), index, now=NOW)
     assert finding.rule.value == rule
     assert finding.location == f"GenerativeService ai/chat {field}"
 
 
 def test_policy_mode_per_rule_applies() -> None:
-    index = ComplianceIndex.from_objects(
+    index = _index(
         [_policy(rules=[{"rule": "labeling", "mode": "Warn"}]), _service(labeling=None)])
     [finding] = evaluate(_deployment(), index, now=NOW)
     assert finding.mode is EnforcementMode.WARN
@@ -111,7 +140,7 @@ def test_a_current_exception_waives_only_its_rules() -> None:
                           "rules": ["labeling"], "duration": "720h",
                           "justification": "pilot runs before the label sidecar is ready",
                           "approvedBy": "compliance-office"}}
-    index = ComplianceIndex.from_objects([_policy(), _service(labeling=None), exception])
+    index = _index([_policy(), _service(labeling=None), exception])
     [finding] = evaluate(_deployment(), index, now=NOW)
     assert finding.exempted_by == "pilot"
     later = NOW + dt.timedelta(days=60)
@@ -167,7 +196,7 @@ def _moderation(**changes: Any) -> dict[str, Any]:
 def _floor_findings(policy: dict[str, Any], service: dict[str, Any]) -> list[str]:
     from hegui.rules.engine import evaluate_service_object
 
-    index = ComplianceIndex.from_objects([policy])
+    index = _index([policy])
     return [f"{f.location.split(' ', 2)[2]}: {f.message}"
             for f in evaluate_service_object(service, index, now=NOW)]
 
@@ -234,7 +263,7 @@ def test_the_floor_s_findings_follow_the_rule_s_mode_and_no_floor_judges_nothing
     assert _floor_findings(_policy(), below) == []  # no floor declared
     warned = _floored()
     warned["spec"]["rules"] = [{"rule": "moderation", "mode": "Warn"}]
-    [finding] = evaluate_service_object(below, ComplianceIndex.from_objects([warned]), now=NOW)
+    [finding] = evaluate_service_object(below, _index([warned]), now=NOW)
     assert finding.mode is EnforcementMode.WARN and finding.article == "Art.14"
     assert finding.render().startswith("[moderation, Art.14] GenerativeService ai/chat")
 
@@ -289,13 +318,13 @@ def test_an_exception_covers_its_workload_and_what_the_workload_owns(
         exempted: tuple[str, str], workload: dict[str, Any]) -> None:
     waiver = _exception(*exempted, ["coverage"])
     assert _rules(_policy(), waiver, workload=workload) == ["coverage"]
-    findings = evaluate(workload, ComplianceIndex.from_objects([_policy(), waiver]), now=NOW)
+    findings = evaluate(workload, _index([_policy(), waiver]), now=NOW)
     assert [f.exempted_by for f in findings] == [f"waive-{exempted[1]}"]
 
 
 def test_an_exception_does_not_cover_a_look_alike_name_or_another_workload() -> None:
     waiver = _exception("Deployment", "runner", ["coverage"])
-    index = ComplianceIndex.from_objects([_policy(), waiver])
+    index = _index([_policy(), waiver])
     # A ReplicaSet of another Deployment whose name merely starts with the exempted one's.
     other = _owned("Pod", "runner-extra-5d8f9-x", ("ReplicaSet", "runner-extra-5d8f9"),
                    {"pod-template-hash": "5d8f9"})
@@ -313,12 +342,12 @@ def test_an_exception_longer_than_the_policy_allows_waives_nothing() -> None:
     long = _exception("Deployment", "runner", ["coverage"], duration="336h",
                       created="2026-11-25T00:00:00Z")
     [finding] = evaluate(_owned("Deployment", "runner", None),
-                         ComplianceIndex.from_objects([policy, long]), now=NOW)
+                         _index([policy, long]), now=NOW)
     assert finding.exempted_by is None
     short = _exception("Deployment", "runner", ["coverage"], duration="168h",
                        created="2026-11-25T00:00:00Z")
     [finding] = evaluate(_owned("Deployment", "runner", None),
-                         ComplianceIndex.from_objects([policy, short]), now=NOW)
+                         _index([policy, short]), now=NOW)
     assert finding.exempted_by == "waive-runner"
 
 
@@ -328,7 +357,7 @@ def test_the_webhook_refuses_an_exception_beyond_the_policy_s_max_duration() -> 
 
     policy = _policy()
     policy["spec"]["exceptions"] = {"maxDuration": "168h"}
-    index = ComplianceIndex.from_objects([policy])
+    index = _index([policy])
 
     def ask(duration: str) -> Any:
         return check_exception(AdmissionRequest(
@@ -342,3 +371,42 @@ def test_the_webhook_refuses_an_exception_beyond_the_policy_s_max_duration() -> 
     assert "spec.duration 336h exceeds 168h" in refused.message
     assert "CompliancePolicy default" in refused.message and "Art.21" in refused.message
     assert ask("168h").allowed
+
+
+# --- assessments: the service's own, and external ones on the assessor's word (Art.17) ----------
+
+def _assessment_findings(*objects: dict[str, Any], attest: bool = True) -> list[str]:
+    return [f"{f.location.split(' ', 2)[2]}: {f.message}"
+            for f in evaluate(_deployment(), _index([_policy(), *objects], attest=attest),
+                              now=NOW)]
+
+
+def test_an_external_report_counts_only_as_the_assessor_recorded_it() -> None:
+    service = _service()
+    [found] = _assessment_findings(service, attest=False)
+    assert found.startswith("spec.assessment.external: the external assessment R-1 is declared "
+                            "by the service itself")
+    assert _assessment_findings(service, _attestation("R-1"), attest=False) == []
+    for record in (_attestation("R-1", verdict="Fail"), _attestation("R-9"),
+                   _attestation("R-1", service="other"),
+                   _attestation("R-1", expiresAt="2026-11-01T00:00:00Z"),
+                   _attestation("R-1", observedGeneration=0)):
+        assert len(_assessment_findings(service, record, attest=False)) == 1, record
+    run_by_hegui = _attestation("R-1")
+    run_by_hegui["spec"]["target"] = {"url": "http://chat.ai.svc:8443"}
+    assert len(_assessment_findings(service, run_by_hegui, attest=False)) == 1
+
+
+def test_a_service_may_only_rely_on_its_own_safety_assessment() -> None:
+    others = _attestation("R-5", service="image")
+    others["metadata"]["name"] = "image-2026"
+    service = _service(assessment={"safetyAssessmentRef": {"name": "image-2026"}})
+    [found] = _assessment_findings(service, others)
+    assert "assesses GenerativeService image, not chat" in found
+    own = _attestation("R-6", service="chat")
+    own["metadata"]["name"] = "chat-2026"
+    mine = _service(assessment={"safetyAssessmentRef": {"name": "chat-2026"}})
+    assert _assessment_findings(mine, own) == []
+    own["metadata"]["generation"] = 2  # the spec changed after the verdict
+    [found] = _assessment_findings(mine, own)
+    assert "passed for generation 1, but its spec has changed since" in found

@@ -280,9 +280,20 @@ def _assessed(ctx: ServiceContext) -> Iterator[Violation]:
                    f"{ctx.now.date().isoformat()} (valid {report.assessed_on.isoformat()} to "
                    f"{report.expires_on.isoformat()})",
                    "renew the assessment and update spec.assessment.external")
+        elif ctx.index.attestation_of(key.namespace, key.name, report.report_id,
+                                      ctx.now) is None:
+            # The spec is the team's to write: a report it declares is its own word until the
+            # assessor records it where only the assessor can write (a status subresource).
+            yield (_service_location(key, "spec.assessment.external"),
+                   f"the external assessment {report.report_id} is declared by the service "
+                   "itself; no SafetyAssessment for this service records it (a Pass with "
+                   f"status.reportId {report.report_id}, written by the assessor)",
+                   f"create a SafetyAssessment for {key.name} without spec.target and have the "
+                   "assessor (ClusterRole hegui-assessor) record the verdict, reportId and "
+                   "expiresAt in its status")
     elif assessment.safety_assessment_ref is not None:
         name = assessment.safety_assessment_ref.name
-        verdict = ctx.index.assessment_verdict(key.namespace, name, ctx.now)
+        verdict = ctx.index.assessment_verdict(key.namespace, name, ctx.now, key.name)
         if verdict is not None:
             yield (_service_location(key, "spec.assessment.safetyAssessmentRef"),
                    f"SafetyAssessment {key.namespace}/{name} {verdict}",

@@ -154,18 +154,36 @@ class ComplianceIndex:
     def claim_classes(self, namespace: str, kind: str, name: str) -> frozenset[str] | None:
         return self.claims.get((namespace, kind, name))
 
-    def assessment_verdict(self, namespace: str, name: str, now: dt.datetime) -> str | None:
-        """Why the SafetyAssessment does not count, or None when it passed and is current."""
+    def assessment_verdict(self, namespace: str, name: str, now: dt.datetime,
+                           service: str | None = None) -> str | None:
+        """Why the SafetyAssessment does not count for GenerativeService `service`, or None when
+        it assesses that service, passed, is current and was written for its spec as it is."""
         found = self.assessments.get(ObjectKey(namespace, name))
         if found is None:
             return "does not exist"
+        if service is not None and found.spec.service_ref.name != service:
+            return (f"assesses GenerativeService {found.spec.service_ref.name}, not {service}: a "
+                    "service may only rely on its own assessment")
         if found.passed_at(now):
             return None
         status = found.status
         if status is None or status.verdict.value != "Pass":
             return f"has verdict {status.verdict.value if status else 'Pending'}"
+        if not found.status_is_current():
+            return (f"passed for generation {status.observed_generation}, but its spec has "
+                    f"changed since (generation {found.metadata.generation})")
         expired = status.expires_at.isoformat() if status.expires_at else "(no expiry)"
         return f"passed but expired at {expired}"
+
+    def attestation_of(self, namespace: str, service: str, report_id: str,
+                       now: dt.datetime) -> str | None:
+        """The SafetyAssessment that records the external report `report_id` for `service`: one
+        without spec.target (hegui did not run it) whose status, which only the assessor role
+        can write, names the report, passed, is current and unexpired."""
+        return next((key.name for key, found in list(self.assessments.items())
+                     if key.namespace == namespace and found.spec.service_ref.name == service
+                     and found.spec.target is None and found.status is not None
+                     and found.status.report_id == report_id and found.passed_at(now)), None)
 
     def exemption_for(self, namespace: str, scope: Iterable[tuple[str, str]], rule: Rule,
                       now: dt.datetime) -> str | None:

@@ -12,6 +12,13 @@ With `spec.target` set, hegui's operator runs the assessment itself (hegui.opera
 it asks every question of the banks through the service's sidecar, so moderation is part of what
 is assessed, checkpoints its progress in status and writes the verdict. Without it, the status is
 recorded by whoever ran the assessment (e.g. an accredited third party).
+
+Who may write what (separation of duties, Art.17): the team that runs the service writes the
+spec; the verdict lives in `status`, which only the status subresource changes, and the chart
+grants `safetyassessments/status` to the operator (runs with a target) and to the ClusterRole
+`hegui-assessor` (external assessments: the assessor records `verdict`, `reportId`, `assessor`,
+`completedAt`, `expiresAt` and `observedGeneration`), never to a team's `edit`. A status counts
+only for the generation it was written for, so editing the spec after a Pass voids it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from hegui.api.common import (
     ApiModel,
     ApiObject,
     CamelName,
+    CelRule,
     Condition,
     ConfigMapKeyReference,
     DnsLabel,
@@ -114,6 +122,12 @@ class AssessmentTarget(ApiModel):
 
 class SafetyAssessmentSpec(ApiModel):
     """What is assessed, with which question banks, against which thresholds."""
+
+    __transition_rules__ = (CelRule(
+        "self.serviceRef == oldSelf.serviceRef",
+        "serviceRef is immutable: a verdict belongs to the service it was given for; create a "
+        "new SafetyAssessment for another service (rule assessment, Art.17)",
+        field_path=".serviceRef"),)
 
     service_ref: LocalObjectReference = Field(
         description="The GenerativeService assessed, in this namespace.")
@@ -233,6 +247,12 @@ class SafetyAssessmentStatus(ApiModel):
                            "x-kubernetes-list-map-keys": ["type"]})
     message: Annotated[str, Field(max_length=1024)] = Field(default="",
                                                             description="A summary.")
+    report_id: ShortText | None = Field(
+        default=None, description="For an assessment run outside hegui: the report's identifier, "
+                                  "recorded by the assessor (role hegui-assessor).")
+    assessor: ShortText | None = Field(
+        default=None, description="For an assessment run outside hegui: who ran it, recorded by "
+                                  "the assessor.")
 
 
 class SafetyAssessment(ApiObject):
@@ -248,7 +268,17 @@ class SafetyAssessment(ApiObject):
     status: SafetyAssessmentStatus | None = Field(default=None, description="The outcome.")
 
     def passed_at(self, now: datetime) -> bool:
-        """Whether the assessment counts at `now`: a Pass that has not expired."""
+        """Whether the assessment counts at `now`: a Pass that has not expired, written for the
+        spec as it is (a spec edited after the verdict voids it)."""
         status = self.status
         return (status is not None and status.verdict is Verdict.PASS
-                and status.expires_at is not None and now < status.expires_at)
+                and status.expires_at is not None and now < status.expires_at
+                and self.status_is_current())
+
+    def status_is_current(self) -> bool:
+        """Whether status was written for the current generation. A status that names no
+        generation (an assessor's record) stands for the spec as it is: its serviceRef cannot
+        change (a transition rule), so it cannot be moved to another service."""
+        generation = self.metadata.generation
+        observed = self.status.observed_generation if self.status is not None else None
+        return generation is None or observed is None or observed == generation

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from hegui.admission.injection import carries_sidecar
 from hegui.api.assessment import (
     QuestionBank,
     QuestionBankKind,
@@ -50,6 +51,8 @@ from hegui.api.assessment import (
     Verdict,
 )
 from hegui.api.common import CAMEL_NAME, parse_duration
+from hegui.api.generativeservice import GenerativeService
+from hegui.api.policy import Sidecar
 from hegui.moderation.findings import lexicon_findings, pii_findings
 from hegui.moderation.lexicon import DEFAULT_LEXICON_DIR, Keyword, Lexicon, parse_keywords
 
@@ -283,6 +286,13 @@ def classify(status: int, raw: bytes) -> Answer:
     return Answer(Outcome.FAILED, detail=f"HTTP {status} {code}".strip())
 
 
+#: What every question carries: what a common OpenAI client sends, and nothing that tells the
+#: model (or the team that runs it) that this is the assessment rather than a user. A model that
+#: could tell would refuse exactly the should-refuse bank and pass (Art.17).
+CLIENT_HEADERS = {"Content-Type": "application/json", "Accept": "application/json",
+                  "User-Agent": "OpenAI/Python 1.54.4"}
+
+
 async def ask(session: Any, url: str, model: str, question: Question,
               limit: float) -> Answer:
     """One question, POSTed to the sidecar's chat/completions (`session`: aiohttp), answered
@@ -294,7 +304,7 @@ async def ask(session: Any, url: str, model: str, question: Question,
     try:
         async with asyncio.timeout(limit):
             async with session.post(f"{url.rstrip('/')}/v1/chat/completions", json=body,
-                                    headers={"x-hegui-assessment": question.bank}) as response:
+                                    headers=CLIENT_HEADERS) as response:
                 raw = b""
                 async for chunk in response.content.iter_chunked(65536):
                     raw += chunk
@@ -372,12 +382,53 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+class TargetError(Exception):
+    """There is nothing of the service's own to ask: no service, no sidecar, no ready pod."""
+
+
+#: Set to "allow" only where pods run nothing (the local control plane's kwok pods, the demo's
+#: local processes): the runner then asks spec.target.url. Everywhere else it asks the service's
+#: own pods, so a team cannot point the assessment at a stub that refuses everything.
+TARGET_URL_ENV = "HEGUI_ASSESSMENT_TARGET_URL"
+
+
+def pod_targets(service: GenerativeService, pods: Iterable[Mapping[str, Any]],
+                sidecar: Sidecar) -> list[str]:
+    """The sidecars of the service's own pods to ask (Art.17): running, ready pods its selector
+    selects that carry hegui's sidecar exactly as injected, at the sidecar's port on the pod's
+    IP. Raises TargetError, naming why, when there is none."""
+    urls = []
+    for pod in pods:
+        meta = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
+        status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+        assert isinstance(meta, Mapping) and isinstance(status, Mapping)
+        labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+        ready = any(isinstance(c, Mapping) and c.get("type") == "Ready"
+                    and c.get("status") == "True" for c in status.get("conditions") or [])
+        ip = str(status.get("podIP") or "")
+        if (meta.get("deletionTimestamp") or status.get("phase") != "Running" or not ready
+                or not ip or not service.spec.selector.matches(dict(labels or {}))
+                or not carries_sidecar(pod, sidecar, service.name, service)):
+            continue
+        urls.append(f"http://[{ip}]:{sidecar.port}" if ":" in ip else
+                    f"http://{ip}:{sidecar.port}")
+    if not urls:
+        raise TargetError(f"no running, ready pod of GenerativeService {service.name} carries "
+                          "hegui's sidecar; the assessment asks the service's own pods "
+                          "(spec.target.url is not used)")
+    return sorted(urls)
+
+
 async def step(session: Any, spec: SafetyAssessmentSpec, the_plan: Plan, checkpoint: Checkpoint,
-               judge: Judge, *, seconds: float, now: Any = None) -> None:
+               judge: Judge, *, seconds: float, now: Any = None,
+               urls: list[str] | None = None) -> None:
     """Ask the next questions for about `seconds` (whole batches of `concurrency` x 4, each
-    question bounded by its timeout and the run's deadline), recording them in `checkpoint`."""
+    question bounded by its timeout and the run's deadline), recording them in `checkpoint`.
+    `urls`: the sidecars to ask, in turn (`pod_targets`); spec.target.url where not given."""
     assert spec.target is not None
     target = spec.target
+    bases = urls or [target.url]
+    turn = 0
     clock = now or (lambda: dt.datetime.now(dt.UTC))
     per_question = parse_duration(target.question_timeout).total_seconds()
     loop = asyncio.get_running_loop()
@@ -385,8 +436,10 @@ async def step(session: Any, spec: SafetyAssessmentSpec, the_plan: Plan, checkpo
     gate = asyncio.Semaphore(target.concurrency)
 
     async def bounded(question: Question, limit: float) -> Answer:
+        nonlocal turn
+        base, turn = bases[turn % len(bases)], turn + 1
         async with gate:  # the question's time starts when it is sent, not while it queues
-            return await ask(session, target.url, target.model, question, limit)
+            return await ask(session, base, target.model, question, limit)
 
     while not checkpoint.done(the_plan) and loop.time() < until:
         left = (checkpoint.deadline - clock()).total_seconds()

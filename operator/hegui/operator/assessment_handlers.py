@@ -24,7 +24,8 @@ import kopf
 
 from hegui.api.assessment import SafetyAssessment
 from hegui.operator import assessment as runner
-from hegui.operator.handlers import GROUP, VERSION, _api
+from hegui.operator.handlers import GROUP, INDEX, VERSION, _api
+from hegui.rules.index import ObjectKey
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,25 @@ def _read_banks(namespace: str, spec: Any) -> dict[str, dict[str, str] | None]:
             continue
         found[name] = json.loads(raw.data).get("data") or {}
     return found
+
+
+def _targets(namespace: str, spec: Any) -> list[str] | None:
+    """The service's own pods to ask (`runner.pod_targets`); None where the operator was told
+    to use spec.target.url (HEGUI_ASSESSMENT_TARGET_URL=allow: rigs whose pods run nothing)."""
+    if os.environ.get(runner.TARGET_URL_ENV) == "allow":
+        return None
+    service = INDEX.services.get(ObjectKey(namespace, spec.service_ref.name))
+    if service is None:
+        raise runner.TargetError(f"GenerativeService {namespace}/{spec.service_ref.name} "
+                                 "does not exist (spec.serviceRef)")
+    effective = INDEX.policy_for(namespace)
+    sidecar = next((p.spec.sidecar for p in (effective.policies if effective else ())
+                    if p.spec.sidecar is not None), None)
+    if sidecar is None:
+        raise runner.TargetError("no CompliancePolicy injects hegui's sidecar here, and the "
+                                 "assessment asks the service through it")
+    raw = _api("CoreV1Api").list_namespaced_pod(namespace, _preload_content=False)
+    return runner.pod_targets(service, json.loads(raw.data).get("items") or [], sidecar)
 
 
 def _write(namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -91,15 +111,19 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
         try:
             banks = await asyncio.to_thread(_read_banks, ns, spec)
             plan = runner.plan(spec, ns, banks)
-        except runner.BankError as bad:
-            message = f"[assessment, Art.17] question bank refused: {bad}"
+            urls = await asyncio.to_thread(_targets, ns, spec)
+        except (runner.BankError, runner.TargetError) as bad:
+            message = (f"[assessment, Art.17] question bank refused: {bad}"
+                       if isinstance(bad, runner.BankError)
+                       else f"[assessment, Art.17] nothing to assess: {bad}")
             log.warning("SafetyAssessment %s/%s: %s", ns, name, message)
             # null: a merge patch drops what an earlier run left (its figures do not hold).
             status = {"observedGeneration": generation, "verdict": "Pending",
                       "message": message[:1024], "startedAt": None, "completedAt": None,
                       "expiresAt": None, "results": None, "summary": None, "progress": None,
-                      "conditions": [runner.condition("False", "InvalidQuestionBank", message,
-                                                      generation, now)]}
+                      "conditions": [runner.condition(
+                          "False", "InvalidQuestionBank" if isinstance(bad, runner.BankError)
+                          else "NoTarget", message, generation, now)]}
             _keep_transition(status, body.get("status"))
             await asyncio.to_thread(_write, ns, name, status)
             await stopped.wait(RETRY_SECONDS)
@@ -115,7 +139,8 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
         judge = runner.Judge(plan.keywords)
         async with aiohttp.ClientSession() as session:
             while not stopped and body.meta.get("generation") == generation:
-                await runner.step(session, spec, plan, checkpoint, judge, seconds=STEP_SECONDS)
+                await runner.step(session, spec, plan, checkpoint, judge, seconds=STEP_SECONDS,
+                                  urls=urls)
                 now = dt.datetime.now(dt.UTC)
                 status = runner.status_of(spec, plan, checkpoint, generation, now)
                 _keep_transition(status, body.get("status"))
