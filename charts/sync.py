@@ -63,6 +63,8 @@ def webhooks() -> dict[str, object]:
         "mutating": configuration.mutating_webhook_configuration(
             ca_bundle=b"", own_namespace=NAMESPACE, service=SERVICE,
             detection=sentinel),
+        # In CEL (e.g. "hegui's own ServiceAccounts"), replaced with the release namespace.
+        "namespaceSentinel": NAMESPACE,
     }
 
 

@@ -2,7 +2,8 @@
 
     kubectl hegui status [-n NS | -A]        every service, its conditions and articles
     kubectl hegui explain RULE               what a rule checks, its article, how to fix it
-    kubectl hegui suspend SERVICE --reason R suspend it now (Art.21: an order, an incident)
+    kubectl hegui suspend SERVICE --reason R [--authority A --reference REF --issuer-group G]
+                                             suspend it now (Art.21: an order, an incident)
     kubectl hegui resume SERVICE --reason R  ask the operator to lift a suspension (Art.21)
     kubectl hegui records verify FILE        a sidecar's record chain (Art.11)
     kubectl hegui check FILE...              manifests judged as the webhook would (Art.17...)
@@ -10,19 +11,19 @@
 kubectl finds the plugin as `kubectl-hegui` on PATH (installed with hegui). The same code serves
 `hegui check` and `hegui records verify`: the plugin only adds the cluster-facing commands.
 
-`suspend` and `resume` are deliberate, authorised acts: they write the annotation
-`hegui.io/suspend` or `hegui.io/resume` (who, why, when) on the GenerativeService, which RBAC
-must allow (patch on generativeservices), the apiserver's audit log records, and the webhook
-admits only from the user it names; the operator then acts, records who did it in the service's
-status history and posts an Event. A request older than the service's current state is ignored,
-so a stale annotation never undoes a later suspension or resume.
+`suspend` and `resume` are deliberate, authorised acts: they create a `SuspensionOrder` or a
+`ResumeRequest` next to the service (never an edit of the GenerativeService, which the team
+writes), which RBAC grants to the compliance group (the chart's `hegui-compliance` role), the
+apiserver stamps with its own time and admits only in the creator's own name and groups; the
+operator acts on it once, records who did it in the service's status history, posts an Event and
+writes the outcome into the request's status. A request older than the service's current state
+is ignored, so a stale one never undoes a later suspension or resume. With `--authority` the
+order is an authority's (责令暂停): only members of `--issuer-group` (one of yours) can lift it.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -30,7 +31,6 @@ from typing import Any
 
 from hegui.admission import check
 from hegui.api.articles import Rule
-from hegui.api.generativeservice import RESUME_ANNOTATION, SUSPEND_ANNOTATION
 from hegui.moderation import records
 
 GROUP, VERSION, PLURAL = "hegui.io", "v1alpha1", "generativeservices"
@@ -46,7 +46,8 @@ _FIXES: dict[Rule, str] = {
     Rule.INJECTION: "let hegui's webhook inject the sidecar: recreate pods that lack it, serve "
                     "through the serving port's name, never by number",
     Rule.STABILITY: "declare spec.slo and meet it; the operator reads it from Prometheus",
-    Rule.SUSPENSION: "fix the cause, then `kubectl hegui resume SERVICE --reason ...`",
+    Rule.SUSPENSION: "fix the cause, then ask the compliance group to run `kubectl hegui "
+                     "resume SERVICE --reason ...` (a ResumeRequest)",
 }
 
 
@@ -143,25 +144,54 @@ def explain(rule_name: str) -> str:
     return "\n".join(lines)
 
 
-def whoami(kubeconfig: str | None) -> str:
-    """The authenticated user, as the apiserver sees it (SelfSubjectReview)."""
+def whoami(kubeconfig: str | None) -> tuple[str, list[str]]:
+    """The authenticated user and their groups, as the apiserver sees them
+    (SelfSubjectReview)."""
     client, api_client = _clients(kubeconfig)
     review = client.AuthenticationV1Api(api_client).create_self_subject_review(
         {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-    return str(review.status.user_info.username)
+    info = review.status.user_info
+    return str(info.username), [str(g) for g in info.groups or []]
 
 
-def deliberate_request(by: str, reason: str, now: dt.datetime) -> dict[str, str]:
+def _reason(reason: str) -> str:
     if len(reason.strip()) < 10:
         raise SystemExit("kubectl hegui: --reason must say why (10 characters at least); it is "
                          "kept in the service's suspension history (Art.21)")
-    return {"by": by, "reason": reason.strip()[:500],
-            "at": now.astimezone(dt.UTC).replace(microsecond=0).isoformat()
-            .replace("+00:00", "Z")}
+    return reason.strip()[:500]
+
+
+def request_object(command: str, service: str, namespace: str, reason: str, user: str,
+                   groups: list[str], authority: str | None = None,
+                   reference: str | None = None, issuer_group: str | None = None
+                   ) -> dict[str, Any]:
+    """The SuspensionOrder or ResumeRequest `kubectl hegui suspend|resume` creates: in the
+    caller's own name and groups (the apiserver refuses anything else); its time is the
+    apiserver's creationTimestamp."""
+    spec: dict[str, Any] = {"serviceRef": {"name": service}, "reason": _reason(reason),
+                            "requestedBy": user}
+    if command == "suspend":
+        kind = "SuspensionOrder"
+        if authority:
+            if not reference or not issuer_group:
+                raise SystemExit("kubectl hegui suspend: an authority's order needs --reference "
+                                 "(its case number) and --issuer-group (the group of yours "
+                                 "that alone may lift it)")
+            if issuer_group not in groups:
+                raise SystemExit(f"kubectl hegui suspend: you ({user}) are not in group "
+                                 f"{issuer_group}; yours: {', '.join(groups) or 'none'}")
+            spec["authority"] = {"name": authority, "reference": reference}
+            spec["issuerGroup"] = issuer_group
+    else:
+        kind = "ResumeRequest"
+        spec["groups"] = sorted(g for g in set(groups) if g)[:32]
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+            "metadata": {"generateName": f"{service[:40]}-{command}-", "namespace": namespace},
+            "spec": spec}
 
 
 def _request(args: argparse.Namespace) -> int:
-    """`suspend` or `resume`: write the request annotation, as the authenticated user."""
+    """`suspend` or `resume`: create the SuspensionOrder or ResumeRequest, as the caller."""
     client, api_client = _clients(args.kubeconfig)
     namespace = args.namespace or _current_namespace()
     custom = client.CustomObjectsApi(api_client)
@@ -169,18 +199,19 @@ def _request(args: argparse.Namespace) -> int:
                                                   args.service)
     suspension = (service.get("status") or {}).get("suspension") or {}
     suspending = args.command == "suspend"
-    if bool(suspension.get("suspended")) == suspending:
+    if bool(suspension.get("suspended")) == suspending and not getattr(args, "authority", None):
         print(f"{namespace}/{args.service} is "
               f"{'already suspended' if suspending else 'not suspended'}; nothing to do")
         return 1
-    request = deliberate_request(whoami(args.kubeconfig), args.reason, dt.datetime.now(dt.UTC))
-    annotation = SUSPEND_ANNOTATION if suspending else RESUME_ANNOTATION
-    patch = {"metadata": {"annotations": {annotation: json.dumps(
-        request, ensure_ascii=False, separators=(",", ":"))}}}
-    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, args.service,
-                                          patch)
-    print(f"asked the operator to {args.command} {namespace}/{args.service} as "
-          f"{request['by']}: {request['reason']}")
+    user, groups = whoami(args.kubeconfig)
+    body = request_object(args.command, args.service, namespace, args.reason, user, groups,
+                          getattr(args, "authority", None), getattr(args, "reference", None),
+                          getattr(args, "issuer_group", None))
+    plural = "suspensionorders" if suspending else "resumerequests"
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+    print(f"{body['kind']} {namespace}/{created['metadata']['name']} created as {user}: "
+          f"{body['spec']['reason']}; the operator acts on it within a reconcile "
+          f"(kubectl get {plural} -n {namespace})")
     if not suspending:
         print(f"suspended since {suspension.get('since')}: {suspension.get('reason')}")
     return 0
@@ -207,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("service")
         command.add_argument("--namespace", "-n")
         command.add_argument("--reason", required=True, help=why)
+        if verb == "suspend":
+            command.add_argument("--authority", help="an authority's order (责令暂停): its "
+                                                     "name, e.g. 北京市互联网信息办公室")
+            command.add_argument("--reference", help="the order's reference (case number)")
+            command.add_argument("--issuer-group", help="the group (one of yours) whose "
+                                                        "members alone may lift the order")
         command.set_defaults(run=_request)
     records.add_parser(commands)
     check.add_parser(commands)

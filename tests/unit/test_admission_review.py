@@ -101,33 +101,3 @@ def test_fuzzed_bytes_are_refused_cleanly(body: bytes) -> None:
         assert error.http_status == 400
         return
     assert isinstance(parsed, review.AdmissionRequest)
-
-
-def _resume_review(user: str, annotation: str | None, old: str | None = None) -> Any:
-    from hegui.admission.review import AdmissionRequest
-
-    def service(value: str | None) -> dict[str, Any]:
-        meta: dict[str, Any] = {"name": "chat", "namespace": "ai"}
-        if value is not None:
-            meta["annotations"] = {"hegui.io/resume": value}
-        return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService", "metadata": meta}
-
-    return AdmissionRequest(uid="u", kind="GenerativeService", group="hegui.io", namespace="ai",
-                            name="chat", operation="UPDATE", dry_run=False,
-                            obj=service(annotation), old_obj=service(old), user=user)
-
-
-def test_a_resume_request_is_admitted_only_from_the_user_it_names() -> None:
-    from hegui.admission.validate import check_resume_request
-
-    request = ('{"by":"alice@example.cn","reason":"model rolled back to v41",'
-               '"at":"2026-11-29T08:00:00Z"}')
-    assert check_resume_request(_resume_review("alice@example.cn", request)).allowed
-    forged = check_resume_request(_resume_review("mallory", request))
-    assert not forged.allowed and forged.code == 403
-    assert "names 'alice@example.cn' but 'mallory' wrote it" in forged.message
-    assert "Art.21" in forged.message
-    broken = check_resume_request(_resume_review("alice@example.cn", '{"by": "alice"}'))
-    assert not broken.allowed and "hegui.io/resume must be JSON" in broken.message
-    # An unchanged request (any other edit to the service) is not judged again.
-    assert check_resume_request(_resume_review("bob", request, old=request)).allowed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hegui.kubectl_plugin import deliberate_request, explain, status_rows
+from hegui.kubectl_plugin import explain, request_object, status_rows
 
 
 def _service(name: str, conditions: dict[str, tuple[str, str]], **status: Any) -> dict[str, Any]:
@@ -42,14 +41,40 @@ def test_explain_gives_article_check_fix_and_how_to_waive() -> None:
         explain("nope")
 
 
-def test_a_resume_needs_a_reason_and_records_who_and_when() -> None:
-    now = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
-    request = deliberate_request("alice@example.cn", "  model rolled back to v41, errors gone ",
-                             now)
-    assert request == {"by": "alice@example.cn", "reason": "model rolled back to v41, errors gone",
-                       "at": "2026-11-29T08:00:00Z"}
+def test_a_resume_is_an_object_in_the_callers_own_name_and_groups_with_a_reason() -> None:
+    """`kubectl hegui resume` creates a ResumeRequest (never an edit of the service): no time
+    of the client's (the apiserver stamps creationTimestamp), the caller's name and groups as
+    the apiserver authenticated them (its admission policy refuses anything else)."""
+    body = request_object("resume", "chat", "ai", "  model rolled back to v41, errors gone ",
+                          "alice@example.cn", ["hegui:compliance", "system:authenticated"])
+    assert body["kind"] == "ResumeRequest" and body["metadata"]["namespace"] == "ai"
+    assert body["metadata"]["generateName"] == "chat-resume-"
+    assert body["spec"] == {"serviceRef": {"name": "chat"},
+                            "reason": "model rolled back to v41, errors gone",
+                            "requestedBy": "alice@example.cn",
+                            "groups": ["hegui:compliance", "system:authenticated"]}
+    from hegui.api.suspension import ResumeRequest
+
+    ResumeRequest.from_dict(body)  # what the CRD's schema admits
     with pytest.raises(SystemExit, match="--reason must say why"):
-        deliberate_request("alice", "ok", now)
+        request_object("resume", "chat", "ai", "ok", "alice", [])
+
+
+def test_an_authoritys_order_names_a_group_of_the_callers_to_lift_it() -> None:
+    from hegui.api.suspension import SuspensionOrder
+
+    body = request_object("suspend", "chat", "ai", "order of the provincial CAC office",
+                          "wang@cac.example", ["cac:beijing"], authority="北京市互联网信息办公室",
+                          reference="case 2026-117", issuer_group="cac:beijing")
+    order = SuspensionOrder.from_dict(body)
+    assert order.spec.issuer_group == "cac:beijing" and order.spec.authority is not None
+    with pytest.raises(SystemExit, match="not in group"):
+        request_object("suspend", "chat", "ai", "order of the provincial CAC office",
+                       "wang@cac.example", ["hegui:compliance"], authority="CAC",
+                       reference="case 1", issuer_group="cac:beijing")
+    with pytest.raises(SystemExit, match="--issuer-group"):
+        request_object("suspend", "chat", "ai", "order of the provincial CAC office",
+                       "wang@cac.example", ["cac:beijing"], authority="CAC")
 
 
 def test_the_plugin_is_installed_where_kubectl_looks_for_it() -> None:

@@ -17,6 +17,7 @@ from hegui.operator.slo import SloEvaluation, Verdict
 from hegui.operator.suspension import (
     COOL_DOWN_BY,
     IncidentRate,
+    Outcome,
     ResumeRequest,
     Step,
     SuspendRequest,
@@ -127,15 +128,48 @@ def test_no_slo_and_too_many_incidents_suspend_too() -> None:
     assert steps[-1].transitions[0].figures["incidents.rate"] == 42
 
 
-def test_no_double_suspension() -> None:
+def test_no_double_suspension_an_order_is_recorded_on_the_suspension_in_force() -> None:
+    """An order for a service already suspended starts no second suspension: it is written on
+    the one in force, which then no cool-down lifts (a person's order) and, for an authority's
+    order, only the issuer's group (Art.21)."""
     state = suspended_at(T0)
-    for offset in (1, 30, 90):
+    for offset, uid in ((1, "o1"), (30, "o2"), (90, "o3")):
         result = step(state, spec=spec(), evaluation=BURNING, now=T0 + offset * MIN,
-                      suspend=SuspendRequest("bob", "again", T0 + offset * MIN))
+                      suspend=SuspendRequest("bob", "again", T0 + offset * MIN, uid=uid,
+                                             order=f"chat-{uid}"))
         assert result.transitions == () and result.state.suspended
         assert len(result.state.history) == 1 and result.state.since == T0
-        assert any("already suspended" in n for n in result.notes)
+        assert result.outcomes[uid][0] is Outcome.APPLIED
+        assert result.state.history[0].trigger is SuspensionTrigger.MANUAL
+        assert result.state.history[0].order == f"chat-{uid}"
         state = result.state
+    assert state.consumed == ("o3", "o2", "o1")
+    ordered = step(state, spec=spec(), evaluation=BURNING, now=T0 + 100 * MIN,
+                   suspend=SuspendRequest("wang", "order 2026-117", T0 + 100 * MIN, uid="o4",
+                                          authority="CAC (2026-117)", issuer_group="cac"))
+    record = ordered.state.history[0]
+    assert record.trigger is SuspensionTrigger.ORDER and record.issuer_group == "cac"
+    second = step(ordered.state, spec=spec(), evaluation=BURNING, now=T0 + 101 * MIN,
+                  suspend=SuspendRequest("zhao", "another order", T0 + 101 * MIN, uid="o5",
+                                         authority="MIIT (9)", issuer_group="miit"))
+    assert second.state.history[0].issuer_group == "cac"  # the first issuer keeps it
+    assert second.outcomes["o5"][0] is Outcome.IGNORED and "cac" in second.outcomes["o5"][1]
+
+
+def test_a_resume_outside_the_issuer_group_is_refused() -> None:
+    state = step(None, spec=spec(), evaluation=HEALTHY, now=T0,
+                 suspend=SuspendRequest("wang", "order 2026-117", T0, uid="o1",
+                                        authority="CAC (2026-117)", issuer_group="cac")).state
+    refused = step(state, spec=spec(), evaluation=HEALTHY, now=T0 + MIN,
+                   resume=ResumeRequest("alice", "we fixed it", T0 + MIN, uid="r1",
+                                        groups=("hegui:compliance",)))
+    assert refused.state.suspended and refused.transitions == ()
+    assert "only a member of group cac" in refused.outcomes["r1"][1]
+    lifted = step(refused.state, spec=spec(), evaluation=HEALTHY, now=T0 + 2 * MIN,
+                  resume=ResumeRequest("li", "order lifted", T0 + 2 * MIN, uid="r2",
+                                       groups=("cac",)))
+    assert not lifted.state.suspended
+    assert lifted.state.history[0].resumed_by == "li"
 
 
 def test_a_person_may_suspend_in_any_mode() -> None:
@@ -180,7 +214,7 @@ def test_a_stale_resume_never_undoes_a_newer_suspension() -> None:
     state = suspended_at(T0)
     result = step(state, spec=spec(), evaluation=BURNING, now=T0 + MIN, resume=old)
     assert result.state.suspended and result.transitions == ()
-    assert "predates the current state" in result.notes[0]
+    assert "before the current state began" in result.notes[0]
 
 
 def test_a_resume_made_at_the_second_of_the_suspension_counts() -> None:

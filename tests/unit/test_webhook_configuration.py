@@ -10,7 +10,8 @@ def test_scoped_away_from_the_control_plane_and_its_own_namespace() -> None:
     config = configuration.validating_webhook_configuration(
         ca_bundle=b"ca", own_namespace="platform-hegui", url="https://127.0.0.1:9443/validate")
     hooks = {hook["name"]: hook for hook in config["webhooks"]}
-    workloads, resume = hooks[configuration.WEBHOOK_NAME], hooks[configuration.RESUME_WEBHOOK_NAME]
+    workloads = hooks[configuration.WEBHOOK_NAME]
+    policies = hooks[configuration.NETWORK_POLICY_WEBHOOK_NAME]
     for hook in hooks.values():
         excluded = hook["namespaceSelector"]["matchExpressions"][0]
         assert excluded["operator"] == "NotIn"
@@ -20,9 +21,15 @@ def test_scoped_away_from_the_control_plane_and_its_own_namespace() -> None:
         assert hook["timeoutSeconds"] <= 10
     resources = {r for rule in workloads["rules"] for r in rule["resources"]}
     assert {"pods", "deployments", "statefulsets", "cronjobs", "inferenceservices"} <= resources
-    # The resume webhook sees GenerativeServices only, and only when a resume request changes.
-    assert resume["rules"][0]["resources"] == ["generativeservices"]
-    assert "hegui.io/resume" in resume["matchConditions"][0]["expression"]
+    # No annotation path to suspension any more (Art.21: SuspensionOrder, ResumeRequest).
+    assert "hegui.io/resume" not in str(config)
+    # NetworkPolicies reach the webhook only when they admit ingress and come from neither
+    # hegui's own ServiceAccounts nor the platform.
+    assert policies["rules"][0]["resources"] == ["networkpolicies"]
+    conditions = " && ".join(c["expression"] for c in policies["matchConditions"])
+    assert "size(object.spec.ingress) > 0" in conditions
+    assert "'system:serviceaccounts:platform-hegui' in request.userInfo.groups" in conditions
+    assert "'system:masters'" in conditions
 
 
 def test_the_filter_follows_the_detection_signals() -> None:

@@ -19,20 +19,29 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from hegui.api.generativeservice import REQUEST_ANNOTATIONS
 from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES
 from hegui.rules.workloads import BUILTIN, Detection
 
 WEBHOOK_NAME = "workloads.validate.hegui.io"
 CONFIGURATION_NAME = "hegui-validating"
-RESUME_WEBHOOK_NAME = "resume.validate.hegui.io"
-#: CEL: the request adds or changes a suspend or resume request annotation.
-REQUEST_CHANGED = " || ".join(
-    f"(has(object.metadata.annotations) && '{name}' in object.metadata.annotations"
-    f" && (request.operation == 'CREATE' || !has(oldObject.metadata.annotations) || "
-    f"!('{name}' in oldObject.metadata.annotations) || "
-    f"oldObject.metadata.annotations['{name}'] != object.metadata.annotations['{name}']))"
-    for name in REQUEST_ANNOTATIONS)
+NETWORK_POLICY_WEBHOOK_NAME = "networkpolicies.validate.hegui.io"
+#: CEL: a NetworkPolicy that admits some ingress (only those can widen what hegui closes).
+ADMITS_INGRESS = ("has(object.spec.ingress) && size(object.spec.ingress) > 0 && "
+                  "(!has(object.spec.policyTypes) || 'Ingress' in object.spec.policyTypes)")
+#: The control plane's controllers (garbage collector, namespace deletion): never a team.
+CONTROLLERS = ("system:kube-controller-manager",
+               "system:serviceaccount:kube-system:generic-garbage-collector",
+               "system:serviceaccount:kube-system:namespace-controller")
+
+
+def not_hegui_nor_platform(own_namespace: str) -> str:
+    """CEL: the request comes from neither hegui's own ServiceAccounts, the platform
+    (system:masters) nor the control plane's controllers: a team, or anyone else."""
+    return (f"!('system:serviceaccounts:{own_namespace}' in request.userInfo.groups) && "
+            "!('system:masters' in request.userInfo.groups) && "
+            f"!(request.userInfo.username in {_quoted(frozenset(CONTROLLERS))})")
+
+
 TIMEOUT_SECONDS = 5
 POSTURE_WEBHOOK_NAME = "posture.validate.hegui.io"
 #: CEL: a GenerativeService or ComplianceException is created or its spec changes.
@@ -144,10 +153,10 @@ def validating_webhook_configuration(
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",
         }, {
-            # Only a GenerativeService whose suspend or resume request changes reaches the
-            # webhook, which admits it only from the user the request names (Art.21: a
-            # deliberate, authorised act with an audit trail).
-            "name": RESUME_WEBHOOK_NAME,
+            # A NetworkPolicy that admits ingress, written by a team: refused when it may
+            # select pods whose ingress hegui closes (Art.14, Art.21; hegui.admission.guards).
+            # NetworkPolicies are not on a pod's start-up path, so failing closed costs little.
+            "name": NETWORK_POLICY_WEBHOOK_NAME,
             "admissionReviewVersions": ["v1"],
             "clientConfig": dict(client_config),
             "rules": [{"apiGroups": ["hegui.io"], "apiVersions": ["v1alpha1"],
@@ -157,8 +166,10 @@ def validating_webhook_configuration(
                 "key": "kubernetes.io/metadata.name", "operator": "NotIn",
                 "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
             "matchPolicy": "Equivalent",
-            "matchConditions": [{"name": "suspend-or-resume-requested",
-                                 "expression": REQUEST_CHANGED}],
+            "matchConditions": [
+                {"name": "admits-ingress", "expression": ADMITS_INGRESS},
+                {"name": "not-hegui-nor-platform",
+                 "expression": not_hegui_nor_platform(own_namespace)}],
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",

@@ -9,16 +9,13 @@ here writes to the cluster, so a dry-run request is answered exactly like a real
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from hegui.admission import review
+from hegui.admission import guards, review
 from hegui.admission.server import Validator
 from hegui.api.exception import ComplianceException
-from hegui.api.generativeservice import REQUEST_ANNOTATIONS, DeliberateRequest
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex
 from hegui.rules.workloads import WORKLOAD_KINDS
@@ -33,10 +30,9 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
 
     def validate(request: review.AdmissionRequest) -> review.Decision:
         if request.kind == "GenerativeService" and request.operation != "DELETE":
-            asked = check_resume_request(request)
-            if not asked.allowed:
-                return asked
             return judge_posture(request)
+        if request.kind == "NetworkPolicy":
+            return guards.check_network_policy(request, index)
         if request.kind == "ComplianceException" and request.operation == "CREATE":
             return check_exception(request, index)
         if request.operation == "DELETE" or request.kind not in WORKLOAD_KINDS:
@@ -94,35 +90,3 @@ def check_exception(request: review.AdmissionRequest, index: ComplianceIndex) ->
         f"hegui refused ComplianceException {request.namespace}/{request.name}: "
         + "; ".join(problems) + ". Fix: ask for a shorter exemption and renew it, if still "
         "needed, with a new exception"), code=403)
-
-
-def _annotation(obj: Mapping[str, Any] | None, name: str) -> str | None:
-    meta = (obj or {}).get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    value = annotations.get(name) if isinstance(annotations, Mapping) else None
-    return value if isinstance(value, str) else None
-
-
-def check_resume_request(request: review.AdmissionRequest) -> review.Decision:
-    """A suspend or resume request (Art.21) is admitted only when well formed and written by the
-    user it names, so the operator's record of who suspended or resumed a service is true."""
-    for name in REQUEST_ANNOTATIONS:
-        raw = _annotation(request.obj, name)
-        if raw is None or raw == _annotation(request.old_obj, name):
-            continue
-        try:
-            asked = DeliberateRequest.parse(raw, name)
-        except ValueError as error:
-            return review.Decision(False, f"hegui refused GenerativeService {request.namespace}/"
-                                          f"{request.name}: {error}", code=400)
-        if asked.by != request.user:
-            verb = name.removeprefix("hegui.io/")
-            return review.Decision(False, (
-                f"hegui refused GenerativeService {request.namespace}/{request.name}: the {verb} "
-                f"request names {asked.by!r} but {request.user!r} wrote it; a service is "
-                f"suspended or resumed only by the person who asks, as authenticated (rule "
-                f"suspension, Art.21). Fix: `kubectl hegui {verb} SERVICE --reason ...` as "
-                "yourself"), code=403)
-        log.info("%s of %s/%s requested by %s: %s", name, request.namespace, request.name,
-                 asked.by, asked.reason)
-    return review.Decision(True)

@@ -70,6 +70,7 @@ the caBundle, its own namespace in the namespaceSelector, and the detection sign
 {{- $cel = replace (printf "'%s'" $s.resources) (include "hegui.quotedList" $d.resources) $cel -}}
 {{- $cel = replace (printf "'%s'" $s.runtimeClasses) (include "hegui.quotedList" $d.runtimeClasses) $cel -}}
 {{- $cel = replace (printf "'%s'" $s.labels) (include "hegui.quotedList" $d.labels) $cel -}}
+{{- $cel = replace $gen.namespaceSentinel $root.Release.Namespace $cel -}}
 {{- $conditions = append $conditions (dict "name" .name "expression" $cel) -}}
 {{- end -}}
 {{- $_ := set $hook "matchConditions" $conditions -}}

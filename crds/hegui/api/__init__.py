@@ -13,14 +13,16 @@ from hegui.api.common import API_VERSION, GROUP, VERSION, ApiObject, FieldError,
 from hegui.api.exception import ComplianceException
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy, EnforcementMode
+from hegui.api.suspension import ResumeRequest, SuspensionOrder
 
 KINDS: dict[str, type[ApiObject]] = {
     model.model_fields["kind"].default: model
-    for model in (GenerativeService, CompliancePolicy, ComplianceException, SafetyAssessment)
+    for model in (GenerativeService, CompliancePolicy, ComplianceException, SafetyAssessment,
+                  SuspensionOrder, ResumeRequest)
 }
 
 __all__ = [
     "API_VERSION", "GROUP", "KINDS", "VERSION", "ApiObject", "ComplianceException",
     "CompliancePolicy", "EnforcementMode", "FieldError", "GenerativeService", "Rule",
-    "SafetyAssessment", "field_errors",
+    "ResumeRequest", "SafetyAssessment", "SuspensionOrder", "field_errors",
 ]

@@ -25,6 +25,7 @@ from hegui.api.common import GROUP, VERSION, ApiObject
 from hegui.api.exception import ComplianceException
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy
+from hegui.api.suspension import ResumeRequest, SuspensionOrder
 
 #: crds/ when hegui runs from a checkout: this file is crds/hegui/api/crdgen.py.
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2]
@@ -123,6 +124,22 @@ KINDS: tuple[Kind, ...] = (
         PrinterColumn("Verdict", ".status.verdict", description="Pending, Pass or Fail."),
         PrinterColumn("Expires", ".status.expiresAt",
                       description="When a Pass stops counting (Art.17)."),
+        AGE,
+    )),
+    Kind(SuspensionOrder, "suspensionorders", ("sorder",), "Namespaced", (
+        PrinterColumn("Service", ".spec.serviceRef.name", description="The service suspended."),
+        PrinterColumn("By", ".spec.requestedBy", description="Who ordered it."),
+        PrinterColumn("Authority", ".spec.authority.name",
+                      description="The authority whose order it is (Art.21), if any."),
+        PrinterColumn("Phase", ".status.phase", description="Applied or Ignored."),
+        AGE,
+    )),
+    Kind(ResumeRequest, "resumerequests", ("resreq",), "Namespaced", (
+        PrinterColumn("Service", ".spec.serviceRef.name", description="The service resumed."),
+        PrinterColumn("By", ".spec.requestedBy", description="Who asked."),
+        PrinterColumn("Phase", ".status.phase", description="Applied or Ignored."),
+        PrinterColumn("Message", ".status.message", description="What the operator did.",
+                      priority=1),
         AGE,
     )),
 )

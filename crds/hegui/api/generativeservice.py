@@ -32,7 +32,6 @@ from hegui.api.common import (
     ShortText,
     Timestamp,
     Url,
-    WorkloadKind,
     WorkloadReference,
     cel_bad_duration,
     cel_rule,
@@ -873,17 +872,29 @@ class Finding(ApiModel):
 class SuspensionTrigger(StrEnum):
     """Who suspended the service."""
 
-    AUTO = "Auto"
-    MANUAL = "Manual"
+    AUTO = "Auto"  # the operator, on sustained violation of the objectives
+    MANUAL = "Manual"  # a person's SuspensionOrder
+    ORDER = "Order"  # an authority's order (责令暂停): only its issuer group lifts it
 
 
 class SuspensionRecord(ApiModel):
     """One suspension of the service, and its end."""
 
     suspended_at: Timestamp = Field(description="When the service was suspended.")
-    trigger: SuspensionTrigger = Field(description="Auto (the operator) or Manual (a person).")
+    trigger: SuspensionTrigger = Field(
+        description="Auto (the operator), Manual (a person's order) or Order (an authority's).")
     reason: Annotated[str, Field(min_length=1, max_length=512)] = Field(
         description="Why, e.g. the burn rate that was exceeded.")
+    suspended_by: ShortText | None = Field(
+        default=None, description="Who ordered it (the SuspensionOrder's requestedBy), or "
+                                  "operator.")
+    order: DnsSubdomain | None = Field(
+        default=None, description="The SuspensionOrder that suspended it (or was recorded on "
+                                  "it), in the service's namespace.")
+    authority: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="The authority and reference of the order (trigger Order).")
+    issuer_group: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Only a member of this group can lift it (trigger Order).")
     resumed_at: Timestamp | None = Field(default=None, description="When it was resumed.")
     resumed_by: ShortText | None = Field(
         default=None, description="Who resumed it, or cool-down when the operator did.")
@@ -892,7 +903,11 @@ class SuspensionRecord(ApiModel):
 class ScaledWorkload(ApiModel):
     """A workload a suspension scaled to zero, and its replicas before."""
 
-    kind: WorkloadKind = Field(description="Deployment or StatefulSet.")
+    api_version: Annotated[str, Field(min_length=1, max_length=96)] = Field(
+        default="apps/v1", description="The workload's apiVersion, e.g. apps/v1.")
+    kind: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")] = (
+        Field(description="Any kind with a scale subresource: Deployment, StatefulSet, "
+                          "ReplicaSet, LeaderWorkerSet..."))
     name: DnsSubdomain = Field(description="The workload's name.")
     replicas: Annotated[int, Field(ge=0, le=100_000)] = Field(
         description="The replicas it had, given back on resume.")
@@ -920,6 +935,10 @@ class SuspensionStatus(ApiModel):
     history: list[SuspensionRecord] = Field(
         default_factory=list, max_length=10,
         description="The 10 most recent suspensions, newest first; older ones are dropped.")
+    consumed_requests: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32,
+        description="UIDs of the SuspensionOrders and ResumeRequests the operator has acted on, "
+                    "newest first (32 kept): each is acted on once.")
 
 
 class GenerativeServiceStatus(ApiModel):
@@ -984,39 +1003,3 @@ class GenerativeService(ApiObject):
     @property
     def in_art17_scope(self) -> bool:
         return self.spec.filing.public_opinion
-
-
-
-
-# --- resuming a suspended service (Art.21) ----------------------------------------------------
-
-#: The annotations `kubectl hegui suspend` and `kubectl hegui resume` write on a GenerativeService:
-#: who asks to suspend it (an authority's order, 责令暂停, or the provider's own decision) or to
-#: lift its suspension, why, and when. The webhook admits them only from the user they name; the
-#: operator acts on one newer than the service's current state.
-SUSPEND_ANNOTATION = "hegui.io/suspend"
-RESUME_ANNOTATION = "hegui.io/resume"
-REQUEST_ANNOTATIONS = (SUSPEND_ANNOTATION, RESUME_ANNOTATION)
-
-
-class DeliberateRequest(ApiModel):
-    """A person's request to suspend or resume a service, as `kubectl hegui` writes it."""
-
-    by: Annotated[str, Field(min_length=1, max_length=256)] = Field(
-        description="The user asking, as the apiserver authenticated them.")
-    reason: Annotated[str, Field(min_length=10, max_length=500)] = Field(
-        description="Why: the order, or why it is safe to resume.")
-    at: Timestamp = Field(description="When it was asked.")
-
-    @classmethod
-    def parse(cls, raw: str, annotation: str = RESUME_ANNOTATION) -> DeliberateRequest:
-        """The request in the annotation; ValueError names what is wrong with it."""
-        from pydantic import ValidationError
-
-        try:
-            return cls.model_validate_json(raw)  # JSON mode: RFC 3339 strings are datetimes
-        except (ValueError, ValidationError) as error:
-            raise ValueError(
-                f"annotation {annotation} must be JSON {{\"by\", \"reason\" (10 to 500 "
-                f"characters), \"at\" (RFC 3339)}}, as `kubectl hegui` writes it "
-                f"(rule suspension, Art.21): {str(error).splitlines()[0]}") from None

@@ -340,6 +340,12 @@ def _assessment_spec(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "questionBanks": banks}
 
 
+def _order_spec(d: dict[str, Any]) -> dict[str, Any]:
+    if "authority" in d and "issuerGroup" not in d:
+        return {**d, "issuerGroup": "issuer"}
+    return d
+
+
 #: Repairs by the model (JSON schema definition) they apply to.
 REPAIRS: dict[str, _Repair] = {
     "LabelSelectorRequirement": _requirement,
@@ -359,5 +365,6 @@ REPAIRS: dict[str, _Repair] = {
     "ExceptionLimits": _limits,
     "ComplianceExceptionSpec": _exception_spec,
     "SafetyAssessmentSpec": _assessment_spec,
+    "SuspensionOrderSpec": _order_spec,
 }
 

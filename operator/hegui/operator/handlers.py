@@ -10,18 +10,21 @@ finalizers from the operator.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kopf
 import yaml
 
 from hegui.admission.injection import sidecar_config_map
 from hegui.api.generativeservice import GenerativeService, SuspensionAction
+from hegui.api.suspension import ResumeRequest, SuspensionOrder
 from hegui.operator import stability, suspension
 from hegui.operator.audit import audit_namespace, same_report
 from hegui.operator.metrics import METRICS, ServiceState
@@ -146,7 +149,9 @@ def sidecar_config(body: kopf.Body, notice: str) -> dict[str, Any]:
 
 def _ensure(api: Any, kind: str, wanted: dict[str, Any], field: str) -> None:
     """Create `wanted` (a ConfigMap or NetworkPolicy the operator owns) or replace it when its
-    `field` differs; `kind` is the client's snake_case name, e.g. config_map."""
+    `field` differs; `kind` is the client's snake_case name, e.g. config_map. One made
+    `immutable` (by someone before hegui's admission guard, or by hand) cannot be replaced: it
+    is deleted and created again, so it never blocks a reconcile."""
     from kubernetes.client.exceptions import ApiException
 
     meta = wanted["metadata"]
@@ -164,7 +169,15 @@ def _ensure(api: Any, kind: str, wanted: dict[str, Any], field: str) -> None:
             if racing.status != 409:
                 raise
         return
-    if json.loads(current.data).get(field) != wanted[field]:
+    found = json.loads(current.data)
+    if found.get("immutable"):
+        if found.get(field) == wanted[field] and found.get("immutable") == wanted.get("immutable"):
+            return
+        log.warning("%s %s/%s was made immutable: deleting and recreating it", kind,
+                    meta["namespace"], meta["name"])
+        _delete(api, kind, meta["name"], meta["namespace"])
+        getattr(api, f"create_namespaced_{kind}")(meta["namespace"], wanted)
+    elif found.get(field) != wanted[field]:
         getattr(api, f"replace_namespaced_{kind}")(meta["name"], meta["namespace"], wanted)
 
 
@@ -194,6 +207,7 @@ def _observe(service: GenerativeService, now: dt.datetime) -> Observation:
         deployments=_items(apps.list_namespaced_deployment(namespace, _preload_content=False)),
         statefulsets=_items(apps.list_namespaced_stateful_set(namespace,
                                                               _preload_content=False)),
+        replicasets=_items(apps.list_namespaced_replica_set(namespace, _preload_content=False)),
         services=_items(core.list_namespaced_service(namespace, _preload_content=False)))
 
 
@@ -279,71 +293,193 @@ def _judge(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
     effective = INDEX.policy_for(key.namespace)
     prometheus = next((p.spec.prometheus for p in effective.policies if p.spec.prometheus),
                       None) if effective else None
-    stable = stability.judge(service, prometheus, now)
+    # Every step below runs whatever another one does: a failure is collected, reported once
+    # all have run, and retried at the next interval (a suspension must not wait on a broken
+    # NetworkPolicy, nor evictions on an immutable ConfigMap).
+    errors: list[str] = []
+    requests: list[SuspensionOrder | ResumeRequest] = _attempt(
+        errors, "list suspension requests", lambda: _requests(key.namespace), [])
+    stable = stability.judge(service, prometheus, now, requests)
     previous = list(current.get("conditions") or [])
     status = compute(key, INDEX, generation=body.meta.get("generation"), previous=previous,
                      now=now, observed=observed, stability=stable)
-    status["suspension"]["scaledToZero"] = _scale(body, current, service, stable, observed)
+    status["suspension"]["scaledToZero"] = _scale(body, current, service, stable, observed,
+                                                  errors)
     written = dict(body.get("status") or {})
     if any(written.get(k) != v for k, v in status.items()):
         for field, value in status.items():
             patch.status[field] = value
     _WRITTEN[uid] = {**current, **status}
     # The notice first: a suspension must reach the sidecars whatever fails after it.
-    _ensure(_api("CoreV1Api"), "config_map", sidecar_config(body, stable.notice()), "data")
+    _attempt(errors, "render the sidecar ConfigMap", lambda: _ensure(
+        _api("CoreV1Api"), "config_map", sidecar_config(body, stable.notice()), "data"))
     for transition in stable.step.transitions:
-        _announce(body, key, transition)
+        _attempt(errors, "announce", functools.partial(_announce, body, key, transition))
+    _OUTCOMES.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))
+    _attempt(errors, "record the requests' outcomes", _write_outcomes)
     networking = _api("NetworkingV1Api")
     if observed.sidecar is not None and (observed.sidecar.network_policy
                                          or stability.isolates_network(service, stable)):
-        _ensure(networking, "network_policy",
-                network_policy(service, observed.sidecar, owner=_owner(body),
-                               isolate=stability.isolates_network(service, stable)), "spec")
+        sidecar, isolate = observed.sidecar, stability.isolates_network(service, stable)
+        _attempt(errors, "keep the NetworkPolicy", lambda: _ensure(
+            networking, "network_policy",
+            network_policy(service, sidecar, owner=_owner(body), isolate=isolate), "spec"))
     else:
-        _delete(networking, "network_policy", f"hegui-{name}", key.namespace)
+        _attempt(errors, "delete the NetworkPolicy", lambda: _delete(
+            networking, "network_policy", f"hegui-{name}", key.namespace))
     if observed.evict and observed.uninjected:
-        _evict_one(body, service, observed.uninjected)
+        _attempt(errors, "evict an uninjected pod",
+                 lambda: _evict_one(body, service, observed.uninjected))
     compliant = next(c for c in status["conditions"] if c["type"] == "Compliant")
     state = (ServiceState.SUSPENDED if stable.suspended else ServiceState.COMPLIANT
              if compliant["status"] == "True" else ServiceState.NON_COMPLIANT)
     METRICS.observe(key.namespace, name, findings=status["findings"],
                     uninjected=len(observed.uninjected), state=state)
+    if errors:
+        raise kopf.TemporaryError("; ".join(errors)[:2000], delay=RECONCILE_SECONDS)
 
 
-_SCALABLE = {"Deployment": "namespaced_deployment_scale",
-             "StatefulSet": "namespaced_stateful_set_scale"}
+_T = TypeVar("_T")
+
+
+def _attempt(errors: list[str], what: str, step: Callable[[], _T], default: _T = None  # type: ignore[assignment]
+             ) -> _T:
+    """Run one step of a reconcile; a failure is logged and collected, never skips the rest."""
+    try:
+        return step()
+    except Exception as error:
+        log.warning("reconcile step %r failed: %s", what, error)
+        errors.append(f"{what}: {str(error)[:300]}")
+        return default
+
+
+_REQUEST_KINDS = ((SuspensionOrder, "suspensionorders"), (ResumeRequest, "resumerequests"))
+
+
+def _requests(namespace: str) -> list[SuspensionOrder | ResumeRequest]:
+    """The namespace's SuspensionOrders and ResumeRequests (Art.21); one that the models refuse
+    (the CRD admitted it) is skipped and logged, never acted on."""
+    custom = _api("CustomObjectsApi")
+    found: list[SuspensionOrder | ResumeRequest] = []
+    for model, plural in _REQUEST_KINDS:
+        listing = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        for item in listing.get("items") or []:
+            try:
+                found.append(model.from_dict(item))
+            except ValueError as error:
+                log.warning("%s %s/%s ignored: %s", model.__name__, namespace,
+                            (item.get("metadata") or {}).get("name"), error)
+    return found
+
+
+#: Outcomes still to be written into the requests' status, by uid (retried until written).
+_OUTCOMES: dict[str, tuple[str, str, str, dict[str, Any]]] = {}
+
+
+def _outcomes(namespace: str, requests: list[SuspensionOrder | ResumeRequest],
+              outcomes: dict[str, tuple[suspension.Outcome, str]],
+              now: dt.datetime) -> dict[str, tuple[str, str, str, dict[str, Any]]]:
+    plural = {SuspensionOrder: "suspensionorders", ResumeRequest: "resumerequests"}
+    moment = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return {uid: (namespace, plural[type(request)], request.name,
+                  {"phase": phase.value, "message": message[:1024], "processedAt": moment})
+            for request in requests if (uid := request.metadata.uid or "") in outcomes
+            for phase, message in (outcomes[uid],) if request.status is None}
+
+
+def _write_outcomes() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    custom = _api("CustomObjectsApi")
+    for uid, (namespace, plural, name, status) in list(_OUTCOMES.items()):
+        try:
+            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural,
+                                                         name, {"status": status})
+        except ApiException as error:
+            if error.status != 404:  # gone: nothing left to tell
+                raise
+        _OUTCOMES.pop(uid, None)
 
 
 def _scale(body: kopf.Body, current: dict[str, Any], service: GenerativeService,
-           stable: stability.Stability, observed: Observation) -> list[dict[str, Any]]:
-    """Suspension by ScaleToZero (Art.21): while suspended, every matched Deployment and
-    StatefulSet is held at zero replicas through its scale subresource (scaled back down if
-    something scales it up); on resume each gets back the replicas it had. What to give back is
-    kept in status, so a restart or a failover loses nothing. Returns the new list."""
+           stable: stability.Stability, observed: Observation,
+           errors: list[str]) -> list[dict[str, Any]]:
+    """Suspension by ScaleToZero (Art.21): while suspended, every workload that runs the
+    service's pods is held at zero replicas through the generic scale subresource (the topmost
+    controller: a Deployment rather than its ReplicaSet, a LeaderWorkerSet rather than its
+    StatefulSets; any kind that serves `/scale`), scaled back down if something scales it up;
+    on resume each gets back the replicas it had. What to give back is kept in status, so a
+    restart or a failover loses nothing. A workload that cannot be scaled (no scale
+    subresource, no RBAC) is reported; the sidecars refuse its traffic all the same. Returns
+    the new list."""
     previous = (current.get("suspension") or {}).get("scaledToZero") or []
-    kept = {(str(w["kind"]), str(w["name"])): int(w["replicas"]) for w in previous}
-    apps, namespace = _api("AppsV1Api"), service.namespace or ""
+    kept = {(str(w.get("apiVersion") or "apps/v1"), str(w["kind"]), str(w["name"])):
+            int(w["replicas"]) for w in previous}
+    namespace = service.namespace or ""
     action = service.spec.suspension.action if service.spec.suspension else None
     if stable.suspended and action is SuspensionAction.SCALE_TO_ZERO:
-        for workload in observed.matched:
-            kind, name = workload["kind"], workload["name"]
-            if kind not in _SCALABLE:
-                continue
-            scale = getattr(apps, f"read_{_SCALABLE[kind]}")(name, namespace)
-            if scale.spec.replicas:
-                kept.setdefault((kind, name), int(scale.spec.replicas))
-                getattr(apps, f"patch_{_SCALABLE[kind]}")(name, namespace,
-                                                          {"spec": {"replicas": 0}})
+        for target in sorted({*observed.scalable, *kept}):
+            try:
+                replicas = _read_scale(target, namespace)
+                if replicas:
+                    kept.setdefault(target, replicas)
+                    _patch_scale(target, namespace, 0)
+            except Exception as error:
+                errors.append(f"scale {target[1]} {target[2]} to zero: {str(error)[:200]}")
+                log.warning("cannot scale %s/%s to zero: %s", target[1], target[2], error)
     elif not stable.suspended and kept:
-        for (kind, name), replicas in kept.items():
-            getattr(apps, f"patch_{_SCALABLE[kind]}")(name, namespace,
-                                                      {"spec": {"replicas": replicas}})
+        for target, replicas in list(kept.items()):
+            try:
+                _patch_scale(target, namespace, replicas)
+            except Exception as error:
+                errors.append(f"give {target[1]} {target[2]} back {replicas} replicas: "
+                              f"{str(error)[:200]}")
+                continue
+            del kept[target]
             kopf.event(body, type="Normal", reason="ScaledBack",
-                       message=f"{kind} {name} given back {replicas} replicas on resume "
-                               "(Art.21)")
-        kept = {}
-    return [{"kind": kind, "name": name, "replicas": replicas}
-            for (kind, name), replicas in sorted(kept.items())][:32]
+                       message=f"{target[1]} {target[2]} given back {replicas} replicas on "
+                               "resume (Art.21)")
+    return [{"apiVersion": api_version, "kind": kind, "name": name, "replicas": replicas}
+            for (api_version, kind, name), replicas in sorted(kept.items())][:32]
+
+
+_PLURALS: dict[tuple[str, str], str] = {("apps/v1", "Deployment"): "deployments",
+                                        ("apps/v1", "StatefulSet"): "statefulsets",
+                                        ("apps/v1", "ReplicaSet"): "replicasets"}
+
+
+def _scale_path(target: tuple[str, str, str], namespace: str) -> str:
+    """/apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME/scale, the plural found by discovery."""
+    api_version, kind, name = target
+    plural = _PLURALS.get((api_version, kind))
+    if plural is None:
+        found = _api("CustomObjectsApi").api_client.call_api(
+            f"/apis/{api_version}", "GET", response_type="object", auth_settings=["BearerToken"],
+            _return_http_data_only=True)
+        resources = {r.get("name"): r for r in (found or {}).get("resources") or []}
+        plural = next((n for n, r in resources.items() if r.get("kind") == kind
+                       and "/" not in str(n)), None)
+        if plural is None or f"{plural}/scale" not in resources:
+            raise RuntimeError(f"{kind} ({api_version}) has no scale subresource: suspend it "
+                               "with RejectRequests or IsolateNetwork instead")
+        _PLURALS[(api_version, kind)] = plural
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{base}/namespaces/{namespace}/{plural}/{name}/scale"
+
+
+def _read_scale(target: tuple[str, str, str], namespace: str) -> int:
+    client = _api("CustomObjectsApi").api_client
+    scale = client.call_api(_scale_path(target, namespace), "GET", response_type="object",
+                            auth_settings=["BearerToken"], _return_http_data_only=True)
+    return int(((scale or {}).get("spec") or {}).get("replicas") or 0)
+
+
+def _patch_scale(target: tuple[str, str, str], namespace: str, replicas: int) -> None:
+    client = _api("CustomObjectsApi").api_client
+    client.call_api(_scale_path(target, namespace), "PATCH",
+                    header_params={"Content-Type": "application/merge-patch+json"},
+                    body={"spec": {"replicas": replicas}}, response_type="object",
+                    auth_settings=["BearerToken"], _return_http_data_only=True)
 
 
 def _announce(body: kopf.Body, key: ObjectKey, transition: suspension.Transition) -> None:

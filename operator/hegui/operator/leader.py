@@ -6,6 +6,10 @@ every `renew` seconds; a standby takes the Lease over once it has not been renew
 leader that cannot renew before its own Lease would expire stops reconciling at once (the
 process exits and its Deployment restarts it as a standby): two leaders never act together, so
 a suspension is neither written twice nor lost (the new leader reads it back from status).
+
+While it waits, a standby serves the liveness endpoint itself (`StandbyHealth`): healthy as long
+as its election loop keeps trying, so the kubelet restarts a stuck standby but never a waiting
+one.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class LeaseElection:
     duration: float = 15.0
     renew: float = 5.0
     retry: float = 2.0
+    #: time.monotonic() of the last attempt to take the Lease (liveness of a standby).
+    last_attempt: float = 0.0
 
     def _read(self) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -101,6 +107,7 @@ class LeaseElection:
         """Block until this replica leads (True) or `stop` is set (False)."""
         announced = False
         while not (stop and stop.is_set()):
+            self.last_attempt = time.monotonic()
             try:
                 if self.try_acquire():
                     log.info("leading as %s (lease %s/%s)", self.identity, self.namespace,
@@ -138,3 +145,49 @@ class LeaseElection:
         thread = threading.Thread(target=renew, name="lease-renewer", daemon=True)
         thread.start()
         return thread
+
+
+class StandbyHealth:
+    """`/healthz` of a replica waiting for the Lease: 200 while its election loop has tried
+    within the last few retries, 500 once it has not (stuck). Answers every path the same way,
+    like kopf's liveness endpoint, on the same address."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self.server, self.thread = server, thread
+
+    @classmethod
+    def serve(cls, url: str, election: LeaseElection) -> StandbyHealth:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        where = urlsplit(url)
+        stale_after = max(election.retry * 5, 10.0)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                waited = time.monotonic() - (election.last_attempt or time.monotonic())
+                healthy = waited < stale_after
+                body = (b'{"standby": "waiting for the lease"}' if healthy
+                        else b'{"standby": "the election loop is stuck"}')
+                self.send_response(200 if healthy else 500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer((where.hostname or "0.0.0.0", where.port or 8081),  # noqa: S104
+                                     Handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, name="standby-health",
+                                  daemon=True)
+        thread.start()
+        log.info("standby: serving liveness on %s while waiting for the lease", url)
+        return cls(server, thread)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

@@ -49,22 +49,24 @@ def _run(args: argparse.Namespace) -> int:
         start_http_server(int(port), addr=host or "0.0.0.0",  # noqa: S104
                           registry=METRICS.registry)
     if args.leader_election:
-        _lead(args.lease)
+        _lead(args.lease, args.liveness)
     asyncio.run(kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace,
                               standalone=True, liveness_endpoint=args.liveness or None))
     return 0
 
 
-def _lead(lease: str) -> None:
+def _lead(lease: str, liveness: str | None) -> None:
     """Wait for the Lease, then keep it; exit at once if it is lost, so that two replicas never
-    reconcile (or suspend) together."""
+    reconcile (or suspend) together. While it waits, the standby answers the liveness probe
+    itself (kopf's endpoint starts only with kopf): a live standby is not restarted in a loop,
+    and its PodDisruptionBudget lets nodes drain."""
     import socket
     import threading
 
     from kubernetes import client
 
     from hegui.operator.handlers import api_client
-    from hegui.operator.leader import LeaseElection
+    from hegui.operator.leader import LeaseElection, StandbyHealth
 
     namespace, _, name = lease.rpartition("/")
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -72,5 +74,10 @@ def _lead(lease: str) -> None:
                              name, identity,
                              duration=float(os.environ.get("HEGUI_LEASE_SECONDS", "15")))
     election.renew = min(election.renew, election.duration / 3)
-    election.acquire()
+    health = StandbyHealth.serve(liveness, election) if liveness else None
+    try:
+        election.acquire()
+    finally:
+        if health is not None:
+            health.close()  # kopf's own endpoint takes the port over
     election.keep(lambda: os._exit(3), threading.Event())

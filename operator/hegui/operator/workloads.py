@@ -7,7 +7,9 @@ Admission decides on what is created; this module judges what is *running*, with
   sidecar, exactly as the mutating webhook does, and `carries_sidecar` says whether it does;
 - Services that reach the model around the sidecar: a Service whose targetPort is a number (or
   the renamed model port) bypasses the port-name takeover;
-- the NetworkPolicy that admits ingress to the service's pods only on the sidecar's port.
+- the NetworkPolicy that admits ingress to the service's pods only on the sidecar's port;
+- the workloads a ScaleToZero suspension scales: the topmost controller of each of the
+  service's pods (Deployment over ReplicaSet, LeaderWorkerSet over StatefulSet, ...).
 Everything here is pure (objects in, findings out); handlers.py does the API calls.
 """
 
@@ -40,6 +42,9 @@ class Observation:
     #: The policy's sidecar when the service's pods must carry it (None: no injection here).
     sidecar: Sidecar | None = None
     evict: bool = False
+    #: (apiVersion, kind, name) of the topmost controllers of the service's pods and of its
+    #: matched workloads: what ScaleToZero scales through the scale subresource (Art.21).
+    scalable: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -67,16 +72,23 @@ def _finding(rule: Rule, severity: str, message: str, pod: str | None = None) ->
 def observe(service: GenerativeService, index: ComplianceIndex, *,
             pods: Iterable[Mapping[str, Any]], deployments: Iterable[Mapping[str, Any]] = (),
             statefulsets: Iterable[Mapping[str, Any]] = (),
-            services: Iterable[Mapping[str, Any]] = (), now: dt.datetime) -> Observation:
+            services: Iterable[Mapping[str, Any]] = (),
+            replicasets: Iterable[Mapping[str, Any]] = (), now: dt.datetime) -> Observation:
     namespace, name = service.namespace or "", service.name
     selector = service.spec.selector
     found = Observation()
+    pods, deployments, statefulsets = list(pods), list(deployments), list(statefulsets)
 
     matched = [("Deployment", d) for d in deployments if selector.matches(_template_labels(d))]
     matched += [("StatefulSet", s) for s in statefulsets if selector.matches(_template_labels(s))]
     own_pods = [p for p in pods if selector.matches(_labels(_meta(p)))]
     matched += [("Pod", p) for p in own_pods if not _meta(p).get("ownerReferences")]
     found.matched_count = len(matched)
+    found.scalable = scale_targets(
+        [obj for _, obj in matched] + own_pods,
+        {"Pod": pods, "ReplicaSet": list(replicasets), "StatefulSet": statefulsets,
+         "Deployment": deployments},
+        starts={id(obj): kind for kind, obj in matched})
     found.matched = [{"kind": kind, "name": str(_meta(obj).get("name"))}
                      for kind, obj in sorted(matched, key=lambda m: (m[0],
                                                                      str(_meta(m[1]).get("name"))))
@@ -107,6 +119,44 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
 
     if found.sidecar is not None:
         found.findings += _bypassing_services(services, live, found.sidecar)
+    return found
+
+
+def _controller(obj: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(apiVersion, kind, name) of the object's controlling owner, if any."""
+    for ref in _meta(obj).get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            return (str(ref.get("apiVersion")), str(ref.get("kind")), str(ref.get("name")))
+    return None
+
+
+_API_VERSIONS = {"Pod": "v1", "ReplicaSet": "apps/v1", "StatefulSet": "apps/v1",
+                 "Deployment": "apps/v1"}
+
+
+def scale_targets(objects: Iterable[Mapping[str, Any]],
+                  listed: Mapping[str, Iterable[Mapping[str, Any]]], *,
+                  starts: Mapping[int, str] | None = None) -> set[tuple[str, str, str]]:
+    """The topmost controllers above `objects` (pods, or workloads whose kind `starts` gives by
+    id), following controller ownerReferences through the objects `listed` by kind: scaling a
+    ReplicaSet its Deployment owns, or a StatefulSet a LeaderWorkerSet owns, would be undone
+    by that controller. A bare pod has none (it cannot be scaled)."""
+    index = {(kind, str(_meta(obj).get("name"))): obj for kind, objs in listed.items()
+             for obj in objs}
+    kinds = starts or {}
+    found: set[tuple[str, str, str]] = set()
+    for obj in objects:
+        kind = kinds.get(id(obj), "Pod")
+        top: tuple[str, str, str] | None = None if kind == "Pod" else (
+            _API_VERSIONS.get(kind, "apps/v1"), kind, str(_meta(obj).get("name")))
+        ref, seen = _controller(obj), set[tuple[str, str, str]]()
+        while ref is not None and ref not in seen and len(seen) < 8:
+            seen.add(ref)
+            top = ref
+            owner = index.get((ref[1], ref[2]))
+            ref = _controller(owner) if owner is not None else None
+        if top is not None:
+            found.add(top)
     return found
 
 

@@ -195,8 +195,12 @@ class Lexicon:
             raise ValueError(f"keyword {keyword.text!r} is empty once normalised")
         syllables = normalize.syllables(literal)
         kind = _HAN if syllables else _PLAIN
-        yield normalize.normalise(literal, phonetic=True).text, _Form(
-            index, kind, literal, syllables)
+        key = normalize.normalise(keyword.text, phonetic=True).text
+        yield key, _Form(index, kind, literal, syllables)
+        if syllables == len(literal) and normalize.stem(key) != key:
+            # Pinyin written as one word is a Latin word to the normaliser, and stemmed:
+            # yinhuiseqing -> yinhuiseq.
+            yield normalize.stem(key), _Form(index, kind, literal, syllables)
         if syllables >= INITIALS_MIN_SYLLABLES and syllables == len(literal):
             yield normalize.initials(literal), _Form(index, _INITIALS, literal, syllables)
 

@@ -1,4 +1,4 @@
-# ruff: noqa: RUF002 (Chinese text, full-width forms and look-alikes are the subject)
+# ruff: noqa: RUF002, RUF003 (Chinese text, full-width forms and look-alikes are the subject)
 """Text normalised against evasion, every character mapped back to the text it came from (Art.4).
 
 Users who want prohibited content past a keyword list write it so that it reads the same to a
@@ -88,8 +88,11 @@ class Normalised:
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The span of the original that the normalised `text[start:end]` came from."""
         first, last = self.piece(start), self.piece(end - 1)
-        return (self._original(self._piece_first[first]),
-                self._original(self._piece_last[last] - 1) + 1)
+        stop = self._original(self._piece_last[last] - 1) + 1
+        ends = self._stage_ends
+        while stop < len(ends) and ends[stop] == ends[stop - 1]:
+            stop += 1  # marks and invisible characters after the last one belong to it
+        return self._original(self._piece_first[first]), stop
 
     @property
     def starts(self) -> list[int]:
@@ -136,31 +139,40 @@ def _marks_off(text: str) -> str:
                    if unicodedata.category(c)[0] != "M" and not is_default_ignorable(c))
 
 
+def _prototype(char: str) -> str:
+    """The UTS #39 prototype of a letter of another script (Cyrillic а: a), without marks."""
+    if char.isascii() or is_han(char) or unicodedata.normalize("NFKC", char).isascii():
+        return char  # Latin letters are the prototypes; compatibility forms are NFKC's (Ｉ: I)
+    prototype = _prototypes().get(ord(char))
+    return char if prototype is None else _marks_off(prototype)
+
+
 def _fold_one(char: str) -> str:
-    """One character of NFKC + case-folded text, folded: '' dropped, ' ' a break."""
+    """One character of the skeleton, NFKC-normalised and case-folded: a Chinese character
+    simplified, a separator, punctuation or symbol ' ' (a break)."""
     if is_han(char):
         simplified = _t2s().convert(char)
         return simplified if len(simplified) == 1 else char
-    if not char.isascii():
-        prototype = _prototypes().get(ord(char))
-        if prototype is not None:
-            char = _marks_off(unicodedata.normalize("NFKC", prototype)).casefold()
-            return "".join(" " if unicodedata.category(c)[0] in "ZPSC" else c for c in char)
-    category = unicodedata.category(char)
-    if category[0] in "ZPSC":
+    if unicodedata.category(char)[0] in "ZPSC":
         return " "
     return char
 
 
 class _FoldTable(dict[str, str]):
-    """The folded form of each character, computed once (the alphabet of real text is small)."""
+    """The folded form of each character, computed once (the alphabet of real text is small).
+
+    The skeleton is taken first (UTS #39 works on NFD text, before case folding, which would turn
+    some letters into others: Cherokee small letters fold to capitals), then NFKC and case
+    folding, then the skeleton again for what those produced."""
 
     def __missing__(self, char: str) -> str:
         if is_default_ignorable(char):
             folded = ""
         else:
-            folded = "".join(_fold_one(c) for c in
-                             _marks_off(unicodedata.normalize("NFKC", char).casefold()))
+            skeleton = "".join(map(_prototype, _marks_off(char)))
+            folded = _marks_off(unicodedata.normalize("NFKC", skeleton).casefold())
+            folded = "".join(map(_prototype, folded)).casefold()
+            folded = "".join(map(_fold_one, _marks_off(folded)))
         if len(self) < 200_000:
             self[char] = folded
         return folded
@@ -194,7 +206,9 @@ def fold(char: str) -> str:
 
 # --- whole texts --------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"[a-z0-9]+| +|[^a-z0-9 ]+")
+# Tokens of the folded stage: a word spelled out letter by letter (b.o.m.b, folded to b o m b), a
+# Latin word, breaks, a run of anything else.
+_TOKEN = re.compile(r"(?:[a-z0-9] +){2,}[a-z0-9](?![a-z0-9])|[a-z0-9]+| +|[^a-z0-9 ]+")
 
 
 class _Phonetic(dict[str, str]):
@@ -226,6 +240,7 @@ def normalise(text: str, *, phonetic: bool = False) -> Normalised:
         if head.isascii() and head.isalnum():
             if last - first == 1 and _between_han(stage, first, last):
                 continue  # 制作x炸弹: a stray letter between two characters
+            value = value.replace(" ", "")
             latin.add(len(pieces))
             pieces.append(stem(value) if value.isalpha() else value)
             firsts.append(first)

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
                              "keySecretRef names, mounted as a file; Art.12)")
     parser.add_argument("--suspension", type=Path,
                         help="the operator's suspension notice (Art.21); default: "
-                             "suspension.yaml next to --service (absent file: not suspended)")
+                             "suspension.yaml next to --service (missing or invalid: "
+                             "suspended)")
     parser.add_argument("--suspension-poll", type=float, default=2.0, metavar="SECONDS",
                         help="how often the suspension notice is checked for changes")
     evidence.add_arguments(parser)  # shipping records off the pod (Art.11)
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
                                         suspension_file=args.suspension
                                         or args.service.parent / FILE_NAME,
                                         suspension_poll_seconds=args.suspension_poll,
+                                        # hegui's ConfigMap: no notice is no permission to
+                                        # serve, and posture changes apply while running.
+                                        suspension_required=True, service_file=args.service,
                                         watermark_key=(args.watermark_key_file.read_bytes()
                                                        .strip() if args.watermark_key_file
                                                        else None))

@@ -59,7 +59,7 @@ from hegui.sidecar.common import dumps as _dumps
 from hegui.sidecar.common import mark_cut as _mark_cut
 from hegui.sidecar.common import reference_id as _reference
 from hegui.sidecar.complaints import add_routes as add_complaint_routes
-from hegui.sidecar.config import SidecarConfig
+from hegui.sidecar.config import PostureWatch, SidecarConfig
 from hegui.sidecar.families import Family
 from hegui.sidecar.families import get as family_of
 from hegui.sidecar.families.base import BodyError, Slot, loads_bounded
@@ -119,13 +119,15 @@ class Sidecar:
         self.strikes = strikes
         self._session: aiohttp.ClientSession | None = None
         self.suspension: SuspensionWatch | None = None
+        self.posture = PostureWatch(config.service_file) if config.service_file else None
         self._watching: asyncio.Task[None] | None = None
         self._errors_counted = 0
         self._routes: tuple[Any, RouteTable] | None = None
         if config.suspension_file is not None:
             # Read before the first request: a pod that starts while suspended never serves.
             self.suspension = SuspensionWatch(config.suspension_file,
-                                              config.suspension_poll_seconds)
+                                              config.suspension_poll_seconds,
+                                              required=config.suspension_required)
             self.suspension.check()
             self._suspension_checked()
 
@@ -133,6 +135,8 @@ class Sidecar:
 
     def _suspension_checked(self) -> None:
         assert self.suspension is not None
+        if self.posture is not None and (posture := self.posture.check(self.config)):
+            self.config = posture  # hegui's operator changed the posture (config.PostureWatch)
         self.metrics.suspended.labels(self.config.service).set(
             1 if self.suspension.notice.suspended else 0)
         errors = self.suspension.errors - self._errors_counted

@@ -1,8 +1,19 @@
-"""The sidecar's settings: the posture (`hegui.api` types) plus where it listens and forwards."""
+"""The sidecar's settings: the posture (`hegui.api` types) plus where it listens and forwards.
+
+The posture comes from `service.yaml`, which hegui's operator renders into the ConfigMap the
+sidecar mounts (only the operator may write it: a ValidatingAdmissionPolicy refuses the team).
+`PostureWatch` follows that file while the sidecar runs, so a posture change (moderation,
+labels, complaints, the latency objective) reaches running pods within a poll, not only pods
+started after it; an unreadable or invalid version is logged, counted and ignored (the last
+valid posture keeps moderating). What is built once at start (the Triton endpoint, the strike
+thresholds, the record log's retention) still needs a restart of the pod.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hegui.api.common import parse_duration
@@ -40,6 +51,10 @@ class SidecarConfig:
     # sidecar cannot be suspended (tests and local runs without the operator).
     suspension_file: Path | None = None
     suspension_poll_seconds: float = 2.0
+    # In a pod the notice is part of hegui's ConfigMap: a missing or invalid one suspends.
+    suspension_required: bool = False
+    # The posture file (service.yaml), re-read on change while running; None: read once.
+    service_file: Path | None = None
     # The image watermark key (the Secret labeling.watermark.keySecretRef names, mounted as a
     # file); None: no watermark, flagged when the posture enables one (Art.12).
     watermark_key: bytes | None = None
@@ -54,14 +69,77 @@ class SidecarConfig:
 
     @classmethod
     def from_service(cls, service: GenerativeService, **settings: object) -> SidecarConfig:
-        moderation = service.spec.moderation
-        if moderation is None:
-            raise ValueError(f"GenerativeService {service.metadata.name} declares no moderation "
-                             "(Art.14)")
-        name = f"{service.metadata.namespace or 'default'}/{service.metadata.name}"
-        slo = service.spec.slo
-        if slo is not None and slo.latency is not None and "latency_threshold" not in settings:
-            # A bucket of the SLI histogram, so the slow share is exact (Art.13).
-            settings["latency_threshold"] = parse_duration(slo.latency.threshold).total_seconds()
-        return cls(moderation=moderation, labeling=service.spec.labeling, service=name,
-                   complaints=service.spec.complaints, **settings)  # type: ignore[arg-type]
+        posture = _posture(service)
+        if "latency_threshold" in settings:
+            posture.pop("latency_threshold", None)
+        return cls(**posture, **settings)  # type: ignore[arg-type]
+
+    def with_posture(self, service: GenerativeService) -> SidecarConfig:
+        """This configuration with `service`'s posture (its name must stay the same)."""
+        posture = _posture(service)
+        if posture["service"] != self.service:
+            raise ValueError(f"the posture is GenerativeService {posture['service']}, not "
+                             f"{self.service}")
+        return replace(self, **posture)  # type: ignore[arg-type]
+
+
+def _posture(service: GenerativeService) -> dict[str, object]:
+    """The SidecarConfig fields a GenerativeService's posture decides."""
+    moderation = service.spec.moderation
+    if moderation is None:
+        raise ValueError(f"GenerativeService {service.metadata.name} declares no moderation "
+                         "(Art.14)")
+    fields: dict[str, object] = {
+        "moderation": moderation, "labeling": service.spec.labeling,
+        "complaints": service.spec.complaints,
+        "service": f"{service.metadata.namespace or 'default'}/{service.metadata.name}"}
+    slo = service.spec.slo
+    if slo is not None and slo.latency is not None:
+        # A bucket of the SLI histogram, so the slow share is exact (Art.13).
+        fields["latency_threshold"] = parse_duration(slo.latency.threshold).total_seconds()
+    return fields
+
+
+MAX_POSTURE_BYTES = 1 << 20
+log = logging.getLogger("hegui.sidecar.config")
+
+
+class PostureWatch:
+    """Follows the posture file; `check(config)` returns the new configuration when the file
+    changed to a valid posture, else None."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.errors = 0
+        self._seen: tuple[int, int, int] | None = self._identity()
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+
+    def check(self, config: SidecarConfig) -> SidecarConfig | None:
+        identity = self._identity()
+        if identity is None or identity == self._seen:
+            return None
+        self._seen = identity
+        try:
+            import yaml
+
+            with self.path.open("rb") as file:
+                raw = file.read(MAX_POSTURE_BYTES + 1)
+            if len(raw) > MAX_POSTURE_BYTES:
+                raise ValueError(f"larger than {MAX_POSTURE_BYTES} bytes")
+            updated = config.with_posture(GenerativeService.from_dict(
+                yaml.safe_load(raw.decode("utf-8"))))
+        except Exception as error:  # a bad version is reported, never fatal
+            self.errors += 1
+            log.error("posture %s ignored, keeping the last valid one: %s", self.path,
+                      str(error)[:300])
+            return None
+        if updated != config:
+            log.warning("posture of %s changed: moderation and labels follow it now",
+                        config.service)
+        return updated

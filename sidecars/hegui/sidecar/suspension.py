@@ -9,12 +9,19 @@ The operator writes the key `suspension.yaml` into the ConfigMap the sidecar mou
 
 While `suspended` is true the sidecar answers every request that would reach the model with 503
 and a JSON notice (`hegui.service_suspended`), without calling the model; its health and metrics
-endpoints stay up. An absent file means not suspended.
+endpoints stay up.
+
+Only hegui's operator writes that ConfigMap: a ValidatingAdmissionPolicy the chart installs
+refuses every other writer (the team's `edit` included), so the notice is hegui's word, not the
+team's. Anything else fails closed: in a pod (`python -m hegui.sidecar`, `required=True`) a
+missing notice (the ConfigMap deleted, the key removed, the optional volume empty) and a file
+that cannot be read or is not a valid notice both count as *suspended*, until the operator
+writes a valid one again; each invalid version is logged and counted once. (A library user
+without an operator, `required=False`, reads a missing file as not suspended.)
 
 The sidecar polls the file's identity (mtime, inode, size) every `interval` seconds, which also
 sees the kubelet's atomic ConfigMap updates (a new file behind a swapped symlink), and re-reads
-it only when that changes. A file it cannot read or that is not a valid notice is logged and
-counted, and the last valid state is kept: a garbled write neither suspends nor resumes a service.
+it only when that changes.
 """
 
 from __future__ import annotations
@@ -105,13 +112,21 @@ def _timestamp(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class SuspensionWatch:
-    """Follows one suspension file; `notice` is the state in force."""
+def _missing(path: Path) -> str:
+    return (f"no suspension notice from hegui's operator at {path}: requests are refused until "
+            "it writes one (Art.21)")
 
-    def __init__(self, path: Path, interval: float = 2.0) -> None:
+
+class SuspensionWatch:
+    """Follows one suspension file; `notice` is the state in force. With `required`, a missing
+    or invalid notice suspends (fail closed)."""
+
+    def __init__(self, path: Path, interval: float = 2.0, *, required: bool = False) -> None:
         self.path = path
         self.interval = interval
-        self.notice = SuspensionNotice()
+        self.required = required
+        self.notice = SuspensionNotice(True, None, _missing(path)) if required else \
+            SuspensionNotice()
         self.errors = 0
         self._seen: tuple[int, int, int] | None = None
         self._failed: tuple[int, int, int] | None = None  # an invalid version, reported once
@@ -129,7 +144,8 @@ class SuspensionWatch:
         if identity == self._seen:
             return False
         if identity is None:
-            notice = SuspensionNotice()
+            notice = SuspensionNotice(True, None, _missing(self.path)) if self.required else \
+                SuspensionNotice()
         else:
             if identity == self._failed:
                 return False
@@ -152,9 +168,17 @@ class SuspensionWatch:
     def _error(self, identity: tuple[int, int, int] | None, message: str) -> bool:
         if identity is None or identity != self._failed:
             self.errors += 1
-            log.error("suspension file ignored, keeping the last valid state: %s", message)
+            log.error("suspension file invalid, %s: %s", "refusing requests" if self.required
+                      else "keeping the last valid state", message)
         self._failed = identity
-        return False
+        if not self.required:
+            return False
+        notice = SuspensionNotice(True, None, (
+            f"the suspension notice from hegui's operator is invalid ({message[:200]}): "
+            "requests are refused until it writes a valid one (Art.21)"))
+        changed, self.notice = notice != self.notice, notice
+        self._seen = None  # re-read the next version, whatever its identity
+        return changed
 
     async def run(self, on_check: Callable[[], None] | None = None) -> None:
         """Poll until cancelled; `on_check()` runs after every poll (to update metrics)."""
