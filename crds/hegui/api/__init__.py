@@ -23,6 +23,6 @@ KINDS: dict[str, type[ApiObject]] = {
 
 __all__ = [
     "API_VERSION", "GROUP", "KINDS", "VERSION", "ApiObject", "ComplianceException",
-    "CompliancePolicy", "EnforcementMode", "FieldError", "GenerativeService", "Rule",
-    "ResumeRequest", "SafetyAssessment", "SuspensionOrder", "field_errors",
+    "CompliancePolicy", "EnforcementMode", "FieldError", "GenerativeService", "ResumeRequest",
+    "Rule", "SafetyAssessment", "SuspensionOrder", "field_errors",
 ]
