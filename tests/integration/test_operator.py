@@ -348,6 +348,11 @@ def test_two_replicas_one_leads_and_a_killed_leader_is_replaced_within_the_lease
         time.sleep(3)
         assert _holder(local_cluster) == "replica-a"  # the standby did not grab it
         assert "standing by" in (tmp_path / "b.log").read_text()
+        # The standby answers its liveness probe while it waits (its probes pass, its
+        # PodDisruptionBudget lets nodes drain), and keeps answering through the takeover.
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['b']}/healthz",
+                                    timeout=5) as response:
+            assert response.status == 200 and b"waiting for the lease" in response.read()
 
         first.kill()  # no goodbye: the Lease has to expire
         killed = time.monotonic()
@@ -356,6 +361,18 @@ def test_two_replicas_one_leads_and_a_killed_leader_is_replaced_within_the_lease
         handover = time.monotonic() - killed
         assert _holder(local_cluster) == "replica-b"
         assert handover < 6 + 2 + 3, f"handover took {handover:.1f}s"
+        deadline = time.monotonic() + 30  # kopf's own endpoint takes the port over
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports['b']}/healthz",
+                                            timeout=5) as response:
+                    if b"waiting for the lease" not in response.read():
+                        break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the new leader's kopf liveness endpoint never came up")
         # The new leader reconciles: an edit to the service shows in its status.
         _apply(local_cluster, _service(namespace, labeling={
             "modalities": ["text"], "implicit": {"contentProducer": "Example AI Co."}}),
@@ -554,7 +571,8 @@ def test_a_person_suspends_by_scaling_to_zero_and_resume_gives_the_replicas_back
                     lambda s: bool((s.get("suspension") or {}).get("scaledToZero")))
     suspension = status["suspension"]
     assert suspension["suspended"] is True
-    assert suspension["scaledToZero"] == [{"kind": "Deployment", "name": "llm", "replicas": 2}]
+    assert suspension["scaledToZero"] == [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                           "name": "llm", "replicas": 2}]
     assert suspension["history"][0]["trigger"] == "Manual"
     assert "CAC office" in suspension["history"][0]["reason"]
     assert until_replicas(0) == 0
