@@ -59,3 +59,26 @@ def test_transition_time_moves_only_when_the_status_changes() -> None:
                     now=T0 + dt.timedelta(hours=1))
     assert _conditions(later)["Filed"]["lastTransitionTime"] == "2026-11-29T12:00:00Z"
     assert _conditions(later)["Filed"]["observedGeneration"] == 5
+
+
+def test_a_posture_below_the_policy_floor_is_not_moderated_nor_compliant() -> None:
+    """Rule moderation (Art.14): the operator judges every service against its policy's floor,
+    as the webhook does when the service is applied."""
+    policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+              "metadata": {"name": "floor"},
+              "spec": {"namespaces": ["ai"], "moderation": {"blockCategories": ["subversion"]}}}
+    below = _service(moderation={"failureMode": "Open", "categories": [
+        {"name": "subversion", "threshold": 0.5, "action": "Block"}]})
+    status = compute(KEY, ComplianceIndex.from_objects([policy, below]), generation=4,
+                     previous=[], now=T0)
+    conditions = _conditions(status)
+    assert conditions["Moderated"]["status"] == "False"
+    assert conditions["Moderated"]["reason"] == "BelowPolicyFloor"
+    assert "spec.moderation.failureMode" in conditions["Moderated"]["message"]
+    assert conditions["Compliant"]["status"] == "False"
+    assert [f["rule"] for f in status["findings"]] == ["moderation"]
+    at_floor = _service(moderation={"categories": [
+        {"name": "subversion", "threshold": 0.5, "action": "Block"}]})
+    status = compute(KEY, ComplianceIndex.from_objects([policy, at_floor]), generation=4,
+                     previous=[], now=T0)
+    assert _conditions(status)["Compliant"]["status"] == "True"

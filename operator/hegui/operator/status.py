@@ -64,7 +64,15 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         else:
             conditions.append(condition(kind, True, "Complete",
                                         f"rule {rule.value} ({rule.article}) holds"))
-    if observed is not None and observed.sidecar is not None:
+    below_floor = by_rule.get(Rule.MODERATION, [])
+    if below_floor:
+        # The policy's moderation floor (Art.14): the posture itself moderates too little.
+        location, message, fix = below_floor[0]
+        conditions.append(condition(
+            ServiceConditionType.MODERATED, False, "BelowPolicyFloor",
+            f"[moderation, Art.14] {location}: {message}. Fix: {fix}"
+            + (f" (and {len(below_floor) - 1} more)" if len(below_floor) > 1 else "")))
+    elif observed is not None and observed.sidecar is not None:
         gaps = [f for f in observed.findings if f["rule"] == Rule.INJECTION.value]
         conditions.append(condition(
             ServiceConditionType.MODERATED, not gaps,
