@@ -182,22 +182,13 @@ async def test_what_cannot_be_moderated_is_refused(
     assert fake_model.seen == []
 
 
-async def test_streams_not_yet_moderated_are_refused_not_relayed(
+async def test_a_stream_the_relay_cannot_moderate_is_refused_not_relayed(
         client: TestClient[Any, Any], fake_model: FakeModel) -> None:
-    from hegui.sidecar import streaming
-
-    streamed = getattr(streaming, "STREAMED", frozenset({"chat", "completions"}))
-    for path, body, family in [
-            ("/generate_stream", {"inputs": "say:你好"}, "tgi"),
-            ("/api/chat", {"model": "fake", "messages": [{"role": "user",
-                                                          "content": "say:你好"}]},
-             "ollama_chat"),
-            ("/v2/models/llm/generate_stream", {"text_input": "say:你好"}, "triton_generate")]:
-        if family in streamed:
-            continue
-        status, _, answer = await raw(client, "POST", path, body)
-        assert status == 400 and json.loads(answer)["error"]["code"] == "hegui.unsupported"
-    assert all("_stream" not in p for p in fake_model.paths)
+    # SageMaker's /invocations has no stream shape the sidecar moderates (Art.14).
+    status, _, answer = await raw(client, "POST", "/invocations",
+                                  chat("say:你好", stream=True))
+    assert status == 400 and b"/invocations" in answer
+    assert fake_model.seen == []
 
 
 # --- every text-bearing field, both ways ---------------------------------------------------

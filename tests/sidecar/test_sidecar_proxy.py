@@ -226,12 +226,6 @@ async def test_passthrough_and_metrics(client: TestClient[Any, Any]) -> None:
     assert (await client.get("/hegui/healthz")).status == 200
 
 
-async def test_stream_with_several_choices_is_refused(client: TestClient[Any, Any]) -> None:
-    response = await client.post("/v1/chat/completions", json=chat("hi", stream=True, n=2))
-    assert response.status == 400
-    assert (await response.json())["error"]["code"] == "hegui.unsupported"
-
-
 async def test_slow_stream_is_sent_before_the_window_fills(fake_model: FakeModel,
                                                            moderator: LocalModerator) -> None:
     fake_model.mode = "slow"  # 0.2 s a chunk of two characters

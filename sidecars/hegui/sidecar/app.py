@@ -77,9 +77,6 @@ _HOP_BY_HOP = frozenset({
 # Headers that could make the model server route or act otherwise than the matched route says.
 _REROUTING = frozenset({"x-http-method-override", "x-http-method", "x-method-override",
                         "x-original-url", "x-rewrite-url", "x-original-method"})
-#: Families whose streams the relay moderates (`hegui.sidecar.streaming`); a stream asked of any
-#: other family is refused rather than relayed unmoderated (Art.14).
-_STREAMED: frozenset[str] = getattr(streaming, "STREAMED", frozenset({"chat", "completions"}))
 
 
 #: Texts (messages, parts, tool fields...) one request may carry: each is moderated.
@@ -391,11 +388,11 @@ class Sidecar:
             headers["x-hegui-moderation"] = "unavailable"
             await self.record("unmoderated", user=user, direction="input", route=route,
                               article="Art.14", reason="moderator unavailable, fail mode Open")
-        if stream and route not in _STREAMED:
+        # A stream the relay (hegui.sidecar.streaming) cannot moderate is refused, not relayed.
+        if stream and route not in streaming.STREAMED:
             raise BadRequest("hegui.unsupported", f"streamed answers of {route} are not served "
                              "yet: they would not be moderated (Art.14); ask without streaming")
-        if stream and family.choices_requested(body) > 1 and \
-                not getattr(streaming, "STREAMS_CHOICES", False):
+        if stream and family.choices_requested(body) > 1 and not streaming.STREAMS_CHOICES:
             raise BadRequest("hegui.unsupported", "streamed responses with n > 1 are not served: "
                              "they cannot be moderated (Art.14)")
         upstream = await self._open_upstream(route, request, json.dumps(body).encode(), match)
