@@ -424,6 +424,8 @@ def _scale(body: kopf.Body, current: dict[str, Any], service: GenerativeService,
                 if replicas:
                     kept.setdefault(target, replicas)
                     _patch_scale(target, namespace, 0)
+            except Unscalable as error:  # a fact of the kind, not a failure to retry
+                log.warning("%s/%s: %s", namespace, target[2], error)
             except Exception as error:
                 errors.append(f"scale {target[1]} {target[2]} to zero: {str(error)[:200]}")
                 log.warning("cannot scale %s/%s to zero: %s", target[1], target[2], error)
@@ -443,6 +445,10 @@ def _scale(body: kopf.Body, current: dict[str, Any], service: GenerativeService,
             for (api_version, kind, name), replicas in sorted(kept.items())][:32]
 
 
+class Unscalable(RuntimeError):
+    """A kind without a scale subresource: ScaleToZero cannot stop it (its sidecars refuse)."""
+
+
 _PLURALS: dict[tuple[str, str], str] = {("apps/v1", "Deployment"): "deployments",
                                         ("apps/v1", "StatefulSet"): "statefulsets",
                                         ("apps/v1", "ReplicaSet"): "replicasets"}
@@ -460,7 +466,7 @@ def _scale_path(target: tuple[str, str, str], namespace: str) -> str:
         plural = next((n for n, r in resources.items() if r.get("kind") == kind
                        and "/" not in str(n)), None)
         if plural is None or f"{plural}/scale" not in resources:
-            raise RuntimeError(f"{kind} ({api_version}) has no scale subresource: suspend it "
+            raise Unscalable(f"{kind} ({api_version}) has no scale subresource: suspend it "
                                "with RejectRequests or IsolateNetwork instead")
         _PLURALS[(api_version, kind)] = plural
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
