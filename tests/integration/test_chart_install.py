@@ -165,6 +165,11 @@ OPERATOR_CALLS = [
     ("patch", "safetyassessments.hegui.io"), ("patch", "safetyassessments.hegui.io", "status"),
     ("watch", "namespaces"), ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("get", "configmaps"), ("create", "configmaps"), ("update", "configmaps"),
+    # delete: to recreate a sidecar ConfigMap someone made immutable; the chart's
+    # <release>-operator-scope admission policy holds every ConfigMap write to hegui-sidecar-*.
+    ("delete", "configmaps"),
+    ("list", "suspensionorders.hegui.io"), ("patch", "resumerequests.hegui.io", "status"),
+    ("list", "replicasets.apps"), ("patch", "leaderworkersets.leaderworkerset.x-k8s.io", "scale"),
     ("create", "networkpolicies.networking.k8s.io"),
     ("update", "networkpolicies.networking.k8s.io"),
     ("delete", "networkpolicies.networking.k8s.io"),
@@ -178,7 +183,8 @@ OPERATOR_REFUSED = [
     ("get", "secrets"), ("create", "pods"), ("patch", "deployments.apps"),
     ("update", "deployments.apps"), ("delete", "generativeservices.hegui.io"),
     ("create", "compliancepolicies.hegui.io"), ("delete", "compliancepolicies.hegui.io"),
-    ("delete", "configmaps"), ("create", "daemonsets.apps"), ("delete", "pods"),
+    ("create", "suspensionorders.hegui.io"), ("create", "resumerequests.hegui.io"),
+    ("create", "daemonsets.apps"), ("delete", "pods"),
     ("watch", "pods"),
     ("update", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
 ]
