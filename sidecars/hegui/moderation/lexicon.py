@@ -10,7 +10,8 @@ it can be masked or shown, and says how it matched (`Match.how`):
 
 - `exact`: the keyword as normalised (also through full-width forms, separators, invisible
   characters, traditional characters, look-alike letters, a stray letter between characters);
-- `variant`: a Latin keyword through an inflection (`bombs` for `bomb`);
+- `variant`: a Latin keyword written otherwise than as listed, up to case and spaces (an
+  inflection, `bombs` for `bomb`; full-width or look-alike letters; invisible characters);
 - `pinyin`: a Chinese keyword written (partly) in pinyin, `zha dan` or `制作zha弹`;
 - `initials`: a Chinese keyword of 3+ characters by its pinyin initials, `zzzd`;
 - `homophone`: other characters read the same, for keywords of HOMOPHONE_MIN_SYLLABLES+
@@ -168,6 +169,11 @@ class _Form:
     kind: int
     literal: str  # the keyword, normalised (Chinese as characters)
     syllables: int
+    written: str  # the keyword as written, case-folded, single-spaced
+
+
+def _written(text: str) -> str:
+    return " ".join(text.casefold().split())
 
 
 class Lexicon:
@@ -196,13 +202,15 @@ class Lexicon:
         syllables = normalize.syllables(literal)
         kind = _HAN if syllables else _PLAIN
         key = normalize.normalise(keyword.text, phonetic=True).text
-        yield key, _Form(index, kind, literal, syllables)
+        written = _written(keyword.text)
+        yield key, _Form(index, kind, literal, syllables, written)
         if syllables == len(literal) and normalize.stem(key) != key:
             # Pinyin written as one word is a Latin word to the normaliser, and stemmed:
             # yinhuiseqing -> yinhuiseq.
-            yield normalize.stem(key), _Form(index, kind, literal, syllables)
+            yield normalize.stem(key), _Form(index, kind, literal, syllables, written)
         if syllables >= INITIALS_MIN_SYLLABLES and syllables == len(literal):
-            yield normalize.initials(literal), _Form(index, _INITIALS, literal, syllables)
+            yield normalize.initials(literal), _Form(index, _INITIALS, literal, syllables,
+                                                     written)
 
     @property
     def keys(self) -> list[str]:
@@ -238,7 +246,7 @@ class Lexicon:
         if form.kind == _PLAIN:
             if normalize.HAN in kinds:
                 return ""  # a Latin keyword spelled by the pinyin of Chinese characters
-            return "exact" if normalize.literal(original) == form.literal else "variant"
+            return "exact" if _written(original) == form.written else "variant"
         if normalize.literal(original) == form.literal:
             return "exact"
         if normalize.LATIN in kinds:
@@ -349,6 +357,9 @@ class LexiconStore:
             return False
         try:
             fresh = load_lexicon(*self.paths, engine=self.engine)
+            if self.lexicon.keywords and not fresh.keywords:
+                raise ValueError(f"{', '.join(fresh.sources) or 'the keyword files'}: no "
+                                 "keywords (a list emptied by mistake would stop moderation)")
         except (OSError, ValueError) as error:
             self.error = str(error)
             log.warning("lexicon reload failed, keeping version %s: %s", self.lexicon.version,
