@@ -182,6 +182,14 @@ async def test_what_cannot_be_moderated_is_refused(
     assert fake_model.seen == []
 
 
+async def test_invocations_moderates_every_shape_a_body_carries(
+        client: TestClient[Any, Any], fake_model: FakeModel) -> None:
+    # The container behind /invocations may read `inputs` though `messages` is clean.
+    status, _, answer = await raw(client, "POST", "/invocations", {**chat("hi"), "inputs": BAD})
+    assert status == 400 and json.loads(answer)["error"]["code"] == "hegui.input_blocked"
+    assert fake_model.seen == []
+
+
 async def test_a_stream_the_relay_cannot_moderate_is_refused_not_relayed(
         client: TestClient[Any, Any], fake_model: FakeModel) -> None:
     # SageMaker's /invocations has no stream shape the sidecar moderates (Art.14).
@@ -213,6 +221,8 @@ async def test_a_stream_the_relay_cannot_moderate_is_refused_not_relayed(
     {"model": "fake", "max_tokens": 9, "messages": [{"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "1", "content": BAD}]}]},
     {"model": "fake", "stream": False, "prompt": "hi", "template": BAD},
+    {**chat("hi"), "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object", "description": BAD}}}},
 ])
 async def test_every_input_field_is_moderated(client: TestClient[Any, Any],
                                               fake_model: FakeModel,

@@ -1,24 +1,29 @@
-"""The moderation proxy: aiohttp in front of an OpenAI-compatible model server (Art.4, Art.14).
+"""The moderation proxy: aiohttp in front of a model server (Art.4, Art.14).
 
-Routes: `POST /v1/chat/completions`, `POST /v1/completions` (input and output moderated, streamed
-or not), `POST /v1/images/generations` (the prompt moderated), `/metrics` (Prometheus) and
-`/hegui/healthz`; any other path is passed through unchanged.
+Routes: the sidecar's own (`/metrics`, `/hegui/healthz`, the complaint desk), then the route
+table (`hegui.sidecar.routes`): an allow-list matched on the raw request target, canonical paths
+only, methods per route, the upstream URL built from the route. Generation routes are moderated
+both ways as their API family (`hegui.sidecar.families`: OpenAI chat, completions, responses,
+Anthropic messages, TGI, Ollama, Triton, SageMaker, images), streamed or not (streams:
+`hegui.sidecar.streaming`); metadata and non-generative routes are relayed; anything else is
+refused with the path and the fix.
 
 - Input (Art.4, Art.14): a blocked input never reaches the model; the answer is a JSON error with
   a stable code (`hegui.input_blocked`), the category, the article and a reference id. Masked
   categories (e.g. personal information, Art.4(4)) are masked before the model sees them.
-- Output: a blocked answer is withheld (`hegui.output_blocked`, HTTP 451); masked spans are masked.
-- Streams (SSE): chunks are held and scored in windows of `stream_window_tokens` chunks, each
-  with the tail of what was already sent so keywords across a window edge are seen; a window is
-  sent as one chunk once it passes. A violation stops generation and transmission at once
-  (Art.14): the upstream stream is closed and the client gets a final chunk with
-  `finish_reason: content_filter` and the `hegui` error, then `[DONE]`. A trailing run that may be
-  the start of a phone, ID, card number or e-mail is held to the next window so it is masked
-  whole.
+- Output: every text of every choice is moderated; a blocked answer is withheld
+  (`hegui.output_blocked`, HTTP 451), or with several choices only the blocked ones
+  (`content_filter`); masked spans are masked; log probabilities and token ids that would spell
+  masked or blocked text are dropped and `x-hegui-dropped` says so. Labels (Art.12) go on
+  whatever is served.
+- Streams: moderated per token in the posture's mode (Hold or StreamThenRetract), see
+  `hegui.sidecar.streaming`; a stream no relay moderates is refused, never relayed.
 - Moderator unreachable: fail mode Closed answers 503 `hegui.moderation_unavailable`; Open
   serves and flags (`x-hegui-moderation: unavailable` and a metric).
-- Bounds: body size (413), header size and count (aiohttp), model silence (504 or a final
-  stream event), response size (502), malformed JSON or SSE from the model (502 or a final event).
+- Bounds: body size (413), texts per request (413), JSON nesting (400, never a 500), header
+  size and count (aiohttp), model silence (504 or a final stream event), response size (502),
+  malformed JSON or SSE from the model (502 or a final event). Refusals of the client's making
+  are 4xx and never count against the service's availability SLI (Art.13).
 - Suspension (Art.21): while the operator's notice (`hegui.sidecar.suspension`) says suspended,
   every request that would reach the model gets 503 `hegui.service_suspended` with the reason;
   `/metrics` and `/hegui/healthz` stay up. The SLI metrics the operator's SLO engine reads

@@ -155,41 +155,30 @@ def choice_index(choice: dict[str, Any], position: int) -> int:
     return index if isinstance(index, int) and not isinstance(index, bool) else position
 
 
-def json_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> int:
-    """The nesting depth of a JSON text, stopping at `limit + 1`: linear, no recursion, so a
-    hostile body is measured before `json.loads` recurses into it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a decoded JSON value nests deeper than `limit`: an explicit stack, no recursion,
+    visiting containers only (a text-heavy body has few)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if type(item) is dict else item:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 def loads_bounded(raw: bytes, limit: int = MAX_JSON_DEPTH) -> Any:
-    """`json.loads`, refusing nesting deeper than `limit` with a ValueError (never a
-    RecursionError)."""
-    if json_depth(raw, limit) > limit:
-        raise ValueError(f"JSON nested deeper than {limit} levels")
+    """`json.loads`, refusing nesting deeper than `limit` with a ValueError, never a
+    RecursionError (a 400 for a request, not a 500 that would count against the service)."""
     try:
-        return json.loads(raw)
-    except RecursionError:  # pragma: no cover - json_depth catches it first
+        value = json.loads(raw)
+    except RecursionError:
         raise ValueError(f"JSON nested deeper than {limit} levels") from None
+    if isinstance(value, (dict, list)) and too_deep(value, limit):
+        raise ValueError(f"JSON nested deeper than {limit} levels")
+    return value
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -289,5 +278,5 @@ class Family:
 
 
 __all__ = ["MAX_JSON_DEPTH", "BodyError", "Family", "Slot", "choice_index", "field_slot",
-           "invalid", "json_depth", "loads_bounded", "malformed", "ndjson", "probe",
-           "schema_descriptions", "sse", "string_leaves", "text_slots"]
+           "invalid", "loads_bounded", "malformed", "ndjson", "probe",
+           "schema_descriptions", "sse", "string_leaves", "text_slots", "too_deep"]

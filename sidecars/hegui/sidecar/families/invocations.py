@@ -1,7 +1,7 @@
 """SageMaker-style `/invocations` (Art.4, Art.14): one path, the body says the API. Requests and
 answers are moderated as the family whose shape they have: `messages` (OpenAI chat),
-`prompt` (completions), `inputs` (TGI), `text_input` (Triton generate); any other shape is
-refused, since what is not understood cannot be moderated.
+`prompt` (completions), `inputs` (TGI), `text_input` (Triton generate), every one present in a
+request; any other shape is refused, since what is not understood cannot be moderated.
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ def answer_family(body: Any) -> Family:
 @dataclass
 class Invocations(Family):
     def input_slots(self, body: dict[str, Any]) -> list[Slot]:
-        return request_family(body).input_slots(body)
+        """Every shape present is moderated: the container may read `inputs` from a body that
+        also carries `messages`."""
+        request_family(body)  # refuses a body with no shape at all
+        return [s for key, family in _REQUEST_SHAPES if key in body
+                for s in family.input_slots(body)]
 
     def wants_stream(self, body: dict[str, Any], action: str = "") -> bool:
         if request_family(body).wants_stream(body):

@@ -74,6 +74,16 @@ def tool_call_slots(calls: Any, choice: int = 0, *, streamed: bool = False) -> l
     return slots
 
 
+def response_format_slots(body: dict[str, Any]) -> list[Slot]:
+    """Descriptions in a structured-output schema (`response_format`, vLLM's `guided_json` and
+    `structured_outputs`): the model reads them as instructions."""
+    slots: list[Slot] = []
+    for key in ("response_format", "guided_json", "structured_outputs"):
+        if isinstance(body.get(key), (dict, list)):
+            slots += schema_descriptions(body[key])
+    return slots
+
+
 def message_slots(message: dict[str, Any], choice: int = 0) -> list[Slot]:
     """The texts of one chat message (a request's or an answer's) or of a stream delta."""
     slots = text_slots(message.get("content"), message, "content", choice=choice)
@@ -141,7 +151,7 @@ class Chat(Family):
             slots += string_leaves(body["documents"], kind="document")
         if isinstance(body.get("chat_template_kwargs"), dict):
             slots += string_leaves(body["chat_template_kwargs"], kind="template")
-        return slots
+        return slots + response_format_slots(body)
 
     def output_slots(self, body: Any) -> list[Slot]:
         slots: list[Slot] = []
@@ -219,5 +229,6 @@ def finish_reasons(chunk: Any) -> dict[int, Any]:
 CHAT = Chat("chat", done_marker=DONE)
 
 __all__ = ["CHAT", "DONE", "Chat", "choices", "cut_choice", "cut_chunk", "drop_logprobs",
-           "finish_reasons", "logprob_tokens", "message_slots", "stream_choices",
+           "finish_reasons", "logprob_tokens", "message_slots", "response_format_slots",
+           "stream_choices",
            "tool_call_slots", "tool_slots"]

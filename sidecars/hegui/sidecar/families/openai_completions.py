@@ -18,6 +18,7 @@ from hegui.sidecar.families.openai_chat import (
     drop_logprobs,
     finish_reasons,
     logprob_tokens,
+    response_format_slots,
     stream_choices,
 )
 
@@ -37,7 +38,7 @@ class Completions(Family):
         else:
             raise invalid("prompt must be a string or a list of strings (token ids cannot be "
                           "moderated, Art.14)")
-        return slots + field_slot(body, "suffix", "suffix")
+        return slots + field_slot(body, "suffix", "suffix") + response_format_slots(body)
 
     def output_slots(self, body: Any) -> list[Slot]:
         slots: list[Slot] = []
