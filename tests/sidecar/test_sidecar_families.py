@@ -388,3 +388,68 @@ async def test_too_many_texts_are_refused_before_moderation(
     status, _, answer = await raw(client, "POST", "/v1/completions", body)
     assert status == 413 and json.loads(answer)["error"]["code"] == "hegui.too_many_texts"
     assert moderator.calls == [] and fake_model.seen == []
+
+
+# --- where each family keeps its text (pure) ------------------------------------------------
+
+def kinds(slots: list[Any]) -> list[tuple[str, str]]:
+    return [(s.kind, s.text) for s in slots]
+
+
+def test_answer_slots_of_each_family() -> None:
+    from hegui.sidecar import families
+
+    tgi = {"generated_text": "a", "details": {"tokens": [{"text": "a"}],
+                                              "best_of_sequences": [{"generated_text": "b"}]}}
+    slots = families.get("tgi").output_slots(tgi)
+    assert [(s.kind, s.text, s.choice) for s in slots if not s.probe] == [
+        ("content", "a", 0), ("content", "b", 1)]
+    assert next(s for s in slots if s.probe).drop() and "details" not in tgi
+    messages = {"content": [{"type": "thinking", "thinking": "t"},
+                            {"type": "tool_use", "name": "f", "input": {"q": {"r": "x"}}},
+                            {"type": "text", "text": "y"}]}
+    assert kinds(families.get("messages").output_slots(messages)) == [
+        ("reasoning.0", "t"), ("tool_arguments.1", "x"), ("name", "f"), ("content.2", "y")]
+    responses = {"output": [
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "r"}]},
+        {"type": "function_call", "name": "f", "arguments": "{}"},
+        {"type": "message", "content": [{"type": "output_text", "text": "o", "logprobs": [
+            {"token": "o", "top_logprobs": []}]}, {"type": "refusal", "refusal": "no"}]}]}
+    found = kinds(families.get("responses").output_slots(responses))
+    assert ("reasoning.0.0", "r") in found and ("tool_arguments.1.0", "{}") in found
+    assert ("content.2.0", "o") in found and ("refusal.2.1", "no") in found
+    assert ("logprobs", "o\n") in found
+    ollama = {"message": {"content": "c", "thinking": "t", "tool_calls": [
+        {"function": {"name": "f", "arguments": {"to": "x"}}}]}}
+    assert kinds(families.get("ollama_chat").output_slots(ollama)) == [
+        ("content", "c"), ("reasoning", "t"), ("tool_arguments.0", "x"), ("tool_name.0", "f")]
+    infer = {"outputs": [{"name": "text_output", "datatype": "BYTES", "data": ["z"]},
+                         {"name": "ids", "datatype": "INT32", "data": [1]}]}
+    assert kinds(families.get("triton_infer").output_slots(infer)) == [("content", "z")]
+
+
+def test_stream_chunk_slots_and_aggregates() -> None:
+    from hegui.sidecar import families
+
+    chat = {"choices": [{"index": 1, "delta": {"content": "a", "reasoning_content": "r",
+                                               "tool_calls": [{"index": 2, "function": {
+                                                   "arguments": "{"}}]}}]}
+    slots = families.get("chat").chunk_slots(chat)
+    assert [(s.choice, s.kind, s.text) for s in slots] == [
+        (1, "content", "a"), (1, "reasoning_content", "r"), (1, "tool_arguments.2", "{")]
+    last = {"token": {"text": ""}, "generated_text": "whole"}
+    tgi = families.get("tgi").chunk_slots(last)
+    assert [(s.kind, s.aggregate) for s in tgi] == [("content", False), ("content", True)]
+    done = {"type": "response.output_text.done", "output_index": 0, "content_index": 0,
+            "text": "whole"}
+    assert [(s.kind, s.aggregate) for s in families.get("responses").chunk_slots(done)] == [
+        ("content.0.0", True)]
+    delta = {"type": "content_block_delta", "index": 3,
+             "delta": {"type": "input_json_delta", "partial_json": "{\"a"}}
+    assert kinds(families.get("messages").chunk_slots(delta)) == [("tool_arguments.3", "{\"a")]
+    assert families.get("ollama_generate").is_final({"done": True})
+    assert b"event: error" in families.get("messages").cut_event({}, {"code": "x"})
+    assert families.get("chat").cut_event({}, {"code": "x"}).endswith(b"data: [DONE]\n\n")
+    start = {"type": "content_block_start", "index": 2,
+             "content_block": {"type": "tool_use", "name": "f", "input": {"a": "b"}}}
+    assert kinds(families.get("messages").chunk_slots(start))[0] == ("tool_arguments.2", "b")

@@ -24,14 +24,15 @@ from hegui.sidecar.families.base import (
 )
 
 
-def block_slots(blocks: Any, container: Any, key: Any, *, choice: int = 0) -> list[Slot]:
-    """The texts of a content (a string or a list of blocks)."""
+def block_slots(blocks: Any, container: Any, key: Any, *, choice: int = 0,
+                first: int = 0) -> list[Slot]:
+    """The texts of a content (a string or a list of blocks, the first at index `first`)."""
     if isinstance(blocks, str):
         return [Slot(container, key, "content", choice)]
     slots: list[Slot] = []
     if not isinstance(blocks, list):
         return slots
-    for position, block in enumerate(blocks):
+    for position, block in enumerate(blocks, first):
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
@@ -90,7 +91,8 @@ class Messages(Family):
                     return [Slot(delta, key, f"{kind}.{index}")]
             return []
         if chunk.get("type") == "content_block_start":
-            return block_slots([chunk.get("content_block")], chunk, "content_block")
+            index = index if isinstance(index, int) else 0
+            return block_slots([chunk.get("content_block")], chunk, "content_block", first=index)
         return []
 
     def is_final(self, chunk: Any) -> bool:
