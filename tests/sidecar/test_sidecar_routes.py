@@ -134,3 +134,9 @@ def test_no_variant_of_a_generation_path_escapes_moderation(
     assert match.route.kind is Kind.GENERATION and match.route.family == family in FAMILIES
     assert canonical_path(target) == target and method == "POST"
     assert match.upstream_path == target
+
+
+def test_the_api_names_the_same_families_as_the_sidecar() -> None:
+    from hegui.api.generativeservice import RouteFamily
+
+    assert {f.value for f in RouteFamily} == set(FAMILIES)
