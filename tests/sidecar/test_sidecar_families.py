@@ -453,3 +453,17 @@ def test_stream_chunk_slots_and_aggregates() -> None:
     start = {"type": "content_block_start", "index": 2,
              "content_block": {"type": "tool_use", "name": "f", "input": {"a": "b"}}}
     assert kinds(families.get("messages").chunk_slots(start))[0] == ("tool_arguments.2", "b")
+
+
+async def test_metadata_is_relayed_on_the_routes_path(client: TestClient[Any, Any],
+                                                      fake_model: FakeModel) -> None:
+    for target in ("/v1/models", "/hegui/model/metrics", "/v2/models/llm/ready", "/health"):
+        status, _, _ = await raw(client, "GET", target)
+        assert status == 200, target
+    assert fake_model.paths == ["GET /v1/models", "GET /metrics", "GET /v2/models/llm/ready",
+                                "GET /health"]
+    status, _, _ = await raw(client, "POST", "/v1/embeddings", {"model": "fake", "input": "x"})
+    assert status == 200 and fake_model.paths[-1] == "POST /v1/embeddings"
+    status, _, body = await raw(client, "GET", "/v2/repository/index")
+    assert status == 404 and b"/v2/repository/index" in body
+    assert len(fake_model.paths) == 5
