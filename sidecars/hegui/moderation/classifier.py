@@ -10,9 +10,9 @@ loads from its version directory):
 
 - `model.pt`: TorchScript; `forward(ids: int64[batch, max_len]) -> float32[batch, C]`, the
   probability (0..1) of each category; id 0 is padding;
-- `labels.json`: `{"categories": [C names from hegui.moderation.categories], "buckets": B,
-  "max_len": L}`; ids are `featurise(text, B, L)`: character unigrams and bigrams of the
-  normalised text (hegui.moderation.lexicon.normalise), hashed (CRC-32) into 1..B-1.
+- `labels.json`: `{"categories": [C of the 31 risks or 5 classes of hegui.moderation.categories],
+  "buckets": B, "max_len": L}`; ids are `featurise(text, B, L)`: character unigrams and bigrams
+  of the normalised text (hegui.moderation.lexicon.normalise), hashed (CRC-32) into 1..B-1.
 
 The Triton model answers with the same `FINDINGS` JSON as the other models (scores, no spans),
 so the sidecar's thresholds and actions apply to it unchanged.
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hegui.moderation.categories import CATEGORIES
+from hegui.moderation.categories import is_known
 from hegui.moderation.findings import Findings
 from hegui.moderation.lexicon import normalise
 
@@ -93,7 +93,7 @@ def read_examples(path: Path) -> list[Example]:
             text, categories = raw["text"], tuple(raw.get("categories", []))
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}:{number}: not a labeled example ({error})") from None
-        unknown = [c for c in categories if c not in CATEGORIES]
+        unknown = [c for c in categories if not is_known(c)]
         if not isinstance(text, str) or unknown:
             raise ValueError(f"{path}:{number}: unknown categories {unknown} or no text")
         examples.append(Example(text, categories))
