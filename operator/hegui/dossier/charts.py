@@ -28,15 +28,16 @@ _num = cast(Callable[[datetime], float], mdates.date2num)  # untyped in matplotl
 
 # Text as text (the browser has CJK fonts), no date and a fixed salt: same inputs, same SVG.
 _SVG: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "hegui-dossier"}
-_COLOURS = {"Auto": "#c0392b", "Manual": "#e67e22", "met": "#27ae60", "broken": "#c0392b",
-            "unknown": "#bdc3c7", "open": "#2980b9", "overdue": "#c0392b", "closed": "#27ae60"}
+_COLOURS = {"Auto": "#c0392b", "Manual": "#e67e22", "Order": "#8e44ad", "met": "#27ae60",
+            "broken": "#c0392b", "unknown": "#bdc3c7", "open": "#2980b9", "overdue": "#c0392b",
+            "closed": "#27ae60"}
 
 
 @dataclass(frozen=True)
 class Span:
     start: datetime
     end: datetime
-    label: str  # Auto or Manual
+    label: str  # Auto, Manual or Order (an authority's)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def slo_suspensions(spans: list[Span], slo_met: bool | None, slo_since: datetime
                        label="SLO earlier (not in the status)")
     ax.broken_barh([(_num(since), _num(now) - _num(since))],
                    (1.1, 0.8), color=_COLOURS[state], label=f"SLO {state} (now)")
-    for label in ("Auto", "Manual"):
+    for label in ("Auto", "Manual", "Order"):
         bars = [(_num(max(s.start, start)),
                  max(_num(min(s.end, now)) - _num(max(s.start, start)),
                      0.02))
