@@ -4,6 +4,7 @@ offsets that land, lexicon versions and hot reload, keyword counts against GB/T 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -24,6 +25,7 @@ from hegui.moderation.lexicon import (
     coverage,
     load_lexicon,
 )
+from hegui.moderation.lexicon import main as lexicon_main
 from hegui.moderation.pii import PiiKind, find_pii, pending_start
 
 # --- the 31 risks -------------------------------------------------------------------------------
@@ -209,6 +211,15 @@ def test_shipped_list_falls_short_and_says_so() -> None:
     assert report.by_class == {"discrimination": 1, "commercialViolation": 1}
     data = report.to_dict()
     assert data["requiredTotal"] == 10_000 and len(data["risks"]) == 17
+
+
+def test_coverage_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert lexicon_main(["coverage"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["total"] == 13
+    (tmp_path / "bad.tsv").write_text("nosuch\tword\n", encoding="utf-8")
+    assert lexicon_main(["coverage", str(tmp_path)]) == 2
+    assert "unknown category 'nosuch'" in capsys.readouterr().err
 
 
 def test_a_library_at_the_standard_size_passes() -> None:

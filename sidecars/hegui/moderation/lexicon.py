@@ -30,8 +30,11 @@ whole, so no request sees a half-built one and none waits for the rebuild.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -453,3 +456,25 @@ def coverage(lexicon: Lexicon) -> CoverageReport:
                   for name in KEYWORD_RISKS)
     by_class = {name: len(distinct[name]) for name in RISK_CLASSES if name in distinct}
     return CoverageReport(lexicon.version, total, risks, by_class)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hegui.moderation.lexicon coverage [PATH ...]`: the keyword counts of a list
+    against the standard, as JSON (for the dossier, an audit or CI); exit 1 when short."""
+    parser = argparse.ArgumentParser(prog="python -m hegui.moderation.lexicon")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("coverage", help=f"keyword counts against {STANDARD_CLAUSE}")
+    check.add_argument("paths", nargs="*", type=Path,
+                       help="keyword files or directories (default: the shipped list)")
+    args = parser.parse_args(argv)
+    try:
+        report = coverage(load_lexicon(*args.paths))
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
