@@ -403,3 +403,15 @@ def test_records_pruned_before_shipping_began_show_as_a_gap_not_a_forgery(
     assert report.problems == [f"{shipper.stream}: records/{shipper.stream}/000000000004.seg: "
                                "records 1..3 are missing before it (a gap between segments: a "
                                "segment was deleted or never shipped)"]
+
+
+def test_worker_processes_find_what_one_process_finds(tmp_path: Path) -> None:
+    _, store, shipper = shipped(tmp_path, count=100, per_segment=10)
+    anchored(store)
+    rewrite(seg_files(store)[4], _reorder, reseal=True)
+    seg_files(store)[7].unlink()
+    alone = verify_store(store, EVIDENCE, anchor_key=ANCHOR, workers=1)
+    pooled = verify_store(store, EVIDENCE, anchor_key=ANCHOR, workers=2)
+    assert not alone.ok and alone.problems == pooled.problems
+    assert alone.streams[shipper.stream].first_bad == pooled.streams[shipper.stream].first_bad == 42
+    assert alone.records == pooled.records == 90
