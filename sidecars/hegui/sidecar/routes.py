@@ -175,10 +175,13 @@ _QUERY = re.compile(r"[A-Za-z0-9._~:@!$'()*+,;=/?&%-]*")
 class RouteTable:
     routes: tuple[Route, ...] = BUILTIN
     _by_length: dict[int, list[Route]] = field(default_factory=dict, init=False, repr=False)
+    _exact: dict[str, list[Route]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for route in self.routes:
             self._by_length.setdefault(len(route.segments), []).append(route)
+            if not _PARAM.search(route.pattern):  # a fixed path is canonical as written
+                self._exact.setdefault(route.pattern, []).append(route)
 
     @classmethod
     def with_declared(cls, declared: Iterable[tuple[str, str]]) -> RouteTable:
@@ -196,6 +199,11 @@ class RouteTable:
     def resolve(self, method: str, target: str) -> Match:
         """The route of a request, from its raw target; RouteRefused says why not."""
         path, _, query = target.partition("?")
+        exact = self._exact.get(path)
+        if exact is not None and _QUERY.fullmatch(query):  # the common case, one lookup
+            for route in exact:
+                if method in route.methods:
+                    return Match(route, {}, query)
         if not path.startswith("/"):
             raise RouteRefused(400, "hegui.path_not_canonical",
                                f"the request target {target[:200]!r} is not an absolute path "
