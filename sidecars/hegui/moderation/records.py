@@ -44,6 +44,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,7 +175,9 @@ class RecordLog:
         self._appended = 0  # bytes appended since start (monotonic, for group commit)
         self._synced = 0
         self.fsyncs = 0
-        self._timer: threading.Timer | None = None
+        self._flush_wanted = threading.Event()  # batched records wait for the flusher
+        self._flusher: threading.Thread | None = None
+        self._closing = False
         self.repairs: list[str] = []  # what start-up had to repair, reported
         # Shipping (hegui.evidence): where unshipped records start in the file, what was shipped.
         self.buffer_limit: int | None = None  # bytes of unshipped records the file may hold
@@ -253,10 +256,9 @@ class RecordLog:
 
     def close(self) -> None:
         self.flush()
+        self._closing = True
+        self._flush_wanted.set()
         with self._sync_lock, self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -317,19 +319,26 @@ class RecordLog:
                 record = self._record(kind, user, now, fields)
             mine = self._write(record)
             if kind in BATCHED:
-                if self._timer is None:
-                    self._timer = threading.Timer(SYNC_INTERVAL, self._timed_sync)
-                    self._timer.daemon = True
-                    self._timer.start()
+                if self._flusher is None:  # one thread for the log's life, started once
+                    self._flusher = threading.Thread(target=self._flush_batches, daemon=True,
+                                                     name="hegui-records-flusher")
+                    self._flusher.start()
+                self._flush_wanted.set()  # cheap: the request does not wait for the fsync
                 return record
         self._sync(mine)
         return record
 
-    def _timed_sync(self) -> None:
-        with self._lock:
-            self._timer = None
-            upto = self._appended
-        self._sync(upto)
+    def _flush_batches(self) -> None:
+        while not self._closing:
+            self._flush_wanted.wait()
+            time.sleep(SYNC_INTERVAL)  # let the batch gather
+            self._flush_wanted.clear()
+            with self._lock:
+                upto = self._appended
+            try:
+                self._sync(upto)
+            except OSError as error:  # the next incident's own fsync will report it
+                log.error("%s: cannot make batched records durable: %s", self.path, error)
 
     def flush(self) -> None:
         """Make every record appended so far durable (batched ones included)."""
