@@ -326,6 +326,26 @@ async def test_labels_apply_to_every_family(fake_model: FakeModel,
         await c.close()
 
 
+async def test_labels_apply_when_only_inputs_are_moderated(fake_model: FakeModel,
+                                                           moderator: LocalModerator) -> None:
+    from hegui.api.generativeservice import Labeling
+
+    labeling = Labeling.from_dict({
+        "modalities": ["text"], "explicit": {"enabled": True, "position": "End"},
+        "implicit": {"contentProducer": "Example AI Co.", "produceIdPrefix": "chat-"}})
+    c = await sidecar_client(SidecarConfig(posture(output={"enabled": False}),
+                                           upstream=fake_model.url, labeling=labeling),
+                             moderator)
+    try:
+        said = "say~:" + f"电话{PHONE}"[::-1]
+        status, headers, body = await raw(c, "POST", "/generate", {"inputs": said})
+        assert status == 200 and headers["X-AIGC"]
+        # Not moderated (the posture says so), but labeled (Art.12).
+        assert json.loads(body)["generated_text"] == f"电话{PHONE}\n\n人工智能生成"
+    finally:
+        await c.close()
+
+
 # --- hostile bodies and the SLIs ------------------------------------------------------------
 
 async def test_deep_json_is_a_400_and_not_counted_against_the_service(

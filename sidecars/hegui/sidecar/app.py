@@ -402,20 +402,23 @@ class Sidecar:
                              "they cannot be moderated (Art.14)")
         upstream = await self._open_upstream(route, request, json.dumps(body).encode(), match)
         try:
-            if route == "images" or not moderation.output.enabled:
-                if route == "images":
-                    # Image outputs need an image classifier (the neural slot), not yet served.
-                    headers["x-hegui-output"] = "unmoderated"
-                    if self.config.labeling is not None and upstream.status < 400:
-                        return await self._labeled_images(upstream, headers, user)
+            if route == "images":
+                # Image outputs need an image classifier (the neural slot), not yet served.
+                headers["x-hegui-output"] = "unmoderated"
+                if self.config.labeling is not None and upstream.status < 400:
+                    return await self._labeled_images(upstream, headers, user)
                 return await self._relay(request, upstream, headers)
             if upstream.status >= 400:
+                return await self._relay(request, upstream, headers)
+            if not moderation.output.enabled and (stream or self.config.labeling is None):
                 return await self._relay(request, upstream, headers)
             if stream and upstream.content_type in ("text/event-stream",
                                                     "application/x-ndjson"):
                 return await self._stream(route, request, upstream, headers, user)
+            # Output moderation off: the answer is still labeled (Art.12), not moderated.
             return await self._moderated_answer(family, upstream, headers, user,
-                                                family.choices_requested(body))
+                                                family.choices_requested(body),
+                                                moderate=moderation.output.enabled)
         finally:
             upstream.release()
 
@@ -483,7 +486,7 @@ class Sidecar:
 
     async def _moderated_answer(self, family: Family, upstream: aiohttp.ClientResponse,
                                 headers: dict[str, str], user: str | None,
-                                requested: int) -> web.Response:
+                                requested: int, *, moderate: bool = True) -> web.Response:
         """A non-streamed answer, every text of every choice moderated (Art.4, Art.14).
 
         A blocked answer is withheld (451); with several choices, only the blocked ones are
@@ -501,8 +504,11 @@ class Sidecar:
         except ValueError:  # JSON and UTF-8 errors alike
             raise BadRequest("hegui.upstream_malformed", "the model's answer is not JSON",
                              502) from None
-        decisions = await self.moderate([s.text for s in slots], Direction.OUTPUT)
-        if decisions is None:
+        decisions = await self.moderate([s.text for s in slots], Direction.OUTPUT) \
+            if moderate else None
+        if not moderate:
+            pass  # the posture moderates inputs only: labeled below, nothing else changes
+        elif decisions is None:
             headers["x-hegui-moderation"] = "unavailable"
             await self.record("unmoderated", user=user, direction="output", route=route,
                               article="Art.14", reason="moderator unavailable, fail mode Open")
