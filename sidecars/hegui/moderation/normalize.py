@@ -209,7 +209,8 @@ def fold(char: str) -> str:
 
 # Tokens of the folded stage: a word spelled out letter by letter (b.o.m.b, folded to b o m b), a
 # Latin word, breaks, a run of anything else.
-_TOKEN = re.compile(r"(?:[a-z0-9] +){2,}[a-z0-9](?![a-z0-9])|[a-z0-9]+| +|[^a-z0-9 ]+")
+# Linear on any input: each repetition is one letter, and the run is taken whole (possessive).
+_TOKEN = re.compile(r"[a-z0-9](?: +[a-z0-9](?![a-z0-9])){2,}+|[a-z0-9]+| +|[^a-z0-9 ]+")
 
 
 class _Phonetic(dict[str, str]):
