@@ -149,13 +149,13 @@ def test_a_current_exception_waives_only_its_rules() -> None:
 
 
 def test_a_policy_adds_detection_signals_but_cannot_remove_nvidia() -> None:
-    amd = _deployment()
-    amd["spec"]["template"]["spec"]["containers"][0]["resources"] = {
-        "limits": {"amd.com/gpu": "1"}}
+    npu = _deployment()  # an accelerator hegui does not know by default
+    npu["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"example.com/npu": "1"}}
     policy = _policy()
-    assert _rules(policy, workload=amd) == []
-    policy["spec"]["detection"] = {"gpuResources": ["amd.com/gpu"]}
-    assert _rules(policy, workload=amd) == ["coverage"]
+    assert _rules(policy, workload=npu) == []
+    policy["spec"]["detection"] = {"gpuResources": ["example.com/npu"]}
+    assert _rules(policy, workload=npu) == ["coverage"]
     assert _rules(policy) == ["coverage"]  # nvidia.com/gpu is still detected
 
 

@@ -35,10 +35,50 @@ def test_scoped_away_from_the_control_plane_and_its_own_namespace() -> None:
 def test_the_filter_follows_the_detection_signals() -> None:
     builtin = configuration.generative_workload_condition()
     assert "'nvidia.com/gpu'" in builtin and "startsWith('nvidia.com/mig-')" in builtin
-    assert "amd.com/gpu" not in builtin
+    assert "example.com/npu" not in builtin
     extended = configuration.generative_workload_condition(
-        BUILTIN.extended(resources=["amd.com/gpu"]))
-    assert "'amd.com/gpu'" in extended and "'nvidia.com/gpu'" in extended
+        BUILTIN.extended(resources=["example.com/npu"]))
+    assert "'example.com/npu'" in extended and "'nvidia.com/gpu'" in extended
+
+
+def test_the_filter_is_generated_from_every_built_in_signal() -> None:
+    """One rule, one place: whatever workloads.py knows, the apiserver's filter lets through."""
+    cel = configuration.generative_workload_condition()
+    for prefix in BUILTIN.resource_prefixes | BUILTIN.node_label_prefixes:
+        assert f"startsWith('{prefix}')" in cel
+    for name in BUILTIN.visible_devices_env | BUILTIN.runtime_classes:
+        assert f"'{name}'" in cel
+    for marker in BUILTIN.runtime_class_markers:
+        assert f"runtimeClassName.contains('{marker}')" in cel
+    assert "ephemeralContainers" in cel and "securityContext.privileged" in cel
+    for kind in BUILTIN.kinds:
+        assert f"'{kind.kind}'" in cel
+
+
+def test_serving_custom_resources_reach_the_webhook_where_they_are_applied() -> None:
+    from hegui.rules.workloads import ServingKind
+
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=b"ca", own_namespace="hegui-system", url="https://127.0.0.1:9443/validate")
+    hook = next(h for h in config["webhooks"] if h["name"] == configuration.WEBHOOK_NAME)
+    rules = {(r["apiGroups"][0], v, res) for r in hook["rules"] for v in r["apiVersions"]
+             for res in r["resources"]}
+    assert {("serving.kserve.io", "v1beta1", "inferenceservices"),
+            ("serving.kserve.io", "v1alpha1", "llminferenceservices"),
+            ("apps.nvidia.com", "v1alpha1", "nimservices"),
+            ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
+            ("disaggregatedset.x-k8s.io", "v1", "disaggregatedsets"),
+            ("ray.io", "v1", "rayservices"), ("ray.io", "v1", "rayclusters"),
+            ("", "v1", "pods/ephemeralcontainers")} <= rules
+    added = BUILTIN.extended(kinds=[ServingKind("example.com", ("v2",), "ModelServer",
+                                                "modelservers", templates=("spec.pod",))])
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=b"ca", own_namespace="hegui-system", url="https://x/validate",
+        detection=added)
+    hook = next(h for h in config["webhooks"] if h["name"] == configuration.WEBHOOK_NAME)
+    assert {"apiGroups": ["example.com"], "apiVersions": ["v2"], "resources": ["modelservers"],
+            "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"} in hook["rules"]
+    assert "'ModelServer'" in hook["matchConditions"][0]["expression"]
 
 
 def test_exactly_one_way_to_reach_the_webhook() -> None:

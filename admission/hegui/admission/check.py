@@ -26,12 +26,11 @@ import yaml
 
 from hegui.api.articles import Rule
 from hegui.rules import engine
-from hegui.rules.index import ComplianceIndex, ObjectKey
-from hegui.rules.workloads import WORKLOAD_KINDS
+from hegui.rules.index import ComplianceIndex, ObjectKey, detection_of
 
 HEGUI_KINDS = frozenset({"GenerativeService", "CompliancePolicy", "ComplianceException",
                          "SafetyAssessment", "Namespace", "ResourceClaim",
-                         "ResourceClaimTemplate"})
+                         "ResourceClaimTemplate", "DeviceClass"})
 ASSUMED_POLICY = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
                   "metadata": {"name": "hegui-check-assumed"},
                   "spec": {"namespaceSelector": {}, "defaultMode": "Enforce"}}
@@ -126,8 +125,9 @@ def judge(docs: list[Document], namespace: str) -> Judgement:
     index = ComplianceIndex.from_objects(
         [*hegui_objects, ASSUMED_POLICY] if assumed else hegui_objects)
     judged = []
+    detection = detection_of(index.policies.values())
     for doc in docs:
-        if doc.obj.get("kind") in WORKLOAD_KINDS:
+        if detection.is_workload_kind(doc.obj.get("kind")):
             obj = with_namespace(doc.obj)
             judged.append(Judged(doc, engine.Workload.of(obj),
                                  engine.evaluate(obj, index, namespace=namespace)))
@@ -171,7 +171,8 @@ def _human(judged: list[Judged], assumed: bool, out: TextIO) -> None:
 def _finding_json(finding: engine.Finding) -> dict[str, Any]:
     return {"rule": finding.rule.value, "article": finding.article,
             "mode": finding.mode.value, "location": finding.location,
-            "message": finding.message, "fix": finding.fix, "exemptedBy": finding.exempted_by}
+            "message": finding.message, "fix": finding.fix, "exemptedBy": finding.exempted_by,
+            "generativeBecause": finding.because}
 
 
 def _json(judged: list[Judged], assumed: bool, out: TextIO) -> None:

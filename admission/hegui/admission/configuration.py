@@ -3,9 +3,11 @@
 Scoping follows what Kyverno, Gatekeeper and Istio learned: a webhook on the workload path is part
 of the control plane, so it is reached only by what it must see.
 - namespaceSelector: never kube-system, kube-node-lease, kube-public or hegui's own namespace.
-- matchConditions (CEL, evaluated by the apiserver): only objects whose pod asks for an NVIDIA GPU
-  (or carries the opt-in label) reach the webhook. The CEL is generated from the same constants as
-  `hegui.rules.workloads`, so the apiserver's filter and the webhook's detection cannot drift.
+- matchConditions (CEL, evaluated by the apiserver): only objects whose pods hold an accelerator
+  (any signal set of `hegui.rules.workloads`, or the opt-in label) and the serving custom
+  resources reach the webhook. The CEL is generated from the same constants as
+  `hegui.rules.workloads`, so the apiserver's filter and the webhook's detection cannot drift
+  (where CEL cannot see as far, e.g. into a DRA claim, it lets more through, never less).
 - timeoutSeconds 5, sideEffects None (dry-run requests are safe), admissionReviewVersions v1.
 - failurePolicy Fail: a GPU workload whose posture cannot be checked is not started (Art.17 is a
   condition of service, not a best effort). This is safe because the filter above keeps every
@@ -47,45 +49,87 @@ POSTURE_WEBHOOK_NAME = "posture.validate.hegui.io"
 #: CEL: a GenerativeService or ComplianceException is created or its spec changes.
 SPEC_CHANGED = "request.operation == 'CREATE' || object.spec != oldObject.spec"
 
-#: (apiGroup, version, resource) of every workload kind the rules read.
+#: (apiGroup, version, resource) of the built-in workload kinds the rules read; the serving
+#: custom resources (`hegui.rules.workloads.SERVING_KINDS`, plus those policies add) follow.
 WORKLOAD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("", "v1", "pods"),
+    ("", "v1", "pods/ephemeralcontainers"),  # `kubectl debug` can hand a pod every GPU
     ("apps", "v1", "deployments"),
     ("apps", "v1", "statefulsets"),
     ("apps", "v1", "daemonsets"),
     ("apps", "v1", "replicasets"),
     ("batch", "v1", "jobs"),
     ("batch", "v1", "cronjobs"),
-    ("serving.kserve.io", "v1beta1", "inferenceservices"),
 )
+
+
+def workload_resources(detection: Detection = BUILTIN) -> list[tuple[str, str, str]]:
+    """Every (group, version, resource) the workload webhook judges."""
+    return [*WORKLOAD_RESOURCES, *((k.group, version, k.plural) for k in detection.kinds
+                                   for version in k.versions)]
 
 
 def _quoted(values: frozenset[str]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in sorted(values)) + "]"
 
 
-def _gpu_in_containers(containers: str, detection: Detection) -> str:
+def _resource_name(detection: Detection) -> str:
+    """CEL on `k`: an accelerator's extended resource name (the chart's sentinels replace the
+    list and the prefix calls, so keep the variable `k`)."""
     names = f"k in {_quoted(detection.resources)}"
     if detection.resource_prefixes:
         names += " || " + " || ".join(f"k.startsWith('{prefix}')"
                                       for prefix in sorted(detection.resource_prefixes))
+    return names
+
+
+def _node_label(key: str, detection: Detection) -> str:
+    return " || ".join(f"{key}.startsWith('{prefix}')"
+                       for prefix in sorted(detection.node_label_prefixes)) or "false"
+
+
+def _gpu_in_containers(containers: str, detection: Detection) -> str:
+    """A container asks for an accelerator, or for every device through the runtime's env."""
     per_section = " || ".join(
-        f"(has(c.resources.{section}) && c.resources.{section}.exists(k, {names}))"
-        for section in ("limits", "requests"))
-    return f"{containers}.exists(c, has(c.resources) && ({per_section}))"
+        f"(has(c.resources.{section}) && c.resources.{section}.exists(k, "
+        f"{_resource_name(detection)}))" for section in ("limits", "requests"))
+    env = (f"(has(c.env) && c.env.exists(e, e.name in {_quoted(detection.visible_devices_env)}"
+           " && has(e.value) && !(e.value in ['', 'void', 'none'])))")
+    return f"{containers}.exists(c, (has(c.resources) && ({per_section})) || {env})"
+
+
+def _privileged(containers: str) -> str:
+    return (f"{containers}.exists(c, has(c.securityContext) && "
+            "has(c.securityContext.privileged) && c.securityContext.privileged)")
 
 
 def pod_spec_uses_gpu(spec: str, detection: Detection = BUILTIN) -> str:
-    """CEL: the pod spec at `spec` asks for an accelerator (mirrors
-    workloads.generative_evidence; a DRA claim counts whatever its device class, since CEL here
-    cannot read the claim)."""
+    """CEL: the pod spec at `spec` holds an accelerator (mirrors workloads.generative_evidence,
+    as a superset where CEL cannot see as far: a DRA claim counts whatever its device class,
+    since CEL here cannot read the claim; any privileged container on an accelerator node)."""
+    groups = ("containers", "initContainers", "ephemeralContainers")
+    node = (f"((has({spec}.nodeSelector) && {spec}.nodeSelector.exists(n, "
+            f"{_node_label('n', detection)})) || (has({spec}.affinity) && "
+            f"has({spec}.affinity.nodeAffinity) && has({spec}.affinity.nodeAffinity."
+            "requiredDuringSchedulingIgnoredDuringExecution) && "
+            f"{spec}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution."
+            "nodeSelectorTerms.exists(t, has(t.matchExpressions) && t.matchExpressions.exists("
+            f"x, {_node_label('x.key', detection)}))))")
+    toleration = (f"(has({spec}.tolerations) && {spec}.tolerations.exists(t, has(t.key) && "
+                  f"[t.key].exists(k, {_resource_name(detection)} || "
+                  f"{_node_label('k', detection)})))")
+    privileged = " || ".join(f"(has({spec}.{g}) && {_privileged(f'{spec}.{g}')})"
+                             for g in groups)
+    markers = " || ".join(f"{spec}.runtimeClassName.contains('{m}')"
+                          for m in sorted(detection.runtime_class_markers))
     return " || ".join([
-        f"(has({spec}.runtimeClassName) && {spec}.runtimeClassName in "
-        f"{_quoted(detection.runtime_classes)})",
+        f"(has({spec}.runtimeClassName) && ({spec}.runtimeClassName in "
+        f"{_quoted(detection.runtime_classes)}{' || ' + markers if markers else ''}))",
         f"(has({spec}.resourceClaims) && size({spec}.resourceClaims) > 0)",
-        f"(has({spec}.containers) && {_gpu_in_containers(f'{spec}.containers', detection)})",
-        f"(has({spec}.initContainers) && "
-        f"{_gpu_in_containers(f'{spec}.initContainers', detection)})",
+        *(f"(has({spec}.{g}) && {_gpu_in_containers(f'{spec}.{g}', detection)})"
+          for g in groups),
+        f"({node} && {toleration})",
+        f"(({privileged}) && ({node} || {toleration}))",
     ])
 
 
@@ -95,11 +139,13 @@ def _opted_in(metadata: str, detection: Detection) -> str:
 
 
 def generative_workload_condition(detection: Detection = BUILTIN) -> str:
-    """CEL for matchConditions: true when the object runs a generative model."""
+    """CEL for matchConditions: true when the object runs a generative model. Serving custom
+    resources always reach the webhook (their pods live at kind-specific paths)."""
     template = "object.spec.template"
     cron_template = "object.spec.jobTemplate.spec.template"
+    serving = _quoted(frozenset(k.kind for k in detection.kinds))
     return (
-        "object.kind == 'InferenceService' || "
+        f"object.kind in {serving} || "
         f"(object.kind == 'Pod' ? ({_opted_in('object.metadata', detection)} || "
         f"{pod_spec_uses_gpu('object.spec', detection)}) : "
         f"object.kind == 'CronJob' ? (has({cron_template}.spec) && "
@@ -128,7 +174,7 @@ def validating_webhook_configuration(
     else:
         client_config["service"] = service
     groups: dict[tuple[str, str], list[str]] = {}
-    for group, version, resource in WORKLOAD_RESOURCES:
+    for group, version, resource in workload_resources(detection):
         groups.setdefault((group, version), []).append(resource)
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",

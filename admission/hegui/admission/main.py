@@ -32,6 +32,8 @@ MIRRORED = (
     Resource("resource.k8s.io", "v1", "resourceclaims", "ResourceClaim", required=False),
     Resource("resource.k8s.io", "v1", "resourceclaimtemplates", "ResourceClaimTemplate",
              required=False),
+    # DRA matches an accelerator by the driver its DeviceClass selects, whatever the name.
+    Resource("resource.k8s.io", "v1", "deviceclasses", "DeviceClass", required=False),
 )
 
 

@@ -47,6 +47,10 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
     if not workloads.generative_evidence(template, namespace, index.claim_classes,
                                          effective.detection):
         return None
+    scoped, _ = effective.scoped(workloads.owner_kinds({**pod, "kind": "Pod"}), [template.labels])
+    if scoped is None:
+        return None  # outside the policies' workload scope (spec.workloads)
+    effective = scoped
     services = index.services_selecting(namespace, [template.labels])
     if len(services) != 1:
         return None  # the validating webhook reports coverage

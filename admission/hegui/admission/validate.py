@@ -17,7 +17,7 @@ from hegui.admission import guards, review
 from hegui.admission.server import Validator
 from hegui.api.exception import ComplianceException
 from hegui.rules import engine
-from hegui.rules.index import ComplianceIndex
+from hegui.rules.index import ComplianceIndex, detection_of
 from hegui.rules.workloads import WORKLOAD_KINDS
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,9 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Valid
             return guards.check_network_policy(request, index)
         if request.kind == "ComplianceException" and request.operation == "CREATE":
             return check_exception(request, index)
-        if request.operation == "DELETE" or request.kind not in WORKLOAD_KINDS:
+        if request.operation == "DELETE" or not (
+                request.kind in WORKLOAD_KINDS
+                or detection_of(list(index.policies.values())).is_workload_kind(request.kind)):
             return review.Decision(True)
         return _decide(request, engine.evaluate(request.obj, index,
                                                 namespace=request.namespace))

@@ -31,6 +31,8 @@ class Finding:
     mode: EnforcementMode = EnforcementMode.ENFORCE
     #: The exception that waives this finding, if one does (it is then reported, not acted on).
     exempted_by: str | None = None
+    #: Why the workload counts as generative: the signals matched, field by field.
+    because: str = ""
 
     @property
     def article(self) -> str:
@@ -38,8 +40,9 @@ class Finding:
 
     def render(self) -> str:
         """One line naming rule, article, field and fix, as a denial or a warning shows it."""
+        why = f" (generative because: {self.because})" if self.because else ""
         return (f"[{self.rule.value}, {self.article}] {self.location}: {self.message}. "
-                f"Fix: {self.fix}")
+                f"Fix: {self.fix}{why}")
 
 
 @dataclass(frozen=True)
@@ -193,11 +196,23 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
     policy = index.policy_for(workload.namespace)
     if policy is None:
         return []
-    templates = workloads.pod_templates(obj)
+    templates = workloads.pod_templates(obj, policy.detection)
     evidence = [e for t in templates for e in workloads.generative_evidence(
         t, workload.namespace, index.claim_classes, policy.detection)]
     if not evidence:
         return []
+    because = "; ".join(str(e) for e in evidence[:4]) + (
+        f"; and {len(evidence) - 4} more" if len(evidence) > 4 else "")
+    scoped, left_out_by = policy.scoped(workloads.owner_kinds(obj),
+                                        [t.labels for t in templates])
+    if scoped is None:
+        # Out of every policy's workload scope: reported as waived, never silently dropped.
+        return [Finding(Rule.COVERAGE, f"{workload}",
+                        "runs a generative model but the policy's workload scope leaves it out",
+                        "nothing if it serves no generated content; otherwise narrow the "
+                        "policy's spec.workloads", policy.mode_for(Rule.COVERAGE),
+                        left_out_by, because)]
+    policy = scoped
     context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC))
     context.services = index.services_selecting(workload.namespace,
                                                 [t.labels for t in templates])
@@ -207,7 +222,7 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
         found += evaluate_service(key, index, now=context.now)
     scope = exemption_scope(obj)
     return [Finding(which, location, message, fix, policy.mode_for(which),
-                    index.exemption_for(workload.namespace, scope, which, context.now))
+                    index.exemption_for(workload.namespace, scope, which, context.now), because)
             for which, (location, message, fix) in found]
 
 

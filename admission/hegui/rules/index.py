@@ -21,8 +21,20 @@ from hegui.api.assessment import SafetyAssessment
 from hegui.api.common import field_errors
 from hegui.api.exception import ComplianceException
 from hegui.api.generativeservice import GenerativeService
-from hegui.api.policy import CompliancePolicy, EnforcementMode, strictest
-from hegui.rules.workloads import BUILTIN, Detection, device_classes_of
+from hegui.api.policy import (
+    CompliancePolicy,
+    EnforcementMode,
+    PodShape,
+    WorkloadKindPaths,
+    strictest,
+)
+from hegui.rules.workloads import (
+    BUILTIN,
+    Detection,
+    ServingKind,
+    device_class_drivers,
+    device_classes_of,
+)
 
 
 class ObjectKey(NamedTuple):
@@ -43,6 +55,24 @@ class EffectivePolicy:
     def detection(self) -> Detection:
         return detection_of(self.policies)
 
+    def scoped(self, kinds: frozenset[str], label_sets: list[Mapping[str, str]]
+               ) -> tuple[EffectivePolicy | None, str]:
+        """The policies whose workload scope (spec.workloads) takes this workload in; when none
+        does, None and which filter left it out."""
+        taking: list[CompliancePolicy] = []
+        why: list[str] = []
+        for policy in self.policies:
+            left_out = policy.spec.workloads.left_out_by(kinds, label_sets)
+            if left_out is None:
+                taking.append(policy)
+            else:
+                why.append(f"CompliancePolicy {policy.metadata.name} {left_out}")
+        return (EffectivePolicy(tuple(taking)) if taking else None), "; ".join(why)
+
+
+def _paths(kind: WorkloadKindPaths, shape: PodShape) -> tuple[str, ...]:
+    return tuple(p.path for p in kind.pods if p.shape is shape)
+
 
 def detection_of(policies: Iterable[CompliancePolicy]) -> Detection:
     """The built-in signals plus those every given policy adds."""
@@ -51,7 +81,13 @@ def detection_of(policies: Iterable[CompliancePolicy]) -> Detection:
         extra = policy.spec.detection
         detection = detection.extended(
             resources=extra.gpu_resources, runtime_classes=extra.runtime_class_names,
-            device_classes=extra.device_classes, labels=extra.labels)
+            device_classes=extra.device_classes, labels=extra.labels,
+            kinds=[ServingKind(k.api_version.split("/")[0], (k.api_version.split("/")[1],),
+                               k.kind, k.plural, _paths(k, PodShape.TEMPLATE),
+                               _paths(k, PodShape.POD_SPEC), _paths(k, PodShape.CONTAINER),
+                               source=f"CompliancePolicy {policy.metadata.name}")
+                   for k in extra.workload_kinds],
+            source=f"CompliancePolicy {policy.metadata.name} spec.detection")
     return detection
 
 
@@ -73,6 +109,8 @@ class ComplianceIndex:
     assessments: dict[ObjectKey, SafetyAssessment] = field(default_factory=dict)
     exceptions: dict[ObjectKey, ComplianceException] = field(default_factory=dict)
     claims: dict[tuple[str, str, str], frozenset[str]] = field(default_factory=dict)
+    #: DeviceClass name -> the DRA drivers it selects (DRA matches a GPU by driver).
+    device_class_drivers: dict[str, frozenset[str]] = field(default_factory=dict)
     #: Writers (watch threads) hold it; readers take consistent snapshots of single dicts.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -108,6 +146,8 @@ class ComplianceIndex:
                 self.namespace_labels[key.name] = {str(k): str(v) for k, v in labels.items()}
             elif kind in ("ResourceClaim", "ResourceClaimTemplate"):
                 self.claims[(key.namespace, str(kind), key.name)] = device_classes_of(obj)
+            elif kind == "DeviceClass":
+                self.device_class_drivers[key.name] = device_class_drivers(obj)
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         with self.lock:
@@ -128,6 +168,8 @@ class ComplianceIndex:
             self.exceptions.pop(key, None)
         elif kind in ("ResourceClaim", "ResourceClaimTemplate"):
             self.claims.pop((key.namespace, str(kind), key.name), None)
+        elif kind == "DeviceClass":
+            self.device_class_drivers.pop(key.name, None)
 
 
     # --- reading ---------------------------------------------------------------------------------
@@ -152,7 +194,12 @@ class ComplianceIndex:
                       if kind == "GenerativeService" and key.namespace == namespace)
 
     def claim_classes(self, namespace: str, kind: str, name: str) -> frozenset[str] | None:
-        return self.claims.get((namespace, kind, name))
+        """The device classes a claim requests, with the drivers those classes select."""
+        classes = self.claims.get((namespace, kind, name))
+        if classes is None:
+            return None
+        drivers = [self.device_class_drivers.get(c, frozenset()) for c in classes]
+        return classes.union(*drivers)
 
     def assessment_verdict(self, namespace: str, name: str, now: dt.datetime,
                            service: str | None = None) -> str | None:

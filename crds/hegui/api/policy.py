@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -41,8 +42,11 @@ MAX_EXCEPTION_DURATION = "2160h"
 #: Namespaces hegui never enforces in, whatever a policy says: the control plane's and its own.
 ALWAYS_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "hegui-system")
 
+#: A dotted path to a field, `[*]` for every item of a list: spec.roles[*].template.
+FieldPath = Annotated[str, Field(min_length=1, max_length=128,
+                                 pattern=r"^[A-Za-z0-9_]+(\[\*\])?(\.[A-Za-z0-9_]+(\[\*\])?)*$")]
 ResourceName = Annotated[str, Field(min_length=1, max_length=253,
-                                    pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[-_.A-Za-z0-9]+)?$")]
+                                    pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[-_.A-Za-z0-9]*)?$")]
 
 
 class EnforcementMode(StrEnum):
@@ -127,25 +131,117 @@ class PrometheusSource(ApiModel):
                                   "windows shorter than this are raised to it.")
 
 
+class PodShape(StrEnum):
+    """What sits at a path of a custom resource."""
+
+    TEMPLATE = "PodTemplateSpec"  # metadata and spec, as in a Deployment's spec.template
+    POD_SPEC = "PodSpec"  # a pod spec (labels are the resource's), as KServe components
+    CONTAINER = "Container"  # one container and its pod's scheduling fields, as NIMService's spec
+
+
+class PodPath(ApiModel):
+    """One place in a custom resource where pods are described."""
+
+    path: FieldPath = Field(description="Dotted field names; [*] walks every item of a list, "
+                                        "e.g. spec.roles[*].template.")
+    shape: PodShape = Field(default=PodShape.TEMPLATE,
+                            description="PodTemplateSpec (default), PodSpec or Container.")
+
+
+class WorkloadKindPaths(ApiModel):
+    """A custom resource that runs model pods, and where in it its pods are described, so that
+    `hegui check`, the webhook and the audit judge the resource a person applies rather than
+    only the pods its controller creates. Paths are dotted field names; `[*]` walks every item
+    of a list (e.g. spec.roles[*].template)."""
+
+    api_version: Annotated[str, Field(
+        min_length=3, max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]+$")] = Field(
+        description="The resource's group/version, e.g. example.com/v1.")
+    kind: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")] = (
+        Field(description="The resource's kind, e.g. ModelServer."))
+    plural: DnsLabel = Field(description="The resource's plural name, for the webhook's rules.")
+    pods: list[PodPath] = Field(
+        min_length=1, max_length=4,
+        description="Where the resource describes its pods (at least one place).")
+
+
 class WorkloadDetection(ApiModel):
-    """Signals that mark a generative model workload, in addition to the built-in NVIDIA ones
-    (nvidia.com/gpu, nvidia.com/mig-*, nvidia.com/gpu.shared, DRA classes gpu.nvidia.com and
-    mig.nvidia.com, runtime class nvidia, label hegui.io/generative=true). A policy can only add
-    signals: none can make hegui blind to an NVIDIA GPU workload."""
+    """Signals that mark a generative model workload, in addition to the built-in ones (every
+    accelerator hegui knows: NVIDIA, AMD, Intel Gaudi, Huawei Ascend, Cambricon, Hygon, Kunlunxin,
+    MetaX, Moore Threads, Iluvatar, Enflame, HAMi and Volcano's virtual GPUs; see `kubectl hegui
+    explain coverage`), and serving custom resources in addition to the built-in ones (KServe,
+    NIM, LeaderWorkerSet, DisaggregatedSet, KubeRay, RoleBasedGroup). A policy can only add:
+    none can make hegui blind to a workload it knows."""
 
     gpu_resources: list[ResourceName] = Field(
         default_factory=list, max_length=16,
         description="More extended resources that mark a generative workload (e.g. "
-                    "amd.com/gpu); a name ending in '-' is a prefix.")
+                    "example.com/npu); a name ending in '-' or '/' is a prefix.")
     runtime_class_names: list[DnsLabel] = Field(
         default_factory=list, max_length=16,
         description="More runtime classes that mark a generative workload.")
     device_classes: list[DnsSubdomain] = Field(
         default_factory=list, max_length=16,
-        description="More DRA device classes whose claims mark a generative workload.")
+        description="More DRA device classes or DRA drivers whose claims mark a generative "
+                    "workload (a class is matched by the drivers it selects).")
     labels: list[LabelKey] = Field(
         default_factory=list, max_length=8,
         description="More pod labels that mark a generative workload when set to true.")
+    workload_kinds: list[WorkloadKindPaths] = Field(
+        default_factory=list, max_length=4,
+        description="More custom resources that run model pods, with where their pods live.")
+
+
+class WorkloadFilter(ApiModel):
+    """Workloads by kind and pod labels, as in Kyverno's match and exclude. Both given: both
+    must hold; neither: the filter matches nothing."""
+
+    kinds: list[Annotated[str, Field(min_length=1, max_length=63,
+                                     pattern=r"^[A-Z][A-Za-z0-9]*$")]] = Field(
+        default_factory=list, max_length=8,
+        description="Kinds, e.g. Job, DaemonSet, RayCluster; a Pod also counts as its direct "
+                    "owner's kind (and a ReplicaSet's pod as its Deployment's). Empty: any kind.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+    selector: LabelSelector | None = Field(
+        default=None, description="Labels of the workload's pods (its pod template), so a "
+                                  "workload and the pods it creates are judged alike.")
+
+    def matches(self, kinds: frozenset[str], label_sets: list[Mapping[str, str]]) -> bool:
+        if not self.kinds and self.selector is None:
+            return False  # a filter on nothing matches nothing: it cannot leave everything out
+        if self.kinds and not kinds & set(self.kinds):
+            return False
+        return self.selector is None or any(self.selector.matches(labels)
+                                            for labels in label_sets)
+
+
+class WorkloadScope(ApiModel):
+    """Which workloads with an accelerator are generative services. A workload is in scope when
+    an include filter matches it (or there are none) and no exclude filter does. Workloads left
+    out are still reported (audit result skip, `hegui check` "exempted by"), naming the filter, so
+    nothing leaves silently: labels are set by the workload's author, so pair a selector with
+    kinds where you can, and restrict who may set the label."""
+
+    include: list[WorkloadFilter] = Field(
+        default_factory=list, max_length=2,
+        description="Filters a workload must match one of; empty (or only filters on "
+                    "nothing): every workload.")
+    exclude: list[WorkloadFilter] = Field(
+        default_factory=list, max_length=3,
+        description="Filters that take a workload out, e.g. training Jobs, smoke tests, GPU "
+                    "infrastructure DaemonSets such as dcgm-exporter.")
+
+    def left_out_by(self, kinds: frozenset[str],
+                    label_sets: list[Mapping[str, str]]) -> str | None:
+        """Why the workload is out of scope ("spec.workloads.exclude[1]"), or None if in."""
+        include = [f for f in self.include if f.kinds or f.selector is not None]
+        if include and not any(f.matches(kinds, label_sets) for f in include):
+            return "spec.workloads.include (no filter matches)"
+        for index, excluded in enumerate(self.exclude):
+            if excluded.matches(kinds, label_sets):
+                return f"spec.workloads.exclude[{index}]"
+        return None
 
 
 class Defaults(ApiModel):
@@ -240,6 +336,11 @@ class CompliancePolicySpec(ApiModel):
     detection: WorkloadDetection = Field(
         default_factory=WorkloadDetection, description="How generative workloads are recognised.",
         json_schema_extra={"default": WorkloadDetection().to_dict()})
+    workloads: WorkloadScope = Field(
+        default_factory=WorkloadScope,
+        description="Which accelerator workloads are generative services (include and exclude "
+                    "by kind and pod labels); absent: all of them.",
+        json_schema_extra={"default": {}})
     sidecar: Sidecar | None = Field(default=None,
                                     description="The injected sidecar; absent: no injection.")
     defaults: Defaults = Field(default_factory=Defaults,

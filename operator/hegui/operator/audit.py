@@ -54,7 +54,8 @@ def _result(obj: Mapping[str, Any], finding: Finding | None, now: dt.datetime) -
     return {**base, "policy": f"hegui/{finding.rule.value}", "rule": finding.rule.value,
             "category": finding.article, "severity": _SEVERITY[finding.mode],
             "result": outcome, "message": message[:1024],
-            "properties": {"article": finding.article, "mode": finding.mode.value}}
+            "properties": {"article": finding.article, "mode": finding.mode.value,
+                           "generativeBecause": finding.because[:512]}}
 
 
 def audit_namespace(namespace: str, objects: Iterable[Mapping[str, Any]],
