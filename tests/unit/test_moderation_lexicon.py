@@ -94,6 +94,13 @@ def test_hostile_text_never_crashes_and_spans_stay_inside(text: str) -> None:
     assert 0 <= pending_start(text) <= len(text)
 
 
+def test_letter_runs_are_read_in_linear_time() -> None:
+    # A run of single letters that ends in a word: read once, not once per letter (no
+    # backtracking: 20,000 letters would take minutes if the tokeniser were quadratic).
+    text = "a " * 20_000 + "ab"
+    assert normalize.literal(text) == "a" * 20_001 + "b"
+
+
 # --- what matches, what does not ----------------------------------------------------------------
 
 LEXICON = Lexicon([Keyword("色情", "violenceObscenity"), Keyword("淫秽色情", "violenceObscenity"),

