@@ -99,6 +99,9 @@ def test_letter_runs_are_read_in_linear_time() -> None:
     # backtracking: 20,000 letters would take minutes if the tokeniser were quadratic).
     text = "a " * 20_000 + "ab"
     assert normalize.literal(text) == "a" * 20_001 + "b"
+    # The same for the folded view of personal information: runs of spaces (where `a [at] b.cn`
+    # allows them) are taken once.
+    assert find_pii(" " * 20_000 + "1" + " " * 20_000) == []
 
 
 # --- what matches, what does not ----------------------------------------------------------------

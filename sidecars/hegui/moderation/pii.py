@@ -94,9 +94,10 @@ NUMERALS = {**dict.fromkeys("零〇○", "0"), **dict.fromkeys("一壹幺", "1")
             "三": "3", "叁": "3", "四": "4", "肆": "4", "五": "5", "伍": "5", "六": "6",
             "陆": "6", "七": "7", "柒": "7", "八": "8", "捌": "8", "九": "9", "玖": "9"}
 _OPEN, _CLOSE = r"[\[\(\{<【（〔「]", r"[\]\)\}>】）〕」]"
-_AT = re.compile(rf"\s*(?:{_OPEN}\s*(?:at|@)\s*{_CLOSE}|艾特|@)\s*", re.IGNORECASE)
-_DOT = re.compile(rf"\s*{_OPEN}\s*(?:dot|\.|点)\s*{_CLOSE}\s*", re.IGNORECASE)
-_DIGIT_SEPARATORS = re.compile(r"(?<=[0-9])[\s.\-_·/\\]+(?=[0-9])")
+# Linear on any input: a match starts only where a run of spaces starts, and takes it whole.
+_AT = re.compile(rf"(?<!\s)\s*+(?:{_OPEN}\s*+(?:at|@)\s*+{_CLOSE}|艾特|@)\s*+", re.IGNORECASE)
+_DOT = re.compile(rf"(?<!\s)\s*+{_OPEN}\s*+(?:dot|\.|点)\s*+{_CLOSE}\s*+", re.IGNORECASE)
+_DIGIT_SEPARATORS = re.compile(r"(?<=[0-9])[\s.\-_·/\\]++(?=[0-9])")
 
 
 @dataclass(frozen=True)
