@@ -106,3 +106,13 @@ def test_a_generative_service_s_spec_reaches_the_webhook_for_the_policy_floor() 
     assert posture["failurePolicy"] == "Fail"
     assert posture["matchConditions"][0]["expression"] == (
         "request.operation == 'CREATE' || object.spec != oldObject.spec")
+
+
+def test_the_operator_may_list_every_serving_kind_it_audits() -> None:
+    """The chart's RBAC is static YAML: it must name every built-in serving kind."""
+    from pathlib import Path
+
+    rbac = (Path(__file__).resolve().parents[2] / "charts" / "hegui" / "templates"
+            / "rbac-operator.yaml").read_text()
+    for kind in BUILTIN.kinds:
+        assert f"apiGroups: [{kind.group}]" in rbac and kind.plural in rbac, kind.kind

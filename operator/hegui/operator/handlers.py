@@ -541,6 +541,30 @@ def _workloads_by_namespace(namespaces: set[str]) -> dict[str, list[dict[str, An
             if namespace in found:
                 # Items of a list carry no apiVersion/kind; the rules need the kind.
                 found[namespace].append({**obj, "apiVersion": api_version, "kind": kind})
+    for api_version, kind, obj in _serving_resources():
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        if namespace in found:
+            found[namespace].append({**obj, "apiVersion": api_version, "kind": kind})
+    return found
+
+
+def _serving_resources() -> list[tuple[str, str, dict[str, Any]]]:
+    """The serving custom resources (KServe, NIM, LWS, KubeRay, ... and those policies add), so
+    the audit judges what a person applied; a CRD not installed here is skipped."""
+    from kubernetes.client.exceptions import ApiException
+
+    from hegui.rules.index import detection_of
+
+    custom, found = _api("CustomObjectsApi"), []
+    for kind in detection_of(list(INDEX.policies.values())).kinds:
+        api_version = f"{kind.group}/{kind.versions[0]}"
+        try:
+            listing = custom.list_cluster_custom_object(kind.group, kind.versions[0], kind.plural)
+        except ApiException as error:
+            if error.status in (403, 404):
+                continue  # not installed, or not granted to the operator
+            raise
+        found += [(api_version, kind.kind, obj) for obj in listing.get("items") or []]
     return found
 
 
