@@ -188,6 +188,9 @@ async def test_invocations_moderates_every_shape_a_body_carries(
     status, _, answer = await raw(client, "POST", "/invocations", {**chat("hi"), "inputs": BAD})
     assert status == 400 and json.loads(answer)["error"]["code"] == "hegui.input_blocked"
     assert fake_model.seen == []
+    # /generate: TGI reads `inputs`, SGLang `text`; both are moderated.
+    status, _, answer = await raw(client, "POST", "/generate", {"inputs": "hi", "text": BAD})
+    assert status == 400 and fake_model.seen == []
 
 
 async def test_a_stream_the_relay_cannot_moderate_is_refused_not_relayed(

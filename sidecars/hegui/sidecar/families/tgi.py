@@ -3,9 +3,10 @@
 In: `inputs`. Out: `generated_text`, each best-of sequence's `generated_text`; the `details`
 (tokens, prefill, top tokens) spell the answer token by token and are kept only when their text
 passes moderation untouched. SGLang serves `/generate` with another shape (`text` in, `text`
-out), recognised by its fields; token-id inputs (`input_ids`) cannot be moderated and are
-refused. `/generate_stream` is SSE: each event carries one `token.text`; the last also repeats
-the whole `generated_text` (an aggregate).
+out): both fields are moderated whenever present, since either server may sit behind the path;
+token-id inputs (`input_ids`) cannot be moderated and are refused. `/generate_stream` is SSE:
+each event carries one `token.text`; the last also repeats the whole `generated_text` (an
+aggregate).
 """
 
 from __future__ import annotations
@@ -37,18 +38,24 @@ class Tgi(Family):
     """`/generate` and `/generate_stream` (TGI); `/generate` (SGLang's native shape)."""
 
     def input_slots(self, body: dict[str, Any]) -> list[Slot]:
+        """`inputs` (TGI) and `text` (SGLang), both when both are there: the server behind the
+        path reads one of them, and the sidecar cannot know which."""
         if "input_ids" in body or "input_embeds" in body:
             raise invalid("input_ids and input_embeds cannot be moderated (Art.14): send text")
-        if _sglang(body):
+        slots: list[Slot] = []
+        if "text" in body:
             text = body["text"]
             if isinstance(text, str):
-                return [Slot(body, "text")]
-            if isinstance(text, list) and text and all(isinstance(t, str) for t in text):
-                return [Slot(text, i, choice=i) for i in range(len(text))]
-            raise invalid("text must be a string or a list of strings")
-        if not isinstance(body.get("inputs"), str):
-            raise invalid("inputs must be a string")
-        return [Slot(body, "inputs")]
+                slots.append(Slot(body, "text"))
+            elif isinstance(text, list) and text and all(isinstance(t, str) for t in text):
+                slots += [Slot(text, i, choice=i) for i in range(len(text))]
+            else:
+                raise invalid("text must be a string or a list of strings")
+        if "inputs" in body or not slots:
+            if not isinstance(body.get("inputs"), str):
+                raise invalid("inputs must be a string")
+            slots.append(Slot(body, "inputs"))
+        return slots
 
     def wants_stream(self, body: dict[str, Any], action: str = "") -> bool:
         if action == "generate_stream":
