@@ -167,6 +167,7 @@ async def test_ollama_context_token_ids_are_refused_and_dropped(
     ("/v1/completions", {"model": "fake", "prompt": [101, 102]}),
     ("/v1/completions", {"model": "fake", "prompt": "x", "prompt_embeds": "AAAA"}),
     ("/generate", {"input_ids": [1, 2, 3]}),
+    ("/v2/models/llm/generate", {"text_input": "hi", "input_ids": [1, 2, 3]}),
     ("/v2/models/llm/infer", {"inputs": [{"name": "input_ids", "datatype": "INT32",
                                           "shape": [2], "data": [1, 2]}]}),
     ("/v2/models/llm/infer", {"inputs": [{"name": "text_input", "datatype": "BYTES",

@@ -39,6 +39,10 @@ class TritonGenerate(Family):
     def input_slots(self, body: dict[str, Any]) -> list[Slot]:
         if not any(isinstance(v, (str, list)) for k, v in body.items() if k != "parameters"):
             raise invalid("the request carries no text input (text_input)")
+        for key, value in body.items():
+            if _TOKEN_IDS.search(key) and not isinstance(value, str):
+                raise invalid(f"{key} holds token ids, which cannot be moderated (Art.14): send "
+                              "text in text_input")
         slots = _leaves(body)
         for slot in slots:
             slot.kind = "content"
