@@ -15,8 +15,12 @@ from typing import Any
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from hegui.moderation.client import may_contain_pii
 from hegui.moderation.findings import Findings
+from hegui.moderation.pii import find_pii
 from hegui.sidecar.config import SidecarConfig
 from hegui.sidecar.streaming import _pending_start_fallback, pending_start
 from hegui.sidecar.testing import FakeModel, LocalModerator, posture, sidecar_client
@@ -333,3 +337,23 @@ async def test_several_choices_are_moderated_one_by_one() -> None:
     assert by_choice[0].startswith(CLEAN) and "后面的内容不应该被发送出去。" * 2 not in by_choice[0]
     assert by_choice[1].startswith("电话***********")
     assert received[-2]["error"]["withdraw"] is True
+
+
+PIECES = ["13812345678", "138", "0013", "8000", "１３８", "一三八零零", "zhang", "san", "@", "＠",
+          "艾特", "[at]", "(at)", "qq", "example", "点", ".", "com", "cn", " ", "-", "人工智能",
+          "电话", "44030419900307123X", "6222 0200 1234 5678"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=8).map("".join))
+def test_the_personal_information_prefilter_never_hides_any(text: str) -> None:
+    """Texts the prefilter lets through unscanned (every streamed token) have none."""
+    if not may_contain_pii(text):
+        assert find_pii(text) == []
+
+
+def test_evasions_still_reach_the_detectors() -> None:
+    for text in ("138.0013.8000", "１３８００１３８０００", "一三八零零一三八零零零",
+                 "zhang[at]example.cn", "zhang＠example.cn", "zhang艾特qq点com"):
+        assert may_contain_pii(text), text
+    assert not may_contain_pii("人工智能服务应当坚持社会主义核心价值观")

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from hegui.api.generativeservice import TritonEndpoint, TritonProtocol
+from hegui.moderation import pii
 from hegui.moderation.findings import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -31,10 +34,24 @@ from hegui.moderation.findings import (
     lexicon_findings,
     pii_findings,
 )
-from hegui.moderation.lexicon import Lexicon, load_lexicon
+from hegui.moderation.lexicon import Lexicon, LexiconStore, load_lexicon
 
 #: Triton models that run only the rules RulesModerator runs in-process (no classifier).
 RULE_MODELS = frozenset({"moderation", "lexicon", "pii"})
+
+# Personal information hegui masks is a number (a digit, full-width or a Chinese numeral) or an
+# address (an @, a full-width one, 艾特 or a bracketed "at"): a text with none of these has none,
+# and costs one regular-expression search instead of the detectors (the hot path of every
+# streamed token). pii.may_contain_pii replaces this when pii.py offers it.
+_MAY_HOLD = re.compile("[\\d@\uff20" + "".join(getattr(pii, "NUMERALS", {}))
+                       + "]|艾特|[\\[({<\u3010\uff08\u3014\u300c]\\s*at", re.IGNORECASE)
+may_contain_pii: Callable[[str], bool] = getattr(
+    pii, "may_contain_pii", lambda text: _MAY_HOLD.search(text) is not None)
+
+
+def personal_information(text: str) -> Findings:
+    """`pii_findings`, skipped for a text that cannot hold personal information."""
+    return pii_findings(text) if may_contain_pii(text) else Findings()
 
 
 class ModeratorUnavailable(Exception):
@@ -48,13 +65,28 @@ class Moderator(Protocol):
 
 
 class RulesModerator:
-    """The lexicon and personal-information rules, in-process (no network hop, Art.4, Art.14)."""
+    """The lexicon and personal-information rules, in-process (no network hop, Art.4, Art.14).
+    With a LexiconStore the keyword list follows its files (a ConfigMap update) while running."""
 
-    def __init__(self, lexicon: Lexicon | None = None) -> None:
-        self.lexicon = lexicon if lexicon is not None else load_lexicon()
+    def __init__(self, lexicon: Lexicon | LexiconStore | None = None) -> None:
+        self.store = lexicon if isinstance(lexicon, LexiconStore) else None
+        self._lexicon = lexicon if isinstance(lexicon, Lexicon) else None
+        if self.store is None and self._lexicon is None:
+            self._lexicon = load_lexicon()
+        # The rules load their tables on first use (hundreds of ms): at start, not on the
+        # first user's request.
+        self.findings("预热 warm-up 13800138000 a@example.com 一三八")
+
+    @property
+    def lexicon(self) -> Lexicon:
+        """The keyword list in force (taken once per text: a reload swaps it whole)."""
+        if self.store is not None:
+            return self.store.lexicon
+        assert self._lexicon is not None
+        return self._lexicon
 
     def findings(self, text: str) -> Findings:
-        return lexicon_findings(self.lexicon, text).merge(pii_findings(text))
+        return lexicon_findings(self.lexicon, text).merge(personal_information(text))
 
     async def moderate(self, texts: list[str]) -> list[Findings]:
         return [self.findings(t) for t in texts]

@@ -11,7 +11,14 @@ import yaml
 
 from hegui.api.generativeservice import GenerativeService, TritonEndpoint
 from hegui.evidence import sidecar as evidence
-from hegui.moderation.client import TritonModerator
+from hegui.moderation.client import (
+    RULE_MODELS,
+    CombinedModerator,
+    Moderator,
+    RulesModerator,
+    TritonModerator,
+)
+from hegui.moderation.lexicon import DEFAULT_LEXICON_DIR, LexiconStore
 from hegui.moderation.records import RecordLog
 from hegui.moderation.strikes import StrikeBook, Thresholds
 from hegui.sidecar.app import Sidecar, serve
@@ -28,6 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--triton", help="host:port of Triton, overriding the posture's")
+    parser.add_argument("--rules", choices=("in-process", "triton"), default="in-process",
+                        help="where the lexicon and personal-information rules run: in the "
+                             "sidecar (default: no network hop per streamed window) or in "
+                             "Triton's rule models; Triton serves the classifier either way")
+    parser.add_argument("--lexicon", type=Path, action="append",
+                        help="a keyword directory or file, followed while running (a mounted "
+                             "ConfigMap); repeatable; default: the lexicon shipped with hegui")
     parser.add_argument("--user-header", default="x-hegui-user")
     parser.add_argument("--user-jwt-claim", default="",
                         help="take the user id from this claim of the bearer JWT")
@@ -79,8 +93,15 @@ def main(argv: list[str] | None = None) -> None:
                                                           model="moderation")
     if args.triton:
         endpoint = endpoint.model_copy(update={"address": args.triton})
-    sidecar = Sidecar(config, TritonModerator(endpoint, config.moderation_timeout),
-                      records=records, strikes=strikes)
+    moderator: Moderator = TritonModerator(endpoint, config.moderation_timeout)
+    if args.rules == "in-process":
+        store = LexiconStore(paths=tuple(args.lexicon or [DEFAULT_LEXICON_DIR]))
+        store.watch(10.0)
+        rules = RulesModerator(store)
+        # A Triton model that only runs the same rules adds nothing but a hop.
+        moderator = rules if endpoint.model in RULE_MODELS else CombinedModerator(rules,
+                                                                                  moderator)
+    sidecar = Sidecar(config, moderator, records=records, strikes=strikes)
     shipper = evidence.attach(args, records, service, registry=sidecar.metrics.registry)
 
     async def run() -> None:
@@ -94,6 +115,12 @@ def main(argv: list[str] | None = None) -> None:
             await runner.cleanup()
             await asyncio.to_thread(evidence.detach, shipper)
 
+    try:  # the sidecar extra installs uvloop: a cheaper event loop per streamed chunk
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
     asyncio.run(run())
 
 

@@ -41,8 +41,8 @@ from hegui.api.generativeservice import Direction, StreamingMode
 from hegui.labeling.metadata import HEADER as AIGC_HEADER
 from hegui.labeling.text import StreamLabeler, TextLabel
 from hegui.moderation import pii
+from hegui.moderation.client import personal_information
 from hegui.moderation.decision import Decision, Outcome, decide
-from hegui.moderation.findings import pii_findings
 from hegui.moderation.pii import mask
 from hegui.sidecar import families
 from hegui.sidecar.common import SLI, ModerationDown, error_body, mark_cut, reference_id
@@ -316,6 +316,11 @@ class _Relay:
                         break
         if final or not self.queue:
             return limit
+        if limit == 1 and len(self.queue[0].pieces) == 1:  # one token: the common case
+            piece = self.queue[0].pieces[0]
+            before = self.lookbehind.get(piece.key, "")
+            text = before + piece.slot.text
+            return 1 if pending_start(text) >= len(text) else 0
         texts: dict[SlotKey, list[tuple[int, str]]] = {}
         for position, chunk in enumerate(self.queue[:limit]):
             for piece in chunk.pieces:
@@ -450,16 +455,20 @@ class _Relay:
             contexts: dict[SlotKey, int] = {}
             moderation = self.sidecar.config.moderation
             for key, pieces in slots.items():
+                text = "".join([p.slot.text for p in pieces])
+                self.unmoderated.setdefault(key, []).append(text)
                 before = self.lookbehind.get(key, "")
-                text = before + "".join(p.slot.text for p in pieces)
-                decision = decide(pii_findings(text), moderation, Direction.OUTPUT)
-                if decision.hits:
-                    _count(self.sidecar, decision)
-                    decisions[key], contexts[key] = decision, len(before)
-            await self._judge(decisions, withdraw=True)
-            await self._masked(chunks, decisions, contexts)
-            for key, pieces in slots.items():
-                self.unmoderated.setdefault(key, []).extend(p.slot.text for p in pieces)
+                found = personal_information(before + text)
+                if found.scores:
+                    decision = decide(found, moderation, Direction.OUTPUT)
+                    if decision.hits:
+                        _count(self.sidecar, decision)
+                        decisions[key], contexts[key] = decision, len(before)
+            if decisions:
+                await self._judge(decisions, withdraw=True)
+                await self._masked(chunks, decisions, contexts)
+                for key in decisions:  # the window scores what was sent: masked
+                    self.unmoderated[key][-1] = "".join([p.slot.text for p in slots[key]])
             self.tokens += sum(1 for c in chunks if c.pieces)
             await self._send(chunks)
         if self.checking is None and self.tokens and (final or self.tokens >= self.window):
@@ -636,7 +645,22 @@ async def stream(sidecar: Sidecar, route: str, request: web.Request,
         if relay.first_token is not None and (facts := SLI.get()) is not None:
             facts.first_token = relay.first_token
     await response.write_eof()
+    if finished:
+        await _drain(upstream)
     return response
+
+
+async def _drain(upstream: aiohttp.ClientResponse) -> None:
+    """Read what the model sends after its last event (the end of the chunked body), briefly and
+    boundedly, so its connection is kept for the next request rather than closed."""
+    with contextlib.suppress(TimeoutError, ValueError, aiohttp.ClientError):
+        async with asyncio.timeout(0.05):
+            left = 1 << 16
+            while left > 0 and not upstream.content.at_eof():
+                data = await upstream.content.readany()
+                if not data:
+                    return
+                left -= len(data)
 
 
 __all__ = ["STREAMED", "STREAMS_CHOICES", "EventReader", "LabeledStream", "Piece",

@@ -1,0 +1,367 @@
+"""Streaming benchmark (issue 14): what the sidecar adds to a streamed answer, against the model
+server called directly in the same run (the machine is shared and noisy: compare figures of one
+run only, read ratios).
+
+    .venv/bin/python bench/streaming.py [--seconds 5] [--quick]
+
+Each server runs in its own process: the fake model server (hegui.sidecar.testing.FakeModel) and
+sidecars with the lexicon and personal-information rules in-process (RulesModerator), in
+StreamThenRetract and in Hold (first window 4 tokens), with their event loop (asyncio or uvloop)
+and JSON library (json or orjson) chosen per process. The load generator is this process.
+
+- paced: 64 concurrent streams, the model sends 256 one-token chunks 20 ms apart (a loaded GPU
+  server); time to first token p50 and the gap between tokens p99, direct and through each mode.
+- saturated: the model (LeanModel) sends its 256 tokens as fast as it can (it yields to its event
+  loop between tokens, as a server emitting one token a stream per decode step); 1, 32, 128, 256
+  concurrent streams, single-token chunks a second through the sidecar and the sidecar process's
+  CPU time per chunk (1e6 / that = chunks a second one sidecar process relays on a whole core).
+
+    python bench/streaming.py serve model PORT PACE
+    python bench/streaming.py serve sidecar PORT UPSTREAM MODE LOOP JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+HERE = Path(__file__).resolve()
+# Clean Chinese text, one character a token; no personal information (a number holds its run).
+SENTENCE = ("人工智能服务应当坚持社会主义核心价值观，"  # noqa: RUF001
+            "尊重他人合法权益，提高生成内容的准确性和可靠性。")  # noqa: RUF001
+TEXT = (SENTENCE * 8)[:256]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the server processes ----------------------------------------------------------------------
+
+class LeanModel(asyncio.Protocol):
+    """The saturated upstream: HTTP/1.1 keep-alive, each answer 256 pre-encoded one-token SSE
+    events (what FakeModel sends), yielding to the event loop between tokens as a server that
+    emits one token a stream per decode step. It costs little per token, so what limits the
+    figures is the sidecar (and the load generator), not the stand-in model."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: Any = None  # asyncio's or uvloop's
+        self.answering: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length:]
+            self.answering = asyncio.ensure_future(self.answer())
+
+    async def answer(self) -> None:
+        transport = self.transport
+        transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n")
+        for frame in FRAMES:
+            if transport.is_closing():
+                return
+            transport.write(frame)
+            await asyncio.sleep(0)
+        transport.write(_frame(b'data: {"id":"cmpl-1","object":"chat.completion.chunk",'
+                               b'"model":"fake","choices":[{"index":0,"delta":{},'
+                               b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n') + b"0\r\n\r\n")
+
+
+def _frame(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+FRAMES = [_frame(("data: " + json.dumps({
+    "id": "cmpl-1", "object": "chat.completion.chunk", "model": "fake",
+    "choices": [{"index": 0, "delta": {"content": char}, "finish_reason": None}]},
+    ensure_ascii=False) + "\n\n").encode()) for char in TEXT]
+
+
+async def serve_model(port: int, pace: float) -> None:
+    from aiohttp import web
+
+    if pace == 0:
+        server = await asyncio.get_running_loop().create_server(LeanModel, "127.0.0.1", port)
+        print("ready", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    from hegui.sidecar.testing import FakeModel
+
+    model = FakeModel(pace=pace, chunk_chars=1)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", model.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def serve_sidecar(port: int, upstream: str, mode: str, use_json: str) -> None:
+    from hegui.moderation.client import RulesModerator
+    from hegui.sidecar import streaming
+    from hegui.sidecar.app import Sidecar, serve
+    from hegui.sidecar.config import SidecarConfig
+    from hegui.sidecar.testing import posture
+
+    if use_json == "json":  # what orjson earns: the standard library in its place
+        streaming._loads = json.loads
+
+        def dumps(value: Any) -> bytes:
+            return json.dumps(value, ensure_ascii=False).encode()
+
+        streaming._dumps = dumps
+    config = SidecarConfig(posture(output={"streamWindowTokens": 64, "streaming": {
+        "mode": mode, "firstWindowTokens": 4}}), upstream=upstream,
+        upstream_read_timeout=30.0)
+    runner = await serve(Sidecar(config, RulesModerator()), "127.0.0.1", port)
+    print("ready", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def serve_relay(port: int, upstream: str) -> None:
+    """A bare proxy hop, no moderation: what any extra process in the path costs on this
+    machine (scheduling, sockets), so the sidecar's own cost can be told apart from it."""
+    from aiohttp import web
+
+    session = aiohttp.ClientSession()
+
+    async def relay(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with session.post(upstream + request.path, data=body,
+                                headers={"Content-Type": "application/json"}) as answer:
+            response = web.StreamResponse(headers={"Content-Type": answer.content_type})
+            await response.prepare(request)
+            async for data in answer.content.iter_any():
+                await response.write(data)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", relay)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+def serve_main(argv: list[str]) -> None:
+    role, port = argv[0], int(argv[1])
+    if role == "model":
+        import uvloop
+
+        uvloop.install()
+        asyncio.run(serve_model(port, float(argv[2])))
+        return
+    if role == "relay":
+        import uvloop
+
+        uvloop.install()
+        asyncio.run(serve_relay(port, argv[2]))
+        return
+    upstream, mode, loop, use_json = argv[2:6]
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(serve_sidecar(port, upstream, mode, use_json))
+
+
+# --- the load ------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    from hegui.moderation.tritonserver import free_port as pick
+
+    return pick()
+
+
+class Server:
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        command = [sys.executable, str(HERE), "serve", args[0], str(self.port), *args[1:]]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"{args} did not start")
+        self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+BODY = json.dumps({"model": "fake", "stream": True,
+                   "messages": [{"role": "user", "content": f"say:{TEXT}"}]},
+                  ensure_ascii=False).encode()
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str) -> tuple[float, list[float]]:
+    """Time to first token and the arrival time of each token of one stream."""
+    began = time.perf_counter()
+    arrivals: list[float] = []
+    buffer = b""
+    async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 200, r.status
+        async for data in r.content.iter_any():
+            now = time.perf_counter()
+            buffer += data
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if event.startswith(b"data: {") and b'"content"' in event:
+                    chunk = json.loads(event[6:])
+                    if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                        arrivals.append(now)
+    assert len(arrivals) == len(TEXT), (len(arrivals), url)
+    return arrivals[0] - began, arrivals
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def paced(url: str, streams: int) -> dict[str, float]:
+    connector = aiohttp.TCPConnector(limit=streams)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # warm: every connection open on both hops (a sidecar keeps them to its model)
+        await asyncio.gather(*(one_stream(session, url) for _ in range(streams)))
+        results = await asyncio.gather(*(one_stream(session, url) for _ in range(streams)))
+    ttft = [r[0] for r in results]
+    gaps = [b - a for _, arrivals in results for a, b in itertools.pairwise(arrivals)]
+    return {"ttft_p50_ms": quantile(ttft, 0.5) * 1e3, "ttft_p99_ms": quantile(ttft, 0.99) * 1e3,
+            "gap_p50_ms": quantile(gaps, 0.5) * 1e3, "gap_p99_ms": quantile(gaps, 0.99) * 1e3}
+
+
+async def saturated(server: Server, streams: int, seconds: float,
+                    sidecar: Server | None) -> dict[str, Any]:
+    """Single-token chunks a second over `seconds` with `streams` streams always open."""
+    chunks = 0
+    failures: list[str] = []
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=streams)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def client() -> None:
+            nonlocal chunks
+            while time.perf_counter() < deadline:
+                async with session.post(server.url, data=BODY,
+                                        headers={"Content-Type": "application/json"}) as r:
+                    if r.status != 200:
+                        failures.append(f"{r.status} {(await r.read())[:200]!r}")
+                        continue
+                    async for data in r.content.iter_any():
+                        chunks += data.count(b'"content"')
+        cpu = sidecar.cpu_seconds() if sidecar else 0.0
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(streams)))
+        elapsed = time.perf_counter() - began
+        cpu = (sidecar.cpu_seconds() - cpu) if sidecar else 0.0
+    out: dict[str, Any] = {"chunks_per_s": chunks / elapsed}
+    if failures:
+        out["failures"] = len(failures)
+        out["first_failure"] = failures[0]
+    if sidecar:
+        out["sidecar_cpu_us_per_chunk"] = cpu / chunks * 1e6
+        out["per_core_chunks_per_s"] = chunks / cpu if cpu else 0.0
+    return out
+
+
+async def main(args: argparse.Namespace) -> None:
+    report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, shared (load average "
+                                         f"{os.getloadavg()[0]:.1f} at start)"}
+    # paced upstream
+    model = Server("model", "0.02")
+    upstream = model.url.rsplit("/v1", 1)[0]
+    sidecars = {"bare relay": Server("relay", upstream),
+                "StreamThenRetract": Server("sidecar", upstream, "StreamThenRetract", "uvloop",
+                                            "orjson"),
+                "Hold": Server("sidecar", upstream, "Hold", "uvloop", "orjson")}
+    try:
+        direct = await paced(model.url, args.paced_streams)
+        report["paced direct"] = direct
+        relay: dict[str, float] = {}
+        for mode, server in sidecars.items():
+            measured = await paced(server.url, args.paced_streams)
+            for name, base in (("", direct), ("_over_relay", relay)):
+                if base:
+                    measured[f"added_ttft_p50_ms{name}"] = (measured["ttft_p50_ms"]
+                                                            - base["ttft_p50_ms"])
+                    measured[f"added_gap_p99_ms{name}"] = (measured["gap_p99_ms"]
+                                                           - base["gap_p99_ms"])
+            relay = relay or measured
+            report[f"paced {mode}"] = measured
+    finally:
+        for server in [model, *sidecars.values()]:
+            server.stop()
+    # saturated upstream
+    model = Server("model", "0")
+    upstream = model.url.rsplit("/v1", 1)[0]
+    relay_server = Server("relay", upstream)
+    variants = {"StreamThenRetract uvloop orjson": ("StreamThenRetract", "uvloop", "orjson"),
+                "Hold uvloop orjson": ("Hold", "uvloop", "orjson")}
+    if not args.quick:
+        variants |= {"StreamThenRetract asyncio json": ("StreamThenRetract", "asyncio", "json"),
+                     "StreamThenRetract asyncio orjson": ("StreamThenRetract", "asyncio",
+                                                          "orjson"),
+                     "StreamThenRetract uvloop json": ("StreamThenRetract", "uvloop", "json")}
+    servers = {name: Server("sidecar", upstream, *spec) for name, spec in variants.items()}
+    try:
+        for streams in args.streams:
+            direct = await saturated(model, streams, args.seconds, None)
+            report[f"saturated {streams} direct"] = direct
+            bare = await saturated(relay_server, streams, args.seconds, relay_server)
+            bare["ratio_to_direct"] = bare["chunks_per_s"] / direct["chunks_per_s"]
+            report[f"saturated {streams} bare relay"] = bare
+            for name, server in servers.items():
+                if streams != 128 and "uvloop orjson" not in name:
+                    continue  # the loop and JSON choice is measured at 128 streams
+                measured = await saturated(server, streams, args.seconds, server)
+                measured["ratio_to_direct"] = measured["chunks_per_s"] / direct["chunks_per_s"]
+                report[f"saturated {streams} {name}"] = measured
+    finally:
+        for server in [model, relay_server, *servers.values()]:
+            server.stop()
+    report["load average at end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve_main(sys.argv[2:])
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--paced-streams", type=int, default=64)
+    parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 32, 128, 256])
+    parser.add_argument("--quick", action="store_true", help="skip the loop and JSON variants")
+    arguments = parser.parse_args()
+    import uvloop
+
+    uvloop.install()  # the load generator must not be what limits the figures
+    asyncio.run(main(arguments))
