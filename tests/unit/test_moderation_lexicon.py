@@ -168,6 +168,10 @@ def test_store_reloads_and_keeps_the_old_list_on_a_bad_update(tmp_path: Path) ->
     keywords.write_text("# emptied by mistake\n", encoding="utf-8")
     assert not store.reload()
     assert "no keywords" in store.error and store.lexicon.version == version
+    status = store.status()
+    assert status["version"] == version and status["keywords"] == 1
+    assert "no keywords" in status["refusedUpdate"]
+    assert status["coverage"]["ok"] is False and status["coverage"]["total"] == 1
 
 
 def test_reload_under_load_drops_no_request(tmp_path: Path) -> None:

@@ -354,6 +354,7 @@ class LexiconStore:
     error: str = field(default="", init=False)
     _stamp: tuple[tuple[str, int, int], ...] = field(default=(), init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _coverage: CoverageReport | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._stamp = self._stat()
@@ -390,6 +391,16 @@ class LexiconStore:
         self.lexicon = fresh  # one reference swap: readers see the old or the new, whole
         log.info("lexicon version %s in force (%d keywords)", fresh.version, len(fresh.keywords))
         return True
+
+    def status(self) -> dict[str, Any]:
+        """What a status, an audit record or the dossier says of the list in force: its version,
+        files, size, the last refused update and its counts against the standard."""
+        lexicon = self.lexicon
+        if self._coverage is None or self._coverage.version != lexicon.version:
+            self._coverage = coverage(lexicon)
+        return {"version": lexicon.version, "sources": list(lexicon.sources),
+                "keywords": len(lexicon.keywords), "engine": lexicon.engine,
+                "refusedUpdate": self.error, "coverage": self._coverage.to_dict()}
 
     def watch(self, interval: float = 10.0) -> threading.Thread:
         """Reload every `interval` seconds in a daemon thread, until `stop`."""
