@@ -112,16 +112,44 @@ def _service(namespace: str, **changes: Any) -> dict[str, Any]:
             "metadata": {"name": "chat", "namespace": namespace}, "spec": spec}
 
 
+def attest(cluster: LocalCluster, namespace: str, report_id: str, service: str = "chat",
+           name: str | None = None) -> str:
+    """Record an external report as the assessor does (Art.17): a SafetyAssessment without a
+    target whose status (written here by the admin, through the status subresource) names the
+    report. Returns its name."""
+    name = name or f"external-{report_id.lower()}"
+    _apply(cluster, {"apiVersion": "hegui.io/v1alpha1", "kind": "SafetyAssessment",
+                     "metadata": {"name": name, "namespace": namespace},
+                     "spec": {"serviceRef": {"name": service}, "questionBanks": [
+                         {"name": "refuse", "kind": "ShouldRefuse",
+                          "configMapRef": {"name": "banks", "key": "refuse.txt"}},
+                         {"name": "answer", "kind": "ShouldAnswer",
+                          "configMapRef": {"name": "banks", "key": "answer.txt"}}]}})
+    cluster.kubectl("-n", namespace, "patch", "safetyassessment", name, "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": assessor_status(report_id)}))
+    return name
+
+
+def assessor_status(report_id: str) -> dict[str, Any]:
+    return {"verdict": "Pass", "reportId": report_id, "assessor": "Example Assessment Centre",
+            "completedAt": "2026-06-01T00:00:00Z", "expiresAt": "2099-06-01T00:00:00Z"}
+
+
 def _apply_service(cluster: LocalCluster, service: dict[str, Any]) -> None:
-    """Apply a GenerativeService and wait until the webhook's watch has it: a dry run of its
-    workload is no longer refused for want of a service."""
-    _apply(cluster, service)
+    """Apply a GenerativeService (and the assessor's record of the external report it declares)
+    and wait until the webhook's watch has them: a dry run of its workload is no longer refused
+    for want of a service or of the record."""
     namespace = service["metadata"]["namespace"]
+    external = (service["spec"].get("assessment") or {}).get("external")
+    if external is not None:
+        attest(cluster, namespace, external["reportId"], service["metadata"]["name"])
+    _apply(cluster, service)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         probe = _apply(cluster, _gpu_deployment(namespace), extra=("--dry-run=server",),
                        check=False)
-        if "[coverage, Art.17]" not in probe.stderr:
+        if "[coverage, Art.17]" not in probe.stderr and \
+                "declared by the service itself" not in probe.stderr:
             return
         time.sleep(0.2)
     raise AssertionError("the webhook never saw the GenerativeService")
@@ -148,7 +176,7 @@ def test_complete_service_admits_its_deployment(local_cluster: LocalCluster,
      "spec.filing"),
     ({"assessment": {"external": {"reportId": "TC260-2024-0001", "assessedOn": "2024-01-01",
                                   "expiresOn": "2025-01-01", "result": "Pass"}}},
-     "[assessment, Art.17]", "expired on 2025-01-01"),
+     "[assessment, Art.17]", "to 2025-01-01"),
     ({"labeling": None}, "[labeling, Art.12]", "spec.labeling"),
 ], ids=["missing-filing", "expired-assessment", "missing-labeling"])
 def test_each_gap_is_refused_for_its_own_reason(
