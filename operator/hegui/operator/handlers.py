@@ -454,38 +454,36 @@ _PLURALS: dict[tuple[str, str], str] = {("apps/v1", "Deployment"): "deployments"
                                         ("apps/v1", "ReplicaSet"): "replicasets"}
 
 
-def _scale_path(target: tuple[str, str, str], namespace: str) -> str:
-    """/apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME/scale, the plural found by discovery."""
-    api_version, kind, name = target
+def _scale_resource(target: tuple[str, str, str]) -> tuple[str, str, str]:
+    """(group, version, plural) of a workload kind with a scale subresource, by discovery."""
+    api_version, kind, _ = target
+    group, _, version = api_version.rpartition("/")
     plural = _PLURALS.get((api_version, kind))
     if plural is None:
-        found = _api("CustomObjectsApi").api_client.call_api(
-            f"/apis/{api_version}", "GET", response_type="object", auth_settings=["BearerToken"],
-            _return_http_data_only=True)
-        resources = {r.get("name"): r for r in (found or {}).get("resources") or []}
-        plural = next((n for n, r in resources.items() if r.get("kind") == kind
+        found = _api("CustomObjectsApi").get_api_resources(group, version,
+                                                           _preload_content=False)
+        resources = {r.get("name"): r for r in json.loads(found.data).get("resources") or []}
+        plural = next((str(n) for n, r in resources.items() if r.get("kind") == kind
                        and "/" not in str(n)), None)
         if plural is None or f"{plural}/scale" not in resources:
             raise Unscalable(f"{kind} ({api_version}) has no scale subresource: suspend it "
-                               "with RejectRequests or IsolateNetwork instead")
+                             "with RejectRequests or IsolateNetwork instead")
         _PLURALS[(api_version, kind)] = plural
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{base}/namespaces/{namespace}/{plural}/{name}/scale"
+    return group, version, plural
 
 
 def _read_scale(target: tuple[str, str, str], namespace: str) -> int:
-    client = _api("CustomObjectsApi").api_client
-    scale = client.call_api(_scale_path(target, namespace), "GET", response_type="object",
-                            auth_settings=["BearerToken"], _return_http_data_only=True)
-    return int(((scale or {}).get("spec") or {}).get("replicas") or 0)
+    group, version, plural = _scale_resource(target)
+    scale = _api("CustomObjectsApi").get_namespaced_custom_object_scale(
+        group, version, namespace, plural, target[2], _preload_content=False)
+    return int((json.loads(scale.data).get("spec") or {}).get("replicas") or 0)
 
 
 def _patch_scale(target: tuple[str, str, str], namespace: str, replicas: int) -> None:
-    client = _api("CustomObjectsApi").api_client
-    client.call_api(_scale_path(target, namespace), "PATCH",
-                    header_params={"Content-Type": "application/merge-patch+json"},
-                    body={"spec": {"replicas": replicas}}, response_type="object",
-                    auth_settings=["BearerToken"], _return_http_data_only=True)
+    group, version, plural = _scale_resource(target)
+    _api("CustomObjectsApi").patch_namespaced_custom_object_scale(
+        group, version, namespace, plural, target[2], {"spec": {"replicas": replicas}},
+        _content_type="application/merge-patch+json", _preload_content=False)
 
 
 def _announce(body: kopf.Body, key: ObjectKey, transition: suspension.Transition) -> None:
