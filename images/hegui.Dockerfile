@@ -1,35 +1,33 @@
 # syntax=docker/dockerfile:1
-# hegui's webhook and operator: one image, two commands (`hegui webhook serve`,
-# `hegui operator run`), as the chart runs them. Build from the repository root:
+# hegui's operator and admission webhook: images/hegui.toml, built by a platform team's own
+# pipeline. The same definition and the same builder (images/build.py) as the local build,
+# which needs no docker:
 #
+#   images/build.py hegui            # .cache/images/hegui.tar (OCI archive), .spdx.json, .json
 #   docker build -f images/hegui.Dockerfile -t registry.example.cn/hegui/hegui:0.1.0 .
 #
-# Bases are pinned by exact version; pin them by digest too in your registry mirror
-# (FROM python:3.11.13-slim-bookworm@sha256:...). tests/unit/test_chart.py checks the structure.
-
-# Build: a virtual environment with hegui and its runtime dependencies (no dev, ml or triton
-# extras: the webhook and operator need neither torch nor tritonserver).
-FROM python:3.11.13-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# The build stage extracts Debian's packages with mmdebstrap and installs hegui's wheel and its
+# dependencies from PyPI; the image itself starts from scratch: no shell, no package manager.
+# tests/unit/test_image_definitions.py keeps this file and images/hegui.toml in step.
+FROM debian:bookworm-20250520-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1 PYTHONDONTWRITEBYTECODE=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends mmdebstrap python3 python3-pip ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY images images
 COPY operator/hegui operator/hegui
 COPY admission/hegui admission/hegui
 COPY crds/hegui crds/hegui
 COPY sidecars/hegui sidecars/hegui
-RUN python -m venv /opt/hegui \
- && /opt/hegui/bin/pip install . \
- && /opt/hegui/bin/hegui --help > /dev/null
+RUN python3 images/build.py hegui --out /cache --rootfs /rootfs
 
-# Runtime: the same base without build leftovers; non-root (65532, as the chart's
-# securityContext), read-only root filesystem friendly (nothing written outside /tmp).
-FROM python:3.11.13-slim-bookworm AS runtime
-COPY --from=build /opt/hegui /opt/hegui
-ENV PATH=/opt/hegui/bin:$PATH \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    HOME=/tmp
+FROM scratch AS hegui
+COPY --from=build /rootfs /
+ENV PATH=/opt/hegui/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=/opt/hegui/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
 USER 65532:65532
+WORKDIR /tmp
 EXPOSE 9443 8080 8081
-ENTRYPOINT ["hegui"]
+ENTRYPOINT ["/usr/bin/python3.11", "-m", "hegui.cli"]
 CMD ["--help"]

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -499,62 +500,17 @@ def test_network_policies_select_hegui_pods(
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
 
-# --- images --------------------------------------------------------------------------------------
+# --- images (images/NAME.toml; tests/unit/test_image_definitions.py checks the Dockerfiles) ------
 
 
-def _stages(dockerfile: Path) -> list[dict[str, Any]]:
-    """FROM stages with their instructions (continuation lines joined)."""
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    stages: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        instruction, _, rest = line.partition(" ")
-        if instruction.upper() == "FROM":
-            image, _, alias = rest.partition(" AS ")
-            stages.append({"from": image.strip(), "name": alias.strip(), "steps": []})
-        else:
-            stages[-1]["steps"].append((instruction.upper(), rest.strip()))
-    return stages
-
-
-DOCKERFILES = [IMAGES / "hegui.Dockerfile", IMAGES / "sidecar.Dockerfile"]
-
-
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_images_are_multi_stage_pinned_and_non_root(dockerfile: Path) -> None:
-    stages = _stages(dockerfile)
-    assert len(stages) >= 2, "multi-stage: build tools stay out of the runtime image"
-    names = {s["name"] for s in stages}
-    for stage in stages:
-        base = stage["from"]
-        if base in names:
-            continue
-        assert re.fullmatch(r"[\w./-]+:\d[\w.-]*(@sha256:[a-f0-9]{64})?", base), (
-            f"{base}: pin the base by an exact version tag")
-        assert "latest" not in base
-    for stage in stages:
-        users = [rest for instruction, rest in stage["steps"] if instruction == "USER"]
-        entry = [rest for instruction, rest in stage["steps"] if instruction == "ENTRYPOINT"]
-        if entry:  # a stage that runs something runs it as 65532, never root
-            assert users and users[-1] == f"{injection.SIDECAR_USER}:{injection.SIDECAR_USER}", (
-                stage["name"])
-    for stage in stages:
-        for instruction, rest in stage["steps"]:
-            if instruction == "COPY" and not rest.startswith("--from="):
-                *sources, _ = rest.split()
-                for source in sources:
-                    assert (_CHECKOUT / source).exists(), f"COPY {source}: no such path"
-            if instruction == "COPY" and rest.startswith("--from="):
-                assert rest.split()[0].removeprefix("--from=") in names
+def _definition(name: str) -> dict[str, Any]:
+    definition: dict[str, Any] = tomllib.loads((IMAGES / f"{name}.toml").read_text())
+    return definition
 
 
 def test_hegui_image_runs_what_the_chart_runs(
         default_render: tuple[str, list[dict[str, Any]]]) -> None:
-    runtime = _stages(IMAGES / "hegui.Dockerfile")[-1]
-    entry = json.loads(dict(runtime["steps"])["ENTRYPOINT"])
-    assert entry == ["hegui"]
+    assert _definition("hegui")["entrypoint"] == ["/usr/bin/python3.11", "-m", "hegui.cli"]
     for deployment in by_kind(default_render[1], "Deployment"):
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert "command" not in container  # the image's entrypoint, with the chart's args
@@ -569,10 +525,7 @@ def test_hegui_image_runs_what_the_chart_runs(
 
 def test_sidecar_image_speaks_the_injected_command_line() -> None:
     """The webhook injects only args; the image's entrypoint must accept every one."""
-    stages = {s["name"]: s for s in _stages(IMAGES / "sidecar.Dockerfile")}
-    final = _stages(IMAGES / "sidecar.Dockerfile")[-1]
-    assert final["name"] == "sidecar", "the sidecar is the default (last) target"
-    assert json.loads(dict(final["steps"])["ENTRYPOINT"]) == ["python", "-m", "hegui.sidecar"]
+    assert _definition("sidecar")["entrypoint"] == ["/usr/bin/python3.11", "-m", "hegui.sidecar"]
     from hegui.api.policy import Sidecar
 
     container = injection.sidecar_container(
@@ -585,9 +538,7 @@ def test_sidecar_image_speaks_the_injected_command_line() -> None:
     for flag in (a for a in container["args"] if a.startswith("--")):
         assert flag in result.stdout, f"python -m hegui.sidecar has no {flag}"
     # The Triton image carries the model repository and the code its Python models import.
-    triton = stages["triton"]
-    copies = [rest for instruction, rest in triton["steps"] if instruction == "COPY"]
-    assert "sidecars/triton/models /models" in copies
+    triton = _definition("triton")
+    assert triton["files"]["sidecars/triton/models"] == "/models"
     assert (_CHECKOUT / "sidecars/triton/models/moderation/config.pbtxt").exists()
-    env = " ".join(rest for instruction, rest in triton["steps"] if instruction == "ENV")
-    assert "HEGUI_TRITON_PYTHONPATH=/opt/hegui-triton" in env
+    assert triton["env"]["HEGUI_TRITON_PYTHONPATH"] == "/opt/hegui/lib"

@@ -1,0 +1,449 @@
+"""A real node beside kwok's: containerd, runc and the CNI plugins from Debian, and a kubelet built
+from the same k8s.io/kubernetes module as the control plane (`hegui cluster up --real-node`).
+
+What this machine needs, verified (issue 18):
+
+- the kernel mounts cgroups in hybrid v1 mode: the kubelet runs with `failCgroupV1: false` and
+  `cgroupDriver: cgroupfs`; Debian's crun refuses hybrid cgroups, runc works;
+- a negative `oom_score_adj` is refused here, so containerd runs with
+  `restrict_oom_score_adj = true` (without it runc fails with "can't get final child's PID");
+- no registry is reachable: images, the pause image too, are imported into containerd's `k8s.io`
+  namespace from the archives images/build.py makes; pods use `imagePullPolicy: Never` or
+  `IfNotPresent`;
+- `kubectl logs` and `exec` reach the kubelet at the node's address, so the node is registered
+  with its own IP;
+- the kubelet's device-plugin socket is /var/lib/kubelet/device-plugins/kubelet.sock whatever its
+  --root-dir, so one machine runs one real node at a time.
+
+Every path (state, sockets, logs) lives under the cluster's home, so a second cluster
+(HEGUI_CACHE_DIR, HEGUI_CLUSTER_PORT_BASE) runs its own containerd and kubelet beside the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hegui.localcluster import pki
+from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
+from hegui.localcluster.nodes import GPU_RESOURCE
+from hegui.localcluster.pki import CertificateAuthority
+
+#: Debian's binaries (dev/apt-packages.txt: containerd, runc, containernetworking-plugins).
+CONTAINERD = "/usr/bin/containerd"
+CTR = "/usr/bin/ctr"
+RUNC = "/usr/sbin/runc"
+CNI_BIN_DIR = "/usr/lib/cni"
+#: The pod sandbox image, built by images/build.py from images/pause.toml.
+PAUSE_IMAGE = "hegui.io/pause:0.1.0"
+#: containerd's namespace for the images and containers of Kubernetes (the CRI plugin's).
+K8S_NAMESPACE = "k8s.io"
+
+
+class RealNodeError(ClusterError):
+    """A failure to start the real node; the message names the cause and the fix."""
+
+
+def missing_host_binaries() -> list[str]:
+    """The Debian binaries the real node needs that this machine lacks."""
+    wanted = [CONTAINERD, CTR, RUNC, f"{CNI_BIN_DIR}/bridge", f"{CNI_BIN_DIR}/host-local",
+              f"{CNI_BIN_DIR}/loopback", f"{CNI_BIN_DIR}/portmap"]
+    return [path for path in wanted if not os.access(path, os.X_OK)]
+
+
+@dataclass(frozen=True)
+class Containerd:
+    """A containerd of its own: its root, state, socket and CNI configuration under `home`."""
+
+    home: Path
+    pod_cidr: str = "10.88.0.0/24"
+    bridge: str = "hegui0"
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "run" / "containerd.sock"
+
+    @property
+    def config(self) -> Path:
+        return self.home / "containerd.toml"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.home / "cni" / "net.d"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "containerd.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "containerd.pid"
+
+    def write_config(self) -> None:
+        for sub in ("root", "state", "run", "cni/net.d"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        self.config.write_text(f"""\
+version = 2
+root = "{self.home / 'root'}"
+state = "{self.home / 'state'}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "{self.socket}"
+
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # A negative oom_score_adj is refused on these machines.
+  restrict_oom_score_adj = true
+  enable_unprivileged_ports = true
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        BinaryName = "{RUNC}"
+        SystemdCgroup = false
+  [{cri}.cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{self.cni_conf_dir}"
+""")
+        # One bridge for the node's pods, addresses from host-local, hostPort through portmap.
+        (self.cni_conf_dir / "10-hegui.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0", "name": "hegui",
+            "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
+                 "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": self.pod_cidr}]],
+                          "routes": [{"dst": "0.0.0.0/0"}],
+                          "dataDir": str(self.home / "cni" / "ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ]}, indent=2))
+
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pid_file.read_text())
+            if os.readlink(f"/proc/{pid}/exe") == CONTAINERD:
+                return pid
+        return None
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.pid() is not None and self.ready():
+            return
+        missing = missing_host_binaries()
+        if missing:
+            raise RealNodeError(f"missing {', '.join(missing)}: install Debian's containerd, runc "
+                                "and containernetworking-plugins (dev/apt-packages.txt; "
+                                "dev/bootstrap installs them)")
+        self.write_config()
+        with self.log.open("ab") as log:
+            process = subprocess.Popen([CONTAINERD, "--config", str(self.config)],
+                                       stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RealNodeError(f"containerd exited with code {process.returncode}; the end "
+                                    f"of {self.log}:\n{_tail(self.log)}")
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise RealNodeError(f"containerd did not answer within {timeout:.0f}s; the end of "
+                            f"{self.log}:\n{_tail(self.log)}")
+
+    def ready(self) -> bool:
+        return self.socket.exists() and self.ctr("version", check=False).returncode == 0
+
+    def stop(self, grace: float = 10.0) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        _terminate(pid, grace)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([CTR, "--address", str(self.socket), "--namespace", K8S_NAMESPACE,
+                               *args], capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RealNodeError(f"ctr {' '.join(args)}: {done.stderr.strip()}")
+        return done
+
+    def images(self) -> set[str]:
+        return set(self.ctr("images", "list", "--quiet").stdout.split())
+
+    def import_image(self, archive: Path, reference: str) -> None:
+        """Import an image archive unless containerd already has this reference with the
+        archive's manifest digest."""
+        listing = self.ctr("images", "list").stdout.splitlines()
+        wanted = json.loads(archive.with_suffix(".json").read_text())["manifest"] \
+            if archive.with_suffix(".json").is_file() else None
+        for line in listing[1:]:
+            words = line.split()
+            if words and words[0] == reference and wanted and wanted in line:
+                return
+        self.ctr("images", "import", str(archive), timeout=600)
+
+
+#: The images `hegui cluster up --real-node` builds and imports (images/NAME.toml).
+IMAGES = ("pause", "hegui", "sidecar")
+NODE_NAME = "hegui-real-0"
+#: The real node's taint (NoSchedule): only pods that tolerate it run there, so workloads meant
+#: for kwok's simulated GPU nodes (whose images exist nowhere) never land on it.
+TAINT = "hegui.io/real-node"
+#: The devices the fake GPU device plugin advertises, and its module.
+GPUS = 2
+PLUGIN_MODULE = "hegui.localcluster.deviceplugin"
+
+
+def build_images(cluster: LocalCluster, names: list[str]) -> list[Path]:
+    """Build (or find cached) these images with images/build.py, in the cluster's home."""
+    script = _CHECKOUT / "images" / "build.py"
+    if not script.is_file():
+        raise RealNodeError(f"{script} is missing: the real node's images are built from a "
+                            "checkout of hegui")
+    unique = list(dict.fromkeys(names))
+    done = subprocess.run([sys.executable, str(script), "--out", str(cluster.home / "images"),
+                           *unique], check=False)
+    if done.returncode != 0:
+        raise RealNodeError(f"images/build.py {' '.join(unique)} failed (exit "
+                            f"{done.returncode}); its output is above")
+    return [cluster.home / "images" / f"{name}.tar" for name in unique]
+
+
+def node_ip() -> str:
+    """The first global IPv4 address of this machine: the kubelet refuses a loopback node IP, and
+    the apiserver reaches the kubelet there for logs and exec."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                         capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        words = line.split()
+        if "inet" in words:
+            return words[words.index("inet") + 1].split("/")[0]
+    raise RealNodeError("this machine has no global IPv4 address for the node to announce")
+
+
+@dataclass(frozen=True)
+class RealNode:
+    """The kubelet, containerd and the fake GPU device plugin of one local cluster."""
+
+    cluster: LocalCluster
+
+    @property
+    def home(self) -> Path:
+        return self.cluster.home / "realnode"
+
+    @property
+    def containerd(self) -> Containerd:
+        third = (self.cluster.ports.base // 100) % 256
+        return Containerd(self.home / "containerd", pod_cidr=f"10.88.{third}.0/24",
+                          bridge=f"hegui{self.cluster.ports.base}")
+
+    @property
+    def kubelet_dir(self) -> Path:
+        return self.home / "kubelet"
+
+    @property
+    def kubelet_port(self) -> int:
+        return self.cluster.ports.base + 50
+
+    @property
+    def kubelet_healthz_port(self) -> int:
+        return self.cluster.ports.base + 48
+
+    def _pid_file(self, name: str) -> Path:
+        return self.home / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.home / f"{name}.log"
+
+    def _live(self, name: str, word: str) -> int | None:
+        """The pid of this component if it runs and its command line has `word`."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self._pid_file(name).read_text())
+            if word in Path(f"/proc/{pid}/cmdline").read_text().split("\0"):
+                return pid
+        return None
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with self.log_file(name).open("ab") as log:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self._pid_file(name).write_text(str(process.pid))
+        return process
+
+    # --- up -------------------------------------------------------------------------------------
+    def up(self, images: list[Path], timeout: float = 180.0) -> float:
+        """Start containerd, import the images, start the device plugin and the kubelet, and
+        wait until the node is Ready with its GPUs allocatable; returns the seconds it took."""
+        began = time.monotonic()
+        kubelet = self.cluster.binary("kubelet")
+        if not os.access(kubelet, os.X_OK):
+            raise RealNodeError(f"missing {kubelet}: build it with dev/controlplane/build")
+        self.home.mkdir(parents=True, exist_ok=True)
+        containerd = self.containerd
+        containerd.start()
+        for archive in images:
+            report = json.loads(archive.with_suffix(".json").read_text())
+            containerd.import_image(archive, str(report["reference"]))
+        if PAUSE_IMAGE not in containerd.images():
+            raise RealNodeError(f"containerd has no {PAUSE_IMAGE}: build it with "
+                                "images/build.py pause")
+        if self._live("deviceplugin", PLUGIN_MODULE) is None:
+            self._spawn("deviceplugin", [sys.executable, "-m", PLUGIN_MODULE,
+                                         f"--socket-name=hegui-gpu-{self.cluster.ports.base}.sock",
+                                         f"--devices={GPUS}"])
+        if self._live("kubelet", str(kubelet)) is None:
+            self._write_kubelet_files()
+            self._cgroup_root()
+            self._spawn("kubelet", [
+                str(kubelet), f"--config={self.home / 'kubelet.yaml'}",
+                f"--kubeconfig={self.home / 'kubelet.kubeconfig'}",
+                f"--root-dir={self.kubelet_dir}", f"--cert-dir={self.home / 'pki'}",
+                f"--hostname-override={NODE_NAME}", f"--node-ip={node_ip()}",
+                "--node-labels=hegui.io/real-node=true,nvidia.com/gpu.present=true",
+                f"--register-with-taints={TAINT}=true:NoSchedule",
+                "--v=1"])
+        deadline = began + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return time.monotonic() - began
+            if self._live("kubelet", str(kubelet)) is None:
+                raise RealNodeError(f"the kubelet exited; the end of {self.log_file('kubelet')}"
+                                    f":\n{_tail(self.log_file('kubelet'))}")
+            time.sleep(1)
+        raise RealNodeError(f"node {NODE_NAME} was not Ready with {GPUS} GPUs after "
+                            f"{timeout:.0f}s; the end of {self.log_file('kubelet')}:\n"
+                            f"{_tail(self.log_file('kubelet'))}")
+
+    def ready(self) -> bool:
+        got = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
+        if got.returncode != 0:
+            return False
+        node = json.loads(got.stdout)
+        ready = any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in node["status"].get("conditions", []))
+        return ready and node["status"].get("allocatable", {}).get(GPU_RESOURCE) == str(GPUS)
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"/hegui-{self.cluster.ports.base}"
+
+    def _cgroup_root(self) -> None:
+        """The kubelet's cgroup root in every cgroup v1 hierarchy: it refuses to start unless the
+        root exists. A new cpuset needs its parent's CPUs and memory nodes before use."""
+        base = Path("/sys/fs/cgroup")
+        for hierarchy in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()):
+            if hierarchy.name == "unified" or not (hierarchy / "cgroup.procs").exists():
+                continue
+            root = hierarchy / self.cgroup_root.lstrip("/")
+            root.mkdir(exist_ok=True)
+            if hierarchy.name.startswith("cpuset"):
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    if not (root / name).read_text().strip():
+                        (root / name).write_text((hierarchy / name).read_text())
+
+    def _write_kubelet_files(self) -> None:
+        files = self.cluster.pki
+        ca = CertificateAuthority.load(files.ca_cert, files.ca_key)
+        (self.home / "pki").mkdir(parents=True, exist_ok=True)
+        cert, key = ca.issue(pki._name(f"system:node:{NODE_NAME}", ("system:nodes",)),
+                             client=True)
+        pki.write_kubeconfig(self.home / "kubelet.kubeconfig", server=self.cluster.server_url,
+                             ca_pem=files.ca_cert.read_bytes(), cert_pem=cert, key_pem=key,
+                             user=f"system:node:{NODE_NAME}")
+        address = node_ip()
+        serving_cert, serving_key = pki.write_serving_pair(
+            ca, self.home / "pki", "kubelet", names=(NODE_NAME,), ips=(address,))
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "address": address, "port": self.kubelet_port, "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": self.kubelet_healthz_port,
+            "tlsCertFile": str(serving_cert), "tlsPrivateKeyFile": str(serving_key),
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(files.ca_cert)}},
+            "authorization": {"mode": "Webhook"},
+            "containerRuntimeEndpoint": f"unix://{self.containerd.socket}",
+            # This kernel mounts cgroups in hybrid v1 mode.
+            "cgroupDriver": "cgroupfs", "failCgroupV1": False,
+            # Its own cgroup subtree, so a second local cluster's kubelet can run beside it.
+            "cgroupRoot": self.cgroup_root, "podLogsDir": str(self.home / "pod-logs"),
+            "failSwapOn": False, "registerNode": True,
+            "podCIDR": self.containerd.pod_cidr, "maxPods": 30,
+            "serializeImagePulls": False, "resolvConf": "/etc/resolv.conf",
+            "clusterDomain": "cluster.local",
+            # A developer's disk is shared with everything else: evict only when nearly full.
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
+                             "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+            "rotateCertificates": False, "serverTLSBootstrap": False,
+            "staticPodPath": "", "shutdownGracePeriod": "0s",
+        }
+        (self.home / "kubelet.yaml").write_text(json.dumps(config, indent=2))
+
+    # --- down -----------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop the kubelet, the device plugin, every pod's containers and containerd."""
+        stopped = []
+        for name in ("kubelet", "deviceplugin"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self._pid_file(name).read_text())
+                if Path(f"/proc/{pid}").exists():
+                    _terminate(pid, 10)
+                    stopped.append(name)
+                self._pid_file(name).unlink(missing_ok=True)
+        containerd = self.containerd
+        if containerd.pid() is not None:
+            for task in containerd.ctr("tasks", "list", "--quiet", check=False).stdout.split():
+                containerd.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, check=False)
+            time.sleep(1)
+            for task in containerd.ctr("tasks", "list", "--quiet", check=False).stdout.split():
+                containerd.ctr("tasks", "delete", "--force", task, check=False)
+            for container in containerd.ctr("containers", "list", "--quiet",
+                                            check=False).stdout.split():
+                containerd.ctr("containers", "delete", container, check=False)
+            containerd.stop()
+            stopped.append("containerd")
+        # What the pods mounted (their /dev/shm, secrets, projected volumes) under the kubelet's
+        # and containerd's folders, deepest first.
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if line.split()[4].startswith(str(self.home))]
+        for mount in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        return stopped
+
+
+def _terminate(pid: int, grace: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, 15)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, 9)
+
+
+def _tail(path: Path, size: int = 3000) -> str:
+    try:
+        return path.read_bytes()[-size:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
