@@ -72,6 +72,7 @@ except ImportError:  # pragma: no cover - the sidecar extra installs orjson
 # --- personal information still being written ----------------------------------------------------
 
 _MAX_HOLD = 64  # a longer run is no personal information hegui masks: it is scanned as it is
+_MAX_QUEUE = 1024  # chunks held behind a run that may be personal information, at most
 # ASCII and full-width digits, Chinese numerals
 _DIGITS = frozenset("0123456789" + "".join(chr(0xFF10 + i) for i in range(10))
                     + "\u3007一二三四五六七八九零")
@@ -314,8 +315,8 @@ class _Relay:
                     if tokens == 0:
                         limit = position + 1
                         break
-        if final or not self.queue:
-            return limit
+        if final or not self.queue or len(self.queue) > _MAX_QUEUE:
+            return limit  # a model that sends on and on behind a held run: scanned as it is
         if limit == 1 and len(self.queue[0].pieces) == 1:  # one token: the common case
             piece = self.queue[0].pieces[0]
             before = self.lookbehind.get(piece.key, "")
