@@ -14,7 +14,7 @@ test: bootstrap
 	dev/run-tests
 
 unit: bootstrap
-	$(VENV)/pytest -m "not cluster and not triton and not prometheus and not profiles and not images" -q
+	$(VENV)/pytest -m "not cluster and not triton and not prometheus and not profiles and not images and not realnode" -q
 
 lint: bootstrap
 	$(VENV)/ruff check .

@@ -260,8 +260,9 @@ def _python_packages(site: Path) -> list[dict[str, str]]:
 
 def _pip(target: Path, *args: str | Path) -> None:
     _run(sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-warn-script-location", "--target", target, "--only-binary=:all:",
-         "--python-version", "3.11", "--implementation", "cp", *PLATFORMS, *args)
+         "--no-warn-script-location", "--no-warn-conflicts", "--target", target,
+         "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *PLATFORMS,
+         *args)
 
 
 # Wheels for Debian bookworm's Python 3.11 and glibc 2.36 (manylinux_2_17 ... manylinux_2_36;

@@ -76,6 +76,13 @@ def _cluster_up(args: argparse.Namespace) -> int:
         print(f"started {', '.join(result.started)}: apiserver ready after "
               f"{result.seconds_to_apiserver_ready:.1f}s, nodes ready after "
               f"{result.seconds_total:.1f}s")
+    if args.real_node:
+        from hegui.localcluster.realnode import IMAGES, NODE_NAME, RealNode, build_images
+
+        node = RealNode(cluster)
+        seconds = node.up(build_images(cluster, [*IMAGES, *args.image]), timeout=args.timeout)
+        print(f"real node {NODE_NAME} (kubelet, containerd, runc, fake GPUs) Ready after "
+              f"{seconds:.1f}s; logs in {node.home}")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     _objectstore_up()
     return 0
@@ -97,8 +104,10 @@ def _objectstore_up() -> None:
 
 def _cluster_down(_: argparse.Namespace) -> int:
     from hegui.localcluster.cluster import LocalCluster
+    from hegui.localcluster.realnode import RealNode
 
-    stopped = LocalCluster.from_environment().down()
+    cluster = LocalCluster.from_environment()
+    stopped = RealNode(cluster).down() + cluster.down()
     from hegui.localcluster.objectstore import LocalObjectStore
 
     if LocalObjectStore.from_environment().down():
@@ -134,6 +143,13 @@ def add_parser(commands: Any) -> None:
     cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
     up = cluster_commands.add_parser("up", help="start it (does nothing if it already runs)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")
+    up.add_argument("--real-node", action="store_true",
+                    help="also a real node: kubelet, containerd, runc and CNI from Debian, two "
+                         "fake GPUs through the device-plugin API, hegui's images imported "
+                         "(needs root; images/build.py builds them, minutes the first time)")
+    up.add_argument("--image", action="append", default=[], metavar="NAME",
+                    help="with --real-node, also build and import images/NAME.toml "
+                         "(e.g. triton; repeatable)")
     up.set_defaults(run=_cluster_up)
     cluster_commands.add_parser("down", help="stop it; nothing is left running").set_defaults(
         run=_cluster_down)

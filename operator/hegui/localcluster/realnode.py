@@ -398,6 +398,12 @@ class RealNode:
     def down(self) -> list[str]:
         """Stop the kubelet, the device plugin, every pod's containers and containerd."""
         stopped = []
+        if self._live("kubelet", str(self.cluster.binary("kubelet"))) is not None:
+            # The kubelet tears its pods down itself (their network namespaces and addresses
+            # through CNI) when they are deleted; killing it first would leave them behind.
+            self.cluster.kubectl("delete", "pods", "--all-namespaces", "--field-selector",
+                                 f"spec.nodeName={NODE_NAME}", "--grace-period=1",
+                                 "--timeout=60s", check=False)
         for name in ("kubelet", "deviceplugin"):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(self._pid_file(name).read_text())
