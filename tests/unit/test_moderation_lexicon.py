@@ -130,6 +130,18 @@ def test_no_match(text: str) -> None:
     assert list(LEXICON.finditer(text)) == []
 
 
+def test_pinyin_forms_match_only_whole_written_words() -> None:
+    lexicon = Lexicon([Keyword("收摊儿", "otherRights"), Keyword("儿童村", "otherRights"),
+                       Keyword("傲睨得志", "otherRights")])
+    # shoutaner is stemmed to shoutan as a typed word; that form must not match 收摊 itself.
+    assert [(m.how, m.start, m.end) for m in lexicon.finditer("收摊儿收摊")] == [("exact", 0, 3)]
+    assert [m.how for m in lexicon.finditer("shoutaner")] == ["pinyin"]
+    # Initials of three characters are English words (etc); of four, only as one written word.
+    assert list(lexicon.finditer("and so on, etc.")) == []
+    assert list(lexicon.finditer('"and" z')) == []
+    assert [m.how for m in lexicon.finditer("andz")] == ["initials"]
+
+
 def test_engines_agree() -> None:
     keys = ["he", "she", "his", "hers", "中国", "国人"]
     fast = Lexicon([Keyword(k, "subversion") for k in keys], engine="pyahocorasick")

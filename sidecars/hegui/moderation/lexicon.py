@@ -13,7 +13,8 @@ it can be masked or shown, and says how it matched (`Match.how`):
 - `variant`: a Latin keyword written otherwise than as listed, up to case and spaces (an
   inflection, `bombs` for `bomb`; full-width or look-alike letters; invisible characters);
 - `pinyin`: a Chinese keyword written (partly) in pinyin, `zha dan` or `制作zha弹`;
-- `initials`: a Chinese keyword of 3+ characters by its pinyin initials, `zzzd`;
+- `initials`: a Chinese keyword of 4+ characters by its pinyin initials written as one word,
+  `zzzd`;
 - `homophone`: other characters read the same, for keywords of HOMOPHONE_MIN_SYLLABLES+
   characters only (two-character homophones collide with everyday words: 色情 and 颜色清楚).
 
@@ -59,11 +60,13 @@ DEFAULT_LEXICON_DIR = Path(__file__).parent / "lexicons"
 
 #: Homophones (other characters, same pinyin) match keywords of at least this many characters.
 HOMOPHONE_MIN_SYLLABLES = 3
-#: Pinyin initials (zzzd) match keywords of at least this many characters.
-INITIALS_MIN_SYLLABLES = 3
+#: Pinyin initials (zzzd) match keywords of at least this many characters: three-letter
+#: initials are English words too (儿童村: etc).
+INITIALS_MIN_SYLLABLES = 4
 
-# How a keyword form is matched.
-_PLAIN, _HAN, _INITIALS = 0, 1, 2
+# How a keyword form is matched: a Latin (or other) keyword, a Chinese keyword by its pinyin, by
+# its pinyin written as one word (and so stemmed), by its initials written as one word.
+_PLAIN, _HAN, _PINYIN_WORD, _INITIALS = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ class Lexicon:
         if syllables == len(literal) and normalize.stem(key) != key:
             # Pinyin written as one word is a Latin word to the normaliser, and stemmed:
             # yinhuiseqing -> yinhuiseq.
-            yield normalize.stem(key), _Form(index, kind, literal, syllables, written)
+            yield normalize.stem(key), _Form(index, _PINYIN_WORD, literal, syllables, written)
         if syllables >= INITIALS_MIN_SYLLABLES and syllables == len(literal):
             yield normalize.initials(literal), _Form(index, _INITIALS, literal, syllables,
                                                      written)
@@ -252,16 +255,19 @@ class Lexicon:
             if not norm.aligned(begin, end):
                 continue  # inside a word or a syllable
             kinds = norm.kinds(begin, end)
+            one_word = kinds == {normalize.LATIN} and norm.piece(begin) == norm.piece(last)
             start, stop = norm.span(begin, end)
             for form in self._forms_of[value]:
-                how = self._how(form, kinds, text[start:stop])
+                how = self._how(form, kinds, one_word, text[start:stop])
                 if how:
                     yield Match(start, stop, self.keywords[form.keyword], how)
 
     @staticmethod
-    def _how(form: _Form, kinds: set[int], original: str) -> str:
+    def _how(form: _Form, kinds: set[int], one_word: bool, original: str) -> str:
         if form.kind == _INITIALS:
-            return "initials" if kinds == {normalize.LATIN} else ""
+            return "initials" if one_word else ""
+        if form.kind == _PINYIN_WORD:
+            return "pinyin" if one_word else ""
         if form.kind == _PLAIN:
             if normalize.HAN in kinds:
                 return ""  # a Latin keyword spelled by the pinyin of Chinese characters

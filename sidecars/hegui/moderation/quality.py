@@ -8,7 +8,7 @@ was written (the span must cover the variant, so a mask lands on it):
 - Chinese keywords: `traditional` (OpenCC s2t), `invisible` (zero-width, variation selector,
   combining grapheme joiner, Hangul filler between characters), `separators` (spaces, `*`, `·`,
   emoji), `strayLetter` (one Latin letter slipped in), `pinyin` (pypinyin, phrase-aware, with or
-  without tones and spaces), `mixedPinyin` (one character as pinyin), `initials` (3+ characters),
+  without tones and spaces), `mixedPinyin` (one character as pinyin), `initials` (4+ characters),
   `homophone` (one character swapped for another read the same; 3+ characters), `combined`
   (traditional + invisible + separators);
 - Latin keywords: `case`, `fullWidth`, `invisible`, `combiningMarks`, `confusables` (letters swapped
@@ -47,7 +47,13 @@ import pypinyin
 from homoglyph.data import load_prototypes
 
 from hegui.moderation import normalize
-from hegui.moderation.lexicon import Keyword, Lexicon, load_lexicon
+from hegui.moderation.lexicon import (
+    HOMOPHONE_MIN_SYLLABLES,
+    INITIALS_MIN_SYLLABLES,
+    Keyword,
+    Lexicon,
+    load_lexicon,
+)
 from hegui.moderation.pii import NUMERALS, PiiKind, find_pii, resident_id_check
 
 INVISIBLE = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufe0f", "\u034f", "\u3164", "\u00ad",
@@ -129,8 +135,9 @@ def _chinese_variants(word: str, rng: random.Random) -> dict[str, str]:
     variants["pinyin"] = rng.choice((" ", "")).join(pypinyin.lazy_pinyin(word, style=style))
     at = rng.randrange(len(word))
     variants["mixedPinyin"] = word[:at] + normalize.pinyin(word[at]) + word[at + 1:]
-    if len(word) >= 3:
+    if len(word) >= INITIALS_MIN_SYLLABLES:
         variants["initials"] = "".join(p[0] for p in pypinyin.lazy_pinyin(word))
+    if len(word) >= HOMOPHONE_MIN_SYLLABLES:
         for at in rng.sample(range(len(word)), len(word)):
             others = [c for c in _homophones().get(normalize.pinyin(word[at]), [])[:12]
                       if c != word[at] and _s2t().convert(c) != word[at]]
