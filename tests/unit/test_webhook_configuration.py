@@ -116,3 +116,13 @@ def test_the_operator_may_list_every_serving_kind_it_audits() -> None:
             / "rbac-operator.yaml").read_text()
     for kind in BUILTIN.kinds:
         assert f"apiGroups: [{kind.group}]" in rbac and kind.plural in rbac, kind.kind
+
+
+def test_an_object_being_deleted_never_reaches_the_workload_webhook() -> None:
+    """A finalizer removed from a non-compliant InferenceService must not be refused, or the
+    resource could never be deleted."""
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=b"ca", own_namespace="hegui-system", url="https://x/validate")
+    hook = next(h for h in config["webhooks"] if h["name"] == configuration.WEBHOOK_NAME)
+    assert {"name": "not-being-deleted",
+            "expression": "!has(object.metadata.deletionTimestamp)"} in hook["matchConditions"]

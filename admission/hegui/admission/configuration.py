@@ -63,6 +63,10 @@ WORKLOAD_RESOURCES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: CEL: the object is not being deleted.
+NOT_BEING_DELETED = "!has(object.metadata.deletionTimestamp)"
+
+
 def workload_resources(detection: Detection = BUILTIN) -> list[tuple[str, str, str]]:
     """Every (group, version, resource) the workload webhook judges."""
     return [*WORKLOAD_RESOURCES, *((k.group, version, k.plural) for k in detection.kinds
@@ -193,8 +197,12 @@ def validating_webhook_configuration(
                 "key": "kubernetes.io/metadata.name", "operator": "NotIn",
                 "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
             "matchPolicy": "Equivalent",
-            "matchConditions": [{"name": "generative-workload",
-                                 "expression": generative_workload_condition(detection)}],
+            "matchConditions": [
+                {"name": "generative-workload",
+                 "expression": generative_workload_condition(detection)},
+                # An object being deleted (a controller or the garbage collector removing its
+                # finalizers) is never judged: a refusal there would leave it stuck forever.
+                {"name": "not-being-deleted", "expression": NOT_BEING_DELETED}],
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",
