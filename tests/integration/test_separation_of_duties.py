@@ -1,0 +1,401 @@
+"""The regulated team cannot undo enforcement; the compliance group can suspend and resume
+(Art.14, Art.21). Issue 15, against the real apiserver.
+
+Three people, each a real client certificate (CN = user, O = groups), with RBAC exactly as the
+chart installs it (`helm template` of its rbac-* templates): a team member holding only the
+namespace `edit` ClusterRole, and two members of a compliance group bound to the chart's
+compliance ClusterRole, one of them also in the group of an authority. The operator runs under
+the chart's operator ServiceAccount (a TokenRequest token), the webhook as a local process. Each
+attack the issue lists is tried as the team would, and is refused or has no effect, and says why.
+
+The cluster is shared with other tests, so what is cluster-wide here is made unique (release
+name, groups, policy name) and the chart's admission policies are bound to this test's
+namespaces only (their bindings get a namespaceSelector; the policies are the chart's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from hegui.admission import configuration
+from hegui.admission.local import LocalWebhook, free_port
+from hegui.localcluster import pki
+from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+ID = uuid.uuid4().hex[:6]
+RELEASE = f"sod-{ID}"
+FULLNAME = f"{RELEASE}-hegui"
+HEGUI_NS = f"sod-hegui-{ID}"
+TEAM_NS = f"sod-team-{ID}"
+COMPLIANCE = f"hegui:compliance-{ID}"
+AUTHORITY = f"cac:beijing-{ID}"
+LABEL = "hegui.io/separation-test"
+PLUGIN = str(Path(sys.executable).parent / "kubectl-hegui")
+
+
+@dataclass
+class Person:
+    user: str
+    kubeconfig: Path
+    cluster: LocalCluster
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.cluster.binary("kubectl")), "--kubeconfig",
+                               str(self.kubeconfig), *args], input=stdin, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    def apply(self, obj: dict[str, Any], verb: str = "apply") -> subprocess.CompletedProcess[str]:
+        return self.kubectl(verb, "-f", "-", stdin=json.dumps(obj))
+
+    def hegui(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PLUGIN, "--kubeconfig", str(self.kubeconfig), *args],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
+
+
+@dataclass
+class World:
+    cluster: LocalCluster
+    team: Person
+    wang: Person  # compliance, and in the authority's group
+    li: Person  # compliance only
+    operator: Person  # the chart's operator ServiceAccount
+    admin: Person
+
+
+def _person(cluster: LocalCluster, directory: Path, user: str, *groups: str) -> Person:
+    ca = pki.CertificateAuthority.load(cluster.pki.ca_cert, cluster.pki.ca_key)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user),
+                         *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups)])
+    cert, key = ca.issue(subject, client=True)
+    path = directory / f"{user}.kubeconfig"
+    pki.write_kubeconfig(path, server=cluster.server_url, ca_pem=cluster.pki.ca_cert.read_bytes(),
+                         cert_pem=cert, key_pem=key, user=user)
+    return Person(user, path, cluster)
+
+
+def _token_person(cluster: LocalCluster, directory: Path, account: str) -> Person:
+    token = cluster.kubectl("create", "token", account, "-n", HEGUI_NS,
+                            "--duration=1h").stdout.strip()
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o",
+                                        "json").stdout)
+    config["users"] = [{"name": account, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = account
+    path = directory / f"{account}.kubeconfig"
+    path.write_text(json.dumps(config))
+    return Person(f"system:serviceaccount:{HEGUI_NS}:{account}", path, cluster)
+
+
+def _chart_rbac(cluster: LocalCluster) -> list[dict[str, Any]]:
+    """The chart's roles, guards, ServiceAccounts and the operator's RBAC, as it renders them."""
+    rendered = subprocess.run(
+        [str(cluster.binary("helm")), "template", RELEASE, str(_CHECKOUT / "charts" / "hegui"),
+         "--namespace", HEGUI_NS, "--kube-version", "1.36.0",
+         "--set", f"rbac.complianceGroups[0]={COMPLIANCE}",
+         *(f"--show-only=templates/{t}" for t in ("rbac-users.yaml", "rbac-guards.yaml",
+                                                    "rbac-operator.yaml",
+                                                    "serviceaccounts.yaml"))],
+        capture_output=True, text=True, check=True, timeout=120).stdout
+    objects = [d for d in yaml.safe_load_all(rendered) if d]
+    for obj in objects:
+        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
+            # Shared cluster: other tests run hegui under other identities.
+            obj["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {LABEL: ID}}}
+    return objects
+
+
+def _apply_all(cluster: LocalCluster, objects: list[dict[str, Any]], directory: Path) -> None:
+    path = directory / f"{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    cluster.kubectl("apply", "-f", str(path))
+
+
+def _register_network_policy_guard(cluster: LocalCluster, webhook: LocalWebhook,
+                                   directory: Path) -> str:
+    """The chart's NetworkPolicy webhook, under a name of this test's, for its namespaces."""
+    config = configuration.validating_webhook_configuration(
+        ca_bundle=cluster.pki.ca_cert.read_bytes(), own_namespace=HEGUI_NS,
+        url=f"{webhook.url}/validate")
+    [hook] = [h for h in config["webhooks"]
+              if h["name"] == configuration.NETWORK_POLICY_WEBHOOK_NAME]
+    hook["namespaceSelector"] = {"matchLabels": {LABEL: ID}}
+    config["metadata"]["name"] = f"hegui-separation-{ID}"
+    config["webhooks"] = [hook]
+    _apply_all(cluster, [config], directory)
+    return str(config["metadata"]["name"])
+
+
+@pytest.fixture(scope="module")
+def world(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[World]:
+    cluster = local_cluster
+    if not cluster.binary("helm").exists():
+        pytest.skip(f"no helm binary at {cluster.binary('helm')}: run dev/controlplane/build")
+    directory = tmp_path_factory.mktemp("separation")
+    cluster.kubectl("apply", "--server-side", "-f", str(_CHECKOUT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    for namespace in (HEGUI_NS, TEAM_NS):
+        cluster.kubectl("create", "namespace", namespace)
+        cluster.kubectl("label", "namespace", namespace, f"{LABEL}={ID}")
+    rbac = _chart_rbac(cluster)
+    _apply_all(cluster, rbac, directory)
+    cluster.kubectl("-n", TEAM_NS, "create", "rolebinding", "team-edit", "--clusterrole=edit",
+                    f"--user=team-alice-{ID}")
+    policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+              "metadata": {"name": f"separation-{ID}"},
+              "spec": {"namespaces": [TEAM_NS], "defaultMode": "Audit",
+                       "sidecar": {"image": "registry.example.cn/hegui/sidecar:0.1.0",
+                                   "port": 8443}}}
+    _apply_all(cluster, [policy], directory)
+    webhook = LocalWebhook(cluster, directory)
+    webhook.start()
+    hook = _register_network_policy_guard(cluster, webhook, directory)
+    operator = _token_person(cluster, directory, f"{FULLNAME}-operator")
+    log = (directory / "operator.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "hegui"), "operator", "run",
+         "--kubeconfig", str(operator.kubeconfig), "--namespace", TEAM_NS,
+         "--metrics-address", f"127.0.0.1:{free_port()}",
+         "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "HEGUI_RECONCILE_SECONDS": "1", "HEGUI_AUDIT_SECONDS": "5"})
+    try:
+        yield World(cluster,
+                    _person(cluster, directory, f"team-alice-{ID}", f"team-{ID}"),
+                    _person(cluster, directory, f"officer-wang-{ID}", COMPLIANCE, AUTHORITY),
+                    _person(cluster, directory, f"officer-li-{ID}", COMPLIANCE),
+                    operator, Person("admin", cluster.kubeconfig, cluster))
+    finally:
+        # The policy first, while the operator still runs to take its timer's finalizer off.
+        cluster.kubectl("delete", "compliancepolicy", f"separation-{ID}", "--ignore-not-found",
+                        "--timeout=60s", check=False)
+        process.terminate()
+        process.wait(20)
+        log.close()
+        webhook.stop()
+        cluster.kubectl("delete", "validatingwebhookconfiguration", hook, "--ignore-not-found",
+                        check=False)
+        for obj in rbac:
+            if not obj["metadata"].get("namespace"):
+                cluster.kubectl("delete", obj["kind"], obj["metadata"]["name"],
+                                "--ignore-not-found", check=False)
+        for namespace in (TEAM_NS, HEGUI_NS):
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _until(check: Callable[[], Any], timeout: float = 45) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
+def _service(world: World) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(world.admin.kubectl(
+        "-n", TEAM_NS, "get", "gsvc", "chat", "-o", "json").stdout)
+    return found
+
+
+def _suspension(world: World) -> dict[str, Any]:
+    found: dict[str, Any] = (_service(world).get("status") or {}).get("suspension") or {}
+    return found
+
+
+def _requests(world: World, plural: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(world.admin.kubectl(
+        "-n", TEAM_NS, "get", plural, "-o", "json").stdout)["items"]
+    return sorted(items, key=lambda r: r["metadata"]["creationTimestamp"])
+
+
+SERVICE: dict[str, Any] = {
+    "apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+    "metadata": {"name": "chat", "namespace": TEAM_NS},
+    "spec": {"selector": {"matchLabels": {"app": "chat"}},
+             "filing": {"publicOpinion": False,
+                        "algorithm": {"number": "网信算备110108823483901230011号"}},
+             "labeling": {"modalities": ["text"],
+                          "implicit": {"contentProducer": "Example AI Co."}},
+             "suspension": {"mode": "Manual", "action": "IsolateNetwork"}}}
+
+
+def test_the_team_declares_its_service_but_holds_nothing_that_suspends_or_resumes(
+        world: World) -> None:
+    created = world.team.apply(SERVICE)  # hegui-edit is aggregated into edit
+    assert created.returncode == 0, created.stderr
+    assert _until(lambda: _service(world).get("status", {}).get("conditions"))
+    for verb, resource, allowed in (("create", "generativeservices", "yes"),
+                                    ("create", "suspensionorders", "no"),
+                                    ("create", "resumerequests", "no"),
+                                    ("patch", "generativeservices --subresource=status", "no"),
+                                    ("get", "suspensionorders", "yes")):
+        answer = world.team.kubectl("-n", TEAM_NS, "auth", "can-i", verb, *resource.split())
+        assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout)
+    refused = world.team.hegui("suspend", "chat", "-n", TEAM_NS, "--reason",
+                               "we would rather decide this ourselves")
+    assert refused.returncode != 0
+    assert "403" in refused.stderr and "suspensionorders" in refused.stderr
+    order = {"apiVersion": "hegui.io/v1alpha1", "kind": "ResumeRequest",
+             "metadata": {"name": "team-resume", "namespace": TEAM_NS},
+             "spec": {"serviceRef": {"name": "chat"}, "reason": "we would like to serve",
+                      "requestedBy": f"team-alice-{ID}"}}
+    forbidden = world.team.apply(order, "create")
+    assert forbidden.returncode != 0 and "forbidden" in forbidden.stderr.lower()
+
+
+def test_the_compliance_group_suspends_on_an_authoritys_order_in_its_own_name(
+        world: World) -> None:
+    forged = {"apiVersion": "hegui.io/v1alpha1", "kind": "SuspensionOrder",
+              "metadata": {"name": "forged", "namespace": TEAM_NS},
+              "spec": {"serviceRef": {"name": "chat"}, "reason": "in somebody else's name",
+                       "requestedBy": f"officer-wang-{ID}"}}
+    refused = world.li.apply(forged, "create")
+    assert refused.returncode != 0
+    assert "spec.requestedBy names" in refused.stderr and "Art.21" in refused.stderr
+    stolen = world.li.hegui("suspend", "chat", "-n", TEAM_NS, "--reason", "an order, case 117",
+                            "--authority", "北京市互联网信息办公室", "--reference", "117",
+                            "--issuer-group", AUTHORITY)
+    assert stolen.returncode != 0 and "not in group" in stolen.stderr  # not li's group
+
+    ordered = world.wang.hegui("suspend", "chat", "-n", TEAM_NS, "--reason",
+                               "生成内容违规 责令暂停 (case 2026-117)", "--authority",
+                               "北京市互联网信息办公室", "--reference", "京网信 2026-117 号",
+                               "--issuer-group", AUTHORITY)
+    assert ordered.returncode == 0, ordered.stderr
+    suspension = _until(lambda: (s := _suspension(world)).get("suspended") and s)
+    assert suspension, _service(world)
+    record = suspension["history"][0]
+    assert record["trigger"] == "Order" and record["issuerGroup"] == AUTHORITY
+    assert record["suspendedBy"] == f"officer-wang-{ID}"
+    assert "京网信 2026-117 号" in record["authority"]
+    [order] = _requests(world, "suspensionorders")
+    assert order["metadata"]["uid"] in suspension["consumedRequests"]
+    assert _until(lambda: _requests(world, "suspensionorders")[0].get("status"))["phase"] \
+        == "Applied"
+    # IsolateNetwork: hegui's NetworkPolicy admits nothing now.
+    policy = _until(lambda: json.loads(world.admin.kubectl(
+        "-n", TEAM_NS, "get", "networkpolicy", "hegui-chat", "-o", "json").stdout or "{}"))
+    assert policy["spec"].get("ingress", []) == [], policy  # the apiserver drops an empty list
+    notice = json.loads(world.admin.kubectl("-n", TEAM_NS, "get", "configmap",
+                                            "hegui-sidecar-chat", "-o", "json").stdout)
+    assert "suspended: true" in notice["data"]["suspension.yaml"]
+
+
+def test_the_team_cannot_lift_the_suspension_with_anything_it_may_write(world: World) -> None:
+    team = world.team
+    # An annotation dated 2099 in an officer's name: the apiserver stores it, hegui ignores it.
+    forged = json.dumps({"by": f"officer-wang-{ID}", "reason": "resume now please",
+                         "at": "2099-01-01T00:00:00Z"})
+    assert team.kubectl("-n", TEAM_NS, "annotate", "gsvc", "chat",
+                        f"hegui.io/resume={forged}").returncode == 0
+    # The sidecars' configuration: not to be edited, deleted or recreated by the team.
+    edited = team.kubectl("-n", TEAM_NS, "patch", "configmap", "hegui-sidecar-chat",
+                          "--type=merge", "-p",
+                          json.dumps({"data": {"suspension.yaml": "suspended: false\n"}}))
+    assert edited.returncode != 0
+    assert "[suspension, Art.21] ConfigMap" in edited.stderr and "only hegui" in edited.stderr
+    deleted = team.kubectl("-n", TEAM_NS, "delete", "configmap", "hegui-sidecar-chat")
+    assert deleted.returncode != 0 and "may not delete it" in deleted.stderr
+    # The service itself: not deleted (state and history would go), not re-selected.
+    gone = team.kubectl("-n", TEAM_NS, "delete", "gsvc", "chat", "--wait=false")
+    assert gone.returncode != 0
+    assert "is suspended" in gone.stderr and "ResumeRequest" in gone.stderr
+    moved = team.kubectl("-n", TEAM_NS, "patch", "gsvc", "chat", "--type=merge", "-p",
+                         json.dumps({"spec": {"selector": {"matchLabels": {"app": "none"}}}}))
+    assert moved.returncode != 0 and "spec.selector" in moved.stderr
+    # Its own NetworkPolicy re-opening the pods hegui isolates: refused by the webhook.
+    opener = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "allow-all-to-chat", "namespace": TEAM_NS},
+              "spec": {"podSelector": {}, "ingress": [{}]}}
+    widened = team.apply(opener, "create")
+    assert widened.returncode != 0
+    assert "[suspension, Art.21]" in widened.stderr and "GenerativeService chat" in widened.stderr
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-all", "namespace": TEAM_NS},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    narrowed = team.apply(deny, "create")
+    assert narrowed.returncode == 0, narrowed.stderr  # narrowing is always allowed
+    time.sleep(3)  # several reconciles
+    suspension = _suspension(world)
+    assert suspension["suspended"] is True and len(suspension["history"]) == 1
+    config = json.loads(world.admin.kubectl("-n", TEAM_NS, "get", "configmap",
+                                            "hegui-sidecar-chat", "-o", "json").stdout)
+    assert "suspended: true" in config["data"]["suspension.yaml"]
+
+
+def test_an_authoritys_order_is_lifted_only_by_its_issuer_group(world: World) -> None:
+    asked = world.li.hegui("resume", "chat", "-n", TEAM_NS, "--reason",
+                           "the model was retrained, please resume")
+    assert asked.returncode == 0, asked.stderr  # li may ask, as compliance
+    request = _until(lambda: (r := _requests(world, "resumerequests")) and r[-1].get("status")
+                     and r[-1])
+    assert request["status"]["phase"] == "Ignored", request
+    assert AUTHORITY in request["status"]["message"]
+    assert _suspension(world)["suspended"] is True
+
+    lifted = world.wang.hegui("resume", "chat", "-n", TEAM_NS, "--reason",
+                              "the office lifted its order on 2026-11-30")
+    assert lifted.returncode == 0, lifted.stderr
+    suspension = _until(lambda: (s := _suspension(world)).get("suspended") is False and s)
+    assert suspension, _service(world)
+    assert suspension["history"][0]["resumedBy"] == f"officer-wang-{ID}"
+    policy = _until(lambda: (p := json.loads(world.admin.kubectl(
+        "-n", TEAM_NS, "get", "networkpolicy", "hegui-chat", "-o", "json").stdout))
+        ["spec"].get("ingress") and p)
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    # Not suspended: the team may delete its service again (and its state goes with it).
+
+
+def test_the_operator_writes_only_what_hegui_owns(world: World) -> None:
+    admin, operator = world.admin, world.operator
+    admin.kubectl("-n", TEAM_NS, "create", "configmap", "team-settings", "--from-literal=a=1")
+    admin.kubectl("-n", TEAM_NS, "create", "-f", "-", stdin=json.dumps({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "team-egress", "namespace": TEAM_NS},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}))
+    assert operator.kubectl("-n", TEAM_NS, "auth", "can-i", "update",
+                            "configmaps").stdout.strip() == "yes"  # RBAC alone would allow
+    settings = json.loads(admin.kubectl("-n", TEAM_NS, "get", "configmap", "team-settings",
+                                        "-o", "json").stdout)
+    settings["data"]["a"] = "2"
+    touched = operator.kubectl("replace", "-f", "-", stdin=json.dumps(settings))  # update
+    assert touched.returncode != 0 and "writes only its own objects" in touched.stderr
+    removed = operator.kubectl("-n", TEAM_NS, "delete", "networkpolicy", "team-egress")
+    assert removed.returncode != 0 and "writes only its own objects" in removed.stderr
+
+
+def test_a_configmap_made_immutable_is_recreated_and_reconcile_goes_on(world: World) -> None:
+    """Someone who may (here the platform) replaces the sidecars' ConfigMap with an immutable
+    one saying 'not suspended': the operator deletes and recreates it; nothing else stops."""
+    admin = world.admin
+    frozen = admin.kubectl("-n", TEAM_NS, "replace", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+        "metadata": {"name": "hegui-sidecar-chat", "namespace": TEAM_NS},
+        "data": {"suspension.yaml": "suspended: false\n"}}))
+    assert frozen.returncode == 0, frozen.stderr
+
+    def rendered() -> dict[str, Any] | None:
+        found = json.loads(admin.kubectl("-n", TEAM_NS, "get", "configmap",
+                                         "hegui-sidecar-chat", "-o", "json").stdout or "{}")
+        return found if "service.yaml" in found.get("data", {}) else None
+
+    config = _until(rendered)
+    assert config is not None and not config.get("immutable")
+    assert config["metadata"]["ownerReferences"][0]["name"] == "chat"
