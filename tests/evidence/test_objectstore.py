@@ -6,6 +6,7 @@ holds, and recovery loses and duplicates nothing (Art.11, Art.19)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -265,3 +266,58 @@ def test_anchors_kept_in_a_configmap_catch_a_truncated_copy(
         assert "truncated" in out and "first bad record: 9" in out, out
     finally:
         local_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_a_deleted_pod_loses_no_acknowledged_record(objectstore: LocalObjectStore,
+                                                    tmp_path: Path) -> None:
+    """The real sidecar process (`python -m hegui.sidecar`) takes complaints, is stopped the
+    way Kubernetes deletes a pod (SIGTERM), and its volume is thrown away: every complaint it
+    acknowledged is in the store."""
+    import shutil
+    import urllib.request
+
+    from hegui.admission.local import free_port
+
+    sample = Path(__file__).parents[2] / "samples" / "compliance" / "chat-service.yaml"
+    (tmp_path / "evidence.key").write_bytes(EVIDENCE)
+    (tmp_path / "pseudonymisation.key").write_bytes(KEY)
+    volume = tmp_path / "volume"
+    port = free_port()
+    pod = f"chat-{time.time_ns() % 10**8}"
+    env = {**os.environ, **objectstore.sidecar.env(), "POD_NAME": pod}
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "hegui.sidecar", "--service", str(sample), "--port", str(port),
+         "--records", str(volume / "records.jsonl"), "--key-file",
+         str(tmp_path / "pseudonymisation.key"), "--suspension", str(tmp_path / "none.yaml"),
+         "--evidence-store", objectstore.url, "--evidence-key-file",
+         str(tmp_path / "evidence.key")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    acknowledged = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/hegui/healthz", timeout=2)
+                break
+            except OSError:
+                assert sidecar.poll() is None and time.monotonic() < deadline, "no sidecar"
+                time.sleep(0.2)
+        for n in range(40):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/hegui/complaints", method="POST",
+                data=json.dumps({"text": f"complaint {n}"}).encode(),
+                headers={"Content-Type": "application/json", "x-hegui-user": f"user{n}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 201
+                acknowledged.append(json.load(response)["reference"])
+    finally:
+        sidecar.send_signal(signal.SIGTERM)
+        _, errors = sidecar.communicate(timeout=60)
+    assert sidecar.returncode in (0, 128 + signal.SIGTERM), errors
+    shutil.rmtree(volume)  # the emptyDir goes with the pod
+    store = s3(objectstore, root=True)
+    namespace = "hegui-demo"
+    shipped = [r["reference"] for r in export_records(store, service=f"{namespace}/chat",
+                                                      kinds=frozenset({"complaint"}))
+               if r["stream"].split("/")[2].startswith(pod + ".")]
+    assert shipped == acknowledged

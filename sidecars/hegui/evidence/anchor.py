@@ -30,17 +30,22 @@ FORMAT = 1
 
 def heads(store: Store) -> dict[str, dict[str, Any]]:
     """The last sealed record of every stream, from its last segment's header."""
-    last: dict[str, tuple[int, str]] = {}
-    for version in store.versions(segments.RECORDS):
-        parsed = segments.parse_key(version.key)
+    from hegui.evidence.verify import Report, oldest_versions
+
+    last: dict[str, tuple[int, str, str]] = {}
+    for key, version in oldest_versions(store.versions(segments.RECORDS), Report()).items():
+        parsed = segments.parse_key(key)
         if parsed is None:
             continue
         stream, first = parsed
         if stream not in last or first > last[stream][0]:
-            last[stream] = (first, version.key)
+            last[stream] = (first, key, version.version_id)
     found: dict[str, dict[str, Any]] = {}
-    for stream, (_, key) in sorted(last.items()):
-        header = segments.read_header(store.get(key, length=1 << 16))
+    for stream, (_, key, version_id) in sorted(last.items()):
+        try:  # the first version: a later one is someone writing over it
+            header = segments.read_header(store.get(key, version_id or None, length=1 << 16))
+        except segments.SegmentError:
+            continue  # verify reports it; an anchor holds only heads it can read
         found[stream] = {"seq": header.get("last"), "hash": header.get("head")}
     return found
 
