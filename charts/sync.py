@@ -63,14 +63,14 @@ def webhooks() -> dict[str, object]:
                     "runtimeClasses": sorted(BUILTIN.runtime_classes),
                     "labels": sorted(BUILTIN.labels)},
         "excludedNamespaces": sorted(ALWAYS_EXCLUDED_NAMESPACES),
+        # In CEL (e.g. "hegui's own ServiceAccounts"), replaced with the release namespace.
+        "namespaceSentinel": NAMESPACE,
         "validating": configuration.validating_webhook_configuration(
             ca_bundle=b"", own_namespace=NAMESPACE, service=SERVICE,
             detection=sentinel),
         "mutating": configuration.mutating_webhook_configuration(
             ca_bundle=b"", own_namespace=NAMESPACE, service=SERVICE,
             detection=sentinel),
-        # In CEL (e.g. "hegui's own ServiceAccounts"), replaced with the release namespace.
-        "namespaceSentinel": NAMESPACE,
     }
 
 

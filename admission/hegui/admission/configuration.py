@@ -213,8 +213,8 @@ def validating_webhook_configuration(
             "name": NETWORK_POLICY_WEBHOOK_NAME,
             "admissionReviewVersions": ["v1"],
             "clientConfig": dict(client_config),
-            "rules": [{"apiGroups": ["hegui.io"], "apiVersions": ["v1alpha1"],
-                       "resources": ["generativeservices"], "operations": ["CREATE", "UPDATE"],
+            "rules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                       "resources": ["networkpolicies"], "operations": ["CREATE", "UPDATE"],
                        "scope": "Namespaced"}],
             "namespaceSelector": {"matchExpressions": [{
                 "key": "kubernetes.io/metadata.name", "operator": "NotIn",
