@@ -30,5 +30,5 @@ ENV PATH=/opt/hegui/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 8000 8001 8002
-ENTRYPOINT ["/opt/hegui/lib/pytriton/tritonserver/bin/tritonserver", "--backend-directory=/opt/hegui/lib/pytriton/tritonserver/backends", "--cache-directory=/opt/hegui/lib/pytriton/tritonserver/caches", "--allow-sagemaker=false", "--allow-vertex-ai=false", "--exit-on-error=true", "--strict-readiness=true"]
+ENTRYPOINT ["/opt/hegui/bin/triton-start", "--cache-directory=/opt/hegui/lib/pytriton/tritonserver/caches", "--allow-sagemaker=false", "--allow-vertex-ai=false", "--exit-on-error=true", "--strict-readiness=true"]
 CMD ["--model-repository=/models"]

@@ -55,8 +55,9 @@ def test_dockerfile_builds_the_definition(name: str) -> None:
             *sources, _ = rest.split()
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: no such path"
-    copied = {rest.split()[0] for instruction, rest in build["steps"] if instruction == "COPY"}
-    assert set(definition.get("files", {})) <= copied
+    copied = [rest.split()[0] for instruction, rest in build["steps"] if instruction == "COPY"]
+    for source in definition.get("files", {}):
+        assert any(source == c or source.startswith(f"{c}/") for c in copied), source
     steps = dict(final["steps"])
     assert json.loads(steps["ENTRYPOINT"]) == definition["entrypoint"]
     assert json.loads(steps["CMD"]) == definition["cmd"]
