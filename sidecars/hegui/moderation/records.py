@@ -410,22 +410,27 @@ class RecordLog:
                 return
             checkpoint = dumps({"seq": seq, "time": datetime.now(UTC).isoformat(),
                                 "kind": SHIPPED, "user": None, "hash": head})
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with self.path.open("rb") as source, tmp.open("wb") as target:
-                target.write(checkpoint)
-                source.seek(offset)
-                while chunk := source.read(1 << 16):
-                    target.write(chunk)
-                target.flush()
-                os.fsync(target.fileno())
-            tmp.replace(self.path)
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._rewrite(checkpoint, offset)
             delta = offset - len(checkpoint)
             self._end -= delta
             self._synced_end -= delta
             self.shipped_offset = len(checkpoint)
+
+    def _rewrite(self, first_line: bytes, keep_from: int) -> None:
+        """Replace the file by `first_line` and what follows byte `keep_from`, streamed through
+        a synced temporary file and renamed over (never read whole); the caller holds the locks."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self.path.open("rb") as source, tmp.open("wb") as target:
+            target.write(first_line)
+            source.seek(keep_from)
+            while chunk := source.read(1 << 16):
+                target.write(chunk)
+            target.flush()
+            os.fsync(target.fileno())
+        tmp.replace(self.path)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     # --- retention without a shipper ------------------------------------------------------------
 
@@ -468,18 +473,7 @@ class RecordLog:
             # the first kept record points to.
             checkpoint["hash"] = last_old["hash"]
             line = dumps(checkpoint)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with self.path.open("rb") as source, tmp.open("wb") as target:
-                target.write(line)
-                source.seek(keep_from)
-                while chunk := source.read(1 << 16):
-                    target.write(chunk)
-                target.flush()
-                os.fsync(target.fileno())
-            tmp.replace(self.path)
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._rewrite(line, keep_from)
             self._end = self._synced_end = self.path.stat().st_size
             return dropped
 
