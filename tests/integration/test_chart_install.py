@@ -27,6 +27,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from hegui.admission.configuration import POSTURE_WEBHOOK_NAME
 from hegui.admission.local import free_port
 from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
 
@@ -259,6 +260,24 @@ def _forbidden(log: str) -> list[str]:
             if "403" in line or "orbidden" in line or "Not enough permissions" in line]
 
 
+def _without_posture_webhook(release: Release) -> None:
+    """kwok runs no webhook pod, so the chart's posture webhook (GenerativeServices against the
+    policy floor, failing closed) cannot answer here, and its Service's ClusterIP must not be
+    dialled from this machine. It is taken out of the chart's configuration for the tests that
+    write hegui's objects; the posture rule itself is tested against a running webhook in
+    test_team_cannot_undo_admission.py."""
+    hooks = release.get("validatingwebhookconfiguration", "hegui-validating")["webhooks"]
+    names = [hook["name"] for hook in hooks]
+    if POSTURE_WEBHOOK_NAME not in names:
+        return
+    index = names.index(POSTURE_WEBHOOK_NAME)
+    release.kubectl("patch", "validatingwebhookconfiguration", "hegui-validating", "--type=json",
+                    "-p", json.dumps([
+                        {"op": "test", "path": f"/webhooks/{index}/name",
+                         "value": POSTURE_WEBHOOK_NAME},
+                        {"op": "remove", "path": f"/webhooks/{index}"}]))
+
+
 def test_operator_reconciles_under_its_service_account(release: Release) -> None:
     """`hegui operator run` with the chart's operator token: the service's status, its sidecar
     ConfigMap and NetworkPolicy are written, and no call is refused."""
@@ -266,6 +285,7 @@ def test_operator_reconciles_under_its_service_account(release: Release) -> None
     release.kubectl("create", "namespace", namespace)
     policy = f"chart-it-{namespace}"
     cleanup = [("compliancepolicy", policy), ("namespace", namespace)]
+    _without_posture_webhook(release)
     try:
         release.apply(
             {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
