@@ -125,15 +125,22 @@ def choices(body: Any) -> list[dict[str, Any]]:
     return [c for c in body["choices"] if isinstance(c, dict)]
 
 
-def cut_choice(choice: dict[str, Any], error: dict[str, Any], *, chat: bool) -> None:
-    for key in ("message", "text", "logprobs", "delta"):
-        choice.pop(key, None)
-    if chat:
-        choice["message"] = {"role": "assistant", "content": ""}
-    else:
-        choice["text"] = ""
-    choice["finish_reason"] = "content_filter"
-    choice["error"] = error
+def withhold(body: Any, choice: int, error: dict[str, Any], *, chat: bool) -> bool:
+    """Empty choice `choice` of an OpenAI answer and mark it content_filter (Art.14); False when
+    the answer has no such choice."""
+    for position, item in enumerate(choices(body)):
+        if choice_index(item, position) != choice:
+            continue
+        for key in ("message", "text", "logprobs", "delta"):
+            item.pop(key, None)
+        if chat:
+            item["message"] = {"role": "assistant", "content": ""}
+        else:
+            item["text"] = ""
+        item["finish_reason"] = "content_filter"
+        item["error"] = error
+        return True
+    return False
 
 
 @dataclass
@@ -164,11 +171,7 @@ class Chat(Family):
         return slots
 
     def withhold_choice(self, body: Any, choice: int, error: dict[str, Any]) -> bool:
-        for position, item in enumerate(choices(body)):
-            if choice_index(item, position) == choice:
-                cut_choice(item, error, chat=True)
-                return True
-        return False
+        return withhold(body, choice, error, chat=True)
 
     def chunk_slots(self, chunk: Any) -> list[Slot]:
         slots: list[Slot] = []
@@ -228,7 +231,7 @@ def finish_reasons(chunk: Any) -> dict[int, Any]:
 
 CHAT = Chat("chat", done_marker=DONE)
 
-__all__ = ["CHAT", "DONE", "Chat", "choices", "cut_choice", "cut_chunk", "drop_logprobs",
+__all__ = ["CHAT", "DONE", "Chat", "choices", "cut_chunk", "drop_logprobs",
            "finish_reasons", "logprob_tokens", "message_slots", "response_format_slots",
            "stream_choices",
-           "tool_call_slots", "tool_slots"]
+           "tool_call_slots", "tool_slots", "withhold"]

@@ -13,13 +13,13 @@ from hegui.sidecar.families.base import Family, Slot, choice_index, field_slot, 
 from hegui.sidecar.families.openai_chat import (
     DONE,
     choices,
-    cut_choice,
     cut_chunk,
     drop_logprobs,
     finish_reasons,
     logprob_tokens,
     response_format_slots,
     stream_choices,
+    withhold,
 )
 
 
@@ -50,11 +50,7 @@ class Completions(Family):
         return slots
 
     def withhold_choice(self, body: Any, choice: int, error: dict[str, Any]) -> bool:
-        for position, item in enumerate(choices(body)):
-            if choice_index(item, position) == choice:
-                cut_choice(item, error, chat=False)
-                return True
-        return False
+        return withhold(body, choice, error, chat=False)
 
     def chunk_slots(self, chunk: Any) -> list[Slot]:
         return [s for position, choice in enumerate(stream_choices(chunk))
