@@ -613,6 +613,12 @@ class DataProtection(ApiModel):
         description="Kinds of personal information collected; nothing beyond what the service "
                     "needs (不得收集非必要个人信息).")
     user_requests: UserRequests = Field(description="Handling of individuals' requests.")
+    evidence_failure_mode: FailureMode | None = Field(
+        default=None,
+        description="What the sidecar does when its records cannot reach the evidence store and "
+                    "its bounded local buffer is full (Art.11): Closed refuses service (503), so "
+                    "nothing is served that cannot be recorded; Open serves, counts every record "
+                    "not kept and raises an alert. Absent: moderation.failureMode.")
 
     @cel_rule("!self.pseudonymise || self.retentionDays == 0 || has(self.pseudonymisationKeyRef)",
               "pseudonymisationKeyRef is required when records are kept and pseudonymised "
@@ -743,6 +749,53 @@ class Licence(ApiModel):
                                     description="The expiry date, YYYY-MM-DD, if any.")
 
 
+class PortPurpose(StrEnum):
+    """Why a port of the service's pods is left out of the sidecar's capture (Art.14)."""
+
+    # The model server's own Prometheus metrics on a port of their own (Triton's 8002):
+    # admitted from anywhere, as a scraper needs.
+    METRICS = "Metrics"
+    # What serving needs between the service's own pods: NCCL and torch.distributed
+    # rendezvous, Ray's GCS, object manager and worker ports, ZMQ/UCX/NIXL transfers between
+    # prefill and decode; admitted only from the pods the selector selects.
+    POD_TO_POD = "PodToPod"
+
+
+class OpenPort(ApiModel):
+    """A TCP port (or range) of the service's pods that carries no generation to users, left
+    out of the capture and admitted by hegui's NetworkPolicy for its purpose."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="The port, or the first of "
+                                                                    "a range.")
+    end_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        default=None, description="The last port of a range (Ray's worker ports); absent: one "
+                                  "port.")
+    purpose: PortPurpose = Field(description="Metrics or PodToPod.")
+    reason: ShortText = Field(description="What uses the port, e.g. NCCL rendezvous; shown in "
+                                          "audits.")
+
+    @cel_rule("!has(self.endPort) || self.endPort >= self.port",
+              "endPort must not be below port (rule injection, Art.14)", field_path=".endPort")
+    def _range_ordered(self) -> bool:
+        return self.end_port is None or self.end_port >= self.port
+
+    @property
+    def last(self) -> int:
+        return self.end_port if self.end_port is not None else self.port
+
+
+class Traffic(ApiModel):
+    """Traffic to the service's pods that does not pass through the sidecar (Art.14). Every
+    other inbound TCP connection is redirected to the sidecar (the CompliancePolicy's
+    sidecar.capture Redirect), whichever port it was sent to."""
+
+    open_ports: list[OpenPort] = Field(
+        default_factory=list, max_length=16,
+        description="Ports left out of the capture: the model's own metrics port (Metrics) and "
+                    "the ports multi-pod serving needs between the service's pods (PodToPod). "
+                    "The model's serving port and the sidecar's port cannot be declared.")
+
+
 # --- the kind -------------------------------------------------------------------------------------
 
 class GenerativeServiceSpec(ApiModel):
@@ -790,6 +843,10 @@ class GenerativeServiceSpec(ApiModel):
     licences: list[Licence] = Field(
         default_factory=list, max_length=16,
         description="Administrative licences (行政许可) the service holds (Art.23).")
+    traffic: Traffic | None = Field(
+        default=None, description="Ports of the service's pods that carry no generation and "
+                                  "are left out of the sidecar's capture: metrics, and what "
+                                  "serving needs between pods (Art.14).")
 
     @cel_rule("(has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || "
               "(has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)",

@@ -94,6 +94,20 @@ class SidecarOverride(StrEnum):
     ENV = "env"  # more variables; hegui's own (HEGUI_*) are never replaced
 
 
+class TrafficCapture(StrEnum):
+    """How traffic to the model's ports is made to pass through the sidecar (Art.14)."""
+
+    # An init container (hegui-capture, root with NET_ADMIN and NET_RAW, as Istio's istio-init)
+    # redirects every inbound TCP connection in the pod's network namespace to the sidecar's
+    # port, except the ports the GenerativeService declares open (spec.traffic): a Service that
+    # targets the model's port by number reaches the sidecar too.
+    REDIRECT = "Redirect"
+    # For namespaces whose Pod Security forbids NET_ADMIN (baseline, restricted): the sidecar
+    # takes the serving port's name and the NetworkPolicy admits only its port, so a Service
+    # that targets the model's port by number is cut (and reported), never moderated.
+    PORT_NAME = "PortName"
+
+
 class Sidecar(ApiModel):
     """The moderation and labeling sidecar injected into every pod of a covered service, as a
     native sidecar (an init container with restartPolicy Always)."""
@@ -117,6 +131,14 @@ class Sidecar(ApiModel):
     network_policy: bool = Field(
         default=True, description="Keep a NetworkPolicy per service that admits ingress to its "
                                   "pods only on the sidecar's port (Art.14: no bypass).")
+    capture: TrafficCapture = Field(
+        default=TrafficCapture.REDIRECT,
+        description="Redirect: an init container (root, NET_ADMIN and NET_RAW, like Istio's "
+                    "istio-init) redirects all inbound TCP to the sidecar except the ports the "
+                    "GenerativeService declares open, so Services that target the model's port "
+                    "by number are moderated too. PortName: for namespaces whose Pod Security "
+                    "forbids NET_ADMIN; only the port-name takeover and the NetworkPolicy, "
+                    "which cuts traffic to the model's port by number (Art.14).")
 
 
 class PrometheusSource(ApiModel):
@@ -311,6 +333,50 @@ class ModerationFloor(ApiModel):
         return list(self.triton_endpoints) or ([default] if default is not None else [])
 
 
+class EvidenceStore(ApiModel):
+    """An S3-compatible object store with Object Lock (WORM / 合规保留) where sidecars ship their
+    records, each segment locked in COMPLIANCE mode (Art.11, Art.19)."""
+
+    endpoint: Annotated[str, Field(min_length=8, max_length=512,
+                                   pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")] = Field(
+        description="The store's S3 endpoint, http[s]://HOST[:PORT] (path-style).")
+    bucket: Annotated[str, Field(min_length=3, max_length=63,
+                                 pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] = Field(
+        description="A bucket created with Object Lock enabled.")
+    credentials_secret_name: DnsSubdomain = Field(
+        description="A Secret in hegui's namespace with accessKey and secretKey (a store user "
+                    "that may write, read and list, never delete), evidenceKey (from which each "
+                    "service's segment sealing key is derived) and anchorKey (the operator's, "
+                    "never copied to a pod). The operator copies the first two and the "
+                    "service's derived key into each service's namespace as a hegui-owned "
+                    "Secret.")
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        default=180, description="The least number of days every shipped segment and anchor is "
+                                 "locked; a service whose dataProtection.retentionDays is longer "
+                                 "is locked longer.")
+    region: Annotated[str, Field(min_length=1, max_length=64,
+                                 pattern=r"^[a-z0-9-]+$")] | None = Field(
+        default=None, description="The store's region; absent: us-east-1.")
+
+
+class Evidence(ApiModel):
+    """Where the records of covered services are kept off the pod, and how often the operator
+    anchors every stream's head where no pod can write (Art.11, Art.19)."""
+
+    store: EvidenceStore = Field(description="The evidence store.")
+    anchor_interval: Duration = Field(
+        default="10m", description="How often the operator checkpoints every stream's head "
+                                   "(locked in the store and kept in a ConfigMap of hegui's "
+                                   "namespace).")
+
+    @cel_rule(f"{cel_bad_duration('anchorInterval')} || "
+              "duration(self.anchorInterval) >= duration('1m')",
+              "anchorInterval must be at least 1m: each anchor is an object locked for the "
+              "retention (rule dataProtection, Art.11)", field_path=".anchorInterval")
+    def _interval_bounded(self) -> bool:
+        return parse_duration(self.anchor_interval) >= timedelta(minutes=1)
+
+
 class CompliancePolicySpec(ApiModel):
     """Where hegui enforces the Interim Measures and how strictly."""
 
@@ -352,6 +418,9 @@ class CompliancePolicySpec(ApiModel):
     moderation: ModerationFloor | None = Field(
         default=None, description="The least moderation and labeling every service must "
                                   "declare (rule moderation, Art.14); absent: no floor.")
+    evidence: Evidence | None = Field(
+        default=None, description="The evidence store sidecars ship their records to (Art.11, "
+                                  "Art.19); absent: records stay in the pods and die with them.")
     exceptions: ExceptionLimits = Field(default_factory=ExceptionLimits,
                                         description="Limits on ComplianceExceptions.",
                                         json_schema_extra={"default": ExceptionLimits().to_dict()})
