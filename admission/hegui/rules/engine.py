@@ -196,9 +196,10 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
     policy = index.policy_for(workload.namespace)
     if policy is None:
         return []
-    templates = workloads.pod_templates(obj, policy.detection)
+    detection = policy.detection  # merged from the policies' signals: once a review
+    templates = workloads.pod_templates(obj, detection)
     evidence = [e for t in templates for e in workloads.generative_evidence(
-        t, workload.namespace, index.claim_classes, policy.detection)]
+        t, workload.namespace, index.claim_classes, detection)]
     if not evidence:
         return []
     because = "; ".join(str(e) for e in evidence[:4]) + (

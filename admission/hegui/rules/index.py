@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from hegui.api.articles import Rule
 from hegui.api.assessment import SafetyAssessment
-from hegui.api.common import field_errors
+from hegui.api.common import SelectorOperator, field_errors
 from hegui.api.exception import ComplianceException
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import (
@@ -91,6 +91,52 @@ def detection_of(policies: Iterable[CompliancePolicy]) -> Detection:
     return detection
 
 
+def _anchors(service: GenerativeService) -> list[tuple[str, str]]:
+    """Label pairs one of which a pod must carry to be selected by `service`: one matchLabels
+    entry, else the values of one `In` requirement; empty when the selector has neither (it
+    uses only NotIn, Exists or DoesNotExist and must be tried on every pod)."""
+    selector = service.spec.selector
+    if selector.match_labels:
+        key = min(selector.match_labels)
+        return [(key, selector.match_labels[key])]
+    for requirement in selector.match_expressions:
+        if requirement.operator is SelectorOperator.IN:
+            return [(requirement.key, value) for value in requirement.values]
+    return []
+
+
+@dataclass
+class _Selectors:
+    """The GenerativeServices of one namespace, found by a label their selector requires, so a
+    review tries only the services that can select its pods, not every one in the namespace."""
+
+    by_label: dict[tuple[str, str], dict[str, GenerativeService]] = field(default_factory=dict)
+    #: Services whose selector requires no label value (tried on every pod).
+    unanchored: dict[str, GenerativeService] = field(default_factory=dict)
+
+    def add(self, name: str, service: GenerativeService) -> None:
+        anchors = _anchors(service)
+        for anchor in anchors:
+            self.by_label.setdefault(anchor, {})[name] = service
+        if not anchors:
+            self.unanchored[name] = service
+
+    def remove(self, name: str, service: GenerativeService) -> None:
+        for anchor in _anchors(service):
+            named = self.by_label.get(anchor, {})
+            named.pop(name, None)
+            if not named:
+                self.by_label.pop(anchor, None)
+        self.unanchored.pop(name, None)
+
+    def selecting(self, labels: Mapping[str, str]) -> set[str]:
+        # Copies of single dicts, taken whole under the GIL, as the index's other readers do.
+        candidates = [*self.unanchored.items()]
+        for pair in labels.items():
+            candidates += self.by_label.get(pair, {}).items()
+        return {name for name, service in candidates if service.spec.selector.matches(labels)}
+
+
 def _key(obj: Mapping[str, Any]) -> ObjectKey:
     meta = obj.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
@@ -102,6 +148,8 @@ class ComplianceIndex:
     services: dict[ObjectKey, GenerativeService] = field(default_factory=dict)
     #: The same services by namespace: a review only looks at its own namespace's.
     services_by_namespace: dict[str, dict[str, GenerativeService]] = field(default_factory=dict)
+    #: The same services by namespace and by a label they select (`services_selecting`).
+    selectors: dict[str, _Selectors] = field(default_factory=dict)
     #: (kind, key) -> field errors of hegui objects that failed validation.
     invalid: dict[tuple[str, ObjectKey], list[str]] = field(default_factory=dict)
     policies: dict[str, CompliancePolicy] = field(default_factory=dict)
@@ -129,8 +177,11 @@ class ComplianceIndex:
                 self.invalid.pop((str(kind), key), None)
                 if kind == "GenerativeService":
                     service = GenerativeService.from_dict(obj)
+                    self._forget_service(key)
                     self.services[key] = service
                     self.services_by_namespace.setdefault(key.namespace, {})[key.name] = service
+                    self.selectors.setdefault(key.namespace, _Selectors()).add(key.name,
+                                                                               service)
                 elif kind == "CompliancePolicy":
                     self.policies[key.name] = CompliancePolicy.from_dict(obj)
                 elif kind == "SafetyAssessment":
@@ -156,8 +207,7 @@ class ComplianceIndex:
     def _forget(self, kind: str, key: ObjectKey) -> None:
         self.invalid.pop((kind, key), None)
         if kind == "GenerativeService":
-            self.services.pop(key, None)
-            self.services_by_namespace.get(key.namespace, {}).pop(key.name, None)
+            self._forget_service(key)
         elif kind == "CompliancePolicy":
             self.policies.pop(key.name, None)
         elif kind == "Namespace":
@@ -171,6 +221,11 @@ class ComplianceIndex:
         elif kind == "DeviceClass":
             self.device_class_drivers.pop(key.name, None)
 
+    def _forget_service(self, key: ObjectKey) -> None:
+        service = self.services.pop(key, None)
+        self.services_by_namespace.get(key.namespace, {}).pop(key.name, None)
+        if service is not None and (selectors := self.selectors.get(key.namespace)):
+            selectors.remove(key.name, service)
 
     # --- reading ---------------------------------------------------------------------------------
     def policy_for(self, namespace: str) -> EffectivePolicy | None:
@@ -182,10 +237,13 @@ class ComplianceIndex:
 
     def services_selecting(self, namespace: str,
                            label_sets: Iterable[Mapping[str, str]]) -> list[ObjectKey]:
-        label_sets = list(label_sets)
-        in_namespace = list(self.services_by_namespace.get(namespace, {}).items())
-        return sorted(ObjectKey(namespace, name) for name, service in in_namespace
-                      if any(service.spec.selector.matches(labels) for labels in label_sets))
+        """The services in `namespace` whose selector matches one of the label sets (a
+        workload's pod templates), sorted by name."""
+        selectors = self.selectors.get(namespace)
+        if selectors is None:
+            return []
+        names = set().union(*(selectors.selecting(labels) for labels in label_sets))
+        return sorted(ObjectKey(namespace, name) for name in names)
 
     def broken_services_in(self, namespace: str) -> list[str]:
         """GenerativeServices in `namespace` that failed validation, with their error count."""
