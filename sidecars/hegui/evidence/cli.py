@@ -2,8 +2,8 @@
 Art.19).
 
     hegui records verify FILE [--head HEAD]
-    hegui records verify --store URL --key-file KEY [--anchor-key-file K] [--anchors FILE ...]
-                         [--service NS/NAME]
+    hegui records verify --store URL (--key-file KEY | --master-key-file KEY)
+                         [--anchor-key-file K] [--anchors FILE ...] [--service NS/NAME]
     hegui records export --store URL [--service NS/NAME] [--since T] [--until T] [--kind K ...]
                          [-o FILE | --raw DIR]
     hegui records anchor --store URL --anchor-key-file K [--writer NAME] [-o FILE]
@@ -53,6 +53,9 @@ def add_arguments(records_commands: Any, verify_file: Any) -> None:
     _store_arguments(check)
     check.add_argument("--key-file", type=Path,
                        help="the evidence key (the Secret the sidecars seal segments with)")
+    check.add_argument("--master-key-file", type=Path,
+                       help="the cluster's evidence key (the store Secret's evidenceKey): each "
+                            "service's streams are checked with the key derived from it")
     check.add_argument("--anchor-key-file", type=Path,
                        help="the operator's anchor key (default: the evidence key)")
     check.add_argument("--anchors", type=Path, action="append", default=[],
@@ -123,10 +126,14 @@ def run_verify(args: argparse.Namespace, verify_file: Any) -> int:
         return code
     try:
         store = open_store(args.store)
-        key = _key(args.key_file)
+        if args.key_file is not None and args.master_key_file is not None:
+            print("hegui records verify: give --key-file (one service's key) or "
+                  "--master-key-file (the cluster's), not both", file=sys.stderr)
+            return 2
+        key = _key(args.master_key_file or args.key_file)
         if key is None:
-            print("hegui records verify --store: without --key-file the segments' MACs are not "
-                  "checked", file=sys.stderr)
+            print("hegui records verify --store: without --key-file or --master-key-file the "
+                  "segments' MACs are not checked", file=sys.stderr)
         anchors = [(str(path), path.read_bytes()) for path in args.anchors]
         if args.anchors_configmap:
             from hegui.evidence.anchor import published
@@ -134,7 +141,8 @@ def run_verify(args: argparse.Namespace, verify_file: Any) -> int:
             namespace, name = _namespaced(args.anchors_configmap)
             anchors += published(namespace, name, kubeconfig=args.kubeconfig)
         report = verify_store(store, key, stream_prefix=_prefix(args.service), anchors=anchors,
-                              anchor_key=_key(args.anchor_key_file))
+                              anchor_key=_key(args.anchor_key_file),
+                              derive=args.master_key_file is not None)
     except (StoreError, OSError) as error:
         print(f"hegui records verify: {error}", file=sys.stderr)
         return 2

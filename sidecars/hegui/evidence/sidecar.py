@@ -1,17 +1,24 @@
 """The sidecar's side of shipping evidence: its command-line options and the shipper's life.
 
+Injected by hegui, the sidecar needs no option for it: the operator renders `evidence.yaml` (the
+store's URL, region, least retention) into the ConfigMap beside `--service`, and the injector
+projects the hegui-owned Secret `hegui-evidence-<service>` into /etc/hegui-evidence
+(`access-key`, `secret-key`, `evidence.key`; hegui.evidence.config). By hand:
+
     python -m hegui.sidecar ... --records /var/lib/hegui/records.jsonl \\
         --evidence-store http://minio.hegui-system:9000/hegui-evidence \\
         --evidence-key-file /etc/hegui/keys/evidence.key
 
-Credentials come from the environment (HEGUI_EVIDENCE_ACCESS_KEY, HEGUI_EVIDENCE_SECRET_KEY:
-a Secret's keys as env), never from the command line, and are never logged. Without
-`--evidence-store` (HEGUI_EVIDENCE_STORE) records stay in the pod as before, which the sidecar
-says in its log at start: evidence that dies with the pod.
+Credentials come from those files or the environment (HEGUI_EVIDENCE_ACCESS_KEY,
+HEGUI_EVIDENCE_SECRET_KEY), never from the command line, and are never logged. Without a store
+records stay in the pod as before, which the sidecar says in its log at start: evidence that dies
+with the pod.
 
 The fail mode when the buffer is full is the posture's: `dataProtection.evidenceFailureMode`
 when the posture has it, else `moderation.failureMode` (Closed: refuse with 503, nothing is
-served that cannot be recorded; Open: serve, count, alert, and write a `loss` record).
+served that cannot be recorded; Open: serve, count, alert, and write a `loss` record). A store
+declared without credentials to reach it is the same choice at start: Closed exits (the pod does
+not serve), Open serves with records kept in the pod and says so.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from hegui.evidence import config
 from hegui.evidence.shipper import DEFAULT_BUFFER_BYTES, Shipper
-from hegui.evidence.store import open_store
+from hegui.evidence.store import S3Store, Store, StoreError, open_store
 from hegui.moderation.records import RecordLog
 
 log = logging.getLogger("hegui.evidence")
@@ -39,7 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ship records to this S3 bucket with Object Lock, "
                              "http[s]://HOST:PORT/BUCKET (Art.11); default $HEGUI_EVIDENCE_STORE")
     parser.add_argument("--evidence-key-file", type=Path,
-                        help="the key that seals shipped segments (a Secret, mounted as a file)")
+                        help="the key that seals shipped segments (a Secret, mounted as a file); "
+                             "default: evidence.key in --evidence-credentials-dir")
+    parser.add_argument("--evidence-config", type=Path,
+                        help="the operator's evidence.yaml (store, retentionDays); default: "
+                             "evidence.yaml next to --service, when there is one")
+    parser.add_argument("--evidence-credentials-dir", type=Path,
+                        default=Path(os.environ.get("HEGUI_EVIDENCE_CREDENTIALS_DIR")
+                                     or config.CREDENTIALS_DIR),
+                        help="the projected Secret hegui-evidence-<service>: access-key, "
+                             "secret-key, evidence.key")
     parser.add_argument("--evidence-buffer-bytes", type=int, default=DEFAULT_BUFFER_BYTES,
                         help="records that may wait in the pod for the store; when full, the "
                              "posture's fail mode applies")
@@ -57,28 +74,59 @@ def fail_open(service: Any) -> bool:
     return str(getattr(mode, "value", mode)) == "Open"
 
 
+def _settings(args: argparse.Namespace) -> config.Settings | None:
+    path = args.evidence_config
+    if path is None and getattr(args, "service", None) is not None:
+        path = Path(args.service).parent / config.CONFIG_FILE
+    return config.load(path) if path is not None else None
+
+
 def attach(args: argparse.Namespace, records: RecordLog | None, service: Any, *,
            registry: CollectorRegistry | None) -> Shipper | None:
     """The shipper for `records`, started, or None when no store is configured."""
     if records is None:
         return None
-    if not args.evidence_store:
-        log.warning("no evidence store (--evidence-store): records stay in the pod and are "
-                    "lost with it (Art.11)")
+    try:
+        settings = _settings(args)
+    except config.EvidenceConfigError as error:
+        raise SystemExit(f"hegui-sidecar: {error}") from None
+    url = args.evidence_store or (settings.store if settings else None)
+    if not url:
+        log.warning("no evidence store (no CompliancePolicy declares spec.evidence, no "
+                    "--evidence-store): records stay in the pod and are lost with it (Art.11)")
         return None
-    if args.evidence_key_file is None:
-        raise SystemExit("--evidence-store needs --evidence-key-file (the key that seals "
-                         "segments, from a Secret)")
     protection = service.spec.data_protection
+    retention = max(protection.retention_days if protection else 180,
+                    settings.retention_days if settings else 1)
+    try:
+        store: Store
+        if url.startswith(("http://", "https://")):
+            found = config.read_credentials(args.evidence_credentials_dir,
+                                            key_file=args.evidence_key_file)
+            store = S3Store(url, access_key=found.access_key, secret_key=found.secret_key,
+                            region=settings.region if settings else None)
+            key = found.key
+        else:  # a directory: tests and offline runs
+            if args.evidence_key_file is None:
+                raise config.EvidenceConfigError(
+                    "--evidence-store needs --evidence-key-file (the key that seals segments, "
+                    "from a Secret)")
+            store, key = open_store(url), args.evidence_key_file.read_bytes().strip()
+    except (config.EvidenceConfigError, StoreError, OSError) as error:
+        if not fail_open(service):
+            raise SystemExit(f"hegui-sidecar: {error}; the fail mode is Closed, so nothing is "
+                             "served that cannot be recorded (Art.11)") from None
+        log.error("%s; the fail mode is Open: serving with records kept in the pod only "
+                  "(Art.11)", error)
+        return None
     name = f"{service.metadata.namespace or 'default'}/{service.metadata.name}"
-    shipper = Shipper(records, open_store(args.evidence_store),
-                      key=args.evidence_key_file.read_bytes().strip(), service=name,
+    shipper = Shipper(records, store, key=key, service=name,
                       pod=os.environ.get("POD_NAME") or socket.gethostname(),
-                      retention_days=protection.retention_days if protection else 180,
+                      retention_days=retention,
                       buffer_bytes=args.evidence_buffer_bytes, fail_open=fail_open(service),
                       interval=args.evidence_interval, registry=registry)
     shipper.start()
-    log.info("shipping records to %s as stream %s", args.evidence_store, shipper.stream)
+    log.info("shipping records to %s as stream %s", url, shipper.stream)
 
     def terminate(signum: int, frame: Any) -> None:
         # Kubernetes deletes a pod with SIGTERM: unwind (in-flight requests finish and write

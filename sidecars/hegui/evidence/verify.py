@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hegui.evidence import segments
+from hegui.evidence.config import stream_key
 from hegui.evidence.store import Store, StoreError, Version
 from hegui.moderation.records import GENESIS, hash_matches, parse
 
@@ -82,9 +83,12 @@ def read_anchor(key: bytes | None, data: bytes, where: str) -> tuple[dict[str, A
 
 def verify_store(store: Store, key: bytes | None, *, stream_prefix: str = "",
                  anchors: Iterable[tuple[str, bytes]] = (),
-                 anchor_key: bytes | None = None, workers: int | None = None) -> Report:
+                 anchor_key: bytes | None = None, workers: int | None = None,
+                 derive: bool = False) -> Report:
     """Check every stream under `records/<stream_prefix>` against the anchors (sealed with
     `anchor_key`, the operator's, which pods do not hold; by default the evidence key).
+    With `derive`, `key` is the cluster's evidence key and each stream is checked with its
+    service's key derived from it (hegui.evidence.config.service_key).
     Segments are checked in `workers` processes (default: one per CPU) when there are many."""
     report = Report()
     wanted: dict[str, dict[int, tuple[str, str]]] = defaultdict(dict)  # stream: seq -> hash, where
@@ -116,7 +120,8 @@ def verify_store(store: Store, key: bytes | None, *, stream_prefix: str = "",
     try:
         for stream in sorted(set(streams) | set(wanted)):
             found = sorted(streams[stream], key=lambda p: p[0])
-            report.streams[stream] = _check_stream(store, key, stream, found,
+            sealing = stream_key(key, stream) if derive and key is not None else key
+            report.streams[stream] = _check_stream(store, sealing, stream, found,
                                                    wanted.get(stream, {}), report.problems,
                                                    pool)
     finally:
