@@ -311,15 +311,18 @@ async def test_several_choices_are_moderated_one_by_one(
     assert headers["x-hegui-output"] in ("choices-withheld", "masked")
 
 
-async def test_labels_apply_to_every_family(fake_model: FakeModel,
-                                            moderator: LocalModerator) -> None:
+@pytest.mark.parametrize("output", [True, False], ids=["moderated", "inputs-only"])
+async def test_labels_apply_to_every_family(fake_model: FakeModel, moderator: LocalModerator,
+                                            output: bool) -> None:
+    """Labels (Art.12) whatever moderation does: also when the posture moderates inputs only."""
     from hegui.api.generativeservice import Labeling
 
     labeling = Labeling.from_dict({
         "modalities": ["text"], "explicit": {"enabled": True, "position": "End"},
         "implicit": {"contentProducer": "Example AI Co.", "produceIdPrefix": "chat-"}})
-    c = await sidecar_client(SidecarConfig(posture(), upstream=fake_model.url,
-                                           labeling=labeling), moderator)
+    c = await sidecar_client(SidecarConfig(posture(output={"enabled": output}),
+                                           upstream=fake_model.url, labeling=labeling),
+                             moderator)
     try:
         for path, make in FAMILIES:
             status, headers, body = await raw(c, "POST", path, make("say:你好"))

@@ -241,3 +241,173 @@ async def test_the_sidecar_watermarks_images_when_the_posture_enables_it(
         assert "watermark-key-missing" in response.headers.get("x-hegui-label-flags", "")
     finally:
         await client.close()
+
+
+# --- streams: labeled in every family, whatever moderation does (Art.12) ---------------------
+
+BOTH = Labeling.from_dict({
+    "modalities": ["text"], "explicit": {"text": LABEL, "position": "StartAndEnd"},
+    "implicit": {"contentProducer": "Example AI Co.", "produceIdPrefix": "chat-"}})
+PREFIX, SUFFIX = f"{LABEL}\n\n", f"\n\n{LABEL}"
+ANSWER = "今天天气很好"
+
+
+def _events(raw: bytes, ndjson: bool) -> list[tuple[str | None, Any]]:
+    """(SSE event name, decoded data) of each event; `[DONE]` left out."""
+    if ndjson:
+        return [(None, json.loads(line)) for line in raw.split(b"\n") if line.strip()]
+    out: list[tuple[str | None, Any]] = []
+    for block in raw.decode().split("\n\n"):
+        name = next((line[6:].strip() for line in block.split("\n")
+                     if line.startswith("event:")), None)
+        data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+        if data and data[0] != "[DONE]":
+            out.append((name, json.loads(data[0])))
+    return out
+
+
+def _anthropic_text(name: str | None, event: Any) -> str:
+    delta = event.get("delta") or {}
+    return str(delta.get("text") or "") if event.get("type") == "content_block_delta" else ""
+
+
+def _responses_text(name: str | None, event: Any) -> str:
+    return str(event.get("delta") or "") if event.get("type") == "response.output_text.delta" \
+        else ""
+
+
+#: path, request body, the text an event shows, framing
+STREAMS: list[tuple[str, Any, Any, bool]] = [
+    ("/v1/chat/completions", {"model": "f", "stream": True, "messages": [
+        {"role": "user", "content": f"say:{ANSWER}"}]},
+     lambda n, e: "".join((c.get("delta") or {}).get("content") or ""
+                          for c in e.get("choices", [])), False),
+    ("/v1/completions", {"model": "f", "stream": True, "prompt": f"say:{ANSWER}"},
+     lambda n, e: "".join(c.get("text") or "" for c in e.get("choices", [])), False),
+    ("/api/chat", {"model": "f", "messages": [{"role": "user", "content": f"say:{ANSWER}"}]},
+     lambda n, e: (e.get("message") or {}).get("content", ""), True),
+    ("/api/generate", {"model": "f", "prompt": f"say:{ANSWER}"},
+     lambda n, e: e.get("response", ""), True),
+    ("/generate_stream", {"inputs": f"say:{ANSWER}"},
+     lambda n, e: (e.get("token") or {}).get("text", "") if e.get("generated_text") is None
+     else "", False),
+    ("/v2/models/fake/generate_stream", {"text_input": f"say:{ANSWER}"},
+     lambda n, e: e.get("text_output", ""), False),
+    ("/v1/messages", {"model": "f", "stream": True, "max_tokens": 9, "messages": [
+        {"role": "user", "content": "hi"}]}, _anthropic_text, False),
+    ("/v1/responses", {"model": "f", "stream": True, "input": "hi"}, _responses_text, False),
+]
+
+
+async def _family_streams(request: Any) -> Any:
+    """Anthropic messages and Responses API streams, as vLLM serves them (the fake model
+    answers those two families unstreamed)."""
+    from aiohttp import web
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+
+    async def send(name: str, data: dict[str, Any]) -> None:
+        await response.write(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+                             .encode())
+
+    if request.path == "/v1/messages":
+        await send("message_start", {"type": "message_start", "message": {
+            "id": "m", "type": "message", "role": "assistant", "content": []}})
+        await send("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}})
+        for char in ANSWER:
+            await send("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": char}})
+        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await send("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": "end_turn"}})
+        await send("message_stop", {"type": "message_stop"})
+    else:
+        await send("response.created", {"type": "response.created", "response": {
+            "id": "r", "status": "in_progress", "output": []}})
+        for char in ANSWER:
+            await send("response.output_text.delta", {
+                "type": "response.output_text.delta", "item_id": "i", "output_index": 0,
+                "content_index": 0, "delta": char})
+        await send("response.output_text.done", {
+            "type": "response.output_text.done", "item_id": "i", "output_index": 0,
+            "content_index": 0, "text": ANSWER})
+        await send("response.completed", {"type": "response.completed", "response": {
+            "id": "r", "status": "completed", "output": [{"type": "message", "content": [
+                {"type": "output_text", "text": ANSWER}]}]}})
+    return response
+
+
+@pytest.mark.parametrize("output", ["Hold", "StreamThenRetract", "off"])
+@pytest.mark.parametrize(("path", "body", "text", "ndjson"), STREAMS,
+                         ids=[s[0] for s in STREAMS])
+async def test_every_stream_is_labeled_whatever_moderation_does(
+        fake_model: FakeModel, tmp_path: Path, output: str, path: str, body: Any, text: Any,
+        ndjson: bool) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    fake_model.chunk_chars = 1
+    upstream = fake_model.url
+    server = None
+    if path in ("/v1/messages", "/v1/responses"):
+        app = web.Application()
+        app.router.add_post(path, _family_streams)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        upstream = str(server.make_url("")).rstrip("/")
+    moderation = ({"output": {"enabled": False}} if output == "off" else
+                  {"output": {"streamWindowTokens": 4, "streaming": {"mode": output}}})
+    config = SidecarConfig(posture(**moderation), labeling=BOTH, upstream=upstream)
+    client = await sidecar_client(config, LocalModerator(),
+                                  records=RecordLog(tmp_path / "r.jsonl", key=b"k" * 32))
+    try:
+        response = await client.post(path, json=body)
+        assert response.status == 200
+        raw = await response.read()
+    finally:
+        await client.close()
+        if server is not None:
+            await server.close()
+    events = _events(raw, ndjson)
+    shown = [t for name, e in events if (t := text(name, e))]
+    # Both labels around the answer, in the family's own events; one token an event still.
+    assert "".join(shown) == PREFIX + ANSWER + SUFFIX, shown
+    assert shown[1:-1] == list(ANSWER[1:]), shown
+    produce_id = json.loads(response.headers["X-AIGC"])["ProduceID"]
+    assert events[0][1]["AIGC"]["ProduceID"] == produce_id
+    # Aggregates (TGI's generated_text, the Responses API's *.done) repeat what was shown.
+    for _, event in events:
+        if event.get("generated_text") is not None:
+            assert event["generated_text"] == PREFIX + ANSWER + SUFFIX
+        if event.get("type") == "response.output_text.done":
+            assert event["text"] == PREFIX + ANSWER + SUFFIX
+    if path == "/v1/messages":  # the label comes before the text block closes
+        types = [e["type"] for _, e in events]
+        assert types.index("content_block_stop") > max(
+            i for i, (_, e) in enumerate(events) if _anthropic_text(None, e))
+
+
+async def test_the_openai_client_reads_labels_on_an_unmoderated_stream(
+        fake_model: FakeModel, tmp_path: Path) -> None:
+    import openai
+
+    fake_model.chunk_chars = 1
+    config = SidecarConfig(posture(output={"enabled": False}), labeling=LABELING,
+                           upstream=fake_model.url)
+    client = await sidecar_client(config, LocalModerator(),
+                                  records=RecordLog(tmp_path / "r.jsonl", key=b"k" * 32))
+    try:
+        api = openai.AsyncOpenAI(base_url=f"http://{client.host}:{client.port}/v1",
+                                 api_key="test", max_retries=0, timeout=10)
+        stream = await api.chat.completions.create(
+            model="f", stream=True, messages=[{"role": "user", "content": f"say:{ANSWER}"}])
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream
+                        if chunk.choices])
+        answer = await api.chat.completions.create(
+            model="f", messages=[{"role": "user", "content": f"say:{ANSWER}"}])
+    finally:
+        await client.close()
+    assert text == ANSWER + SUFFIX
+    assert answer.choices[0].message.content == ANSWER + SUFFIX

@@ -416,11 +416,13 @@ class Sidecar:
                 return await self._relay(request, upstream, headers)
             if upstream.status >= 400:
                 return await self._relay(request, upstream, headers)
-            if not moderation.output.enabled and (stream or self.config.labeling is None):
+            if not moderation.output.enabled and self.config.labeling is None:
                 return await self._relay(request, upstream, headers)
             if stream and upstream.content_type in ("text/event-stream",
                                                     "application/x-ndjson"):
-                return await self._stream(route, request, upstream, headers, user)
+                # Output moderation off: the stream is still labeled (Art.12), in the relay.
+                return await self._stream(route, request, upstream, headers, user,
+                                          moderate=moderation.output.enabled)
             # Output moderation off: the answer is still labeled (Art.12), not moderated.
             return await self._moderated_answer(family, upstream, headers, user,
                                                 family.choices_requested(body),
@@ -630,9 +632,10 @@ class Sidecar:
     # --- streams -------------------------------------------------------------------------------
 
     async def _stream(self, route: str, request: web.Request, upstream: aiohttp.ClientResponse,
-                      headers: dict[str, str], user: str | None) -> web.StreamResponse:
+                      headers: dict[str, str], user: str | None, *,
+                      moderate: bool = True) -> web.StreamResponse:
         response: web.StreamResponse = await streaming.stream(self, route, request, upstream,
-                                                              headers, user)
+                                                              headers, user, moderate=moderate)
         return response
 
     async def passthrough(self, request: web.Request, match: Match) -> web.StreamResponse:

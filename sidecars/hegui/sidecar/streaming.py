@@ -17,6 +17,13 @@ edge is seen. In both modes a chunk keeps the model's shape, one token a chunk (
 masked before it is sent in both modes: only a trailing run that may be the start of a number or
 an address is held back, until the next characters decide it (`pii.pending_start`).
 
+Labels (Art.12) are put in by the relay, whatever moderation does (also when the posture
+moderates inputs only), in every family's own shape: the start label in each choice's first
+content chunk, the end label in the chunk that finishes the choice when it carries text, else
+in a copy of the choice's last content chunk sent just before the event that closes its text
+(or before the stream's end); the implicit label (`AIGC`) on the first event and on the label
+copies.
+
 The final event of a stream that is stopped (README, "Streaming modes") is one chunk with
 `finish_reason: "content_filter"` for every choice and `error`, hegui's error body with
 `withdraw: true` when the client must remove what it showed of this answer, then `data: [DONE]`.
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import string
@@ -38,8 +46,9 @@ import aiohttp
 from aiohttp import web
 
 from hegui.api.generativeservice import Direction, StreamingMode
+from hegui.labeling.metadata import AIGC_KEY, AigcLabel
 from hegui.labeling.metadata import HEADER as AIGC_HEADER
-from hegui.labeling.text import StreamLabeler, TextLabel
+from hegui.labeling.text import TextLabel
 from hegui.moderation import pii
 from hegui.moderation.client import personal_information
 from hegui.moderation.decision import Decision, Outcome, decide
@@ -144,23 +153,93 @@ def _decode(family: Family, raw: bytes, data: bytes, event: str | None) -> _Chun
     return chunk
 
 
-class LabeledStream(web.StreamResponse):
-    """A streamed response whose bytes pass through a StreamLabeler on their way out (Art.12):
-    the explicit label goes into the first and last content chunks, the implicit one rides
-    along as `AIGC`."""
+class _Labels:
+    """The explicit and implicit labels of one stream (Art.12), put into the family's own
+    chunks as they go out: no second parse of what the relay already decoded."""
 
-    def __init__(self, labeler: StreamLabeler, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.labeler = labeler
+    def __init__(self, family: Family, label: TextLabel, aigc: AigcLabel) -> None:
+        self.family, self.label, self.aigc = family, label, aigc.to_dict()
+        self.started: set[int] = set()  # choices whose first content went out
+        self.last: dict[int, tuple[_Chunk, SlotKey]] = {}  # content went out, no end label yet
+        self.aigc_sent = False
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        if labeled := self.labeler.feed(bytes(data)):
-            await super().write(labeled)
+    @staticmethod
+    def _content(piece: Piece) -> bool:
+        return piece.key[1].startswith("content")
 
-    async def write_eof(self, data: bytes = b"") -> None:
-        if tail := self.labeler.feed(data) + self.labeler.close():
-            await super().write(tail)
-        await super().write_eof()
+    def apply(self, chunks: list[_Chunk]) -> list[_Chunk]:
+        """The chunks to send, labeled: end-label copies inserted where a choice's text
+        closes."""
+        out: list[_Chunk] = []
+        for chunk in chunks:
+            closes = self._closes(chunk)
+            if closes:
+                ending = [c for c in self.last if closes is True or c in closes]
+                for choice in ending:
+                    finishing = next((p for p in chunk.pieces if self._content(p)
+                                      and p.key[0] == choice and p.slot.text), None)
+                    if finishing is not None:
+                        continue  # labeled below, after its own text
+                    if (copy_ := self._end_copy(choice)) is not None:
+                        out.append(copy_)
+            for piece in chunk.pieces:
+                if not self._content(piece):
+                    continue
+                choice = piece.key[0]
+                if choice not in self.started:
+                    self.started.add(choice)
+                    if self.label.prefix:
+                        piece.slot.set(self.label.prefix + piece.slot.text)
+                        chunk.changed = True
+                self.last[choice] = (chunk, piece.key)
+            if closes:
+                for piece in chunk.pieces:
+                    choice = piece.key[0]
+                    if (self._content(piece) and piece.slot.text and choice in self.last
+                            and (closes is True or choice in closes)):
+                        del self.last[choice]
+                        if self.label.suffix:
+                            piece.slot.set(piece.slot.text + self.label.suffix)
+                            chunk.changed = True
+                for choice in [c for c in self.last if closes is True or c in closes]:
+                    del self.last[choice]
+            if not self.aigc_sent and isinstance(chunk.value, dict):
+                chunk.value[AIGC_KEY] = self.aigc
+                chunk.changed = self.aigc_sent = True
+            out.append(chunk)
+        return out
+
+    def close(self) -> list[_Chunk]:
+        """End-label copies for the choices whose text was never closed (the stream's end)."""
+        out = [c for choice in list(self.last) if (c := self._end_copy(choice)) is not None]
+        self.last.clear()
+        return out
+
+    def _closes(self, chunk: _Chunk) -> bool | set[int]:
+        if self.family.is_final(chunk.value) or self.family.closes_text(chunk.value):
+            return True
+        return set(self.family.finish_reason(chunk.value))
+
+    def _end_copy(self, choice: int) -> _Chunk | None:
+        """The choice's last content chunk again, its text the end label."""
+        source, key = self.last.pop(choice)
+        if not self.label.suffix:
+            return None
+        value = copy.deepcopy(source.value)
+        found = False
+        clone = _Chunk(b"", value, source.event, changed=True)
+        for slot in self.family.chunk_slots(value):
+            if slot.aggregate or slot.probe:
+                continue
+            if (slot.choice, slot.kind) == key and not found:
+                slot.set(self.label.suffix)
+                clone.pieces.append(Piece(key, slot, clone))
+                found = True
+            else:
+                slot.set("")  # another text of the copied chunk: said already
+        if isinstance(value, dict):
+            value[AIGC_KEY] = self.aigc
+        return clone if found else None
 
 
 class EventReader:
@@ -245,6 +324,8 @@ class _Relay:
     checking: asyncio.Task[list[Decision] | None] | None = None  # StreamThenRetract
     checked: list[tuple[SlotKey, str]] = field(default_factory=list)  # what `checking` scores
     waiting: asyncio.Timeout | None = None
+    labels: _Labels | None = None  # Art.12, whatever moderation does
+    moderated: bool = True  # False: the posture moderates inputs only; relayed and labeled
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -381,6 +462,8 @@ class _Relay:
             return
         if self.merge:
             chunks = _merged(self.family, chunks)
+        if self.labels is not None:
+            chunks = self.labels.apply(chunks)
         out: list[bytes] = []
         text = False
         for chunk in chunks:
@@ -448,6 +531,10 @@ class _Relay:
     async def _stream_out(self, *, final: bool = False) -> None:
         """Send what may go out now (personal information masked first) and moderate the
         window alongside."""
+        if not self.moderated:  # inputs-only posture: relayed as it comes, labeled in _send
+            chunks, self.queue = self.queue, []
+            await self._send(chunks)
+            return
         limit = self._releasable(final)
         chunks, self.queue = self.queue[:limit], self.queue[limit:]
         if chunks:
@@ -518,6 +605,8 @@ class _Relay:
                     self._check()
         else:
             await self._hold_out(final=True)
+        if self.labels is not None and (ends := self.labels.close()):
+            await self._send(ends)
         if self.family.done_marker:
             await self.response.write(self.family.done_marker)
 
@@ -550,7 +639,10 @@ class _Relay:
         body["withdraw"] = withdraw
         # The client may be gone already; the upstream is closed by the caller either way.
         with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
-            await self.response.write(self.family.cut_event(self.template, body))
+            # What was shown and stays shown is generated content: labeled (Art.12).
+            ends = self.labels.close() if self.labels is not None and not withdraw else []
+            await self.response.write(b"".join(self._encode(c) for c in ends)
+                                      + self.family.cut_event(self.template, body))
 
     async def close(self) -> None:
         if self.checking is not None:
@@ -588,9 +680,10 @@ def _count(sidecar: Sidecar, decision: Decision) -> None:
 
 async def stream(sidecar: Sidecar, route: str, request: web.Request,
                  upstream: aiohttp.ClientResponse, headers: dict[str, str],
-                 user: str | None) -> web.StreamResponse:
+                 user: str | None, *, moderate: bool = True) -> web.StreamResponse:
     """Relay the model's stream (family `route`) to the client, moderated as the posture's
-    streaming mode says."""
+    streaming mode says (`moderate` False: the posture moderates inputs only), labeled
+    (Art.12) either way."""
     config = sidecar.config
     family = families.get(route)
     output = config.moderation.output
@@ -598,20 +691,19 @@ async def stream(sidecar: Sidecar, route: str, request: web.Request,
     stream_headers = {"Content-Type": "application/x-ndjson" if family.framing == "ndjson"
                       else "text/event-stream", "Cache-Control": "no-cache", **headers,
                       "x-hegui-streaming": output.streaming.mode.value}
-    response: web.StreamResponse
+    labels = None
     if aigc := await sidecar._new_label(user, route):
         assert config.labeling is not None
         stream_headers[AIGC_HEADER] = aigc.header_value()
-        labeler = StreamLabeler(TextLabel.from_posture(config.labeling.explicit), aigc)
-        response = LabeledStream(labeler, status=200, headers=stream_headers)
-    else:
-        response = web.StreamResponse(status=200, headers=stream_headers)
+        labels = _Labels(family, TextLabel.from_posture(config.labeling.explicit), aigc)
+    response = web.StreamResponse(status=200, headers=stream_headers)
     await response.prepare(request)
-    relay = _Relay(sidecar, family, response, user, retract=retract,
+    relay = _Relay(sidecar, family, response, user, retract=retract or not moderate,
                    merge=output.streaming.merge_tokens,
                    window=min(output.streaming.first_window_tokens, output.stream_window_tokens),
                    max_window=output.stream_window_tokens, overlap=config.stream_overlap_chars,
-                   hold=config.stream_max_hold_seconds, keep=config.max_response_bytes)
+                   hold=config.stream_max_hold_seconds, keep=config.max_response_bytes,
+                   labels=labels, moderated=moderate)
     finished = False
     try:
         await relay.run(EventReader(upstream.content, config.max_sse_line_bytes, family.framing))
@@ -664,5 +756,5 @@ async def _drain(upstream: aiohttp.ClientResponse) -> None:
                 left -= len(data)
 
 
-__all__ = ["STREAMED", "STREAMS_CHOICES", "EventReader", "LabeledStream", "Piece",
+__all__ = ["STREAMED", "STREAMS_CHOICES", "EventReader", "Piece",
            "pending_start", "stream"]

@@ -98,6 +98,10 @@ class Messages(Family):
     def is_final(self, chunk: Any) -> bool:
         return isinstance(chunk, dict) and chunk.get("type") == "message_stop"
 
+    def closes_text(self, chunk: Any) -> bool:
+        return isinstance(chunk, dict) and chunk.get("type") in ("content_block_stop",
+                                                                 "message_delta")
+
     def final_event(self, template: dict[str, Any], error: dict[str, Any]) -> Any:
         return {"type": "error", "error": {**error, "type": error.get("type", "hegui_error")}}
 

@@ -265,6 +265,12 @@ class Family:
         """The finish reason this event gives, per choice index."""
         return {}
 
+    def closes_text(self, chunk: Any) -> bool:
+        """An event after which no more text of the content block comes (Anthropic's
+        `content_block_stop`, the Responses API's `*.done`): the end label (Art.12) goes
+        before it. Finish reasons and the final event close text in every family."""
+        return False
+
     def encode(self, chunk: Any, event: str | None = None) -> bytes:
         return ndjson(chunk) if self.framing == "ndjson" else sse(chunk, event)
 

@@ -139,6 +139,11 @@ class Responses(Family):
     def is_final(self, chunk: Any) -> bool:
         return isinstance(chunk, dict) and chunk.get("type") in FINAL
 
+    def closes_text(self, chunk: Any) -> bool:
+        return isinstance(chunk, dict) and chunk.get("type") in (
+            "response.output_text.done", "response.content_part.done",
+            "response.output_item.done")
+
     def final_event(self, template: dict[str, Any], error: dict[str, Any]) -> Any:
         return {"type": "error", "code": error.get("code"), "message": error.get("message"),
                 "param": None, "error": error}
