@@ -5,8 +5,12 @@ alerts as in the SRE workbook, as grounds for suspension (Art.21).
 `hegui.sidecar.metrics`):
 
 - availability: `hegui_sidecar_sli_requests_total{outcome}`; the error ratio over a window is
-  `failed / (served + refused + failed)`: 5xx answers and responses cut by a model or moderator
-  failure, against every request on a model route (refusals while suspended are not counted);
+  `failed / (served + failed)`: the provider's failures (5xx answers of the model, the sidecar or
+  Triton, and responses cut by a model or moderator failure) against the requests the provider
+  had to serve. Requests `refused` for the client's own doing (4xx: bad input, blocked prompts,
+  rate limits; a client that hung up; refusals while suspended are not counted at all) are in
+  neither term: a flood of bad requests can neither push a service towards suspension nor dilute
+  the provider's real failures, and it cannot lift a quiet service over `min_requests`;
 - latency: `hegui_sidecar_sli_latency_seconds_bucket{le}` over served requests; the share slower
   than the threshold is `1 - bucket(le=threshold) / bucket(le=+Inf)`. The sidecar adds the
   declared threshold to its buckets, so this is exact. If the threshold is not a bucket boundary
@@ -216,14 +220,24 @@ def latency_query(service: str, windows: Iterable[timedelta]) -> str:
 
 
 INCIDENTS = "hegui_sidecar_incidents_total"
+#: Only what the model said counts as the service's incident: a user's blocked prompt is the
+#: user's (Art.14 strikes the user, hegui.moderation.strikes), never grounds to suspend the
+#: service, or any user could get a service suspended by sending prohibited prompts.
+INCIDENT_DIRECTION: Final = "output"
+
+
+def incidents_query(service: str, window: timedelta) -> str:
+    """The service's incidents (blocked model outputs) over `window`, summed over replicas."""
+    return (f"sum(increase({INCIDENTS}{{{SERVICE_LABEL}={_label_value(service)},"
+            f'direction="{INCIDENT_DIRECTION}"}}[{promql_duration(window)}]))')
 
 
 def incidents_per_hour(client: PrometheusClient, service: str,
                        window: timedelta) -> float | None:
-    """Moderation incidents (blocked content, Art.14) of the service per hour, averaged over
-    `window`; 0 when the sidecars blocked nothing, None when Prometheus cannot tell."""
-    promql = (f"sum(increase({INCIDENTS}{{{SERVICE_LABEL}={_label_value(service)}}}"
-              f"[{promql_duration(window)}]))")
+    """The service's moderation incidents per hour, averaged over `window`: the model's outputs
+    blocked as prohibited (Art.14), never users' blocked prompts (see INCIDENT_DIRECTION); 0 when
+    the sidecars blocked nothing, None when Prometheus cannot tell."""
+    promql = incidents_query(service, window)
     try:
         samples = client.query(promql)
     except PrometheusError as failure:
@@ -377,10 +391,16 @@ def _by_window(samples: list[Sample], windows: Iterable[timedelta]) -> dict[
     return grouped
 
 
+#: The outcomes (hegui.sidecar.metrics.OUTCOMES) that are the provider's to serve: `refused`
+#: (the client's doing) counts for neither side of the availability ratio (Art.13).
+PROVIDER_OUTCOMES: Final = ("served", "failed")
+
+
 def availability_counts(samples: list[Sample]) -> Counts | None:
+    """Requests the provider had to serve and those it failed; None without any series."""
     if not samples:
         return None
-    requests = sum(s.value for s in samples)
+    requests = sum(s.value for s in samples if s.labels.get("outcome") in PROVIDER_OUTCOMES)
     failed = sum(s.value for s in samples if s.labels.get("outcome") == "failed")
     return Counts(requests, failed)
 
@@ -643,4 +663,4 @@ __all__ = ["CALM_BURN_RATE", "DEFAULT_MIN_REQUESTS", "DEFAULT_MIN_WINDOW", "Aler
            "AlertResult", "Counts", "Objective", "PrometheusClient", "PrometheusError",
            "SloEvaluation", "Verdict", "WindowFigures", "alerts_for", "availability_query",
            "detection_time",
-           "evaluate", "judge", "latency_query", "measure"]
+           "evaluate", "incidents_query", "judge", "latency_query", "measure"]

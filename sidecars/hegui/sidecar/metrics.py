@@ -7,14 +7,23 @@ ServiceMonitors attach a `service` target label (the Kubernetes Service), which 
 to `exported_service`.
 
 - `hegui_sidecar_sli_requests_total{hegui_service, route, outcome}`: requests on the model routes
-  (chat, completions, images) by outcome: `served` (2xx/3xx), `refused` (4xx: moderation, limits,
-  bad input; the service worked as intended) or `failed` (5xx, or a response cut by a model or
-  moderator failure after its headers were sent). Requests refused because the service is
-  suspended (Art.21) are not counted: they say nothing about the model, and counting them as
-  failures would keep a suspended service failing forever.
+  (chat, completions, images, ...) by outcome, which says whose doing it was: `served` (2xx/3xx),
+  `refused` (the client's doing: 4xx for bad input, blocked prompts, limits, and any 5xx the
+  handler marks `client_caused`; the service worked as intended) or `failed` (the provider's:
+  5xx of the model, the sidecar or Triton, or a response cut by a model or moderator failure
+  after its headers were sent; a client that hangs up cuts nothing). The operator's availability
+  ratio is `failed / (served + failed)` (`hegui.operator.slo`): refusals count for neither side,
+  so no client can drive a service towards suspension (Art.21) with bad requests. Requests
+  refused because the service is suspended are not counted: they say nothing about the model,
+  and counting them as failures would keep a suspended service failing forever.
 - `hegui_sidecar_sli_latency_seconds{hegui_service, route}`: for served requests, the time to the
   first token reaching the client for moderated streams, else to the end of the response. The
   declared latency threshold is one of its buckets, so the share slower than it is exact.
+
+- `hegui_sidecar_incidents_total{hegui_service, direction}`: prohibited content blocked, by
+  direction. Only `direction="output"` (what the model said) is the service's incident that the
+  operator's `maxIncidentsPerHour` counts; `input` (a user's blocked prompt) is the user's and is
+  answered with strikes against that user (Art.14), never with the service's suspension.
 
 Both are created at zero for every route and outcome at start, so "no traffic" (a zero series)
 reads differently from "not scraped" (no series) in Prometheus.
@@ -40,7 +49,11 @@ def sli_buckets(threshold: float | None) -> tuple[float, ...]:
     return tuple(sorted({*SLI_BUCKETS, threshold}))
 
 
-def outcome(status: int, cut: bool) -> str:
+def outcome(status: int, cut: bool, client_caused: bool = False) -> str:
+    """Whose doing a request's end was (see the module doc): `client_caused` marks a 5xx or a
+    cut that the client provoked (it is `refused`, never the provider's failure)."""
+    if client_caused and (status >= 400 or cut):
+        return "refused"
     if status >= 500 or cut:
         return "failed"
     return "refused" if status >= 400 else "served"
@@ -67,10 +80,12 @@ class SidecarMetrics:
                                  "Block, mask and flag decisions by category and direction "
                                  "(Art.4, Art.14).", ["action", "category", "direction"],
                                  registry=r)
-        # Per service, for the operator's incident-rate rule (Art.14, Art.21): blocked content.
+        # Per service, for the operator's incident-rate rule (Art.14, Art.21): blocked content;
+        # only direction="output" is the service's (see the module doc).
         self.incidents = Counter("hegui_sidecar_incidents",
-                                 "Prohibited content blocked, by direction (Art.14): the "
-                                 "moderation incidents the operator's suspension rule counts.",
+                                 "Prohibited content blocked, by direction (Art.14); the "
+                                 "operator's suspension rule counts only the model's blocked "
+                                 "outputs, never users' blocked prompts.",
                                  ["hegui_service", "direction"], registry=r)
         for direction in ("input", "output"):  # at zero, so the first block is an increase
             self.incidents.labels(service, direction)
@@ -112,9 +127,10 @@ class SidecarMetrics:
             "hegui_sidecar_suspension_file_errors",
             "Unreadable or invalid suspension files; the last valid state is kept.", registry=r)
 
-    def observe_sli(self, route: str, status: int, seconds: float, *, cut: bool = False) -> None:
+    def observe_sli(self, route: str, status: int, seconds: float, *, cut: bool = False,
+                    client_caused: bool = False) -> None:
         """Count one request of a model route for the SLIs (Art.13)."""
-        result = outcome(status, cut)
+        result = outcome(status, cut, client_caused)
         self.sli_requests.labels(self.service, route, result).inc()
         if result == "served":
             self.sli_latency.labels(self.service, route).observe(seconds)
