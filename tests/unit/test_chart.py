@@ -122,7 +122,7 @@ def test_rendered_manifests_pass_hegui_check(which: str, request: pytest.Fixture
 def test_workloads_meet_the_restricted_pod_security_standard(
         rendered: list[dict[str, Any]]) -> None:
     deployments = {d["metadata"]["name"]: d for d in by_kind(rendered, "Deployment")}
-    assert set(deployments) == {"hegui-webhook", "hegui-operator"}
+    assert set(deployments) == {"hegui-webhook", "hegui-operator", "hegui-triton"}
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -135,7 +135,10 @@ def test_workloads_meet_the_restricted_pod_security_standard(
             assert context["capabilities"]["drop"] == ["ALL"], name
             assert container["resources"]["requests"] and container["resources"]["limits"], name
             assert container["livenessProbe"] and container["readinessProbe"], name
-        assert pod["serviceAccountName"] != "default", name
+        if name == "hegui-triton":  # calls no API: no token in the pod at all
+            assert pod["automountServiceAccountToken"] is False
+        else:
+            assert pod["serviceAccountName"] != "default", name
 
 
 def test_webhook_is_highly_available(rendered: list[dict[str, Any]]) -> None:
@@ -493,7 +496,7 @@ def test_network_policies_select_hegui_pods(
     docs = full_render[1]
     pods = [d["spec"]["template"]["metadata"]["labels"] for d in by_kind(docs, "Deployment")]
     policies = by_kind(docs, "NetworkPolicy")
-    assert len(policies) == 2
+    assert len(policies) == 3  # webhook, operator, triton
     for policy in policies:
         selector = policy["spec"]["podSelector"]["matchLabels"]
         assert sum(selector.items() <= labels.items() for labels in pods) == 1
@@ -512,6 +515,8 @@ def test_hegui_image_runs_what_the_chart_runs(
         default_render: tuple[str, list[dict[str, Any]]]) -> None:
     assert _definition("hegui")["entrypoint"] == ["/usr/bin/python3.11", "-m", "hegui.cli"]
     for deployment in by_kind(default_render[1], "Deployment"):
+        if deployment["metadata"]["name"] == "hegui-triton":
+            continue  # the Triton image's (test_triton_runs_the_triton_image)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert "command" not in container  # the image's entrypoint, with the chart's args
         # The command line parses: `hegui <args> --help` answers for each component.
@@ -542,3 +547,64 @@ def test_sidecar_image_speaks_the_injected_command_line() -> None:
     assert triton["files"]["sidecars/triton/models"] == "/models"
     assert (_CHECKOUT / "sidecars/triton/models/moderation/config.pbtxt").exists()
     assert triton["env"]["HEGUI_TRITON_PYTHONPATH"] == "/opt/hegui/lib"
+
+
+# --- Triton: the moderation endpoint the sidecars dial ----------------------------------------
+
+
+def test_sample_policy_sends_sidecars_to_the_charts_triton(tmp_path: Path) -> None:
+    """A fresh install must give sidecars a Triton to reach: they fail closed, so without one
+    every request is answered 503 (Art.14)."""
+    docs = objects(template(tmp_path, {"samplePolicy": {"enabled": True}}).stdout)
+    [policy] = by_kind(docs, "CompliancePolicy")
+    [service] = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "triton"]
+    [deployment] = [d for d in by_kind(docs, "Deployment")
+                    if d["metadata"]["name"] == "hegui-triton"]
+    endpoint = policy["spec"]["defaults"]["triton"]
+    host, port = endpoint["address"].rsplit(":", 1)
+    assert host == f"triton.{NAMESPACE}.svc" == f"{service['metadata']['name']}.{NAMESPACE}.svc"
+    assert (endpoint["protocol"], endpoint["model"]) == ("grpc", "moderation")
+    [grpc] = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+    assert grpc["name"] == "grpc"
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    assert grpc["targetPort"] in {p["name"] for p in container["ports"]}
+    # The CRD's model reads it as the default endpoint.
+    from hegui.api.policy import CompliancePolicy
+
+    parsed = CompliancePolicy.model_validate_json(json.dumps(policy))
+    assert parsed.spec.defaults.triton is not None
+    assert parsed.spec.defaults.triton.address == f"triton.{NAMESPACE}.svc:8001"
+
+
+def test_a_policy_naming_its_own_triton_keeps_it(tmp_path: Path) -> None:
+    own = {"address": "scorer.moderation.svc:8001", "model": "moderation"}
+    docs = objects(template(tmp_path, {"samplePolicy": {"enabled": True, "spec": {
+        "defaults": {"triton": own}}}}).stdout)
+    [policy] = by_kind(docs, "CompliancePolicy")
+    assert policy["spec"]["defaults"]["triton"] == own
+
+
+def test_triton_runs_the_triton_image_on_cpu_unless_gpus_are_asked(tmp_path: Path) -> None:
+    definition = _definition("triton")
+    cpu = objects(template(tmp_path).stdout)
+    [deployment] = [d for d in by_kind(cpu, "Deployment")
+                    if d["metadata"]["name"] == "hegui-triton"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container and "args" not in container  # the image's own
+    assert {p["containerPort"] for p in container["ports"]} == set(definition["ports"])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    gpu = objects(template(tmp_path, {"triton": {"gpus": 1, "extraArgs": ["--log-verbose=1"]}})
+                  .stdout)
+    [deployment] = [d for d in by_kind(gpu, "Deployment")
+                    if d["metadata"]["name"] == "hegui-triton"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["args"] == ["--model-repository=/models", "--log-verbose=1"]
+    off = objects(template(tmp_path, {"triton": {"enabled": False},
+                                      "samplePolicy": {"enabled": True}}).stdout)
+    assert not [d for d in off if "triton" in d["metadata"]["name"]]
+    [policy] = by_kind(off, "CompliancePolicy")
+    assert "triton" not in policy["spec"].get("defaults", {})

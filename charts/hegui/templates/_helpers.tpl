@@ -104,3 +104,17 @@ seccompProfile:
     {{- end }}
   {{- end }}
 {{- end -}}
+
+{{/* Triton with hegui's moderation models: its Deployment, its Service and the address
+sidecars dial (<service>.<namespace>.svc:8001, gRPC). */}}
+{{- define "hegui.triton.fullname" -}}{{ include "hegui.fullname" . | trunc 56 | trimSuffix "-" }}-triton{{- end -}}
+{{- define "hegui.triton.serviceName" -}}{{ .Values.triton.serviceName }}{{- end -}}
+{{- define "hegui.triton.address" -}}{{ include "hegui.triton.serviceName" . }}.{{ .Release.Namespace }}.svc:8001{{- end -}}
+{{- define "hegui.triton.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.triton.image.tag -}}
+{{- if .Values.triton.image.digest -}}
+{{- printf "%s:%s@%s" .Values.triton.image.repository $tag .Values.triton.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.triton.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
