@@ -68,9 +68,11 @@ def checkpoint(store: Store, key: bytes, *, writer: str, retention_days: int,
 KEEP = 48  # anchors kept in the ConfigMap (a ConfigMap holds at most 1 MiB)
 
 
-def _core(kubeconfig: str | None) -> Any:
+def _core(kubeconfig: str | None, api_client: Any = None) -> Any:
     from kubernetes import client, config
 
+    if api_client is not None:
+        return client.CoreV1Api(api_client)
     if kubeconfig:
         return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
     try:
@@ -81,23 +83,21 @@ def _core(kubeconfig: str | None) -> Any:
 
 
 def publish(namespace: str, name: str, anchor_name: str, data: bytes, *,
-            kubeconfig: str | None = None) -> None:
+            kubeconfig: str | None = None, api_client: Any = None) -> None:
     """Add the anchor to the ConfigMap NAMESPACE/NAME (created if missing), keeping the last
     KEEP; the key is the anchor's name in the store."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        _publish(namespace, name, anchor_name, data, kubeconfig)
+        _publish(namespace, name, anchor_name, data, _core(kubeconfig, api_client))
     except ApiException as error:
         raise StoreError(f"ConfigMap {namespace}/{name}: {error.status} {error.reason}") from None
 
 
-def _publish(namespace: str, name: str, anchor_name: str, data: bytes,
-             kubeconfig: str | None) -> None:
+def _publish(namespace: str, name: str, anchor_name: str, data: bytes, core: Any) -> None:
     from kubernetes.client import V1ConfigMap, V1ObjectMeta
     from kubernetes.client.exceptions import ApiException
 
-    core = _core(kubeconfig)
     key = anchor_name.rsplit("/", 1)[-1]
     try:
         found = core.read_namespaced_config_map(name, namespace)

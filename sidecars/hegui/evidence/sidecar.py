@@ -3,7 +3,8 @@
 Injected by hegui, the sidecar needs no option for it: the operator renders `evidence.yaml` (the
 store's URL, region, least retention) into the ConfigMap beside `--service`, and the injector
 projects the hegui-owned Secret `hegui-evidence-<service>` into /etc/hegui-evidence
-(`access-key`, `secret-key`, `evidence.key`; hegui.evidence.config). By hand:
+(`access-key`, `secret-key`, `evidence.key`, and a copy of `evidence.yaml`;
+hegui.evidence.config). By hand:
 
     python -m hegui.sidecar ... --records /var/lib/hegui/records.jsonl \\
         --evidence-store http://minio.hegui-system:9000/hegui-evidence \\
@@ -75,10 +76,15 @@ def fail_open(service: Any) -> bool:
 
 
 def _settings(args: argparse.Namespace) -> config.Settings | None:
-    path = args.evidence_config
-    if path is None and getattr(args, "service", None) is not None:
-        path = Path(args.service).parent / config.CONFIG_FILE
-    return config.load(path) if path is not None else None
+    """evidence.yaml: as given, else beside --service (the ConfigMap), else in the projected
+    Secret (which carries a copy, so either mount is enough)."""
+    if args.evidence_config is not None:
+        return config.load(args.evidence_config)
+    places = [Path(args.service).parent] if getattr(args, "service", None) else []
+    for directory in [*places, args.evidence_credentials_dir]:
+        if (found := config.load(directory / config.CONFIG_FILE)) is not None:
+            return found
+    return None
 
 
 def attach(args: argparse.Namespace, records: RecordLog | None, service: Any, *,

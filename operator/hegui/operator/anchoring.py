@@ -1,0 +1,261 @@
+"""The operator's evidence duties (Art.11, Art.19), where no pod can act:
+
+- **Credentials to each service**: for every GenerativeService in a namespace that a
+  CompliancePolicy with `spec.evidence` selects, the store's Secret (in hegui's namespace, named
+  by `evidence.store.credentialsSecretName`) is copied into the service's namespace as the
+  hegui-owned Secret `hegui-evidence-<service>` (owned by the service, so it goes with it):
+  the store user, the service's own sealing key derived from the cluster's evidence key, and
+  `evidence.yaml` (where to ship). Never the cluster's evidence key nor the anchor key.
+  Written by server-side apply, so the operator needs `create` and `patch` on Secrets but no
+  `get` or `list`: it cannot read a team's Secrets.
+- **Anchors on a schedule**: every `evidence.anchorInterval` (10m by default) the heads of every
+  stream in the store are checkpointed, sealed with the anchor key, locked in the store
+  (`anchors/...`, COMPLIANCE, as long as the longest retention) and kept in the ConfigMap
+  `hegui-evidence-anchors` of hegui's namespace, which teams cannot write. `hegui records verify
+  --anchors-configmap hegui-system/hegui-evidence-anchors` checks the store against both.
+
+Registered by importing this module in the operator's process (`hegui.operator.main`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import yaml
+
+from hegui.api.common import parse_duration
+from hegui.api.policy import CompliancePolicy, Evidence
+from hegui.evidence import config
+from hegui.evidence.anchor import checkpoint, publish
+from hegui.evidence.store import S3Store, StoreError
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = "hegui.io", "v1alpha1"
+NAMESPACE = os.environ.get("POD_NAMESPACE") or "hegui-system"
+ANCHORS_CONFIGMAP = "hegui-evidence-anchors"
+FIELD_MANAGER = "hegui-operator-evidence"
+SYNC_SECONDS = float(os.environ.get("HEGUI_RECONCILE_SECONDS", "30"))
+_WRITER = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def api_client() -> Any:
+    """The operator's credentials: `hegui operator run --kubeconfig`, else in-cluster, else
+    $KUBECONFIG (as hegui.operator.handlers)."""
+    from kubernetes import client
+    from kubernetes import config as kube
+
+    if path := os.environ.get("HEGUI_KUBECONFIG"):
+        return kube.new_client_from_config(config_file=path)
+    try:
+        kube.load_incluster_config()
+    except kube.ConfigException:
+        kube.load_kube_config()
+    return client.ApiClient()
+
+
+_CLIENT: list[Any] = []
+_CLIENT_LOCK = threading.Lock()
+
+
+def _shared() -> Any:
+    with _CLIENT_LOCK:
+        if not _CLIENT:
+            _CLIENT.append(api_client())
+        return _CLIENT[0]
+
+
+# --- which store a service ships to -----------------------------------------------------------
+
+def policies(api: Any) -> list[CompliancePolicy]:
+    """Every CompliancePolicy the models accept (one they refuse is reported, not used)."""
+    from kubernetes import client
+
+    listing = client.CustomObjectsApi(api).list_cluster_custom_object(
+        GROUP, VERSION, "compliancepolicies")
+    found = []
+    for item in listing.get("items") or []:
+        try:
+            found.append(CompliancePolicy.from_dict(item))
+        except ValueError as error:
+            log.warning("CompliancePolicy %s is not used for evidence: %s",
+                        (item.get("metadata") or {}).get("name"), error)
+    return found
+
+
+def evidence_for(api: Any, namespace: str, among: list[CompliancePolicy]) -> Evidence | None:
+    """The evidence declaration of the policies selecting `namespace` (the longest retention
+    wins, hegui.evidence.config.choose)."""
+    from kubernetes import client
+
+    labels = client.CoreV1Api(api).read_namespace(namespace).metadata.labels or {}
+    chosen: Evidence | None = config.choose(
+        p for p in among if p.spec.selects_namespace(namespace, labels))
+    return chosen
+
+
+def source_secret(api: Any, name: str) -> dict[str, bytes]:
+    """The store's Secret in hegui's namespace, decoded."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(name, NAMESPACE)
+    except ApiException as error:
+        raise config.EvidenceConfigError(
+            f"Secret {NAMESPACE}/{name} (CompliancePolicy spec.evidence.store."
+            f"credentialsSecretName, Art.11): {error.status} {error.reason}") from None
+    return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+
+
+def service_secret(service: Mapping[str, Any], evidence: Evidence,
+                   source: Mapping[str, bytes]) -> dict[str, Any]:
+    """The hegui-owned Secret a service's sidecars mount (see the module's doc)."""
+    meta = service["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    data = {**config.secret_data(source, namespace, name),
+            config.CONFIG_FILE: config.render(evidence)[config.CONFIG_FILE].encode()}
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": config.secret_name(name), "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "hegui",
+                       "hegui.io/generative-service": name,
+                       "hegui.io/purpose": "evidence"},
+            # Deleted with its service by the garbage collector.
+            "ownerReferences": [{"apiVersion": service.get("apiVersion", f"{GROUP}/{VERSION}"),
+                                 "kind": service.get("kind", "GenerativeService"),
+                                 "name": name, "uid": meta["uid"], "controller": True,
+                                 "blockOwnerDeletion": False}]},
+        "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
+    }
+
+
+def apply(api: Any, manifest: dict[str, Any]) -> None:
+    """Server-side apply: creates or updates without reading (no `get` on Secrets)."""
+    from kubernetes import client
+
+    meta = manifest["metadata"]
+    client.CoreV1Api(api).patch_namespaced_secret(
+        meta["name"], meta["namespace"], manifest, field_manager=FIELD_MANAGER, force=True,
+        _content_type="application/apply-patch+yaml")
+
+
+def sync_service(api: Any, service: Mapping[str, Any],
+                 among: list[CompliancePolicy]) -> str | None:
+    """Give the service's sidecars the store's credentials; the Secret's name, or None when no
+    policy selecting its namespace declares a store."""
+    evidence = evidence_for(api, service["metadata"]["namespace"], among)
+    if evidence is None:
+        return None
+    manifest = service_secret(service, evidence,
+                              source_secret(api, evidence.store.credentials_secret_name))
+    apply(api, manifest)
+    return str(manifest["metadata"]["name"])
+
+
+# --- anchors ----------------------------------------------------------------------------------
+
+def longest_retention(api: Any, evidence: Evidence) -> int:
+    """How long an anchor is locked: as long as the longest-kept segment it vouches for."""
+    from kubernetes import client
+
+    listing = client.CustomObjectsApi(api).list_cluster_custom_object(
+        GROUP, VERSION, "generativeservices")
+    days = [evidence.store.retention_days]
+    for item in listing.get("items") or []:
+        kept = ((item.get("spec") or {}).get("dataProtection") or {}).get("retentionDays")
+        if isinstance(kept, int) and 0 < kept <= 3650:
+            days.append(kept)
+    return max(days)
+
+
+def anchor_once(api: Any, policy: CompliancePolicy, *,
+                now: dt.datetime | None = None) -> tuple[str, int]:
+    """Checkpoint every stream's head of the policy's store, locked there and kept in the
+    anchors ConfigMap; the anchor's name and how many streams it holds."""
+    evidence = policy.spec.evidence
+    if evidence is None:
+        raise config.EvidenceConfigError(f"CompliancePolicy {policy.metadata.name} declares no "
+                                         "evidence store")
+    source = source_secret(api, evidence.store.credentials_secret_name)
+    missing = [k for k in ("accessKey", "secretKey", "anchorKey") if not source.get(k)]
+    if missing:
+        raise config.EvidenceConfigError(
+            f"Secret {NAMESPACE}/{evidence.store.credentials_secret_name} lacks "
+            f"{', '.join(missing)} (the operator anchors with anchorKey, Art.11)")
+    store = S3Store(config.store_url(evidence), access_key=source["accessKey"].decode().strip(),
+                    secret_key=source["secretKey"].decode().strip(),
+                    region=evidence.store.region)
+    writer = _WRITER.sub("-", f"operator-{policy.metadata.name}")[:63]
+    name, data = checkpoint(store, source["anchorKey"].strip(), writer=writer,
+                            retention_days=longest_retention(api, evidence), now=now)
+    publish(NAMESPACE, ANCHORS_CONFIGMAP, name, data, api_client=api)
+    streams = yaml.safe_load(data)["streams"]
+    return name, len(streams)
+
+
+# --- kopf: registered when the operator imports this module -----------------------------------
+
+_POLICIES: dict[str, Any] = {"at": 0.0, "items": []}
+_LAST_ANCHOR: dict[str, float] = {}
+
+
+def _cached_policies(api: Any) -> list[CompliancePolicy]:
+    # Every service's timer asks; one list per few seconds is enough.
+    if time.monotonic() - _POLICIES["at"] > 5:
+        _POLICIES["items"], _POLICIES["at"] = policies(api), time.monotonic()
+    found: list[CompliancePolicy] = _POLICIES["items"]
+    return found
+
+
+@kopf.timer(GROUP, VERSION, "generativeservices", interval=SYNC_SECONDS, initial_delay=1)
+def keep_evidence_secret(body: kopf.Body, **_: Any) -> None:
+    """Keep the service's evidence Secret as the policy says (see the module's doc)."""
+    from kubernetes.client.exceptions import ApiException
+
+    api = _shared()
+    try:
+        sync_service(api, body, _cached_policies(api))
+    except (config.EvidenceConfigError, ApiException) as error:
+        log.warning("GenerativeService %s/%s: cannot give its sidecars the evidence store: %s",
+                    body.meta.get("namespace"), body.meta.get("name"), error)
+
+
+def _declares_evidence(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("evidence"))
+
+
+@kopf.timer(GROUP, VERSION, "compliancepolicies", interval=30, initial_delay=10,
+            when=_declares_evidence)
+def anchor_heads(body: kopf.Body, **_: Any) -> None:
+    """Anchor the store's heads every `evidence.anchorInterval`."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        policy = CompliancePolicy.from_dict(dict(body))
+    except ValueError as error:
+        log.warning("CompliancePolicy %s: not anchoring: %s", body.meta.get("name"), error)
+        return
+    assert policy.spec.evidence is not None
+    interval = parse_duration(policy.spec.evidence.anchor_interval).total_seconds()
+    key = str(body.meta.get("uid"))
+    if time.monotonic() - _LAST_ANCHOR.get(key, -interval) < interval:
+        return
+    try:
+        name, streams = anchor_once(_shared(), policy)
+    except (config.EvidenceConfigError, StoreError, ApiException) as error:
+        log.warning("CompliancePolicy %s: cannot anchor the evidence store: %s",
+                    policy.metadata.name, error)
+        return
+    _LAST_ANCHOR[key] = time.monotonic()
+    log.info("anchored %d streams in %s", streams, name)
