@@ -196,5 +196,5 @@ def test_a_store_secret_without_the_anchor_key_is_named(
             "accessKey": "a", "secretKey": "s", "evidenceKey": "e"}})
     with pytest.raises(config.EvidenceConfigError, match="lacks anchorKey"):
         anchoring.anchor_once(api_client, _policy(objectstore, "no-anchor"))
-    with pytest.raises(config.EvidenceConfigError, match="credentialsSecretName.*404"):
+    with pytest.raises(config.EvidenceConfigError, match=r"credentialsSecretName.*404"):
         anchoring.anchor_once(api_client, _policy(objectstore, "missing"))
