@@ -261,3 +261,72 @@ async def test_image_prompts_are_moderated(client: TestClient[Any, Any],
     assert ok.status == 200
     assert ok.headers["x-hegui-output"] == "unmoderated"  # images need the neural slot
     assert fake_model.seen == [{"prompt": "一只猫，邮箱 " + "*" * 15}]
+
+
+# --- what the client provokes never counts against the service (Art.13) ----------------------
+
+def sli_counts(metrics: str, route: str = "chat") -> dict[str, float]:
+    """The SLI request counter by outcome for one route, as the operator's SLO reads it."""
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("hegui_sidecar_sli_requests_total{") and f'route="{route}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def test_an_answer_larger_than_relayed_is_the_clients_doing(
+        fake_model: FakeModel, moderator: LocalModerator) -> None:
+    c = await sidecar_client(SidecarConfig(posture(), upstream=fake_model.url,
+                                           max_response_bytes=4096), moderator)
+    try:
+        response = await c.post("/v1/chat/completions", json=chat("say:" + "好" * 3000))
+        assert response.status == 502
+        error = (await response.json())["error"]
+        assert error["code"] == "hegui.upstream_too_large" and "max_tokens" in error["message"]
+        counts = sli_counts(await (await c.get("/metrics")).text())
+    finally:
+        await c.close()
+    assert counts["failed"] == 0 and counts["refused"] == 1
+
+
+async def test_a_stream_event_larger_than_relayed_is_the_clients_doing(
+        fake_model: FakeModel, moderator: LocalModerator) -> None:
+    fake_model.chunk_chars = 100_000  # one event of ~300 kB, read in parts
+    c = await sidecar_client(SidecarConfig(posture(), upstream=fake_model.url,
+                                           max_sse_line_bytes=2048), moderator)
+    try:
+        response = await c.post("/v1/chat/completions",
+                                json=chat("say:" + "好" * 100_000, stream=True))
+        chunks = await events(response)
+        counts = sli_counts(await (await c.get("/metrics")).text())
+    finally:
+        await c.close()
+    assert chunks[-2]["error"]["code"] == "hegui.upstream_too_large" and chunks[-1] == "[DONE]"
+    assert counts["failed"] == 0 and counts["refused"] == 1
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_client_that_hangs_up_before_the_answer_burns_no_budget(
+        fake_model: FakeModel, moderator: LocalModerator, stream: bool) -> None:
+    import asyncio
+
+    fake_model.delay = 0.3
+    c = await sidecar_client(SidecarConfig(posture(), upstream=fake_model.url), moderator)
+    try:
+        body = json.dumps(chat("say:你好", stream=stream)).encode()
+        _, writer = await asyncio.open_connection(c.host, c.port)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()  # gone before the model answers
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            counts = sli_counts(await (await c.get("/metrics")).text())
+            if sum(counts.values()):
+                break
+    finally:
+        await c.close()
+    assert counts["failed"] == 0 and sum(counts.values()) == 1

@@ -85,6 +85,10 @@ _REROUTING = frozenset({"x-http-method-override", "x-http-method", "x-method-ove
                         "x-original-url", "x-rewrite-url", "x-original-method"})
 
 
+#: The status recorded (never sent) for a request whose client hung up before its answer's
+#: headers: nginx's "client closed request", a 4xx, so the SLIs count it `refused` (Art.13).
+_CLIENT_GONE = 499
+
 #: Texts (messages, parts, tool fields...) one request may carry: each is moderated.
 MAX_TEXTS = 2048
 
@@ -323,7 +327,18 @@ class Sidecar:
                 "nothing unmoderated is served", headers={"Retry-After": "5"})
         except BadRequest as bad:
             status = bad.status
+            facts.client_caused = facts.client_caused or bad.client_caused
             return error_response(bad.status, bad.code, bad.message)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            # The client hung up before its answer's headers went out: its doing, not a 500.
+            status = _CLIENT_GONE
+            log.info("client went away before the answer of %s", request.path)
+            return web.Response(status=status)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler of a client that hung up: its doing, not a 500.
+            if request.transport is None or request.transport.is_closing():
+                status = _CLIENT_GONE
+            raise
         finally:
             ended = time.perf_counter()
             _SLI.reset(token)
@@ -331,7 +346,7 @@ class Sidecar:
             self.metrics.latency.labels(route).observe(ended - started)
             if counted:
                 self.metrics.observe_sli(route, status, (facts.first_token or ended) - started,
-                                         cut=facts.cut)
+                                         cut=facts.cut, client_caused=facts.client_caused)
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
         try:
@@ -460,8 +475,12 @@ class Sidecar:
             async for chunk in upstream.content.iter_chunked(1 << 16):
                 data += chunk
                 if len(data) > limit:
+                    # The client asked for this much (max_tokens, n): its doing (Art.13).
                     raise BadRequest("hegui.upstream_too_large",
-                                     f"the model's answer exceeds {limit} bytes", 502)
+                                     f"the model's answer exceeds {limit} bytes, the most the "
+                                     "sidecar relays unstreamed; ask for fewer tokens or "
+                                     "choices (max_tokens, n), or stream", 502,
+                                     client_caused=True)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise BadRequest("hegui.upstream_timeout", "the model server stopped answering",
                              504) from None

@@ -18,6 +18,9 @@ class SliFacts:
 
     first_token: float | None = None  # when the first token of a stream reached the client
     cut: bool = False  # a model or moderator failure cut a response whose headers were sent
+    # The client provoked the failure (an answer larger than the sidecar relays, asked for by
+    # the client; a client gone before the answer): `refused`, never the provider's (Art.13).
+    client_caused: bool = False
 
 
 # Set by the generation handler for the request it serves (requests on one connection are served
@@ -30,14 +33,24 @@ def mark_cut() -> None:
         facts.cut = True
 
 
+def mark_client_caused() -> None:
+    if (facts := SLI.get()) is not None:
+        facts.client_caused = True
+
+
 class ModerationDown(Exception):
     """The moderator is unreachable and the fail mode is Closed."""
 
 
 class BadRequest(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    """A refusal with its status; `client_caused` marks a 5xx the client provoked, which the
+    SLIs count as `refused`, never as the provider's failure (Art.13)."""
+
+    def __init__(self, code: str, message: str, status: int = 400, *,
+                 client_caused: bool = False) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        self.client_caused = client_caused
 
 
 def dumps(value: Any) -> str:
@@ -74,4 +87,4 @@ def error_response(status: int, code: str, message: str, *, article: str = "Art.
 
 
 __all__ = ["SLI", "BadRequest", "ModerationDown", "SliFacts", "dumps", "error_body",
-           "error_response", "mark_cut", "reference_id"]
+           "error_response", "mark_client_caused", "mark_cut", "reference_id"]

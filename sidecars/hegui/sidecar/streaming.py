@@ -54,7 +54,14 @@ from hegui.moderation.client import personal_information
 from hegui.moderation.decision import Decision, Outcome, decide
 from hegui.moderation.pii import mask
 from hegui.sidecar import families
-from hegui.sidecar.common import SLI, ModerationDown, error_body, mark_cut, reference_id
+from hegui.sidecar.common import (
+    SLI,
+    ModerationDown,
+    error_body,
+    mark_client_caused,
+    mark_cut,
+    reference_id,
+)
 from hegui.sidecar.families.base import Family, Slot
 
 if TYPE_CHECKING:
@@ -242,6 +249,15 @@ class _Labels:
         return clone if found else None
 
 
+class EventTooLarge(ValueError):
+    """A stream event longer than the relay reads: most often an aggregate (the Responses
+    API's final event repeats the whole answer) as long as the client asked for."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a stream event longer than {limit} bytes")
+        self.limit = limit
+
+
 class EventReader:
     """The events of a stream as they arrive: all that one read brings (a loaded stream is
     handled in batches), each as (raw event, data, SSE event name). SSE (blank-line separated,
@@ -269,8 +285,9 @@ class EventReader:
                     b"\r" if keep else b"")
             events = buffer.split(self.separator)
             self.buffer = events.pop()
-            if len(self.buffer) > self.limit:
-                raise ValueError(f"a stream event longer than {self.limit} bytes")
+            if len(self.buffer) > self.limit or (
+                    len(buffer) > self.limit and max(map(len, events), default=0) > self.limit):
+                raise EventTooLarge(self.limit)
             found = [e for raw in events if (e := self._event(raw)) is not None]
             if found:
                 return found
@@ -719,6 +736,13 @@ async def stream(sidecar: Sidecar, route: str, request: web.Request,
         mark_cut()
         await relay.cut("hegui.upstream_timeout", "the model server stopped answering",
                         "Art.14", reason="timeout", withdraw=retract and relay.shown)
+    except EventTooLarge as large:
+        mark_cut()
+        mark_client_caused()  # the client's doing (a long answer asked for): `refused`
+        await relay.cut("hegui.upstream_too_large",
+                        f"the model sent a stream event larger than {large.limit} bytes, the "
+                        "most the sidecar relays; ask for fewer tokens (max_tokens)", "Art.14",
+                        reason="too_large", withdraw=retract and relay.shown)
     except (ValueError, RecursionError, aiohttp.ClientPayloadError):  # JSON, UTF-8, length
         mark_cut()
         await relay.cut("hegui.upstream_malformed", "the model server sent a malformed stream",
@@ -756,5 +780,5 @@ async def _drain(upstream: aiohttp.ClientResponse) -> None:
                 left -= len(data)
 
 
-__all__ = ["STREAMED", "STREAMS_CHOICES", "EventReader", "Piece",
+__all__ = ["STREAMED", "STREAMS_CHOICES", "EventReader", "EventTooLarge", "Piece",
            "pending_start", "stream"]
