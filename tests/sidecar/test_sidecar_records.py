@@ -181,14 +181,27 @@ async def test_sidecar_records_and_strikes_survive_restart(tmp_path: Path,
 
 async def test_user_from_jwt_claim(fake_model: FakeModel) -> None:
     import base64
+    import hashlib
+    import hmac
+    import time
 
-    sidecar = Sidecar(SidecarConfig(posture(), upstream=fake_model.url, user_jwt_claim="sub"),
-                      LocalModerator())
-    payload = base64.urlsafe_b64encode(json.dumps({"sub": "carol"}).encode()).rstrip(b"=")
+    key = b"gateway-secret"
+    sidecar = Sidecar(SidecarConfig(posture(), upstream=fake_model.url, user_jwt_claim="sub",
+                                    user_jwt_key=key), LocalModerator())
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signed = b64(b'{"alg":"HS256"}') + "." + b64(json.dumps(
+        {"sub": "carol", "exp": time.time() + 60}).encode())
+    signature = b64(hmac.new(key, signed.encode(), hashlib.sha256).digest())
     from aiohttp.test_utils import make_mocked_request
     request = make_mocked_request("POST", "/v1/chat/completions", headers={
-        "Authorization": f"Bearer e30.{payload.decode()}.sig"})
-    assert sidecar.user_of(request) == "carol"
+        "Authorization": f"Bearer {signed}.{signature}", "x-hegui-user": "bob"})
+    assert sidecar.user_of(request) == "carol"  # verified: the header does not override it
+    unsigned = make_mocked_request("POST", "/", headers={
+        "Authorization": f"Bearer {signed}.sig", "x-hegui-user": "bob"})
+    assert sidecar.user_of(unsigned) is None  # see test_sidecar_identity.py
     bad = make_mocked_request("POST", "/", headers={"Authorization": "Bearer a.%%%.b"})
     assert sidecar.user_of(bad) is None
 

@@ -85,6 +85,11 @@ def secret_keys(posture: GenerativeService | None) -> dict[str, SecretKeyReferen
     if labeling is not None and labeling.watermark is not None and labeling.watermark.enabled \
             and labeling.watermark.key_secret_ref is not None:
         keys["watermark.key"] = labeling.watermark.key_secret_ref
+    moderation = posture.spec.moderation
+    identity = moderation.users.identity if moderation is not None else None
+    if identity is not None and identity.jwt_key_secret_ref is not None:
+        # The key that verifies users' JWTs (hegui.sidecar.identity, Art.14).
+        keys["user-jwt.key"] = identity.jwt_key_secret_ref
     return keys
 
 
@@ -109,6 +114,8 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
         args += ["--key-file", f"{KEYS_DIR}/pseudonymisation.key"]
     if "watermark.key" in keys:
         args += ["--watermark-key-file", f"{KEYS_DIR}/watermark.key"]
+    if "user-jwt.key" in keys:
+        args += ["--user-jwt-key-file", f"{KEYS_DIR}/user-jwt.key"]
     if upstream_port is not None:
         args += ["--upstream", f"http://127.0.0.1:{upstream_port}"]
     env = [{"name": "HEGUI_SERVICE", "value": service},

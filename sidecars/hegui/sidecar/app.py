@@ -33,8 +33,6 @@ refused with the path and the fix.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -57,6 +55,7 @@ from hegui.moderation.pii import mask
 from hegui.moderation.records import BATCHED as BATCHED_RECORDS
 from hegui.moderation.records import RecordLog, pseudonym
 from hegui.moderation.strikes import Level, StrikeBook
+from hegui.sidecar import identity as _identity
 from hegui.sidecar import streaming
 from hegui.sidecar.common import SLI as _SLI
 from hegui.sidecar.common import BadRequest, ModerationDown, error_body, error_response
@@ -177,20 +176,16 @@ class Sidecar:
     # --- users and records (Art.11, Art.14) ------------------------------------------------------
 
     def user_of(self, request: web.Request) -> str | None:
-        user = request.headers.get(self.config.user_header)
-        if user:
-            return user[:256]
-        claim = self.config.user_jwt_claim
-        auth = request.headers.get("Authorization", "")
-        if claim and auth.startswith("Bearer ") and auth.count(".") == 2:
-            try:
-                payload = auth.split(".")[1]
-                data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            except (ValueError, binascii.Error):
-                return None
-            value = data.get(claim) if isinstance(data, dict) else None
-            return str(value)[:256] if value is not None else None
-        return None
+        """The user the posture's identity source names (hegui.sidecar.identity, Art.14)."""
+        return self.identity_of(request).user
+
+    def identity_of(self, request: web.Request) -> _identity.Resolved:
+        """The user, or why the request proves none under a JWT source (then it is refused)."""
+        key = self.config.user_jwt_key
+        source = _identity.source_of(self.config.moderation.users.identity,
+                                     header=self.config.user_header,
+                                     claim=self.config.user_jwt_claim, key=key)
+        return _identity.resolve(request.headers, source, key)
 
     def _strike_key(self, user: str) -> str:
         if self.config.pseudonymisation_key:
@@ -221,8 +216,10 @@ class Sidecar:
             return None
         level = await asyncio.to_thread(self.strikes.strike, self._strike_key(user))
         self.metrics.strikes.labels(level.value).inc()
-        await self.record("strike", user=user, level=level.value, reference=reference,
-                          article="Art.14")
+        # `subject` is the strike book's key: the other replicas fold this strike into their
+        # books from the evidence store (hegui.sidecar.shared_strikes).
+        await self.record("strike", user=user, subject=self._strike_key(user), level=level.value,
+                          reference=reference, article="Art.14")
         if level == Level.SUSPEND:
             await self.record("suspension", user=user, reference=reference, article="Art.14")
         return level
@@ -368,7 +365,10 @@ class Sidecar:
     async def _generation(self, match: Match, request: web.Request) -> web.StreamResponse:
         route = match.route.family
         family = family_of(route)
-        user = self.user_of(request)
+        who = self.identity_of(request)
+        if who.problem is not None:  # the posture names a verified JWT: no token, no service
+            return error_response(401, "hegui.identity_required", who.problem, article="Art.14")
+        user = who.user
         headers: dict[str, str] = {}
         if self.strikes is not None and user:
             admitted, level = self.strikes.admit(self._strike_key(user))

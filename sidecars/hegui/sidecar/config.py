@@ -34,7 +34,10 @@ class SidecarConfig:
     upstream: str = "http://127.0.0.1:8080"  # the model server, on localhost in the pod
     service: str = ""  # namespace/name of the GenerativeService, for metrics and errors
     user_header: str = "x-hegui-user"  # the user id, set by the gateway in front of the pod
-    user_jwt_claim: str = ""  # or this claim of the bearer JWT (verified by the gateway, not here)
+    # Or this claim of the bearer JWT, verified with user_jwt_key; the posture's
+    # moderation.users.identity wins over these three (hegui.sidecar.identity, Art.14).
+    user_jwt_claim: str = ""
+    user_jwt_key: bytes | None = None  # a PEM public key or a shared secret
     pseudonymisation_key: bytes = b""  # HMAC key for user ids in strikes (Art.11)
     max_body_bytes: int = 1 << 20  # requests larger than this are refused (413)
     max_response_bytes: int = 8 << 20  # a non-streamed model answer larger than this is refused
