@@ -2,36 +2,38 @@
 
 One daemon per assessment that still has a run to do (a target, and no verdict for the current
 generation). It reads the banks, resumes from the checkpoint in status or starts afresh, asks the
-questions in steps of about STEP_SECONDS and writes the checkpoint after each step. Once the
-verdict is written the daemon's filter no longer matches and kopf stops it (and drops its
-finalizer); changing the spec (e.g. `spec.target.runId`) starts a new run. Assessments without a
-target are recorded by whoever ran them and are left alone, without a finalizer.
+questions in steps of about assessment_step_seconds (settings.py) and writes the checkpoint after
+each step. Once the verdict is written the daemon's filter no longer matches and kopf stops it
+(and drops its finalizer); changing the spec (e.g. `spec.target.runId`) starts a new run.
+Assessments without a target are recorded by whoever ran them and are left alone, without a
+finalizer.
 
 A bank that cannot be read keeps the run Pending, with the `Complete` condition naming the
-ConfigMap, key and line, and is read again every RETRY_SECONDS.
+ConfigMap, key and line, and is read again every assessment_retry_seconds (settings.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
-import os
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from hegui.api.assessment import SafetyAssessment
+from hegui.api.common import API_VERSION, GROUP, VERSION
 from hegui.operator import assessment as runner
-from hegui.operator.handlers import GROUP, INDEX, VERSION, _api
+from hegui.operator.cluster import CONFIG_MAP, POD, Kind
+from hegui.operator.reconciler import Operator, operator_of
+from hegui.operator.settings import OperatorSettings
 from hegui.rules.index import ObjectKey
 
 log = logging.getLogger(__name__)
 
-STEP_SECONDS = float(os.environ.get("HEGUI_ASSESSMENT_STEP_SECONDS", "5"))
-RETRY_SECONDS = float(os.environ.get("HEGUI_ASSESSMENT_RETRY_SECONDS", "30"))
 PLURAL = "safetyassessments"
+SAFETY_ASSESSMENT = Kind(API_VERSION, PLURAL, "SafetyAssessment")
 
 
 def needs_run(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
@@ -41,45 +43,36 @@ def needs_run(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -
         or status.get("verdict", "Pending") == "Pending")
 
 
-def _read_banks(namespace: str, spec: Any) -> dict[str, dict[str, str] | None]:
-    from kubernetes.client.exceptions import ApiException
-
-    core = _api("CoreV1Api")
+def _read_banks(op: Operator, namespace: str, spec: Any) -> dict[str, dict[str, str] | None]:
     found: dict[str, dict[str, str] | None] = {}
     for name in {bank.config_map_ref.name for bank in spec.question_banks}:
         try:
-            raw = core.read_namespaced_config_map(name, namespace, _preload_content=False)
+            config_map = op.cluster.get(CONFIG_MAP, namespace, name)
         except ApiException as error:
             if error.status != 404:
                 raise
             found[name] = None
             continue
-        found[name] = json.loads(raw.data).get("data") or {}
+        found[name] = config_map.get("data") or {}
     return found
 
 
-def _targets(namespace: str, spec: Any) -> list[str] | None:
+def _targets(op: Operator, namespace: str, spec: Any) -> list[str] | None:
     """The service's own pods to ask (`runner.pod_targets`); None where the operator was told
     to use spec.target.url (HEGUI_ASSESSMENT_TARGET_URL=allow: rigs whose pods run nothing)."""
-    if os.environ.get(runner.TARGET_URL_ENV) == "allow":
+    if op.settings.assessment_target_url:
         return None
-    service = INDEX.services.get(ObjectKey(namespace, spec.service_ref.name))
+    service = op.index.services.get(ObjectKey(namespace, spec.service_ref.name))
     if service is None:
         raise runner.TargetError(f"GenerativeService {namespace}/{spec.service_ref.name} "
                                  "does not exist (spec.serviceRef)")
-    effective = INDEX.policy_for(namespace)
+    effective = op.index.policy_for(namespace)
     sidecar = next((p.spec.sidecar for p in (effective.policies if effective else ())
                     if p.spec.sidecar is not None), None)
     if sidecar is None:
         raise runner.TargetError("no CompliancePolicy injects hegui's sidecar here, and the "
                                  "assessment asks the service through it")
-    raw = _api("CoreV1Api").list_namespaced_pod(namespace, _preload_content=False)
-    return runner.pod_targets(service, json.loads(raw.data).get("items") or [], sidecar)
-
-
-def _write(namespace: str, name: str, status: dict[str, Any]) -> None:
-    _api("CustomObjectsApi").patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+    return runner.pod_targets(service, op.cluster.objects(POD, namespace), sidecar)
 
 
 def _keep_transition(status: dict[str, Any], previous: Any) -> None:
@@ -93,14 +86,24 @@ def _keep_transition(status: dict[str, Any], previous: Any) -> None:
                                                    new["lastTransitionTime"])
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, when=needs_run, cancellation_timeout=10.0,
-             backoff=RETRY_SECONDS)
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Register the assessment daemon (a bank it cannot read is read again after
+    assessment_retry_seconds)."""
+    kopf.daemon(GROUP, VERSION, PLURAL, when=needs_run, cancellation_timeout=10.0,
+                backoff=settings.assessment_retry_seconds, registry=registry)(run_assessment)
+
+
 async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str,
-                         namespace: str | None, **_: Any) -> None:
+                         namespace: str | None, memo: Any, **_: Any) -> None:
     """Run the assessment to its verdict in bounded, checkpointed steps (Art.17)."""
     import aiohttp
 
-    ns = namespace or ""
+    op = operator_of(memo)
+    retry, ns = op.settings.assessment_retry_seconds, namespace or ""
+
+    def write(status: dict[str, Any]) -> None:
+        op.cluster.patch_status(SAFETY_ASSESSMENT, ns, name, status)
+
     while not stopped:
         generation = body.meta.get("generation")
         assessment = SafetyAssessment.from_dict(dict(body))
@@ -109,9 +112,9 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
             return
         now = dt.datetime.now(dt.UTC)
         try:
-            banks = await asyncio.to_thread(_read_banks, ns, spec)
+            banks = await asyncio.to_thread(_read_banks, op, ns, spec)
             plan = runner.plan(spec, ns, banks)
-            urls = await asyncio.to_thread(_targets, ns, spec)
+            urls = await asyncio.to_thread(_targets, op, ns, spec)
         except (runner.BankError, runner.TargetError) as bad:
             message = (f"[assessment, Art.17] question bank refused: {bad}"
                        if isinstance(bad, runner.BankError)
@@ -125,8 +128,8 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
                           "False", "InvalidQuestionBank" if isinstance(bad, runner.BankError)
                           else "NoTarget", message, generation, now)]}
             _keep_transition(status, body.get("status"))
-            await asyncio.to_thread(_write, ns, name, status)
-            await stopped.wait(RETRY_SECONDS)
+            await asyncio.to_thread(write, status)
+            await stopped.wait(retry)
             continue
         checkpoint = runner.Checkpoint.resume(dict(body.get("status") or {}), plan, generation)
         if checkpoint is None:
@@ -139,17 +142,17 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
         judge = runner.Judge(plan.keywords)
         async with aiohttp.ClientSession() as session:
             while not stopped and body.meta.get("generation") == generation:
-                await runner.step(session, spec, plan, checkpoint, judge, seconds=STEP_SECONDS,
-                                  urls=urls)
+                await runner.step(session, spec, plan, checkpoint, judge,
+                                  seconds=op.settings.assessment_step_seconds, urls=urls)
                 now = dt.datetime.now(dt.UTC)
                 status = runner.status_of(spec, plan, checkpoint, generation, now)
                 _keep_transition(status, body.get("status"))
-                await asyncio.to_thread(_write, ns, name, status)
+                await asyncio.to_thread(write, status)
                 if checkpoint.done(plan):
                     log.info("SafetyAssessment %s/%s: %s", ns, name, status["message"])
-                    kopf.event(body, type="Normal" if status["verdict"] == "Pass" else "Warning",
-                               reason=f"Assessment{status['verdict']}",
-                               message=status["message"][:1000])
+                    op.cluster.event(
+                        body, type="Normal" if status["verdict"] == "Pass" else "Warning",
+                        reason=f"Assessment{status['verdict']}", message=status["message"][:1000])
                     # The verdict makes needs_run false: kopf stops this daemon. Returning now
                     # would stop it for good, and a later spec change would not run again.
                     await stopped.wait()

@@ -8,6 +8,8 @@ import logging
 import os
 from typing import Any
 
+from hegui.operator.settings import OperatorSettings
+
 
 def add_parser(commands: Any) -> None:
     operator = commands.add_parser("operator", help="the operator that keeps status true")
@@ -25,6 +27,18 @@ def add_parser(commands: Any) -> None:
                           "reconciles (the chart turns this on)")
     run.add_argument("--lease", default="hegui-system/hegui-operator",
                      help="namespace/name of the Lease (default: %(default)s)")
+    for flag, variable, default, what in (
+            ("reconcile-seconds", "HEGUI_RECONCILE_SECONDS", 30, "judge each service again"),
+            ("audit-seconds", "HEGUI_AUDIT_SECONDS", 60, "audit each policy's workloads"),
+            ("stuck-seconds", "HEGUI_STUCK_SECONDS", 300,
+             "fail liveness when a reconcile runs longer than"),
+            ("lease-seconds", "HEGUI_LEASE_SECONDS", 15, "the Lease lasts"),
+            ("assessment-step-seconds", "HEGUI_ASSESSMENT_STEP_SECONDS", 5,
+             "a SafetyAssessment asks questions in steps of"),
+            ("assessment-retry-seconds", "HEGUI_ASSESSMENT_RETRY_SECONDS", 30,
+             "read a question bank that could not be read again after")):
+        run.add_argument(f"--{flag}", type=float, metavar="SECONDS",
+                         help=f"{what} this many seconds (default: ${variable}, else {default})")
     run.add_argument("--verbose", action="store_true", help="kopf's own progress logs too")
     run.set_defaults(run=_run)
 
@@ -32,49 +46,54 @@ def add_parser(commands: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
+    from hegui.operator import assessment_handlers, handlers
+    from hegui.operator.cluster import KubeCluster, api_client
+    from hegui.operator.metrics import OperatorMetrics
+    from hegui.operator.reconciler import Operator
+
+    settings = OperatorSettings.from_args(args)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # kopf reports every handler run at INFO: with a timer per service that drowns the rest.
-    logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
-    if args.kubeconfig:
-        os.environ["HEGUI_KUBECONFIG"] = args.kubeconfig
-    import hegui.operator.assessment_handlers  # runs SafetyAssessments (Art.17)
-    import hegui.operator.handlers  # noqa: F401 - registers the handlers
-    from hegui.operator.metrics import METRICS
-
-    if args.metrics_address:
+    logging.getLogger("kopf").setLevel(logging.INFO if settings.verbose else logging.WARNING)
+    # Handler modules: each registers its handlers with these settings' intervals.
+    registry = kopf.get_default_registry()
+    handlers.register(registry, settings)
+    assessment_handlers.register(registry, settings)  # runs SafetyAssessments (Art.17)
+    metrics = OperatorMetrics()
+    if settings.metrics_address:
         from prometheus_client import start_http_server
 
-        host, _, port = args.metrics_address.rpartition(":")
+        host, _, port = settings.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "0.0.0.0",  # noqa: S104
-                          registry=METRICS.registry)
-    if args.leader_election:
-        _lead(args.lease, args.liveness)
-    asyncio.run(kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace,
-                              standalone=True, liveness_endpoint=args.liveness or None))
+                          registry=metrics.registry)
+    api = api_client(settings.kubeconfig)
+    if settings.leader_election:
+        _lead(settings, api)
+    # What every handler shares, handed over by kopf in each handler's `memo`.
+    memo = kopf.Memo(operator=Operator(settings, KubeCluster(api), metrics=metrics))
+    asyncio.run(kopf.operator(registry=registry, clusterwide=not settings.namespaces,
+                              namespaces=list(settings.namespaces), standalone=True,
+                              liveness_endpoint=settings.liveness or None, memo=memo))
     return 0
 
 
-def _lead(lease: str, liveness: str | None) -> None:
+def _lead(settings: OperatorSettings, api: Any) -> None:
     """Wait for the Lease, then keep it; exit at once if it is lost, so that two replicas never
     reconcile (or suspend) together. While it waits, the standby answers the liveness probe
     itself (kopf's endpoint starts only with kopf): a live standby is not restarted in a loop,
     and its PodDisruptionBudget lets nodes drain."""
-    import socket
     import threading
 
     from kubernetes import client
 
-    from hegui.operator.handlers import api_client
     from hegui.operator.leader import LeaseElection, StandbyHealth
 
-    namespace, _, name = lease.rpartition("/")
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    election = LeaseElection(client.CoordinationV1Api(api_client()), namespace or "hegui-system",
-                             name, identity,
-                             duration=float(os.environ.get("HEGUI_LEASE_SECONDS", "15")))
+    namespace, _, name = settings.lease.rpartition("/")
+    election = LeaseElection(client.CoordinationV1Api(api), namespace or "hegui-system",
+                             name, settings.identity, duration=settings.lease_seconds)
     election.renew = min(election.renew, election.duration / 3)
-    health = StandbyHealth.serve(liveness, election) if liveness else None
+    health = StandbyHealth.serve(settings.liveness, election) if settings.liveness else None
     try:
         election.acquire()
     finally:

@@ -86,5 +86,3 @@ class OperatorMetrics:
         for labels, count in total.items():
             self.findings.labels(*labels).set(count)
 
-
-METRICS = OperatorMetrics()

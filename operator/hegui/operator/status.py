@@ -116,3 +116,23 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
             if assessment and assessment.status and assessment.status.expires_at:
                 status["assessmentExpiresOn"] = assessment.status.expires_at.date().isoformat()
     return status
+
+
+def merge_patch(wanted: Mapping[str, Any], *bases: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns each of `bases` into `wanted`: a field absent
+    from `wanted` is null, a changed one is written, an unchanged one left out; empty when no
+    base differs, so an unchanged status costs no write."""
+    patch: dict[str, Any] = {}
+    for key in dict.fromkeys([*wanted, *(k for base in bases for k in base)]):
+        if key not in wanted:
+            patch[key] = None
+            continue
+        value, olds = wanted[key], [base.get(key) for base in bases]
+        if isinstance(value, Mapping):
+            # A non-object is replaced by the object; diffing against {} writes all of it.
+            nested = merge_patch(value, *(o if isinstance(o, Mapping) else {} for o in olds))
+            if nested or any(not isinstance(o, Mapping) for o in olds):
+                patch[key] = nested if all(isinstance(o, Mapping) for o in olds) else dict(value)
+        elif any(key not in base or base[key] != value for base in bases):
+            patch[key] = value
+    return patch
