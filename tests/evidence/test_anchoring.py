@@ -168,8 +168,8 @@ def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
     keys.mkdir()
     (keys / "master").write_bytes(MASTER)
     (keys / "anchor").write_bytes(ANCHOR)
-    for variable, value in root.env().items():
-        os.environ[variable] = value
+    for variable, setting in root.env().items():
+        os.environ[variable] = setting
     try:
         assert main(["records", "verify", "--store", objectstore.url, "--service",
                      f"{team}/chat", "--master-key-file", str(keys / "master"),

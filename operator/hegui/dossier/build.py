@@ -16,6 +16,7 @@ from hegui.api.assessment import SafetyAssessment
 from hegui.api.generativeservice import GenerativeService, ServiceConditionType
 from hegui.dossier import charts
 from hegui.dossier.document import Block, Dossier, Facts, Paragraph, Section, Table
+from hegui.dossier.store import Shipped
 from hegui.moderation.records import verify
 from hegui.sidecar.complaints import COMPLAINT, ComplaintBook, iter_records, load, record_files
 
@@ -44,7 +45,7 @@ def _missing(field: str, article: str) -> Paragraph:
 class _Records:
     """What a records directory holds about one service."""
 
-    def __init__(self, where: Path | None, service: str) -> None:
+    def __init__(self, where: Path | None, service: str, shipped: Shipped | None = None) -> None:
         self.files: list[Path] = []
         self.events: list[charts.Event] = []
         self.kinds: Counter[str] = Counter()
@@ -56,11 +57,18 @@ class _Records:
         if where is None:
             return
         self.files = record_files(where)
+        if shipped is not None:  # verified in the store, against the anchors
+            for stream in shipped.report.streams.values():
+                self.integrity.append([stream.stream, str(stream.records),
+                                       "intact" if stream.first_bad is None
+                                       else f"first bad record: {stream.first_bad}"])
+            self.problems.extend(shipped.report.problems)
         for path in self.files:
-            result = verify(path)
-            self.integrity.append([str(path.relative_to(where) if where.is_dir() else path.name),
-                                   str(result.records),
-                                   "intact" if result.ok else "; ".join(result.errors[:3])])
+            if shipped is None:  # a pod's file: its own chain is all there is to check
+                result = verify(path)
+                self.integrity.append([
+                    str(path.relative_to(where) if where.is_dir() else path.name),
+                    str(result.records), "intact" if result.ok else "; ".join(result.errors[:3])])
             for record in iter_records(path, self.problems):
                 if record.get("service") not in (service, None):
                     continue
@@ -90,14 +98,16 @@ def _time(value: Any) -> datetime | None:
 
 def build(service: GenerativeService, assessments: list[SafetyAssessment], *,
           records: Path | None = None, now: datetime | None = None,
-          source: str = "") -> Dossier:
+          source: str = "", shipped: Shipped | None = None) -> Dossier:
+    """`shipped`: the records come from the evidence store (hegui.dossier.store), copied into
+    `records`."""
     now = now or datetime.now(UTC)
     ref = f"{service.namespace or 'default'}/{service.name}"
-    found = _Records(records, ref)
+    found = _Records(shipped.directory if shipped else records, ref, shipped)
     spec = service.spec
     title = f"Dossier of {spec.display_name or service.name}"
     sections = [
-        _overview(service, ref, records, now),
+        _overview(service, ref, shipped.url if shipped else records, now),
         _filing(service),
         _assessment(service, assessments, now),
         _training(service),
@@ -112,13 +122,13 @@ def build(service: GenerativeService, assessments: list[SafetyAssessment], *,
         _complaints(service, found, now),
         _licences(service, now),
         _status(service),
-        _integrity(records, found),
+        _integrity(records, found, shipped),
     ]
     return Dossier(title=title, service=ref, generated_at=now, source=source,
                    sections=sections)
 
 
-def _overview(service: GenerativeService, ref: str, records: Path | None,
+def _overview(service: GenerativeService, ref: str, records: Path | str | None,
               now: datetime) -> Section:
     spec = service.spec
     compliant = service.condition(ServiceConditionType.COMPLIANT)
@@ -133,7 +143,8 @@ def _overview(service: GenerativeService, ref: str, records: Path | None,
                ("Generation", _d(service.metadata.generation)),
                ("Compliant", f"{compliant.status.value}: {compliant.message or compliant.reason}"
                 if compliant else "not evaluated by the operator yet"),
-               ("Records examined", str(records) if records else "none given (--records)"),
+               ("Records examined", str(records) if records
+                else "none given (--store or --records)"),
                ("Generated", _d(now))]),
     ])
 
@@ -428,12 +439,30 @@ def _status(service: GenerativeService) -> Section:
     ])
 
 
-def _integrity(records: Path | None, found: _Records) -> Section:
-    blocks: list[Block] = [Paragraph(
-        "Each record file is a hash chain (every record carries the hash of the one before) "
-        "whose head is kept beside it; hegui records verify checks it (Art.11, Art.14).")]
-    blocks.append(Table(["Record file", "Records", "Chain"], found.integrity,
-                        empty="no record files" + ("" if records else " (no --records given)")))
+def _integrity(records: Path | None, found: _Records, shipped: Shipped | None = None
+               ) -> Section:
+    if shipped is not None:
+        blocks: list[Block] = [Paragraph(
+            f"The records were read from the evidence store {shipped.url}, where each sidecar "
+            "shipped them as sealed segments locked in COMPLIANCE mode (nobody can delete or "
+            "overwrite them before their retention ends). Every segment's seal, every record's "
+            "hash and link, and every stream's head against the operator's anchors were "
+            "checked (hegui records verify; Art.11, Art.19)"
+            + ("." if shipped.keyed else ", except the seals: no evidence key was given."))]
+        blocks.append(Table(["Stream (one sidecar's chain)", "Records", "Chain"],
+                            found.integrity, empty="no records shipped for this service"))
+        if shipped.report.anchors == 0:
+            blocks.append(Paragraph("No anchor was found: a stream cut short at its end "
+                                    "cannot be told from a complete one."))
+    else:
+        blocks = [Paragraph(
+            "Each record file is a hash chain (every record carries the hash of the one "
+            "before) whose head is kept beside it; hegui records verify checks it (Art.11, "
+            "Art.14). A file from a pod's volume proves little: whoever can mount the volume "
+            "can rewrite it; the evidence store (--store) is what an inspection should read.")]
+        blocks.append(Table(["Record file", "Records", "Chain"], found.integrity,
+                            empty="no record files" + ("" if records
+                                                       else " (no --records given)")))
     problems = list(dict.fromkeys(found.problems + found.book.problems))  # both read each file
     if problems:
         blocks.append(Paragraph(f"{len(problems)} unreadable lines or records, first: "
