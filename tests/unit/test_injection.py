@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hegui.admission.injection import (
+    CAPTURE_NAME,
     MODEL_PORT_NAME,
     SIDECAR_NAME,
     STATUS_ANNOTATION,
@@ -138,7 +139,8 @@ def test_two_containers_named_like_the_sidecar_are_a_conflict() -> None:
 def test_existing_init_containers_and_volumes_are_kept_after_the_sidecar() -> None:
     pod = _applied(_pod(initContainers=[{"name": "fetch-weights", "image": "f:1"}],
                         volumes=[{"name": "weights", "emptyDir": {}}]))
-    assert [c["name"] for c in pod["spec"]["initContainers"]] == [SIDECAR_NAME, "fetch-weights"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == [SIDECAR_NAME, CAPTURE_NAME,
+                                                                  "fetch-weights"]
     assert [v["name"] for v in pod["spec"]["volumes"]] == ["weights", "hegui-config",
                                                            "hegui-data"]
 
@@ -181,9 +183,18 @@ def test_a_gpu_asked_for_only_by_an_init_container_still_injects_in_front_of_the
                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}])
     del pod["spec"]["containers"][0]["resources"]
     patched = _applied(pod)
-    assert [c["name"] for c in patched["spec"]["initContainers"]] == [SIDECAR_NAME,
-                                                                      "convert-weights"]
+    assert [c["name"] for c in patched["spec"]["initContainers"]] == [
+        SIDECAR_NAME, CAPTURE_NAME, "convert-weights"]
     assert patched["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
+
+
+def _policy(**sidecar: Any) -> CompliancePolicy:
+    body = POLICY.to_dict()
+    body["spec"]["sidecar"].update(sidecar)
+    return CompliancePolicy.from_dict(body)
+
+
+PORT_NAME_ONLY = _policy(capture="PortName")
 
 
 def test_two_gpu_containers_put_the_sidecar_before_the_first_and_warn_about_the_second() -> None:
@@ -191,15 +202,19 @@ def test_two_gpu_containers_put_the_sidecar_before_the_first_and_warn_about_the_
     pod["spec"]["containers"].append({
         "name": "embedder", "image": "e:1", "ports": [{"name": "grpc", "containerPort": 9000}],
         "resources": {"limits": {"nvidia.com/gpu": "1"}}})
-    injection = inject(pod, POLICY, "chat")
+    injection = inject(pod, PORT_NAME_ONLY, "chat")
     patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
     assert patched["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
     assert patched["spec"]["containers"][1]["ports"][0]["name"] == "grpc"  # untouched
     [warning] = injection.warnings
     assert "embedder also uses a GPU" in warning and "port 8000" in warning
+    # Captured, the second container's gRPC port reaches the sidecar, which refuses gRPC: said.
+    [warning] = inject(pod, POLICY, "chat").warnings
+    assert "embedder port 9000 (grpc) speaks gRPC/h2c" in warning and "refused" in warning
 
 
-_names = st.sampled_from(["model", "hegui-sidecar", "logger", "hegui-model", "http"])
+_names = st.sampled_from(["model", "hegui-sidecar", "hegui-capture", "logger", "hegui-model",
+                          "http"])
 _ports = st.lists(st.fixed_dictionaries(
     {"containerPort": st.sampled_from([8000, 8443, 9000])},
     optional={"name": st.sampled_from(["http", "hegui-model", "grpc"])}), max_size=2)
@@ -427,3 +442,156 @@ def test_env_overrides_cannot_change_what_code_the_sidecar_runs() -> None:
     assert "LOG_LEVEL" in names and "PYTHONPATH" not in names and "LD_PRELOAD" not in names
     assert any("env (LD_PRELOAD, PYTHONPATH)" in w for w in injection.warnings)
     assert inject(patched, allowing, "chat").patch == []
+
+
+# --- traffic capture: a Service by number reaches the sidecar too (Art.14, issue 16) -------------
+
+def _posture(open_ports: list[dict[str, Any]]) -> Any:
+    from hegui.api.generativeservice import GenerativeService
+
+    return GenerativeService.from_dict({
+        "apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+        "metadata": {"name": "chat", "namespace": "ai"},
+        "spec": {"selector": {"matchLabels": {"app": "chat"}},
+                 "filing": {"publicOpinion": False,
+                            "algorithm": {"number": "网信算备110108823483901230011号"}},
+                 "traffic": {"openPorts": open_ports}}})
+
+
+TRITON_OPEN = [{"port": 8002, "purpose": "Metrics", "reason": "Triton's metrics"},
+               {"port": 29500, "endPort": 29509, "purpose": "PodToPod", "reason": "NCCL"}]
+
+
+def _capture(pod: dict[str, Any]) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in pod["spec"]["initContainers"]
+                                   if c["name"] == CAPTURE_NAME]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_the_capture_step_runs_after_the_sidecar_is_up_and_before_anything_else() -> None:
+    posture = _posture(TRITON_OPEN)
+    pod = _pod(initContainers=[{"name": "fetch-weights", "image": "f:1"}])
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod),
+                                    inject(pod, POLICY, "chat", posture).patch)
+    names = [c["name"] for c in patched["spec"]["initContainers"]]
+    assert names == [SIDECAR_NAME, CAPTURE_NAME, "fetch-weights"]
+    capture = _capture(patched)
+    # A plain init container (runs to completion), the sidecar's image and entrypoint.
+    assert "restartPolicy" not in capture and "command" not in capture
+    assert capture["image"] == POLICY.spec.sidecar.image  # type: ignore[union-attr]
+    # Everything inbound goes to the sidecar's port, except what the posture declares open.
+    assert capture["args"] == ["capture", "--to-port", "8443", "--open", "8002",
+                               "--open", "29500:29509"]
+    # Root for iptables, with exactly the two capabilities it needs and nothing else.
+    security = capture["securityContext"]
+    assert security["runAsUser"] == 0 and security["runAsNonRoot"] is False
+    assert security["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+    assert not security["allowPrivilegeEscalation"] and security["readOnlyRootFilesystem"]
+    assert capture["resources"]["limits"] and "volumeMounts" not in capture
+    assert inject(patched, POLICY, "chat", posture).patch == []
+    assert POLICY.spec.sidecar is not None
+    assert carries_sidecar(patched, POLICY.spec.sidecar, "chat", posture)
+    # Another posture (a port opened since) is not what this pod was injected with.
+    assert not carries_sidecar(patched, POLICY.spec.sidecar, "chat", _posture(TRITON_OPEN[:1]))
+
+
+def test_port_name_capture_renders_no_privileged_step() -> None:
+    """For namespaces whose Pod Security forbids NET_ADMIN: the port-name takeover alone."""
+    patched = jsonpatch.apply_patch(_pod(), inject(_pod(), PORT_NAME_ONLY, "chat").patch)
+    assert [c["name"] for c in patched["spec"]["initContainers"]] == [SIDECAR_NAME]
+    assert patched["spec"]["containers"][0]["ports"][0]["name"] == MODEL_PORT_NAME
+    assert inject(patched, PORT_NAME_ONLY, "chat").patch == []
+    # The same pod under a capturing policy lacks its capture step: injected again.
+    assert POLICY.spec.sidecar is not None
+    assert not carries_sidecar(patched, POLICY.spec.sidecar, "chat")
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c.update(args=["capture", "--to-port", "8443", "--open", "8000"]),
+    lambda c: c.update(command=["/bin/true"]),
+    lambda c: c.update(restartPolicy="Always"),
+    lambda c: c["securityContext"]["capabilities"]["add"].append("SYS_ADMIN"),
+], ids=["opens-the-model-port", "does-nothing", "native-sidecar", "more-capabilities"])
+def test_a_look_alike_capture_step_is_replaced(change: Any) -> None:
+    pod = _applied(_pod())
+    change(_capture(pod))
+    assert POLICY.spec.sidecar is not None
+    assert not carries_sidecar(pod, POLICY.spec.sidecar, "chat")
+    injection = inject(pod, POLICY, "chat")
+    assert any(f"{CAPTURE_NAME} is not hegui's" in w for w in injection.warnings)
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+    assert _capture(patched) == _capture(_applied(_pod()))
+    assert [c["name"] for c in patched["spec"]["initContainers"]] == [SIDECAR_NAME, CAPTURE_NAME]
+    assert carries_sidecar(patched, POLICY.spec.sidecar, "chat")
+
+
+def test_a_pod_that_drops_the_capture_step_is_injected_again() -> None:
+    pod = _applied(_pod())
+    pod["spec"]["initContainers"] = [c for c in pod["spec"]["initContainers"]
+                                     if c["name"] != CAPTURE_NAME]
+    injection = inject(pod, POLICY, "chat")
+    assert any(f"no init container {CAPTURE_NAME}" in w for w in injection.warnings)
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+    assert [c["name"] for c in patched["spec"]["initContainers"]] == [SIDECAR_NAME, CAPTURE_NAME]
+
+
+@pytest.mark.parametrize(("opened", "says"), [
+    ({"port": 8000, "purpose": "Metrics", "reason": "vLLM's /metrics"}, "model's serving port"),
+    ({"port": 8000, "endPort": 9000, "purpose": "PodToPod", "reason": "Ray"}, "8443"),
+])
+def test_the_serving_and_sidecar_ports_cannot_be_declared_open(opened: dict[str, Any],
+                                                               says: str) -> None:
+    with pytest.raises(InjectionConflict, match=f"spec.traffic.openPorts.*{says}"):
+        inject(_pod(), POLICY, "chat", _posture([opened]))
+    with pytest.raises(InjectionConflict, match="openPorts"):  # the NetworkPolicy admits them
+        inject(_pod(), PORT_NAME_ONLY, "chat", _posture([opened]))
+
+
+def test_other_ports_are_captured_unless_declared_open_and_grpc_is_refused_clearly() -> None:
+    """Triton: HTTP 8000 (fronted), gRPC 8001 (the sidecar speaks HTTP/1.1: refused, said so),
+    metrics 8002 (declared open: scraped directly, no warning)."""
+    pod = _pod()
+    pod["spec"]["containers"][0]["ports"] = [
+        {"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
+        {"name": "metrics", "containerPort": 8002}]
+    warnings = inject(pod, POLICY, "chat", _posture(TRITON_OPEN)).warnings
+    [grpc] = warnings
+    assert "port 8001 (grpc) speaks gRPC/h2c" in grpc and "refused" in grpc
+    undeclared = inject(pod, POLICY, "chat").warnings
+    assert any("port 8002 (metrics) is captured" in w and "openPorts" in w for w in undeclared)
+
+
+def test_a_model_that_declares_no_port_is_forwarded_to_by_its_port_variable() -> None:
+    """TGI serves on $PORT and KServe runtimes on --http_port without declaring a port: with
+    capture, every inbound connection reaches the sidecar, which forwards there."""
+    for model in ({"env": [{"name": "PORT", "value": "80"}]},
+                  {"args": ["--model", "m", "--http_port=80"]}):
+        pod = _pod()
+        del pod["spec"]["containers"][0]["ports"]
+        pod["spec"]["containers"][0].update(model)
+        injection = inject(pod, POLICY, "chat")
+        patched = jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch)
+        args = patched["spec"]["initContainers"][0]["args"]
+        assert args[args.index("--upstream") + 1] == "http://127.0.0.1:80"
+        assert injection.warnings == []
+        assert inject(patched, POLICY, "chat").patch == []
+
+
+@pytest.mark.parametrize("volume", [
+    {"name": "hegui-config", "configMap": {"name": "hegui-sidecar-chat", "optional": True,
+                                           "items": [{"key": "team.yaml",
+                                                      "path": "service.yaml"}]}},
+    {"name": "hegui-config", "configMap": {"name": "hegui-sidecar-other", "optional": True}},
+    {"name": "hegui-config", "configMap": {"name": "hegui-sidecar-chat", "optional": True},
+     "secret": {"secretName": "x"}},
+], ids=["items-remap", "another-service", "two-sources"])
+def test_the_configuration_volume_is_the_service_s_own_config_map_and_nothing_else(
+        volume: dict[str, Any]) -> None:
+    pod = _applied(_pod())
+    pod["spec"]["volumes"] = [volume if v["name"] == "hegui-config" else v
+                              for v in pod["spec"]["volumes"]]
+    assert POLICY.spec.sidecar is not None
+    assert not carries_sidecar(pod, POLICY.spec.sidecar, "chat")
+    with pytest.raises(InjectionConflict, match="ConfigMap hegui-sidecar-chat and nothing else"):
+        inject(pod, POLICY, "chat")

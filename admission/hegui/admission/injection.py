@@ -19,6 +19,14 @@ What Istio and Linkerd learned, applied to GPU model pods:
   override, without the bypass): no annotation or look-alike container a team writes turns
   injection off. hostNetwork, hostPort and other containers mounting hegui's volumes are
   refused on every pod, injected already or not.
+- Traffic capture (the policy's sidecar.capture, Redirect by default): a second init container,
+  hegui-capture, runs once after the sidecar is up and before the model starts; in the pod's
+  network namespace it redirects every inbound TCP connection to the sidecar's port, except
+  the ports the GenerativeService declares open (spec.traffic.openPorts: the model's own metrics
+  port, NCCL/Ray/NIXL between the service's pods). A Service that targets the model's port by
+  number then reaches the sidecar too (as Istio's istio-init). It is root with NET_ADMIN and
+  NET_RAW, nothing else; where Pod Security forbids that, capture PortName keeps the port-name
+  takeover and the NetworkPolicy alone, which cuts (never leaks) traffic by number.
 - Configuration is *mounted*: a ConfigMap `hegui-sidecar-<service>` that the operator renders
   from the GenerativeService. The sidecar then needs no API access at all (least privilege), and
   a posture change reaches running pods without a restart (kubelet refreshes the volume).
@@ -34,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hegui.api.common import SecretKeyReference
-from hegui.api.generativeservice import GenerativeService
-from hegui.api.policy import CompliancePolicy, Sidecar
+from hegui.api.generativeservice import GenerativeService, OpenPort
+from hegui.api.policy import CompliancePolicy, Sidecar, TrafficCapture
 from hegui.rules import workloads
 
 SIDECAR_NAME = "hegui-sidecar"
@@ -46,6 +54,11 @@ DATA_VOLUME = "hegui-data"
 KEYS_VOLUME = "hegui-keys"  # the Secrets the posture names, projected read-only
 KEYS_DIR = "/etc/hegui-keys"
 SIDECAR_USER = 65532  # the distroless "nonroot" user
+CAPTURE_NAME = "hegui-capture"  # the init container that redirects inbound TCP to the sidecar
+#: hegui's containers: a pod may not declare its own under these names (they are replaced).
+OUR_CONTAINERS = (SIDECAR_NAME, CAPTURE_NAME)
+#: Ports whose protocol the sidecar (HTTP/1.1) does not speak: their clients are refused.
+_H2_PROTOCOLS = ("grpc", "h2c", "kubernetes.io/h2c", "http2")
 
 
 def sidecar_config_map(service: str) -> str:
@@ -73,8 +86,11 @@ def _quantities(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def secret_keys(posture: GenerativeService | None) -> dict[str, SecretKeyReference]:
-    """The Secrets the sidecar needs, by file name: the pseudonymisation key of its records
-    (dataProtection, Art.11) and the image watermark key (labeling.watermark, Art.12)."""
+    """The Secrets the sidecar needs, by file name under /etc/hegui-keys: the pseudonymisation
+    key of its records (dataProtection, Art.11) and the image watermark key (labeling.watermark,
+    Art.12). More credentials (the evidence store's, from a hegui-owned Secret) are more entries
+    here: they join the same projected volume, mounted by the sidecar alone, and the comparison
+    of an injected pod with what hegui renders covers them without further code."""
     keys: dict[str, SecretKeyReference] = {}
     if posture is None:
         return keys
@@ -145,6 +161,61 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
     }
 
 
+def open_ports(posture: GenerativeService | None) -> list[OpenPort]:
+    """The ports the GenerativeService leaves out of the capture (spec.traffic.openPorts)."""
+    traffic = posture.spec.traffic if posture is not None else None
+    return list(traffic.open_ports) if traffic is not None else []
+
+
+def _port_text(port: OpenPort) -> str:
+    return str(port.port) if port.last == port.port else f"{port.port}:{port.last}"
+
+
+def capture_container(sidecar: Sidecar, ports: list[OpenPort]) -> dict[str, Any]:
+    """The init container that redirects the pod's inbound TCP to the sidecar
+    (`python -m hegui.sidecar capture`, hegui.sidecar.capture): root in the pod's network
+    namespace with NET_ADMIN and NET_RAW, which iptables needs, and no other capability; it
+    exits once the rules are in, before the model starts."""
+    args = ["capture", "--to-port", str(sidecar.port)]
+    for port in sorted(ports, key=lambda p: (p.port, p.last)):
+        args += ["--open", _port_text(port)]
+    return {
+        "name": CAPTURE_NAME,
+        "image": sidecar.image,
+        "args": args,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"cpu": "500m", "memory": "128Mi"}},
+        "securityContext": {
+            "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
+            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+
+
+def _declared_port(model: Mapping[str, Any]) -> int | None:
+    """The port a model serves on without declaring it: TGI's and many runtimes' PORT
+    variable, or a --port/--http-port/--http_port argument (KServe runtimes)."""
+    for entry in model.get("env") or []:
+        if isinstance(entry, Mapping) and entry.get("name") == "PORT" \
+                and str(entry.get("value", "")).isdigit():
+            return int(entry["value"])
+    words = [str(w) for key in ("command", "args") for w in model.get(key) or []]
+    for i, word in enumerate(words):
+        flag, equals, value = word.partition("=")
+        if flag in ("--port", "--http-port", "--http_port"):
+            value = value if equals else (words[i + 1] if i + 1 < len(words) else "")
+            if value.isdigit() and 0 < int(value) < 65536:
+                return int(value)
+    return None
+
+
+def _speaks_h2(port: Mapping[str, Any]) -> bool:
+    name = str(port.get("name") or "").lower()
+    return name.startswith(("grpc", "h2c")) or str(port.get("appProtocol") or "").lower() in \
+        _H2_PROTOCOLS
+
+
 def _model_container(spec: Mapping[str, Any]) -> tuple[int, Mapping[str, Any], list[int]]:
     """The container that serves the model: the first one asking for a GPU, else the first
     (a GPU asked for only by an init container, e.g. to convert weights, leaves the first
@@ -160,13 +231,14 @@ def _model_container(spec: Mapping[str, Any]) -> tuple[int, Mapping[str, Any], l
     return index, containers[index], with_gpu[1:]
 
 
-def _declared_sidecar(spec: Mapping[str, Any]) -> tuple[str, int, Mapping[str, Any]] | None:
-    """The pod's own container named hegui-sidecar, as (list, index, container), if any."""
+def _declared_sidecar(spec: Mapping[str, Any], name: str = SIDECAR_NAME
+                      ) -> tuple[str, int, Mapping[str, Any]] | None:
+    """The pod's own container named `name`, as (list, index, container), if any."""
     found = [(group, i, c) for group in ("initContainers", "containers")
              for i, c in enumerate(spec.get(group) or [])
-             if isinstance(c, Mapping) and c.get("name") == SIDECAR_NAME]
+             if isinstance(c, Mapping) and c.get("name") == name]
     if len(found) > 1:
-        raise InjectionConflict(f"the pod declares {len(found)} containers named {SIDECAR_NAME}")
+        raise InjectionConflict(f"the pod declares {len(found)} containers named {name}")
     return found[0] if found else None
 
 
@@ -238,14 +310,17 @@ def _canonical_env(entry: Any) -> Any:
     return entry
 
 
-def _model_port(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The model container's serving port (its first), if it declares one."""
+def _model_port(spec: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, int | None]:
+    """The model container's serving port (its first declared one) and the number the sidecar
+    forwards to: that port's, else the one its PORT variable or --port argument names."""
     try:
         _, model, _ = _model_container(spec)
     except InjectionConflict:
-        return None
+        return None, None
     ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
-    return ports[0] if ports else None
+    if ports:
+        return ports[0], int(ports[0].get("containerPort", 0)) or None
+    return None, _declared_port(model)
 
 
 def _mounts_of_ours(spec: Mapping[str, Any]) -> list[str]:
@@ -263,13 +338,14 @@ def _mounts_of_ours(spec: Mapping[str, Any]) -> list[str]:
 
 def injection_gaps(spec: Mapping[str, Any], sidecar: Sidecar, service: str,
                    keys: Mapping[str, SecretKeyReference], *,
-                   any_image: bool = False) -> list[str]:
+                   any_image: bool = False, opened: list[OpenPort] | None = None) -> list[str]:
     """Why the pod spec does not carry hegui's sidecar exactly as hegui renders it; empty when
     it does. The sidecar must equal the rendered container (after the apiserver's defaults and
     the fields the policy's userOverrides let a pod set), be a native sidecar, front the model's
     port (renamed hegui-model), mount hegui's own volumes, and be the only container that mounts
-    them. The mutating webhook (is there anything to do?) and the operator (is this running pod
-    injected?) both ask this: a look-alike container cannot switch injection off."""
+    them; with capture Redirect, hegui-capture must be there as rendered for the service's
+    `opened` ports. The mutating webhook (is there anything to do?) and the operator (is this
+    running pod injected?) both ask this: a look-alike container cannot switch injection off."""
     try:
         declared = _declared_sidecar(spec)
     except InjectionConflict as conflict:
@@ -281,8 +357,7 @@ def injection_gaps(spec: Mapping[str, Any], sidecar: Sidecar, service: str,
     if group != "initContainers" or container.get("restartPolicy") != "Always":
         gaps.append(f"{SIDECAR_NAME} is not a native sidecar (an init container with "
                     "restartPolicy Always)")
-    port = _model_port(spec)
-    upstream = int(port.get("containerPort", 0)) or None if port is not None else None
+    port, upstream = _model_port(spec)
     if port is not None and port.get("name") != MODEL_PORT_NAME:
         gaps.append(f"the model's serving port is named {port.get('name')!r}, not "
                     f"{MODEL_PORT_NAME}: Services that target its name reach the model "
@@ -306,6 +381,32 @@ def injection_gaps(spec: Mapping[str, Any], sidecar: Sidecar, service: str,
         if not any(_is_ours(v, [volume]) for v in volumes):
             gaps.append(f"volume {volume['name']} is not hegui's")
     gaps += _mounts_of_ours(spec)
+    if sidecar.capture is TrafficCapture.REDIRECT:
+        gaps += _capture_gaps(spec, sidecar, opened or [], any_image=any_image)
+    return gaps
+
+
+def _capture_gaps(spec: Mapping[str, Any], sidecar: Sidecar, ports: list[OpenPort], *,
+                  any_image: bool) -> list[str]:
+    """Why the pod's hegui-capture is not the one hegui renders (a look-alike that installs
+    nothing, or opens more ports, is not capture)."""
+    try:
+        declared = _declared_sidecar(spec, CAPTURE_NAME)
+    except InjectionConflict as conflict:
+        return [str(conflict)]
+    if declared is None:
+        return [f"no init container {CAPTURE_NAME}: traffic sent to the model's port by "
+                "number would reach the model around the sidecar"]
+    group, _, container = declared
+    gaps = []
+    if group != "initContainers" or "restartPolicy" in container:
+        gaps.append(f"{CAPTURE_NAME} is not an init container that runs to completion")
+    wanted = _canonical(capture_container(sidecar, ports))
+    have = _canonical({**container, "image": sidecar.image} if any_image else container)
+    if have != wanted:
+        differing = sorted({k for k in {*have, *wanted} if have.get(k) != wanted.get(k)})
+        gaps.append(f"{CAPTURE_NAME} differs from the one hegui renders in "
+                    f"{', '.join(differing)}")
     return gaps
 
 
@@ -316,7 +417,8 @@ def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str,
     spec = pod.get("spec")
     if not isinstance(spec, Mapping):
         return False
-    return not injection_gaps(spec, sidecar, service, secret_keys(posture), any_image=True)
+    return not injection_gaps(spec, sidecar, service, secret_keys(posture), any_image=True,
+                              opened=open_ports(posture))
 
 
 def _overrides(declared: Mapping[str, Any], wanted: dict[str, Any],
@@ -359,16 +461,85 @@ def _our_volumes(service: str,
         [keys_volume(keys)] if keys else [])
 
 
+#: What the apiserver adds to hegui's volumes; anything else a pod sets on them (a configMap's
+#: items remapping another key onto service.yaml, a medium) makes them not hegui's.
+_VOLUME_DEFAULTS = {"configMap": {"defaultMode": 420}, "projected": {}, "emptyDir": {}}
+
+
 def _is_ours(volume: Mapping[str, Any], ours: list[dict[str, Any]]) -> bool:
-    """Whether `volume` is one hegui injected, defaults the apiserver added notwithstanding."""
+    """Whether `volume` is one hegui injected, exactly (defaults the apiserver added
+    notwithstanding): the configuration volume is the service's own ConfigMap
+    hegui-sidecar-<service> and nothing else."""
     for wanted in ours:
         if volume.get("name") != wanted["name"]:
             continue
         source = next(k for k in wanted if k != "name")
         found = volume.get(source)
-        return isinstance(found, Mapping) and all(found.get(k) == v
-                                                  for k, v in wanted[source].items())
+        if set(volume) != {"name", source} or not isinstance(found, Mapping):
+            return False
+        defaults = _VOLUME_DEFAULTS.get(source, {})
+        extra = {k: v for k, v in found.items() if k not in wanted[source]}
+        return all(found.get(k) == v for k, v in wanted[source].items()) and all(
+            k in defaults and defaults[k] == v for k, v in extra.items())
     return False
+
+
+def _covers(port: OpenPort, number: int) -> bool:
+    return port.port <= number <= port.last
+
+
+def _check_open_ports(spec: Mapping[str, Any], sidecar: Sidecar, ports: list[OpenPort]) -> None:
+    """Neither the sidecar's port nor the model's serving port may be declared open: either
+    would let users' traffic reach the model around the sidecar."""
+    _, upstream = _model_port(spec)
+    for port in ports:
+        for number, what in ((sidecar.port, "the sidecar's port"),
+                             (upstream, "the model's serving port")):
+            if number is not None and _covers(port, number):
+                raise InjectionConflict(
+                    f"the GenerativeService's spec.traffic.openPorts declares "
+                    f"{_port_text(port)} ({port.purpose.value}), which includes {number}, "
+                    f"{what}: users' traffic would reach the model around the sidecar; open "
+                    "only ports that carry no generation (metrics, pod-to-pod)")
+
+
+def _port_warnings(spec: Mapping[str, Any], model_index: int, sidecar: Sidecar,
+                   ports: list[OpenPort]) -> list[str]:
+    """What becomes of the pod's ports other than the model's first: with capture they reach
+    the sidecar unless declared open (say so, so that a metrics or NCCL port is declared, not
+    found broken); a gRPC/h2c port is refused by the sidecar, which speaks HTTP/1.1."""
+    warnings = []
+    for c_index, container in enumerate(spec.get("containers") or []):
+        if not isinstance(container, Mapping):
+            continue
+        for p_index, port in enumerate(container.get("ports") or []):
+            if not isinstance(port, Mapping) or (c_index, p_index) == (model_index, 0):
+                continue
+            number = int(port.get("containerPort", 0) or 0)
+            if any(_covers(p, number) for p in ports):
+                continue
+            what = f"container {container.get('name')} port {number}" + (
+                f" ({port.get('name')})" if port.get("name") else "")
+            if sidecar.capture is not TrafficCapture.REDIRECT:
+                if c_index == model_index:
+                    warnings.append(
+                        f"[injection, Art.14] {what} is not fronted by the sidecar and "
+                        "hegui's NetworkPolicy admits no traffic to it; declare it in the "
+                        "GenerativeService's spec.traffic.openPorts if it carries no "
+                        "generation (Metrics, PodToPod)")
+                continue
+            if _speaks_h2(port):
+                warnings.append(
+                    f"[injection, Art.14] {what} speaks gRPC/h2c: its traffic is captured by "
+                    "the sidecar, which moderates HTTP/1.1 only, so gRPC clients are refused. "
+                    "Fix: serve generation over HTTP on the model's first port")
+            else:
+                warnings.append(
+                    f"[injection, Art.14] {what} is captured: its traffic reaches the sidecar, "
+                    "which forwards to the model's first port. If it carries no generation "
+                    "(the model's metrics, NCCL, Ray, NIXL between pods), declare it in the "
+                    "GenerativeService's spec.traffic.openPorts")
+    return warnings
 
 
 def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
@@ -407,19 +578,26 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
             f"{KEYS_VOLUME}) are the sidecar's alone (its configuration, records, strikes and "
             "keys); remove the mount")
     # The status annotation alone proves nothing: a team could set it on its own pod template;
-    # a container named hegui-sidecar counts only if it is exactly what hegui renders.
-    declared = _declared_sidecar(spec)
+    # containers named hegui-sidecar and hegui-capture count only if exactly what hegui renders.
     keys = secret_keys(posture)
-    gaps = injection_gaps(spec, sidecar, service, keys)
+    ports_open = open_ports(posture)
+    _check_open_ports(spec, sidecar, ports_open)
+    capturing = sidecar.capture is TrafficCapture.REDIRECT
+    declared = _declared_sidecar(spec)
+    declared_capture = _declared_sidecar(spec, CAPTURE_NAME)
+    gaps = injection_gaps(spec, sidecar, service, keys, opened=ports_open)
     if declared is not None and not gaps:
         return result
-    if declared is not None:
+    mine = [name for name, found in ((SIDECAR_NAME, declared), (CAPTURE_NAME, declared_capture))
+            if found is not None]
+    if mine:
         result.warnings.append(
-            f"[injection, Art.14] the pod's own {SIDECAR_NAME} is not hegui's ({'; '.join(gaps)})"
-            "; it is replaced by the CompliancePolicy's")
-    if declared is not None:
-        # The pod's own hegui-sidecar goes; the policy's takes its place, with what it may set.
-        group, position, _ = declared
+            f"[injection, Art.14] what the pod declares as {' and '.join(mine)} is not "
+            f"hegui's ({'; '.join(gaps)}); replaced by the CompliancePolicy's")
+    # The pod's own hegui containers go (the highest index first, so that the indexes of the
+    # others hold); the policy's take their place, the sidecar with what the pod may set.
+    for group, position, _ in sorted((d for d in (declared, declared_capture) if d is not None),
+                                     key=lambda d: (d[0], -d[1])):
         result.patch.append({"op": "remove", "path": f"/spec/{group}/{position}"})
         spec = {**spec, group: [c for i, c in enumerate(spec.get(group) or [])
                                 if i != position]}
@@ -427,7 +605,7 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
     index, model, other_gpu = _model_container(spec)
     for other in other_gpu:
         serving = spec["containers"][other]
-        if serving.get("ports"):
+        if serving.get("ports") and not capturing:
             # One sidecar fronts one serving port; say so rather than guess which is public.
             result.warnings.append(
                 f"[injection, Art.14] container {serving.get('name')} also uses a GPU and "
@@ -435,6 +613,7 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
                 f"{(model.get('ports') or [{}])[0].get('containerPort', '(none)')}. Fix: serve "
                 "the service's traffic from one container, or split the pod")
     ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
+    result.warnings += _port_warnings(spec, index, sidecar, ports_open)
     # A pod copied from an injected one already has the model's port renamed and our volumes.
     renamed = bool(ports) and ports[0].get("name") == MODEL_PORT_NAME
     taken = {str(p.get("name")) for c in spec.get("containers") or [] if isinstance(c, Mapping)
@@ -447,13 +626,16 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
     ours_present = [v for v in existing if _is_ours(v, new_volumes)]
     if clash := {str(v.get("name")) for v in existing if not _is_ours(v, new_volumes)} & {
             CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME}:
-        raise InjectionConflict(f"the pod already has a volume named {', '.join(sorted(clash))}")
+        raise InjectionConflict(
+            f"the pod already has a volume named {', '.join(sorted(clash))} that is not "
+            f"hegui's (the configuration volume is ConfigMap {sidecar_config_map(service)} and "
+            "nothing else); remove it")
     if any(int(p.get("containerPort", 0)) == sidecar.port for c in spec.get("containers") or []
            if isinstance(c, Mapping) for p in c.get("ports") or [] if isinstance(p, Mapping)):
         raise InjectionConflict(f"a container already listens on port {sidecar.port}, the "
                                 "sidecar's port in the CompliancePolicy")
 
-    port_name, upstream = "hegui", None
+    port_name, upstream = "hegui", _declared_port(model)
     if ports:
         serving = ports[0]
         upstream = int(serving.get("containerPort", 0)) or None
@@ -466,21 +648,27 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
             name_op = "replace" if serving.get("name") else "add"
             result.patch.append({"op": name_op, "path": f"/spec/containers/{index}/ports/0/name",
                                  "value": MODEL_PORT_NAME})
-    else:
+    elif upstream is None or not capturing:
         result.warnings.append(
-            f"[injection, Art.14] container {model.get('name')} declares no serving port, so "
-            "hegui cannot route its traffic through the sidecar. Fix: declare the port the model "
-            "serves on")
+            f"[injection, Art.14] container {model.get('name')} declares no serving port"
+            + (f" (it serves on {upstream}, by its PORT or --port)" if upstream else "")
+            + ", so hegui cannot route its traffic through the sidecar"
+            + ("" if upstream else " nor forward to it")
+            + ". Fix: declare the port the model serves on")
 
     container = sidecar_container(sidecar, service=service, port_name=port_name,
                                   upstream_port=upstream, keys=keys)
     if declared is not None:
         container, ignored = _overrides(declared[2], container, sidecar)
         result.warnings += ignored
+    # The sidecar first (started, and Ready, before anything else), then the capture step, which
+    # runs to completion before the pod's own init containers and the model.
+    ours = [container] + ([capture_container(sidecar, ports_open)] if capturing else [])
     if spec.get("initContainers"):
-        result.patch.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
+        result.patch += [{"op": "add", "path": f"/spec/initContainers/{i}", "value": c}
+                         for i, c in enumerate(ours)]
     else:
-        result.patch.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
+        result.patch.append({"op": "add", "path": "/spec/initContainers", "value": ours})
     present = {v.get("name") for v in ours_present}
     missing = [v for v in new_volumes if v["name"] not in present]
     if existing:
