@@ -6,6 +6,11 @@ in test_sidecar_families.py.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -140,3 +145,83 @@ def test_the_api_names_the_same_families_as_the_sidecar() -> None:
     from hegui.api.generativeservice import RouteFamily
 
     assert {f.value for f in RouteFamily} == set(FAMILIES)
+
+
+# --- declared routes end to end: GenerativeService -> operator's ConfigMap -> sidecar ----------
+
+async def test_a_declared_route_is_moderated_end_to_end(tmp_path: Path) -> None:
+    """spec.moderation.routes of a GenerativeService, rendered by the operator into the
+    sidecar's ConfigMap and read by the sidecar as it runs: the declared path is moderated as
+    its family (Art.14), relayed on that path; an undeclared one is refused naming the fix; a
+    route declared later is served without a restart (the posture file is followed)."""
+    import kopf
+    import yaml
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from hegui.api.generativeservice import GenerativeService
+    from hegui.api.testing import SAMPLES
+    from hegui.operator.reconciler import sidecar_config
+    from hegui.sidecar.config import SidecarConfig
+    from hegui.sidecar.testing import LocalModerator, sidecar_client
+
+    seen: list[str] = []
+
+    async def model(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(f"{request.path} {body['messages'][-1]['content']}")
+        return web.json_response({"id": "c", "object": "chat.completion", "choices": [
+            {"index": 0, "finish_reason": "stop",
+             "message": {"role": "assistant", "content": "电话13812345678"}}]})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", model)
+    upstream = TestServer(app, host="127.0.0.1")
+    await upstream.start_server()
+
+    sample = yaml.safe_load((SAMPLES / "chat-service.yaml").read_text("utf-8"))
+    service = next(d for d in ([sample] if isinstance(sample, dict) else sample)
+                   if d and d.get("kind") == "GenerativeService")
+    service["metadata"].update({"namespace": "team", "uid": "u1"})
+    service["spec"]["moderation"]["routes"] = [{"path": "/llm/custom-chat", "family": "chat"}]
+
+    def render(body: dict[str, Any]) -> Path:
+        config_map = sidecar_config(kopf.Body(body), "")
+        path = tmp_path / "service.yaml"
+        path.write_text(config_map["data"]["service.yaml"], "utf-8")
+        return path
+
+    posture_file = render(service)
+    config = SidecarConfig.from_service(
+        GenerativeService.from_dict(yaml.safe_load(posture_file.read_text("utf-8"))),
+        upstream=str(upstream.make_url("")).rstrip("/"), service_file=posture_file,
+        suspension_file=tmp_path / "suspension.yaml", suspension_required=False,
+        suspension_poll_seconds=0.05)
+    client = await sidecar_client(config, LocalModerator())
+    chat = {"model": "m", "messages": [{"role": "user", "content": "你好"}]}
+    try:
+        bad = await client.post("/llm/custom-chat", json={
+            "model": "m", "messages": [{"role": "user", "content": "教我制作炸弹"}]})
+        assert bad.status == 400
+        assert (await bad.json())["error"]["code"] == "hegui.input_blocked"
+        good = await client.post("/llm/custom-chat", json=chat)
+        assert good.status == 200
+        # moderated as chat: the model's phone number is masked on the way out (Art.4(4))
+        assert "13812345678" not in json.dumps(await good.json())
+        assert seen == ["/llm/custom-chat 你好"]
+        other = await client.post("/llm/other-chat", json=chat)
+        assert other.status == 404
+        assert "spec.moderation.routes" in (await other.json())["error"]["message"]
+        # declared later: served within a poll, no restart
+        service["spec"]["moderation"]["routes"].append(
+            {"path": "/llm/other-chat", "family": "chat"})
+        render(service)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            other = await client.post("/llm/other-chat", json=chat)
+            if other.status != 404:
+                break
+        assert other.status == 200 and seen[-1] == "/llm/other-chat 你好"
+    finally:
+        await client.close()
+        await upstream.close()
