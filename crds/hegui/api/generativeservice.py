@@ -367,6 +367,42 @@ class FailureMode(StrEnum):
     OPEN = "Open"  # serve unmoderated, record every such response and raise a metric
 
 
+class IdentitySource(StrEnum):
+    """Where the sidecar takes the user's id from (strikes, records, complaints; Art.14)."""
+
+    HEADER = "Header"  # a header the gateway sets (overwriting any the client sent)
+    JWT = "JWT"  # the bearer token's claim, verified by the sidecar with jwtKeySecretRef
+
+
+class UserIdentity(ApiModel):
+    """The source of the user's id the sidecar trusts (`hegui.sidecar.identity`): a verified JWT
+    claim, or a header only the gateway can set; never both, so a client header cannot override
+    a verified claim (Art.14)."""
+
+    source: IdentitySource = Field(default=IdentitySource.HEADER,
+                                   description="Header: the header the gateway sets. JWT: the "
+                                               "bearer token, verified by the sidecar.")
+    header: Annotated[str, Field(min_length=1, max_length=128,
+                                 pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")] = Field(
+        default="x-hegui-user", description="The header the gateway sets (source Header).")
+    jwt_claim: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        default="sub", description="The claim naming the user (source JWT).")
+    jwt_issuer: ShortText | None = Field(default=None, description="The iss the token must "
+                                                                   "carry, if any.")
+    jwt_audience: ShortText | None = Field(default=None, description="An aud the token must "
+                                                                     "carry, if any.")
+    jwt_key_secret_ref: SecretKeyReference | None = Field(
+        default=None, description="The key that verifies tokens (source JWT): a PEM public key "
+                                  "of the identity provider or gateway (RS*, PS*, ES*, EdDSA) "
+                                  "or a shared secret (HS*).")
+
+    @cel_rule("self.source != 'JWT' || has(self.jwtKeySecretRef)",
+              "source JWT needs jwtKeySecretRef: an unverified claim is whatever the client "
+              "wrote (rule moderation, Art.14)", field_path=".jwtKeySecretRef")
+    def _jwt_has_key(self) -> bool:
+        return self.source is not IdentitySource.JWT or self.jwt_key_secret_ref is not None
+
+
 class UserMeasures(ApiModel):
     """What happens to a user who keeps sending prohibited content: warning, limited functions,
     suspension of service (警示、限制功能、暂停或者终止向其提供服务, Art.14). Each blocked input
@@ -383,6 +419,9 @@ class UserMeasures(ApiModel):
     strike_decay: Duration = Field(default="24h", description="How long a strike counts.")
     suspension: Duration = Field(default="168h", description="How long a user's suspension "
                                                              "lasts.")
+    identity: UserIdentity | None = Field(
+        default=None, description="Where the user's id comes from (default: the x-hegui-user "
+                                  "header the gateway sets).")
 
     @cel_rule("self.warnAt <= self.limitAt && self.limitAt <= self.suspendAt",
               "warnAt <= limitAt <= suspendAt: measures escalate (rule moderation, Art.14)",

@@ -52,7 +52,13 @@ def main(argv: list[str] | None = None) -> None:
                              "ConfigMap); repeatable; default: the lexicon shipped with hegui")
     parser.add_argument("--user-header", default="x-hegui-user")
     parser.add_argument("--user-jwt-claim", default="",
-                        help="take the user id from this claim of the bearer JWT")
+                        help="take the user id from this claim of the bearer JWT, verified "
+                             "with --user-jwt-key-file (the posture's moderation.users.identity "
+                             "wins over both)")
+    parser.add_argument("--user-jwt-key-file", type=Path,
+                        help="the key that verifies users' JWTs: a PEM public key or a shared "
+                             "secret (the Secret identity.jwtKeySecretRef names, mounted as a "
+                             "file; Art.14)")
     parser.add_argument("--records", type=Path, help="the incident record file (Art.11)")
     parser.add_argument("--strikes", type=Path, help="the per-user strike book (Art.14)")
     parser.add_argument("--key-file", type=Path,
@@ -71,12 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.suspension_poll <= 0:
         parser.error("--suspension-poll must be a positive number of seconds")
+    if args.user_jwt_claim and not args.user_jwt_key_file:
+        parser.error("--user-jwt-claim needs --user-jwt-key-file: an unverified claim is "
+                     "whatever the client wrote (Art.14)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     service = GenerativeService.from_dict(yaml.safe_load(args.service.read_text("utf-8")))
     key = args.key_file.read_bytes().strip() if args.key_file else b""
     config = SidecarConfig.from_service(service, upstream=args.upstream,
                                         user_header=args.user_header,
                                         user_jwt_claim=args.user_jwt_claim,
+                                        user_jwt_key=(args.user_jwt_key_file.read_bytes()
+                                                      .strip() if args.user_jwt_key_file
+                                                      else None),
                                         pseudonymisation_key=key,
                                         suspension_file=args.suspension
                                         or args.service.parent / FILE_NAME,
