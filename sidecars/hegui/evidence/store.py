@@ -125,8 +125,8 @@ class S3Store:
         try:
             from minio import Minio
         except ImportError as missing:
-            raise StoreError("the object store needs the minio client: pip install "
-                             "'hegui[sidecar]'") from missing
+            raise StoreError("the object store needs the minio client (a core dependency): "
+                             "pip install 'minio>=7.2,<8'") from missing
         import urllib3
 
         parts = urlsplit(url)
