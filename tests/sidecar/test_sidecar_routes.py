@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -186,7 +186,7 @@ async def test_a_declared_route_is_moderated_end_to_end(tmp_path: Path) -> None:
     service["spec"]["moderation"]["routes"] = [{"path": "/llm/custom-chat", "family": "chat"}]
 
     def render(body: dict[str, Any]) -> Path:
-        config_map = sidecar_config(kopf.Body(body), "")
+        config_map = sidecar_config(kopf.Body(cast("kopf.RawBody", body)), "")
         path = tmp_path / "service.yaml"
         path.write_text(config_map["data"]["service.yaml"], "utf-8")
         return path
