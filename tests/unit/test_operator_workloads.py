@@ -8,6 +8,7 @@ import datetime as dt
 from typing import Any
 
 import jsonpatch
+import pytest
 
 from hegui.admission.injection import inject
 from hegui.api.policy import CompliancePolicy
@@ -103,7 +104,12 @@ def test_no_injecting_policy_means_no_gap_and_no_sidecar() -> None:
     assert seen.uninjected == [] and seen.sidecar is None
 
 
-def test_services_that_target_the_model_by_number_are_reported() -> None:
+@pytest.mark.parametrize("capture", ["Redirect", "PortName"])
+def test_services_that_target_the_model_by_number_are_reported_unless_captured(
+        capture: str) -> None:
+    """With the capture step a Service by number reaches the sidecar like any other (Art.14);
+    with the port-name takeover alone it bypasses the sidecar (or is cut by the
+    NetworkPolicy): reported."""
     services = [
         {"metadata": {"name": "by-number"},
          "spec": {"selector": {"app": "chat"}, "ports": [{"port": 80, "targetPort": 8000}]}},
@@ -114,10 +120,18 @@ def test_services_that_target_the_model_by_number_are_reported() -> None:
         {"metadata": {"name": "someone-else"},
          "spec": {"selector": {"app": "other"}, "ports": [{"port": 80, "targetPort": 8000}]}},
     ]
-    seen = observe(_service(), _index(), pods=[_injected(_pod("a"))], services=services,
-                   now=NOW)
-    assert [f["message"].split()[1] for f in seen.findings] == ["by-number"]
-    assert seen.findings[0]["severity"] == "Warning"
+    policy = copy.deepcopy(POLICY)
+    policy["spec"]["sidecar"]["capture"] = capture
+    pod = _pod("a")
+    pod = jsonpatch.apply_patch(pod, inject(pod, CompliancePolicy.from_dict(policy),
+                                            "chat").patch)
+    seen = observe(_service(), _index(policy), pods=[pod], services=services, now=NOW)
+    assert seen.uninjected == []
+    if capture == "Redirect":
+        assert seen.findings == []
+    else:
+        assert [f["message"].split()[1] for f in seen.findings] == ["by-number"]
+        assert seen.findings[0]["severity"] == "Warning"
 
 
 def test_matched_workloads_are_listed_and_counted() -> None:
@@ -157,3 +171,29 @@ def test_the_network_policy_admits_only_the_sidecar_port_or_nothing_when_isolate
     assert open_policy["spec"]["podSelector"] == {"matchLabels": {"app": "chat"}}
     isolated = network_policy(_service(), sidecar, owner=owner, isolate=True)
     assert isolated["spec"]["ingress"] == []
+
+
+def test_declared_ports_stay_open_for_their_purpose_only() -> None:
+    """Triton's metrics port from anywhere (Prometheus lives elsewhere); NCCL's rendezvous and
+    Ray's worker range only from the service's own pods; nothing else beyond the sidecar."""
+    from hegui.api.generativeservice import GenerativeService
+
+    sidecar = CompliancePolicy.from_dict(POLICY).spec.sidecar
+    assert sidecar is not None
+    body = copy.deepcopy(SERVICE)
+    body["spec"]["traffic"] = {"openPorts": [
+        {"port": 8002, "purpose": "Metrics", "reason": "Triton metrics"},
+        {"port": 29500, "purpose": "PodToPod", "reason": "NCCL rendezvous"},
+        {"port": 10002, "endPort": 10100, "purpose": "PodToPod", "reason": "Ray workers"}]}
+    policy = network_policy(GenerativeService.from_dict(body), sidecar,
+                            owner={"kind": "GenerativeService", "name": "chat"})
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": 8443, "protocol": "TCP"}]},
+        {"ports": [{"port": 8002, "protocol": "TCP"}]},
+        {"from": [{"podSelector": {"matchLabels": {"app": "chat"}}}],
+         "ports": [{"port": 29500, "protocol": "TCP"},
+                   {"port": 10002, "endPort": 10100, "protocol": "TCP"}]}]
+    isolated = network_policy(GenerativeService.from_dict(body), sidecar,
+                              owner={"kind": "GenerativeService", "name": "chat"},
+                              isolate=True)
+    assert isolated["spec"]["ingress"] == []  # suspension closes declared ports too (Art.21)

@@ -5,9 +5,11 @@ Admission decides on what is created; this module judges what is *running*, with
 - pods that slipped through injection (admitted while the webhook was down, failurePolicy Ignore,
   or before hegui was installed): `hegui.admission.mutate.sidecar_duty` says a pod must carry the
   sidecar, exactly as the mutating webhook does, and `carries_sidecar` says whether it does;
-- Services that reach the model around the sidecar: a Service whose targetPort is a number (or
-  the renamed model port) bypasses the port-name takeover;
-- the NetworkPolicy that admits ingress to the service's pods only on the sidecar's port;
+- Services that reach the model around the sidecar: without the capture step (sidecar.capture
+  PortName), a Service whose targetPort is a number (or the renamed model port) bypasses the
+  port-name takeover;
+- the NetworkPolicy that admits ingress to the service's pods only on the sidecar's port and the
+  ports the service declares open;
 - the workloads a ScaleToZero suspension scales: the topmost controller of each of the
   service's pods (Deployment over ReplicaSet, LeaderWorkerSet over StatefulSet, ...).
 Everything here is pure (objects in, findings out); handlers.py does the API calls.
@@ -24,8 +26,8 @@ from hegui.admission.injection import MODEL_PORT_NAME, carries_sidecar
 from hegui.admission.mutate import sidecar_duty
 from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
-from hegui.api.generativeservice import GenerativeService
-from hegui.api.policy import Sidecar
+from hegui.api.generativeservice import GenerativeService, PortPurpose
+from hegui.api.policy import Sidecar, TrafficCapture
 from hegui.rules.index import ComplianceIndex
 
 MAX_LISTED = 32  # status lists are capped; counts say how many there are in all
@@ -179,12 +181,15 @@ def _bypassing_services(services: Iterable[Mapping[str, Any]],
                 continue
             target = port.get("targetPort", port.get("port"))
             by_number = isinstance(target, int) or str(target).isdigit()
+            if sidecar.capture is TrafficCapture.REDIRECT:
+                break  # every inbound connection is redirected to the sidecar (hegui-capture)
             if (by_number and int(str(target)) != sidecar.port) or target == MODEL_PORT_NAME:
                 findings.append(_finding(
                     Rule.INJECTION, "Warning",
                     f"Service {svc_name} targets port {target} of the model's pods directly, "
-                    "around hegui's sidecar (Art.14). Fix: set targetPort to the serving port's "
-                    "name, which the sidecar takes over"))
+                    "around hegui's sidecar (Art.14); hegui's NetworkPolicy cuts it where the "
+                    "network enforces NetworkPolicies. Fix: set targetPort to the serving "
+                    "port's name, which the sidecar takes over, or capture Redirect"))
     return findings
 
 
@@ -192,7 +197,23 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
                    isolate: bool = False) -> dict[str, Any]:
     """The NetworkPolicy that admits ingress to the service's pods only on the sidecar's port
     (Art.14: no bypass), or none at all while the service is suspended by network isolation
-    (Art.21)."""
+    (Art.21). Ports the service declares open (spec.traffic.openPorts) are admitted for their
+    purpose: Metrics from anywhere (a scraper in another namespace), PodToPod only from the
+    service's own pods (NCCL, Ray, NIXL). Defence in depth under the capture step, which
+    redirects everything else to the sidecar anyway."""
+    opened = service.spec.traffic.open_ports if service.spec.traffic is not None else []
+
+    def ports(purpose: PortPurpose) -> list[dict[str, Any]]:
+        return [{"port": p.port, "protocol": "TCP",
+                 **({"endPort": p.end_port} if p.end_port not in (None, p.port) else {})}
+                for p in opened if p.purpose is purpose]
+
+    rules: list[dict[str, Any]] = [{"ports": [{"port": sidecar.port, "protocol": "TCP"}]}]
+    if metrics := ports(PortPurpose.METRICS):
+        rules.append({"ports": metrics})
+    if between := ports(PortPurpose.POD_TO_POD):
+        rules.append({"from": [{"podSelector": _k8s_selector(service.spec.selector)}],
+                      "ports": between})
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {
@@ -203,8 +224,7 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
         "spec": {
             "podSelector": _k8s_selector(service.spec.selector),
             "policyTypes": ["Ingress"],
-            "ingress": [] if isolate else [
-                {"ports": [{"port": sidecar.port, "protocol": "TCP"}]}],
+            "ingress": [] if isolate else rules,
         },
     }
 
