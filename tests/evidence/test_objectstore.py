@@ -321,3 +321,26 @@ def test_a_deleted_pod_loses_no_acknowledged_record(objectstore: LocalObjectStor
                                                       kinds=frozenset({"complaint"}))
                if r["stream"].split("/")[2].startswith(pod + ".")]
     assert shipped == acknowledged
+
+
+def test_init_store_adds_a_user_that_writes_but_never_deletes(
+        objectstore: LocalObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the chart's Job runs (`hegui records init-store`), twice: idempotent."""
+    user = (f"h3-user-{time.time_ns() % 10**8}", "a-long-enough-secret")
+    monkeypatch.setenv("HEGUI_EVIDENCE_ROOT_ACCESS_KEY", objectstore.root.access_key)
+    monkeypatch.setenv("HEGUI_EVIDENCE_ROOT_SECRET_KEY", objectstore.root.secret_key)
+    monkeypatch.setenv("HEGUI_EVIDENCE_ACCESS_KEY", user[0])
+    monkeypatch.setenv("HEGUI_EVIDENCE_SECRET_KEY", user[1])
+    for _ in range(2):
+        assert main(["records", "init-store", "--store", objectstore.url, "--wait", "5"]) == 0
+    store = S3Store(objectstore.url, access_key=user[0], secret_key=user[1])
+    key = f"records/test/init/{time.time_ns()}.seg"
+    store.put(key, b"evidence\n", datetime.now(UTC) + timedelta(days=1))
+    assert store.get(key) == b"evidence\n"
+    raw = Minio(f"127.0.0.1:{objectstore.port}", access_key=user[0], secret_key=user[1],
+                secure=False)
+    with pytest.raises(S3Error) as deleting:
+        raw.remove_object(BUCKET, key, version_id=raw.stat_object(BUCKET, key).version_id)
+    assert deleting.value.code == "AccessDenied"
+    monkeypatch.delenv("HEGUI_EVIDENCE_ROOT_SECRET_KEY")
+    assert main(["records", "init-store", "--store", objectstore.url]) == 2

@@ -20,7 +20,6 @@ Secret would carry. The root credentials are generated once, kept in
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from hegui.evidence.store import provision_minio, sidecar_policy
 from hegui.localcluster.cluster import (
     ClusterError,
     _alive,
@@ -42,20 +42,7 @@ from hegui.localcluster.cluster import (
 BUCKET = "hegui-evidence"
 SIDECAR_USER = "hegui-sidecar"
 PORT_OFFSET = 90  # from HEGUI_CLUSTER_PORT_BASE, like the control plane's ports
-# What a sidecar may do: write new objects with a retention, read and list them. Not delete,
-# not shorten a retention, not bypass one (COMPLIANCE admits no bypass anyway).
-SIDECAR_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectRetention",
-                                       "s3:GetObject", "s3:GetObjectVersion",
-                                       "s3:GetObjectRetention"],
-         "Resource": [f"arn:aws:s3:::{BUCKET}/*"]},
-        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions",
-                                       "s3:GetBucketLocation",
-                                       "s3:GetBucketObjectLockConfiguration"],
-         "Resource": [f"arn:aws:s3:::{BUCKET}"]},
-    ]}
+SIDECAR_POLICY = sidecar_policy(BUCKET)
 
 
 @dataclass(frozen=True)
@@ -200,19 +187,6 @@ class LocalObjectStore:
 
     def _provision(self) -> None:
         """The bucket with Object Lock, and the sidecar's user and policy."""
-        from minio import Minio, MinioAdmin
-        from minio.credentials.providers import StaticProvider
-
-        root = self.root
-        client = Minio(f"127.0.0.1:{self.port}", access_key=root.access_key,
-                       secret_key=root.secret_key, secure=False)
-        if not client.bucket_exists(BUCKET):
-            client.make_bucket(BUCKET, object_lock=True)
-        admin = MinioAdmin(endpoint=f"127.0.0.1:{self.port}", secure=False,
-                           credentials=StaticProvider(root.access_key, root.secret_key))
-        admin.policy_add("hegui-sidecar-write-once", policy=SIDECAR_POLICY)
-        sidecar = self.sidecar
-        admin.user_add(sidecar.access_key, sidecar.secret_key)
-        with contextlib.suppress(Exception):  # already attached
-            admin.attach_policy(["hegui-sidecar-write-once"], user=sidecar.access_key)
-
+        sidecar, root = self.sidecar, self.root
+        provision_minio(self.url, root=(root.access_key, root.secret_key),
+                        sidecar=(sidecar.access_key, sidecar.secret_key))

@@ -7,6 +7,7 @@ Art.19).
     hegui records export --store URL [--service NS/NAME] [--since T] [--until T] [--kind K ...]
                          [-o FILE | --raw DIR]
     hegui records anchor --store URL --anchor-key-file K [--writer NAME] [-o FILE]
+    hegui records init-store --store URL        (a MinIO: bucket with Object Lock, sidecar user)
 
 Exit codes: 0 intact (or done), 1 tampered, 2 the store or a file could not be read.
 """
@@ -80,6 +81,16 @@ def add_arguments(records_commands: Any, verify_file: Any) -> None:
                      help="copy the sealed segments and anchors into DIR, which `hegui records "
                           "verify --store DIR` checks offline")
     export.set_defaults(run=run_export)
+
+    init = records_commands.add_parser(
+        "init-store", help="prepare a MinIO evidence store as its root user: the bucket with "
+                           "Object Lock and the sidecars' write-once user (the chart's Job)")
+    init.add_argument("--store", required=True, help="http[s]://HOST:PORT/BUCKET; the root "
+                      "user from HEGUI_EVIDENCE_ROOT_ACCESS_KEY/HEGUI_EVIDENCE_ROOT_SECRET_KEY, "
+                      "the user to add from HEGUI_EVIDENCE_ACCESS_KEY/HEGUI_EVIDENCE_SECRET_KEY")
+    init.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                      help="how long to wait for the store to answer")
+    init.set_defaults(run=run_init)
 
     anchor = records_commands.add_parser(
         "anchor", help="checkpoint every stream's head, locked in the store (the operator's "
@@ -247,4 +258,33 @@ def run_anchor(args: argparse.Namespace) -> int:
         print(f"hegui records anchor: {error}", file=sys.stderr)
         return 2
     print(f"anchored {len(json.loads(data)['streams'])} streams in {name}")
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from hegui.evidence.store import credentials, provision_minio
+
+    root = (os.environ.get("HEGUI_EVIDENCE_ROOT_ACCESS_KEY", ""),
+            os.environ.get("HEGUI_EVIDENCE_ROOT_SECRET_KEY", ""))
+    sidecar = credentials()
+    if not all(root) or not all(sidecar):
+        print("hegui records init-store: set HEGUI_EVIDENCE_ROOT_ACCESS_KEY, "
+              "HEGUI_EVIDENCE_ROOT_SECRET_KEY (the store's root user) and "
+              "HEGUI_EVIDENCE_ACCESS_KEY, HEGUI_EVIDENCE_SECRET_KEY (the sidecars' user)",
+              file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            provision_minio(args.store, root=root, sidecar=sidecar)
+            break
+        except StoreError as error:
+            if time.monotonic() > deadline:
+                print(f"hegui records init-store: {error}", file=sys.stderr)
+                return 2
+            time.sleep(2)
+    print(f"{args.store}: Object Lock bucket and the sidecars' write-once user ready")
     return 0

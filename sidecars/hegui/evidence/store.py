@@ -225,3 +225,48 @@ def open_store(url: str, env: Mapping[str, str] | None = None) -> Store:
         return S3Store(url, access_key=access, secret_key=secret)
     path = url.removeprefix("file://")
     return DirectoryStore(Path(path))
+
+
+SIDECAR_POLICY_NAME = "hegui-sidecar-write-once"
+
+
+def sidecar_policy(bucket: str) -> dict[str, object]:
+    """What a sidecar's store user may do: write new objects with a retention, read and list
+    them. Not delete, not shorten a retention, not bypass one (COMPLIANCE admits no bypass)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectRetention",
+                                           "s3:GetObject", "s3:GetObjectVersion",
+                                           "s3:GetObjectRetention"],
+             "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions",
+                                           "s3:GetBucketLocation",
+                                           "s3:GetBucketObjectLockConfiguration"],
+             "Resource": [f"arn:aws:s3:::{bucket}"]},
+        ]}
+
+
+def provision_minio(url: str, *, root: tuple[str, str], sidecar: tuple[str, str]) -> None:
+    """On a MinIO at `url` (http[s]://HOST:PORT/BUCKET), as its root user: the bucket with
+    Object Lock, and the sidecars' user (access key, secret key) with `sidecar_policy`.
+    Idempotent. Other stores (OSS, COS, OBS) are prepared in their own consoles."""
+    from minio import MinioAdmin
+    from minio.credentials.providers import StaticProvider
+
+    store = S3Store(url, access_key=root[0], secret_key=root[1])
+    store.ensure_bucket()
+    parts = urlsplit(url)
+    admin = MinioAdmin(endpoint=parts.netloc, secure=parts.scheme == "https",
+                       credentials=StaticProvider(root[0], root[1]))
+    try:
+        admin.policy_add(SIDECAR_POLICY_NAME, policy=sidecar_policy(store.bucket))
+        admin.user_add(sidecar[0], sidecar[1])
+    except Exception as error:
+        raise store._fail("cannot add the sidecars' user and policy", error) from None
+    try:
+        admin.attach_policy([SIDECAR_POLICY_NAME], user=sidecar[0])
+    except Exception as error:  # attached already: MinIO refuses a second attach
+        if "already" not in str(error).lower():
+            raise store._fail("cannot attach the sidecars' policy", error) from None
+
