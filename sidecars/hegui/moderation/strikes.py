@@ -6,7 +6,8 @@ A strike is added for each blocked input. The level follows the count: `warn` fr
 `suspend_at`. Strikes older than `decay` no longer count, so a warned user can recover; a
 suspension lasts `suspension` and then the count starts again. The book is kept by pseudonym
 (never the raw user id) in a JSON file replaced atomically on every change, so it survives a
-sidecar restart.
+sidecar restart; strikes given by the service's other replicas are merged in from the evidence
+store (`merge`, hegui.sidecar.shared_strikes), so the book is the service's, not the pod's.
 """
 
 from __future__ import annotations
@@ -113,6 +114,29 @@ class StrikeBook:
                 state.suspended_until = now + self.thresholds.suspension
             self._save()
             return level
+
+    def merge(self, strikes: list[tuple[str, float]], now: float | None = None) -> int:
+        """Add strikes other replicas of the service gave (user, when), as
+        hegui.sidecar.shared_strikes reads them from the evidence store; the same level rules
+        apply, so a user who spreads requests over replicas is struck once for each. Each
+        strike must be given once (the feed reads each shipped segment once). Returns how many
+        still counted (younger than the decay)."""
+        now = time.time() if now is None else now
+        added = 0
+        with self._lock:
+            for user, at in strikes:
+                if now - at >= self.thresholds.decay or at > now + 300:
+                    continue  # decayed, or dated in the future: nothing to count
+                state = self._current(user, now)
+                state.strikes.append(at)
+                state.strikes.sort()
+                added += 1
+                if (self.thresholds.level(len(state.strikes)) == Level.SUSPEND
+                        and not state.suspended_until):
+                    state.suspended_until = at + self.thresholds.suspension
+            if added:
+                self._save()
+        return added
 
     def admit(self, user: str, now: float | None = None) -> tuple[bool, Level]:
         """Whether a request of the user may go on now, and the user's level."""

@@ -123,6 +123,19 @@ def main(argv: list[str] | None = None) -> None:
                                                                                   moderator)
     sidecar = Sidecar(config, moderator, records=records, strikes=strikes)
     shipper = evidence.attach(args, records, service, registry=sidecar.metrics.registry)
+    feed = None
+    if shipper is not None and strikes is not None:
+        # The service's strikes, not the pod's: merged from the other replicas' shipped records
+        # (hegui.sidecar.shared_strikes, Art.14).
+        from hegui.sidecar.shared_strikes import StrikeFeed
+
+        feed = StrikeFeed(shipper.store, shipper.key, service=config.service,
+                          own_stream=shipper.stream, book=strikes,
+                          interval=args.evidence_interval)
+        feed.start()
+    elif strikes is not None:
+        logging.getLogger("hegui.sidecar").warning(
+            "no evidence store: strikes count per pod, not per service (Art.14)")
 
     async def run() -> None:
         runner = await serve(sidecar, args.host, args.port)
@@ -133,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                     await asyncio.to_thread(records.prune)
         finally:
             await runner.cleanup()
+            if feed is not None:
+                feed.stop()
             await asyncio.to_thread(evidence.detach, shipper)
 
     try:  # the sidecar extra installs uvloop: a cheaper event loop per streamed chunk
