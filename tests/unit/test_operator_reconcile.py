@@ -326,7 +326,8 @@ def test_an_immutable_config_map_is_recreated_not_left_stale() -> None:
 
 def _uninjected_pod() -> dict[str, Any]:
     return {"metadata": {"name": "chat-a", "namespace": NS, "labels": {"app": "chat"},
-                         "ownerReferences": [{"kind": "ReplicaSet", "name": "chat-5d4f"}]},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                              "name": "chat-5d4f", "controller": True}]},
             "spec": {"containers": [{"name": "model", "image": "llm:1",
                                      "ports": [{"name": "http", "containerPort": 8000}],
                                      "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},

@@ -269,9 +269,9 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     else:
         _attempt(errors, "delete the NetworkPolicy", lambda: delete(
             cluster, NETWORK_POLICY, key.namespace, f"hegui-{name}"))
-    if observed.evict and observed.uninjected:
+    if observed.evict and observed.evictable:  # the service's controlled pods only
         _attempt(errors, "evict an uninjected pod",
-                 lambda: _evict_one(op, body, service, observed.uninjected))
+                 lambda: _evict_one(op, body, service, observed.evictable))
     compliant = next(c for c in status["conditions"] if c["type"] == "Compliant")
     state = (ServiceState.SUSPENDED if stable.suspended else ServiceState.COMPLIANT
              if compliant["status"] == "True" else ServiceState.NON_COMPLIANT)

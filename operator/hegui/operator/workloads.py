@@ -40,6 +40,10 @@ class Observation:
     matched: list[dict[str, str]] = field(default_factory=list)
     matched_count: int = 0
     uninjected: list[str] = field(default_factory=list)  # pod names, all of them
+    #: The uninjected pods the operator may evict (evictUninjected): the service's own, on duty
+    #: to carry its sidecar, and recreated by a controller. A bare pod would not come back, so
+    #: evicting it would delete a workload: it is reported, never evicted (issue 15).
+    evictable: list[str] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     #: The policy's sidecar when the service's pods must carry it (None: no injection here).
     sidecar: Sidecar | None = None
@@ -112,12 +116,17 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
             continue
         pod_name = str(_meta(pod).get("name"))
         found.uninjected.append(pod_name)
+        controlled = _controller(pod) is not None
+        if controlled:
+            found.evictable.append(pod_name)
+        fix = ("delete the pod so its controller recreates it injected, or set evictUninjected "
+               "in the CompliancePolicy's sidecar" if controlled else
+               "recreate the pod (no controller owns it, so hegui never evicts it: it would not "
+               "come back)")
         found.findings.append(_finding(
             Rule.INJECTION, "Error",
             f"pod {pod_name} runs without hegui's sidecar (admitted while the injector was down "
-            "or before hegui): its traffic is not moderated or labeled. Fix: delete the pod so "
-            "its controller recreates it injected, or set evictUninjected in the "
-            "CompliancePolicy's sidecar", pod_name))
+            f"or before hegui): its traffic is not moderated or labeled. Fix: {fix}", pod_name))
 
     if found.sidecar is not None:
         found.findings += _bypassing_services(services, live, found.sidecar)
