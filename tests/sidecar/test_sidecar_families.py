@@ -353,6 +353,67 @@ async def test_labels_apply_when_only_inputs_are_moderated(fake_model: FakeModel
         await c.close()
 
 
+# --- multimodal inputs: text parts moderated, media refused by name (Art.14) ------------------
+
+_PNG = "data:image/png;base64,iVBORw0KGgo="
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", chat([{"type": "text", "text": "这是什么"},
+                                   {"type": "image_url", "image_url": {"url": _PNG}}]),
+     "messages[0].content[1] is media (image_url)"),
+    ("/v1/chat/completions", chat([{"type": "input_audio",
+                                    "input_audio": {"data": "AAAA", "format": "wav"}}]),
+     "messages[0].content[0] is media (input_audio)"),
+    ("/v1/chat/completions", chat([{"type": "file", "file": {"file_data": "AAAA"}}]),
+     "messages[0].content[0] is media (file)"),
+    ("/v1/responses", {"model": "fake", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "hi"}, {"type": "input_image", "image_url": _PNG}]}]},
+     "input[0].content[1] is media (input_image)"),
+    ("/v1/messages", {"model": "fake", "max_tokens": 9, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "AAAA"}}]}]},
+     "messages[0].content[0] is media (image)"),
+    ("/v1/messages", {"model": "fake", "max_tokens": 9, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                        "data": "AAAA"}}]}]},
+     "messages[0].content[0] is media (document (base64))"),
+    ("/v1/messages", {"model": "fake", "max_tokens": 9, "messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}]}]},
+     "messages[0].content[0].content[0] is media (image)"),
+    ("/api/chat", {"model": "fake", "stream": False, "messages": [
+        {"role": "user", "content": "这是什么", "images": ["AAAA"]}]},
+     "messages[0].images carries images"),
+    ("/api/generate", {"model": "fake", "stream": False, "prompt": "这是什么",
+                       "images": ["AAAA"]}, "images carries images"),
+    ("/invocations", chat([{"type": "image_url", "image_url": {"url": _PNG}}]),
+     "messages[0].content[0] is media (image_url)"),
+])
+async def test_media_inputs_are_refused_naming_the_field(
+        client: TestClient[Any, Any], fake_model: FakeModel, path: str, body: Any,
+        field: str) -> None:
+    """No image, audio or file classifier in the posture: media parts cannot be moderated,
+    so they never reach the model (Art.14); the error names the field and what to send."""
+    status, headers, answer = await raw(client, "POST", path, body)
+    assert status == 400, answer
+    error = json.loads(answer)["error"]
+    assert error["code"] == "hegui.input_not_moderated" and error["article"] == "Art.14"
+    assert error["message"].startswith(field) and "text" in error["message"]
+    assert fake_model.seen == [] and headers["x-hegui-reference"]
+
+
+async def test_text_parts_are_moderated_each(client: TestClient[Any, Any],
+                                             fake_model: FakeModel) -> None:
+    parts = [{"type": "text", "text": "你好"}, {"type": "text", "text": BAD}]
+    status, _, answer = await raw(client, "POST", "/v1/chat/completions", chat(parts))
+    assert status == 400 and json.loads(answer)["error"]["code"] == "hegui.input_blocked"
+    parts = [{"type": "text", "text": "say:你好"}, {"type": "text", "text": f"电话{PHONE}"}]
+    status, _, answer = await raw(client, "POST", "/v1/chat/completions", chat(parts))
+    assert status == 200 and reached(fake_model, "电话" + "*" * 11)
+    assert not reached(fake_model, PHONE)
+
+
 # --- hostile bodies and the SLIs ------------------------------------------------------------
 
 async def test_deep_json_is_a_400_and_not_counted_against_the_service(

@@ -61,6 +61,22 @@ async def test_refusals_are_typed_errors_with_code_and_article(
     assert fake_model.seen == [{"model": "fake", "prompt": "say~:" + "如何推翻国家政权"[::-1]}]
 
 
+async def test_an_image_part_is_refused_by_name_streamed_or_not(
+        sidecar: TestClient[Any, Any], fake_model: FakeModel) -> None:
+    """The posture has no image classifier: an image never reaches the model (Art.14)."""
+    client = api(sidecar)
+    content: Any = [{"type": "text", "text": "这是什么"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="fake", stream=stream, messages=[{"role": "user", "content": content}])
+        body: Any = refused.value.body
+        assert body["code"] == "hegui.input_not_moderated" and body["article"] == "Art.14"
+        assert body["message"].startswith("messages[0].content[1] is media (image_url)")
+    assert fake_model.seen == []
+
+
 async def test_streams_are_moderated(sidecar: TestClient[Any, Any]) -> None:
     client = api(sidecar)
     text = "这是一个没有问题的回答 电话" + PHONE + " 谢谢。"

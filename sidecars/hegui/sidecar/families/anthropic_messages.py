@@ -18,6 +18,7 @@ from hegui.sidecar.families.base import (
     field_slot,
     invalid,
     malformed,
+    refuse_media,
     schema_descriptions,
     string_leaves,
     text_slots,
@@ -64,6 +65,10 @@ class Messages(Family):
         messages = body.get("messages")
         if not isinstance(messages, list):
             raise invalid("messages must be a list")
+        refuse_media(body.get("system"), "system")
+        for position, message in enumerate(messages):
+            if isinstance(message, dict):
+                refuse_media(message.get("content"), f"messages[{position}].content")
         slots = block_slots(body.get("system"), body, "system")
         for message in messages:
             if isinstance(message, dict):

@@ -100,6 +100,39 @@ def text_slots(value: Any, container: Any, key: Any, *, kind: str = "content",
     return slots
 
 
+#: Content parts that carry images, audio, video or files. The sidecar moderates text only (its
+#: posture has no image or audio classifier), so an input part of these is refused, never
+#: passed on unmoderated (Art.14): text in an image would walk around every text rule.
+MEDIA_TYPES = frozenset({"image_url", "image", "input_image", "input_audio", "audio",
+                         "audio_url", "input_file", "file", "video", "video_url", "input_video"})
+_MEDIA_KEYS = ("image_url", "input_audio", "audio_url", "video_url", "image", "file",
+               "file_data", "file_id", "file_url")
+
+
+def refuse_media(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse a content (a list of parts, nested `content` of tool results included) that
+    carries a part the sidecar cannot moderate; the error names the field (Art.14)."""
+    if not isinstance(value, list) or depth > MAX_WALK_DEPTH:
+        return
+    for position, part in enumerate(value):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        media = kind if isinstance(kind, str) and kind in MEDIA_TYPES else next(
+            (key for key in _MEDIA_KEYS if key in part), None)
+        source = part.get("source")
+        if media is None and kind == "document" and isinstance(source, dict) and \
+                source.get("type") not in ("text", "content"):
+            media = f"document ({source.get('type')})"
+        if media is not None:
+            raise BodyError(
+                "hegui.input_not_moderated",
+                f"{where}[{position}] is media ({media}): this sidecar moderates text only (no "
+                "image, audio or file classifier in the service's posture), and nothing "
+                "unmoderated reaches the model (Art.14); send text parts only")
+        refuse_media(part.get("content"), f"{where}[{position}].content", depth + 1)
+
+
 def string_leaves(value: Any, *, kind: str, choice: int = 0, depth: int = 0) -> list[Slot]:
     """Every string in a nested value (a tool call's input object, a tensor's data)."""
     if depth > MAX_WALK_DEPTH:
@@ -284,6 +317,6 @@ class Family:
                 + (self.done_marker or b""))
 
 
-__all__ = ["MAX_JSON_DEPTH", "BodyError", "Family", "Slot", "choice_index", "field_slot",
-           "invalid", "loads_bounded", "malformed", "ndjson", "probe",
+__all__ = ["MAX_JSON_DEPTH", "MEDIA_TYPES", "BodyError", "Family", "Slot", "choice_index",
+           "field_slot", "invalid", "loads_bounded", "malformed", "ndjson", "probe", "refuse_media",
            "schema_descriptions", "sse", "string_leaves", "text_slots", "too_deep"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hegui.sidecar.families.base import (
+    BodyError,
     Family,
     Slot,
     field_slot,
@@ -45,6 +46,13 @@ def _logprobs(answer: dict[str, Any]) -> list[Slot]:
     return []
 
 
+def _refuse_images(where: str) -> None:
+    raise BodyError("hegui.input_not_moderated",
+                    f"{where} carries images: this sidecar moderates text only (no image "
+                    "classifier in the service's posture), and nothing unmoderated reaches the "
+                    "model (Art.14); send text only")
+
+
 @dataclass
 class Ollama(Family):
     """`/api/chat` (chat=True) or `/api/generate`."""
@@ -59,8 +67,13 @@ class Ollama(Family):
             messages = body.get("messages")
             if not isinstance(messages, list):
                 raise invalid("messages must be a list")
+            for position, message in enumerate(messages):
+                if isinstance(message, dict) and message.get("images"):
+                    _refuse_images(f"messages[{position}].images")
             slots = [s for m in messages if isinstance(m, dict) for s in message_slots(m)]
             return slots + tool_slots(body.get("tools"))
+        if body.get("images"):
+            _refuse_images("images")
         if not isinstance(body.get("prompt", ""), str):
             raise invalid("prompt must be a string")
         slots = field_slot(body, "prompt", "content")

@@ -25,6 +25,7 @@ from hegui.sidecar.families.base import (
     loads_bounded,
     malformed,
     probe,
+    refuse_media,
     schema_descriptions,
     string_leaves,
     text_slots,
@@ -151,6 +152,9 @@ class Chat(Family):
         messages = body.get("messages")
         if not isinstance(messages, list):
             raise invalid("messages must be a list")
+        for position, message in enumerate(messages):
+            if isinstance(message, dict):
+                refuse_media(message.get("content"), f"messages[{position}].content")
         slots = [s for m in messages if isinstance(m, dict) for s in message_slots(m)]
         slots += tool_slots(body.get("tools")) + tool_slots(body.get("functions"))
         slots += field_slot(body, "chat_template", "template")

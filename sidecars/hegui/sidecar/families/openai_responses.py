@@ -20,6 +20,7 @@ from hegui.sidecar.families.base import (
     invalid,
     malformed,
     probe,
+    refuse_media,
     string_leaves,
     text_slots,
 )
@@ -89,6 +90,7 @@ class Responses(Family):
         if isinstance(data, str):
             slots.append(Slot(body, "input"))
         elif isinstance(data, list):
+            refuse_media(data, "input")  # media items, and media parts of messages
             slots += [s for i, item in enumerate(data) for s in item_slots(item, i)]
         elif data is not None:
             raise invalid("input must be a string or a list of items")
