@@ -36,6 +36,8 @@ COMMANDS: tuple[Command, ...] = (
             "judge manifests as the admission webhook would (exit 1 if refused)"),
     Command("label", "hegui.labeling.verify", "content labels (Art.12, GB 45438-2025)"),
     Command("records", "hegui.moderation.records", "incident records of the sidecars (Art.11)"),
+    Command("moderation", "hegui.moderation.cli",
+            "moderation models: train the classifier over the 31 risks (Art.4)"),
     Command("operator", "hegui.operator.main", "the operator that keeps status true"),
     Command("complaints", "hegui.complaints_cli",
             "complaints against their published deadline (Art.15)"),

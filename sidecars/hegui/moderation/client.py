@@ -24,9 +24,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from hegui.api.generativeservice import TritonEndpoint, TritonProtocol
 from hegui.moderation import pii
+from hegui.moderation.classifier import IMAGE_INPUT
 from hegui.moderation.findings import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -178,3 +180,75 @@ class TritonModerator:
             # Closing a broken client must not hide the error that broke it.
             with contextlib.suppress(Exception):
                 await client.close()
+
+
+class UndecodableImage(ValueError):
+    """An image the model's output holds cannot be decoded (not a fault of the moderator)."""
+
+
+class TritonImageModerator:
+    """An image classifier served by Triton (hegui.moderation.classifier's image contract): each
+    image is decoded, made RGB and resized to the model's input size, and the batch is scored in
+    one request. Failures raise `ModeratorUnavailable`, as for text; an image that cannot be
+    decoded raises UndecodableImage."""
+
+    def __init__(self, endpoint: TritonEndpoint, timeout: float = 5.0) -> None:
+        self.text = TritonModerator(endpoint, timeout)  # the connection and its life cycle
+        self._size: int | None = None
+
+    async def _input_size(self, client: Any) -> int:
+        if self._size is None:
+            endpoint = self.text.endpoint
+            if endpoint.protocol == TritonProtocol.GRPC:
+                meta = await client.get_model_metadata(endpoint.model, endpoint.model_version,
+                                                       as_json=True)
+            else:
+                meta = await client.get_model_metadata(endpoint.model, endpoint.model_version)
+            tensor = next(t for t in meta["inputs"] if t["name"] == IMAGE_INPUT)
+            self._size = int(tensor["shape"][-2])
+        return self._size
+
+    @staticmethod
+    def pixels(images: list[bytes], size: int) -> npt.NDArray[np.uint8]:
+        """uint8 [batch, size, size, 3]: what the model takes."""
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        rows = []
+        for index, data in enumerate(images):
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+                    rows.append(np.asarray(rgb, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError, ValueError) as error:
+                raise UndecodableImage(f"image {index}: not a decodable image ({error})") \
+                    from None
+        return np.stack(rows)
+
+    async def _infer(self, images: list[bytes]) -> list[Findings]:
+        client = self.text._connect()
+        module = self.text._module
+        data = self.pixels(images, await self._input_size(client))
+        tensor = module.InferInput(IMAGE_INPUT, list(data.shape), "UINT8")
+        tensor.set_data_from_numpy(data)
+        endpoint = self.text.endpoint
+        result = await client.infer(endpoint.model, [tensor], model_version=endpoint.model_version,
+                                    outputs=[module.InferRequestedOutput(OUTPUT_NAME)])
+        rows = result.as_numpy(OUTPUT_NAME)
+        return [Findings.from_json(rows[i][0]) for i in range(len(images))]
+
+    async def moderate_images(self, images: list[bytes]) -> list[Findings]:
+        if not images:
+            return []
+        try:
+            return await asyncio.wait_for(self._infer(images), self.text.timeout)
+        except (ModeratorUnavailable, UndecodableImage):
+            raise
+        except Exception as error:  # any failure of the moderator is a fail-mode event
+            await self.close()
+            raise ModeratorUnavailable(f"{type(error).__name__}: {error}") from error
+
+    async def close(self) -> None:
+        self._size = None
+        await self.text.close()

@@ -95,6 +95,8 @@ class TritonServer:
     grpc_port: int = 0
     metrics_port: int = 0
     workdir: Path | None = None
+    #: More tritonserver options, e.g. --model-control-mode=explicit to load new versions.
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -128,7 +130,7 @@ class TritonServer:
                 "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
                 "--allow-sagemaker=false", "--allow-vertex-ai=false",
                 "--exit-on-error=true", "--strict-readiness=true",
-                f"--log-verbose={self.log_verbose}"]
+                f"--log-verbose={self.log_verbose}", *self.extra_args]
 
     def start(self, timeout: float = 120.0) -> TritonServer:
         root = pytriton_root()
