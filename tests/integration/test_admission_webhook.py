@@ -581,3 +581,38 @@ def test_a_namespace_quota_that_demands_limits_admits_the_injected_pod(
         time.sleep(0.5)
     # The model's 2 CPUs and the sidecar's 1 (CompliancePolicy spec.sidecar.resources.limits).
     assert used.get("limits.cpu") == "3" and used.get("limits.memory") == "4608Mi", used
+
+
+def test_pod_security_baseline_refuses_the_capture_step_and_port_name_capture_is_admitted(
+        local_cluster: LocalCluster, namespace: str) -> None:
+    """The baseline Pod Security Standard forbids NET_ADMIN: the apiserver refuses the injected
+    pod naming hegui-capture (PodSecurity runs after the mutating webhooks), and a policy with
+    sidecar.capture PortName injects no privileged step, so the pod is admitted (Art.14)."""
+    _apply(local_cluster, _injecting_policy(namespace))
+    _apply_service(local_cluster, _service(namespace))
+    _wait_for_injection(local_cluster, namespace)
+    local_cluster.kubectl("label", "namespace", namespace,
+                          "pod-security.kubernetes.io/enforce=baseline")
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "model", "namespace": namespace, "labels": {"app": "chat"}},
+           "spec": {"containers": [{"name": "model", "image": "example.invalid/llm:1",
+                                    "ports": [{"name": "http", "containerPort": 8000}],
+                                    "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
+    refused = _apply(local_cluster, pod, check=False)
+    assert refused.returncode != 0
+    assert "PodSecurity" in refused.stderr and "hegui-capture" in refused.stderr
+    assert "NET_ADMIN" in refused.stderr
+    policy = _injecting_policy(namespace)
+    policy["spec"]["sidecar"] = {**policy["spec"]["sidecar"], "capture": "PortName"}
+    _apply(local_cluster, policy)
+    deadline = time.monotonic() + 20
+    while True:  # the policy's change reaches the webhook by its watch
+        admitted = _apply(local_cluster, pod, check=False)
+        if admitted.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert admitted.returncode == 0, admitted.stderr
+    stored = json.loads(local_cluster.kubectl("-n", namespace, "get", "pod", "model", "-o",
+                                              "json").stdout)
+    assert [c["name"] for c in stored["spec"]["initContainers"]] == ["hegui-sidecar"]
+    assert stored["spec"]["containers"][0]["ports"][0]["name"] == "hegui-model"
