@@ -131,17 +131,29 @@ class KubeCluster:
     deserialised into the client's models)."""
 
     def __init__(self, api: Any) -> None:
-        from kubernetes import client
-
         self.api = api
-        self._apis = {name: getattr(client, name)(api) for name in (
-            "CoreV1Api", "AppsV1Api", "BatchV1Api", "NetworkingV1Api", "CustomObjectsApi")}
-        self.custom = self._apis["CustomObjectsApi"]
-        self.core = self._apis["CoreV1Api"]
+        self._apis: dict[str, Any] = {}
+
+    def _client(self, name: str) -> Any:
+        # Made on first use: importing the client's API modules takes seconds, which would
+        # otherwise delay kopf's start (and its liveness endpoint).
+        if name not in self._apis:
+            from kubernetes import client
+
+            self._apis[name] = getattr(client, name)(self.api)
+        return self._apis[name]
+
+    @property
+    def custom(self) -> Any:
+        return self._client("CustomObjectsApi")
+
+    @property
+    def core(self) -> Any:
+        return self._client("CoreV1Api")
 
     def _typed(self, kind: Kind) -> tuple[Any, str] | None:
         found = _TYPED.get(kind)
-        return (self._apis[found[0]], found[1]) if found else None
+        return (self._client(found[0]), found[1]) if found else None
 
     def objects(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
         typed = self._typed(kind)
