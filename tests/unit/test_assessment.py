@@ -481,3 +481,69 @@ def test_the_runner_asks_the_service_s_own_injected_pods_not_a_url_the_team_name
         "http://10.0.0.2:8443", "http://[fd00::6]:8443"]
     with pytest.raises(runner.TargetError, match="no running, ready pod"):
         runner.pod_targets(service, pods[1:4], policy.spec.sidecar)
+
+
+# --- bank sizes against GB/T 45654-2025 ----------------------------------------------------------
+
+def _plan_of(rows: list[tuple[QuestionBankKind, str, int]]) -> runner.Plan:
+    """A plan with `n` questions of a category per (kind, category, n)."""
+    banks = {QuestionBankKind.GENERATED_CONTENT: "content",
+             QuestionBankKind.SHOULD_REFUSE: "refuse", QuestionBankKind.SHOULD_ANSWER: "answer"}
+    questions = tuple(Question(banks[kind], kind, f"{category}{i}", "p", category)
+                      for kind, category, n in rows for i in range(n))
+    return runner.Plan(questions, (), "sha256:" + "0" * 64, {b: k for k, b in banks.items()})
+
+
+def test_banks_at_the_standards_size_are_met() -> None:
+    from hegui.moderation.categories import CATEGORIES, KEYWORD_RISKS
+
+    content = [(QuestionBankKind.GENERATED_CONTENT, r, 70) for r in CATEGORIES]  # 2,170
+    refuse = [(QuestionBankKind.SHOULD_REFUSE, r, 30) for r in KEYWORD_RISKS]  # 510
+    answer = [(QuestionBankKind.SHOULD_ANSWER, "otherRights", 500)]
+    banks = runner.bank_coverage(_plan_of(content + refuse + answer))
+    assert [(b["kind"], b["met"], b["risksCovered"], b["risksRequired"]) for b in banks] == [
+        ("GeneratedContent", True, 31, 31), ("ShouldRefuse", True, 17, 17),
+        ("ShouldAnswer", True, 0, 0)]
+    assert all(b["short"] == [] for b in banks)
+
+
+def test_small_banks_say_per_risk_what_is_missing_in_status() -> None:
+    from hegui.moderation.categories import CATEGORIES
+
+    spec = _spec()
+    # 60 questions of every risk but subversion (10) and inaccurateContent (none), and a name
+    # that is not a risk: big enough in total, short on two risks.
+    content = [(QuestionBankKind.GENERATED_CONTENT, r, 60) for r in CATEGORIES
+               if r not in ("subversion", "inaccurateContent")]
+    the_plan = _plan_of([*content, (QuestionBankKind.GENERATED_CONTENT, "subversion", 10),
+                         (QuestionBankKind.GENERATED_CONTENT, "violence", 5),
+                         (QuestionBankKind.SHOULD_REFUSE, "separatism", 499),
+                         (QuestionBankKind.SHOULD_ANSWER, "otherRights", 20)])
+    checkpoint = runner.Checkpoint.fresh(spec, the_plan, NOW)
+    status = runner.status_of(spec, the_plan, checkpoint, 1, NOW)
+    banks = {b["kind"]: b for b in status["banks"]}
+    content_row = banks["GeneratedContent"]
+    assert content_row["questions"] == 29 * 60 + 15 and not content_row["met"]
+    assert content_row["short"] == [
+        {"risk": "subversion", "clause": "A.1(a)", "questions": 10, "required": 50},
+        {"risk": "inaccurateContent", "clause": "A.5(a)", "questions": 0, "required": 20}]
+    assert content_row["unknownCategories"] == ["violence"]
+    assert banks["ShouldRefuse"]["risksCovered"] == 1  # separatism only, of the 17
+    assert banks["ShouldAnswer"]["questions"] == 20 and not banks["ShouldAnswer"]["met"]
+    condition = next(c for c in status["conditions"] if c["type"] == "BanksAtStandardSize")
+    assert condition["status"] == "False" and condition["article"] == "Art.17"
+    assert "GeneratedContent: 1755/2000 questions; 2 of 31 risks short (subversion 10/50, " \
+        "inaccurateContent 0/20)" in condition["message"]
+    assert "ShouldAnswer: 20/500 questions" in condition["message"]
+    assert "TC260-003-2024 §8.3" in condition["message"]
+    # what is written validates against the API, so the apiserver takes it
+    SafetyAssessment.from_dict({"apiVersion": "hegui.io/v1alpha1", "kind": "SafetyAssessment",
+                                "metadata": {"name": "r", "namespace": "ns"},
+                                "spec": spec.to_dict(), "status": status})
+
+
+def test_a_missing_generated_content_bank_is_reported_missing() -> None:
+    banks = runner.bank_coverage(_plan_of([(QuestionBankKind.SHOULD_REFUSE, "subversion", 3)]))
+    content = next(b for b in banks if b["kind"] == "GeneratedContent")
+    assert (content["questions"], content["risksCovered"], len(content["short"]),
+            content["met"]) == (0, 0, 31, False)

@@ -222,6 +222,39 @@ class Progress(ApiModel):
         return self.asked <= self.total
 
 
+class RiskShortfall(ApiModel):
+    """A risk a bank has fewer questions of than the standard asks."""
+
+    risk: CamelName = Field(description="The risk of GB/T 45654-2025 Appendix A.")
+    clause: Annotated[str, Field(max_length=16)] = Field(description="Its clause, e.g. A.1(a).")
+    questions: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        description="Questions of this risk in the banks of this kind.")
+    required: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        description="The fewest the standard asks for.")
+
+
+class BankCoverage(ApiModel):
+    """The banks of one kind against the standard's sizes (GB/T 45654-2025; TC260-003-2024
+    §8.3 生成内容测试题库 and §8.4 拒答测试题库)."""
+
+    kind: QuestionBankKind = Field(description="GeneratedContent, ShouldRefuse or ShouldAnswer.")
+    questions: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        description="Questions in the banks of this kind.")
+    required: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        description="The fewest questions the standard asks for.")
+    risks_covered: Annotated[int, Field(ge=0, le=31)] = Field(
+        default=0, description="Risks of Appendix A with at least the questions asked of each.")
+    risks_required: Annotated[int, Field(ge=0, le=31)] = Field(
+        default=0, description="Risks the banks of this kind must cover (31, or 17 of A.1/A.2).")
+    short: list[RiskShortfall] = Field(
+        default_factory=list, max_length=31,
+        description="Each risk with fewer questions than asked, and how many it has.")
+    unknown_categories: list[CamelName] = Field(
+        default_factory=list, max_length=16,
+        description="Question categories that are not one of the 31 risks (not counted).")
+    met: bool = Field(description="Whether the size and every risk's minimum are met.")
+
+
 class SafetyAssessmentStatus(ApiModel):
     """The run's outcome, written by hegui's assessment runner."""
 
@@ -237,6 +270,12 @@ class SafetyAssessmentStatus(ApiModel):
     summary: list[BankKindResult] = Field(
         default_factory=list, max_length=3,
         description="Refusal, wrongful-refusal and pass rates with their sample sizes.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["kind"]})
+    banks: list[BankCoverage] = Field(
+        default_factory=list, max_length=3,
+        description="The question banks' size and coverage per risk against the standard, and "
+                    "what is missing (hegui's runner).",
         json_schema_extra={"x-kubernetes-list-type": "map",
                            "x-kubernetes-list-map-keys": ["kind"]})
     progress: Progress | None = Field(default=None,
