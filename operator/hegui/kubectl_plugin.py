@@ -32,24 +32,9 @@ from typing import Any
 from hegui.admission import check
 from hegui.api.articles import Rule
 from hegui.moderation import records
+from hegui.rules.registry import definition
 
 GROUP, VERSION, PLURAL = "hegui.io", "v1alpha1", "generativeservices"
-
-#: What each rule asks of a team, and how to fix or waive it (for `explain`).
-_FIXES: dict[Rule, str] = {
-    Rule.COVERAGE: "declare a GenerativeService whose selector matches the workload's pod labels",
-    Rule.FILING: "set spec.filing.algorithm.number (算法备案号) or the service filing/registration",
-    Rule.ASSESSMENT: "reference a passing, unexpired SafetyAssessment or an external assessment "
-                     "report in spec.assessment",
-    Rule.LABELING: "declare spec.labeling: modalities, explicit label text and implicit metadata",
-    Rule.MODERATION: "declare spec.moderation for input and output with a Triton endpoint",
-    Rule.INJECTION: "let hegui's webhook inject the sidecar: recreate pods that lack it, serve "
-                    "through the serving port's name, never by number",
-    Rule.STABILITY: "declare spec.slo and meet it; the operator reads it from Prometheus",
-    Rule.SUSPENSION: "fix the cause, then ask the compliance group to run `kubectl hegui "
-                     "resume SERVICE --reason ...` (a ResumeRequest)",
-}
-
 
 def _clients(kubeconfig: str | None) -> Any:
     from kubernetes import client, config
@@ -133,11 +118,11 @@ def explain(rule_name: str) -> str:
         known = ", ".join(r.value for r in Rule)
         raise SystemExit(f"kubectl hegui explain: unknown rule {rule_name!r}; rules: {known}"
                          ) from None
+    found = definition(rule)  # the rule's own module says all of it
     lines = [f"RULE:     {rule.value}", f"ARTICLE:  {rule.article} of the Interim Measures for "
              "Generative AI Services (生成式人工智能服务管理暂行办法)",
-             f"CHECKS:   {rule.summary}"]
-    if fix := _FIXES.get(rule):
-        lines.append(f"FIX:      {fix}")
+             f"CHECKS:   {found.summary}", f"WHERE:    {found.enforced_by}",
+             f"FIX:      {found.fix}"]
     lines.append("MODES:    set per rule in CompliancePolicy spec.rules (Enforce, Warn, Audit)")
     lines.append(f"WAIVE:    a ComplianceException naming rule {rule.value}, approved and "
                  "expiring (never a label or annotation on the workload)")

@@ -2,15 +2,9 @@
 
 Some of the rules only need the workload and the GenerativeServices of its namespace, and the
 apiserver can check those itself with CEL, using each GenerativeService as a policy parameter
-(`paramKind`). They are generated here, from the same rule ids, articles and detection constants
-as the rule engine, so a refusal reads the same whoever makes it:
-
-- coverage (Art.17): the namespace has at least one GenerativeService; that it selects the pods
-  is left to the webhook.
-- filing (Art.17): a selecting service declares a filing, the algorithm filing (算法备案) when it
-  has public-opinion attributes; the numbers' formats are left to the CRD and the webhook.
-- labeling (Art.12): a selecting service configures labeling.
-- assessment (Art.17): webhook only: it needs the SafetyAssessment's verdict and the date.
+(`paramKind`). They are generated here from the rule modules' CEL twins (`hegui.rules.coverage`,
+`filing`, `labeling`) and the same detection constants as the rule engine, so a refusal reads the
+same whoever makes it. What each twin leaves to the webhook is said in its module.
 
 One policy per rule; one binding per CompliancePolicy and rule, scoped to the namespaces that
 policy enforces and acting as its mode says (Enforce: Deny, Warn: Warn, Audit: Audit).
@@ -23,10 +17,13 @@ from typing import Any
 from hegui.admission.configuration import WORKLOAD_RESOURCES, generative_workload_condition
 from hegui.api.articles import Rule
 from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES, CompliancePolicy, EnforcementMode
+from hegui.rules.base import CelTwin
+from hegui.rules.registry import DEFINITIONS
 from hegui.rules.workloads import BUILTIN, Detection
 
 API = "admissionregistration.k8s.io/v1"
-NATIVE_RULES = (Rule.COVERAGE, Rule.FILING, Rule.LABELING)
+#: The rules with a CEL twin, each declared in its rule module (`hegui.rules.registry`).
+NATIVE_RULES = tuple(d.rule for d in DEFINITIONS.values() if d.cel is not None)
 _ACTIONS = {EnforcementMode.ENFORCE: ["Deny"], EnforcementMode.WARN: ["Warn"],
             EnforcementMode.AUDIT: ["Audit"]}
 
@@ -54,30 +51,11 @@ _SELECTED = (
 )
 
 
-def _prefix(rule: Rule, field: str) -> str:
-    """CEL for the start of a message, as `Finding.render` writes it."""
-    return (f"'[{rule.value}, {rule.article}] GenerativeService ' + params.metadata.namespace + "
-            f"'/' + params.metadata.name + ' {field}: '")
-
-
-_VALIDATIONS: dict[Rule, list[dict[str, str]]] = {
-    # The binding's parameterNotFoundAction (Deny) makes the refusal when no service exists.
-    Rule.COVERAGE: [{"expression": "true"}],
-    Rule.FILING: [{
-        "expression": "!variables.selected || (params.spec.filing.publicOpinion ? "
-                      "has(params.spec.filing.algorithm) : (has(params.spec.filing.algorithm) "
-                      "|| has(params.spec.filing.service)))",
-        "messageExpression": _prefix(Rule.FILING, "spec.filing") + " + 'no filing (算法备案 for "
-                             "public-opinion services) is declared. Fix: set "
-                             "spec.filing.algorithm.number or spec.filing.service.number'",
-    }],
-    Rule.LABELING: [{
-        "expression": "!variables.selected || has(params.spec.labeling)",
-        "messageExpression": _prefix(Rule.LABELING, "spec.labeling") + " + 'no content labeling "
-                             "(标识) is configured for generated content. Fix: set "
-                             "spec.labeling'",
-    }],
-}
+def _twin(rule: Rule) -> CelTwin:
+    twin = DEFINITIONS[rule].cel
+    if twin is None:
+        raise ValueError(f"rule {rule.value} has no CEL twin")
+    return twin
 
 
 def policy_name(rule: Rule) -> str:
@@ -109,7 +87,7 @@ def validating_admission_policy(rule: Rule, detection: Detection = BUILTIN) -> d
                                  "expression": generative_workload_condition(detection)}],
             "variables": [{"name": "labels", "expression": _LABELS},
                           {"name": "selected", "expression": _SELECTED}],
-            "validations": _VALIDATIONS[rule],
+            "validations": [dict(v) for v in _twin(rule).validations],
         },
     }
 
@@ -135,8 +113,7 @@ def bindings(policy: CompliancePolicy) -> list[dict[str, Any]]:
                     "policyName": policy_name(rule),
                     "validationActions": _ACTIONS[policy.spec.mode_for(rule)],
                     "paramRef": {"selector": {},
-                                 "parameterNotFoundAction":
-                                     "Deny" if rule is Rule.COVERAGE else "Allow"},
+                                 "parameterNotFoundAction": _twin(rule).when_no_service},
                     "matchResources": {"namespaceSelector": scope},
                 },
             })

@@ -27,6 +27,7 @@ import yaml
 from hegui.api.articles import Rule
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex, ObjectKey, detection_of
+from hegui.rules.registry import DEFINITIONS
 
 HEGUI_KINDS = frozenset({"GenerativeService", "CompliancePolicy", "ComplianceException",
                          "SafetyAssessment", "Namespace", "ResourceClaim",
@@ -206,7 +207,7 @@ _SARIF_LEVEL = {"Enforce": "error", "Warn": "warning", "Audit": "note"}
 
 def _sarif(judged: list[Judged], assumed: bool, out: TextIO) -> None:
     rules = [{"id": rule.value, "name": rule.name.title().replace("_", ""),
-              "shortDescription": {"text": f"{rule.summary} ({rule.article})"},
+              "shortDescription": {"text": f"{DEFINITIONS[rule].summary} ({rule.article})"},
               "properties": {"article": rule.article}} for rule in Rule]
     results = [{
         "ruleId": finding.rule.value,

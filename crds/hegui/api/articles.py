@@ -15,7 +15,8 @@ ARTICLE_PATTERN = r"Art\.[0-9]{1,2}(\([1-9]\))?"
 
 
 class Rule(StrEnum):
-    """A check hegui runs, named by what it checks. `rule.article` is the article it enforces."""
+    """A check hegui runs, named by what it checks. `rule.article` is the article it enforces;
+    what it asks, its check and its fix are in its own module of `hegui.rules` (the registry)."""
 
     COVERAGE = "coverage"
     FILING = "filing"
@@ -37,10 +38,6 @@ class Rule(StrEnum):
     def article(self) -> str:
         return _ARTICLES[self]
 
-    @property
-    def summary(self) -> str:
-        return _SUMMARIES[self]
-
 
 _ARTICLES: dict[Rule, str] = {
     Rule.COVERAGE: "Art.17",
@@ -60,23 +57,4 @@ _ARTICLES: dict[Rule, str] = {
     Rule.LICENCES: "Art.23",
 }
 
-_SUMMARIES: dict[Rule, str] = {
-    Rule.COVERAGE: "a workload that runs a generative model is declared by a GenerativeService",
-    Rule.FILING: "the algorithm filing (算法备案) is declared where the service is in Art.17 scope",
-    Rule.ASSESSMENT: "a passing, unexpired security assessment (安全评估) is declared",
-    Rule.LABELING: "generated content carries explicit and implicit labels (标识)",
-    Rule.MODERATION: "inputs and outputs are moderated and illegal content is stopped",
-    Rule.INJECTION: "the moderation and labeling sidecar runs in every pod of the service",
-    Rule.STABILITY: "the service meets its stability objectives (安全、稳定、持续的服务)",
-    Rule.SUSPENSION: "a service that keeps breaking its objectives is suspended until corrected",
-    Rule.AUDIENCE: "intended users, occasions and uses are published; minors are protected",
-    Rule.DATA_PROTECTION: "inputs and usage records are protected, pseudonymised and not retained "
-                          "beyond need",
-    Rule.COMPLAINTS: "a complaint and report channel with a published response deadline exists",
-    Rule.USER_AGREEMENT: "a service agreement with registered users exists",
-    Rule.TRAINING: "training data and base models have lawful sources and licences",
-    Rule.ANNOTATION: "annotation rules exist and annotation quality is sampled",
-    Rule.LICENCES: "administrative licences the service needs are held",
-}
-
-assert set(_ARTICLES) == set(Rule) == set(_SUMMARIES), "every rule needs an article and a summary"
+assert set(_ARTICLES) == set(Rule), "every rule needs an article"

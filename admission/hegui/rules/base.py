@@ -1,0 +1,116 @@
+"""What a rule module declares, and what its check reads.
+
+Each rule lives in one module of `hegui.rules` (`coverage`, `filing`, ...) as a `RuleDefinition`:
+its id (`hegui.api.articles.Rule`, which fixes its article: the CRDs, the sidecar and the status
+share that table), what it checks, how to fix it, where it is enforced, its Python check and its
+CEL twin. `hegui.rules.registry` gathers them; the engine, the ValidatingAdmissionPolicies,
+`kubectl hegui explain`, the status conditions and the README's table are made from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hegui.api.articles import Rule
+from hegui.api.generativeservice import GenerativeService, ServiceConditionType
+from hegui.rules import workloads
+from hegui.rules.index import ComplianceIndex, ObjectKey
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The object under review, reduced to what rules need."""
+
+    obj: Mapping[str, Any]
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], namespace: str = "") -> Workload:
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        name = meta.get("name") or meta.get("generateName") or "(unnamed)"
+        return cls(obj, str(obj.get("kind", "")), str(meta.get("namespace") or namespace),
+                   str(name))
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass
+class Context:
+    """What a workload rule reads: the workload, its pods, why it is generative, the index."""
+
+    workload: Workload
+    templates: list[workloads.PodTemplate]
+    evidence: list[workloads.GpuEvidence]
+    index: ComplianceIndex
+    now: dt.datetime
+    services: list[ObjectKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a posture rule reads: one GenerativeService, hegui's other objects, the time."""
+
+    key: ObjectKey
+    service: GenerativeService
+    index: ComplianceIndex
+    now: dt.datetime
+
+
+Violation = tuple[str, str, str]  # (location, message, fix)
+WorkloadCheck = Callable[[Context], Iterator[Violation]]
+ServiceCheck = Callable[[ServiceContext], Iterator[Violation]]
+
+
+def service_location(key: ObjectKey, path: str) -> str:
+    return f"GenerativeService {key.namespace}/{key.name} {path}"
+
+
+@dataclass(frozen=True)
+class CelTwin:
+    """The rule as a ValidatingAdmissionPolicy, which holds while the webhook is down. Each
+    GenerativeService of the namespace is a parameter; `variables.selected` says whether it
+    selects the workload's pods."""
+
+    validations: tuple[Mapping[str, str], ...]
+    #: What the binding does when the namespace has no GenerativeService at all.
+    when_no_service: str = "Allow"
+
+
+@dataclass(frozen=True)
+class RuleDefinition:
+    rule: Rule
+    #: What the rule asks, in one line (explain, SARIF, the README).
+    summary: str
+    #: How a team makes it hold.
+    fix: str
+    #: Where it is enforced, for the README and `explain`.
+    enforced_by: str
+    #: A check of the workload under review (admission, audit, `hegui check`).
+    workload_check: WorkloadCheck | None = None
+    #: A check of a GenerativeService's posture: run for every workload it selects at
+    #: admission, and by the operator for the service itself.
+    service_check: ServiceCheck | None = None
+    cel: CelTwin | None = None
+    #: Refused when the GenerativeService itself is applied (a floor no later object can
+    #: make good), not only on the workloads it selects.
+    apply_time: bool = False
+    #: The status condition that follows the rule.
+    condition: ServiceConditionType | None = None
+
+    @property
+    def article(self) -> str:
+        return self.rule.article
+
+
+def cel_prefix(rule: Rule, path: str) -> str:
+    """CEL for the start of a message about the parameter service, as `Finding.render` writes
+    it."""
+    return (f"'[{rule.value}, {rule.article}] GenerativeService ' + params.metadata.namespace "
+            f"+ '/' + params.metadata.name + ' {path}: '")

@@ -1,0 +1,44 @@
+"""Rule coverage (Art.17): a workload that runs a generative model is declared by exactly one
+GenerativeService, the object that carries its filing, assessment and labeling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hegui.api.articles import Rule
+from hegui.rules.base import CelTwin, Context, RuleDefinition, Violation
+
+
+def check(ctx: Context) -> Iterator[Violation]:
+    reasons = "; ".join(sorted({e.reason for e in ctx.evidence}))
+    labels_path = ("metadata.labels" if ctx.workload.kind == "Pod"
+                   else ctx.templates[0].spec_path.removesuffix(".spec") + ".metadata.labels")
+    broken = ctx.index.broken_services_in(ctx.workload.namespace)
+    if not ctx.services:
+        detail = (f"; these GenerativeServices could not be read: {', '.join(broken)}"
+                  if broken else "")
+        yield (f"{ctx.workload} {labels_path}",
+               f"runs a generative model ({reasons}) but no GenerativeService in namespace "
+               f"{ctx.workload.namespace} selects its pods{detail}",
+               "declare the service: apply a GenerativeService whose spec.selector matches "
+               "these pod labels, with its filing, assessment and labeling")
+    elif len(ctx.services) > 1:
+        names = ", ".join(k.name for k in ctx.services)
+        yield (f"{ctx.workload} {labels_path}",
+               f"is selected by {len(ctx.services)} GenerativeServices ({names}); its posture "
+               "is ambiguous",
+               "narrow the selectors so that exactly one GenerativeService selects these pods")
+
+
+RULE = RuleDefinition(
+    Rule.COVERAGE,
+    summary="a workload that runs a generative model is declared by a GenerativeService",
+    fix="declare a GenerativeService whose selector matches the workload's pod labels",
+    enforced_by="admission refuses the workload when no GenerativeService selects its pods, or "
+                "several do",
+    workload_check=check,
+    # Natively only "the namespace has a GenerativeService": the binding's
+    # parameterNotFoundAction (Deny) makes the refusal; that it selects the pods is the
+    # webhook's.
+    cel=CelTwin(({"expression": "true"},), when_no_service="Deny"),
+)
