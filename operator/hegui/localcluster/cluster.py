@@ -243,6 +243,10 @@ class LocalCluster:
                 "--allow-privileged=true",
                 # The Endpoints of the `kubernetes` Service may not hold a loopback address.
                 "--endpoint-reconciler-type=none",
+                # Webhooks and aggregated APIs are called at a ready endpoint of their Service
+                # (a pod IP, reachable from this machine on the real node's bridge), not at its
+                # ClusterIP: no kube-proxy runs here.
+                "--enable-aggregator-routing=true",
                 "--profiling=false",
                 "--v=0",
             ], ready=self._apiserver_ready),

@@ -13,7 +13,12 @@ What this machine needs, verified (issue 18):
 - `kubectl logs` and `exec` reach the kubelet at the node's address, so the node is registered
   with its own IP;
 - the kubelet's device-plugin socket is /var/lib/kubelet/device-plugins/kubelet.sock whatever its
-  --root-dir, so one machine runs one real node at a time.
+  --root-dir, so one machine runs one real node at a time;
+- no kube-proxy and no cluster DNS run here: pods reach the apiserver (which listens on loopback)
+  at the `kubernetes` Service's ClusterIP through one DNAT rule on the node's own bridge (with
+  route_localnet, as kube-proxy does for localhost NodePorts), and the apiserver calls webhooks at
+  their pods' IPs (--enable-aggregator-routing). Other Services' ClusterIPs and names reach
+  nothing from a pod or from this machine; tests dial pod IPs.
 
 Every path (state, sockets, logs) lives under the cluster's home, so a second cluster
 (HEGUI_CACHE_DIR, HEGUI_CLUSTER_PORT_BASE) runs its own containerd and kubelet beside the first.
@@ -198,12 +203,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.ctr("images", "import", str(archive), timeout=600)
 
 
-#: The images `hegui cluster up --real-node` builds and imports (images/NAME.toml).
-IMAGES = ("pause", "hegui", "sidecar")
+#: The images `hegui cluster up --real-node` builds and imports (images/NAME.toml): what the
+#: chart runs (hegui, triton), the sidecar it injects and the pod sandbox.
+IMAGES = ("pause", "hegui", "sidecar", "triton")
 NODE_NAME = "hegui-real-0"
 #: The real node's taint (NoSchedule): only pods that tolerate it run there, so workloads meant
 #: for kwok's simulated GPU nodes (whose images exist nowhere) never land on it.
 TAINT = "hegui.io/real-node"
+#: The `kubernetes` Service's ClusterIP (the first of --service-cluster-ip-range).
+APISERVER_SERVICE_IP = "10.96.0.1"
 #: The devices the fake GPU device plugin advertises, and its module.
 GPUS = 2
 PLUGIN_MODULE = "hegui.localcluster.deviceplugin"
@@ -302,6 +310,7 @@ class RealNode:
         if PAUSE_IMAGE not in containerd.images():
             raise RealNodeError(f"containerd has no {PAUSE_IMAGE}: build it with "
                                 "images/build.py pause")
+        self._route_apiserver()
         if self._live("deviceplugin", PLUGIN_MODULE) is None:
             self._spawn("deviceplugin", [sys.executable, "-m", PLUGIN_MODULE,
                                          f"--socket-name=hegui-gpu-{self.cluster.ports.base}.sock",
@@ -328,6 +337,36 @@ class RealNode:
         raise RealNodeError(f"node {NODE_NAME} was not Ready with {GPUS} GPUs after "
                             f"{timeout:.0f}s; the end of {self.log_file('kubelet')}:\n"
                             f"{_tail(self.log_file('kubelet'))}")
+
+    # --- the apiserver from the pods ------------------------------------------------------------
+    def _apiserver_rule(self) -> list[str]:
+        """The DNAT rule (nat PREROUTING, without -A/-D) that sends what the node's pods send to
+        the `kubernetes` Service (KUBERNETES_SERVICE_HOST:443, in every pod's environment) to the
+        apiserver on this machine's loopback. Only packets entering from this node's bridge
+        match, so a second local cluster's node keeps its own rule."""
+        return ["-i", self.containerd.bridge, "-d", APISERVER_SERVICE_IP, "-p", "tcp",
+                "--dport", "443", "-m", "comment", "--comment", f"hegui real node {NODE_NAME}",
+                "-j", "DNAT", "--to-destination", f"127.0.0.1:{self.cluster.ports.apiserver}"]
+
+    def _route_apiserver(self) -> None:
+        bridge = self.containerd.bridge
+        # The CNI bridge plugin adopts an existing bridge; creating it now lets route_localnet
+        # be set before the first pod.
+        if not Path(f"/sys/class/net/{bridge}").exists():
+            _run_host(["ip", "link", "add", "name", bridge, "type", "bridge"])
+        _run_host(["ip", "link", "set", bridge, "up"])
+        # Without route_localnet the kernel drops a packet from the bridge to 127.0.0.1.
+        Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1")
+        rule = self._apiserver_rule()
+        if _run_host(["iptables", "-t", "nat", "-C", "PREROUTING", *rule],
+                     check=False).returncode != 0:
+            _run_host(["iptables", "-t", "nat", "-A", "PREROUTING", *rule])
+
+    def _unroute_apiserver(self) -> None:
+        rule = self._apiserver_rule()
+        while _run_host(["iptables", "-t", "nat", "-D", "PREROUTING", *rule],
+                        check=False).returncode == 0:
+            pass
 
     def ready(self) -> bool:
         got = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -423,6 +462,7 @@ class RealNode:
                 containerd.ctr("containers", "delete", container, check=False)
             containerd.stop()
             stopped.append("containerd")
+        self._unroute_apiserver()
         # What the pods mounted (their /dev/shm, secrets, projected volumes) under the kubelet's
         # and containerd's folders, deepest first.
         mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
@@ -430,6 +470,13 @@ class RealNode:
         for mount in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         return stopped
+
+
+def _run_host(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    if check and done.returncode != 0:
+        raise RealNodeError(f"{' '.join(argv)}: {done.stderr.strip()} (the real node needs root)")
+    return done
 
 
 def _terminate(pid: int, grace: float) -> None:
