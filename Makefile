@@ -19,6 +19,7 @@ unit: bootstrap
 lint: bootstrap
 	$(VENV)/ruff check .
 	$(VENV)/mypy
+	$(VENV)/lint-imports
 
 cluster-up: bootstrap
 	$(VENV)/hegui cluster up

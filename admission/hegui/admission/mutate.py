@@ -17,7 +17,6 @@ from typing import Any
 
 from hegui.admission import review
 from hegui.admission.injection import InjectionConflict, inject
-from hegui.admission.server import Validator
 from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
@@ -67,7 +66,7 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
     return duty
 
 
-def make_mutator(index: ComplianceIndex) -> Validator:
+def make_mutator(index: ComplianceIndex) -> review.Validator:
     def mutate(request: review.AdmissionRequest) -> review.Decision:
         if request.kind != "Pod" or request.operation != "CREATE":
             return review.Decision(True)

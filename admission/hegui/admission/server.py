@@ -30,8 +30,7 @@ from hegui.admission.tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
 
-#: Decides one request. Pure and fast: it reads in-memory indexes, never the API.
-Validator = Callable[[review.AdmissionRequest], review.Decision]
+Validator = review.Validator
 
 
 class Metrics:

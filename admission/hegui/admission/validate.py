@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from hegui.admission import guards, review
-from hegui.admission.server import Validator
 from hegui.api.exception import ComplianceException
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex, detection_of
@@ -23,7 +22,7 @@ from hegui.rules.workloads import WORKLOAD_KINDS
 log = logging.getLogger(__name__)
 
 
-def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> Validator:
+def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> review.Validator:
     findings_total = Counter(
         "hegui_admission_findings", "Rule findings at admission, by rule, article and mode.",
         ["rule", "article", "mode"], registry=registry)
