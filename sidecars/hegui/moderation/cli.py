@@ -17,7 +17,8 @@ from hegui.moderation.classifier import RISKS, TEXT_MODEL, export_text, read_exa
 
 
 def add_parser(commands: Any) -> None:
-    moderation = commands.add_parser("moderation", help="moderation models (Art.4)")
+    moderation = commands.add_parser(
+        "moderation", help="moderation models: train the classifier over the 31 risks (Art.4)")
     sub = moderation.add_subparsers(dest="moderation_command", required=True)
     fit = sub.add_parser(
         "train", help="train the text classifier over the 31 risks on labelled JSONL and write "
