@@ -60,3 +60,44 @@ def test_only_the_services_controlled_pods_are_evicted() -> None:
     assert seen.evictable == ["chat-a"]
     [bare] = [f for f in seen.findings if f.get("workload", {}).get("name") == "bare"]
     assert "never evicts it" in bare["message"] and bare["article"] == "Art.14"
+
+
+# --- NetworkPolicies older than the guard (issue 15) ---------------------------------------------
+
+def _network_policy(name: str, selector: dict[str, Any], ingress: list[Any]) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ai"},
+            "spec": {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": ingress}}
+
+
+def test_a_teams_policy_that_reopens_the_services_pods_is_reported() -> None:
+    suspended = copy.deepcopy(SERVICE)
+    suspended["spec"]["suspension"] = {"mode": "Manual", "action": "IsolateNetwork"}
+    suspended["status"] = {"suspension": {"suspended": True, "since": "2026-11-29T00:00:00Z",
+                                          "reason": "an authority's order"}}
+    index = ComplianceIndex.from_objects([
+        POLICY, suspended, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    service = index.services[ObjectKey("ai", "chat")]
+    assert service.is_suspended
+    policies = [
+        _network_policy("allow-all", {}, [{}]),  # every pod of the namespace, from anywhere
+        _network_policy("team-chat", {"matchLabels": {"app": "chat"}},
+                        [{"ports": [{"port": 8000}]}]),
+        _network_policy("deny-only", {}, []),  # admits nothing: widens nothing
+        _network_policy("search-only", {"matchLabels": {"app": "search"}}, [{}]),
+        _network_policy("hegui-chat", {"matchLabels": {"app": "chat"}}, []),  # hegui's own
+        _network_policy("unreadable", {"matchLabels": "not a map"}, [{}]),  # worst case
+    ]
+    seen = observe(service, index, pods=[_pod("chat-a", owner=REPLICASET)],
+                   network_policies=policies, now=NOW)
+    assert seen.widening == ["allow-all", "team-chat", "unreadable"]
+    [finding] = [f for f in seen.findings if "team-chat" in f["message"]]
+    assert finding["rule"] == "suspension" and finding["article"] == "Art.21"
+    assert "widens hegui-chat" in finding["message"] and "chat-a" in finding["message"]
+    assert "admits nothing while the service is suspended" in finding["message"]
+    # Not suspended: the same policy still reopens the model's port around the sidecar.
+    index = ComplianceIndex.from_objects([
+        POLICY, SERVICE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    seen = observe(index.services[ObjectKey("ai", "chat")], index,
+                   pods=[_pod("chat-a", owner=REPLICASET)], network_policies=policies, now=NOW)
+    [finding] = [f for f in seen.findings if "team-chat" in f["message"]]
+    assert finding["rule"] == "injection" and finding["article"] == "Art.14"

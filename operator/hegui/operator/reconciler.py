@@ -187,7 +187,8 @@ def _observe(op: Operator, service: GenerativeService, now: dt.datetime) -> Obse
         deployments=op.cluster.objects(DEPLOYMENT, namespace),
         statefulsets=op.cluster.objects(STATEFUL_SET, namespace),
         replicasets=op.cluster.objects(REPLICA_SET, namespace),
-        services=op.cluster.objects(SERVICE, namespace))
+        services=op.cluster.objects(SERVICE, namespace),
+        network_policies=op.cluster.objects(NETWORK_POLICY, namespace))
 
 
 def _evict_one(op: Operator, body: kopf.Body, service: GenerativeService,

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hegui.admission.guards import admits_ingress
 from hegui.admission.injection import MODEL_PORT_NAME, carries_sidecar
 from hegui.admission.mutate import sidecar_duty
 from hegui.api.articles import Rule
@@ -44,6 +45,10 @@ class Observation:
     #: to carry its sidecar, and recreated by a controller. A bare pod would not come back, so
     #: evicting it would delete a workload: it is reported, never evicted (issue 15).
     evictable: list[str] = field(default_factory=list)
+    #: NetworkPolicies not hegui's that admit ingress to the service's live pods: older than
+    #: the admission guard (or written while it was down), they widen hegui's (see
+    #: `widening_policies`).
+    widening: list[str] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     #: The policy's sidecar when the service's pods must carry it (None: no injection here).
     sidecar: Sidecar | None = None
@@ -79,7 +84,8 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
             pods: Iterable[Mapping[str, Any]], deployments: Iterable[Mapping[str, Any]] = (),
             statefulsets: Iterable[Mapping[str, Any]] = (),
             services: Iterable[Mapping[str, Any]] = (),
-            replicasets: Iterable[Mapping[str, Any]] = (), now: dt.datetime) -> Observation:
+            replicasets: Iterable[Mapping[str, Any]] = (),
+            network_policies: Iterable[Mapping[str, Any]] = (), now: dt.datetime) -> Observation:
     namespace, name = service.namespace or "", service.name
     selector = service.spec.selector
     found = Observation()
@@ -130,7 +136,62 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
 
     if found.sidecar is not None:
         found.findings += _bypassing_services(services, live, found.sidecar)
+    found.widening, widening = widening_policies(service, network_policies, live)
+    found.findings += widening
     return found
+
+
+def _selects(selector: Any, labels: Mapping[str, str]) -> bool:
+    """Whether a NetworkPolicy's podSelector selects a pod; a selector that cannot be read is
+    taken to select it (the worst case is reported, never hidden)."""
+    if not isinstance(selector, Mapping):
+        return True
+    try:
+        return LabelSelector.from_dict(dict(selector)).matches(labels)
+    except ValueError:
+        return True
+
+
+def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str, Any]],
+                      pods: list[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """NetworkPolicies, not hegui's, that admit ingress to the service's live pods, and a
+    finding for each (Art.14; Art.21 while suspended).
+
+    NetworkPolicies add up, so such a policy reopens what `hegui-<service>` closes: the model's
+    port, or everything while the service is isolated (IsolateNetwork). The admission guard
+    (`hegui.admission.guards`) refuses new ones; these predate it or were written while the
+    webhook was down. They are reported, not deleted: deleting a team's objects would need
+    delete rights on every NetworkPolicy, which the operator-scope admission policy denies the
+    operator so that its cluster-wide rights reach only hegui's own objects, and a resume could
+    not give them back. What holds regardless of NetworkPolicies: the sidecar refuses every
+    request while the service is suspended, and the capture step sends the model's port to the
+    sidecar."""
+    names: list[str] = []
+    findings: list[dict[str, Any]] = []
+    isolated = service.is_suspended
+    rule = Rule.SUSPENSION if isolated else Rule.INJECTION
+    for policy in policies:
+        name = str(_meta(policy).get("name") or "")
+        spec = policy.get("spec")
+        if name.startswith("hegui-") or not isinstance(spec, Mapping) \
+                or not admits_ingress(spec):
+            continue
+        selected = sorted(str(_meta(p).get("name")) for p in pods
+                          if _selects(spec.get("podSelector"), _labels(_meta(p))))
+        if not selected:
+            continue
+        names.append(name)
+        closes = ("admits nothing while the service is suspended (Art.21)" if isolated else
+                  "admits ingress only on the sidecar's port (Art.14)")
+        findings.append(_finding(
+            rule, "Error",
+            f"NetworkPolicy {name} is not hegui's and admits ingress to pods of this service "
+            f"({', '.join(selected[:5])}{', ...' if len(selected) > 5 else ''}): "
+            f"NetworkPolicies add up, so it widens hegui-{service.name}, which {closes}. It "
+            "predates hegui's admission guard or was written while the webhook was down. Fix: "
+            "narrow its podSelector or remove it (the platform); while suspended the sidecar "
+            "still refuses every request"))
+    return names, findings
 
 
 def _controller(obj: Mapping[str, Any]) -> tuple[str, str, str] | None:
