@@ -399,3 +399,40 @@ def test_a_configmap_made_immutable_is_recreated_and_reconcile_goes_on(world: Wo
     config = _until(rendered)
     assert config is not None and not config.get("immutable")
     assert config["metadata"]["ownerReferences"][0]["name"] == "chat"
+
+
+def test_a_policy_written_before_the_service_is_reported_on_it(world: World) -> None:
+    """A team's NetworkPolicy that admits ingress to pods before any GenerativeService selects
+    them is admitted (nothing to protect yet); once the service exists it would reopen the
+    model's port around the sidecar, so the operator reports it on the service, naming the pod,
+    and the team cannot add another (Art.14; Art.21 while suspended)."""
+    team = world.team
+    opener = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "search-open", "namespace": TEAM_NS},
+              "spec": {"podSelector": {"matchLabels": {"app": "search"}},
+                       "ingress": [{"ports": [{"port": 8000}]}]}}
+    early = team.apply(opener, "create")
+    assert early.returncode == 0, early.stderr
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "search-0", "namespace": TEAM_NS, "labels": {"app": "search"}},
+           "spec": {"containers": [{"name": "model", "image": "llm:1",
+                                    "ports": [{"containerPort": 8000}]}]}}
+    assert team.apply(pod, "create").returncode == 0
+    service = json.loads(json.dumps(SERVICE).replace('"chat"', '"search"'))
+    service["metadata"]["name"] = "search"
+    created = team.apply(service, "create")
+    assert created.returncode == 0, created.stderr
+
+    def reported() -> dict[str, Any] | None:
+        status = json.loads(world.admin.kubectl("-n", TEAM_NS, "get", "gsvc", "search", "-o",
+                                                "json").stdout).get("status") or {}
+        return next((f for f in status.get("findings") or []
+                     if "NetworkPolicy search-open" in f.get("message", "")), None)
+
+    finding = _until(reported)
+    assert finding is not None, "the operator never reported the team's NetworkPolicy"
+    assert finding["rule"] == "injection" and finding["article"] == "Art.14"
+    assert "search-0" in finding["message"] and "widens hegui-search" in finding["message"]
+    again = dict(opener, metadata={"name": "search-open-2", "namespace": TEAM_NS})
+    refused = team.apply(again, "create")
+    assert refused.returncode != 0 and "GenerativeService search" in refused.stderr
