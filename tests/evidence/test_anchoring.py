@@ -59,9 +59,23 @@ def namespaces(local_cluster: LocalCluster, api_client: Any,
             local_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def _policy(store: LocalObjectStore, secret: str, days: int = 1) -> CompliancePolicy:
+@pytest.fixture
+def bucket(objectstore: LocalObjectStore) -> tuple[str, str, str]:
+    """A bucket and a write-once user of this test's own: anchors are bucket-wide, and the
+    other tests' verifications must not meet this test's anchor key."""
+    from hegui.evidence.store import provision_minio
+
+    suffix = time.time_ns() % 10**8
+    url = f"{objectstore.url.rpartition('/')[0]}/h3-anchoring-{suffix}"
+    user = (f"h3-anchoring-{suffix}", "a-long-enough-secret-key")
+    root = objectstore.root
+    provision_minio(url, root=(root.access_key, root.secret_key), sidecar=user)
+    return url, *user
+
+
+def _policy(url: str, secret: str, days: int = 1) -> CompliancePolicy:
     doc = yaml.safe_load((SAMPLES / "policy.yaml").read_text(encoding="utf-8"))
-    endpoint, _, bucket = store.url.rpartition("/")
+    endpoint, _, bucket = url.rpartition("/")
     doc["spec"].pop("namespaces", None)
     doc["spec"]["namespaceSelector"] = {"matchLabels": {"h3-evidence": "on"}}
     doc["spec"]["evidence"] = {"store": {"endpoint": endpoint, "bucket": bucket,
@@ -72,24 +86,25 @@ def _policy(store: LocalObjectStore, secret: str, days: int = 1) -> CompliancePo
 
 def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
         objectstore: LocalObjectStore, namespaces: tuple[str, str], api_client: Any,
-        local_cluster: LocalCluster, tmp_path: Path) -> None:
+        local_cluster: LocalCluster, tmp_path: Path, bucket: tuple[str, str, str]) -> None:
     from kubernetes import client
 
     team, ops = namespaces
     core = client.CoreV1Api(api_client)
-    who = objectstore.sidecar
+    url, access_key, secret_key = bucket
     core.create_namespaced_secret(ops, {"metadata": {"name": "evidence-store"}, "stringData": {
-        "accessKey": who.access_key, "secretKey": who.secret_key,
+        "accessKey": access_key, "secretKey": secret_key,
         "evidenceKey": MASTER.decode(), "anchorKey": ANCHOR.decode()}})
     posture = yaml.safe_load((SAMPLES / "chat-service.yaml").read_text(encoding="utf-8"))
     posture["metadata"]["namespace"] = team
     posture["spec"]["dataProtection"]["evidenceFailureMode"] = "Closed"
     created = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
         "hegui.io", "v1alpha1", team, "generativeservices", posture)
-    policy = _policy(objectstore, "evidence-store")
+    policy = _policy(url, "evidence-store")
 
     # The operator's side: the service's Secret, applied twice (idempotent, no read needed).
     assert anchoring.sync_service(api_client, created, [policy]) == "hegui-evidence-chat"
+    anchoring._APPLIED.clear()  # as after REAPPLY_SECONDS: applied again over itself
     assert anchoring.sync_service(api_client, created, [policy]) == "hegui-evidence-chat"
     secret = core.read_namespaced_secret("hegui-evidence-chat", team)
     files = {k: base64.b64decode(v) for k, v in secret.data.items()}
@@ -154,7 +169,7 @@ def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
         sidecar.wait(timeout=60)
     assert sidecar.returncode in (0, 128 + signal.SIGTERM), said()
     root = objectstore.root
-    store = S3Store(objectstore.url, access_key=root.access_key, secret_key=root.secret_key)
+    store = S3Store(url, access_key=root.access_key, secret_key=root.secret_key)
     shipped = [r["reference"] for r in export_records(store, service=f"{team}/chat",
                                                       kinds=frozenset({"complaint"}))]
     assert shipped == acknowledged
@@ -171,14 +186,14 @@ def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
     for variable, setting in root.env().items():
         os.environ[variable] = setting
     try:
-        assert main(["records", "verify", "--store", objectstore.url, "--service",
+        assert main(["records", "verify", "--store", url, "--service",
                      f"{team}/chat", "--master-key-file", str(keys / "master"),
                      "--anchor-key-file", str(keys / "anchor"), "--anchors-configmap",
                      f"{ops}/{anchoring.ANCHORS_CONFIGMAP}", "--kubeconfig",
                      str(local_cluster.kubeconfig)]) == 0
         # Verified with the wrong cluster key, every segment of the service is flagged.
         (keys / "wrong").write_bytes(b"not-the-key")
-        assert main(["records", "verify", "--store", objectstore.url, "--service",
+        assert main(["records", "verify", "--store", url, "--service",
                      f"{team}/chat", "--master-key-file", str(keys / "wrong"),
                      "--anchor-key-file", str(keys / "anchor")]) == 1
     finally:
@@ -195,6 +210,6 @@ def test_a_store_secret_without_the_anchor_key_is_named(
         ops, {"metadata": {"name": "no-anchor"}, "stringData": {
             "accessKey": "a", "secretKey": "s", "evidenceKey": "e"}})
     with pytest.raises(config.EvidenceConfigError, match="lacks anchorKey"):
-        anchoring.anchor_once(api_client, _policy(objectstore, "no-anchor"))
+        anchoring.anchor_once(api_client, _policy(objectstore.url, "no-anchor"))
     with pytest.raises(config.EvidenceConfigError, match=r"credentialsSecretName.*404"):
-        anchoring.anchor_once(api_client, _policy(objectstore, "missing"))
+        anchoring.anchor_once(api_client, _policy(objectstore.url, "missing"))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import re
@@ -150,6 +152,12 @@ def apply(api: Any, manifest: dict[str, Any]) -> None:
         _content_type="application/apply-patch+yaml")
 
 
+#: What was last applied per service (uid: digest, when): an unchanged Secret is applied again
+#: only every REAPPLY_SECONDS (someone may have edited or deleted it), not at every timer tick.
+_APPLIED: dict[str, tuple[str, float]] = {}
+REAPPLY_SECONDS = 600.0
+
+
 def sync_service(api: Any, service: Mapping[str, Any],
                  among: list[CompliancePolicy]) -> str | None:
     """Give the service's sidecars the store's credentials; the Secret's name, or None when no
@@ -159,7 +167,12 @@ def sync_service(api: Any, service: Mapping[str, Any],
         return None
     manifest = service_secret(service, evidence,
                               source_secret(api, evidence.store.credentials_secret_name))
-    apply(api, manifest)
+    uid = str(service["metadata"].get("uid"))
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    last = _APPLIED.get(uid)
+    if last is None or last[0] != digest or time.monotonic() - last[1] > REAPPLY_SECONDS:
+        apply(api, manifest)
+        _APPLIED[uid] = (digest, time.monotonic())
     return str(manifest["metadata"]["name"])
 
 

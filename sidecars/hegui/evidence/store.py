@@ -227,7 +227,9 @@ def open_store(url: str, env: Mapping[str, str] | None = None) -> Store:
     return DirectoryStore(Path(path))
 
 
-SIDECAR_POLICY_NAME = "hegui-sidecar-write-once"
+def sidecar_policy_name(bucket: str) -> str:
+    """One policy per bucket: preparing a second bucket leaves the first one's users alone."""
+    return f"hegui-sidecar-write-once-{bucket}"
 
 
 def sidecar_policy(bucket: str) -> dict[str, object]:
@@ -260,12 +262,12 @@ def provision_minio(url: str, *, root: tuple[str, str], sidecar: tuple[str, str]
     admin = MinioAdmin(endpoint=parts.netloc, secure=parts.scheme == "https",
                        credentials=StaticProvider(root[0], root[1]))
     try:
-        admin.policy_add(SIDECAR_POLICY_NAME, policy=sidecar_policy(store.bucket))
+        admin.policy_add(sidecar_policy_name(store.bucket), policy=sidecar_policy(store.bucket))
         admin.user_add(sidecar[0], sidecar[1])
     except Exception as error:
         raise store._fail("cannot add the sidecars' user and policy", error) from None
     try:
-        admin.attach_policy([SIDECAR_POLICY_NAME], user=sidecar[0])
+        admin.attach_policy([sidecar_policy_name(store.bucket)], user=sidecar[0])
     except Exception as error:  # attached already: MinIO refuses a second attach
         if "already" not in str(error).lower():
             raise store._fail("cannot attach the sidecars' policy", error) from None
