@@ -107,10 +107,15 @@ async def load(url: str, body: bytes, context: ssl.SSLContext, clients: int,
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
 
 
+#: GenerativeServices in the webhooks' index, spread over 10 namespaces (--services).
+SERVICES = 200
+
+
 def start_server(mode: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, str(HERE / "webhook_server.py"), "--mode", mode, "--port", str(port),
-         "--cert-file", str(directory / "tls.crt"), "--key-file", str(directory / "tls.key")],
+         "--cert-file", str(directory / "tls.crt"), "--key-file", str(directory / "tls.key"),
+         "--services", str(SERVICES)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -148,7 +153,8 @@ async def direct(directory: Path, seconds: float) -> None:
             allow = await load(f"https://127.0.0.1:{ports['allow-all']}/validate", body, context,
                                clients, seconds, headers)
             rows.append((clients, rules, allow))
-        report("straight to the webhook (one process each)", rows)
+        report(f"straight to the webhook (one process each; {SERVICES} GenerativeServices in "
+               "10 namespaces)", rows)
         await mutating(ports["rules"], context, seconds)
     finally:
         for process in servers:
@@ -229,7 +235,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--through-apiserver", action="store_true")
+    parser.add_argument("--services", type=int, default=200,
+                        help="GenerativeServices in the index, over 10 namespaces")
     args = parser.parse_args()
+    global SERVICES  # the servers are started deep in the async helpers
+    SERVICES = args.services
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         ca = pki.CertificateAuthority.create("bench-ca")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hegui.admission import cel_policies
 from hegui.api.articles import Rule
+from hegui.api.generativeservice import ServiceConditionType
 from hegui.kubectl_plugin import explain
 from hegui.rules import engine, registry
 
@@ -36,6 +37,14 @@ def test_the_engine_runs_exactly_the_modules_checks() -> None:
     assert checks == {r for r, d in registry.DEFINITIONS.items()
                       if d.workload_check or d.service_check}
     assert frozenset({Rule.MODERATION}) == engine.APPLY_TIME_RULES
+
+
+def test_the_conditions_that_are_one_rule_s_verdict_follow_the_rule_modules() -> None:
+    assert registry.posture_conditions() == {ServiceConditionType.FILED: Rule.FILING,
+                                             ServiceConditionType.ASSESSED: Rule.ASSESSMENT,
+                                             ServiceConditionType.LABELED: Rule.LABELING}
+    for rule in (Rule.MODERATION, Rule.INJECTION):
+        assert registry.DEFINITIONS[rule].condition is ServiceConditionType.MODERATED
 
 
 def test_each_cel_twin_is_a_policy_citing_its_rule_and_article() -> None:

@@ -1,4 +1,4 @@
-"""Rule annotation (Art.8): Annotation rules exist and annotation quality is sampled. Declared in
+"""Rule annotation (Art.8): annotation rules exist and annotation quality is sampled. Declared in
 spec.training.annotation; no check judges it yet."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rule audience (Art.10): Intended users, occasions and uses are published and minors are
+"""Rule audience (Art.10): intended users, occasions and uses are published and minors are
 protected. Declared in spec.audience, whose shape the CRD checks; no check judges it yet."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rule complaints (Art.15): A complaint and report channel with a published response deadline
+"""Rule complaints (Art.15): a complaint and report channel with a published response deadline
 exists. Declared in spec.complaints; the sidecar takes complaints on it and records their deadline;
 no check judges the declaration yet."""
 

@@ -1,4 +1,4 @@
-"""Rule dataProtection (Art.11): Users' inputs and usage records are protected, pseudonymised and
+"""Rule dataProtection (Art.11): users' inputs and usage records are protected, pseudonymised and
 kept no longer than needed. Declared in spec.dataProtection; the sidecar pseudonymises what it
 records and the evidence store keeps it for retentionDays; no check judges the declaration yet."""
 

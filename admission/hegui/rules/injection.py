@@ -1,4 +1,4 @@
-"""Rule injection (Art.14): The sidecar carries the data path's moderation and labels; a pod
+"""Rule injection (Art.14): the sidecar carries the data path's moderation and labels; a pod
 without it serves unmoderated. Its checks run where pods are made (the mutating webhook) and where
 they run (the operator), not in the rule engine."""
 

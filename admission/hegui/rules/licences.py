@@ -1,4 +1,4 @@
-"""Rule licences (Art.23): Administrative licences the service needs are held. Declared in
+"""Rule licences (Art.23): administrative licences the service needs are held. Declared in
 spec.licences; no check judges them yet."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rule stability (Art.13): The service is safe, stable and continuous (安全、稳定、持续的服务):
+"""Rule stability (Art.13): the service is safe, stable and continuous (安全、稳定、持续的服务):
 judged from live metrics by the operator, not at admission."""
 
 from __future__ import annotations

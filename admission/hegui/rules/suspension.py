@@ -1,4 +1,4 @@
-"""Rule suspension (Art.21): A service that keeps breaking its objectives, or that an authority
+"""Rule suspension (Art.21): a service that keeps breaking its objectives, or that an authority
 orders stopped, is suspended until corrected: the operator's steps, not an admission check."""
 
 from __future__ import annotations

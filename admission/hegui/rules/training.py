@@ -1,4 +1,4 @@
-"""Rule training (Art.7): Training data and base models have lawful sources and licences. Declared
+"""Rule training (Art.7): training data and base models have lawful sources and licences. Declared
 in spec.training, which the dossier explains (Art.19); no check judges it yet."""
 
 from __future__ import annotations

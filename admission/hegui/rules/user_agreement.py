@@ -1,4 +1,4 @@
-"""Rule userAgreement (Art.9): A service agreement with registered users exists. Declared in
+"""Rule userAgreement (Art.9): a service agreement with registered users exists. Declared in
 spec.userAgreement; no check judges it yet."""
 
 from __future__ import annotations

@@ -17,13 +17,10 @@ from hegui.operator.stability import Stability
 from hegui.operator.workloads import Observation
 from hegui.rules.engine import evaluate_service
 from hegui.rules.index import ComplianceIndex, ObjectKey
+from hegui.rules.registry import posture_conditions
 
 #: The conditions computed from posture rules, and the rule each one follows.
-POSTURE_CONDITIONS = {
-    ServiceConditionType.FILED: Rule.FILING,
-    ServiceConditionType.ASSESSED: Rule.ASSESSMENT,
-    ServiceConditionType.LABELED: Rule.LABELING,
-}
+POSTURE_CONDITIONS = posture_conditions()
 MAX_FINDINGS = 32
 _SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
 
