@@ -143,6 +143,13 @@ class KubeCluster:
             self._apis[name] = getattr(client, name)(self.api)
         return self._apis[name]
 
+    def warm(self) -> None:
+        """Make every API object now (in a thread while kopf starts), so that the first
+        reconcile does not wait seconds for the client's modules."""
+        for name in ("CoreV1Api", "AppsV1Api", "BatchV1Api", "NetworkingV1Api",
+                     "CustomObjectsApi"):
+            self._client(name)
+
     @property
     def custom(self) -> Any:
         return self._client("CustomObjectsApi")

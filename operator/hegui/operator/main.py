@@ -44,6 +44,8 @@ def add_parser(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import threading
+
     import kopf
 
     from hegui.operator import assessment_handlers, handlers
@@ -56,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # kopf reports every handler run at INFO: with a timer per service that drowns the rest.
     logging.getLogger("kopf").setLevel(logging.INFO if settings.verbose else logging.WARNING)
-    # Handler modules: each registers its handlers with these settings' intervals.
+    # Handler modules: each registers its handlers with these settings' intervals (a module
+    # whose handlers are kopf decorators at module level registers into this same default
+    # registry when imported here). Handlers reach shared state through operator_of(memo).
     registry = kopf.get_default_registry()
     handlers.register(registry, settings)
     assessment_handlers.register(registry, settings)  # runs SafetyAssessments (Art.17)
@@ -68,10 +72,12 @@ def _run(args: argparse.Namespace) -> int:
         start_http_server(int(port), addr=host or "0.0.0.0",  # noqa: S104
                           registry=metrics.registry)
     api = api_client(settings.kubeconfig)
+    cluster = KubeCluster(api)
+    threading.Thread(target=cluster.warm, name="warm-client", daemon=True).start()
     if settings.leader_election:
         _lead(settings, api)
     # What every handler shares, handed over by kopf in each handler's `memo`.
-    memo = kopf.Memo(operator=Operator(settings, KubeCluster(api), metrics=metrics))
+    memo = kopf.Memo(operator=Operator(settings, cluster, metrics=metrics))
     asyncio.run(kopf.operator(registry=registry, clusterwide=not settings.namespaces,
                               namespaces=list(settings.namespaces), standalone=True,
                               liveness_endpoint=settings.liveness or None, memo=memo))
