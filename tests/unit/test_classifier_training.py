@@ -172,3 +172,12 @@ def test_training_code_does_not_import_torch_until_it_trains() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_answer_images_are_what_an_images_answer_carries() -> None:
+    from hegui.moderation.client import answer_images
+
+    body = {"data": [{"b64_json": "aGVsbG8="}, {"url": "http://x/y.png"},
+                     {"b64_json": "not base64!"}, "junk"]}
+    assert answer_images(body) == [b"hello", None, None, None]
+    assert answer_images({"data": "x"}) == [] and answer_images([1]) == []

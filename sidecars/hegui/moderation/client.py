@@ -252,3 +252,24 @@ class TritonImageModerator:
     async def close(self) -> None:
         self._size = None
         await self.text.close()
+
+
+def answer_images(body: Any) -> list[bytes | None]:
+    """The pictures of an OpenAI images answer (`data[].b64_json`), in order, for
+    `TritonImageModerator`: None for an entry the sidecar cannot see (a `url`, or base64 that does
+    not decode), which the caller must treat as unmoderated, never as clean."""
+    import base64
+    import binascii
+
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return []
+    found: list[bytes | None] = []
+    for entry in data:
+        encoded = entry.get("b64_json") if isinstance(entry, dict) else None
+        try:
+            found.append(base64.b64decode(encoded, validate=True)
+                         if isinstance(encoded, str) and encoded else None)
+        except (binascii.Error, ValueError):
+            found.append(None)
+    return found
