@@ -344,3 +344,81 @@ def test_init_store_adds_a_user_that_writes_but_never_deletes(
     assert deleting.value.code == "AccessDenied"
     monkeypatch.delenv("HEGUI_EVIDENCE_ROOT_SECRET_KEY")
     assert main(["records", "init-store", "--store", objectstore.url]) == 2
+
+
+def test_a_pod_deleted_mid_traffic_loses_no_acknowledged_record(objectstore: LocalObjectStore,
+                                                                tmp_path: Path) -> None:
+    """Kubernetes deletes a pod by SIGTERM to its containers: here the real sidecar gets it
+    while four clients keep sending complaints. Whatever it acknowledged (201) is in the store
+    after its volume is thrown away; requests cut off by the shutdown were never acknowledged."""
+    import shutil
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from hegui.admission.local import free_port
+
+    sample = Path(__file__).parents[2] / "samples" / "compliance" / "chat-service.yaml"
+    (tmp_path / "evidence.key").write_bytes(EVIDENCE)
+    (tmp_path / "pseudonymisation.key").write_bytes(KEY)
+    volume = tmp_path / "volume"
+    port = free_port()
+    pod = f"midtraffic-{time.time_ns() % 10**8}"
+    env = {**os.environ, **objectstore.sidecar.env(), "POD_NAME": pod}
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "hegui.sidecar", "--service", str(sample), "--port", str(port),
+         "--records", str(volume / "records.jsonl"), "--key-file",
+         str(tmp_path / "pseudonymisation.key"), "--suspension", str(tmp_path / "none.yaml"),
+         "--evidence-store", objectstore.url, "--evidence-key-file",
+         str(tmp_path / "evidence.key"), "--evidence-interval", "5"],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "sidecar.log").open("w"))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/hegui/healthz", timeout=2)
+            break
+        except OSError:
+            assert sidecar.poll() is None and time.monotonic() < deadline, "no sidecar"
+            time.sleep(0.2)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        n = 0
+        while not stop.is_set():
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/hegui/complaints", method="POST",
+                data=json.dumps({"text": f"complaint {number}-{n}"}).encode(),
+                headers={"Content-Type": "application/json",
+                         "x-hegui-user": f"user{number}-{n}"})
+            n += 1
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    reference = json.load(response)["reference"]
+                with lock:
+                    acknowledged.append(reference)
+            except (OSError, ValueError):
+                time.sleep(0.01)  # refused, throttled or cut off: not acknowledged
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in clients:
+        thread.start()
+    while len(acknowledged) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # With a 5 s shipping interval most of these still wait in the pod when the signal comes.
+    sidecar.send_signal(signal.SIGTERM)
+    sidecar.wait(timeout=60)
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=30)
+    assert sidecar.returncode in (0, 128 + signal.SIGTERM), \
+        (tmp_path / "sidecar.log").read_text()[-2000:]
+    assert len(acknowledged) >= 30
+    shutil.rmtree(volume)  # the emptyDir goes with the pod
+    shipped = [r["reference"] for r in export_records(s3(objectstore, root=True),
+                                                      service="hegui-demo/chat",
+                                                      kinds=frozenset({"complaint"}))
+               if r["stream"].split("/")[2].startswith(pod + ".")]
+    assert set(acknowledged) <= set(shipped), sorted(set(acknowledged) - set(shipped))[:5]
+    assert len(shipped) == len(set(shipped))  # nothing twice

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -133,13 +132,8 @@ def attach(args: argparse.Namespace, records: RecordLog | None, service: Any, *,
                       interval=args.evidence_interval, registry=registry)
     shipper.start()
     log.info("shipping records to %s as stream %s", url, shipper.stream)
-
-    def terminate(signum: int, frame: Any) -> None:
-        # Kubernetes deletes a pod with SIGTERM: unwind (in-flight requests finish and write
-        # their records), then the shipper ships what waits before the process exits.
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
+    # On SIGTERM the sidecar's main loop stops serving, lets requests in flight finish and
+    # calls `detach`, which ships what waits (hegui.sidecar.__main__).
     return shipper
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -131,19 +132,27 @@ def main(argv: list[str] | None = None) -> None:
 
         feed = StrikeFeed(shipper.store, shipper.key, service=config.service,
                           own_stream=shipper.stream, book=strikes,
-                          interval=args.evidence_interval)
+                          interval=args.evidence_interval, registry=sidecar.metrics.registry)
         feed.start()
     elif strikes is not None:
         logging.getLogger("hegui.sidecar").warning(
             "no evidence store: strikes count per pod, not per service (Art.14)")
 
     async def run() -> None:
+        # Kubernetes deletes a pod with SIGTERM: stop taking connections, let the requests in
+        # flight finish and write their records, then ship what waits, all within the grace
+        # period (a SystemExit raised mid-response left a connection the runner waited 60 s on).
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
         runner = await serve(sidecar, args.host, args.port)
         try:
             while True:  # retention is applied hourly, not only at start (Art.11)
                 await asyncio.sleep(3600)
                 if records is not None:
                     await asyncio.to_thread(records.prune)
+        except asyncio.CancelledError:
+            pass  # SIGTERM: a clean exit
         finally:
             await runner.cleanup()
             if feed is not None:
