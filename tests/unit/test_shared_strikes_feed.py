@@ -9,6 +9,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from hegui.evidence import segments
 from hegui.evidence.store import DirectoryStore
 from hegui.moderation.strikes import Level, StrikeBook, Thresholds
@@ -40,9 +42,13 @@ def test_other_replicas_strikes_count_once_and_forged_ones_never(tmp_path: Path)
         store.put(*_segment(stream, first, subjects, key), retain_until=retain)
     book = StrikeBook(tmp_path / "strikes.json", Thresholds(warn_at=1, limit_at=3,
                                                              suspend_at=5))
-    feed = StrikeFeed(store, KEY, service="ai/chat", own_stream="ai/chat/own.c9", book=book)
+    registry = CollectorRegistry()
+    feed = StrikeFeed(store, KEY, service="ai/chat", own_stream="ai/chat/own.c9", book=book,
+                      registry=registry)
     assert feed.poll_once() == 4
-    assert feed.rejected == 1  # the forged segment, logged
+    # The forged segment, logged and counted for an alert.
+    assert registry.get_sample_value("hegui_sidecar_strike_segments_rejected_total") == 1
+    assert registry.get_sample_value("hegui_sidecar_strikes_shared_total") == 4
     assert book.level("mallory") is Level.LIMIT  # 3 + 1: not the forged five, not its own
     assert feed.poll_once() == 0  # each segment is read once
     store.put(*_segment("ai/chat/chat-a.c1", 4, ["mallory"]), retain_until=retain)

@@ -30,6 +30,8 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime
 
+from prometheus_client import CollectorRegistry, Counter
+
 from hegui.evidence import segments
 from hegui.evidence.store import Store, StoreError
 from hegui.moderation.records import parse
@@ -59,7 +61,8 @@ class StrikeFeed:
     """Merges the strikes other replicas shipped into `book` (see the module doc)."""
 
     def __init__(self, store: Store, key: bytes, *, service: str, own_stream: str,
-                 book: StrikeBook, interval: float = 1.0) -> None:
+                 book: StrikeBook, interval: float = 1.0,
+                 registry: CollectorRegistry | None = None) -> None:
         namespace, _, name = service.partition("/")
         self.prefix = f"{segments.RECORDS}{namespace or 'default'}/{name}/"
         self.store, self.key, self.own, self.book = store, key, own_stream, book
@@ -69,6 +72,15 @@ class StrikeFeed:
         self._thread: threading.Thread | None = None
         self.merged = 0
         self.rejected = 0
+        registry = registry or CollectorRegistry()
+        self._merged = Counter("hegui_sidecar_strikes_shared",
+                               "Strikes other replicas of the service gave, merged into this "
+                               "sidecar's book from the evidence store (Art.14).",
+                               registry=registry)
+        self._rejected = Counter("hegui_sidecar_strike_segments_rejected",
+                                 "Shipped segments not read for strikes: not sealed with the "
+                                 "evidence key or unreadable; alert on any (tampering).",
+                                 registry=registry)
 
     def poll_once(self) -> int:
         """Read the segments not read yet; the strikes merged. Raises StoreError."""
@@ -85,15 +97,18 @@ class StrikeFeed:
                                                                  version.version_id or None))
             except (segments.SegmentError, ValueError) as bad:
                 self.rejected += 1
+                self._rejected.inc()
                 log.warning("strikes of %s not read: %s", version.key, bad)
                 continue
             if segment.problems:
                 self.rejected += 1
+                self._rejected.inc()
                 log.warning("strikes of %s ignored: %s", version.key, "; ".join(segment.problems))
                 continue
             found.extend(strikes_in(segment.body))
         added = self.book.merge(found) if found else 0
         self.merged += added
+        self._merged.inc(added)
         return added
 
     def _run(self) -> None:
