@@ -15,6 +15,8 @@ and JSON library (json or orjson) chosen per process. The load generator is this
   loop between tokens, as a server emitting one token a stream per decode step); 1, 32, 128, 256
   concurrent streams, single-token chunks a second through the sidecar and the sidecar process's
   CPU time per chunk (1e6 / that = chunks a second one sidecar process relays on a whole core).
+- relay code: the relay's own CPU per chunk in-process, no sockets (`--relay-only` alone), one and
+  eight events a read: what a machine too loaded for the figures above still measures.
 
     python bench/streaming.py serve model PORT PACE
     python bench/streaming.py serve sidecar PORT UPSTREAM MODE LOOP JSON
@@ -79,19 +81,20 @@ class LeanModel(asyncio.Protocol):
                 return
             transport.write(frame)
             await asyncio.sleep(0)
-        transport.write(_frame(b'data: {"id":"cmpl-1","object":"chat.completion.chunk",'
-                               b'"model":"fake","choices":[{"index":0,"delta":{},'
-                               b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n') + b"0\r\n\r\n")
+        transport.write(_frame(END) + b"0\r\n\r\n")
 
 
 def _frame(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-FRAMES = [_frame(("data: " + json.dumps({
+EVENTS = [("data: " + json.dumps({
     "id": "cmpl-1", "object": "chat.completion.chunk", "model": "fake",
     "choices": [{"index": 0, "delta": {"content": char}, "finish_reason": None}]},
-    ensure_ascii=False) + "\n\n").encode()) for char in TEXT]
+    ensure_ascii=False) + "\n\n").encode() for char in TEXT]
+FRAMES = [_frame(event) for event in EVENTS]
+END = (b'data: {"id":"cmpl-1","object":"chat.completion.chunk","model":"fake","choices":'
+       b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
 
 
 async def serve_model(port: int, pace: float) -> None:
@@ -291,9 +294,64 @@ async def saturated(server: Server, streams: int, seconds: float,
     return out
 
 
+class _Content:
+    """The model's stream in memory, `per_read` events a read (a loaded socket brings several)."""
+
+    def __init__(self, per_read: int) -> None:
+        events = [*EVENTS, END]
+        self.parts = [b"".join(events[i:i + per_read]) for i in range(0, len(events), per_read)]
+
+    async def readany(self) -> bytes:
+        return self.parts.pop(0) if self.parts else b""
+
+
+class _Sink:
+    async def write(self, data: bytes) -> None:
+        pass
+
+
+async def relay_cpu(mode: str, per_read: int, rounds: int = 15) -> float:
+    """Microseconds of CPU the relay's own code takes per chunk (no sockets, no HTTP: what a
+    shared machine's scheduling cannot blur), best of five."""
+    from hegui.api.generativeservice import Direction
+    from hegui.moderation.client import RulesModerator
+    from hegui.sidecar import families, streaming
+    from hegui.sidecar.app import Sidecar
+    from hegui.sidecar.config import SidecarConfig
+    from hegui.sidecar.testing import posture
+
+    config = SidecarConfig(posture(output={"streamWindowTokens": 64, "streaming": {
+        "mode": mode, "firstWindowTokens": 4}}), upstream="http://127.0.0.1:9")
+    sidecar = Sidecar(config, RulesModerator())
+    await sidecar.moderate(["预热"], Direction.OUTPUT)  # the rules load their tables once
+    best = float("inf")
+    for _ in range(5):
+        began = time.process_time()
+        for _ in range(rounds):
+            relay = streaming._Relay(
+                sidecar, families.get("chat"), _Sink(), None,  # type: ignore[arg-type]
+                retract=mode == "StreamThenRetract", merge=False, window=4, max_window=64,
+                overlap=config.stream_overlap_chars, hold=config.stream_max_hold_seconds,
+                keep=config.max_response_bytes)
+            await relay.run(streaming.EventReader(_Content(per_read), 1 << 20,  # type: ignore[arg-type]
+                                                  "sse"))
+        best = min(best, time.process_time() - began)
+    await sidecar.close()
+    return best / (rounds * len(TEXT)) * 1e6
+
+
 async def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, shared (load average "
                                          f"{os.getloadavg()[0]:.1f} at start)"}
+    # the relay's own code, lexicon and personal information on: CPU a chunk, 1 and 8 events a read
+    for mode in ("StreamThenRetract", "Hold"):
+        for per_read in (1, 8):
+            micros = await relay_cpu(mode, per_read)
+            report[f"relay code {mode} {per_read} events a read"] = {
+                "cpu_us_per_chunk": micros, "per_core_chunks_per_s": 1e6 / micros}
+    if args.relay_only:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+        return
     # paced upstream
     model = Server("model", "0.02")
     upstream = model.url.rsplit("/v1", 1)[0]
@@ -360,6 +418,8 @@ if __name__ == "__main__":
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 32, 128, 256])
     parser.add_argument("--quick", action="store_true", help="skip the loop and JSON variants")
+    parser.add_argument("--relay-only", action="store_true",
+                        help="only the relay's own CPU a chunk, in-process (a noisy machine)")
     arguments = parser.parse_args()
     import uvloop
 

@@ -50,7 +50,7 @@ from hegui.labeling.metadata import AIGC_KEY, AigcLabel
 from hegui.labeling.metadata import HEADER as AIGC_HEADER
 from hegui.labeling.text import TextLabel
 from hegui.moderation import pii
-from hegui.moderation.client import personal_information
+from hegui.moderation.client import may_contain_pii, personal_information
 from hegui.moderation.decision import Decision, Outcome, decide
 from hegui.moderation.pii import mask
 from hegui.sidecar import families
@@ -126,7 +126,7 @@ STREAMED = frozenset({"chat", "completions", "responses", "messages", "tgi", "ol
 STREAMS_CHOICES = True
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Piece:
     """One text of a chunk (a family's Slot) and the chunk it is in."""
 
@@ -135,7 +135,7 @@ class Piece:
     chunk: _Chunk
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Chunk:
     raw: bytes  # the event as the model sent it (SSE: without its blank line), sent as is
     value: Any  # decoded
@@ -147,13 +147,13 @@ class _Chunk:
 
 def _decode(family: Family, raw: bytes, data: bytes, event: str | None) -> _Chunk:
     value = _loads(data)
-    chunk = _Chunk(raw, value, event)
+    chunk = _Chunk(raw, value, event, [], [])
     for slot in family.chunk_slots(value):
         if slot.aggregate:
             chunk.aggregates.append(slot)
-        elif slot.probe:  # made up for moderation only: streams drop what it stands for
-            chunk.changed = slot.drop() or chunk.changed
-        elif slot.text:
+        elif slot.owner is not None:  # a probe, made up for moderation only: streams drop
+            chunk.changed = slot.drop() or chunk.changed  # what it stands for
+        elif slot.container[slot.key]:
             chunk.pieces.append(Piece((slot.choice, slot.kind), slot, chunk))
     if family.scrub(value):  # per-token log probabilities would spell out what is masked
         chunk.changed = True
@@ -340,7 +340,11 @@ class _Relay:
     first_token: float | None = None
     checking: asyncio.Task[list[Decision] | None] | None = None  # StreamThenRetract
     checked: list[tuple[SlotKey, str]] = field(default_factory=list)  # what `checking` scores
-    waiting: asyncio.Timeout | None = None
+    task: asyncio.Task[Any] | None = None  # the relay's, interrupted by `_wake`
+    reading: bool = False  # awaiting the model's next events
+    woken: bool = False  # a window is due or a verdict came
+    timer: asyncio.TimerHandle | None = None
+    timer_due: float | None = None
     labels: _Labels | None = None  # Art.12, whatever moderation does
     moderated: bool = True  # False: the posture moderates inputs only; relayed and labeled
 
@@ -348,21 +352,25 @@ class _Relay:
 
     async def run(self, reader: EventReader) -> None:
         loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        try:
+            await self._run(reader, loop)
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+
+    async def _run(self, reader: EventReader, loop: asyncio.AbstractEventLoop) -> None:
         family = self.family
         while not self.ended:
             due = None if self.opened is None else self.opened + self.hold
+            if due != self.timer_due:  # one timer a window, not a timeout a read (bench)
+                if self.timer is not None:
+                    self.timer.cancel()
+                self.timer = loop.call_at(due, self._wake) if due is not None else None
+                self.timer_due = due
             if self.checking is not None and self.checking.done():
                 await self._verdict()
-            batch: list[tuple[bytes, bytes, str | None]] | None = []
-            try:
-                async with asyncio.timeout_at(due) as waiting:
-                    self.waiting = waiting
-                    batch = await reader.next()
-            except TimeoutError:
-                if not waiting.expired():
-                    raise  # the model's own silence (sock_read)
-            finally:
-                self.waiting = None
+            batch = await self._read(reader)
             if batch is None:
                 break
             if not batch:  # woken: a window is due or a verdict came
@@ -383,6 +391,23 @@ class _Relay:
                     pass
         await self._finish()
 
+    async def _read(self, reader: EventReader) -> list[tuple[bytes, bytes, str | None]] | None:
+        """The next events, or [] when woken (a window due, a verdict): `_wake` interrupts the
+        read by cancelling it, which loses nothing (EventReader)."""
+        if self.woken:
+            self.woken = False
+            return []
+        self.reading = True
+        try:
+            return await reader.next()
+        except asyncio.CancelledError:
+            task = self.task
+            if not self.woken or task is None or task.uncancel() > 0:
+                raise  # cancelled by someone else: the client went away, the server stops
+            return []
+        finally:
+            self.reading = False
+            self.woken = False
     def _receive(self, chunk: _Chunk) -> None:
         if isinstance(chunk.value, dict):
             self.template = chunk.value
@@ -397,8 +422,11 @@ class _Relay:
                     self.unmoderated.setdefault(piece.key, []).append(piece.slot.text)
 
     def _wake(self, _: object = None) -> None:
-        if self.waiting is not None and not self.waiting.expired():
-            self.waiting.reschedule(asyncio.get_running_loop().time())
+        if self.woken:
+            return
+        self.woken = True
+        if self.reading and self.task is not None:
+            self.task.cancel()
 
     # --- what may go out -------------------------------------------------------------------------
 
@@ -552,6 +580,8 @@ class _Relay:
             chunks, self.queue = self.queue, []
             await self._send(chunks)
             return
+        if not final and await self._one_token_out():
+            return
         limit = self._releasable(final)
         chunks, self.queue = self.queue[:limit], self.queue[limit:]
         if chunks:
@@ -578,6 +608,50 @@ class _Relay:
             await self._send(chunks)
         if self.checking is None and self.tokens and (final or self.tokens >= self.window):
             self._check()
+
+    async def _one_token_out(self) -> bool:
+        """The common case on its own (bench/streaming.py): chunks of one text each, all of one
+        slot, no label or merge to apply, nothing in them or before them that may be personal
+        information. Sent as `_stream_out` would send them; False (nothing done) for any other
+        case."""
+        queue = self.queue
+        if not queue or self.labels is not None or self.merge:
+            return False
+        key: SlotKey | None = None
+        texts: list[str] = []
+        for chunk in queue:
+            if len(chunk.pieces) != 1 or chunk.aggregates:
+                return False
+            piece = chunk.pieces[0]
+            if key is None:
+                key = piece.key
+            elif piece.key != key:
+                return False
+            texts.append(piece.slot.text)
+        assert key is not None
+        text = "".join(texts)
+        joined = self.lookbehind.get(key, "") + text
+        if pending_start(joined) < len(joined) or may_contain_pii(joined):
+            return False  # the general path holds or masks it
+        self.queue = []
+        if (window := self.unmoderated.get(key)) is None:
+            self.unmoderated[key] = [text]
+        else:
+            window.append(text)
+        self.lookbehind[key] = joined[-16:]
+        if self.kept < self.keep:
+            self.sent.setdefault(key, []).append(text)
+            self.kept += len(text)
+        self.tokens += len(queue)
+        encode = self._encode
+        await self.response.write(encode(queue[0]) if len(queue) == 1
+                                  else b"".join([encode(c) for c in queue]))
+        self.shown = True
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+        if self.checking is None and self.tokens >= self.window:
+            self._check()
+        return True
 
     def _check(self) -> None:
         """Moderate the window in the background; the verdict wakes the reader."""

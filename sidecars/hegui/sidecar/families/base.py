@@ -35,7 +35,7 @@ def malformed(message: str) -> BodyError:
     return BodyError("hegui.upstream_malformed", message)
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     """`container[key]` is a text to moderate, and to mask in place.
 
