@@ -72,6 +72,8 @@ POD: dict[str, Any] = {
 
 
 def review_body(obj: dict[str, Any] = DEPLOYMENT) -> bytes:
+    """An AdmissionReview of `obj` (the bench checks the webhook admits it: a compliant
+    workload, the common case, not a refusal)."""
     kind = {"group": "apps", "version": "v1", "kind": "Deployment"} if obj is DEPLOYMENT else {
         "group": "", "version": "v1", "kind": "Pod"}
     return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -145,6 +147,13 @@ async def direct(directory: Path, seconds: float) -> None:
     body = review_body()
     headers = {"Content-Type": "application/json"}
     try:
+        async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+                    session.post(f"https://127.0.0.1:{ports['rules']}/validate", data=body,
+                                 headers=headers) as response):
+            answer = await response.json()
+        if not answer["response"]["allowed"]:
+            # A refusal is cheaper and rarer than the admission a bench must measure.
+            raise SystemExit(f"the rules webhook refused the bench's Deployment: {answer}")
         rows = []
         for clients in (1, 16, 128):
             # Interleaved, so drift in the machine's load hits both alike.

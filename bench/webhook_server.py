@@ -31,6 +31,23 @@ def service(namespace: str, index: int) -> dict[str, object]:
                                   "implicit": {"contentProducer": "Example AI Co."}}}}
 
 
+def attestation(namespace: str, index: int) -> dict[str, object]:
+    """The assessor's record of service `index`'s external report: what makes it count
+    (rule assessment, Art.17), so the reviewed Deployment is compliant and admitted."""
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "SafetyAssessment",
+            "metadata": {"name": f"external-r-{index}", "namespace": namespace,
+                         "generation": 1},
+            "spec": {"serviceRef": {"name": f"svc-{index}"}, "questionBanks": [
+                {"name": "refuse", "kind": "ShouldRefuse",
+                 "configMapRef": {"name": "banks", "key": "refuse.txt"}},
+                {"name": "answer", "kind": "ShouldAnswer",
+                 "configMapRef": {"name": "banks", "key": "answer.txt"}}]},
+            "status": {"verdict": "Pass", "reportId": f"R-{index}", "observedGeneration": 1,
+                       "assessor": "Example Assessment Centre",
+                       "completedAt": "2026-06-01T00:00:00Z",
+                       "expiresAt": "2099-06-01T00:00:00Z"}}
+
+
 def build_index(services: int) -> ComplianceIndex:
     policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
               "metadata": {"name": "bench"},
@@ -39,7 +56,8 @@ def build_index(services: int) -> ComplianceIndex:
                                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                                  "limits": {"cpu": "1", "memory": "512Mi"}}}}}
     return ComplianceIndex.from_objects(
-        [policy, *(service(f"ns-{i % 10}", i) for i in range(services))])
+        [policy, *(service(f"ns-{i % 10}", i) for i in range(services)),
+         *(attestation(f"ns-{i % 10}", i) for i in range(services))])
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ must answer exactly as trying every one would, through every change of a service
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from hypothesis import given, settings
@@ -75,3 +76,31 @@ def test_a_service_that_becomes_invalid_selects_nothing() -> None:
     index.upsert(broken)
     assert index.services_selecting("ai", [{"app": "chat"}]) == []
     assert ObjectKey("ai", "chat") not in index.services
+
+
+def _attestation(service: str, report_id: str = "R-1") -> dict[str, Any]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "SafetyAssessment",
+            "metadata": {"name": "external-r-1", "namespace": "ai", "generation": 1},
+            "spec": {"serviceRef": {"name": service}, "questionBanks": [
+                {"name": "refuse", "kind": "ShouldRefuse",
+                 "configMapRef": {"name": "banks", "key": "refuse.txt"}},
+                {"name": "answer", "kind": "ShouldAnswer",
+                 "configMapRef": {"name": "banks", "key": "answer.txt"}}]},
+            "status": {"verdict": "Pass", "reportId": report_id, "observedGeneration": 1,
+                       "completedAt": "2026-06-01T00:00:00Z",
+                       "expiresAt": "2027-06-01T00:00:00Z"}}
+
+
+def test_an_assessor_s_record_counts_for_the_service_it_names_until_it_is_gone() -> None:
+    """The external report's attestation (rule assessment, Art.17) is found by service, not by
+    trying every SafetyAssessment; re-pointing or deleting it is seen at once."""
+    now = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)
+    index = ComplianceIndex.from_objects([_attestation("chat")])
+    assert index.attestation_of("ai", "chat", "R-1", now) == "external-r-1"
+    assert index.attestation_of("ai", "chat", "R-2", now) is None
+    assert index.attestation_of("ai", "draw", "R-1", now) is None
+    index.upsert(_attestation("draw"))
+    assert index.attestation_of("ai", "chat", "R-1", now) is None
+    assert index.attestation_of("ai", "draw", "R-1", now) == "external-r-1"
+    index.delete(_attestation("draw"))
+    assert index.attestation_of("ai", "draw", "R-1", now) is None

@@ -155,6 +155,9 @@ class ComplianceIndex:
     policies: dict[str, CompliancePolicy] = field(default_factory=dict)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     assessments: dict[ObjectKey, SafetyAssessment] = field(default_factory=dict)
+    #: The same SafetyAssessments by the service they assess: (namespace, service) -> by name.
+    assessments_by_service: dict[ObjectKey, dict[str, SafetyAssessment]] = field(
+        default_factory=dict)
     exceptions: dict[ObjectKey, ComplianceException] = field(default_factory=dict)
     claims: dict[tuple[str, str, str], frozenset[str]] = field(default_factory=dict)
     #: DeviceClass name -> the DRA drivers it selects (DRA matches a GPU by driver).
@@ -185,7 +188,12 @@ class ComplianceIndex:
                 elif kind == "CompliancePolicy":
                     self.policies[key.name] = CompliancePolicy.from_dict(obj)
                 elif kind == "SafetyAssessment":
-                    self.assessments[key] = SafetyAssessment.from_dict(obj)
+                    assessment = SafetyAssessment.from_dict(obj)
+                    self._forget_assessment(key)
+                    self.assessments[key] = assessment
+                    self.assessments_by_service.setdefault(
+                        ObjectKey(key.namespace, assessment.spec.service_ref.name), {}
+                    )[key.name] = assessment
                 elif kind == "ComplianceException":
                     self.exceptions[key] = ComplianceException.from_dict(obj)
             except ValidationError as error:
@@ -213,7 +221,7 @@ class ComplianceIndex:
         elif kind == "Namespace":
             self.namespace_labels.pop(key.name, None)
         elif kind == "SafetyAssessment":
-            self.assessments.pop(key, None)
+            self._forget_assessment(key)
         elif kind == "ComplianceException":
             self.exceptions.pop(key, None)
         elif kind in ("ResourceClaim", "ResourceClaimTemplate"):
@@ -226,6 +234,12 @@ class ComplianceIndex:
         self.services_by_namespace.get(key.namespace, {}).pop(key.name, None)
         if service is not None and (selectors := self.selectors.get(key.namespace)):
             selectors.remove(key.name, service)
+
+    def _forget_assessment(self, key: ObjectKey) -> None:
+        assessment = self.assessments.pop(key, None)
+        if assessment is not None:
+            of = ObjectKey(key.namespace, assessment.spec.service_ref.name)
+            self.assessments_by_service.get(of, {}).pop(key.name, None)
 
     # --- reading ---------------------------------------------------------------------------------
     def policy_for(self, namespace: str) -> EffectivePolicy | None:
@@ -285,9 +299,9 @@ class ComplianceIndex:
         """The SafetyAssessment that records the external report `report_id` for `service`: one
         without spec.target (hegui did not run it) whose status, which only the assessor role
         can write, names the report, passed, is current and unexpired."""
-        return next((key.name for key, found in list(self.assessments.items())
-                     if key.namespace == namespace and found.spec.service_ref.name == service
-                     and found.spec.target is None and found.status is not None
+        assessing = self.assessments_by_service.get(ObjectKey(namespace, service), {})
+        return next((name for name, found in list(assessing.items())
+                     if found.spec.target is None and found.status is not None
                      and found.status.report_id == report_id and found.passed_at(now)), None)
 
     def exemption_for(self, namespace: str, scope: Iterable[tuple[str, str]], rule: Rule,
