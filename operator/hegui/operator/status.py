@@ -67,15 +67,18 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         location, message, fix = below_floor[0]
         conditions.append(condition(
             ServiceConditionType.MODERATED, False, "BelowPolicyFloor",
-            f"[moderation, Art.14] {location}: {message}. Fix: {fix}"
+            f"[{Rule.MODERATION.value}, {Rule.MODERATION.article}] {location}: {message}. "
+            f"Fix: {fix}"
             + (f" (and {len(below_floor) - 1} more)" if len(below_floor) > 1 else "")))
     elif observed is not None and observed.sidecar is not None:
         gaps = [f for f in observed.findings if f["rule"] == Rule.INJECTION.value]
         conditions.append(condition(
             ServiceConditionType.MODERATED, not gaps,
             "SidecarInEveryPod" if not gaps else "SidecarBypassed",
-            "every pod of the service carries hegui's sidecar (rule injection, Art.14)"
-            if not gaps else f"[injection, Art.14] {gaps[0]['message']}"
+            f"every pod of the service carries hegui's sidecar (rule {Rule.INJECTION.value}, "
+            f"{Rule.INJECTION.article})"
+            if not gaps else f"[{Rule.INJECTION.value}, {Rule.INJECTION.article}] "
+                             f"{gaps[0]['message']}"
             + (f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else "")))
     if stability is not None:
         conditions += [condition(kind, state, reason, message)
