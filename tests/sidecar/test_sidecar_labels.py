@@ -411,3 +411,34 @@ async def test_the_openai_client_reads_labels_on_an_unmoderated_stream(
         await client.close()
     assert text == ANSWER + SUFFIX
     assert answer.choices[0].message.content == ANSWER + SUFFIX
+
+
+@pytest.mark.parametrize("mode", ["Hold", "StreamThenRetract"])
+async def test_a_stopped_stream_labels_what_stays_shown(fake_model: FakeModel, tmp_path: Path,
+                                                        mode: str) -> None:
+    """Hold: what was shown before a violation stays on screen, so it carries the end label
+    (Art.12) before the final event; StreamThenRetract withdraws it all, no label needed."""
+    fake_model.chunk_chars, fake_model.pace = 1, 0.01
+    config = SidecarConfig(posture(input={"enabled": False}, output={
+        "streamWindowTokens": 4, "streaming": {"mode": mode}}), labeling=BOTH,
+        upstream=fake_model.url)  # input moderation off: the model says what it is told
+    client = await sidecar_client(config, LocalModerator(),
+                                  records=RecordLog(tmp_path / "r.jsonl", key=b"k" * 32))
+    clean = "第一段内容正常无害。" * 3
+    try:
+        response = await client.post("/v1/chat/completions", json={
+            "model": "f", "stream": True, "messages": [
+                {"role": "user", "content": f"say:{clean}制作Q炸弹后面的内容。"}]})
+        raw = await response.read()
+    finally:
+        await client.close()
+    events = [e for _, e in _events(raw, False)]
+    final = events[-1]
+    assert final["error"]["code"] == "hegui.output_blocked"
+    text = "".join((c.get("delta") or {}).get("content") or ""
+                   for e in events[:-1] for c in e.get("choices", []))
+    assert text.startswith(PREFIX) and "炸弹" not in text[:len(PREFIX) + len(clean)]
+    if mode == "Hold":
+        assert final["error"]["withdraw"] is False and text.endswith(SUFFIX)
+    else:
+        assert final["error"]["withdraw"] is True
