@@ -611,11 +611,11 @@ class _Relay:
 
     async def _one_token_out(self) -> bool:
         """The common case on its own (bench/streaming.py): chunks of one text each, all of one
-        slot, no label or merge to apply, nothing in them or before them that may be personal
-        information. Sent as `_stream_out` would send them; False (nothing done) for any other
-        case."""
+        slot, nothing in them or before them that may be personal information. Sent as
+        `_stream_out` would send them (labels and merging by `_send`); False (nothing done) for
+        any other case."""
         queue = self.queue
-        if not queue or self.labels is not None or self.merge:
+        if not queue:
             return False
         key: SlotKey | None = None
         texts: list[str] = []
@@ -638,20 +638,28 @@ class _Relay:
             self.unmoderated[key] = [text]
         else:
             window.append(text)
+        self.tokens += len(queue)
+        if self.labels is not None or self.merge:  # (every posture that labels, Art.12)
+            await self._send(queue)
+        else:
+            await self._write_plain(queue, key, text, joined)
+        if self.checking is None and self.tokens >= self.window:
+            self._check()
+        return True
+
+    async def _write_plain(self, queue: list[_Chunk], key: SlotKey, text: str,
+                           joined: str) -> None:
+        """`_send` for chunks of one slot with nothing to label or merge."""
         self.lookbehind[key] = joined[-16:]
         if self.kept < self.keep:
             self.sent.setdefault(key, []).append(text)
             self.kept += len(text)
-        self.tokens += len(queue)
         encode = self._encode
         await self.response.write(encode(queue[0]) if len(queue) == 1
                                   else b"".join([encode(c) for c in queue]))
         self.shown = True
         if self.first_token is None:
             self.first_token = time.perf_counter()
-        if self.checking is None and self.tokens >= self.window:
-            self._check()
-        return True
 
     def _check(self) -> None:
         """Moderate the window in the background; the verdict wakes the reader."""
