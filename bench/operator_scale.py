@@ -1,0 +1,216 @@
+"""Operator scale benchmark (issue 20): GenerativeServices and their pods over many namespaces on
+kwok, the operator started cold; measured per stage: time from the operator's start to every
+status converged, reconciles per second, apiserver requests per reconcile, operator memory.
+
+    HEGUI_CACHE_DIR=/tmp/hegui-bench HEGUI_CLUSTER_PORT_BASE=18400 \\
+        .venv/bin/python bench/operator_scale.py [--services 1000] [--pods 10000] \\
+        [--namespaces 100] [--stages 4]
+
+Run it on a control plane of its own: its operator watches every namespace, and another
+operator on the same cluster would judge its services too (and be slowed by them). The
+objects are made in `--stages` steps (a quarter, half, ... of the namespaces); after each the
+operator is started cold and every service must show a status for its current generation (the
+services already there get a spec change first, so they must be judged again). Memory per
+service is the slope between stages. The pods name a scheduler that does not exist: they stay
+Pending, which the operator counts as live, and the scheduler leaves them alone.
+
+Figures are printed, never asserted: the machine is shared, compare figures of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hegui.admission.local import free_port
+from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
+
+LABEL = "hegui.io/bench"
+GROUP, VERSION = "hegui.io", "v1alpha1"
+
+
+def _service(namespace: str, name: str, producer: str) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GenerativeService",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "filing": {"publicOpinion": False,
+                                "algorithm": {"number": "网信算备110108823483901230011号"}},
+                     "labeling": {"modalities": ["text"],
+                                  "implicit": {"contentProducer": producer}}}}
+
+
+def _pod(namespace: str, name: str, app: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+            "spec": {"schedulerName": "hegui-bench-nobody",
+                     "containers": [{"name": "model", "image": "llm:1",
+                                     "ports": [{"name": "http", "containerPort": 8000}]}]}}
+
+
+class Bench:
+    def __init__(self, cluster: LocalCluster, args: argparse.Namespace) -> None:
+        from kubernetes import client, config
+
+        self.cluster, self.args = cluster, args
+        self.api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        self.api.configuration.connection_pool_maxsize = 32
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.per_namespace = max(1, args.services // args.namespaces)
+        self.pods_per_namespace = max(0, args.pods // args.namespaces)
+        self.made: list[str] = []  # namespaces made so far
+        self.polls = 0
+
+    def make(self, namespaces: Iterable[str]) -> float:
+        """Namespaces, services and pods; returns seconds taken."""
+        began = time.monotonic()
+        namespaces = list(namespaces)
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda ns: self.core.create_namespace(
+                {"metadata": {"name": ns, "labels": {LABEL: "scale"}}},
+                _preload_content=False), namespaces))
+            jobs = []
+            for ns in namespaces:
+                for j in range(self.per_namespace):
+                    jobs.append(pool.submit(
+                        self.custom.create_namespaced_custom_object, GROUP, VERSION, ns,
+                        "generativeservices", _service(ns, f"svc-{j}", "Bench Co."),
+                        _preload_content=False))
+                for k in range(self.pods_per_namespace):
+                    jobs.append(pool.submit(
+                        self.core.create_namespaced_pod, ns,
+                        _pod(ns, f"pod-{k}", f"svc-{k % self.per_namespace}"),
+                        _preload_content=False))
+            for job in jobs:
+                job.result()
+        self.made += namespaces
+        return time.monotonic() - began
+
+    def services(self) -> list[dict[str, Any]]:
+        self.polls += 1
+        found = self.custom.list_cluster_custom_object(GROUP, VERSION, "generativeservices",
+                                                       label_selector=None,
+                                                       _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(found.data)["items"]
+        return [s for s in items if s["metadata"]["namespace"] in set(self.made)]
+
+    def bump(self, stage: int) -> None:
+        """A spec change on every service, so each must be judged again (a new generation)."""
+        patch = {"spec": {"labeling": {"implicit": {"contentProducer": f"Bench Co. {stage}"}}}}
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda s: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, s["metadata"]["namespace"], "generativeservices",
+                s["metadata"]["name"], patch, _preload_content=False), self.services()))
+
+    def requests(self) -> float:
+        """apiserver_request_total, summed over every verb and resource."""
+        raw = self.cluster.kubectl("get", "--raw", "/metrics").stdout
+        return sum(float(line.rsplit(" ", 1)[1]) for line in raw.splitlines()
+                   if line.startswith("apiserver_request_total{"))
+
+    def converged(self) -> bool:
+        services = self.services()
+        return len(services) == len(self.made) * self.per_namespace and all(
+            (s.get("status") or {}).get("observedGeneration") == s["metadata"]["generation"]
+            and any(c.get("type") == "Compliant" for c in s["status"].get("conditions") or [])
+            for s in services)
+
+    def stage(self, stage: int, log: Path) -> dict[str, float]:
+        if stage:
+            self.bump(stage)
+        # The apiserver's own background (controllers, kwok's heartbeats), per second.
+        quiet = self.requests()
+        time.sleep(5)
+        background = (self.requests() - quiet - 1) / 5
+        before = self.requests()
+        env = {**os.environ, "HEGUI_RECONCILE_SECONDS": "3600", "HEGUI_AUDIT_SECONDS": "3600"}
+        with log.open("ab") as out:
+            began = time.monotonic()
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "hegui"), "operator", "run",
+                 "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-address",
+                 f"127.0.0.1:{free_port()}", "--liveness", f"http://127.0.0.1:{free_port()}/"],
+                stdout=out, stderr=subprocess.STDOUT, env=env)
+            try:
+                self.polls = 0
+                while not self.converged():
+                    if process.poll() is not None:
+                        raise SystemExit(f"the operator exited ({process.returncode}): {log}")
+                    if time.monotonic() - began > self.args.timeout:
+                        raise SystemExit(f"not converged within {self.args.timeout}s: {log}")
+                    time.sleep(1)
+                seconds = time.monotonic() - began
+                after = self.requests()
+                rss = _rss_mib(process.pid)
+            finally:
+                process.terminate()
+                process.wait(30)
+        services = len(self.made) * self.per_namespace
+        operator_requests = after - before - background * seconds - self.polls - 1
+        return {"namespaces": len(self.made), "services": services,
+                "pods": len(self.made) * self.pods_per_namespace, "converged_s": seconds,
+                "reconciles_per_s": services / seconds,
+                "requests_per_reconcile": operator_requests / services, "rss_mib": rss}
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--pods", type=int, default=10000)
+    parser.add_argument("--namespaces", type=int, default=100)
+    parser.add_argument("--stages", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    cluster = LocalCluster.from_environment()
+    cluster.up(timeout=300)
+    for crds in (_CHECKOUT / "crds", _CHECKOUT / "crds" / "external"):
+        cluster.kubectl("apply", "--server-side", "-f", str(crds))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    policy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CompliancePolicy",
+              "metadata": {"name": "bench-scale"},
+              "spec": {"namespaceSelector": {"matchLabels": {LABEL: "scale"}},
+                       "defaultMode": "Enforce"}}
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        json.dump(policy, file)
+        file.flush()
+        cluster.kubectl("apply", "-f", file.name)
+    bench = Bench(cluster, args)
+    namespaces = [f"scale-{i:03d}" for i in range(args.namespaces)]
+    log = Path(tempfile.mkdtemp(prefix="hegui-scale-")) / "operator.log"
+    rows = []
+    for stage in range(args.stages):
+        upto = len(namespaces) * (stage + 1) // args.stages
+        made = bench.make(namespaces[len(bench.made):upto])
+        row = bench.stage(stage, log)
+        rows.append(row)
+        print(f"stage {stage + 1}: made in {made:.0f}s; " + ", ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+              flush=True)
+    if len(rows) > 1:
+        first, last = rows[0], rows[-1]
+        slope = ((last["rss_mib"] - first["rss_mib"]) * 1024
+                 / max(1, last["services"] - first["services"]))
+        print(f"memory: {slope:.1f} KiB per service (with its "
+              f"{bench.pods_per_namespace // bench.per_namespace} pods), "
+              f"{last['rss_mib']:.0f} MiB at {last['services']} services")
+    print(f"operator log: {log}")
+
+
+if __name__ == "__main__":
+    main()
