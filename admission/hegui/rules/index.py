@@ -79,6 +79,9 @@ def detection_of(policies: Iterable[CompliancePolicy]) -> Detection:
     detection = BUILTIN
     for policy in policies:
         extra = policy.spec.detection
+        if not (extra.gpu_resources or extra.runtime_class_names or extra.device_classes
+                or extra.labels or extra.workload_kinds):
+            continue  # most policies add no signal: every review would rebuild BUILTIN
         detection = detection.extended(
             resources=extra.gpu_resources, runtime_classes=extra.runtime_class_names,
             device_classes=extra.device_classes, labels=extra.labels,
