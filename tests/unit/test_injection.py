@@ -142,7 +142,7 @@ def test_existing_init_containers_and_volumes_are_kept_after_the_sidecar() -> No
     assert [c["name"] for c in pod["spec"]["initContainers"]] == [SIDECAR_NAME, CAPTURE_NAME,
                                                                   "fetch-weights"]
     assert [v["name"] for v in pod["spec"]["volumes"]] == ["weights", "hegui-config",
-                                                           "hegui-data"]
+                                                           "hegui-data", "hegui-keys"]
 
 
 def test_the_gpu_container_is_the_model_even_when_it_is_not_first() -> None:
@@ -317,13 +317,36 @@ def test_the_secrets_the_posture_names_are_mounted_for_the_sidecar_alone() -> No
     assert {"name": "hegui-keys", "mountPath": "/etc/hegui-keys",
             "readOnly": True} in sidecar["volumeMounts"]
     [keys] = [v for v in patched["spec"]["volumes"] if v["name"] == "hegui-keys"]
-    assert keys["projected"]["defaultMode"] == 0o400
-    assert {s["secret"]["name"] for s in keys["projected"]["sources"]} == {"pseudo", "wm"}
+    # Root-owned without a pod fsGroup: readable by the sidecar's non-root user, and by no
+    # other container, since only the sidecar may mount the volume.
+    assert keys["projected"]["defaultMode"] == 0o444
+    assert {s["secret"]["name"] for s in keys["projected"]["sources"]} == {
+        "pseudo", "wm", "hegui-evidence-chat"}
     # The model container mounts none of it.
     assert "volumeMounts" not in patched["spec"]["containers"][0]
     assert inject(patched, POLICY, "chat", posture).patch == []
     assert POLICY.spec.sidecar is not None
     assert carries_sidecar(patched, POLICY.spec.sidecar, "chat", posture)
+
+
+def test_the_evidence_stores_credentials_reach_the_sidecar_once_the_operator_writes_them() -> None:
+    """The operator's Secret hegui-evidence-<service> (Art.11) is projected, optional, into
+    every injected sidecar where hegui.evidence reads it: a store declared after the pod
+    started needs no re-injection, and a pod whose store is not declared starts all the same."""
+    from hegui.evidence import config as evidence_config
+
+    pod = _applied(_pod())
+    sidecar = pod["spec"]["initContainers"][0]
+    args = sidecar["args"]
+    directory = args[args.index("--evidence-credentials-dir") + 1]
+    [keys] = [v for v in pod["spec"]["volumes"] if v["name"] == "hegui-keys"]
+    [source] = [s["secret"] for s in keys["projected"]["sources"]]
+    assert source["name"] == evidence_config.secret_name("chat") and source["optional"]
+    mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "hegui-keys")
+    projected = {f"{mount['mountPath']}/{item['path']}" for item in source["items"]}
+    assert projected == {f"{directory}/{name}" for name in (
+        evidence_config.ACCESS_KEY_FILE, evidence_config.SECRET_KEY_FILE,
+        evidence_config.KEY_FILE, evidence_config.CONFIG_FILE)}
 
 
 # --- a look-alike sidecar does not switch injection off (Art.14) ---------------------------------

@@ -44,6 +44,7 @@ from typing import Any
 from hegui.api.common import SecretKeyReference
 from hegui.api.generativeservice import GenerativeService, OpenPort
 from hegui.api.policy import CompliancePolicy, Sidecar, TrafficCapture
+from hegui.evidence import config as evidence_config
 from hegui.rules import workloads
 
 SIDECAR_NAME = "hegui-sidecar"
@@ -53,6 +54,10 @@ CONFIG_VOLUME = "hegui-config"
 DATA_VOLUME = "hegui-data"
 KEYS_VOLUME = "hegui-keys"  # the Secrets the posture names, projected read-only
 KEYS_DIR = "/etc/hegui-keys"
+#: Where the sidecar finds the evidence store's credentials (hegui.evidence.config).
+EVIDENCE_DIR = f"{KEYS_DIR}/evidence"
+EVIDENCE_FILES = (evidence_config.ACCESS_KEY_FILE, evidence_config.SECRET_KEY_FILE,
+                  evidence_config.KEY_FILE, evidence_config.CONFIG_FILE)
 SIDECAR_USER = 65532  # the distroless "nonroot" user
 CAPTURE_NAME = "hegui-capture"  # the init container that redirects inbound TCP to the sidecar
 #: hegui's containers: a pod may not declare its own under these names (they are replaced).
@@ -109,11 +114,25 @@ def secret_keys(posture: GenerativeService | None) -> dict[str, SecretKeyReferen
     return keys
 
 
-def keys_volume(keys: Mapping[str, SecretKeyReference]) -> dict[str, Any]:
-    """One projected volume for all of them (mode 0400: only the sidecar's user reads them)."""
-    return {"name": KEYS_VOLUME, "projected": {"defaultMode": 0o400, "sources": [
+def evidence_source(service: str) -> dict[str, Any]:
+    """The evidence store's credentials (Art.11): the hegui-owned Secret the operator keeps in
+    the service's namespace (hegui.evidence.config.secret_name), projected under
+    EVIDENCE_DIR. Optional: it exists only where a CompliancePolicy declares a store, and the
+    sidecar then waits for it (its fail mode decides, hegui.evidence.sidecar.attach); projected
+    into every injected pod, so declaring a store later needs no re-injection."""
+    return {"secret": {"name": evidence_config.secret_name(service), "optional": True,
+                       "items": [{"key": name, "path": f"evidence/{name}"}
+                                 for name in EVIDENCE_FILES]}}
+
+
+def keys_volume(keys: Mapping[str, SecretKeyReference], service: str) -> dict[str, Any]:
+    """One projected volume for all of them. Mode 0444: without a pod fsGroup (hegui does not
+    change the team's pod security context) the kubelet writes them root-owned, so 0400 would
+    lock out the sidecar's non-root user; only the sidecar mounts this volume (others are
+    refused, `_mounts_of_ours`), so no other container sees the files whatever their mode."""
+    return {"name": KEYS_VOLUME, "projected": {"defaultMode": 0o444, "sources": [
         {"secret": {"name": ref.name, "items": [{"key": ref.key, "path": path}]}}
-        for path, ref in sorted(keys.items())]}}
+        for path, ref in sorted(keys.items())] + [evidence_source(service)]}}
 
 
 def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
@@ -132,6 +151,7 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
         args += ["--watermark-key-file", f"{KEYS_DIR}/watermark.key"]
     if "user-jwt.key" in keys:
         args += ["--user-jwt-key-file", f"{KEYS_DIR}/user-jwt.key"]
+    args += ["--evidence-credentials-dir", EVIDENCE_DIR]
     if upstream_port is not None:
         args += ["--upstream", f"http://127.0.0.1:{upstream_port}"]
     env = [{"name": "HEGUI_SERVICE", "value": service},
@@ -156,8 +176,8 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
             "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": "/etc/hegui", "readOnly": True},
-                         {"name": DATA_VOLUME, "mountPath": "/var/lib/hegui"}]
-        + ([{"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True}] if keys else []),
+                         {"name": DATA_VOLUME, "mountPath": "/var/lib/hegui"},
+                         {"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True}],
     }
 
 
@@ -457,8 +477,8 @@ def _our_volumes(service: str,
                  keys: Mapping[str, SecretKeyReference]) -> list[dict[str, Any]]:
     return [{"name": CONFIG_VOLUME, "configMap": {"name": sidecar_config_map(service),
                                                   "optional": True}},
-            {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}] + (
-        [keys_volume(keys)] if keys else [])
+            {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+            keys_volume(keys, service)]
 
 
 #: What the apiserver adds to hegui's volumes; anything else a pod sets on them (a configMap's
