@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -103,7 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     protection = service.spec.data_protection
     records = None
     if args.records and (protection is None or protection.retention_days > 0):
-        records = RecordLog(args.records, key=key,
+        records_key = key
+        if not records_key and (protection.pseudonymise if protection else True):
+            # A posture that names no key still gets pseudonymised records (Art.11), under a
+            # key that lives only in this process: one user's records cannot be linked across
+            # pods or restarts, which loses nothing the law asks for, and the sidecar starts
+            # (it used to crash-loop). Strikes keep their own, replica-wide identity.
+            logging.getLogger("hegui.sidecar").warning(
+                "no pseudonymisation key (dataProtection.pseudonymisationKeyRef): records "
+                "pseudonymise users with a key of this process only (Art.11)")
+            records_key = secrets.token_bytes(32)
+        records = RecordLog(args.records, key=records_key,
                             retention_days=protection.retention_days if protection else 180,
                             pseudonymise=protection.pseudonymise if protection else True)
         records.prune()
