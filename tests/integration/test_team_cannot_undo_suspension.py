@@ -363,6 +363,25 @@ def test_an_authoritys_order_is_lifted_only_by_its_issuer_group(world: World) ->
     # Not suspended: the team may delete its service again (and its state goes with it).
 
 
+def test_the_team_cannot_hand_its_sidecars_an_evidence_store_of_its_own(world: World) -> None:
+    """The Secret hegui-evidence-<service> says where and as whom a service's records are
+    shipped (Art.11): a team that could write it first, or rewrite it, would point its
+    sidecars at a store or a sealing key of its own."""
+    forged = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "hegui-evidence-chat", "namespace": TEAM_NS},
+              "stringData": {"access-key": "mine", "secret-key": "mine",
+                             "evidence.key": "a key the team chose",
+                             "evidence.yaml": "store: http://team-store.example:9000/b\n"}}
+    created = world.team.apply(forged, "create")
+    assert created.returncode != 0
+    assert "[dataProtection, Art.11] Secret" in created.stderr, created.stderr
+    assert "only the operator writes it" in created.stderr
+    # Other Secrets of the team's are the team's own business.
+    own = world.team.apply({**forged, "metadata": {"name": "team-own", "namespace": TEAM_NS}},
+                           "create")
+    assert own.returncode == 0, own.stderr
+
+
 def test_the_operator_writes_only_what_hegui_owns(world: World) -> None:
     admin, operator = world.admin, world.operator
     admin.kubectl("-n", TEAM_NS, "create", "configmap", "team-settings", "--from-literal=a=1")
