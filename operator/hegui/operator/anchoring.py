@@ -14,7 +14,7 @@
   `hegui-evidence-anchors` of hegui's namespace, which teams cannot write. `hegui records verify
   --anchors-configmap hegui-system/hegui-evidence-anchors` checks the store against both.
 
-Registered by importing this module in the operator's process (`hegui.operator.main`).
+Registered by `hegui.operator.main` (`register`), which puts `EvidenceDuties` in kopf's memo.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -39,6 +39,7 @@ from hegui.api.policy import CompliancePolicy, Evidence
 from hegui.evidence import config
 from hegui.evidence.anchor import checkpoint, publish
 from hegui.evidence.store import S3Store, StoreError
+from hegui.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +47,7 @@ GROUP, VERSION = "hegui.io", "v1alpha1"
 NAMESPACE = os.environ.get("POD_NAMESPACE") or "hegui-system"
 ANCHORS_CONFIGMAP = "hegui-evidence-anchors"
 FIELD_MANAGER = "hegui-operator-evidence"
-SYNC_SECONDS = float(os.environ.get("HEGUI_RECONCILE_SECONDS", "30"))
 _WRITER = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def api_client() -> Any:
-    """The operator's credentials: `hegui operator run --kubeconfig`, else in-cluster, else
-    $KUBECONFIG (as hegui.operator.handlers)."""
-    from kubernetes import client
-    from kubernetes import config as kube
-
-    if path := os.environ.get("HEGUI_KUBECONFIG"):
-        return kube.new_client_from_config(config_file=path)
-    try:
-        kube.load_incluster_config()
-    except kube.ConfigException:
-        kube.load_kube_config()
-    return client.ApiClient()
-
-
-_CLIENT: list[Any] = []
-_CLIENT_LOCK = threading.Lock()
-
-
-def _shared() -> Any:
-    with _CLIENT_LOCK:
-        if not _CLIENT:
-            _CLIENT.append(api_client())
-        return _CLIENT[0]
 
 
 # --- which store a service ships to -----------------------------------------------------------
@@ -217,28 +191,38 @@ def anchor_once(api: Any, policy: CompliancePolicy, *,
     return name, len(streams)
 
 
-# --- kopf: registered when the operator imports this module -----------------------------------
+# --- kopf: registered by hegui.operator.main -------------------------------------------------
 
-_POLICIES: dict[str, Any] = {"at": 0.0, "items": []}
-_LAST_ANCHOR: dict[str, float] = {}
+@dataclass
+class EvidenceDuties:
+    """What these handlers share, in kopf's memo (`memo.evidence`): the operator's own API
+    client (its --kubeconfig identity, the one the chart's RBAC and guards name) and caches."""
+
+    api: Any
+    policies: list[CompliancePolicy] = field(default_factory=list)
+    policies_at: float = float("-inf")
+    last_anchor: dict[str, float] = field(default_factory=dict)
+
+    def current_policies(self) -> list[CompliancePolicy]:
+        # Every service's timer asks; one list per few seconds is enough.
+        if time.monotonic() - self.policies_at > 5:
+            self.policies, self.policies_at = policies(self.api), time.monotonic()
+        return self.policies
 
 
-def _cached_policies(api: Any) -> list[CompliancePolicy]:
-    # Every service's timer asks; one list per few seconds is enough.
-    if time.monotonic() - _POLICIES["at"] > 5:
-        _POLICIES["items"], _POLICIES["at"] = policies(api), time.monotonic()
-    found: list[CompliancePolicy] = _POLICIES["items"]
+def duties_of(memo: Any) -> EvidenceDuties:
+    found = memo["evidence"]
+    assert isinstance(found, EvidenceDuties)
     return found
 
 
-@kopf.timer(GROUP, VERSION, "generativeservices", interval=SYNC_SECONDS, initial_delay=1)
-def keep_evidence_secret(body: kopf.Body, **_: Any) -> None:
+def keep_evidence_secret(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Keep the service's evidence Secret as the policy says (see the module's doc)."""
     from kubernetes.client.exceptions import ApiException
 
-    api = _shared()
+    duties = duties_of(memo)
     try:
-        sync_service(api, body, _cached_policies(api))
+        sync_service(duties.api, body, duties.current_policies())
     except (config.EvidenceConfigError, ApiException) as error:
         log.warning("GenerativeService %s/%s: cannot give its sidecars the evidence store: %s",
                     body.meta.get("namespace"), body.meta.get("name"), error)
@@ -248,12 +232,11 @@ def _declares_evidence(spec: kopf.Spec, **_: Any) -> bool:
     return bool(spec.get("evidence"))
 
 
-@kopf.timer(GROUP, VERSION, "compliancepolicies", interval=30, initial_delay=10,
-            when=_declares_evidence)
-def anchor_heads(body: kopf.Body, **_: Any) -> None:
+def anchor_heads(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Anchor the store's heads every `evidence.anchorInterval`."""
     from kubernetes.client.exceptions import ApiException
 
+    duties = duties_of(memo)
     try:
         policy = CompliancePolicy.from_dict(dict(body))
     except ValueError as error:
@@ -262,13 +245,21 @@ def anchor_heads(body: kopf.Body, **_: Any) -> None:
     assert policy.spec.evidence is not None
     interval = parse_duration(policy.spec.evidence.anchor_interval).total_seconds()
     key = str(body.meta.get("uid"))
-    if time.monotonic() - _LAST_ANCHOR.get(key, -interval) < interval:
+    if time.monotonic() - duties.last_anchor.get(key, -interval) < interval:
         return
     try:
-        name, streams = anchor_once(_shared(), policy)
+        name, streams = anchor_once(duties.api, policy)
     except (config.EvidenceConfigError, StoreError, ApiException) as error:
         log.warning("CompliancePolicy %s: cannot anchor the evidence store: %s",
                     policy.metadata.name, error)
         return
-    _LAST_ANCHOR[key] = time.monotonic()
+    duties.last_anchor[key] = time.monotonic()
     log.info("anchored %d streams in %s", streams, name)
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """The evidence timers, at the settings' reconcile interval; they need `memo.evidence`."""
+    kopf.timer(GROUP, VERSION, "generativeservices", interval=settings.reconcile_seconds,
+               initial_delay=1, registry=registry)(keep_evidence_secret)
+    kopf.timer(GROUP, VERSION, "compliancepolicies", interval=30, initial_delay=10,
+               when=_declares_evidence, registry=registry)(anchor_heads)

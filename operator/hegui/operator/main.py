@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from hegui.operator import assessment_handlers, handlers
+    from hegui.operator import anchoring, assessment_handlers, handlers
     from hegui.operator.cluster import KubeCluster, api_client
     from hegui.operator.metrics import OperatorMetrics
     from hegui.operator.reconciler import Operator
@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     registry = kopf.get_default_registry()
     handlers.register(registry, settings)
     assessment_handlers.register(registry, settings)  # runs SafetyAssessments (Art.17)
+    anchoring.register(registry, settings)  # evidence Secrets and anchors (Art.11, Art.19)
     metrics = OperatorMetrics()
     if settings.metrics_address:
         from prometheus_client import start_http_server
@@ -77,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     if settings.leader_election:
         _lead(settings, api)
     # What every handler shares, handed over by kopf in each handler's `memo`.
-    memo = kopf.Memo(operator=Operator(settings, cluster, metrics=metrics))
+    memo = kopf.Memo(operator=Operator(settings, cluster, metrics=metrics),
+                     evidence=anchoring.EvidenceDuties(api))
     asyncio.run(kopf.operator(registry=registry, clusterwide=not settings.namespaces,
                               namespaces=list(settings.namespaces), standalone=True,
                               liveness_endpoint=settings.liveness or None, memo=memo))
