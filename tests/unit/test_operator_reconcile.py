@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import kopf
 import pytest
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from hegui.operator import handlers
@@ -209,6 +210,31 @@ def test_a_service_is_judged_its_sidecars_config_rendered_and_an_unchanged_pass_
     # Reads per pass: 5 workload lists, the NetworkPolicies (a team's that widen hegui's are
     # reported), 2 request lists, the sidecar ConfigMap.
     assert len(cluster.calls) - len(writes) == 9
+
+
+def test_a_posture_that_names_no_triton_gets_the_policys_default_in_its_sidecar_config(
+        ) -> None:
+    """Admission judged the service by the policy's defaults.triton (rule moderation, Art.14);
+    the sidecar must dial that endpoint too, not its loopback default (failing closed, it
+    would refuse every request on a fresh install)."""
+    policy = _policy()
+    policy["spec"]["defaults"] = {"triton": {"address": "triton.hegui-system.svc:8001",
+                                             "model": "moderation"}}
+    own = {"address": "triton.team.svc:8001", "model": "moderation"}
+    categories = [{"name": "subversion", "threshold": 0.5, "action": "Block",
+                   "article": "Art.4(1)"}]
+    for moderation, wanted in (({"categories": categories}, "triton.hegui-system.svc:8001"),
+                               ({"categories": categories, "triton": own},
+                                "triton.team.svc:8001")):
+        service = _service(moderation=moderation)
+        op, cluster = _operator(policy, service)
+        _pass(op, cluster, service, kopf.Memo(operator=op))
+        config_map = cluster.find(CONFIG_MAP, NS, "hegui-sidecar-chat")
+        assert config_map is not None
+        rendered = yaml.safe_load(config_map["data"]["service.yaml"])
+        assert rendered["spec"]["moderation"]["triton"]["address"] == wanted
+        # The service itself is left as its team wrote it.
+        assert service["spec"]["moderation"].get("triton") == moderation.get("triton")
 
 
 def test_a_field_that_goes_away_is_removed_and_a_write_not_yet_seen_is_repeated() -> None:

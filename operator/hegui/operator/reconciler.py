@@ -28,6 +28,7 @@ from hegui.api.generativeservice import (
     GenerativeService,
     GenerativeServiceStatus,
     SuspensionAction,
+    TritonEndpoint,
 )
 from hegui.api.suspension import ResumeRequest, SuspensionOrder
 from hegui.operator import stability, suspension
@@ -118,14 +119,20 @@ def _owner(body: kopf.Body) -> dict[str, Any]:
             "uid": body.meta["uid"], "controller": True, "blockOwnerDeletion": False}
 
 
-def sidecar_config(body: kopf.Body, notice: str) -> dict[str, Any]:
+def sidecar_config(body: kopf.Body, notice: str,
+                   default_triton: TritonEndpoint | None = None) -> dict[str, Any]:
     """The ConfigMap the injected sidecars mount (`--service /etc/hegui/service.yaml`): the
     service's posture, so sidecars need no API access, and the suspension notice
-    (`suspension.yaml`, Art.21) they poll."""
+    (`suspension.yaml`, Art.21) they poll. A posture that names no Triton gets the policy's
+    `defaults.triton`, the endpoint admission judged it by (rule moderation): without it the
+    sidecar would dial its built-in loopback default and, failing closed, refuse everything."""
     name, namespace = body.meta["name"], body.meta["namespace"]
+    spec = dict(body.get("spec") or {})
+    moderation = dict(spec.get("moderation") or {})
+    if default_triton is not None and "moderation" in spec and not moderation.get("triton"):
+        spec["moderation"] = {**moderation, "triton": default_triton.to_dict()}
     posture = {"apiVersion": body["apiVersion"], "kind": body["kind"],
-               "metadata": {"name": name, "namespace": namespace},
-               "spec": dict(body.get("spec") or {})}
+               "metadata": {"name": name, "namespace": namespace}, "spec": spec}
     return {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {
@@ -255,8 +262,10 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     _attempt(errors, "write the status", lambda: _write_status(memory, body, patch, status))
     cluster = op.cluster
     # The notice first: a suspension must reach the sidecars whatever fails after it.
+    default_triton = next((p.spec.defaults.triton for p in effective.policies
+                           if p.spec.defaults.triton), None) if effective else None
     _attempt(errors, "render the sidecar ConfigMap", lambda: ensure(
-        cluster, CONFIG_MAP, sidecar_config(body, stable.notice()), "data"))
+        cluster, CONFIG_MAP, sidecar_config(body, stable.notice(), default_triton), "data"))
     for transition in stable.step.transitions:
         _attempt(errors, "announce", functools.partial(_announce, op, body, key, transition))
     op.outcomes.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))
