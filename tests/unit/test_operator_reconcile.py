@@ -237,6 +237,26 @@ def test_a_posture_that_names_no_triton_gets_the_policys_default_in_its_sidecar_
         assert service["spec"]["moderation"].get("triton") == moderation.get("triton")
 
 
+def test_the_policys_routes_join_the_services_own_and_its_entry_for_a_path_wins() -> None:
+    """A route the platform adds everywhere (defaults.routes) is moderated by every sidecar of
+    the policy's namespaces as its family (Art.14), beside the service's own routes."""
+    policy = _policy()
+    policy["spec"]["defaults"] = {"routes": [
+        {"path": "/gateway/chat", "family": "chat"},
+        {"path": "/custom/generate", "family": "tgi"}]}
+    service = _service(moderation={
+        "categories": [{"name": "subversion", "threshold": 0.5, "action": "Block",
+                        "article": "Art.4(1)"}],
+        "routes": [{"path": "/custom/generate", "family": "ollama_generate"}]})
+    op, cluster = _operator(policy, service)
+    _pass(op, cluster, service, kopf.Memo(operator=op))
+    config_map = cluster.find(CONFIG_MAP, NS, "hegui-sidecar-chat")
+    assert config_map is not None
+    rendered = yaml.safe_load(config_map["data"]["service.yaml"])
+    routes = {r["path"]: r["family"] for r in rendered["spec"]["moderation"]["routes"]}
+    assert routes == {"/custom/generate": "ollama_generate", "/gateway/chat": "chat"}
+
+
 def test_a_field_that_goes_away_is_removed_and_a_write_not_yet_seen_is_repeated() -> None:
     before = {"suspension": {"suspended": False, "violatingSince": "2026-11-29T07:00:00Z"},
               "findings": []}

@@ -32,6 +32,7 @@ from hegui.api.generativeservice import (
     Direction,
     FailureMode,
     LabelPosition,
+    ModeratedRoute,
     TritonEndpoint,
 )
 
@@ -278,6 +279,13 @@ class Defaults(ApiModel):
     moderation_failure_mode: FailureMode = Field(
         default=FailureMode.CLOSED, description="The default behaviour while the moderator is "
                                                 "down.")
+    routes: list[ModeratedRoute] = Field(
+        default_factory=list, max_length=16,
+        description="Generation routes every sidecar of the policy's namespaces moderates beyond "
+                    "the built-in table, each as its family (Art.14), e.g. a path a platform's "
+                    "gateway or serving runtime adds everywhere; a service's own "
+                    "moderation.routes entry for the same path wins.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["path"]})
 
 
 class ExceptionLimits(ApiModel):

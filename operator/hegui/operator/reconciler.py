@@ -14,7 +14,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from hegui.api.common import API_VERSION
 from hegui.api.generativeservice import (
     GenerativeService,
     GenerativeServiceStatus,
+    ModeratedRoute,
     SuspensionAction,
     TritonEndpoint,
 )
@@ -120,17 +121,27 @@ def _owner(body: kopf.Body) -> dict[str, Any]:
 
 
 def sidecar_config(body: kopf.Body, notice: str,
-                   default_triton: TritonEndpoint | None = None) -> dict[str, Any]:
+                   default_triton: TritonEndpoint | None = None,
+                   policy_routes: Sequence[ModeratedRoute] = ()) -> dict[str, Any]:
     """The ConfigMap the injected sidecars mount (`--service /etc/hegui/service.yaml`): the
     service's posture, so sidecars need no API access, and the suspension notice
-    (`suspension.yaml`, Art.21) they poll. A posture that names no Triton gets the policy's
-    `defaults.triton`, the endpoint admission judged it by (rule moderation): without it the
-    sidecar would dial its built-in loopback default and, failing closed, refuse everything."""
+    (`suspension.yaml`, Art.21) they poll. What the policies add for every service goes in too
+    (the sidecar reads one posture): a posture that names no Triton gets the policy's
+    `defaults.triton`, the endpoint admission judged it by (rule moderation), or the sidecar
+    would dial its loopback default and, failing closed, refuse everything; the policies'
+    `defaults.routes` join the service's own `moderation.routes` (its entry for a path wins)."""
     name, namespace = body.meta["name"], body.meta["namespace"]
     spec = dict(body.get("spec") or {})
-    moderation = dict(spec.get("moderation") or {})
-    if default_triton is not None and "moderation" in spec and not moderation.get("triton"):
-        spec["moderation"] = {**moderation, "triton": default_triton.to_dict()}
+    if "moderation" in spec:  # a posture without moderation is refused by the sidecar anyway
+        moderation = dict(spec.get("moderation") or {})
+        if default_triton is not None and not moderation.get("triton"):
+            moderation["triton"] = default_triton.to_dict()
+        own = list(moderation.get("routes") or [])
+        taken = {route.get("path") for route in own if isinstance(route, Mapping)}
+        added = [r.to_dict() for r in policy_routes if r.path not in taken]
+        if added:
+            moderation["routes"] = own + list({r["path"]: r for r in added}.values())
+        spec["moderation"] = moderation
     posture = {"apiVersion": body["apiVersion"], "kind": body["kind"],
                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
     return {
@@ -262,10 +273,13 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     _attempt(errors, "write the status", lambda: _write_status(memory, body, patch, status))
     cluster = op.cluster
     # The notice first: a suspension must reach the sidecars whatever fails after it.
-    default_triton = next((p.spec.defaults.triton for p in effective.policies
-                           if p.spec.defaults.triton), None) if effective else None
+    policies = effective.policies if effective else []
+    default_triton = next((p.spec.defaults.triton for p in policies if p.spec.defaults.triton),
+                          None)
+    policy_routes = [route for p in policies for route in p.spec.defaults.routes]
     _attempt(errors, "render the sidecar ConfigMap", lambda: ensure(
-        cluster, CONFIG_MAP, sidecar_config(body, stable.notice(), default_triton), "data"))
+        cluster, CONFIG_MAP, sidecar_config(body, stable.notice(), default_triton,
+                                            policy_routes), "data"))
     for transition in stable.step.transitions:
         _attempt(errors, "announce", functools.partial(_announce, op, body, key, transition))
     op.outcomes.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))
