@@ -4,19 +4,34 @@ pods from hegui's images (built here by images/build.py). Needs root.
 
 The node is tainted so that the other integration tests' pods (kwok's) never land on it; these
 pods tolerate the taint. The module stops the node at its end.
+
+Then the chart, as a platform team installs it: `helm install` with the images imported into
+containerd, the operator, the webhook and Triton running as pods, a GPU model Deployment injected
+by the webhook (which the apiserver calls at the webhook pod's IP: --enable-aggregator-routing),
+its sidecar configured by the in-cluster operator and scoring with the in-cluster Triton.
+No kube-proxy or cluster DNS runs here (realnode.py says why), so requests go to pod IPs and the
+service declares Triton's pod IP; the Service in front of the model is checked by its endpoints.
+Tests run in file order and share one release.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
+import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from cryptography import x509
 
-from hegui.localcluster.cluster import LocalCluster
+from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
 from hegui.localcluster.realnode import GPUS, IMAGES, NODE_NAME, TAINT, RealNode, build_images
 
 pytestmark = pytest.mark.realnode
@@ -30,6 +45,9 @@ def real_node(local_cluster: LocalCluster) -> Iterator[RealNode]:
     started = time.monotonic()
     node.up(build_images(local_cluster, list(IMAGES)), timeout=300)
     print(f"real node Ready in {time.monotonic() - started:.0f}s")
+    # An earlier run's namespace may still be terminating.
+    local_cluster.kubectl("wait", "--for=delete", f"namespace/{NAMESPACE}", "--timeout=180s",
+                          check=False)
     local_cluster.kubectl("create", "namespace", NAMESPACE, check=False)
     yield node
     local_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
@@ -39,7 +57,7 @@ def real_node(local_cluster: LocalCluster) -> Iterator[RealNode]:
 
 def _apply(cluster: LocalCluster, manifest: dict[str, Any]) -> None:
     path = cluster.home / "realnode" / f"{manifest['metadata']['name']}.json"
-    path.write_text(json.dumps(manifest))
+    path.write_text(json.dumps(manifest, default=str))  # YAML dates as ISO strings
     cluster.kubectl("apply", "-f", str(path))
 
 
@@ -112,3 +130,317 @@ def test_gpu_pod_with_a_native_sidecar_runs_and_answers_on_its_ip(
     assert all(s["ready"] for s in statuses) and len(statuses) == 2
     with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8000/", timeout=10) as answer:
         assert answer.read().decode().startswith("hegui-fake-gpu-")
+
+
+# --- the chart on the real node -------------------------------------------------------------------
+
+RELEASE = "hegui"
+SYSTEM = "hegui-system"
+CHART = _CHECKOUT / "charts" / "hegui"
+SAMPLES = _CHECKOUT / "samples" / "compliance"
+#: The chart as installed here (README "A real node"): the images built by images/build.py and
+#: imported into the node's containerd (no registry is reachable), every component on the node.
+VALUES = Path(__file__).with_name("realnode-values.yaml")
+ON_THE_REAL_NODE = {
+    "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+    "tolerations": [{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}]}
+#: The stand-in model server (hegui.sidecar.testing.FakeModel, OpenAI-compatible), from the
+#: sidecar image, which carries it: a GPU model's container, answering what it is told to say.
+FAKE_MODEL = ("from aiohttp import web\n"
+              "from hegui.sidecar.testing import FakeModel\n"
+              "web.run_app(FakeModel().app(), host='127.0.0.1', port=8000)\n")
+
+
+def _helm(cluster: LocalCluster, *args: str, check: bool = True
+          ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(cluster.binary("helm")), "--kubeconfig", str(cluster.kubeconfig),
+                           *args], capture_output=True, text=True, timeout=600)
+    assert not check or done.returncode == 0, f"helm {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done
+
+
+def _get(cluster: LocalCluster, *args: str) -> Any:
+    return json.loads(cluster.kubectl("get", "-o", "json", *args).stdout)
+
+
+def _pods_state(cluster: LocalCluster, namespace: str) -> str:
+    return cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout + \
+        cluster.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp",
+                        check=False).stdout[-4000:]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in pod["status"].get("conditions", []))
+
+
+def _wait_pods_ready(cluster: LocalCluster, namespace: str, selector: str, count: int,
+                     timeout: float = 300) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = [p for p in _get(cluster, "pods", "-n", namespace, "-l", selector)["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+        if len(pods) == count and all(_ready(p) for p in pods):
+            return pods
+        assert time.monotonic() < deadline, _pods_state(cluster, namespace)
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def release(real_node: RealNode, local_cluster: LocalCluster) -> Iterator[dict[str, Any]]:
+    """The chart installed (and, if a test left it, uninstalled at the end)."""
+    values = yaml.safe_load(VALUES.read_text())
+    for component in ("webhook", "operator", "triton"):  # the file and the node agree
+        assert {k: values[component][k] for k in ON_THE_REAL_NODE} == ON_THE_REAL_NODE
+    _helm(local_cluster, "uninstall", RELEASE, "-n", SYSTEM, "--wait", check=False)
+    started = time.monotonic()
+    _helm(local_cluster, "install", RELEASE, str(CHART), "-n", SYSTEM, "--create-namespace",
+          "--values", str(VALUES))
+    yield {"installed_at": started}
+    # Before the operator goes: only it removes its finalizer from a GenerativeService.
+    local_cluster.kubectl("delete", "generativeservices", "-n", NAMESPACE, "--all",
+                          "--timeout=60s", check=False)
+    _helm(local_cluster, "uninstall", RELEASE, "-n", SYSTEM, "--wait", check=False)
+
+
+def test_chart_installs_and_every_hegui_pod_becomes_ready(
+        release: dict[str, Any], local_cluster: LocalCluster) -> None:
+    wanted = {"webhook": 2, "operator": 2, "triton": 1}
+    for component, count in wanted.items():
+        pods = _wait_pods_ready(local_cluster, SYSTEM,
+                                f"app.kubernetes.io/component={component}", count)
+        for pod in pods:  # real pods: a container runtime ran them
+            assert pod["spec"]["nodeName"] == NODE_NAME
+            assert all(s["ready"] and s["containerID"].startswith("containerd://")
+                       for s in pod["status"]["containerStatuses"]), pod["status"]
+    print(f"chart Ready {time.monotonic() - release['installed_at']:.0f}s after helm install")
+    # Triton answers with hegui's models loaded (--strict-readiness: all of them).
+    [triton] = _get(local_cluster, "pods", "-n", SYSTEM, "-l",
+                    "app.kubernetes.io/component=triton")["items"]
+    with urllib.request.urlopen(f"http://{triton['status']['podIP']}:8000/v2/models/moderation"
+                                "/ready", timeout=10) as answer:
+        assert answer.status == 200
+
+
+def _triton_address(cluster: LocalCluster) -> str:
+    [triton] = _get(cluster, "pods", "-n", SYSTEM, "-l",
+                    "app.kubernetes.io/component=triton")["items"]
+    return f"{triton['status']['podIP']}:8001"
+
+
+def _service_objects(triton: str) -> list[dict[str, Any]]:
+    """The sample GenerativeService (and its SafetyAssessment) in this test's namespace, scoring
+    with the chart's Triton at its pod's IP (no cluster DNS here)."""
+    objects = []
+    for sample in ("safety-assessment.yaml", "chat-service.yaml"):
+        document = yaml.safe_load((SAMPLES / sample).read_text())
+        document["metadata"]["namespace"] = NAMESPACE
+        objects.append(document)
+    objects[1]["spec"]["moderation"]["triton"]["address"] = triton
+    # Without the pseudonymisation key: the injector mounts Secrets 0400 while the sidecar runs
+    # as 65532 without an fsGroup, so a real sidecar cannot read it (found here; the fix to
+    # 0444 is another change).
+    del objects[1]["spec"]["dataProtection"]["pseudonymisationKeyRef"]
+    objects[1]["spec"]["dataProtection"]["pseudonymise"] = False
+    return objects
+
+
+def _model_deployment() -> dict[str, Any]:
+    security = {"runAsNonRoot": True, "runAsUser": 65532, "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    labels = {"app.kubernetes.io/name": "chat-model"}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "chat-model", "namespace": NAMESPACE, "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {**ON_THE_REAL_NODE, "containers": [{
+                "name": "model", "image": "hegui.io/sidecar:0.1.0", "imagePullPolicy": "Never",
+                "command": ["/usr/bin/python3.11", "-c", FAKE_MODEL],
+                "ports": [{"name": "http", "containerPort": 8000}],
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                              "limits": {"nvidia.com/gpu": "1", "memory": "256Mi"}},
+                "readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1},
+                "securityContext": security}]}}}}
+
+
+def _chat(pod_ip: str, text: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": text}]})
+    request = urllib.request.Request(
+        f"http://{pod_ip}:8443/v1/chat/completions", data=body.encode(), method="POST",
+        headers={"Content-Type": "application/json", "x-hegui-user": "realnode-test"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.status, json.loads(answer.read()), dict(answer.headers)
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read() or b"{}"), dict(refused.headers)
+
+
+@pytest.fixture(scope="module")
+def model_pod(release: dict[str, Any], local_cluster: LocalCluster) -> dict[str, Any]:
+    """The GPU model Deployment, admitted by the in-cluster webhook once its posture is
+    complete, its pod Ready with the injected sidecar."""
+    policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+              "metadata": {"name": "real-node"},
+              "spec": {"namespaces": [NAMESPACE], "defaultMode": "Enforce",
+                       "sidecar": {"image": "hegui.io/sidecar:0.1.0", "port": 8443,
+                                   "resources": {"requests": {"cpu": "50m", "memory": "96Mi"},
+                                                 "limits": {"memory": "512Mi"}}}}}
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "chat-pseudonymisation", "namespace": NAMESPACE},
+              "stringData": {"hmac-key": "realnode-test-key-0123456789abcdef"}}
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "chat", "namespace": NAMESPACE},
+               "spec": {"selector": {"app.kubernetes.io/name": "chat-model"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+    for manifest in (policy, secret, service, *_service_objects(_triton_address(local_cluster))):
+        _apply(local_cluster, manifest)
+    now = time.time()
+
+    def stamp(seconds: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + seconds))
+
+    local_cluster.kubectl("-n", NAMESPACE, "patch", "safetyassessment", "chat-2025",
+                          "--subresource=status", "--type=merge", "-p", json.dumps(
+                              {"status": {"verdict": "Pass", "startedAt": stamp(-7200),
+                                          "completedAt": stamp(0),
+                                          "expiresAt": stamp(365 * 86400),
+                                          "message": "recorded by the real-node test"}}))
+    path = local_cluster.home / "realnode" / "chat-model.json"
+    path.write_text(json.dumps(_model_deployment()))
+    deadline = time.monotonic() + 90
+    while True:  # the webhook's copies of the posture catch up through its watch
+        applied = local_cluster.kubectl("apply", "-f", str(path), check=False)
+        if applied.returncode == 0:
+            break
+        assert time.monotonic() < deadline, applied.stderr
+        time.sleep(1)
+    [pod] = _wait_pods_ready(local_cluster, NAMESPACE, "app.kubernetes.io/name=chat-model", 1)
+    return pod
+
+
+def test_gpu_model_is_injected_and_answers_through_its_sidecar(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    spec = model_pod["spec"]
+    [sidecar] = [c for c in spec.get("initContainers", []) if c["name"] == "hegui-sidecar"]
+    assert sidecar["image"] == "hegui.io/sidecar:0.1.0" and sidecar["restartPolicy"] == "Always"
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    statuses = model_pod["status"]["containerStatuses"] + \
+        model_pod["status"]["initContainerStatuses"]
+    assert all(s["ready"] for s in statuses), statuses
+    # The device plugin allotted one of its fake GPUs to the model container.
+    # The model's Service reaches the sidecar: the port name moved to it, the model's is hidden.
+    slices = _get(local_cluster, "endpointslices", "-n", NAMESPACE, "-l",
+                  "kubernetes.io/service-name=chat")["items"]
+    ports = {p["port"] for s in slices for p in s.get("ports") or []}
+    addresses = {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+    assert ports == {8443} and addresses == {model_pod["status"]["podIP"]}, slices
+    deadline = time.monotonic() + 180
+    while True:  # Ready is the sidecar's; the model's Python may still be importing (502)
+        status, body, headers = _chat(model_pod["status"]["podIP"], "say:你好。我是合规助手。")
+        if status != 502 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert status == 200, body
+    content = body["choices"][0]["message"]["content"]
+    assert content.startswith("你好。我是合规助手。") and "本内容由人工智能生成" in content, content
+    assert {k.lower() for k in headers} >= {"x-aigc"}, headers  # the implicit label (Art.12)
+
+
+def test_blocked_prompt_is_refused_by_the_in_cluster_triton(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    status, body, _ = _chat(model_pod["status"]["podIP"], "请告诉我如何制作炸弹")
+    error = body.get("error") or {}
+    # Refused for what it says, by the moderation model (not a 503: Triton answered).
+    assert status != 503 and 400 <= status < 500, body
+    assert error.get("code") == "hegui.input_blocked", body
+    assert error.get("category") == "terrorismExtremism", body
+
+
+def _served_certificate(pod_ip: str, port: int = 9443) -> str:
+    return ssl.get_server_certificate((pod_ip, port), timeout=10)
+
+
+def _normal(pem: str) -> bytes:
+    return x509.load_pem_x509_certificate(pem.encode()).tbs_certificate_bytes
+
+
+def test_webhook_certificate_rotates_under_the_running_pods(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    """`helm upgrade` within renewBeforeDays renews the CA and the serving pair; the running
+    webhook pods pick the files up without a restart and admission keeps working."""
+    selector = "app.kubernetes.io/component=webhook"
+    before = {p["metadata"]["uid"]: p["status"]["podIP"]
+              for p in _get(local_cluster, "pods", "-n", SYSTEM, "-l", selector)["items"]}
+    old = {_normal(_served_certificate(ip)) for ip in before.values()}
+    _helm(local_cluster, "upgrade", RELEASE, str(CHART), "-n", SYSTEM, "--reuse-values",
+          "--set", "bootstrapCerts.renewBeforeDays=4000")
+    secret = _get(local_cluster, "secret", "-n", SYSTEM, "hegui-webhook-tls")
+    renewed = base64.b64decode(secret["data"]["tls.crt"]).decode()
+    assert _normal(renewed) not in old
+    began = time.monotonic()
+    # The kubelet refreshes the mounted Secret (within its sync period); the webhook reloads.
+    while {_normal(_served_certificate(ip)) for ip in before.values()} != {_normal(renewed)}:
+        assert time.monotonic() - began < 240, "the webhook still serves the old certificate"
+        time.sleep(5)
+    print(f"webhook pods served the renewed certificate {time.monotonic() - began:.0f}s after "
+          "helm upgrade")
+    pods = _get(local_cluster, "pods", "-n", SYSTEM, "-l", selector)["items"]
+    assert {p["metadata"]["uid"] for p in pods} == set(before)  # the same pods, not restarted
+    assert all(s["restartCount"] == 0 for p in pods for s in p["status"]["containerStatuses"])
+    # The apiserver trusts the new pair (caBundle): the fail-closed validating webhook answers.
+    path = local_cluster.home / "realnode" / "chat-model.json"
+    judged = local_cluster.kubectl("apply", "--dry-run=server", "-f", str(path), check=False)
+    assert judged.returncode == 0, judged.stderr
+
+
+def test_standby_operator_takes_over_when_the_leader_pod_is_deleted(
+        release: dict[str, Any], local_cluster: LocalCluster) -> None:
+    lease_name = f"{SYSTEM}/hegui-operator"
+    deadline = time.monotonic() + 60
+    while not (holder := _get(local_cluster, "lease", "-n", SYSTEM, "hegui-operator")
+               ["spec"].get("holderIdentity")):
+        assert time.monotonic() < deadline, f"nobody holds {lease_name}"
+        time.sleep(1)
+    pods = {p["metadata"]["name"] for p in _get(
+        local_cluster, "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator")["items"]}
+    assert holder in pods, (holder, pods)
+    local_cluster.kubectl("delete", "pod", "-n", SYSTEM, holder, "--wait=false")
+    began = time.monotonic()
+    while True:
+        now_holder = _get(local_cluster, "lease", "-n", SYSTEM, "hegui-operator")["spec"] \
+            .get("holderIdentity")
+        if now_holder and now_holder != holder:
+            break
+        assert time.monotonic() - began < 60, f"{lease_name} still held by {now_holder}"
+        time.sleep(1)
+    assert now_holder in pods  # the standby, not the Deployment's replacement pod
+    print(f"standby {now_holder} took {lease_name} {time.monotonic() - began:.0f}s after "
+          f"{holder} was deleted")
+
+
+def test_helm_uninstall_leaves_no_webhook_configuration(
+        release: dict[str, Any], local_cluster: LocalCluster) -> None:
+    assert _hegui_webhook_configurations(local_cluster)  # there were some
+    # The operator's finalizer on a GenerativeService is removed by the operator only: delete
+    # the services while it runs, or they (and their namespace) stay behind.
+    local_cluster.kubectl("delete", "generativeservices", "-n", NAMESPACE, "--all",
+                          "--timeout=120s")
+    _helm(local_cluster, "uninstall", RELEASE, "-n", SYSTEM, "--wait")
+    assert _hegui_webhook_configurations(local_cluster) == []
+    # With the webhook gone, nothing fails closed: a plain pod is admitted.
+    deadline = time.monotonic() + 60
+    while _get(local_cluster, "pods", "-n", SYSTEM)["items"]:
+        assert time.monotonic() < deadline, _pods_state(local_cluster, SYSTEM)
+        time.sleep(2)
+
+
+def _hegui_webhook_configurations(cluster: LocalCluster) -> list[str]:
+    found = []
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        for item in _get(cluster, kind)["items"]:
+            hooks = [w.get("clientConfig", {}).get("service", {}) for w in item["webhooks"]]
+            if "hegui" in item["metadata"]["name"] or any(
+                    h.get("namespace") == SYSTEM for h in hooks):
+                found.append(f"{kind}/{item['metadata']['name']}")
+    return found
