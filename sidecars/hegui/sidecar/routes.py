@@ -17,7 +17,8 @@ Every request is matched here before anything reaches the model:
 Routes are moderated generation (a family in `hegui.sidecar.families`), harmless metadata
 (model lists, health, the model server's own metrics), or non-generative (embeddings,
 tokenize). A GenerativeService may declare more generation routes
-(`spec.moderation.routes`: path and family); it cannot declare unmoderated ones.
+(`spec.moderation.routes`: path and family), a CompliancePolicy for all its services
+(`spec.defaults.routes`, merged in by the operator); neither can declare unmoderated ones.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ SEGMENT = re.compile(r"[A-Za-z0-9_~:@-][A-Za-z0-9._~:@-]*")
 _PARAM = re.compile(r"\{([a-z_]+)\}")
 ARTICLE = "Art.14"
 FIX = ("if the model serves this API, declare the route and its family in the "
-       "GenerativeService's spec.moderation.routes (path and family: one of "
+       "GenerativeService's spec.moderation.routes, or for every service in the "
+       "CompliancePolicy's spec.defaults.routes (path and family: one of "
        f"{', '.join(sorted(FAMILIES))}); unmoderated routes cannot be declared")
 
 
