@@ -346,6 +346,18 @@ def _order_spec(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _evidence(d: dict[str, Any]) -> dict[str, Any]:
+    if "anchorInterval" in d and _seconds(d["anchorInterval"]) < 60:
+        return {**d, "anchorInterval": "10m"}
+    return d
+
+
+def _open_port(d: dict[str, Any]) -> dict[str, Any]:
+    if "endPort" in d and d["endPort"] < d["port"]:
+        return {**d, "endPort": d["port"]}
+    return d
+
+
 #: Repairs by the model (JSON schema definition) they apply to.
 REPAIRS: dict[str, _Repair] = {
     "LabelSelectorRequirement": _requirement,
@@ -366,5 +378,7 @@ REPAIRS: dict[str, _Repair] = {
     "ComplianceExceptionSpec": _exception_spec,
     "SafetyAssessmentSpec": _assessment_spec,
     "SuspensionOrderSpec": _order_spec,
+    "Evidence": _evidence,
+    "OpenPort": _open_port,
 }
 
