@@ -228,20 +228,17 @@ def _triton_address(cluster: LocalCluster) -> str:
     return f"{triton['status']['podIP']}:8001"
 
 
-def _service_objects(triton: str) -> list[dict[str, Any]]:
-    """The sample GenerativeService (and its SafetyAssessment) in this test's namespace, scoring
-    with the chart's Triton at its pod's IP (no cluster DNS here)."""
+def _service_objects() -> list[dict[str, Any]]:
+    """The sample GenerativeService (and its SafetyAssessment) in this test's namespace. It
+    names no Triton: its sidecar scores with the policy's defaults.triton, which the operator
+    renders into the sidecar's configuration. With its pseudonymisation key, which the real
+    sidecar (non-root, no pod fsGroup) must be able to read from the injected keys volume."""
     objects = []
     for sample in ("safety-assessment.yaml", "chat-service.yaml"):
         document = yaml.safe_load((SAMPLES / sample).read_text())
         document["metadata"]["namespace"] = NAMESPACE
         objects.append(document)
-    objects[1]["spec"]["moderation"]["triton"]["address"] = triton
-    # Without the pseudonymisation key: the injector mounts Secrets 0400 while the sidecar runs
-    # as 65532 without an fsGroup, so a real sidecar cannot read it (found here; the fix to
-    # 0444 is another change).
-    del objects[1]["spec"]["dataProtection"]["pseudonymisationKeyRef"]
-    objects[1]["spec"]["dataProtection"]["pseudonymise"] = False
+    del objects[1]["spec"]["moderation"]["triton"]
     return objects
 
 
@@ -283,6 +280,9 @@ def model_pod(release: dict[str, Any], local_cluster: LocalCluster) -> dict[str,
     policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
               "metadata": {"name": "real-node"},
               "spec": {"namespaces": [NAMESPACE], "defaultMode": "Enforce",
+                       # The chart's Triton at its pod's IP (no cluster DNS here).
+                       "defaults": {"triton": {"address": _triton_address(local_cluster),
+                                               "model": "moderation"}},
                        "sidecar": {"image": "hegui.io/sidecar:0.1.0", "port": 8443,
                                    "resources": {"requests": {"cpu": "50m", "memory": "96Mi"},
                                                  "limits": {"memory": "512Mi"}}}}}
@@ -293,7 +293,7 @@ def model_pod(release: dict[str, Any], local_cluster: LocalCluster) -> dict[str,
                "metadata": {"name": "chat", "namespace": NAMESPACE},
                "spec": {"selector": {"app.kubernetes.io/name": "chat-model"},
                         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
-    for manifest in (policy, secret, service, *_service_objects(_triton_address(local_cluster))):
+    for manifest in (policy, secret, service, *_service_objects()):
         _apply(local_cluster, manifest)
     now = time.time()
 
