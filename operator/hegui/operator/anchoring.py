@@ -39,6 +39,7 @@ from hegui.api.policy import CompliancePolicy, Evidence
 from hegui.evidence import config
 from hegui.evidence.anchor import checkpoint, publish
 from hegui.evidence.store import S3Store, StoreError
+from hegui.operator.reconciler import operator_of
 from hegui.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,17 @@ def policies(api: Any) -> list[CompliancePolicy]:
     return found
 
 
-def evidence_for(api: Any, namespace: str, among: list[CompliancePolicy]) -> Evidence | None:
+def evidence_for(api: Any, namespace: str, among: list[CompliancePolicy],
+                 labels: Mapping[str, str] | None = None) -> Evidence | None:
     """The evidence declaration of the policies selecting `namespace` (the longest retention
-    wins, hegui.evidence.config.choose)."""
+    wins, hegui.evidence.config.choose). `labels`: the namespace's, when the caller knows them
+    (the operator's index does; the operator's role has no `get` on namespaces)."""
     from kubernetes import client
 
-    labels = client.CoreV1Api(api).read_namespace(namespace).metadata.labels or {}
+    if labels is None:
+        labels = client.CoreV1Api(api).read_namespace(namespace).metadata.labels or {}
     chosen: Evidence | None = config.choose(
-        p for p in among if p.spec.selects_namespace(namespace, labels))
+        p for p in among if p.spec.selects_namespace(namespace, dict(labels)))
     return chosen
 
 
@@ -132,11 +136,11 @@ _APPLIED: dict[str, tuple[str, float]] = {}
 REAPPLY_SECONDS = 600.0
 
 
-def sync_service(api: Any, service: Mapping[str, Any],
-                 among: list[CompliancePolicy]) -> str | None:
+def sync_service(api: Any, service: Mapping[str, Any], among: list[CompliancePolicy],
+                 labels: Mapping[str, str] | None = None) -> str | None:
     """Give the service's sidecars the store's credentials; the Secret's name, or None when no
     policy selecting its namespace declares a store."""
-    evidence = evidence_for(api, service["metadata"]["namespace"], among)
+    evidence = evidence_for(api, service["metadata"]["namespace"], among, labels)
     if evidence is None:
         return None
     manifest = service_secret(service, evidence,
@@ -199,15 +203,7 @@ class EvidenceDuties:
     client (its --kubeconfig identity, the one the chart's RBAC and guards name) and caches."""
 
     api: Any
-    policies: list[CompliancePolicy] = field(default_factory=list)
-    policies_at: float = float("-inf")
     last_anchor: dict[str, float] = field(default_factory=dict)
-
-    def current_policies(self) -> list[CompliancePolicy]:
-        # Every service's timer asks; one list per few seconds is enough.
-        if time.monotonic() - self.policies_at > 5:
-            self.policies, self.policies_at = policies(self.api), time.monotonic()
-        return self.policies
 
 
 def duties_of(memo: Any) -> EvidenceDuties:
@@ -220,9 +216,12 @@ def keep_evidence_secret(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Keep the service's evidence Secret as the policy says (see the module's doc)."""
     from kubernetes.client.exceptions import ApiException
 
-    duties = duties_of(memo)
+    duties, index = duties_of(memo), operator_of(memo).index
+    namespace = str(body.meta.get("namespace"))
     try:
-        sync_service(duties.api, body, duties.current_policies())
+        # The policies and namespace labels the operator's watches keep (hegui.rules.index).
+        sync_service(duties.api, body, list(index.policies.values()),
+                     index.namespace_labels.get(namespace, {}))
     except (config.EvidenceConfigError, ApiException) as error:
         log.warning("GenerativeService %s/%s: cannot give its sidecars the evidence store: %s",
                     body.meta.get("namespace"), body.meta.get("name"), error)
