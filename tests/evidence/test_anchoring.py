@@ -46,6 +46,11 @@ def namespaces(local_cluster: LocalCluster, api_client: Any,
     and the anchors live), both this test's own."""
     from kubernetes import client
 
+    # hegui's CRDs, established (on a fresh cluster this test may run before any other applies
+    # them, and a GenerativeService would then be a 404).
+    local_cluster.kubectl("apply", "--server-side", "-f", str(SAMPLES.parents[1] / "crds"))
+    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd",
+                          "generativeservices.hegui.io", "compliancepolicies.hegui.io")
     suffix = time.time_ns() % 10**8
     team, ops = f"h3-team-{suffix}", f"h3-ops-{suffix}"
     core = client.CoreV1Api(api_client)

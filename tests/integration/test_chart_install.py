@@ -120,7 +120,8 @@ def _adopt_existing_crds(cluster: LocalCluster) -> None:
 def test_chart_installs_and_its_pods_run(release: Release) -> None:
     pods = release.get("pods", "-n", NAMESPACE)["items"]
     components = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
-    assert components == ["operator", "operator", "webhook", "webhook"]
+    # Triton too: the sidecars' default moderation endpoint exists on a fresh install.
+    assert components == ["operator", "operator", "triton", "webhook", "webhook"]
     assert all(p["status"]["phase"] == "Running" for p in pods)
     # The two webhook replicas landed on different nodes (anti-affinity; kwok has three).
     nodes = {p["spec"]["nodeName"] for p in pods
