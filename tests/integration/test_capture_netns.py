@@ -28,9 +28,11 @@ SIDECAR, MODEL, METRICS = 18443, 18000, 18002
 #: it gets from the model on loopback, as the real sidecar forwards there).
 SERVER = """
 import socket, sys, threading
-def serve(port, name, upstream=None):
+def listen(port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port)); s.listen()
+    return s
+def serve(s, name, upstream=None):
     while True:
         c, _ = s.accept()
         answer = name
@@ -38,10 +40,12 @@ def serve(port, name, upstream=None):
             u = socket.create_connection(("127.0.0.1", upstream), timeout=5)
             answer += "->" + u.recv(64).decode(); u.close()
         c.sendall(answer.encode()); c.close()
-threading.Thread(target=serve, args=(%(model)d, "model"), daemon=True).start()
-threading.Thread(target=serve, args=(%(metrics)d, "metrics"), daemon=True).start()
+# Every port listens before "ready": a dial may not race a server still binding.
+model, metrics, sidecar = listen(%(model)d), listen(%(metrics)d), listen(%(sidecar)d)
+threading.Thread(target=serve, args=(model, "model"), daemon=True).start()
+threading.Thread(target=serve, args=(metrics, "metrics"), daemon=True).start()
 print("ready", flush=True)
-serve(%(sidecar)d, "sidecar", %(model)d)
+serve(sidecar, "sidecar", %(model)d)
 """
 
 
