@@ -352,6 +352,12 @@ def _evidence(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _user_identity(d: dict[str, Any]) -> dict[str, Any]:
+    if d.get("source") == "JWT" and "jwtKeySecretRef" not in d:
+        return {**d, "jwtKeySecretRef": {"name": "identity", "key": "key.pem"}}
+    return d
+
+
 def _open_port(d: dict[str, Any]) -> dict[str, Any]:
     if "endPort" in d and d["endPort"] < d["port"]:
         return {**d, "endPort": d["port"]}
@@ -380,5 +386,6 @@ REPAIRS: dict[str, _Repair] = {
     "SuspensionOrderSpec": _order_spec,
     "Evidence": _evidence,
     "OpenPort": _open_port,
+    "UserIdentity": _user_identity,
 }
 
