@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from hegui.api.generativeservice import Slo, Suspension
-from hegui.localcluster.prometheus import LocalPrometheus, PrometheusUnavailable
+from hegui.localcluster.prometheus import LocalPrometheus
 from hegui.operator import slo
 from hegui.operator.slo import PrometheusClient, SloEvaluation, Verdict
 from hegui.operator.suspension import IncidentRate, TransitionKind, step
@@ -53,20 +53,6 @@ async def sidecar(fake_model: FakeModel, moderator: LocalModerator,
     client = await sidecar_client(config, moderator)
     yield client
     await client.close()
-
-
-@pytest.fixture
-async def prometheus(sidecar: TestClient[Any, Any]) -> AsyncIterator[LocalPrometheus]:
-    server = LocalPrometheus([f"127.0.0.1:{sidecar.server.port}"])
-    try:
-        await asyncio.to_thread(server.start)
-    except PrometheusUnavailable as missing:
-        pytest.skip(str(missing))
-    try:
-        await asyncio.to_thread(server.wait_for_targets)
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def flood(client: TestClient[Any, Any], seconds: float, send: Callable[[], Any],
