@@ -178,48 +178,34 @@ class KubeCluster:
         items: list[dict[str, Any]] = (_json(response) or {}).get("items") or []
         return items
 
-    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+    def _namespaced(self, verb: str, kind: Kind, namespace: str, name: str | None = None,
+                    body: dict[str, Any] | None = None) -> Any:
+        """One namespaced call (read, create, replace, delete) through the typed API of a
+        built-in kind or the custom-objects API of hegui's: the argument orders differ."""
+        named = [name] if name is not None else []
+        given = [body] if body is not None else []
         typed = self._typed(kind)
         if typed is not None:
             api, snake = typed
-            response = getattr(api, f"read_namespaced_{snake}")(name, namespace,
-                                                                _preload_content=False)
-        else:
-            response = self.custom.get_namespaced_custom_object(
-                kind.group, kind.version, namespace, kind.plural, name, _preload_content=False)
-        found: dict[str, Any] = _json(response)
+            return getattr(api, f"{verb}_namespaced_{snake}")(*named, namespace, *given,
+                                                               _preload_content=False)
+        custom_verb = "get" if verb == "read" else verb
+        return getattr(self.custom, f"{custom_verb}_namespaced_custom_object")(
+            kind.group, kind.version, namespace, kind.plural, *named, *given,
+            _preload_content=False)
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = _json(self._namespaced("read", kind, namespace, name))
         return found
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> None:
-        typed = self._typed(kind)
-        if typed is not None:
-            api, snake = typed
-            getattr(api, f"create_namespaced_{snake}")(namespace, body, _preload_content=False)
-        else:
-            self.custom.create_namespaced_custom_object(kind.group, kind.version, namespace,
-                                                        kind.plural, body,
-                                                        _preload_content=False)
+        self._namespaced("create", kind, namespace, body=body)
 
     def replace(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> None:
-        typed = self._typed(kind)
-        if typed is not None:
-            api, snake = typed
-            getattr(api, f"replace_namespaced_{snake}")(name, namespace, body,
-                                                        _preload_content=False)
-        else:
-            self.custom.replace_namespaced_custom_object(kind.group, kind.version, namespace,
-                                                         kind.plural, name, body,
-                                                         _preload_content=False)
+        self._namespaced("replace", kind, namespace, name, body)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
-        typed = self._typed(kind)
-        if typed is not None:
-            api, snake = typed
-            getattr(api, f"delete_namespaced_{snake}")(name, namespace, _preload_content=False)
-        else:
-            self.custom.delete_namespaced_custom_object(kind.group, kind.version, namespace,
-                                                        kind.plural, name,
-                                                        _preload_content=False)
+        self._namespaced("delete", kind, namespace, name)
 
     def patch_status(self, kind: Kind, namespace: str, name: str,
                      status: dict[str, Any]) -> None:
