@@ -3,19 +3,27 @@ free loopback port (never the one `hegui cluster up` started), stopped at the en
 
 The binary is built by dev/controlplane/build (minio), like the control plane's; these tests
 are marked `cluster` because they need those binaries, not the apiserver.
+
+Who talks to it, in one place: a bucket and write-once user of a test's own (`own_bucket`),
+and `access`: a fresh user's name, hegui's client or MinIO's as a given user, a sidecar
+process's environment and the root user's for the CLI.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hegui.admission.local import free_port
+from hegui.evidence.store import S3Store
 from hegui.localcluster.cluster import default_home
-from hegui.localcluster.objectstore import LocalObjectStore
+from hegui.localcluster.objectstore import Credentials, LocalObjectStore
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +40,66 @@ def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalObjec
     finally:
         assert store.down() is True
         assert not store.ready()
+
+
+def new_user(prefix: str) -> Credentials:
+    """A store user of a test's own (not yet added to the store): a unique name."""
+    return Credentials(f"{prefix}-{time.time_ns() % 10**8}", "a-long-enough-secret-key")
+
+
+@dataclass(frozen=True)
+class Access:
+    """How the evidence tests reach a store (the session's unless one is named) and as whom."""
+
+    objectstore: LocalObjectStore
+    monkeypatch: pytest.MonkeyPatch
+
+    new_user = staticmethod(new_user)
+
+    def s3(self, who: Credentials | None = None, *, store: LocalObjectStore | None = None,
+           url: str | None = None, **options: Any) -> S3Store:
+        """hegui's client of the store's bucket (or `url`), as `who` (default: the sidecars'
+        user)."""
+        store = store or self.objectstore
+        who = who or store.sidecar
+        return S3Store(url or store.url, access_key=who.access_key,
+                       secret_key=who.secret_key, **options)
+
+    def minio(self, who: Credentials, *, store: LocalObjectStore | None = None) -> Any:
+        """MinIO's own client as `who`: raw calls hegui's client never makes (deletes,
+        retention)."""
+        from minio import Minio
+
+        store = store or self.objectstore
+        return Minio(f"127.0.0.1:{store.port}", access_key=who.access_key,
+                     secret_key=who.secret_key, secure=False)
+
+    def sidecar_env(self, pod: str) -> dict[str, str]:
+        """A sidecar process's environment: the sidecars' store user, and its pod's name."""
+        return {**os.environ, **self.objectstore.sidecar.env(), "POD_NAME": pod}
+
+    def use_root(self, store: LocalObjectStore | None = None) -> None:
+        """`hegui records ...` in this process acts as the store's root user (an inspector's
+        or the operator's credentials) until the test ends."""
+        for variable, setting in (store or self.objectstore).root.env().items():
+            self.monkeypatch.setenv(variable, setting)
+
+
+@pytest.fixture
+def access(objectstore: LocalObjectStore, monkeypatch: pytest.MonkeyPatch) -> Access:
+    return Access(objectstore, monkeypatch)
+
+
+@pytest.fixture
+def own_bucket(objectstore: LocalObjectStore) -> tuple[str, str, str]:
+    """A bucket and a write-once user of the test's own, as `hegui records init-store` makes
+    them: its URL, access key and secret key. Anchors are bucket-wide, so a test that anchors
+    keeps its anchor key away from the other tests' verifications this way."""
+    from hegui.evidence.store import provision_minio
+
+    user = new_user("h3-anchoring")
+    url = f"{objectstore.url.rpartition('/')[0]}/{user.access_key}"
+    root = objectstore.root
+    provision_minio(url, root=(root.access_key, root.secret_key),
+                    sidecar=(user.access_key, user.secret_key))
+    return url, user.access_key, user.secret_key

@@ -26,7 +26,6 @@ import yaml
 from hegui.api.policy import CompliancePolicy
 from hegui.evidence import config
 from hegui.evidence.cli import export_records
-from hegui.evidence.store import S3Store
 from hegui.localcluster.cluster import LocalCluster
 from hegui.localcluster.objectstore import LocalObjectStore
 from hegui.moderation.records import main
@@ -64,20 +63,6 @@ def namespaces(local_cluster: LocalCluster, api_client: Any,
             local_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-@pytest.fixture
-def bucket(objectstore: LocalObjectStore) -> tuple[str, str, str]:
-    """A bucket and a write-once user of this test's own: anchors are bucket-wide, and the
-    other tests' verifications must not meet this test's anchor key."""
-    from hegui.evidence.store import provision_minio
-
-    suffix = time.time_ns() % 10**8
-    url = f"{objectstore.url.rpartition('/')[0]}/h3-anchoring-{suffix}"
-    user = (f"h3-anchoring-{suffix}", "a-long-enough-secret-key")
-    root = objectstore.root
-    provision_minio(url, root=(root.access_key, root.secret_key), sidecar=user)
-    return url, *user
-
-
 def _policy(url: str, secret: str, days: int = 1) -> CompliancePolicy:
     doc = yaml.safe_load((SAMPLES / "policy.yaml").read_text(encoding="utf-8"))
     endpoint, _, bucket = url.rpartition("/")
@@ -91,12 +76,13 @@ def _policy(url: str, secret: str, days: int = 1) -> CompliancePolicy:
 
 def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
         objectstore: LocalObjectStore, namespaces: tuple[str, str], api_client: Any,
-        local_cluster: LocalCluster, tmp_path: Path, bucket: tuple[str, str, str]) -> None:
+        local_cluster: LocalCluster, tmp_path: Path, own_bucket: tuple[str, str, str],
+        access: Any) -> None:
     from kubernetes import client
 
     team, ops = namespaces
     core = client.CoreV1Api(api_client)
-    url, access_key, secret_key = bucket
+    url, access_key, secret_key = own_bucket
     core.create_namespaced_secret(ops, {"metadata": {"name": "evidence-store"}, "stringData": {
         "accessKey": access_key, "secretKey": secret_key,
         "evidenceKey": MASTER.decode(), "anchorKey": ANCHOR.decode()}})
@@ -173,8 +159,7 @@ def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
         sidecar.send_signal(signal.SIGTERM)
         sidecar.wait(timeout=60)
     assert sidecar.returncode in (0, 128 + signal.SIGTERM), said()
-    root = objectstore.root
-    store = S3Store(url, access_key=root.access_key, secret_key=root.secret_key)
+    store = access.s3(objectstore.root, url=url)
     shipped = [r["reference"] for r in export_records(store, service=f"{team}/chat",
                                                       kinds=frozenset({"complaint"}))]
     assert shipped == acknowledged
@@ -188,22 +173,17 @@ def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
     keys.mkdir()
     (keys / "master").write_bytes(MASTER)
     (keys / "anchor").write_bytes(ANCHOR)
-    for variable, setting in root.env().items():
-        os.environ[variable] = setting
-    try:
-        assert main(["records", "verify", "--store", url, "--service",
-                     f"{team}/chat", "--master-key-file", str(keys / "master"),
-                     "--anchor-key-file", str(keys / "anchor"), "--anchors-configmap",
-                     f"{ops}/{anchoring.ANCHORS_CONFIGMAP}", "--kubeconfig",
-                     str(local_cluster.kubeconfig)]) == 0
-        # Verified with the wrong cluster key, every segment of the service is flagged.
-        (keys / "wrong").write_bytes(b"not-the-key")
-        assert main(["records", "verify", "--store", url, "--service",
-                     f"{team}/chat", "--master-key-file", str(keys / "wrong"),
-                     "--anchor-key-file", str(keys / "anchor")]) == 1
-    finally:
-        for variable in root.env():
-            os.environ.pop(variable, None)
+    access.use_root()
+    assert main(["records", "verify", "--store", url, "--service",
+                 f"{team}/chat", "--master-key-file", str(keys / "master"),
+                 "--anchor-key-file", str(keys / "anchor"), "--anchors-configmap",
+                 f"{ops}/{anchoring.ANCHORS_CONFIGMAP}", "--kubeconfig",
+                 str(local_cluster.kubeconfig)]) == 0
+    # Verified with the wrong cluster key, every segment of the service is flagged.
+    (keys / "wrong").write_bytes(b"not-the-key")
+    assert main(["records", "verify", "--store", url, "--service",
+                 f"{team}/chat", "--master-key-file", str(keys / "wrong"),
+                 "--anchor-key-file", str(keys / "anchor")]) == 1
 
 
 def test_a_store_secret_without_the_anchor_key_is_named(

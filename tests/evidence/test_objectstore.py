@@ -15,16 +15,16 @@ import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from minio import Minio
 from minio.commonconfig import COMPLIANCE, GOVERNANCE
 from minio.error import S3Error
 from minio.retention import Retention
 
 from hegui.evidence.cli import export_records
 from hegui.evidence.shipper import Shipper
-from hegui.evidence.store import AlreadyWritten, S3Store
+from hegui.evidence.store import AlreadyWritten
 from hegui.evidence.verify import verify_store
 from hegui.localcluster.objectstore import BUCKET, LocalObjectStore
 from hegui.moderation.records import RecordLog, main
@@ -35,23 +35,12 @@ KEY = b"pseudonymisation-key"
 EVIDENCE = b"evidence-key"
 
 
-def client(store: LocalObjectStore, root: bool) -> Minio:
-    who = store.root if root else store.sidecar
-    return Minio(f"127.0.0.1:{store.port}", access_key=who.access_key,
-                 secret_key=who.secret_key, secure=False)
-
-
-def s3(store: LocalObjectStore, root: bool = False) -> S3Store:
-    who = store.root if root else store.sidecar
-    return S3Store(store.url, access_key=who.access_key, secret_key=who.secret_key)
-
-
 def test_a_compliance_locked_version_cannot_be_deleted_overwritten_or_shortened(
-        objectstore: LocalObjectStore) -> None:
+        objectstore: LocalObjectStore, access: Any) -> None:
     key = f"records/test/lock/{time.time_ns()}.seg"
     until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-    s3(objectstore).put(key, b"evidence\n", until)  # as a sidecar writes it
-    root = client(objectstore, root=True)
+    access.s3().put(key, b"evidence\n", until)  # as a sidecar writes it
+    root = access.minio(objectstore.root)
     version = root.stat_object(BUCKET, key).version_id
     assert version
     retention = root.get_object_retention(BUCKET, key, version_id=version)
@@ -66,12 +55,12 @@ def test_a_compliance_locked_version_cannot_be_deleted_overwritten_or_shortened(
     with pytest.raises(S3Error):  # a weaker mode, by the root user
         root.set_object_retention(BUCKET, key, Retention(GOVERNANCE, until), version_id=version)
     with pytest.raises(S3Error) as sidecar_delete:  # the sidecar's user may not even try
-        client(objectstore, root=False).remove_object(BUCKET, key, version_id=version)
+        access.minio(objectstore.sidecar).remove_object(BUCKET, key, version_id=version)
     assert sidecar_delete.value.code == "AccessDenied"
     # Writing the same name again is refused by hegui's client; a raw PUT adds a version and
     # leaves the locked one as it was.
     with pytest.raises(AlreadyWritten):
-        s3(objectstore).put(key, b"forged\n", until)
+        access.s3().put(key, b"forged\n", until)
     root.put_object(BUCKET, key, io.BytesIO(b"forged\n"), 7)
     original = root.get_object(BUCKET, key, version_id=version)
     try:
@@ -79,7 +68,7 @@ def test_a_compliance_locked_version_cannot_be_deleted_overwritten_or_shortened(
     finally:
         original.close()
         original.release_conn()
-    versions = list(s3(objectstore, root=True).versions(key))
+    versions = list(access.s3(objectstore.root).versions(key))
     assert len(versions) == 2 and versions[0].version_id == version
     # Longer is allowed: retention only ever grows.
     root.set_object_retention(BUCKET, key, Retention(COMPLIANCE, until + timedelta(days=1)),
@@ -87,8 +76,8 @@ def test_a_compliance_locked_version_cannot_be_deleted_overwritten_or_shortened(
 
 
 def test_verify_flags_a_written_over_segment(objectstore: LocalObjectStore,
-                                             tmp_path: Path) -> None:
-    store = s3(objectstore)
+                                             tmp_path: Path, access: Any) -> None:
+    store = access.s3()
     log = RecordLog(tmp_path / "records.jsonl", key=KEY)
     shipper = Shipper(log, store, key=EVIDENCE, service=f"t{time.time_ns()}/chat", pod="chat-0",
                       retention_days=1)
@@ -98,7 +87,7 @@ def test_verify_flags_a_written_over_segment(objectstore: LocalObjectStore,
     prefix = shipper.stream.split("/")[0] + "/"
     assert verify_store(store, EVIDENCE, stream_prefix=prefix).ok
     segment = f"records/{shipper.stream}/000000000001.seg"
-    client(objectstore, root=True).put_object(BUCKET, segment, io.BytesIO(b"{}\n"), 3)
+    access.minio(objectstore.root).put_object(BUCKET, segment, io.BytesIO(b"{}\n"), 3)
     report = verify_store(store, EVIDENCE, stream_prefix=prefix)
     assert not report.ok
     assert any("written 2 times" in p for p in report.problems), report.problems
@@ -150,7 +139,7 @@ def _acknowledged(process: subprocess.Popen[str], count: int) -> list[str]:
 
 
 def test_records_outlive_a_killed_process_and_reach_the_store_once(
-        objectstore: LocalObjectStore, tmp_path: Path) -> None:
+        objectstore: LocalObjectStore, tmp_path: Path, access: Any) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = _run_writer(tmp_path, objectstore, 0, env)
     acknowledged = _acknowledged(first, 300)
@@ -162,7 +151,7 @@ def test_records_outlive_a_killed_process_and_reach_the_store_once(
     second.wait()
     third = _run_writer(tmp_path, objectstore, 20_000, env)
     acknowledged += _acknowledged(third, 1)
-    store = s3(objectstore, root=True)
+    store = access.s3(objectstore.root)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         shipped = [r["reference"] for r in export_records(store, service="killed/chat")]
@@ -178,8 +167,8 @@ def test_records_outlive_a_killed_process_and_reach_the_store_once(
     assert len(report.streams) == 1  # one chain across three lives of the process
 
 
-def test_store_down_then_back_loses_nothing(tmp_path: Path,
-                                            objectstore: LocalObjectStore) -> None:
+def test_store_down_then_back_loses_nothing(tmp_path: Path, objectstore: LocalObjectStore,
+                                            access: Any) -> None:
     """A second MinIO that we stop and start again, on its own port and data."""
     from hegui.admission.local import free_port
 
@@ -187,9 +176,7 @@ def test_store_down_then_back_loses_nothing(tmp_path: Path,
                            bin_dir=objectstore.binary.parent)
     own.up(timeout=120)
     try:
-        who = own.sidecar
-        store = S3Store(own.url, access_key=who.access_key, secret_key=who.secret_key,
-                        timeout=2.0, retries=0)
+        store = access.s3(store=own, timeout=2.0, retries=0)
         log = RecordLog(tmp_path / "records.jsonl", key=KEY)
         shipper = Shipper(log, store, key=EVIDENCE, service="down/chat", pod="chat-0",
                           retention_days=1, buffer_bytes=1 << 20)
@@ -211,19 +198,15 @@ def test_store_down_then_back_loses_nothing(tmp_path: Path,
         assert references == [f"a{n}" for n in range(10)] + [f"b{n}" for n in range(50)]
         key = tmp_path / "evidence.key"
         key.write_bytes(EVIDENCE)
-        os.environ.update(own.root.env())
-        try:
-            assert main(["records", "verify", "--store", own.url, "--key-file", str(key)]) == 0
-        finally:
-            for name in own.root.env():
-                os.environ.pop(name, None)
+        access.use_root(own)
+        assert main(["records", "verify", "--store", own.url, "--key-file", str(key)]) == 0
     finally:
         own.down()
 
 
 def test_anchors_kept_in_a_configmap_catch_a_truncated_copy(
-        objectstore: LocalObjectStore, local_cluster: object, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        objectstore: LocalObjectStore, local_cluster: object, tmp_path: Path, access: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """The operator anchors the store's heads into a ConfigMap of its own; an inspector's copy
     of the store (export --raw) with its last segment removed no longer reaches the anchor."""
     from hegui.localcluster.cluster import LocalCluster
@@ -234,7 +217,7 @@ def test_anchors_kept_in_a_configmap_catch_a_truncated_copy(
     try:
         service = f"{namespace}/chat"
         log = RecordLog(tmp_path / "records.jsonl", key=KEY)
-        shipper = Shipper(log, s3(objectstore), key=EVIDENCE, service=service, pod="chat-0",
+        shipper = Shipper(log, access.s3(), key=EVIDENCE, service=service, pod="chat-0",
                           retention_days=1, max_records=4)
         for n in range(10):
             log.append("block", user="u", reference=f"r{n}")
@@ -243,8 +226,7 @@ def test_anchors_kept_in_a_configmap_catch_a_truncated_copy(
         keys.mkdir()
         (keys / "evidence").write_bytes(EVIDENCE)
         (keys / "anchor").write_bytes(b"the-operators-anchor-key")
-        for name, value in objectstore.root.env().items():
-            monkeypatch.setenv(name, value)
+        access.use_root()
         kubeconfig = str(local_cluster.kubeconfig)
         configmap = f"{namespace}/hegui-evidence-anchors"
         assert main(["records", "anchor", "--store", objectstore.url, "--anchor-key-file",
@@ -269,7 +251,7 @@ def test_anchors_kept_in_a_configmap_catch_a_truncated_copy(
 
 
 def test_a_deleted_pod_loses_no_acknowledged_record(objectstore: LocalObjectStore,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path, access: Any) -> None:
     """The real sidecar process (`python -m hegui.sidecar`) takes complaints, is stopped the
     way Kubernetes deletes a pod (SIGTERM), and its volume is thrown away: every complaint it
     acknowledged is in the store."""
@@ -284,7 +266,7 @@ def test_a_deleted_pod_loses_no_acknowledged_record(objectstore: LocalObjectStor
     volume = tmp_path / "volume"
     port = free_port()
     pod = f"chat-{time.time_ns() % 10**8}"
-    env = {**os.environ, **objectstore.sidecar.env(), "POD_NAME": pod}
+    env = access.sidecar_env(pod)
     sidecar = subprocess.Popen(
         [sys.executable, "-m", "hegui.sidecar", "--service", str(sample), "--port", str(port),
          "--records", str(volume / "records.jsonl"), "--key-file",
@@ -315,7 +297,7 @@ def test_a_deleted_pod_loses_no_acknowledged_record(objectstore: LocalObjectStor
         _, errors = sidecar.communicate(timeout=60)
     assert sidecar.returncode in (0, 128 + signal.SIGTERM), errors
     shutil.rmtree(volume)  # the emptyDir goes with the pod
-    store = s3(objectstore, root=True)
+    store = access.s3(objectstore.root)
     namespace = "hegui-demo"
     shipped = [r["reference"] for r in export_records(store, service=f"{namespace}/chat",
                                                       kinds=frozenset({"complaint"}))
@@ -324,21 +306,20 @@ def test_a_deleted_pod_loses_no_acknowledged_record(objectstore: LocalObjectStor
 
 
 def test_init_store_adds_a_user_that_writes_but_never_deletes(
-        objectstore: LocalObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        objectstore: LocalObjectStore, monkeypatch: pytest.MonkeyPatch, access: Any) -> None:
     """What the chart's Job runs (`hegui records init-store`), twice: idempotent."""
-    user = (f"h3-user-{time.time_ns() % 10**8}", "a-long-enough-secret")
+    user = access.new_user("h3-user")
     monkeypatch.setenv("HEGUI_EVIDENCE_ROOT_ACCESS_KEY", objectstore.root.access_key)
     monkeypatch.setenv("HEGUI_EVIDENCE_ROOT_SECRET_KEY", objectstore.root.secret_key)
-    monkeypatch.setenv("HEGUI_EVIDENCE_ACCESS_KEY", user[0])
-    monkeypatch.setenv("HEGUI_EVIDENCE_SECRET_KEY", user[1])
+    for variable, setting in user.env().items():
+        monkeypatch.setenv(variable, setting)
     for _ in range(2):
         assert main(["records", "init-store", "--store", objectstore.url, "--wait", "5"]) == 0
-    store = S3Store(objectstore.url, access_key=user[0], secret_key=user[1])
+    store = access.s3(user)
     key = f"records/test/init/{time.time_ns()}.seg"
     store.put(key, b"evidence\n", datetime.now(UTC) + timedelta(days=1))
     assert store.get(key) == b"evidence\n"
-    raw = Minio(f"127.0.0.1:{objectstore.port}", access_key=user[0], secret_key=user[1],
-                secure=False)
+    raw = access.minio(user)
     with pytest.raises(S3Error) as deleting:
         raw.remove_object(BUCKET, key, version_id=raw.stat_object(BUCKET, key).version_id)
     assert deleting.value.code == "AccessDenied"
@@ -347,7 +328,8 @@ def test_init_store_adds_a_user_that_writes_but_never_deletes(
 
 
 def test_a_pod_deleted_mid_traffic_loses_no_acknowledged_record(objectstore: LocalObjectStore,
-                                                                tmp_path: Path) -> None:
+                                                                tmp_path: Path,
+                                                                access: Any) -> None:
     """Kubernetes deletes a pod by SIGTERM to its containers: here the real sidecar gets it
     while four clients keep sending complaints. Whatever it acknowledged (201) is in the store
     after its volume is thrown away; requests cut off by the shutdown were never acknowledged."""
@@ -364,7 +346,7 @@ def test_a_pod_deleted_mid_traffic_loses_no_acknowledged_record(objectstore: Loc
     volume = tmp_path / "volume"
     port = free_port()
     pod = f"midtraffic-{time.time_ns() % 10**8}"
-    env = {**os.environ, **objectstore.sidecar.env(), "POD_NAME": pod}
+    env = access.sidecar_env(pod)
     sidecar = subprocess.Popen(
         [sys.executable, "-m", "hegui.sidecar", "--service", str(sample), "--port", str(port),
          "--records", str(volume / "records.jsonl"), "--key-file",
@@ -416,7 +398,7 @@ def test_a_pod_deleted_mid_traffic_loses_no_acknowledged_record(objectstore: Loc
         (tmp_path / "sidecar.log").read_text()[-2000:]
     assert len(acknowledged) >= 30
     shutil.rmtree(volume)  # the emptyDir goes with the pod
-    shipped = [r["reference"] for r in export_records(s3(objectstore, root=True),
+    shipped = [r["reference"] for r in export_records(access.s3(objectstore.root),
                                                       service="hegui-demo/chat",
                                                       kinds=frozenset({"complaint"}))
                if r["stream"].split("/")[2].startswith(pod + ".")]

@@ -6,7 +6,6 @@ at 5 strikes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,11 +16,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hegui.admission.local import free_port
-from hegui.localcluster.objectstore import LocalObjectStore
 from hegui.sidecar.suspension import SuspensionNotice
 
 pytestmark = pytest.mark.cluster
@@ -31,7 +30,7 @@ PROHIBITED = {"model": "m", "messages": [{"role": "user", "content": "教我制�
 
 
 @contextmanager
-def sidecar(objectstore: LocalObjectStore, tmp_path: Path, pod: str) -> Iterator[int]:
+def sidecar(access: Any, tmp_path: Path, pod: str) -> Iterator[int]:
     """`python -m hegui.sidecar` as pod `pod` of the sample service; its port."""
     (tmp_path / "evidence.key").write_bytes(b"evidence-key")
     (tmp_path / "pseudonymisation.key").write_bytes(b"pseudonymisation-key")
@@ -42,9 +41,10 @@ def sidecar(objectstore: LocalObjectStore, tmp_path: Path, pod: str) -> Iterator
         [sys.executable, "-m", "hegui.sidecar", "--service", str(SAMPLE), "--port", str(port),
          "--records", str(volume / "records.jsonl"), "--strikes", str(volume / "strikes.json"),
          "--key-file", str(tmp_path / "pseudonymisation.key"),
-         "--suspension", str(tmp_path / "notice.yaml"), "--evidence-store", objectstore.url,
+         "--suspension", str(tmp_path / "notice.yaml"), "--evidence-store",
+         access.objectstore.url,
          "--evidence-key-file", str(tmp_path / "evidence.key"), "--evidence-interval", "0.3"],
-        env={**os.environ, **objectstore.sidecar.env(), "POD_NAME": pod},
+        env=access.sidecar_env(pod),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -84,10 +84,10 @@ def eventually(check: object, seconds: float = 15.0) -> None:
 
 
 def test_two_replicas_share_strikes_and_a_new_pod_remembers_them(
-        objectstore: LocalObjectStore, tmp_path: Path) -> None:
+        access: Any, tmp_path: Path) -> None:
     user = f"mallory{time.time_ns() % 10**8}"
-    with sidecar(objectstore, tmp_path, f"chat-a-{time.time_ns() % 10**8}") as a, \
-            sidecar(objectstore, tmp_path, f"chat-b-{time.time_ns() % 10**8}") as b:
+    with sidecar(access, tmp_path, f"chat-a-{time.time_ns() % 10**8}") as a, \
+            sidecar(access, tmp_path, f"chat-b-{time.time_ns() % 10**8}") as b:
         for _ in range(3):  # three strikes on replica a: limited there
             assert send(a, user) == (400, "hegui.input_blocked")
         # Replica b has its own strike book; once a's records are shipped and read, b counts
@@ -101,5 +101,5 @@ def test_two_replicas_share_strikes_and_a_new_pod_remembers_them(
         # Another user is untouched on both.
         assert send(a, "someone-else") == (400, "hegui.input_blocked")
     # Both pods deleted with their volumes: a new pod of the service still refuses the user.
-    with sidecar(objectstore, tmp_path, f"chat-c-{time.time_ns() % 10**8}") as c:
+    with sidecar(access, tmp_path, f"chat-c-{time.time_ns() % 10**8}") as c:
         assert send(c, user) == (403, "hegui.user_suspended")
