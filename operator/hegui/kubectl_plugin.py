@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hegui.admission import check
+from hegui.api import kubeconfig as kube
 from hegui.api.articles import Rule
 from hegui.moderation import records
 from hegui.rules.registry import definition
@@ -37,14 +38,9 @@ from hegui.rules.registry import definition
 GROUP, VERSION, PLURAL = "hegui.io", "v1alpha1", "generativeservices"
 
 def _clients(kubeconfig: str | None) -> Any:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    try:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-    except config.ConfigException:
-        config.load_incluster_config()
-        api_client = client.ApiClient()
-    return client, api_client
+    return client, kube.api_client(kubeconfig, in_cluster_first=False)
 
 
 def _services(kubeconfig: str | None, namespace: str | None) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kubernetes import config
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -19,6 +18,7 @@ from hegui.admission.check import InputError
 from hegui.admission.informer import InformerSet, Resource
 from hegui.admission.mutate import make_mutator
 from hegui.admission.validate import make_validator
+from hegui.api import kubeconfig as kube
 from hegui.api.policy import CompliancePolicy
 from hegui.rules.index import ComplianceIndex, detection_of
 
@@ -68,18 +68,6 @@ def add_parser(commands: Any) -> None:
     native.set_defaults(run=_cel_policies)
 
 
-def _api_client(kubeconfig: str | None) -> Any:
-    if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    from kubernetes import client
-
-    return client.ApiClient()
-
-
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     index = ComplianceIndex()
@@ -90,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         elif event != "SYNCED":
             index.upsert(obj)
 
-    informers = InformerSet(_api_client(args.kubeconfig), dict.fromkeys(MIRRORED, mirror))
+    informers = InformerSet(kube.api_client(args.kubeconfig), dict.fromkeys(MIRRORED, mirror))
     informers.start()
     registry = CollectorRegistry()
     try:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from hegui.admission.check import Document, InputError, documents
+from hegui.api import kubeconfig as kube
 from hegui.api.assessment import SafetyAssessment
 from hegui.api.common import field_errors
 from hegui.api.generativeservice import GenerativeService
@@ -108,19 +109,9 @@ def from_cluster(ref: str, namespace: str | None, kubeconfig: str | None) -> Inp
     from urllib3.exceptions import HTTPError
 
     want_ns, name = split_ref(ref, namespace)
-    # A configuration of its own: the client's process-wide default is left alone.
-    configuration = client.Configuration()
-    in_cluster = False
     try:
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        else:
-            try:
-                config.load_incluster_config(client_configuration=configuration)
-                in_cluster = True
-            except ConfigException:
-                config.load_kube_config(client_configuration=configuration)
-        if want_ns is None and in_cluster:
+        access = kube.load(kubeconfig)
+        if want_ns is None and access.in_cluster:
             want_ns = Path(_SA_NAMESPACE).read_text(encoding="utf-8").strip()
         elif want_ns is None:  # the current context's namespace, as kubectl does
             context = config.list_kube_config_contexts(config_file=kubeconfig)[1]
@@ -129,7 +120,7 @@ def from_cluster(ref: str, namespace: str | None, kubeconfig: str | None) -> Inp
         raise DossierInputError(f"no cluster to read {ref} from: {error}; give --from-file "
                                 "FILE or --kubeconfig") from None
     ns = want_ns or "default"
-    api = client.CustomObjectsApi(client.ApiClient(configuration))
+    api = client.CustomObjectsApi(access.api_client())
     where = f"GenerativeService {ns}/{name}"
     try:
         raw = api.get_namespaced_custom_object(GROUP, VERSION, ns, "generativeservices", name)

@@ -81,20 +81,6 @@ class Cluster(Protocol):
         """A Kubernetes Event about `body` (posted by kopf in the background)."""
 
 
-def api_client(kubeconfig: str | None) -> Any:
-    """A kubernetes ApiClient with the operator's credentials: `kubeconfig`, else in-cluster,
-    else $KUBECONFIG."""
-    from kubernetes import client, config
-
-    if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
-
-
 def connection_info(kubeconfig: str) -> kopf.ConnectionInfo:
     """kopf's credentials from a kubeconfig file."""
     from kubernetes import client, config

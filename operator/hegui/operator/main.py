@@ -48,8 +48,9 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
+    from hegui.api import kubeconfig as kube
     from hegui.operator import anchoring, assessment_handlers, handlers
-    from hegui.operator.cluster import KubeCluster, api_client
+    from hegui.operator.cluster import KubeCluster
     from hegui.operator.metrics import OperatorMetrics
     from hegui.operator.reconciler import Operator
 
@@ -72,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         host, _, port = settings.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "0.0.0.0",  # noqa: S104
                           registry=metrics.registry)
-    api = api_client(settings.kubeconfig)
+    api = kube.api_client(settings.kubeconfig)
     cluster = KubeCluster(api)
     threading.Thread(target=cluster.warm, name="warm-client", daemon=True).start()
     if settings.leader_election:

@@ -22,6 +22,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hegui.api import kubeconfig as kube
 from hegui.evidence import segments
 from hegui.evidence.store import Store, StoreError
 
@@ -69,17 +70,9 @@ KEEP = 48  # anchors kept in the ConfigMap (a ConfigMap holds at most 1 MiB)
 
 
 def _core(kubeconfig: str | None, api_client: Any = None) -> Any:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    if api_client is not None:
-        return client.CoreV1Api(api_client)
-    if kubeconfig:
-        return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.CoreV1Api()
+    return client.CoreV1Api(api_client or kube.api_client(kubeconfig))
 
 
 def publish(namespace: str, name: str, anchor_name: str, data: bytes, *,
