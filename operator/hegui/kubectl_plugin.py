@@ -32,10 +32,11 @@ from typing import Any
 from hegui.admission import check
 from hegui.api import kubeconfig as kube
 from hegui.api.articles import Rule
+from hegui.api.common import GROUP, VERSION
 from hegui.moderation import records
 from hegui.rules.registry import definition
 
-GROUP, VERSION, PLURAL = "hegui.io", "v1alpha1", "generativeservices"
+PLURAL = "generativeservices"
 
 def _clients(kubeconfig: str | None) -> Any:
     from kubernetes import client

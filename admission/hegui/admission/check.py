@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import yaml
 
 from hegui.api.articles import Rule
+from hegui.api.common import API_VERSION
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex, ObjectKey, detection_of
 from hegui.rules.registry import DEFINITIONS
@@ -32,7 +33,7 @@ from hegui.rules.registry import DEFINITIONS
 HEGUI_KINDS = frozenset({"GenerativeService", "CompliancePolicy", "ComplianceException",
                          "SafetyAssessment", "Namespace", "ResourceClaim",
                          "ResourceClaimTemplate", "DeviceClass"})
-ASSUMED_POLICY = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+ASSUMED_POLICY = {"apiVersion": API_VERSION, "kind": "CompliancePolicy",
                   "metadata": {"name": "hegui-check-assumed"},
                   "spec": {"namespaceSelector": {}, "defaultMode": "Enforce"}}
 MAX_FILE_BYTES = 16 * 1024 * 1024

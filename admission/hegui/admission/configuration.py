@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from hegui.api.common import GROUP, VERSION
 from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES
 from hegui.rules.workloads import BUILTIN, Detection
 
@@ -235,7 +236,7 @@ def validating_webhook_configuration(
             "name": POSTURE_WEBHOOK_NAME,
             "admissionReviewVersions": ["v1"],
             "clientConfig": dict(client_config),
-            "rules": [{"apiGroups": ["hegui.io"], "apiVersions": ["v1alpha1"],
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION],
                        "resources": ["generativeservices", "complianceexceptions"],
                        "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
             "namespaceSelector": {"matchExpressions": [{

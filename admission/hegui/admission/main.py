@@ -19,15 +19,16 @@ from hegui.admission.informer import InformerSet, Resource
 from hegui.admission.mutate import make_mutator
 from hegui.admission.validate import make_validator
 from hegui.api import kubeconfig as kube
+from hegui.api.common import GROUP, VERSION
 from hegui.api.policy import CompliancePolicy
 from hegui.rules.index import ComplianceIndex, detection_of
 
 #: What the rules read. DRA is optional: clusters before resource.k8s.io/v1 have none.
 MIRRORED = (
-    Resource("hegui.io", "v1alpha1", "generativeservices", "GenerativeService"),
-    Resource("hegui.io", "v1alpha1", "compliancepolicies", "CompliancePolicy"),
-    Resource("hegui.io", "v1alpha1", "complianceexceptions", "ComplianceException"),
-    Resource("hegui.io", "v1alpha1", "safetyassessments", "SafetyAssessment"),
+    Resource(GROUP, VERSION, "generativeservices", "GenerativeService"),
+    Resource(GROUP, VERSION, "compliancepolicies", "CompliancePolicy"),
+    Resource(GROUP, VERSION, "complianceexceptions", "ComplianceException"),
+    Resource(GROUP, VERSION, "safetyassessments", "SafetyAssessment"),
     Resource("", "v1", "namespaces", "Namespace"),
     Resource("resource.k8s.io", "v1", "resourceclaims", "ResourceClaim", required=False),
     Resource("resource.k8s.io", "v1", "resourceclaimtemplates", "ResourceClaimTemplate",

@@ -13,10 +13,9 @@ from pydantic import ValidationError
 from hegui.admission.check import Document, InputError, documents
 from hegui.api import kubeconfig as kube
 from hegui.api.assessment import SafetyAssessment
-from hegui.api.common import field_errors
+from hegui.api.common import GROUP, VERSION, field_errors
 from hegui.api.generativeservice import GenerativeService
 
-GROUP, VERSION = "hegui.io", "v1alpha1"
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 _T = TypeVar("_T", GenerativeService, SafetyAssessment)
 
