@@ -23,6 +23,7 @@ from typing import Any
 
 from hegui import demo_serving
 from hegui.admission.local import LocalWebhook, free_port
+from hegui.api.common import rfc3339
 from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
 
 SAMPLES = _CHECKOUT / "samples"
@@ -105,8 +106,8 @@ def _story(cluster: LocalCluster) -> None:
 
     _step("recording a passing assessment result (what an assessment run writes to status)")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    status = {"status": {"verdict": "Pass", "startedAt": _iso(now - dt.timedelta(hours=2)),
-                         "completedAt": _iso(now), "expiresAt": _iso(now + dt.timedelta(
+    status = {"status": {"verdict": "Pass", "startedAt": rfc3339(now - dt.timedelta(hours=2)),
+                         "completedAt": rfc3339(now), "expiresAt": rfc3339(now + dt.timedelta(
                              days=365)), "message": "recorded by hegui demo"}}
     cluster.kubectl("-n", NAMESPACE, "patch", "safetyassessment", "chat-2025",
                     "--subresource=status", "--type=merge", "-p", json.dumps(status))
@@ -158,10 +159,6 @@ def _wait_compliant(cluster: LocalCluster, timeout: float = 30.0) -> None:
         if compliant == "True":
             return
         time.sleep(0.5)
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _apply_until_refused(cluster: LocalCluster, manifest: Path, containing: str = "") -> str:

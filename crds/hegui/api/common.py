@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal, Self, TypeVar
 
@@ -206,10 +206,20 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
+def rfc3339(moment: datetime, *, whole_seconds: bool = False) -> str:
+    """A time as Kubernetes writes it (RFC 3339, UTC as "Z"); `whole_seconds` drops the
+    fraction, as metav1.Time does (conditions, processedAt)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    if whole_seconds:
+        moment = moment.replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def _json_default(value: object) -> str:
     # YAML loads unquoted dates as date objects; kubectl sends them to the apiserver as strings.
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return rfc3339(value)
     if isinstance(value, date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON")

@@ -60,7 +60,7 @@ from hegui.api.assessment import (
     SafetyAssessmentSpec,
     Verdict,
 )
-from hegui.api.common import CAMEL_NAME, parse_duration
+from hegui.api.common import CAMEL_NAME, parse_duration, rfc3339
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import Sidecar
 from hegui.moderation.categories import CATEGORIES, KEYWORD_RISKS
@@ -389,10 +389,6 @@ def _parse_time(text: Any) -> dt.datetime:
     return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
 
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 class TargetError(Exception):
     """There is nothing of the service's own to ask: no service, no sidecar, no ready pod."""
 
@@ -547,11 +543,13 @@ def status_of(spec: SafetyAssessmentSpec, the_plan: Plan, checkpoint: Checkpoint
     banks = bank_coverage(the_plan)
     status: dict[str, Any] = {
         "observedGeneration": generation, "verdict": outcome.verdict.value,
-        "startedAt": _iso(checkpoint.started_at), "completedAt": None, "expiresAt": None,
+        "startedAt": rfc3339(checkpoint.started_at, whole_seconds=True), "completedAt": None,
+        "expiresAt": None,
         "results": outcome.results, "summary": outcome.summary, "message": outcome.message,
         "progress": {"asked": checkpoint.asked, "total": len(the_plan.questions),
                      "timedOut": sum(t.timed_out for t in checkpoint.tallies.values()),
-                     "digest": the_plan.digest, "deadline": _iso(checkpoint.deadline)},
+                     "digest": the_plan.digest,
+                     "deadline": rfc3339(checkpoint.deadline, whole_seconds=True)},
         "conditions": [condition(
             "True" if complete else "False",
             outcome.verdict.value if complete else "Running", outcome.message, generation, now),
@@ -559,9 +557,9 @@ def status_of(spec: SafetyAssessmentSpec, the_plan: Plan, checkpoint: Checkpoint
         "banks": banks,
     }
     if complete:
-        status["completedAt"] = _iso(now)
+        status["completedAt"] = rfc3339(now, whole_seconds=True)
         if outcome.verdict is Verdict.PASS:
-            status["expiresAt"] = _iso(now + parse_duration(spec.valid_for))
+            status["expiresAt"] = rfc3339(now + parse_duration(spec.valid_for), whole_seconds=True)
     return status
 
 
@@ -633,5 +631,6 @@ def condition(state: str, reason: str, message: str, generation: int | None,
               now: dt.datetime, kind: str = "Complete") -> dict[str, Any]:
     """A condition of a run: `Complete` unless another `kind` is named."""
     return {"type": kind, "status": state, "reason": reason, "message": message[:1024],
-            "observedGeneration": generation, "lastTransitionTime": _iso(now),
+            "observedGeneration": generation,
+            "lastTransitionTime": rfc3339(now, whole_seconds=True),
             "article": "Art.17"}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
+from hegui.api.common import rfc3339
 from hegui.api.policy import EnforcementMode
 from hegui.operator.cluster import (
     CRON_JOB,
@@ -204,7 +205,7 @@ def audit_policy(op: Operator, body: kopf.Body, patch: kopf.Patch, name: str) ->
     condition = {"type": "Ready", "status": "True", "reason": "Audited", "message": message,
                  "observedGeneration": body.meta.get("generation"), "article": "Art.17",
                  "lastTransitionTime": old.get("lastTransitionTime") if old.get("status") == "True"
-                 else now.replace(microsecond=0).isoformat().replace("+00:00", "Z")}
+                 else rfc3339(now, whole_seconds=True)}
     status = {"observedGeneration": body.meta.get("generation"), "conditions": [condition],
               "enforcedNamespaces": len(namespaces), "message": message}
     current = dict(body.get("status") or {})

@@ -23,7 +23,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from hegui.admission.injection import sidecar_config_map
-from hegui.api.common import API_VERSION
+from hegui.api.common import API_VERSION, rfc3339
 from hegui.api.generativeservice import (
     GenerativeService,
     GenerativeServiceStatus,
@@ -349,7 +349,7 @@ def _outcomes(namespace: str, requests: list[SuspensionOrder | ResumeRequest],
               outcomes: dict[str, tuple[suspension.Outcome, str]],
               now: dt.datetime) -> dict[str, tuple[str, Kind, str, dict[str, Any]]]:
     kinds = {SuspensionOrder: SUSPENSION_ORDER, ResumeRequest: RESUME_REQUEST}
-    moment = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    moment = rfc3339(now, whole_seconds=True)
     return {uid: (namespace, kinds[type(request)], request.name,
                   {"phase": phase.value, "message": message[:1024], "processedAt": moment})
             for request in requests if (uid := request.metadata.uid or "") in outcomes

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hegui.api.articles import Rule
+from hegui.api.common import rfc3339
 from hegui.api.generativeservice import ServiceConditionType
 from hegui.operator.stability import Stability
 from hegui.operator.workloads import Observation
@@ -23,10 +24,6 @@ from hegui.rules.registry import posture_conditions
 POSTURE_CONDITIONS = posture_conditions()
 MAX_FINDINGS = 32
 _SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
-
-
-def _timestamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
@@ -47,7 +44,7 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         old = before.get(kind.value)
         kept = old.get("lastTransitionTime") if old and old.get("status") == status else None
         return {"type": kind.value, "status": status, "observedGeneration": generation,
-                "lastTransitionTime": kept or _timestamp(now),
+                "lastTransitionTime": kept or rfc3339(now, whole_seconds=True),
                 "reason": reason, "message": message[:1024], "article": kind.article}
 
     conditions = []

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from hegui.api.common import parse_duration
+from hegui.api.common import parse_duration, rfc3339
 from hegui.api.generativeservice import (
     Suspension,
     SuspensionMode,
@@ -173,7 +173,7 @@ class SuspensionState:
         out = self.to_status().to_dict()
         for name, value in (("violatingSince", self.violating_since),
                             ("healthySince", self.healthy_since)):
-            out[name] = value.isoformat().replace("+00:00", "Z") if value else None
+            out[name] = rfc3339(value) if value else None
         return out
 
     def to_status(self) -> SuspensionStatus:
@@ -243,7 +243,7 @@ def _step(previous: SuspensionStatus | SuspensionState | None, spec: Suspension 
 
     if state.suspended:
         if isinstance(request, ResumeRequest):
-            outcomes[request.uid] = (Outcome.APPLIED, f"resumed at {_rfc3339(now)}")
+            outcomes[request.uid] = (Outcome.APPLIED, f"resumed at {rfc3339(now)}")
             return _resume(state, now, request.by, SuspensionTrigger.MANUAL,
                            f"resumed by {request.by}: {request.reason}", evaluation,
                            violating, notes)
@@ -252,7 +252,7 @@ def _step(previous: SuspensionStatus | SuspensionState | None, spec: Suspension 
         return _while_suspended(state, spec, evaluation, incidents, now, violating, notes)
 
     if isinstance(request, SuspendRequest):
-        outcomes[request.uid] = (Outcome.APPLIED, f"suspended at {_rfc3339(now)}")
+        outcomes[request.uid] = (Outcome.APPLIED, f"suspended at {rfc3339(now)}")
         return _suspend(state, now, request.by, _trigger(request),
                         f"suspended by {request.by}{_on_order(request)}: {request.reason}",
                         evaluation, incidents, violating, sustained=False, notes=notes,
@@ -277,10 +277,6 @@ def _step(previous: SuspensionStatus | SuspensionState | None, spec: Suspension 
                      f"{spec.sustained_for} before it counts")
     return Step(replace(state, violating_since=since, healthy_since=None), (), True, sustained,
                 tuple(notes))
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _trigger(request: SuspendRequest) -> SuspensionTrigger:
@@ -314,7 +310,7 @@ def _record_order(state: SuspensionState, request: SuspendRequest, notes: list[s
     elif current.trigger is SuspensionTrigger.AUTO:
         update["trigger"] = SuspensionTrigger.MANUAL
     record = current.model_copy(update=update)
-    message = (f"recorded on the suspension in force since {_rfc3339(current.suspended_at)}"
+    message = (f"recorded on the suspension in force since {rfc3339(current.suspended_at)}"
                + (f": only group {request.issuer_group} can lift it" if request.issuer_group
                   else ": only a ResumeRequest lifts it, not a cool-down"))
     outcomes[request.uid] = (Outcome.APPLIED, message)
@@ -337,8 +333,8 @@ def _latest_valid(state: SuspensionState, suspend: SuspendRequest | None,
         name = type(request).__name__
         _aware(request.at, f"{name}.at")
         if state.since is not None and request.at < state.since:
-            why = (f"made at {_rfc3339(request.at)}, before the current state began "
-                   f"({_rfc3339(state.since)}): stale")
+            why = (f"made at {rfc3339(request.at)}, before the current state began "
+                   f"({rfc3339(state.since)}): stale")
             notes.append(f"{name} by {request.by}: {why}, ignored")
             outcomes[request.uid] = (Outcome.IGNORED, why)
             continue

@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from hegui.api.common import rfc3339
+
 log = logging.getLogger("hegui.sidecar.suspension")
 
 FILE_NAME = "suspension.yaml"
@@ -58,7 +60,7 @@ class SuspensionNotice:
         """The file's text, as the operator writes it into the ConfigMap."""
         document: dict[str, Any] = {"suspended": self.suspended}
         if self.since is not None:
-            document["since"] = _rfc3339(self.since)
+            document["since"] = rfc3339(self.since)
         document["reason"] = self.reason[:MAX_REASON_CHARS]
         return yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
 
@@ -88,12 +90,8 @@ class SuspensionNotice:
         """The fields of the 503 notice clients get."""
         out: dict[str, Any] = {"reason": self.reason or "suspended by the provider"}
         if self.since is not None:
-            out["since"] = _rfc3339(self.since)
+            out["since"] = rfc3339(self.since)
         return out
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _timestamp(value: Any) -> datetime | None:
