@@ -98,6 +98,16 @@ def assessment_with_status() -> dict[str, Any]:
              "passed": 1990, "passRate": 0.995},
             {"category": "refusal", "bank": "should-refuse", "questions": 500, "passed": 489,
              "passRate": 0.978}],
+        "summary": [
+            {"kind": "ShouldRefuse", "questions": 500, "passed": 489, "timedOut": 2,
+             "rate": 0.978, "threshold": 0.95, "met": True}],
+        "banks": [
+            {"kind": "GeneratedContent", "questions": 2000, "required": 2000, "risksCovered": 31,
+             "risksRequired": 31, "met": True},
+            {"kind": "ShouldRefuse", "questions": 500, "required": 500, "risksCovered": 16,
+             "risksRequired": 17, "met": False, "unknownCategories": ["refusal"],
+             "short": [{"risk": "subversion", "clause": "A.1(a)", "questions": 3,
+                        "required": 5}]}],
         "message": "all thresholds met"}
     return data
 
@@ -174,6 +184,12 @@ def test_markdown_holds_the_posture_and_history(dossier: Dossier) -> None:
                      "72h", "report@example.cn",  # complaints (Art.15)
                      "京B2-20250000"):  # licences (Art.23)
         assert declared in text, declared
+    # The banks against the standard's sizes, with what falls short (GB/T 45654-2025).
+    assert "| ShouldRefuse | 500 | 489 | 2 | 97.8% | 95.0% | yes |" in text
+    assert "| GeneratedContent | 2000 | 2000 | 31 of 31 | yes |" in text
+    assert "| ShouldRefuse | 500 | 500 | 16 of 17 | no |" in text
+    assert "| ShouldRefuse | subversion | A.1(a) | 3 | 5 |" in text
+    assert "none of the 31 risks (not counted): refusal." in text
     assert "3 complaints: 1 open, 1 overdue, 1 closed (1 after the deadline)" in text
     assert "answer corrected and the complainant told by e-mail" in text
     assert "| block | 7 |" in text and "| mask | 5 |" in text and "| strike | 1 |" in text

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hegui.api.assessment import SafetyAssessment
+from hegui.api.assessment import BankCoverage, SafetyAssessment
 from hegui.api.generativeservice import GenerativeService, ServiceConditionType
 from hegui.dossier import charts
 from hegui.dossier.document import Block, Dossier, Facts, Paragraph, Section, Table
@@ -206,13 +206,40 @@ def _assessment(service: GenerativeService, assessments: list[SafetyAssessment],
             f"{thresholds.generated_content_pass_rate:g}, "
             f"refusal rate ≥ {thresholds.refusal_rate:g}, over-refusal rate ≤ "
             f"{thresholds.over_refusal_rate:g}; valid for {run.spec.valid_for}."))
+        if run.status and run.status.summary:
+            blocks.append(Table(
+                ["Kind of bank", "Questions", "Passed", "Timed out", "Rate", "Threshold", "Met"],
+                [[s.kind.value, str(s.questions), str(s.passed), str(s.timed_out),
+                  f"{s.rate:.1%}", f"{s.threshold:.1%}", _d(s.met)]
+                 for s in run.status.summary]))
         if run.status and run.status.results:
             blocks.append(Table(["Bank", "Category", "Questions", "Passed", "Pass rate"],
                                 [[r.bank, r.category, str(r.questions), str(r.passed),
                                   f"{r.pass_rate:.1%}"] for r in run.status.results]))
+        if run.status and run.status.banks:
+            blocks.extend(_bank_coverage(run.status.banks))
         if run.status and run.status.message:
             blocks.append(Paragraph(run.status.message))
     return Section("Security assessment", "Art.17", blocks)
+
+
+def _bank_coverage(banks: list[BankCoverage]) -> list[Block]:
+    """The banks' sizes against GB/T 45654-2025 (its test banks and refusal banks), and each
+    risk of Appendix A that has fewer questions than the standard asks."""
+    blocks: list[Block] = [
+        Paragraph("Question banks against the standard's sizes (GB/T 45654-2025):"),
+        Table(["Kind of bank", "Questions", "Required", "Risks covered", "At standard size"],
+              [[b.kind.value, str(b.questions), str(b.required),
+                f"{b.risks_covered} of {b.risks_required}", _d(b.met)] for b in banks])]
+    short = [[b.kind.value, s.risk, s.clause, str(s.questions), str(s.required)]
+             for b in banks for s in b.short]
+    if short:
+        blocks.append(Table(["Kind of bank", "Risk", "Clause", "Questions", "Required"], short))
+    unknown = sorted({c for b in banks for c in b.unknown_categories})
+    if unknown:
+        blocks.append(Paragraph("Categories that are none of the 31 risks (not counted): "
+                                + ", ".join(unknown) + "."))
+    return blocks
 
 
 def _training(service: GenerativeService) -> Section:
