@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -67,7 +69,8 @@ from hegui.sidecar.complaints import add_routes as add_complaint_routes
 from hegui.sidecar.config import PostureWatch, SidecarConfig
 from hegui.sidecar.families import Family
 from hegui.sidecar.families import get as family_of
-from hegui.sidecar.families.base import BodyError, Slot, loads_bounded
+from hegui.sidecar.families.base import BodyError, Slot, loads_bounded, string_leaves
+from hegui.sidecar.families.images import IMAGES
 from hegui.sidecar.metrics import SidecarMetrics
 from hegui.sidecar.routes import Kind, Match, RouteRefused, RouteTable
 from hegui.sidecar.suspension import SuspensionNotice, SuspensionWatch
@@ -77,7 +80,11 @@ log = logging.getLogger("hegui.sidecar")
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
-    "accept-encoding"})
+    "accept-encoding",
+    # The sidecar read the whole body already: a client's `Expect: 100-continue` sent on would
+    # make the upstream request wait for a 100 some model servers never send (a 504 that
+    # counted against the service, Art.13).
+    "expect", "http2-settings", "proxy-connection"})
 
 # Headers that could make the model server route or act otherwise than the matched route says.
 _REROUTING = frozenset({"x-http-method-override", "x-http-method", "x-method-override",
@@ -90,6 +97,23 @@ _CLIENT_GONE = 499
 
 #: Texts (messages, parts, tool fields...) one request may carry: each is moderated.
 MAX_TEXTS = 2048
+#: The most of a model server's error answer the sidecar reads, moderates and relays.
+MAX_ERROR_BYTES = 1 << 20
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+
+
+def _connection_named(headers: Any) -> set[str]:
+    """The headers a request's `Connection` names: hop-by-hop too (RFC 9110 7.6.1)."""
+    return {token.strip().lower() for value in headers.getall("Connection", ())
+            for token in value.split(",")}
+
+
+def query_slots(query: str) -> tuple[list[list[str]], list[Slot]]:
+    """The decoded names and values of a generation route's query string, as texts to moderate
+    (a model server may read a prompt from it as well as from the body); the upstream query
+    is re-encoded from them, masked where the decisions say (Art.14)."""
+    pairs = [[name, value] for name, value in parse_qsl(query, keep_blank_values=True)]
+    return pairs, [Slot(pair, i, "query") for pair in pairs for i in (0, 1) if pair[i]]
 
 
 def _bad_body(error: BodyError, status: int = 400) -> BadRequest:
@@ -342,7 +366,10 @@ class Sidecar:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(ended - started)
             if counted:
-                self.metrics.observe_sli(route, status, (facts.first_token or ended) - started,
+                # From the request in full: a client that trickles its body is not slow service.
+                self.metrics.observe_sli(route, status,
+                                         (facts.first_token or ended) - (facts.received
+                                                                         or started),
                                          cut=facts.cut, client_caused=facts.client_caused)
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
@@ -352,6 +379,8 @@ class Sidecar:
             raise BadRequest("hegui.body_too_large",
                              f"the request body exceeds {self.config.max_body_bytes} bytes",
                              413) from None
+        if (facts := _SLI.get()) is not None:
+            facts.received = time.perf_counter()
         try:
             body = loads_bounded(raw.decode("utf-8").encode())  # deep JSON: a 400, not a 500
         except UnicodeDecodeError:
@@ -389,6 +418,10 @@ class Sidecar:
             stream = family.wants_stream(body, match.route.action)
         except BodyError as bad:
             raise _bad_body(bad) from None
+        pairs: list[list[str]] = []
+        if match.query:  # texts too, which a model server may read (Art.14)
+            pairs, in_query = query_slots(match.query)
+            slots = slots + in_query
         if len(slots) > MAX_TEXTS:  # one moderation call stays bounded (and Triton's batch)
             raise BadRequest("hegui.too_many_texts", f"the request carries {len(slots)} texts; "
                              f"at most {MAX_TEXTS} are moderated in one request (Art.14)", 413)
@@ -421,20 +454,28 @@ class Sidecar:
         if stream and family.choices_requested(body) > 1 and not streaming.STREAMS_CHOICES:
             raise BadRequest("hegui.unsupported", "streamed responses with n > 1 are not served: "
                              "they cannot be moderated (Art.14)")
+        if match.query:  # the moderated (and masked) names and values, nothing else
+            match = dataclasses.replace(match, query=urlencode([(k, v) for k, v in pairs],
+                                                                  quote_via=quote))
         upstream = await self._open_upstream(route, request, json.dumps(body).encode(), match)
         try:
-            if route == "images":
-                # Image outputs need an image classifier (the neural slot), not yet served.
-                headers["x-hegui-output"] = "unmoderated"
-                if self.config.labeling is not None and upstream.status < 400:
-                    return await self._labeled_images(upstream, headers, user)
-                return await self._relay(request, upstream, headers)
             if upstream.status >= 400:
-                return await self._relay(request, upstream, headers)
+                # An error's message is the model server's text too (it may repeat the prompt
+                # or carry an answer): moderated like any answer.
+                if not moderation.output.enabled:
+                    return await self._relay(request, upstream, headers)
+                return await self._moderated_error(route, upstream, headers, user)
+            if route == "images":
+                # Image outputs need an image classifier (the neural slot), not yet served;
+                # the answer's texts are moderated.
+                headers["x-hegui-output"] = "unmoderated"
+                return await self._images_answer(upstream, headers, user,
+                                                 moderate=moderation.output.enabled)
             if not moderation.output.enabled and self.config.labeling is None:
                 return await self._relay(request, upstream, headers)
-            if stream and upstream.content_type in ("text/event-stream",
-                                                    "application/x-ndjson"):
+            # By what the model sends, not what the request asked: a model server that streams
+            # unasked (it read `stream` otherwise) is moderated as a stream, never a 502.
+            if upstream.content_type in _STREAM_TYPES and route in streaming.STREAMED:
                 # Output moderation off: the stream is still labeled (Art.12), in the relay.
                 return await self._stream(route, request, upstream, headers, user,
                                           moderate=moderation.output.enabled)
@@ -448,8 +489,10 @@ class Sidecar:
     async def _open_upstream(self, route: str, request: web.Request, data: bytes | None,
                              match: Match) -> aiohttp.ClientResponse:
         """The request to the model server, on the matched route's path (never the raw one)."""
+        named = _connection_named(request.headers)
         headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in _HOP_BY_HOP and k.lower() not in _REROUTING}
+                   if k.lower() not in _HOP_BY_HOP and k.lower() not in _REROUTING
+                   and k.lower() not in named}
         headers["Accept-Encoding"] = "identity"
         if match.route.kind is Kind.GENERATION:
             headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
@@ -613,19 +656,88 @@ class Sidecar:
                           article="Art.12", produce_id=aigc.ProduceID)
         return aigc
 
-    async def _labeled_images(self, upstream: aiohttp.ClientResponse, headers: dict[str, str],
-                              user: str | None) -> web.Response:
-        labeling = self.config.labeling
-        assert labeling is not None
+    async def _moderated_error(self, route: str, upstream: aiohttp.ClientResponse,
+                               headers: dict[str, str], user: str | None) -> web.Response:
+        """The model server's error answer (4xx, 5xx), its status kept (Art.13 counts it as
+        it was), its texts moderated like an answer's (Art.14): withheld when one is
+        prohibited, masked in place, relayed as it was otherwise."""
+        status = upstream.status
+        data = bytearray()
+        try:
+            async for chunk in upstream.content.iter_chunked(1 << 16):
+                data += chunk
+                if len(data) > MAX_ERROR_BYTES:
+                    return error_response(status, "hegui.upstream_error",
+                                          f"the model server answered {status} with more than "
+                                          f"{MAX_ERROR_BYTES} bytes; not relayed")
+        except (TimeoutError, aiohttp.ClientError):
+            raise BadRequest("hegui.upstream_unavailable", "the model server failed while "
+                             f"answering {status}", 502) from None
+        holder: dict[str, Any] = {}
+        try:
+            holder["v"] = loads_bounded(bytes(data))
+            is_json = True
+        except ValueError:  # JSON and UTF-8 errors alike: the text as it reads
+            holder["v"], is_json = bytes(data).decode("utf-8", "replace"), False
+        try:
+            slots = string_leaves(holder, kind="error")
+        except BodyError:
+            return error_response(status, "hegui.upstream_error", f"the model server answered "
+                                  f"{status} with JSON too deep to moderate; not relayed")
+        decisions = await self.moderate([s.text for s in slots], Direction.OUTPUT)
+        extra = self._response_headers(upstream)
+        if decisions is None:
+            headers["x-hegui-moderation"] = "unavailable"
+            return web.Response(body=bytes(data), status=status, headers={**extra, **headers})
+        blocked = [h for d in decisions for h in d.blocking]
+        if blocked:
+            categories, reference = await self._record_block(blocked, "output", route, user)
+            return error_response(status, "hegui.output_blocked", f"the model server answered "
+                                  f"{status}; its message was withheld by content moderation",
+                                  article=blocked[0].article, direction="output",
+                                  categories=categories, reference=reference)
+        await self._apply_masks(slots, decisions, "output", route, user, headers)
+        if not any(d.mask_spans for d in decisions):
+            return web.Response(body=bytes(data), status=status, headers={**extra, **headers})
+        body = _dumps(holder["v"]) if is_json else str(holder["v"])
+        return web.Response(body=body.encode(), status=status, headers={**extra, **headers})
+
+    async def _images_answer(self, upstream: aiohttp.ClientResponse, headers: dict[str, str],
+                             user: str | None, *, moderate: bool) -> web.Response:
+        """An images answer: its texts moderated (a `revised_prompt`, and whatever a model
+        behind a declared route of this family writes), its images labeled (Art.12)."""
         raw = await self._read_bounded(upstream)
         try:
-            body = json.loads(raw)
+            body = loads_bounded(raw)
         except ValueError:
             raise BadRequest("hegui.upstream_malformed", "the model's answer is not JSON",
                              502) from None
-        if not isinstance(body, dict):
-            raise BadRequest("hegui.upstream_malformed", "the model's answer is not an object",
-                             502)
+        try:
+            slots = IMAGES.output_slots(body)
+        except BodyError as bad:
+            raise _bad_body(bad, 502) from None
+        if moderate:
+            decisions = await self.moderate([s.text for s in slots], Direction.OUTPUT)
+            if decisions is None:
+                headers["x-hegui-moderation"] = "unavailable"
+            else:
+                blocked = [h for d in decisions for h in d.blocking]
+                if blocked:
+                    categories, reference = await self._record_block(blocked, "output",
+                                                                     "images", user)
+                    return error_response(
+                        451, "hegui.output_blocked", "the model's answer was withheld by "
+                        "content moderation", article=blocked[0].article, direction="output",
+                        categories=categories, reference=reference)
+                await self._apply_masks(slots, decisions, "output", "images", user, headers)
+        if self.config.labeling is not None:
+            return await self._labeled_images(body, upstream.status, headers, user)
+        return web.json_response(body, status=upstream.status, headers=headers, dumps=_dumps)
+
+    async def _labeled_images(self, body: dict[str, Any], status: int, headers: dict[str, str],
+                              user: str | None) -> web.Response:
+        labeling = self.config.labeling
+        assert labeling is not None
         produce_ids: list[str] = []
 
         def fresh() -> AigcLabel:
@@ -645,8 +757,7 @@ class Sidecar:
             headers["x-hegui-label-flags"] = header_flags(flags)
         await self.record("label", user=user, direction="output", route="images",
                           article="Art.12", produce_ids=produce_ids, flags=sorted(set(flags)))
-        return web.json_response(labeled, status=upstream.status, headers=headers,
-                                 dumps=_dumps)
+        return web.json_response(labeled, status=status, headers=headers, dumps=_dumps)
 
     # --- streams -------------------------------------------------------------------------------
 
@@ -720,11 +831,82 @@ def make_app(sidecar: Sidecar) -> web.Application:
     return app
 
 
+#: The client preface of HTTP/2 with prior knowledge (h2c, RFC 9113 3.4).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_FIX = (b"hegui sidecar: HTTP/1.1 required. The sidecar moderates HTTP/1.1 only; send "
+          b"HTTP/1.1 (drop --http2-prior-knowledge, http2=True or h2c) (Art.14)")
+
+
+def h2_refusal() -> bytes:
+    """What an HTTP/2 client gets: the server's SETTINGS, then GOAWAY with HTTP_1_1_REQUIRED
+    (0xd) and the fix as debug data, which h2 clients report (RFC 9113 6.8, 7)."""
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    payload = (0).to_bytes(4, "big") + (0xD).to_bytes(4, "big") + H2_FIX
+    goaway = len(payload).to_bytes(3, "big") + b"\x07\x00" + (0).to_bytes(4, "big") + payload
+    return settings + goaway
+
+
+class _Http1Only(asyncio.Protocol):
+    """aiohttp's protocol behind a look at a connection's first bytes: an HTTP/2 preface gets
+    `h2_refusal` and the connection closes (aiohttp answered with a bare HTTP/1.0 400 an h2
+    client cannot read); anything else goes to aiohttp as it came."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self.inner = inner
+        self.head: bytes | None = b""  # None once the connection is known to be HTTP/1
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head is not None:
+            head = self.head + data
+            if H2_PREFACE.startswith(head[:len(H2_PREFACE)]):
+                if len(head) < len(H2_PREFACE):
+                    self.head = head  # a prefix of the preface so far: wait for the rest
+                    return
+                assert self.transport is not None
+                self.head = None
+                self.transport.write(h2_refusal())
+                self.transport.close()
+                return
+            self.head, data = None, head
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class Http1Site(web.TCPSite):
+    """A TCP site whose connections refuse HTTP/2 clearly (`_Http1Only`)."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Http1Only(server()), self._host, self._port,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+
+
 async def serve(sidecar: Sidecar, host: str, port: int) -> web.AppRunner:
+    """The sidecar on host:port (port 0: a free one, in `runner.addresses`)."""
     runner = web.AppRunner(make_app(sidecar), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await Http1Site(runner, host, port).start()
     return runner
 
 
-__all__ = ["SIDECAR", "Sidecar", "error_response", "make_app", "serve"]
+__all__ = ["H2_PREFACE", "SIDECAR", "Http1Site", "Sidecar", "error_response", "h2_refusal",
+           "make_app", "serve"]

@@ -16,6 +16,7 @@ from aiohttp import web
 class SliFacts:
     """What the SLIs (Art.13) need to know of one request beyond its status code."""
 
+    received: float | None = None  # when the request's body was read in full
     first_token: float | None = None  # when the first token of a stream reached the client
     cut: bool = False  # a model or moderator failure cut a response whose headers were sent
     # The client provoked the failure (an answer larger than the sidecar relays, asked for by

@@ -183,6 +183,19 @@ def probe(text: str, owner: Any, owner_key: Any, choice: int = 0) -> Slot:
     return Slot(holder, "text", "logprobs", choice, owner=owner, owner_key=owner_key)
 
 
+def stream_flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    """The request's `name` flag (`stream`): true, false or absent (null: `default`). Any other
+    value is refused: model servers coerce `1`, `"true"` or `"yes"` to a stream the sidecar
+    would not expect, and the client's mistake must be a 400, never a 502 that counts against
+    the service (Art.13)."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid(f"{name} must be true or false, not {json.dumps(value)[:40]}")
+    return value
+
+
 def choice_index(choice: dict[str, Any], position: int) -> int:
     index = choice.get("index", position)
     return index if isinstance(index, int) and not isinstance(index, bool) else position
@@ -258,7 +271,7 @@ class Family:
         e.g. generate_stream)."""
         if action in self.streams:
             return True
-        return self.stream_field is not None and body.get(self.stream_field) is True
+        return self.stream_field is not None and stream_flag(body, self.stream_field, False)
 
     def choices_requested(self, body: dict[str, Any]) -> int:
         n = body.get("n", 1)
@@ -319,4 +332,4 @@ class Family:
 
 __all__ = ["MAX_JSON_DEPTH", "MEDIA_TYPES", "BodyError", "Family", "Slot", "choice_index",
            "field_slot", "invalid", "loads_bounded", "malformed", "ndjson", "probe", "refuse_media",
-           "schema_descriptions", "sse", "string_leaves", "text_slots", "too_deep"]
+           "schema_descriptions", "sse", "stream_flag", "string_leaves", "text_slots", "too_deep"]

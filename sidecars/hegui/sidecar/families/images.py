@@ -1,6 +1,8 @@
 """OpenAI-compatible image generation (`/v1/images/generations`) (Art.4, Art.12, Art.14): the
-prompt (and a negative prompt) in; images out are labeled, not yet moderated (that needs the
-neural image classifier, which the sidecar says in `x-hegui-output: unmoderated`).
+prompt (and a negative prompt) in; out, every text of the answer is moderated (a
+`revised_prompt` is text the model wrote, and a service can declare any route of this family),
+and images are labeled, not yet moderated (that needs the neural image classifier, which the
+sidecar says in `x-hegui-output: unmoderated`).
 """
 
 from __future__ import annotations
@@ -8,7 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hegui.sidecar.families.base import Family, Slot, field_slot, invalid
+from hegui.sidecar.families.base import (
+    Family,
+    Slot,
+    field_slot,
+    invalid,
+    malformed,
+    stream_flag,
+    string_leaves,
+)
+
+#: Fields that carry an image, not text: labeled, never scanned as text (base64 would be read
+#: as digits and letters, and a masked byte would break the picture).
+_IMAGE_FIELDS = frozenset({"b64_json"})
 
 
 @dataclass
@@ -20,10 +34,17 @@ class Images(Family):
                                                                   "content")
 
     def wants_stream(self, body: dict[str, Any], action: str = "") -> bool:
+        if stream_flag(body, "stream", False):
+            raise invalid("streamed images (partial images) are not served: they would not be "
+                          "labeled (Art.12); ask without stream")
         return False
 
     def output_slots(self, body: Any) -> list[Slot]:
-        return []
+        """Every text of the answer but the images themselves (`b64_json`, `data:` URLs)."""
+        if not isinstance(body, dict):
+            raise malformed("the model's answer is not an object")
+        return [s for s in string_leaves(body, kind="content")
+                if not (s.key in _IMAGE_FIELDS or s.text.startswith("data:"))]
 
 
 IMAGES = Images("images", stream_field=None)

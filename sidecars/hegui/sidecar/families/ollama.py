@@ -21,6 +21,7 @@ from hegui.sidecar.families.base import (
     invalid,
     malformed,
     probe,
+    stream_flag,
     string_leaves,
 )
 from hegui.sidecar.families.openai_chat import tool_slots
@@ -82,7 +83,7 @@ class Ollama(Family):
         return slots
 
     def wants_stream(self, body: dict[str, Any], action: str = "") -> bool:
-        return body.get("stream", True) is not False  # Ollama streams by default
+        return stream_flag(body, "stream", True)  # Ollama streams by default
 
     def choices_requested(self, body: dict[str, Any]) -> int:
         return 1

@@ -21,6 +21,7 @@ from hegui.sidecar.families.base import (
     invalid,
     malformed,
     probe,
+    stream_flag,
     string_leaves,
 )
 
@@ -60,7 +61,7 @@ class Tgi(Family):
     def wants_stream(self, body: dict[str, Any], action: str = "") -> bool:
         if action == "generate_stream":
             return True
-        if _sglang(body) and body.get("stream") is True:
+        if stream_flag(body, "stream", False) and _sglang(body):
             # SGLang streams the whole text so far in every event: not relayed (Art.14).
             raise invalid("streamed SGLang /generate cannot be moderated; use "
                           "/v1/chat/completions with stream: true")

@@ -1,0 +1,400 @@
+"""The data path red-teamed (Art.4, Art.13, Art.14): what a hostile client, or the regulated team
+that runs the model container, tried to get a prohibited text past the sidecar or to burn the
+service's availability objective with the client's own behaviour. Each test goes through a real
+sidecar over raw HTTP (or the real `openai` client), and failed on the sidecar before its fix:
+
+- an HTTP/2 prior-knowledge client got a bare HTTP/1.0 400 it cannot read;
+- `Expect: 100-continue` was sent on to the model server, and the sidecar's request waited for a
+  100 that a plain server never sends: a 504 that counted as the service's failure;
+- `"stream": 1` (or `"true"`) made the model stream where the sidecar expected one JSON answer:
+  a 502 counted as the service's failure (and retried twice by the openai client);
+- a generation route's query string reached the model unmoderated (`?prompt=...`);
+- a model server's error answer (4xx, 5xx) was relayed as it came, prohibited text and all;
+- an images answer's texts (`revised_prompt`, or a chat answer behind a route declared with
+  the images family) were relayed unmoderated;
+- a client that trickled its request body made the service look slow in its latency SLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import openai
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from hegui.sidecar.app import H2_PREFACE, Sidecar, serve
+from hegui.sidecar.config import SidecarConfig
+from hegui.sidecar.testing import FakeModel, LocalModerator, posture, sidecar_client
+
+BAD = "教我制作炸弹"  # terrorismExtremism, Art.4(1)
+PHONE = "13812345678"
+
+
+async def exchange(host: str, port: int | None, data: bytes, *, wait: float = 10.0,
+                   pieces: list[bytes] | None = None, pause: float = 0.0) -> bytes:
+    """Bytes sent as they are (or `pieces`, `pause` seconds apart); all the answer until the
+    server closes."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for piece in pieces or [data]:
+            writer.write(piece)
+            await writer.drain()
+            if pause:
+                await asyncio.sleep(pause)
+        return await asyncio.wait_for(reader.read(), wait)
+    finally:
+        writer.close()
+
+
+def request(method: str, target: str, body: bytes = b"", *headers: str) -> bytes:
+    head = [f"{method} {target} HTTP/1.1", "Host: sidecar", "Connection: close",
+            f"Content-Length: {len(body)}", "Content-Type: application/json", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 100"):  # an interim answer, then the real one
+        head, _, body = body.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+    if fields.get("transfer-encoding") == "chunked":
+        out = b""
+        while body:
+            size, _, body = body.partition(b"\r\n")
+            length = int(size.split(b";")[0] or b"0", 16)
+            if not length:
+                break
+            out, body = out + body[:length], body[length + 2:]
+        body = out
+    return int(lines[0].split()[1]), fields, body
+
+
+def chat(content: str, **extra: Any) -> bytes:
+    return json.dumps({"model": "fake", "messages": [{"role": "user", "content": content}],
+                       **extra}, ensure_ascii=False).encode()
+
+
+def sli(metrics: str, outcome: str, route: str = "chat") -> float:
+    pattern = (r'hegui_sidecar_sli_requests_total\{[^}]*outcome="' + outcome + '",route="'
+               + route + r'"\} (\S+)')
+    found = re.search(pattern, metrics)
+    return float(found.group(1)) if found else 0.0
+
+
+async def metrics_of(client: TestClient[Any, Any]) -> str:
+    return await (await client.get("/metrics")).text()
+
+
+@pytest.fixture
+async def sidecar(fake_model: FakeModel, moderator: LocalModerator) -> AsyncIterator[Any]:
+    c = await sidecar_client(SidecarConfig(posture(), upstream=fake_model.url,
+                                           upstream_read_timeout=2.0), moderator)
+    yield c
+    await c.close()
+
+
+# --- HTTP/2 with prior knowledge ------------------------------------------------------------
+
+async def test_http2_prior_knowledge_gets_goaway_http_1_1_required(
+        fake_model: FakeModel, moderator: LocalModerator) -> None:
+    runner = await serve(Sidecar(SidecarConfig(posture(), upstream=fake_model.url), moderator),
+                         "127.0.0.1", 0)
+    try:
+        host, port = runner.addresses[0][:2]
+        settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # the client's empty SETTINGS
+        answer = await exchange(host, port, H2_PREFACE + settings, wait=5)
+        frames = []
+        while answer:  # HTTP/2 frames: length (3), type, flags, stream (4), payload
+            length = int.from_bytes(answer[:3], "big")
+            frames.append((answer[3], answer[9:9 + length]))
+            answer = answer[9 + length:]
+        assert [kind for kind, _ in frames] == [0x4, 0x7]  # SETTINGS, GOAWAY
+        goaway = frames[1][1]
+        assert int.from_bytes(goaway[4:8], "big") == 0xD  # HTTP_1_1_REQUIRED
+        assert b"HTTP/1.1" in goaway[8:] and b"http2-prior-knowledge" in goaway[8:]
+        # The preface sent a byte at a time is refused too, never left hanging.
+        answer = await exchange(host, port, b"", pieces=[bytes([b]) for b in H2_PREFACE])
+        assert answer[3] == 0x4 and b"HTTP_1_1" not in answer[:9]
+        assert not fake_model.paths
+        # HTTP/1.1 on the same listener is served as before.
+        status, _, body = parse(await exchange(host, port, request(
+            "POST", "/v1/chat/completions", chat("say:你好"))))
+        assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == "你好"
+    finally:
+        await runner.cleanup()
+
+
+# --- Expect: 100-continue to a model server that never sends 100 ---------------------------
+
+async def _plain_model(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A model server that reads the whole body before it answers and never sends
+    `100 Continue` (HTTP/1.0 servers, Python's http.server): it answers what it saw."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    await reader.readexactly(length)
+    seen = head.decode("latin-1").lower()
+    answer = json.dumps({"id": "1", "object": "chat.completion", "model": "fake", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "好的"},
+         "finish_reason": "stop"}], "expect_seen": "expect:" in seen,
+        "secret_seen": "x-secret" in seen}).encode()
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                 + f"Content-Length: {len(answer)}\r\n\r\n".encode() + answer)
+    await writer.drain()
+    writer.close()
+
+
+async def test_expect_100_continue_is_not_sent_to_the_model(moderator: LocalModerator) -> None:
+    server = await asyncio.start_server(_plain_model, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await sidecar_client(SidecarConfig(posture(), upstream=f"http://127.0.0.1:{port}",
+                                                upstream_read_timeout=2.0), moderator)
+    try:
+        status, _, body = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat("say:hi"), "Expect: 100-continue",
+            "Connection: close, x-secret", "X-Secret: hop")))
+        assert status == 200, body
+        answer = json.loads(body)
+        assert answer["expect_seen"] is False and answer["secret_seen"] is False
+        metrics = await metrics_of(client)
+        assert sli(metrics, "failed") == 0 and sli(metrics, "served") == 1
+    finally:
+        await client.close()
+        server.close()
+
+
+# --- a `stream` the model reads otherwise ---------------------------------------------------
+
+@pytest.mark.parametrize("value", [1, "true", "yes"])
+async def test_a_stream_flag_that_is_not_a_boolean_is_the_clients_400(
+        sidecar: TestClient[Any, Any], fake_model: FakeModel, value: Any) -> None:
+    status, _, body = parse(await exchange(sidecar.host, sidecar.port, request(
+        "POST", "/v1/chat/completions", chat("say:hi", stream=value))))
+    assert status == 400 and json.loads(body)["error"]["code"] == "hegui.invalid_request"
+    assert "stream must be true or false" in json.loads(body)["error"]["message"]
+    assert not fake_model.seen
+    metrics = await metrics_of(sidecar)
+    assert sli(metrics, "failed") == 0 and sli(metrics, "refused") == 1
+
+
+async def test_the_openai_client_gets_a_400_not_retried_502s(
+        sidecar: TestClient[Any, Any], fake_model: FakeModel) -> None:
+    client = openai.AsyncOpenAI(base_url=f"http://{sidecar.host}:{sidecar.port}/v1",
+                                api_key="test", timeout=10)  # the client's default retries
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="fake", messages=[
+            {"role": "user", "content": "say:hi"}], extra_body={"stream": "true"})
+    assert sli(await metrics_of(sidecar), "failed") == 0
+
+
+async def _always_streams(request: web.Request) -> web.StreamResponse:
+    """A model server that streams whatever the request said (it read `stream` otherwise)."""
+    body = await request.json()
+    said = body["messages"][-1]["content"]
+    text = said.split("say~:", 1)[1][::-1] if "say~:" in said else said.split("say:", 1)[1]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for index in range(0, len(text), 2):
+        chunk = {"id": "1", "object": "chat.completion.chunk", "model": "fake", "choices": [
+            {"index": 0, "delta": {"content": text[index:index + 2]}, "finish_reason": None}]}
+        await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
+async def test_a_stream_the_model_sends_unasked_is_moderated_not_a_502(
+        moderator: LocalModerator) -> None:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", _always_streams)
+    model = TestServer(app, host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
+                                                .rstrip("/")), moderator)
+    try:
+        status, _, body = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat("say:你好世界"))))
+        assert status == 200 and "你好" in body.decode()
+        status, _, body = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat(f"say~:{PHONE[::-1]}。好的"))))
+        assert status == 200 and "*" * 11 in "".join(re.findall(r'"content": ?"([^"]*)"',
+                                                                body.decode()))
+        assert sli(await metrics_of(client), "failed") == 0
+    finally:
+        await client.close()
+        await model.close()
+
+
+# --- the query string of a generation route -------------------------------------------------
+
+async def test_a_prompt_in_the_query_string_is_moderated(sidecar: TestClient[Any, Any],
+                                                         fake_model: FakeModel) -> None:
+    status, _, body = parse(await exchange(sidecar.host, sidecar.port, request(
+        "POST", f"/v1/chat/completions?prompt={quote(BAD)}", chat("say:hi"))))
+    assert status == 400 and json.loads(body)["error"]["code"] == "hegui.input_blocked"
+    assert not fake_model.paths
+    status, _, _ = parse(await exchange(sidecar.host, sidecar.port, request(
+        "POST", f"/v1/chat/completions?api-version=2024-06-01&note=call+{PHONE}",
+        chat("say:hi"))))
+    assert status == 200
+    assert fake_model.paths == [f"POST /v1/chat/completions?api-version=2024-06-01&note=call%20"
+                                f"{'*' * 11}"]  # masked before the model saw it
+
+
+async def test_the_openai_clients_extra_query_is_moderated(sidecar: TestClient[Any, Any],
+                                                           fake_model: FakeModel) -> None:
+    client = openai.AsyncOpenAI(base_url=f"http://{sidecar.host}:{sidecar.port}/v1",
+                                api_key="test", max_retries=0, timeout=10)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(model="fake", messages=[
+            {"role": "user", "content": "say:hi"}], extra_query={"q": BAD})
+    assert refused.value.code == "hegui.input_blocked"
+    assert not fake_model.paths
+
+
+# --- the model server's error answers ------------------------------------------------------
+
+def _erring_model(status: int, body: bytes | list[bytes], content_type: str) -> web.Application:
+    """A model server that answers `status` with `body` (a list: its last item, which a test
+    may change)."""
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        said = body[-1] if isinstance(body, list) else body
+        return web.Response(status=status, body=said, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    return app
+
+
+@pytest.mark.parametrize(("status", "body", "content_type"), [
+    (400, json.dumps({"error": {"message": f"your prompt: {BAD}"}}, ensure_ascii=False),
+     "application/json"),
+    (422, f"validation failed near '{BAD}'", "text/plain"),
+    (400, "data: " + json.dumps({"choices": [{"delta": {"content": BAD}}]},
+                                ensure_ascii=False) + "\n\n", "text/event-stream"),
+    (500, json.dumps({"detail": [{"msg": BAD}]}, ensure_ascii=False), "application/json"),
+])
+async def test_an_error_answer_of_the_model_is_moderated(
+        moderator: LocalModerator, status: int, body: str, content_type: str) -> None:
+    model = TestServer(_erring_model(status, body.encode(), content_type), host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
+                                                .rstrip("/")), moderator)
+    try:
+        for stream in (False, True):
+            got, _, answer = parse(await exchange(client.host, client.port, request(
+                "POST", "/v1/chat/completions", chat("say:hi", stream=stream))))
+            assert got == status  # whose failure it was is the model's status, kept (Art.13)
+            assert BAD not in answer.decode()
+            error = json.loads(answer)["error"]
+            assert error["code"] == "hegui.output_blocked" and error["direction"] == "output"
+        metrics = await metrics_of(client)
+        assert sli(metrics, "failed") == (2 if status >= 500 else 0)
+    finally:
+        await client.close()
+        await model.close()
+
+
+async def test_personal_information_in_an_error_answer_is_masked(
+        moderator: LocalModerator) -> None:
+    said = [json.dumps({"error": {"message": f"call {PHONE}", "code": 400}}).encode()]
+    model = TestServer(_erring_model(400, said, "application/json"), host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
+                                                .rstrip("/")), moderator)
+    try:
+        status, headers, answer = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat("say:hi"))))
+        assert status == 400 and headers["x-hegui-output"] == "masked"
+        assert json.loads(answer) == {"error": {"message": "call " + "*" * 11, "code": 400}}
+        harmless = json.dumps({"error": {"message": "max_tokens too large"}}).encode()
+        said.append(harmless)
+        status, _, answer = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat("say:hi"))))
+        assert (status, answer) == (400, harmless)  # relayed as it came
+    finally:
+        await client.close()
+        await model.close()
+
+
+# --- images: every text of the answer -------------------------------------------------------
+
+def _images_model(answer: dict[str, Any]) -> web.Application:
+    async def images(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(answer, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", images)
+    app.router.add_post("/custom/chat", images)
+    return app
+
+
+async def test_the_texts_of_an_images_answer_are_moderated(moderator: LocalModerator) -> None:
+    image: dict[str, str] = {"url": "http://images.invalid/1.png",
+                             "revised_prompt": f"a poster: {BAD}"}
+    answer = {"created": 0, "data": [image]}
+    model = TestServer(_images_model(answer), host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
+                                                .rstrip("/")), moderator)
+    try:
+        api = openai.AsyncOpenAI(base_url=f"http://{client.host}:{client.port}/v1",
+                                 api_key="test", max_retries=0, timeout=10)
+        with pytest.raises(openai.APIStatusError) as withheld:
+            await api.images.generate(prompt="a poster", model="fake")
+        assert withheld.value.status_code == 451 and BAD not in str(withheld.value.body)
+        image["revised_prompt"] = f"a poster, call {PHONE}"
+        images = await api.images.generate(prompt="a poster", model="fake")
+        assert images.data is not None
+        assert images.data[0].revised_prompt == "a poster, call " + "*" * 11
+        assert images.data[0].url == "http://images.invalid/1.png"
+        status, _, _ = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/images/generations", json.dumps({"prompt": "x", "stream": True})
+            .encode())))
+        assert status == 400
+    finally:
+        await client.close()
+        await model.close()
+
+
+async def test_a_chat_behind_a_route_declared_as_images_is_moderated(
+        moderator: LocalModerator) -> None:
+    """The team declares its chat server's route with the images family, whose image outputs
+    are not moderated: the chat answer's text is moderated all the same."""
+    answer = {"id": "1", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": BAD}}]}
+    model = TestServer(_images_model(answer), host="127.0.0.1")
+    await model.start_server()
+    config = SidecarConfig(posture(routes=[{"path": "/custom/chat", "family": "images"}]),
+                           upstream=str(model.make_url("")).rstrip("/"))
+    client = await sidecar_client(config, moderator)
+    try:
+        status, _, body = parse(await exchange(client.host, client.port, request(
+            "POST", "/custom/chat", json.dumps({"prompt": "hi"}).encode())))
+        assert status == 451 and BAD not in body.decode()
+    finally:
+        await client.close()
+        await model.close()
+
+
+# --- a client that trickles its body --------------------------------------------------------
+
+async def test_a_slow_upload_is_not_the_services_latency(sidecar: TestClient[Any, Any]) -> None:
+    data = request("POST", "/v1/chat/completions", chat("say:hi"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    pieces = [head + b"\r\n\r\n"] + [body[i:i + 8] for i in range(0, len(body), 8)]
+    status, _, _ = parse(await exchange(sidecar.host, sidecar.port, b"", pieces=pieces,
+                                        pause=1.5 / len(pieces)))
+    assert status == 200
+    metrics = await metrics_of(sidecar)
+    seconds = float(re.search(r'hegui_sidecar_sli_latency_seconds_sum\{[^}]*route="chat"\} (\S+)',
+                              metrics).group(1))  # type: ignore[union-attr]
+    assert sli(metrics, "served") == 1 and seconds < 0.5  # the body took 1.5 s to arrive
