@@ -17,6 +17,15 @@ retention of the posture's `retentionDays`. Shipped records are then compacted o
   second one).
 - The stream is one chain: `<namespace>/<service>/<pod>.<chain id>`, the chain id kept in
   `<records>.stream` and renewed when the file starts a new chain (a new emptyDir).
+- Someone else's segment in the stream: the store's user and the service's sealing key are in
+  the service's Secret, which anyone with `edit` in the namespace can read, and any holder of
+  the store user can write the next segment name first. A name already written counts as this
+  pod's only when the store's last segment ends on a record of this file with that record's
+  hash; otherwise nothing is marked shipped (the acknowledged records stay in the pod), the
+  shipper goes on in a new stream that continues the chain (a new chain id: `verify` then
+  reports the new stream's gap), writes an `evidence_conflict` record naming the planted
+  segment into it, logs an error and counts `hegui_evidence_stream_conflicts`: never a silent
+  loss.
 """
 
 from __future__ import annotations
@@ -38,12 +47,21 @@ from hegui.moderation.records import GENESIS, RecordLog, parse
 log = logging.getLogger("hegui.evidence.shipper")
 
 DEFAULT_BUFFER_BYTES = 64 << 20
+CONFLICT = "evidence_conflict"  # the kind of the record that names a planted segment
 
 
-def chain_id(records: RecordLog) -> str:
-    """The id of the record file's chain, kept beside it; new for a new chain."""
+class PlantedSegment(StoreError):
+    """The stream's next segment name was written by someone else (Art.11)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key} was not written by this pod: {message}")
+        self.key = key
+
+
+def chain_id(records: RecordLog, *, renew: bool = False) -> str:
+    """The id of the record file's chain, kept beside it; new for a new chain (or `renew`)."""
     path = records.path.with_name(records.path.name + ".stream")
-    if not records.new_chain:
+    if not records.new_chain and not renew:
         try:
             found = json.loads(path.read_text(encoding="utf-8")).get("chain")
             if isinstance(found, str) and found.isalnum():
@@ -72,6 +90,7 @@ class Shipper:
         self.interval, self.max_records, self.max_bytes = interval, max_records, max_bytes
         records.buffer_limit = buffer_bytes
         records.fail_open = fail_open
+        self.service, self.pod = service, pod
         self.stream = segments.stream_name(service, pod, chain_id(records))
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -86,6 +105,10 @@ class Shipper:
         self.failures = Counter("hegui_evidence_ship_failures",
                                 "Attempts to ship records that the store refused or did not "
                                 "answer (Art.11).", registry=registry)
+        self.conflicts = Counter("hegui_evidence_stream_conflicts",
+                                 "Segments found in this pod's stream that it did not write "
+                                 "(someone holding the store's credentials); the pod ships on "
+                                 "in a new stream (Art.11): alert on any.", registry=registry)
         Gauge("hegui_evidence_store_up", "1 when the last call to the evidence store worked.",
               registry=registry).set_function(lambda: 1.0 if self.up else 0.0)
         Gauge("hegui_evidence_buffer_bytes", "Bytes of records waiting in the pod to be shipped.",
@@ -108,24 +131,67 @@ class Shipper:
             if parsed is not None and (last is None or parsed[1] > last[0]):
                 last = (parsed[1], version.key)
         if last is not None:
-            header = segments.read_header(self.store.get(last[1], length=1 << 16))
-            self._skip_through(int(header["last"]), str(header["head"]))
+            data = self.store.get(last[1], length=1 << 16)  # the store down: StoreError
+            try:
+                header = segments.read_header(data)
+                seq, head = int(header["last"]), str(header["head"])
+            except (KeyError, TypeError, ValueError) as error:  # SegmentError is a ValueError
+                self._rotate(PlantedSegment(last[1], f"not a segment this pod wrote ({error})"))
+            else:
+                try:
+                    self._skip_through(last[1], seq, head)
+                except PlantedSegment as planted:
+                    self._rotate(planted)
         self._ready = True
 
-    def _skip_through(self, seq: int, head: str) -> None:
+    def _skip_through(self, key: str, seq: int, head: str) -> None:
+        """The store's stream ends at record `seq` with hash `head` (segment `key`): mark this
+        file's records through `seq` shipped if, and only if, its record `seq` has that hash
+        (the hash chain then vouches for every record before it)."""
         records = self.records
-        while records.shipped_seq < seq:
-            batch = records.read_unshipped(self.max_bytes)
-            if not batch:
-                return
-            for raw, offset in batch:
-                record = parse(raw)
-                if record is None or record.get("seq", 0) > seq:
-                    return
-                records.mark_shipped(int(record["seq"]), str(record["hash"]), offset)
+        if records.shipped_seq >= seq:
             if records.shipped_seq == seq and records.shipped_hash != head:
-                raise StoreError(f"the store's {self.stream} ends at record {seq} with a "
-                                 "different hash than this file: not shipping onto it")
+                raise PlantedSegment(key, f"it ends at record {seq} with another hash than "
+                                          "this pod's")
+            return
+        records.flush()
+        found = self._find(seq)
+        if found is None:
+            raise PlantedSegment(key, f"it ends at record {seq}, which this pod never wrote")
+        if found[0] != head:
+            raise PlantedSegment(key, f"its record {seq} is not this pod's")
+        records.mark_shipped(seq, head, found[1])
+
+    def _find(self, seq: int) -> tuple[str, int] | None:
+        """This file's record `seq` (hash, offset after it), read from the first unshipped
+        record on (streamed); None when the file holds no such record."""
+        offset = self.records.shipped_offset
+        with self.records.path.open("rb") as file:
+            file.seek(offset)
+            for raw in file:
+                offset += len(raw)
+                record = parse(raw)
+                if record is None or not isinstance(record.get("seq"), int) \
+                        or record["seq"] > seq:
+                    return None
+                if record["seq"] == seq:
+                    return str(record.get("hash")), offset
+        return None
+
+    def _rotate(self, planted: PlantedSegment) -> None:
+        """Go on in a new stream that continues this file's chain, and say why in it."""
+        old = self.stream
+        self.stream = segments.stream_name(self.service, self.pod,
+                                           chain_id(self.records, renew=True))
+        self.conflicts.inc()
+        log.error("evidence stream %s: %s; the records it would have covered stay in the pod "
+                  "and are shipped as stream %s (Art.11)", old, planted, self.stream)
+        try:
+            self.records.append(CONFLICT, user=None, previous_stream=old, segment=planted.key,
+                                reason=str(planted), continued_as=self.stream,
+                                article="Art.11")
+        except OSError as error:  # the buffer is full: the fail mode already applies
+            log.error("cannot record the conflict in %s: %s", self.records.path, error)
 
     # --- shipping -------------------------------------------------------------------------------
 
@@ -152,11 +218,12 @@ class Shipper:
             try:
                 self.store.put(key, data, when + self.retention)
             except AlreadyWritten:
-                # Written by an earlier life of this shipper: resume from what the store has.
-                before = self.records.shipped_seq
+                # Written by an earlier life of this shipper (resume from what the store has),
+                # or by someone else (`_resume` moves to a new stream): never written over.
+                before = (self.stream, self.records.shipped_seq)
                 self._ready = False
                 self._resume()
-                if self.records.shipped_seq <= before:
+                if (self.stream, self.records.shipped_seq) == before:
                     raise StoreError(f"{key} exists but the stream's last segment does not "
                                      "cover it: not writing over evidence") from None
                 continue
