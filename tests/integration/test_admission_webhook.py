@@ -383,6 +383,100 @@ def test_native_policies_pass_a_complete_service_and_the_webhook_still_decides(
     assert result.returncode == 0, result.stderr
 
 
+# The declaration rules' twins (Art.7-11, 15, 23): opt-in, so bound only by a policy that names
+# them; with the webhook down the apiserver refuses for the same rule, article and field as the
+# Python check.
+
+DECLARATIONS = ("audience", "dataProtection", "complaints", "userAgreement", "training",
+                "annotation", "licences")
+
+
+def _declared(namespace: str, **changes: Any) -> dict[str, Any]:
+    """The test's service, declaring every duty as the sample chat service does."""
+    chat = _sample("compliance/chat-service.yaml")[0]["spec"]
+    return _service(namespace, **{**{k: copy.deepcopy(chat[k]) for k in DECLARATIONS
+                                     if k in chat}, **changes})
+
+
+def _chat_part(key: str, **changes: Any) -> Any:
+    part = copy.deepcopy(_sample("compliance/chat-service.yaml")[0]["spec"][key])
+    for name, value in changes.items():
+        if value is None:
+            part.pop(name, None)
+        else:
+            part[name] = value
+    return part
+
+
+@pytest.fixture
+def declaration_policies(local_cluster: LocalCluster, namespace: str) -> Iterator[None]:
+    from hegui.admission import cel_policies
+    from hegui.api.policy import CompliancePolicy
+
+    policy = _policy(namespace, [{"rule": r, "mode": "Enforce"} for r in DECLARATIONS])
+    objects = [*cel_policies.all_policies(),
+               *cel_policies.bindings(CompliancePolicy.from_dict(policy))]
+    _apply(local_cluster, policy, *objects)
+    yield
+    for obj in reversed(objects):
+        local_cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"],
+                              "--ignore-not-found")
+
+
+def _training(**annotation: Any) -> dict[str, Any]:
+    training: dict[str, Any] = _chat_part("training")
+    for name, value in annotation.items():
+        if value is None:
+            training["annotation"].pop(name, None)
+        else:
+            training["annotation"][name] = value
+    return training
+
+
+@pytest.mark.parametrize("changes", [
+    {"audience": None}, {"dataProtection": None}, {"complaints": None},
+    {"userAgreement": None}, {"training": None}, {"licences": []},
+    {"dataProtection": _chat_part("dataProtection", pseudonymise=False,
+                                  pseudonymisationKeyRef=None)},
+    {"training": {**_chat_part("training"), "baseModels": [{"name": "m", "provider": "p"}]}},
+    {"training": _training(annotatorsTrained=False)},
+    {"training": _training(latestSampling=None)},
+], ids=["no-audience", "no-data-protection", "no-complaints", "no-user-agreement",
+        "no-training", "no-licences", "records-in-the-clear", "unsourced-base-model",
+        "untrained-annotators", "no-annotation-sampling"])
+@pytest.mark.usefixtures("declaration_policies")
+def test_a_declaration_twin_refuses_like_the_python_check_without_the_webhook(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str,
+        changes: dict[str, Any]) -> None:
+    from hegui.rules.engine import evaluate
+    from hegui.rules.index import ComplianceIndex
+
+    service = _declared(namespace, **changes)
+    policy = _policy(namespace, [{"rule": r, "mode": "Enforce"} for r in DECLARATIONS])
+    python = [f"[{f.rule.value}, {f.article}] {f.location}:" for f in evaluate(
+        _gpu_deployment(namespace), ComplianceIndex.from_objects([policy, service]))
+        if f.rule.value in DECLARATIONS]
+    assert len(python) == 1, python
+    _apply_service(local_cluster, service)
+    result = _refusal_while_down(local_cluster, webhook, namespace)
+    assert result.returncode != 0
+    assert python[0] in result.stderr, result.stderr
+
+
+@pytest.mark.usefixtures("declaration_policies")
+def test_declaration_twins_pass_a_service_that_declares_every_duty(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    _apply_service(local_cluster, _declared(namespace))
+    webhook.stop()
+    try:
+        time.sleep(2)  # the apiserver compiles the policies asynchronously
+        result = _apply(local_cluster, _gpu_deployment(namespace), check=False)
+    finally:
+        webhook.start()
+    assert "ValidatingAdmissionPolicy" not in result.stderr, result.stderr
+    assert "failed calling webhook" in result.stderr  # only the webhook, being down, refused
+
+
 def test_generated_cel_compiles_on_the_apiserver_with_policy_signals(
         local_cluster: LocalCluster) -> None:
     from hegui.admission import cel_policies, configuration
@@ -396,7 +490,7 @@ def test_generated_cel_compiles_on_the_apiserver_with_policy_signals(
     config["metadata"]["name"] = "hegui-cel-compile-check"
     result = _apply(local_cluster, config, *cel_policies.all_policies(detection),
                     extra=("--dry-run=server",))
-    assert result.stdout.count("created (server dry run)") == 4
+    assert result.stdout.count("created (server dry run)") == 1 + len(cel_policies.NATIVE_RULES)
 
 
 # --- sidecar injection (Art.14) -----------------------------------------------------------------

@@ -92,7 +92,10 @@ def test_native_policies_cite_their_articles() -> None:
     names = {p["metadata"]["name"]: p["metadata"]["annotations"]["hegui.io/article"]
              for p in cel_policies.all_policies()}
     assert names == {"hegui-coverage-art17": "Art.17", "hegui-filing-art17": "Art.17",
-                     "hegui-labeling-art12": "Art.12"}
+                     "hegui-labeling-art12": "Art.12", "hegui-audience-art10": "Art.10",
+                     "hegui-dataprotection-art11": "Art.11", "hegui-complaints-art15": "Art.15",
+                     "hegui-useragreement-art9": "Art.9", "hegui-training-art7": "Art.7",
+                     "hegui-annotation-art8": "Art.8", "hegui-licences-art23": "Art.23"}
 
 
 def test_a_generative_service_s_spec_reaches_the_webhook_for_the_policy_floor() -> None:

@@ -3,11 +3,14 @@
 Some of the rules only need the workload and the GenerativeServices of its namespace, and the
 apiserver can check those itself with CEL, using each GenerativeService as a policy parameter
 (`paramKind`). They are generated here from the rule modules' CEL twins (`hegui.rules.coverage`,
-`filing`, `labeling`) and the same detection constants as the rule engine, so a refusal reads the
-same whoever makes it. What each twin leaves to the webhook is said in its module.
+`filing`, `labeling` and the opt-in declaration rules) and the same detection constants as the
+rule engine, so a refusal reads the same whoever makes it. What each twin leaves to the webhook is
+said in its module.
 
 One policy per rule; one binding per CompliancePolicy and rule, scoped to the namespaces that
-policy enforces and acting as its mode says (Enforce: Deny, Warn: Warn, Audit: Audit).
+policy enforces and acting as its mode says (Enforce: Deny, Warn: Warn, Audit: Audit). An opt-in
+rule (`Rule.opt_in`) is bound only by the policies that name it: they are the ones that require
+its declaration.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ def bindings(policy: CompliancePolicy) -> list[dict[str, Any]]:
         scopes.append(policy.spec.namespace_selector.to_dict())
     found = []
     for rule in NATIVE_RULES:
+        if rule.opt_in and not policy.spec.names(rule):
+            continue  # off in this policy's namespaces: the webhook only audits it there
         for index, scope in enumerate(scopes):
             found.append({
                 "apiVersion": API, "kind": "ValidatingAdmissionPolicyBinding",

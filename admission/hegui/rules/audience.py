@@ -1,15 +1,47 @@
-"""Rule audience (Art.10): intended users, occasions and uses are published and minors are
-protected. Declared in spec.audience, whose shape the CRD checks; no check judges it yet."""
+"""Rule audience (Art.10): the intended users, occasions and uses (适用人群、场合、用途) are
+published, and minors are guarded against over-reliance and addiction. Opt-in (`Rule.opt_in`): a
+CompliancePolicy that names it requires spec.audience of every service; the CRD checks what is
+declared (a dailyLimit wherever minors are allowed), so there is nothing more to judge."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from hegui.api.articles import Rule
-from hegui.rules.base import RuleDefinition
+from hegui.rules.base import (
+    CelTwin,
+    RuleDefinition,
+    ServiceContext,
+    Violation,
+    cel_prefix,
+    required_by,
+    service_location,
+)
+
+FIX = ("declare spec.audience: intendedUsers, uses, publishedAt (where users read them) and "
+       "minors (allowed, and their dailyLimit if they are)")
+
+
+def check(ctx: ServiceContext) -> Iterator[Violation]:
+    if ctx.service.spec.audience is None and (by := required_by(ctx, Rule.AUDIENCE)):
+        yield (service_location(ctx.key, "spec.audience"),
+               "the intended users, occasions and uses (适用人群、场合、用途) and whether minors "
+               f"may use the service are not declared; {by}", FIX)
+
 
 RULE = RuleDefinition(
     Rule.AUDIENCE,
     summary="intended users, occasions and uses are published; minors are protected",
-    fix="declare spec.audience: intended users, uses, where they are published, and whether "
-        "minors may use the service",
-    enforced_by="declared in spec.audience (the CRD checks its shape); no check yet",
+    fix=FIX,
+    enforced_by="opt-in: where a CompliancePolicy names audience in spec.rules, admission "
+                "refuses, warns about or audits (its mode) the workloads of a service without "
+                "spec.audience (also a ValidatingAdmissionPolicy); the CRD requires a daily "
+                "limit wherever minors are allowed; the dossier reports it",
+    service_check=check,
+    cel=CelTwin(({
+        "expression": "!variables.selected || has(params.spec.audience)",
+        "messageExpression": cel_prefix(Rule.AUDIENCE, "spec.audience") + " + 'the intended "
+                             "users, occasions and uses (适用人群、场合、用途) are not declared; "
+                             "a CompliancePolicy requires them. Fix: declare spec.audience'",
+    },)),
 )

@@ -72,6 +72,19 @@ def service_location(key: ObjectKey, path: str) -> str:
     return f"GenerativeService {key.namespace}/{key.name} {path}"
 
 
+def required_by(ctx: ServiceContext, rule: Rule) -> str | None:
+    """The CompliancePolicies selecting the service's namespace that name an opt-in rule in
+    spec.rules (`Rule.opt_in`), as a finding cites them: they require its declaration. None
+    where no policy does (then only what the service declares is checked)."""
+    effective = ctx.index.policy_for(ctx.key.namespace)
+    names = sorted(p.name for p in (effective.policies if effective else ())
+                   if p.spec.names(rule))
+    if not names:
+        return None
+    return (f"CompliancePolicy {', '.join(names)} requires it (spec.rules names "
+            f"{rule.value})")
+
+
 @dataclass(frozen=True)
 class CelTwin:
     """The rule as a ValidatingAdmissionPolicy, which holds while the webhook is down. Each

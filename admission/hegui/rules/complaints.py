@@ -1,18 +1,49 @@
-"""Rule complaints (Art.15): a complaint and report channel with a published response deadline
-exists. Declared in spec.complaints; the sidecar takes complaints on it and records their deadline;
-no check judges the declaration yet."""
+"""Rule complaints (Art.15): a convenient complaint and report channel (投诉、举报入口), its
+published process and response deadline (处理流程和反馈时限). Opt-in (`Rule.opt_in`): a
+CompliancePolicy that names it requires spec.complaints of every service; the CRD requires a
+channel, the process and the deadline in what is declared, and the sidecar takes complaints on it
+and records their deadline (`hegui complaints list` shows the overdue ones)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from hegui.api.articles import Rule
-from hegui.rules.base import RuleDefinition
+from hegui.rules.base import (
+    CelTwin,
+    RuleDefinition,
+    ServiceContext,
+    Violation,
+    cel_prefix,
+    required_by,
+    service_location,
+)
+
+FIX = ("declare spec.complaints: a url, email or phone, processUrl (the published process) and "
+       "responseDeadline, e.g. 72h")
+
+
+def check(ctx: ServiceContext) -> Iterator[Violation]:
+    if ctx.service.spec.complaints is None and (by := required_by(ctx, Rule.COMPLAINTS)):
+        yield (service_location(ctx.key, "spec.complaints"),
+               "no complaint and report channel (投诉、举报入口) with a published process and "
+               f"response deadline is declared; {by}", FIX)
+
 
 RULE = RuleDefinition(
     Rule.COMPLAINTS,
     summary="a complaint and report channel with a published response deadline exists",
-    fix="declare spec.complaints: a url, email or phone, the published process and the "
-        "response deadline",
-    enforced_by="declared in spec.complaints (the CRD requires a channel); the sidecar "
-                "records complaints and `hegui complaints list` shows overdue ones; no check "
-                "yet",
+    fix=FIX,
+    enforced_by="opt-in: where a CompliancePolicy names complaints in spec.rules, admission "
+                "refuses, warns about or audits (its mode) the workloads of a service without "
+                "spec.complaints (also a ValidatingAdmissionPolicy); the CRD requires a "
+                "channel, the process and the deadline; the sidecar records complaints and "
+                "`hegui complaints list` shows overdue ones",
+    service_check=check,
+    cel=CelTwin(({
+        "expression": "!variables.selected || has(params.spec.complaints)",
+        "messageExpression": cel_prefix(Rule.COMPLAINTS, "spec.complaints") + " + 'no "
+                             "complaint and report channel (投诉、举报入口) is declared; a "
+                             "CompliancePolicy requires it. Fix: declare spec.complaints'",
+    },)),
 )

@@ -38,6 +38,13 @@ class Rule(StrEnum):
     def article(self) -> str:
         return _ARTICLES[self]
 
+    @property
+    def opt_in(self) -> bool:
+        """A declaration rule (Art.7-11, 15, 23): a CompliancePolicy turns it on by naming it
+        in spec.rules, which then requires the declaration. Not named, what a service declares
+        is still checked, in mode Audit (its status), whatever the policy's defaultMode."""
+        return self in _OPT_IN
+
 
 _ARTICLES: dict[Rule, str] = {
     Rule.COVERAGE: "Art.17",
@@ -58,3 +65,8 @@ _ARTICLES: dict[Rule, str] = {
 }
 
 assert set(_ARTICLES) == set(Rule), "every rule needs an article"
+
+#: The duties a cluster can only see declared in a GenerativeService's spec. hegui checked
+#: none of them before; defaultMode does not turn them on, so an upgrade refuses no workload.
+_OPT_IN = frozenset({Rule.AUDIENCE, Rule.DATA_PROTECTION, Rule.COMPLAINTS, Rule.USER_AGREEMENT,
+                     Rule.TRAINING, Rule.ANNOTATION, Rule.LICENCES})

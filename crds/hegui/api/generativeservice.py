@@ -784,8 +784,14 @@ class Licence(ApiModel):
     number: Annotated[str, Field(min_length=1, max_length=128)] = Field(
         description="The licence number.")
     issuer: ShortText = Field(description="The issuing authority.")
-    expires_on: date | None = Field(default=None,
-                                    description="The expiry date, YYYY-MM-DD, if any.")
+    expires_on: date | None = Field(
+        default=None, description="The expiry date, YYYY-MM-DD, if any: the first day the "
+                                  "licence no longer counts (rule licences, Art.23).")
+
+    def valid_on(self, day: date) -> bool:
+        """Whether the licence is held on `day`: before expiresOn, the first day it no longer
+        counts (as an assessment's expiresOn); always where it does not expire."""
+        return self.expires_on is None or day < self.expires_on
 
 
 class PortPurpose(StrEnum):

@@ -401,10 +401,15 @@ class CompliancePolicySpec(ApiModel):
                     "hegui-system are always excluded.",
         json_schema_extra={"x-kubernetes-list-type": "set"})
     default_mode: EnforcementMode = Field(
-        default=EnforcementMode.WARN, description="The mode of rules not listed in rules.")
+        default=EnforcementMode.WARN,
+        description="The mode of rules not listed in rules, except the opt-in declaration "
+                    "rules (audience, dataProtection, complaints, userAgreement, training, "
+                    "annotation, licences), which are Audit unless listed.")
     rules: list[RuleMode] = Field(
         default_factory=list, max_length=len(Rule),
-        description="Modes per rule, overriding defaultMode.",
+        description="Modes per rule, overriding defaultMode. Listing an opt-in declaration "
+                    "rule (audience, dataProtection, complaints, userAgreement, training, "
+                    "licences) also requires every service to declare it.",
         json_schema_extra={"x-kubernetes-list-type": "map",
                            "x-kubernetes-list-map-keys": ["rule"]})
     detection: WorkloadDetection = Field(
@@ -439,8 +444,15 @@ class CompliancePolicySpec(ApiModel):
     def _selects_namespaces(self) -> bool:
         return self.namespace_selector is not None or bool(self.namespaces)
 
+    def names(self, rule: Rule) -> bool:
+        """Whether spec.rules names the rule (which turns an opt-in rule on)."""
+        return any(r.rule is rule for r in self.rules)
+
     def mode_for(self, rule: Rule) -> EnforcementMode:
-        return next((r.mode for r in self.rules if r.rule is rule), self.default_mode)
+        """The named mode; else defaultMode, except that an opt-in rule (`Rule.opt_in`) not
+        named is Audit: reported in status, never refused or warned about."""
+        unnamed = EnforcementMode.AUDIT if rule.opt_in else self.default_mode
+        return next((r.mode for r in self.rules if r.rule is rule), unnamed)
 
     def selects_namespace(self, name: str, labels: dict[str, str]) -> bool:
         if name in ALWAYS_EXCLUDED_NAMESPACES or name in self.excluded_namespaces:
