@@ -380,6 +380,38 @@ def test_the_team_cannot_hand_its_sidecars_an_evidence_store_of_its_own(world: W
     own = world.team.apply({**forged, "metadata": {"name": "team-own", "namespace": TEAM_NS}},
                            "create")
     assert own.returncode == 0, own.stderr
+    # Once the operator has written it (here the platform, as system:masters), the team can
+    # neither rewrite it nor delete it to have it recreated.
+    kept = {**forged, "stringData": {**forged["stringData"], "evidence.key": "the operator's"}}
+    assert world.admin.apply(kept, "create").returncode == 0
+    for verb in ("replace", "apply"):
+        rewritten = world.team.apply(forged, verb)
+        assert rewritten.returncode != 0, (verb, rewritten.stdout)
+        assert "[dataProtection, Art.11] Secret" in rewritten.stderr, rewritten.stderr
+        assert "may not update it" in rewritten.stderr, rewritten.stderr
+    deleted = world.team.kubectl("-n", TEAM_NS, "delete", "secret", "hegui-evidence-chat")
+    assert deleted.returncode != 0 and "may not delete it" in deleted.stderr, deleted.stderr
+    # Deleting the whole collection (kubectl's one by one, and the API's DELETECOLLECTION,
+    # admitted object by object): the guard holds there too.
+    swept = world.team.kubectl("-n", TEAM_NS, "delete", "secrets", "--all")
+    assert "may not delete it" in swept.stderr, (swept.stdout, swept.stderr)
+    collection = world.team.kubectl("delete", "--raw",
+                                    f"/api/v1/namespaces/{TEAM_NS}/secrets")
+    assert collection.returncode != 0, collection.stdout
+    still = json.loads(world.admin.kubectl("-n", TEAM_NS, "get", "secret",
+                                           "hegui-evidence-chat", "-o", "json").stdout)
+    assert still["data"]["evidence.key"] == "dGhlIG9wZXJhdG9yJ3M="  # "the operator's"
+    # The anchors the operator keeps of the store's heads live in hegui's namespace, where the
+    # team holds nothing: it can neither delete them nor write its own there.
+    anchors = {"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "hegui-evidence-anchors", "namespace": HEGUI_NS},
+               "data": {"20261201T000000000000Z-operator.json": "{}"}}
+    assert world.admin.apply(anchors, "create").returncode == 0
+    for attempt in (world.team.kubectl("-n", HEGUI_NS, "delete", "configmap",
+                                       "hegui-evidence-anchors"),
+                    world.team.apply({**anchors, "data": {}}, "replace")):
+        assert attempt.returncode != 0 and "forbidden" in attempt.stderr.lower(), \
+            attempt.stderr
 
 
 def test_the_operator_writes_only_what_hegui_owns(world: World) -> None:
