@@ -398,3 +398,86 @@ async def test_a_slow_upload_is_not_the_services_latency(sidecar: TestClient[Any
     seconds = float(re.search(r'hegui_sidecar_sli_latency_seconds_sum\{[^}]*route="chat"\} (\S+)',
                               metrics).group(1))  # type: ignore[union-attr]
     assert sli(metrics, "served") == 1 and seconds < 0.5  # the body took 1.5 s to arrive
+
+
+# --- what else a model's answer carries -----------------------------------------------------
+
+def _raw_model(path: str, body: bytes, content_type: str) -> web.Application:
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_post(path, answer)
+    return app
+
+
+async def _through(model_app: web.Application, target: str, body: bytes,
+                   moderator: LocalModerator) -> tuple[int, dict[str, str], bytes]:
+    model = TestServer(model_app, host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
+                                                .rstrip("/")), moderator)
+    try:
+        return parse(await exchange(client.host, client.port, request("POST", target, body)))
+    finally:
+        await client.close()
+        await model.close()
+
+
+def _chunk(text: str) -> str:
+    return json.dumps({"id": "1", "object": "chat.completion.chunk", "model": "fake", "choices": [
+        {"index": 0, "delta": {"content": text}, "finish_reason": None}]}, ensure_ascii=False)
+
+
+async def test_sse_fields_the_relay_does_not_moderate_are_not_sent_on(
+        moderator: LocalModerator) -> None:
+    """Comments, `id` (a browser's lastEventId), `retry` and unknown fields are text a front end
+    can read: the model put a prohibited text in each, the client gets none of them."""
+    stream = (f"id: {BAD}\n: {BAD}\nnote: {BAD}\ndata: {_chunk('你好')}\n\n"
+              f"retry: 1000\ndata: {_chunk('世界')}\n\ndata: [DONE]\n\n").encode()
+    status, _, body = await _through(_raw_model("/v1/chat/completions", stream,
+                                                "text/event-stream"),
+                                     "/v1/chat/completions", chat("hi", stream=True), moderator)
+    assert status == 200 and BAD not in body.decode() and b"retry" not in body
+    contents = re.findall(r'"content": ?"([^"]*)"', body.decode())
+    assert "".join(contents) == "你好世界" and body.endswith(b"data: [DONE]\n\n")
+
+
+async def test_an_sse_event_name_that_is_no_apis_cuts_the_stream(
+        moderator: LocalModerator) -> None:
+    stream = f"event: {BAD}\ndata: {_chunk('你好')}\n\ndata: [DONE]\n\n".encode()
+    status, _, body = await _through(_raw_model("/v1/chat/completions", stream,
+                                                "text/event-stream"),
+                                     "/v1/chat/completions", chat("hi", stream=True), moderator)
+    assert status == 200 and BAD not in body.decode()
+    assert "hegui.upstream_malformed" in body.decode()
+
+
+@pytest.mark.parametrize("extra", [{"x_note": BAD}, {"model": BAD},
+                                   {"choices_meta": [{"reason": BAD}]}])
+async def test_a_field_no_api_defines_is_moderated_too(moderator: LocalModerator,
+                                                       extra: dict[str, Any]) -> None:
+    """The openai client keeps fields it does not know (`model_extra`): a model server that
+    puts its answer there is moderated like the answer."""
+    answer = {"id": "1", "object": "chat.completion", "model": "fake", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "你好"},
+         "finish_reason": "stop"}], **extra}
+    status, _, body = await _through(
+        _raw_model("/v1/chat/completions", json.dumps(answer, ensure_ascii=False).encode(),
+                   "application/json"), "/v1/chat/completions", chat("hi"), moderator)
+    assert status == 451 and BAD not in body.decode()
+
+
+async def test_personal_information_in_another_field_is_masked(
+        moderator: LocalModerator) -> None:
+    answer = {"id": "1", "object": "chat.completion", "model": "fake", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "你好"},
+         "finish_reason": "stop"}], "x_contact": f"call {PHONE}"}
+    status, headers, body = await _through(
+        _raw_model("/v1/chat/completions", json.dumps(answer).encode(), "application/json"),
+        "/v1/chat/completions", chat("hi"), moderator)
+    assert status == 200 and headers["x-hegui-output"] == "masked"
+    said = json.loads(body)
+    assert said["x_contact"] == "call " + "*" * 11
+    assert said["choices"][0]["message"]["content"] == "你好"

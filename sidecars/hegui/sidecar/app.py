@@ -69,7 +69,13 @@ from hegui.sidecar.complaints import add_routes as add_complaint_routes
 from hegui.sidecar.config import PostureWatch, SidecarConfig
 from hegui.sidecar.families import Family
 from hegui.sidecar.families import get as family_of
-from hegui.sidecar.families.base import BodyError, Slot, loads_bounded, string_leaves
+from hegui.sidecar.families.base import (
+    BodyError,
+    Slot,
+    loads_bounded,
+    other_strings,
+    string_leaves,
+)
 from hegui.sidecar.families.images import IMAGES
 from hegui.sidecar.metrics import SidecarMetrics
 from hegui.sidecar.routes import Kind, Match, RouteRefused, RouteTable
@@ -569,13 +575,26 @@ class Sidecar:
             answer = loads_bounded(raw)
             dropped = family.answer_scrub(answer)
             slots = family.output_slots(answer)
+            extra = other_strings(answer, slots) if moderate else []
         except BodyError as bad:
             raise _bad_body(bad, 502) from None
         except ValueError:  # JSON and UTF-8 errors alike
             raise BadRequest("hegui.upstream_malformed", "the model's answer is not JSON",
                              502) from None
-        decisions = await self.moderate([s.text for s in slots], Direction.OUTPUT) \
+        decisions = await self.moderate([s.text for s in slots + extra], Direction.OUTPUT) \
             if moderate else None
+        if decisions is not None and extra:
+            # The answer's other strings (ids, model, fields its API does not define): a
+            # prohibited one withholds the whole answer, personal information is masked.
+            decisions, others = decisions[:len(slots)], decisions[len(slots):]
+            hits = [h for d in others for h in d.blocking]
+            if hits:
+                categories, reference = await self._record_block(hits, "output", route, user)
+                return error_response(
+                    451, "hegui.output_blocked", "the model's answer was withheld by content "
+                    "moderation", article=hits[0].article, direction="output",
+                    categories=categories, reference=reference)
+            await self._apply_masks(extra, others, "output", route, user, headers)
         if not moderate:
             pass  # the posture moderates inputs only: labeled below, nothing else changes
         elif decisions is None:

@@ -36,6 +36,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import string
 import time
 from collections.abc import Callable
@@ -249,6 +250,10 @@ class _Labels:
         return clone if found else None
 
 
+#: An SSE event name as the APIs name theirs (content_block_delta, response.output_text.delta).
+_EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
 class EventTooLarge(ValueError):
     """A stream event longer than the relay reads: most often an aggregate (the Responses
     API's final event repeats the whole answer) as long as the client asked for."""
@@ -297,7 +302,6 @@ class EventReader:
             return (raw, raw, None) if raw.strip() else None
         if raw.startswith(b"data: ") and b"\n" not in raw:
             return raw, raw[6:], None
-        raw = raw.lstrip(b"\n")
         data: list[bytes] = []
         event = None
         for line in raw.split(b"\n"):
@@ -305,8 +309,17 @@ class EventReader:
                 data.append(line[5:].removeprefix(b" "))
             elif line.startswith(b"event:"):
                 event = line[6:].strip().decode("utf-8")
-            # comments (":") and other fields (id, retry) carry no text
-        return (raw, b"\n".join(data), event) if data else None
+                if not _EVENT_NAME.fullmatch(event):
+                    raise ValueError(f"an SSE event name that is no API's: {event[:40]!r}")
+        if not data:
+            return None
+        # Sent on: the event's name and data, nothing else. Comments, `id` (a browser's
+        # lastEventId), `retry` and unknown fields are text a front end can read that the
+        # relay does not moderate, so they are dropped (Art.14).
+        rebuilt = b"\n".join(b"data: " + line for line in data)
+        if event is not None:
+            rebuilt = b"event: " + event.encode() + b"\n" + rebuilt
+        return rebuilt, b"\n".join(data), event
 
 
 class _Stopped(Exception):

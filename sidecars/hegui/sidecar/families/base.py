@@ -170,6 +170,30 @@ def schema_descriptions(schema: Any, *, depth: int = 0) -> list[Slot]:
     return slots
 
 
+def other_strings(value: Any, slots: list[Slot]) -> list[Slot]:
+    """The strings of a decoded answer or event that none of `slots` covers: ids, model names,
+    roles, and any field the model server adds that its API does not define. A client reads
+    them too (the openai client keeps unknown fields), so they are moderated as well (Art.14).
+    What a probe stands for (log probabilities) is left to the probe."""
+    known = {(id(s.container), s.key) for s in slots if not s.probe}
+    skipped = {id(s.owner[s.owner_key]) for s in slots
+               if s.probe and isinstance(s.owner, dict) and s.owner_key in s.owner}
+    found: list[Slot] = []
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise malformed(f"a value nested deeper than {MAX_JSON_DEPTH} levels")
+        pairs = item.items() if type(item) is dict else enumerate(item)
+        for key, child in pairs:
+            if type(child) is str:
+                if child and (id(item), key) not in known:
+                    found.append(Slot(item, key, "field"))
+            elif (type(child) is dict or type(child) is list) and id(child) not in skipped:
+                stack.append((child, depth + 1))
+    return found
+
+
 def field_slot(container: Any, key: str, kind: str, choice: int = 0) -> list[Slot]:
     """`container[key]` when it is a string."""
     if isinstance(container, dict) and isinstance(container.get(key), str):
@@ -331,5 +355,6 @@ class Family:
 
 
 __all__ = ["MAX_JSON_DEPTH", "MEDIA_TYPES", "BodyError", "Family", "Slot", "choice_index",
-           "field_slot", "invalid", "loads_bounded", "malformed", "ndjson", "probe", "refuse_media",
-           "schema_descriptions", "sse", "stream_flag", "string_leaves", "text_slots", "too_deep"]
+           "field_slot", "invalid", "loads_bounded", "malformed", "ndjson", "other_strings",
+           "probe", "refuse_media", "schema_descriptions", "sse", "stream_flag", "string_leaves",
+           "text_slots", "too_deep"]
