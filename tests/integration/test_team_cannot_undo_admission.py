@@ -298,6 +298,58 @@ def test_a_look_alike_sidecar_is_replaced_and_the_model_port_renamed(
     assert "mounts hegui-data at /records" in refused.stderr and "Art.14" in refused.stderr
 
 
+# --- injection: routing around the sidecar from inside the pod (Art.14) -------------------------
+
+def test_no_container_of_a_fronted_pod_may_rewrite_its_network(
+        local_cluster: LocalCluster, team: Identity, assessor: Identity,
+        namespace: str) -> None:
+    _admin_apply(local_cluster, _policy(namespace, sidecar=SIDECAR))
+    _declare(team, assessor, namespace)
+    # A model container with NET_ADMIN could delete the capture's redirect: refused when the
+    # Deployment is applied, naming the field.
+    netadmin = _gpu_deployment(namespace)
+    netadmin["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {
+        "capabilities": {"add": ["NET_ADMIN"]}}
+    refused = _until(lambda: team.apply(netadmin), lambda r: "[injection, Art.14]" in r.stderr)
+    assert refused.returncode != 0, refused.stdout
+    assert "spec.template.spec.containers[0].securityContext.capabilities.add" in refused.stderr
+    assert "adds NET_ADMIN" in refused.stderr
+
+    # An ordinary model pod is injected and stored ...
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "llm-0", "namespace": namespace, "labels": {"app": "chat"}},
+           "spec": {"containers": [{"name": "model", "image": "example.invalid/llm:1",
+                                    "ports": [{"name": "http", "containerPort": 8000}],
+                                    "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
+    created = team.apply(pod)
+    assert created.returncode == 0, created.stderr
+    # `edit` alone cannot add debug containers; platforms that let teams debug grant it.
+    def debug(profile: str, container: str) -> subprocess.CompletedProcess[str]:
+        return team.kubectl("-n", namespace, "debug", "llm-0", "--image=busybox",
+                            f"--profile={profile}", f"--container={container}")
+
+    assert "cannot patch resource \"pods/ephemeralcontainers\"" in debug("general", "d").stderr
+    _admin_apply(local_cluster, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "debug-pods", "namespace": namespace},
+        "rules": [{"apiGroups": [""], "resources": ["pods/ephemeralcontainers"],
+                   "verbs": ["get", "patch", "update"]}]})
+    local_cluster.kubectl("-n", namespace, "create", "rolebinding", "team-a-debug",
+                          "--role=debug-pods", "--group=team-a")
+    # Even so, `kubectl debug --profile=netadmin` cannot add a container that undoes the
+    # capture (the ephemeralcontainers subresource goes through the webhook too) ...
+    refused = _until(lambda: debug("netadmin", "netdebug"),
+                     lambda r: "cannot patch" not in r.stderr)
+    assert refused.returncode != 0, refused.stdout
+    assert "[injection, Art.14]" in refused.stderr and "adds NET_ADMIN" in refused.stderr
+    # ... while an ordinary debug container is allowed.
+    general = debug("general", "debug")
+    assert general.returncode == 0, general.stderr
+    stored = json.loads(local_cluster.kubectl("-n", namespace, "get", "pod", "llm-0", "-o",
+                                              "json").stdout)
+    assert [c["name"] for c in stored["spec"]["ephemeralContainers"]] == ["debug"]
+
+
 # --- the policy's floor (rule moderation, Art.14) ------------------------------------------------
 
 def test_a_posture_below_the_floor_is_refused_when_applied_and_by_hegui_check(

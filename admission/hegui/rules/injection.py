@@ -1,22 +1,122 @@
 """Rule injection (Art.14): the sidecar carries the data path's moderation and labels; a pod
-without it serves unmoderated. Its checks run where pods are made (the mutating webhook) and where
-they run (the operator), not in the rule engine."""
+without it serves unmoderated.
+
+The sidecar is put in where pods are made (the mutating webhook) and checked where they run (the
+operator). What this module checks, at admission, in the background audit and in `hegui check`,
+is that no other container of a pod hegui fronts can take the sidecar's place or read its keys:
+- a container that may change the pod's network (NET_ADMIN, SYS_ADMIN, all capabilities, or
+  privileged) can delete the capture's redirect or send the sidecar's port to the model, so
+  clients reach the model unmoderated; `kubectl debug --profile=netadmin` is such a container;
+- a container that mounts hegui's volumes reads the keys that make records tamper-evident and
+  the object store's credentials (Art.11), or rewrites what the sidecar reads;
+- a shared process namespace, or a debug container that targets the sidecar, sees the
+  sidecar's processes and through /proc its files and memory.
+Ephemeral containers count too: they are added to running pods, where the mutating webhook never
+looks again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType
-from hegui.rules.base import RuleDefinition
+from hegui.rules.base import Context, RuleDefinition, Violation
+
+SIDECAR_NAME = "hegui-sidecar"
+#: The init container that redirects inbound TCP to the sidecar: the one that needs NET_ADMIN.
+CAPTURE_NAME = "hegui-capture"
+CONFIG_VOLUME = "hegui-config"
+DATA_VOLUME = "hegui-data"
+KEYS_VOLUME = "hegui-keys"  # the Secrets the posture names, projected read-only
+SIDECAR_VOLUMES = frozenset({CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME})
+
+#: Capabilities that rewrite the pod's network namespace (its nat table, routes).
+NETWORK_CAPABILITIES = frozenset({"NET_ADMIN", "SYS_ADMIN", "ALL"})
+_GROUPS = ("initContainers", "containers", "ephemeralContainers")
+
+FIX = ("leave the pod's network, processes and volumes to hegui: drop the capability or "
+       "privileged, the volume mount and shareProcessNamespace from the model's containers, and "
+       "debug the model container (`kubectl debug --profile=general --target=<model>`)")
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _capabilities(container: Mapping[str, Any]) -> set[str]:
+    added = _mapping(_mapping(container.get("securityContext")).get("capabilities")).get("add")
+    return {str(c).upper().removeprefix("CAP_") for c in added or []}
+
+
+def _hegui_own(group: str, name: object) -> bool:
+    # hegui's own init containers, which injection renders (and replaces when a pod's own
+    # differ). An ephemeral container is never hegui's, whatever its name.
+    return group == "initContainers" and name in (SIDECAR_NAME, CAPTURE_NAME)
+
+
+def pod_tampering(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(path under the pod spec, what it allows) for each way a container of this pod could
+    take the sidecar's place or read its keys; empty when there is none."""
+    found: list[tuple[str, str]] = []
+    if spec.get("shareProcessNamespace") is True:
+        found.append(("shareProcessNamespace", "shares the pod's processes: every container "
+                      "can read the sidecar's files and memory through /proc"))
+    for group in _GROUPS:
+        containers = spec.get(group)
+        for at, container in enumerate(containers if isinstance(containers, list) else []):
+            if not isinstance(container, Mapping):
+                continue
+            name = container.get("name")
+            where = f"{group}[{at}]"
+            for mount in container.get("volumeMounts") or []:
+                if (isinstance(mount, Mapping) and mount.get("name") in SIDECAR_VOLUMES
+                        and not (group == "initContainers" and name == SIDECAR_NAME)):
+                    found.append((f"{where}.volumeMounts", f"container {name} mounts "
+                                  f"{mount.get('name')} at {mount.get('mountPath')}: hegui's "
+                                  "volumes (configuration, records, keys) are the sidecar's"))
+            if _hegui_own(group, name):
+                continue
+            if _mapping(container.get("securityContext")).get("privileged") is True:
+                found.append((f"{where}.securityContext.privileged",
+                               f"container {name} is privileged: it can rewrite the pod's "
+                               "traffic capture and reach the model around the sidecar"))
+            if network := sorted(_capabilities(container) & NETWORK_CAPABILITIES):
+                found.append((f"{where}.securityContext.capabilities.add",
+                               f"container {name} adds {', '.join(network)}: it can rewrite "
+                               "the pod's traffic capture and reach the model around the "
+                               "sidecar"))
+            if container.get("targetContainerName") in (SIDECAR_NAME, CAPTURE_NAME):
+                found.append((f"{where}.targetContainerName",
+                              f"container {name} targets {container['targetContainerName']}:"
+                              " it sees the sidecar's processes, and through /proc its files "
+                              "and keys"))
+    return found
+
+
+def check(ctx: Context) -> Iterator[Violation]:
+    effective = ctx.index.policy_for(ctx.workload.namespace)
+    if effective is None or not any(p.spec.sidecar for p in effective.policies):
+        return  # no sidecar to protect
+    for template in ctx.templates:
+        for path, what in pod_tampering(template.spec):
+            yield (f"{ctx.workload} {template.spec_path}.{path}", what, FIX)
+
 
 RULE = RuleDefinition(
     Rule.INJECTION,
-    summary="the moderation and labeling sidecar runs in every pod of the service",
+    summary="the moderation and labeling sidecar runs in every pod of the service, and no "
+            "other container can route around it or read its keys",
     fix="let hegui's webhook inject the sidecar: recreate pods that lack it, serve through "
-        "the serving port's name, never by number",
+        "the serving port's name, never by number; give no other container NET_ADMIN, "
+        "privileged or hegui's volumes, and debug the model, not the sidecar",
     enforced_by="the mutating webhook injects the sidecar into every pod a GenerativeService "
-                "selects (hegui.admission.mutate); the validating webhook refuses a "
-                "NetworkPolicy that would let traffic around it (hegui.admission.guards); the"
-                " operator reports and evicts pods without it, condition Moderated "
-                "(hegui.operator.workloads)",
+                "selects (hegui.admission.mutate); the rule engine refuses containers, "
+                "ephemeral ones included, that could undo its traffic capture or read its keys "
+                "(hegui.rules.injection); the validating webhook refuses a NetworkPolicy that "
+                "would let traffic around it (hegui.admission.guards); the operator reports and "
+                "evicts pods without it, condition Moderated (hegui.operator.workloads)",
+    workload_check=check,
     condition=ServiceConditionType.MODERATED,
 )

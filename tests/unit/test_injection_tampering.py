@@ -1,0 +1,123 @@
+"""A team that cannot switch injection off tries to route around the sidecar from inside the pod
+(rule injection, Art.14): a container with NET_ADMIN could delete the capture's redirect, a
+privileged one anything, `kubectl debug --profile=netadmin` adds such a container to a running
+pod, and a shared process namespace or a debug container targeting the sidecar opens its keys
+(Art.11). Each is refused by the rule
+engine the webhook, the audit and `hegui check` share; the model's ordinary pods pass."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from hegui.api.articles import Rule
+from hegui.rules.engine import evaluate
+from hegui.rules.index import ComplianceIndex
+
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+SIDECAR = {"image": "registry.example.cn/hegui/sidecar:0.1.0", "port": 8443}
+
+
+def _policy(sidecar: bool = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {"namespaces": ["ai"], "defaultMode": "Enforce"}
+    if sidecar:
+        spec["sidecar"] = SIDECAR
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+            "metadata": {"name": "default"}, "spec": spec}
+
+
+def _pod(**model: Any) -> dict[str, Any]:
+    """A vLLM pod as the team writes it (and as hegui injected it: sidecar and capture)."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "llm-0", "namespace": "ai", "labels": {"app": "chat"}},
+            "spec": {
+                "initContainers": [
+                    {"name": "hegui-sidecar", "image": SIDECAR["image"], "restartPolicy": "Always",
+                     "volumeMounts": [{"name": "hegui-keys", "mountPath": "/etc/hegui-keys"}]},
+                    {"name": "hegui-capture", "image": SIDECAR["image"],
+                     "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}}],
+                "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.8.5",
+                                "args": ["--model", "Qwen/Qwen2.5-7B-Instruct"],
+                                "resources": {"limits": {"nvidia.com/gpu": "1"}}, **model}],
+                "volumes": [{"name": "hegui-keys", "emptyDir": {}}]}}
+
+
+def _injection(workload: dict[str, Any], *, sidecar: bool = True) -> list[str]:
+    index = ComplianceIndex.from_objects([_policy(sidecar)])
+    return [f.render() for f in evaluate(workload, index, now=NOW) if f.rule is Rule.INJECTION]
+
+
+def test_hegui_s_own_containers_and_an_ordinary_model_pass() -> None:
+    assert _injection(_pod()) == []
+
+
+@pytest.mark.parametrize(("security", "named"), [
+    ({"capabilities": {"add": ["NET_ADMIN"]}}, "adds NET_ADMIN"),
+    ({"capabilities": {"add": ["CAP_NET_ADMIN"]}}, "adds NET_ADMIN"),  # the runtime's spelling
+    ({"capabilities": {"add": ["all"]}}, "adds ALL"),
+    ({"capabilities": {"add": ["SYS_ADMIN"]}}, "adds SYS_ADMIN"),
+    ({"privileged": True}, "is privileged"),
+])
+def test_a_model_container_that_could_undo_the_capture_is_refused(
+        security: dict[str, Any], named: str) -> None:
+    [finding] = _injection(_pod(securityContext=security))
+    assert f"container vllm {named}" in finding and "[injection, Art.14]" in finding
+    assert "Pod ai/llm-0 spec.containers[0].securityContext" in finding
+    assert "Fix: " in finding
+
+
+def test_kubectl_debug_netadmin_on_a_running_pod_is_refused() -> None:
+    # What `kubectl debug --profile=netadmin` sends: the pod with one more ephemeral container.
+    debugged = _pod()
+    debugged["spec"]["ephemeralContainers"] = [{
+        "name": "debugger-x7k2q", "image": "busybox", "targetContainerName": "vllm",
+        "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}}]
+    [finding] = _injection(debugged)
+    assert "spec.ephemeralContainers[0].securityContext.capabilities.add" in finding
+    # A debug container named like hegui's capture is not hegui's.
+    debugged["spec"]["ephemeralContainers"][0]["name"] = "hegui-capture"
+    assert len(_injection(debugged)) == 1
+    # `kubectl debug --profile=general` (SYS_PTRACE, in the model's processes) stays possible ...
+    debugged["spec"]["ephemeralContainers"][0]["securityContext"] = {
+        "capabilities": {"add": ["SYS_PTRACE"]}}
+    assert _injection(debugged) == []
+    # ... but not in the sidecar's: through /proc it would read the sidecar's keys.
+    debugged["spec"]["ephemeralContainers"][0]["targetContainerName"] = "hegui-sidecar"
+    [finding] = _injection(debugged)
+    assert "spec.ephemeralContainers[0].targetContainerName" in finding
+
+
+def test_an_ephemeral_container_cannot_mount_the_sidecar_s_keys() -> None:
+    debugged = _pod()
+    debugged["spec"]["ephemeralContainers"] = [{
+        "name": "debugger", "image": "busybox",
+        "volumeMounts": [{"name": "hegui-keys", "mountPath": "/k"}]}]
+    [finding] = _injection(debugged)
+    assert "container debugger mounts hegui-keys at /k" in finding
+
+
+def test_a_shared_process_namespace_is_refused() -> None:
+    pod = _pod()
+    pod["spec"]["shareProcessNamespace"] = True
+    [finding] = _injection(pod)
+    assert "spec.shareProcessNamespace" in finding and "/proc" in finding
+
+
+def test_a_deployment_template_is_judged_before_any_pod_exists() -> None:
+    # What `hegui check` sees in a GitOps pipeline: the template, not yet injected.
+    template = copy.deepcopy(_pod(securityContext={"capabilities": {"add": ["NET_ADMIN"]}}))
+    template["spec"]["initContainers"] = []
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "llm", "namespace": "ai"},
+                  "spec": {"selector": {"matchLabels": {"app": "chat"}},
+                           "template": {"metadata": template["metadata"],
+                                        "spec": template["spec"]}}}
+    [finding] = _injection(deployment)
+    assert "Deployment ai/llm spec.template.spec.containers[0]" in finding
+
+
+def test_without_a_sidecar_to_protect_nothing_is_asked() -> None:
+    assert _injection(_pod(securityContext={"privileged": True}), sidecar=False) == []
