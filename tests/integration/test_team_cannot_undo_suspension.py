@@ -367,11 +367,11 @@ def test_the_team_cannot_hand_its_sidecars_an_evidence_store_of_its_own(world: W
     """The Secret hegui-evidence-<service> says where and as whom a service's records are
     shipped (Art.11): a team that could write it first, or rewrite it, would point its
     sidecars at a store or a sealing key of its own."""
-    forged = {"apiVersion": "v1", "kind": "Secret",
-              "metadata": {"name": "hegui-evidence-chat", "namespace": TEAM_NS},
-              "stringData": {"access-key": "mine", "secret-key": "mine",
-                             "evidence.key": "a key the team chose",
-                             "evidence.yaml": "store: http://team-store.example:9000/b\n"}}
+    data = {"access-key": "mine", "secret-key": "mine", "evidence.key": "a key the team chose",
+            "evidence.yaml": "store: http://team-store.example:9000/b\n"}
+    forged: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hegui-evidence-chat", "namespace": TEAM_NS}, "stringData": data}
     created = world.team.apply(forged, "create")
     assert created.returncode != 0
     assert "[dataProtection, Art.11] Secret" in created.stderr, created.stderr
@@ -382,7 +382,7 @@ def test_the_team_cannot_hand_its_sidecars_an_evidence_store_of_its_own(world: W
     assert own.returncode == 0, own.stderr
     # Once the operator has written it (here the platform, as system:masters), the team can
     # neither rewrite it nor delete it to have it recreated.
-    kept = {**forged, "stringData": {**forged["stringData"], "evidence.key": "the operator's"}}
+    kept = {**forged, "stringData": {**data, "evidence.key": "the operator's"}}
     assert world.admin.apply(kept, "create").returncode == 0
     for verb in ("replace", "apply"):
         rewritten = world.team.apply(forged, verb)
