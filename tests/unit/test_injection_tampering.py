@@ -121,3 +121,43 @@ def test_a_deployment_template_is_judged_before_any_pod_exists() -> None:
 
 def test_without_a_sidecar_to_protect_nothing_is_asked() -> None:
     assert _injection(_pod(securityContext={"privileged": True}), sidecar=False) == []
+
+
+def _with_triton_and_store(index_objects: list[dict[str, Any]]) -> None:
+    policy = index_objects[0]
+    policy["spec"]["defaults"] = {"triton": {"address": "moderation.platform.example.cn:8001",
+                                             "model": "moderation"}}
+    policy["spec"]["evidence"] = {"store": {"endpoint": "https://worm.example.cn:9000",
+                                            "bucket": "hegui-evidence",
+                                            "credentialsSecretName": "hegui-evidence-store"}}
+
+
+@pytest.mark.parametrize("hostname", [
+    "triton.hegui-system.svc", "triton.hegui-system.svc.cluster.local",
+    "TRITON.hegui-system.svc.cluster.local.",  # case and the root dot change nothing
+    "moderation.platform.example.cn",  # the policy's Triton outside the cluster
+    "worm.example.cn",  # the evidence store
+])
+def test_a_host_alias_cannot_send_the_sidecar_s_moderation_or_records_elsewhere(
+        hostname: str) -> None:
+    objects = [_policy()]
+    _with_triton_and_store(objects)
+    pod = _pod()
+    pod["spec"]["hostAliases"] = [{"ip": "10.1.2.3", "hostnames": ["cache", hostname]}]
+    index = ComplianceIndex.from_objects(objects)
+    [finding] = [f.render() for f in evaluate(pod, index, now=NOW) if f.rule is Rule.INJECTION]
+    assert "spec.hostAliases[0].hostnames" in finding and f"{hostname} is mapped to 10.1.2.3" \
+        in finding
+
+
+def test_an_ordinary_host_alias_passes_and_dns_policy_none_does_not() -> None:
+    objects = [_policy()]
+    _with_triton_and_store(objects)
+    index = ComplianceIndex.from_objects(objects)
+    pod = _pod()
+    pod["spec"]["hostAliases"] = [{"ip": "10.1.2.3", "hostnames": ["weights-cache.internal"]}]
+    assert [f for f in evaluate(pod, index, now=NOW) if f.rule is Rule.INJECTION] == []
+    pod["spec"]["dnsPolicy"] = "None"
+    pod["spec"]["dnsConfig"] = {"nameservers": ["10.1.2.3"]}
+    [finding] = [f.render() for f in evaluate(pod, index, now=NOW) if f.rule is Rule.INJECTION]
+    assert "spec.dnsPolicy" in finding

@@ -10,19 +10,24 @@ is that no other container of a pod hegui fronts can take the sidecar's place or
 - a container that mounts hegui's volumes reads the keys that make records tamper-evident and
   the object store's credentials (Art.11), or rewrites what the sidecar reads;
 - a shared process namespace, or a debug container that targets the sidecar, sees the
-  sidecar's processes and through /proc its files and memory.
+  sidecar's processes and through /proc its files and memory;
+- the pod's own name resolution is the sidecar's too: a hostAlias for Triton's or the evidence
+  store's name (or any cluster Service name), or `dnsPolicy: None`, sends the sidecar's
+  moderation to an always-clean stub of the team's and its records nowhere.
 Ephemeral containers count too: they are added to running pods, where the mutating webhook never
 looks again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType
 from hegui.rules.base import Context, RuleDefinition, Violation
+from hegui.rules.index import ComplianceIndex, ObjectKey
 
 SIDECAR_NAME = "hegui-sidecar"
 #: The init container that redirects inbound TCP to the sidecar: the one that needs NET_ADMIN.
@@ -36,9 +41,10 @@ SIDECAR_VOLUMES = frozenset({CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME})
 NETWORK_CAPABILITIES = frozenset({"NET_ADMIN", "SYS_ADMIN", "ALL"})
 _GROUPS = ("initContainers", "containers", "ephemeralContainers")
 
-FIX = ("leave the pod's network, processes and volumes to hegui: drop the capability or "
-       "privileged, the volume mount and shareProcessNamespace from the model's containers, and "
-       "debug the model container (`kubectl debug --profile=general --target=<model>`)")
+FIX = ("leave the pod's network, name resolution, processes and volumes to hegui: drop the "
+       "capability or privileged, the volume mount, the hostAlias, dnsPolicy None and "
+       "shareProcessNamespace, and debug the model container (`kubectl debug "
+       "--profile=general --target=<model>`)")
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -56,10 +62,55 @@ def _hegui_own(group: str, name: object) -> bool:
     return group == "initContainers" and name in (SIDECAR_NAME, CAPTURE_NAME)
 
 
-def pod_tampering(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+#: Names only the cluster's DNS may answer for: its Services, whatever the cluster domain.
+_CLUSTER_NAME_SUFFIXES = (".svc", ".cluster.local")
+
+
+def _shadowed(hostname: str, endpoints: frozenset[str]) -> bool:
+    name = hostname.lower().rstrip(".")
+    return (name in endpoints or name.endswith(_CLUSTER_NAME_SUFFIXES)
+            or ".svc." in name)
+
+
+def sidecar_endpoints(index: ComplianceIndex, namespace: str,
+                      services: Iterable[ObjectKey]) -> frozenset[str]:
+    """The hosts the sidecars of `services` talk to: Triton (the policies' default and floor,
+    the services' own) and the evidence store."""
+    hosts: set[str] = set()
+    effective = index.policy_for(namespace)
+    for policy in effective.policies if effective else ():
+        spec = policy.spec
+        floor = spec.moderation.triton_endpoints if spec.moderation else []
+        tritons = [spec.defaults.triton, *floor]
+        hosts.update(t.address.rsplit(":", 1)[0] for t in tritons if t is not None)
+        if spec.evidence is not None:
+            hosts.add(urlsplit(spec.evidence.store.endpoint).hostname or "")
+    for key in services:
+        service = index.services.get(key)
+        moderation = service.spec.moderation if service else None
+        if moderation is not None and moderation.triton is not None:
+            hosts.add(moderation.triton.address.rsplit(":", 1)[0])
+    return frozenset(h.lower() for h in hosts if h)
+
+
+def pod_tampering(spec: Mapping[str, Any],
+                  endpoints: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """(path under the pod spec, what it allows) for each way a container of this pod could
-    take the sidecar's place or read its keys; empty when there is none."""
+    take the sidecar's place, read its keys or redirect what it talks to (`endpoints`: the
+    hosts of its Triton and evidence store); empty when there is none."""
     found: list[tuple[str, str]] = []
+    if spec.get("dnsPolicy") == "None":
+        found.append(("dnsPolicy", "None: the sidecar would resolve Triton and the evidence "
+                      "store through nameservers the pod names"))
+    aliases = spec.get("hostAliases")
+    for at, alias in enumerate(aliases if isinstance(aliases, list) else []):
+        names = _mapping(alias).get("hostnames")
+        for name in names if isinstance(names, list) else []:
+            if isinstance(name, str) and _shadowed(name, endpoints):
+                found.append((f"hostAliases[{at}].hostnames", f"{name} is mapped to "
+                              f"{_mapping(alias).get('ip')}: the sidecar resolves names "
+                              "through the pod's /etc/hosts, so it would send moderation or "
+                              "evidence there"))
     if spec.get("shareProcessNamespace") is True:
         found.append(("shareProcessNamespace", "shares the pod's processes: every container "
                       "can read the sidecar's files and memory through /proc"))
@@ -99,8 +150,9 @@ def check(ctx: Context) -> Iterator[Violation]:
     effective = ctx.index.policy_for(ctx.workload.namespace)
     if effective is None or not any(p.spec.sidecar for p in effective.policies):
         return  # no sidecar to protect
+    endpoints = sidecar_endpoints(ctx.index, ctx.workload.namespace, ctx.services)
     for template in ctx.templates:
-        for path, what in pod_tampering(template.spec):
+        for path, what in pod_tampering(template.spec, endpoints):
             yield (f"{ctx.workload} {template.spec_path}.{path}", what, FIX)
 
 
