@@ -55,6 +55,27 @@ EXTRA_OF_MODULE: dict[str, str] = {
 }
 
 
+#: Development-only modules: in the checkout (and its editable install), never in the wheel
+#: (pyproject.toml's [tool.hatch.build.targets.wheel] exclude).
+DEV_ONLY_MODULES = ("hegui.localcluster", "hegui.demo", "hegui.demo_serving",
+                    "hegui.admission.local", "hegui.api.testing")
+
+
+def dev_only(error: ModuleNotFoundError) -> bool:
+    name = error.name or ""
+    return any(name == m or name.startswith(m + ".") for m in DEV_ONLY_MODULES)
+
+
+class DevOnlyCommand(Exception):
+    """A development command run from an installed wheel, which does not carry it."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(
+            f"hegui {command}: a development command (the local cluster and the demo), which "
+            "an installed hegui does not carry; run it from a checkout of hegui's repository "
+            "(`make demo`, README)")
+
+
 class MissingExtra(Exception):
     """A command needs a module that only one of hegui's extras installs."""
 
@@ -172,6 +193,8 @@ def load(command: Command) -> Any:
     try:
         return importlib.import_module(command.module)
     except ModuleNotFoundError as error:
+        if dev_only(error):
+            raise DevOnlyCommand(command.name) from error
         if (error.name or "").startswith("hegui"):
             raise
         raise MissingExtra(command.name, error) from error
@@ -206,10 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser(selected).parse_args(words)
         code: int = args.run(args)
-    except MissingExtra as error:
+    except (MissingExtra, DevOnlyCommand) as error:
         print(error, file=sys.stderr)
         return 2
     except ModuleNotFoundError as error:
+        if dev_only(error):
+            print(DevOnlyCommand(selected or ""), file=sys.stderr)
+            return 2
         if (error.name or "").partition(".")[0] not in EXTRA_OF_MODULE:
             raise
         print(MissingExtra(selected or "", error), file=sys.stderr)

@@ -151,6 +151,17 @@ def test_every_profile_starts_the_operator_and_webhook(profile: tuple[str, Path]
     assert checked.returncode in (0, 1) and "Traceback" not in checked.stderr, checked.stderr
 
 
+def test_no_profile_carries_development_code(profile: tuple[str, Path]) -> None:
+    _, venv = profile
+    for module in ("hegui.localcluster", "hegui.localcluster.cluster", "hegui.demo",
+                   "hegui.demo_serving", "hegui.admission.local", "hegui.api.testing"):
+        assert not _importable(venv, module), module
+    for command in (("cluster", "up"), ("demo",)):
+        refused = _hegui(venv, *command, check=False)
+        assert refused.returncode == 2, refused.stdout
+        assert "a development command" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_core_has_no_extra_and_names_the_missing_one(profile: tuple[str, Path]) -> None:
     name, venv = profile
     if name != "core":
