@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hegui.api.articles import Rule
-from hegui.rules.engine import evaluate
+from hegui.rules.engine import evaluate, evaluate_service_object
 from hegui.rules.index import ComplianceIndex
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
@@ -161,3 +161,34 @@ def test_an_ordinary_host_alias_passes_and_dns_policy_none_does_not() -> None:
     pod["spec"]["dnsConfig"] = {"nameservers": ["10.1.2.3"]}
     [finding] = [f.render() for f in evaluate(pod, index, now=NOW) if f.rule is Rule.INJECTION]
     assert "spec.dnsPolicy" in finding
+
+
+def _service(open_ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+            "metadata": {"name": "chat", "namespace": "ai"},
+            "spec": {"selector": {"matchLabels": {"app": "chat"}},
+                     "filing": {"publicOpinion": True,
+                                "algorithm": {"number": "网信算备110108823483901230011号"}},
+                     "assessment": {"external": {"reportId": "R-1", "assessedOn": "2026-06-01",
+                                                 "expiresOn": "2027-06-01", "result": "Pass"}},
+                     "labeling": {"modalities": ["text"],
+                                  "implicit": {"contentProducer": "Example AI Co."}},
+                     "traffic": {"openPorts": open_ports}}}
+
+
+def test_a_service_cannot_declare_the_sidecar_s_port_open() -> None:
+    # Port ranges are how Ray's worker ports are declared; one that spans 8443 opens the
+    # sidecar's port to users, around it: refused when the service is applied.
+    index = ComplianceIndex.from_objects([_policy()])
+    ranged = {"port": 8000, "endPort": 9000, "purpose": "PodToPod", "reason": "Ray workers"}
+    [finding] = [f.render() for f in evaluate_service_object(_service([ranged]), index, now=NOW)
+                 if f.rule is Rule.INJECTION]
+    assert "GenerativeService ai/chat spec.traffic.openPorts[0]" in finding
+    assert "8000-9000 open (PodToPod), which includes 8443, the sidecar's port" in finding
+    # The model's metrics port is fine; so is any port where no policy injects a sidecar.
+    metrics = {"port": 8002, "purpose": "Metrics", "reason": "Triton metrics"}
+    assert [f for f in evaluate_service_object(_service([metrics]), index, now=NOW)
+            if f.rule is Rule.INJECTION] == []
+    bare = ComplianceIndex.from_objects([_policy(sidecar=False)])
+    assert [f for f in evaluate_service_object(_service([ranged]), bare, now=NOW)
+            if f.rule is Rule.INJECTION] == []

@@ -36,7 +36,7 @@ def test_the_engine_runs_exactly_the_modules_checks() -> None:
     checks = {rule for rule, _ in engine.WORKLOAD_CHECKS + engine.SERVICE_CHECKS}
     assert checks == {r for r, d in registry.DEFINITIONS.items()
                       if d.workload_check or d.service_check}
-    assert frozenset({Rule.MODERATION}) == engine.APPLY_TIME_RULES
+    assert frozenset({Rule.MODERATION, Rule.INJECTION}) == engine.APPLY_TIME_RULES
 
 
 def test_the_conditions_that_are_one_rule_s_verdict_follow_the_rule_modules() -> None:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType
-from hegui.rules.base import Context, RuleDefinition, Violation
+from hegui.rules.base import Context, RuleDefinition, ServiceContext, Violation, service_location
 from hegui.rules.index import ComplianceIndex, ObjectKey
 
 SIDECAR_NAME = "hegui-sidecar"
@@ -156,6 +156,29 @@ def check(ctx: Context) -> Iterator[Violation]:
             yield (f"{ctx.workload} {template.spec_path}.{path}", what, FIX)
 
 
+def check_open_ports(ctx: ServiceContext) -> Iterator[Violation]:
+    """A port the service declares open (spec.traffic.openPorts) is left out of the capture:
+    the sidecar's own port there would let users reach the model around it. Judged when the
+    GenerativeService is applied and by `hegui check`, before any pod exists (the model's
+    serving port, known only from the pod, is judged at injection)."""
+    effective = ctx.index.policy_for(ctx.key.namespace)
+    traffic = ctx.service.spec.traffic
+    if effective is None or traffic is None:
+        return
+    sidecars = {(p.spec.sidecar.port, p.name) for p in effective.policies if p.spec.sidecar}
+    for at, opened in enumerate(traffic.open_ports):
+        for port, policy in sorted(sidecars):
+            if opened.port <= port <= opened.last:
+                yield (service_location(ctx.key, f"spec.traffic.openPorts[{at}]"),
+                       f"declares {opened.port}" + (f"-{opened.last}" if opened.end_port
+                                                    else "")
+                       + f" open ({opened.purpose.value}), which includes {port}, the sidecar's"
+                       f" port (CompliancePolicy {policy} spec.sidecar.port): users' traffic "
+                       "would reach the model around the sidecar",
+                       "open only ports that carry no generation (the model's metrics, "
+                       "pod-to-pod ports), never the sidecar's or the model's serving port")
+
+
 RULE = RuleDefinition(
     Rule.INJECTION,
     summary="the moderation and labeling sidecar runs in every pod of the service, and no "
@@ -170,5 +193,7 @@ RULE = RuleDefinition(
                 "would let traffic around it (hegui.admission.guards); the operator reports and "
                 "evicts pods without it, condition Moderated (hegui.operator.workloads)",
     workload_check=check,
+    service_check=check_open_ports,
+    apply_time=True,
     condition=ServiceConditionType.MODERATED,
 )
