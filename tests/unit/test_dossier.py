@@ -234,6 +234,18 @@ def test_bad_records_lines_do_not_break_the_dossier(records: Path) -> None:
     assert "3 complaints" in text
 
 
+def test_a_licence_no_longer_counts_on_its_expiry_day_as_the_rule_says() -> None:
+    # expiresOn is the first day a licence no longer counts (rule licences, Art.23): the
+    # dossier and the rule must agree on that day.
+    service = service_with_status()
+    service["spec"]["licences"][0]["expiresOn"] = NOW.date().isoformat()
+    text = markdown(build(GenerativeService.from_dict(service), [], now=NOW))
+    assert f"| 京B2-20250000 | 北京市通信管理局 | {NOW.date().isoformat()} | no |" in text
+    service["spec"]["licences"][0]["expiresOn"] = (NOW.date() + timedelta(days=1)).isoformat()
+    text = markdown(build(GenerativeService.from_dict(service), [], now=NOW))
+    assert "| 京B2-20250000 | 北京市通信管理局 | 2026-03-21 | yes |" in text
+
+
 def test_a_bare_service_says_what_is_not_declared() -> None:
     data = _yaml("chat-service.yaml")
     for field in ("training", "userAgreement", "audience", "complaints", "licences"):

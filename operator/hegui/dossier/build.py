@@ -447,7 +447,7 @@ def _licences(service: GenerativeService, now: datetime) -> Section:
     return Section("Licences", "Art.23", [Table(
         ["Licence", "Number", "Issuer", "Expires", "Current"],
         [[lic.kind, lic.number, lic.issuer, _d(lic.expires_on),
-          _d(lic.expires_on is None or lic.expires_on >= now.date())] for lic in licences],
+          _d(lic.valid_on(now.date()))] for lic in licences],
         empty="none declared (spec.licences)")])
 
 
