@@ -618,3 +618,48 @@ def test_the_configuration_volume_is_the_service_s_own_config_map_and_nothing_el
     assert not carries_sidecar(pod, POLICY.spec.sidecar, "chat")
     with pytest.raises(InjectionConflict, match="ConfigMap hegui-sidecar-chat and nothing else"):
         inject(pod, POLICY, "chat")
+
+
+# --- the patch is a generic diff of the pod and the rendered pod (RFC 6902) -----------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3)
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: f + 0.0) | st.sampled_from(
+        ["", "a", "b", "a/b", "~0", "name"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["a", "b", "name", "x/y", "~"]), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(original=_json, desired=_json)
+def test_the_diff_turns_any_document_into_any_other(original: Any, desired: Any) -> None:
+    """Whatever the two documents, the patch applies (jsonpatch, as the apiserver would) and
+    gives the desired one, with add, remove and replace only; equal documents give none."""
+    from hegui.admission.injection import json_patch
+
+    patch = json_patch(original, desired)
+    assert {op["op"] for op in patch} <= {"add", "remove", "replace"}
+    patched = jsonpatch.apply_patch(json.loads(json.dumps(original)), patch)
+    assert json.dumps(patched, sort_keys=True) == json.dumps(desired, sort_keys=True)
+    assert json_patch(desired, json.loads(json.dumps(desired))) == []
+
+
+def test_the_diff_says_what_changed_where() -> None:
+    """Inserted before others: one add at its index; a field changed inside a list element:
+    patched there, not the element replaced; an element appended: added at the end."""
+    from hegui.admission.injection import json_patch
+
+    pod = {"spec": {"initContainers": [{"name": "fetch"}],
+                    "containers": [{"name": "model", "ports": [{"containerPort": 8000}]}],
+                    "volumes": [{"name": "w"}]}}
+    desired = {"spec": {"initContainers": [{"name": "s"}, {"name": "fetch"}],
+                        "containers": [{"name": "model", "ports": [
+                            {"containerPort": 8000, "name": MODEL_PORT_NAME}]}],
+                        "volumes": [{"name": "w"}, {"name": "v"}]}}
+    assert json_patch(pod, desired) == [
+        {"op": "add", "path": "/spec/initContainers/0", "value": {"name": "s"}},
+        {"op": "add", "path": "/spec/containers/0/ports/0/name", "value": MODEL_PORT_NAME},
+        {"op": "add", "path": "/spec/volumes/-", "value": {"name": "v"}}]
+    assert json_patch({"a": {"x/y": 1}}, {"a": {"x/y": True}}) == [
+        {"op": "replace", "path": "/a/x~1y", "value": True}]  # JSON's true is not 1

@@ -30,12 +30,19 @@ What Istio and Linkerd learned, applied to GPU model pods:
 - Configuration is *mounted*: a ConfigMap `hegui-sidecar-<service>` that the operator renders
   from the GenerativeService. The sidecar then needs no API access at all (least privilege), and
   a posture change reaches running pods without a restart (kubelet refreshes the volume).
+- Desired state, then a diff (as Istio's injector): `render` is a pure function from the
+  incoming pod and the policy and posture to the pod as injected, and `json_patch` is the
+  generic RFC 6902 difference between the two, which the mutating webhook returns. No operation
+  is written by hand, so no index arithmetic and no empty/non-empty branches; a pod that
+  carries the sidecar renders as itself, an empty patch. Golden pods in and out:
+  tests/unit/golden/injection/ (tests/unit/test_injection_golden.py).
 Opting out is only possible through a ComplianceException for rule `injection`; labels and
 annotations on the pod are not consulted.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -562,14 +569,27 @@ def _port_warnings(spec: Mapping[str, Any], model_index: int, sidecar: Sidecar,
     return warnings
 
 
-def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
-           posture: GenerativeService | None = None) -> Injection:
-    """The JSON patch that injects the sidecar into `pod`, or an empty one if it has it.
-    `posture` is the service itself, for the Secrets its sidecar mounts."""
+@dataclass(frozen=True)
+class Rendered:
+    """The pod as hegui injects it, and what the team should hear about it. `pod` shares the
+    subtrees injection leaves alone with the incoming pod (copy it before changing it); it is
+    the incoming pod itself when there is nothing to inject."""
+
+    pod: Mapping[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def render(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
+           posture: GenerativeService | None = None) -> Rendered:
+    """The desired state: `pod` with the policy's sidecar injected (the sidecar and capture
+    init containers first, the model's serving port renamed, hegui's volumes, the status
+    annotation), or `pod` itself if it carries it already or the policy injects nothing.
+    Pure: `pod` is not changed. `posture` is the service itself, for the Secrets its sidecar
+    mounts and the ports it leaves open. Raises InjectionConflict when the pod cannot be
+    injected safely. The patch is `json_patch(pod, render(...).pod)`."""
     sidecar = policy.spec.sidecar
-    result = Injection()
     if sidecar is None:
-        return result  # the policy injects nothing
+        return Rendered(pod)  # the policy injects nothing
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
     spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
     assert isinstance(metadata, Mapping) and isinstance(spec, Mapping)
@@ -607,33 +627,32 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
     declared_capture = _declared_sidecar(spec, CAPTURE_NAME)
     gaps = injection_gaps(spec, sidecar, service, keys, opened=ports_open)
     if declared is not None and not gaps:
-        return result
+        return Rendered(pod)
+    warnings: list[str] = []
     mine = [name for name, found in ((SIDECAR_NAME, declared), (CAPTURE_NAME, declared_capture))
             if found is not None]
     if mine:
-        result.warnings.append(
+        warnings.append(
             f"[injection, Art.14] what the pod declares as {' and '.join(mine)} is not "
             f"hegui's ({'; '.join(gaps)}); replaced by the CompliancePolicy's")
-    # The pod's own hegui containers go (the highest index first, so that the indexes of the
-    # others hold); the policy's take their place, the sidecar with what the pod may set.
-    for group, position, _ in sorted((d for d in (declared, declared_capture) if d is not None),
-                                     key=lambda d: (d[0], -d[1])):
-        result.patch.append({"op": "remove", "path": f"/spec/{group}/{position}"})
-        spec = {**spec, group: [c for i, c in enumerate(spec.get(group) or [])
-                                if i != position]}
+    # The pod's own hegui containers go; the policy's take their place, the sidecar with what
+    # the pod may set.
+    spec = {**spec, **{group: [c for c in spec.get(group) or []
+                               if not (isinstance(c, Mapping) and c.get("name") in mine)]
+                       for group in {d[0] for d in (declared, declared_capture) if d}}}
 
     index, model, other_gpu = _model_container(spec)
     for other in other_gpu:
         serving = spec["containers"][other]
         if serving.get("ports") and not capturing:
             # One sidecar fronts one serving port; say so rather than guess which is public.
-            result.warnings.append(
+            warnings.append(
                 f"[injection, Art.14] container {serving.get('name')} also uses a GPU and "
                 f"declares ports; hegui's sidecar fronts only {model.get('name')}'s port "
                 f"{(model.get('ports') or [{}])[0].get('containerPort', '(none)')}. Fix: serve "
                 "the service's traffic from one container, or split the pod")
     ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
-    result.warnings += _port_warnings(spec, index, sidecar, ports_open)
+    warnings += _port_warnings(spec, index, sidecar, ports_open)
     # A pod copied from an injected one already has the model's port renamed and our volumes.
     renamed = bool(ports) and ports[0].get("name") == MODEL_PORT_NAME
     taken = {str(p.get("name")) for c in spec.get("containers") or [] if isinstance(c, Mapping)
@@ -643,7 +662,6 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
                                 "name the model's serving port is given under the sidecar")
     new_volumes = _our_volumes(service, keys)
     existing = [v for v in spec.get("volumes") or [] if isinstance(v, Mapping)]
-    ours_present = [v for v in existing if _is_ours(v, new_volumes)]
     if clash := {str(v.get("name")) for v in existing if not _is_ours(v, new_volumes)} & {
             CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME}:
         raise InjectionConflict(
@@ -655,6 +673,7 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
         raise InjectionConflict(f"a container already listens on port {sidecar.port}, the "
                                 "sidecar's port in the CompliancePolicy")
 
+    containers = list(spec["containers"])
     port_name, upstream = "hegui", _declared_port(model)
     if ports:
         serving = ports[0]
@@ -664,12 +683,12 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
             if isinstance(previous, list) and previous and isinstance(previous[0], Mapping):
                 port_name = str(previous[0].get("name") or "hegui")
         else:
+            # The sidecar takes the serving port's name; the model keeps the port, renamed.
             port_name = str(serving.get("name") or "hegui")
-            name_op = "replace" if serving.get("name") else "add"
-            result.patch.append({"op": name_op, "path": f"/spec/containers/{index}/ports/0/name",
-                                 "value": MODEL_PORT_NAME})
+            containers[index] = {**model, "ports": [{**serving, "name": MODEL_PORT_NAME},
+                                                    *list(model["ports"])[1:]]}
     elif upstream is None or not capturing:
-        result.warnings.append(
+        warnings.append(
             f"[injection, Art.14] container {model.get('name')} declares no serving port"
             + (f" (it serves on {upstream}, by its PORT or --port)" if upstream else "")
             + ", so hegui cannot route its traffic through the sidecar"
@@ -680,30 +699,124 @@ def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
                                   upstream_port=upstream, keys=keys)
     if declared is not None:
         container, ignored = _overrides(declared[2], container, sidecar)
-        result.warnings += ignored
+        warnings += ignored
     # The sidecar first (started, and Ready, before anything else), then the capture step, which
     # runs to completion before the pod's own init containers and the model.
     ours = [container] + ([capture_container(sidecar, ports_open)] if capturing else [])
-    if spec.get("initContainers"):
-        result.patch += [{"op": "add", "path": f"/spec/initContainers/{i}", "value": c}
-                         for i, c in enumerate(ours)]
-    else:
-        result.patch.append({"op": "add", "path": "/spec/initContainers", "value": ours})
-    present = {v.get("name") for v in ours_present}
-    missing = [v for v in new_volumes if v["name"] not in present]
-    if existing:
-        result.patch += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in missing]
-    else:
-        result.patch.append({"op": "add", "path": "/spec/volumes", "value": new_volumes})
+    present = {v.get("name") for v in existing if _is_ours(v, new_volumes)}
     status = json.dumps({"container": SIDECAR_NAME, "image": sidecar.image,
                          "policy": policy.name,
                          "policyGeneration": policy.metadata.generation,
                          "service": service}, separators=(",", ":"), sort_keys=True)
-    if annotations:
-        result.patch.append({"op": "add",
-                             "path": f"/metadata/annotations/{_escape(STATUS_ANNOTATION)}",
-                             "value": status})
+    return Rendered({
+        **pod,
+        "metadata": {**metadata, "annotations": {**annotations, STATUS_ANNOTATION: status}},
+        "spec": {**spec, "containers": containers,
+                 "initContainers": ours + list(spec.get("initContainers") or []),
+                 "volumes": list(spec.get("volumes") or [])
+                 + [v for v in new_volumes if v["name"] not in present]}}, warnings)
+
+
+def inject(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
+           posture: GenerativeService | None = None) -> Injection:
+    """The JSON patch that injects the sidecar into `pod`, or an empty one if it has it: the
+    difference between `pod` and what `render` makes of it."""
+    rendered = render(pod, policy, service, posture)
+    return Injection(json_patch(pod, rendered.pod), rendered.warnings)
+
+
+# --- the generic difference of two JSON documents as an RFC 6902 patch --------------------------
+# Not jsonpatch.make_patch: its move detection emits patches that do not apply (python-json-patch
+# issues 124, 138, 160, 179), and a malformed patch makes the apiserver refuse the pod. This one
+# uses add, remove and replace only, so every operation's path exists when it runs.
+
+def json_patch(original: Any, desired: Any) -> list[dict[str, Any]]:
+    """The RFC 6902 operations that turn `original` into `desired` (JSON values: mappings,
+    lists, strings, numbers, booleans, null); empty when they are equal. Objects are compared
+    key by key; lists are aligned on their longest common runs (difflib), so an element
+    inserted before others is one `add` at its index, and an element changed in place is
+    patched inside."""
+    ops: list[dict[str, Any]] = []
+    _diff(original, desired, "", ops)
+    return ops
+
+
+def _pointer(path: str, key: str | int) -> str:
+    if isinstance(key, str) and ("~" in key or "/" in key):
+        return f"{path}/{_escape(key)}"
+    return f"{path}/{key}"
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Equal as JSON: True is not 1, 1 is not 1.0."""
+    return a is b or (type(a) is type(b) and a == b
+                      and (not isinstance(a, Mapping | list)
+                           or _canonical_json(a) == _canonical_json(b)))
+
+
+def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
+    if a is b:
+        return
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key, before in a.items():
+            if key not in b:
+                ops.append({"op": "remove", "path": _pointer(path, key)})
+            elif b[key] is not before:  # shared subtrees (what render left alone) are skipped
+                _diff(before, b[key], _pointer(path, key), ops)
+        ops += [{"op": "add", "path": _pointer(path, key), "value": value}
+                for key, value in b.items() if key not in a]
+    elif isinstance(a, list) and isinstance(b, list):
+        _diff_lists(a, b, path, ops)
+    elif not _equal(a, b):
+        ops.append({"op": "replace", "path": path, "value": b})
+
+
+def _same_item(a: Any, b: Any) -> bool:
+    """Whether list elements at one place are one item changed (patched inside) rather than one
+    item in place of another (replaced whole): two objects unless both are named (the key of
+    Kubernetes' lists of containers, volumes, env) and differently, or two lists."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return "name" not in a or "name" not in b or a["name"] == b["name"]
+    return isinstance(a, list) and isinstance(b, list)
+
+
+def _diff_lists(a: list[Any], b: list[Any], path: str, ops: list[dict[str, Any]]) -> None:
+    # The common head and tail first, by identity or value (cheap: injection shares them).
+    head = 0
+    while head < min(len(a), len(b)) and _equal(a[head], b[head]):
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and _equal(a[-1 - tail], b[-1 - tail]):
+        tail += 1
+    old, new = a[head:len(a) - tail], b[head:len(b) - tail]
+    if old and new and (len(old) > 1 or len(new) > 1):
+        blocks = difflib.SequenceMatcher(None, [_canonical_json(x) for x in old],
+                                         [_canonical_json(x) for x in new],
+                                         autojunk=False).get_opcodes()
     else:
-        result.patch.append({"op": "add", "path": "/metadata/annotations",
-                             "value": {STATUS_ANNOTATION: status}})
-    return result
+        blocks = [("replace", 0, len(old), 0, len(new))] if old or new else []
+    shift, length = head, len(a)  # where old[0] now is; the list's length as patched so far
+    for tag, i1, i2, j1, j2 in blocks:
+        at = i1 + shift
+        if tag == "equal":
+            continue
+        paired = min(i2 - i1, j2 - j1)
+        for k in range(paired):  # changed in place: patched inside if the same item, else replaced
+            before, after = old[i1 + k], new[j1 + k]
+            if _same_item(before, after):
+                _diff(before, after, _pointer(path, at + k), ops)
+            else:
+                ops.append({"op": "replace", "path": _pointer(path, at + k), "value": after})
+        for _ in range(i2 - i1 - paired):  # left over in `a`: removed
+            ops.append({"op": "remove", "path": _pointer(path, at + paired)})
+            length -= 1
+        for k in range(paired, j2 - j1):  # left over in `b`: added
+            where = at + k
+            ops.append({"op": "add", "path": f"{path}/-" if where == length
+                        else _pointer(path, where), "value": new[j1 + k]})
+            length += 1
+        shift += (j2 - j1) - (i2 - i1)

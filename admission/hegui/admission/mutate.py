@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hegui.admission import review
-from hegui.admission.injection import InjectionConflict, inject
+from hegui.admission.injection import InjectionConflict, json_patch, render
 from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
@@ -80,7 +80,9 @@ def make_mutator(index: ComplianceIndex) -> review.Validator:
                 f"injection for {duty.waived_for}"])
         try:
             posture = index.services.get(ObjectKey(request.namespace, duty.service))
-            injection = inject(pod, duty.policy, duty.service, posture)
+            # The desired pod, then the difference: the patch is whatever turns one into the
+            # other (empty when the pod carries the sidecar already).
+            rendered = render(pod, duty.policy, duty.service, posture)
         except InjectionConflict as conflict:
             message = (f"[injection, Art.14] Pod {request.namespace}/{request.name or '(new)'}: "
                        f"{conflict}")
@@ -88,7 +90,7 @@ def make_mutator(index: ComplianceIndex) -> review.Validator:
                 return review.Decision(False, f"hegui cannot inject its sidecar: {message}",
                                        code=403)
             return review.Decision(True, warnings=[message])
-        return review.Decision(True, warnings=injection.warnings,
-                               patch=injection.patch or None)
+        return review.Decision(True, warnings=rendered.warnings,
+                               patch=json_patch(pod, rendered.pod) or None)
 
     return mutate
