@@ -8,8 +8,9 @@ in the same run only: the machine is shared and noisy.
 1. fsync: one durable append (an incident: block, mask, strike) against a batched one (the
    `label` of an ordinary answer, fsync'ed with others within 50 ms) and a plain write.
 2. Latency: the sidecar (no moderation, labels on: one `label` record per answer) driven
-   open-loop at --rate requests a second, without records, then with records shipped by a
-   Shipper (to --store, else a directory store): p50/p99 and the p99 difference.
+   open-loop at --rate requests a second, without records (`none`), with records kept in the
+   pod only (`local`, shipping off), and with records shipped by a Shipper (`records`, to
+   --store, else a directory store), interleaved: p50/p99, the p99 differences and ratios.
 3. verify: --verify-records records shipped as segments, then `verify_store` over them.
 """
 
@@ -83,8 +84,9 @@ async def serve(port: int, upstream: str, mode: str, directory: str, store_url: 
     from hegui.sidecar.testing import posture
 
     records = shipper = None
-    if mode == "records":
+    if mode in ("local", "records"):
         records = RecordLog(Path(directory) / "records.jsonl", key=KEY)
+    if records is not None and mode == "records":
         store: Store = open_store(store_url) if store_url else DirectoryStore(
             Path(directory) / "store")
         shipper = Shipper(records, store, key=EVIDENCE, service="bench/chat", pod="bench-0",
@@ -148,15 +150,18 @@ async def open_loop(url: str, rate: float, seconds: float) -> dict[str, float]:
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3}
 
 
-def latency(rate: float, seconds: float, directory: Path, store_url: str
-            ) -> dict[str, dict[str, float]]:
+MODES = ("none", "local", "records")
+
+
+def latency(rate: float, seconds: float, directory: Path, store_url: str,
+            modes: tuple[str, ...] = MODES) -> dict[str, dict[str, float]]:
     model_port = free_port()
     model = subprocess.Popen([sys.executable, str(HERE / "sidecar_server.py"), "model",
                               str(model_port)], stdout=subprocess.PIPE)
     assert model.stdout is not None and model.stdout.readline().strip() == b"ready"
     results: dict[str, dict[str, float]] = {}
     try:
-        for mode in ("none", "records", "none", "records"):  # interleaved against drift
+        for mode in (*modes, *modes):  # interleaved against drift
             port = free_port()
             sidecar = start(__file__, "serve", str(port), f"http://127.0.0.1:{model_port}", mode,
                             str(directory / f"{mode}-{port}"), store_url)
@@ -234,9 +239,10 @@ def main() -> None:
             for mode, run in found.items():
                 print(f"   {mode:<8} sent {run['sent_rps']:7.0f}/s  failures {run['failures']:.0f}"
                       f"  p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms")
-            added = found["records"]["p99_ms"] - found["none"]["p99_ms"]
-            print(f"   records add {added:+.2f} ms to p99 "
-                  f"(ratio {found['records']['p99_ms'] / found['none']['p99_ms']:.2f})")
+            for base in ("none", "local"):
+                added = found["records"]["p99_ms"] - found[base]["p99_ms"]
+                print(f"   shipped records against {base}: {added:+.2f} ms to p99 "
+                      f"(ratio {found['records']['p99_ms'] / found[base]['p99_ms']:.2f})")
         if "verify" not in args.skip:
             result = verify_million(args.verify_records, directory)
             print(f"== verify: {result['records']:.0f} records ({result['store MB']:.0f} MB) in "
