@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -919,11 +920,30 @@ class Http1Site(web.TCPSite):
             reuse_address=self._reuse_address, reuse_port=self._reuse_port)
 
 
+#: Addresses that mean "every address of the pod".
+_EVERY_ADDRESS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
+
+
 async def serve(sidecar: Sidecar, host: str, port: int) -> web.AppRunner:
-    """The sidecar on host:port (port 0: a free one, in `runner.addresses`)."""
+    """The sidecar on host:port (port 0: a free one, in `runner.addresses`). Every address
+    means both families: bound to 0.0.0.0 alone, the sidecar would leave [::]:port to the
+    model container, which could take the pod's IPv6 traffic (the capture's redirect included)
+    around it (Art.14). Where the pod has no IPv6, IPv4 alone; a port someone else holds stops
+    the sidecar from starting (fail closed)."""
     runner = web.AppRunner(make_app(sidecar), access_log=None)
     await runner.setup()
-    await Http1Site(runner, host, port).start()
+    if host not in _EVERY_ADDRESS:
+        await Http1Site(runner, host, port).start()
+        return runner
+    await Http1Site(runner, "0.0.0.0", port).start()  # noqa: S104
+    port = port or runner.addresses[0][1]
+    try:
+        await Http1Site(runner, "::", port).start()
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            await runner.cleanup()
+            raise
+        log.info("no IPv6 in this pod (%s): serving on IPv4 only", error.strerror)
     return runner
 
 
