@@ -82,3 +82,38 @@ def test_a_posture_below_the_policy_floor_is_not_moderated_nor_compliant() -> No
     status = compute(KEY, ComplianceIndex.from_objects([policy, at_floor]), generation=4,
                      previous=[], now=T0)
     assert _conditions(status)["Compliant"]["status"] == "True"
+
+
+def _policy(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
+            "metadata": {"name": "p"}, "spec": {"namespaces": ["ai"], **spec}}
+
+
+def test_a_finding_is_as_severe_as_the_mode_of_its_rule() -> None:
+    """What the webhook would refuse is an Error, what it would warn of a Warning, what it only
+    audits Info: an opt-in rule a policy does not name (userAgreement, Art.9) is checked on what
+    the service declares, and reported, but refuses nothing."""
+    service = _service(userAgreement={"url": "https://chat.example.cn/terms", "version": "3",
+                                      "effectiveOn": "2027-01-01"})
+    del service["spec"]["labeling"]
+    enforced = _policy(defaultMode="Enforce")
+    status = compute(KEY, ComplianceIndex.from_objects([enforced, service]), generation=4,
+                     previous=[], now=T0)
+    assert [(f["rule"], f["severity"]) for f in status["findings"]] == [
+        ("labeling", "Error"), ("userAgreement", "Info")]
+    warned = _policy(defaultMode="Enforce", rules=[{"rule": "labeling", "mode": "Warn"}])
+    status = compute(KEY, ComplianceIndex.from_objects([warned, service]), generation=4,
+                     previous=[], now=T0)
+    assert ("labeling", "Warning") in [(f["rule"], f["severity"]) for f in status["findings"]]
+
+
+def test_a_port_declared_open_around_the_sidecar_is_not_moderated() -> None:
+    policy = _policy(sidecar={"image": "registry.example.cn/hegui/sidecar:0.1.0", "port": 8443})
+    service = _service(traffic={"openPorts": [
+        {"port": 8000, "endPort": 9000, "purpose": "PodToPod", "reason": "Ray workers"}]})
+    status = compute(KEY, ComplianceIndex.from_objects([policy, service]), generation=4,
+                     previous=[], now=T0)
+    moderated = _conditions(status)["Moderated"]
+    assert moderated["status"] == "False" and moderated["reason"] == "PortOpenAroundSidecar"
+    assert "spec.traffic.openPorts[0]" in moderated["message"]
+    assert _conditions(status)["Compliant"]["status"] == "False"

@@ -13,7 +13,8 @@ from typing import Any
 
 from hegui.api.articles import Rule
 from hegui.api.common import rfc3339
-from hegui.api.generativeservice import ServiceConditionType
+from hegui.api.generativeservice import ServiceConditionType, Severity
+from hegui.api.policy import EnforcementMode
 from hegui.operator.stability import Stability
 from hegui.operator.workloads import Observation
 from hegui.rules.engine import evaluate_service
@@ -24,6 +25,9 @@ from hegui.rules.registry import posture_conditions
 POSTURE_CONDITIONS = posture_conditions()
 MAX_FINDINGS = 32
 _SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
+SEVERITY_OF_MODE = {EnforcementMode.ENFORCE: Severity.ERROR.value,
+                    EnforcementMode.WARN: Severity.WARNING.value,
+                    EnforcementMode.AUDIT: Severity.INFO.value}
 
 
 def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
@@ -58,15 +62,17 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         else:
             conditions.append(condition(kind, True, "Complete",
                                         f"rule {rule.value} ({rule.article}) holds"))
-    below_floor = by_rule.get(Rule.MODERATION, [])
-    if below_floor:
-        # The policy's moderation floor (Art.14): the posture itself moderates too little.
-        location, message, fix = below_floor[0]
+    # The posture itself moderates too little (the policy's floor) or opens a way around the
+    # sidecar (a port left out of its capture): Art.14 either way, whatever the pods do.
+    unmoderated = [(rule, violation) for rule in (Rule.MODERATION, Rule.INJECTION)
+                   for violation in by_rule.get(rule, [])]
+    if unmoderated:
+        rule, (location, message, fix) = unmoderated[0]
         conditions.append(condition(
-            ServiceConditionType.MODERATED, False, "BelowPolicyFloor",
-            f"[{Rule.MODERATION.value}, {Rule.MODERATION.article}] {location}: {message}. "
-            f"Fix: {fix}"
-            + (f" (and {len(below_floor) - 1} more)" if len(below_floor) > 1 else "")))
+            ServiceConditionType.MODERATED, False,
+            "BelowPolicyFloor" if rule is Rule.MODERATION else "PortOpenAroundSidecar",
+            f"[{rule.value}, {rule.article}] {location}: {message}. Fix: {fix}"
+            + (f" (and {len(unmoderated) - 1} more)" if len(unmoderated) > 1 else "")))
     elif observed is not None and observed.sidecar is not None:
         gaps = [f for f in observed.findings if f["rule"] == Rule.INJECTION.value]
         conditions.append(condition(
@@ -88,7 +94,12 @@ def compute(key: ObjectKey, index: ComplianceIndex, *, generation: int | None,
         "AllRulesHold" if not unmet else "RulesUnmet",
         "every posture rule holds" if not unmet else
         "unmet: " + ", ".join(f"{c['type']} ({c['article']})" for c in unmet)))
-    findings = [{"rule": rule.value, "article": rule.article, "severity": "Error",
+    # A finding is as severe as the mode the policies give its rule: what a refusal would be
+    # is an Error, a warning a Warning, an audit-only (or opt-in, unnamed) rule Info.
+    effective = index.policy_for(key.namespace)
+    findings = [{"rule": rule.value, "article": rule.article,
+                 "severity": SEVERITY_OF_MODE[effective.mode_for(rule) if effective
+                                              else EnforcementMode.ENFORCE],
                  "message": f"{location}: {message}. Fix: {fix}"[:512]}
                 for rule, (location, message, fix) in found]
     if observed is not None:
