@@ -34,7 +34,7 @@ from typing import Any
 import kopf
 import yaml
 
-from hegui.api.common import parse_duration
+from hegui.api.common import GROUP, VERSION, parse_duration
 from hegui.api.policy import CompliancePolicy, Evidence
 from hegui.evidence import config
 from hegui.evidence.anchor import checkpoint, publish
@@ -44,7 +44,6 @@ from hegui.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION = "hegui.io", "v1alpha1"
 NAMESPACE = os.environ.get("POD_NAMESPACE") or "hegui-system"
 ANCHORS_CONFIGMAP = "hegui-evidence-anchors"
 FIELD_MANAGER = "hegui-operator-evidence"
@@ -52,22 +51,6 @@ _WRITER = re.compile(r"[^A-Za-z0-9._-]")
 
 
 # --- which store a service ships to -----------------------------------------------------------
-
-def policies(api: Any) -> list[CompliancePolicy]:
-    """Every CompliancePolicy the models accept (one they refuse is reported, not used)."""
-    from kubernetes import client
-
-    listing = client.CustomObjectsApi(api).list_cluster_custom_object(
-        GROUP, VERSION, "compliancepolicies")
-    found = []
-    for item in listing.get("items") or []:
-        try:
-            found.append(CompliancePolicy.from_dict(item))
-        except ValueError as error:
-            log.warning("CompliancePolicy %s is not used for evidence: %s",
-                        (item.get("metadata") or {}).get("name"), error)
-    return found
-
 
 def evidence_for(api: Any, namespace: str, among: list[CompliancePolicy],
                  labels: Mapping[str, str] | None = None) -> Evidence | None:
