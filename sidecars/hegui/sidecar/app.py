@@ -144,12 +144,33 @@ def label_slots(answer: Any, slots: list[Slot], label: TextLabel, aigc: AigcLabe
     return answer
 
 
+class _ThrottledError:
+    """An error that repeats with every request while it lasts (records that cannot be
+    written, at the request rate): logged at once, then at most every `every` seconds with the
+    count in between, so the log stays readable and small."""
+
+    def __init__(self, what: str, every: float = 10.0) -> None:
+        self.what, self.every = what, every
+        self.last = -every
+        self.since = 0
+
+    def report(self, error: object) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.since += 1
+            return
+        more = f" ({self.since} more since the last report)" if self.since else ""
+        log.error("%s: %s%s", self.what, error, more)
+        self.last, self.since = now, 0
+
+
 class Sidecar:
     def __init__(self, config: SidecarConfig, moderator: Moderator,
                  metrics: SidecarMetrics | None = None, *, records: RecordLog | None = None,
                  strikes: StrikeBook | None = None) -> None:
         self.config = config
         self.moderator = moderator
+        self._record_failures = _ThrottledError("cannot write a record")
         self.metrics = metrics or SidecarMetrics(service=config.service,
                                                  latency_threshold=config.latency_threshold)
         self.records = records
@@ -236,7 +257,7 @@ class Sidecar:
                                                       service=self.config.service, **fields)
             except OSError as failure:
                 # Nothing is served that cannot be recorded.
-                log.error("cannot write a record: %s", failure)
+                self._record_failures.report(failure)
                 raise BadRequest("hegui.records_unavailable",
                                  "the incident record could not be written (Art.11)",
                                  503) from failure
