@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hegui.api.generativeservice import GenerativeService
+from hegui.api.generativeservice import FailureMode, GenerativeService
 from hegui.api.policy import CompliancePolicy
 from hegui.evidence import config
 from hegui.evidence import sidecar as evidence
@@ -106,6 +106,28 @@ def test_a_declared_store_without_credentials_follows_the_fail_mode(
     with caplog.at_level(logging.ERROR):
         assert evidence.attach(_args(tmp_path), records, _service("Open"), registry=None) is None
     assert "kept in the pod only" in caplog.text
+
+
+def test_the_policy_s_closed_floor_wins_over_a_team_s_open(tmp_path: Path) -> None:
+    """With Open, a team could drop records at will by blocking the store (a NetworkPolicy of
+    its own); a CompliancePolicy's evidence.failureMode Closed makes its sidecars refuse
+    service instead, whatever the service declares (Art.11)."""
+    policy = _policy("floor", 180)
+    assert policy.spec.evidence is not None
+    floored = policy.spec.evidence.model_copy(update={"failure_mode": FailureMode.CLOSED})
+    (tmp_path / config.CONFIG_FILE).write_text(config.render(floored)[config.CONFIG_FILE],
+                                               encoding="utf-8")
+    settings = config.load(tmp_path / config.CONFIG_FILE)
+    assert settings is not None and settings.failure_mode == "Closed"
+    assert evidence.fail_open(_service("Open"))  # the service's own choice, without a floor
+    assert not evidence.fail_open(_service("Open"), settings)
+    records = RecordLog(tmp_path / "records.jsonl", key=b"k")
+    with pytest.raises(SystemExit, match=r"the fail mode is Closed"):
+        evidence.attach(_args(tmp_path), records, _service("Open"), registry=None)
+    (tmp_path / config.CONFIG_FILE).write_text("store: http://m:9000/b\nfailureMode: Maybe\n",
+                                               encoding="utf-8")
+    with pytest.raises(config.EvidenceConfigError, match="failureMode must be Closed or Open"):
+        config.load(tmp_path / config.CONFIG_FILE)
 
 
 def test_the_sidecar_ships_where_the_operator_says_with_the_projected_secret(

@@ -372,6 +372,13 @@ class Evidence(ApiModel):
     anchors every stream's head where no pod can write (Art.11, Art.19)."""
 
     store: EvidenceStore = Field(description="The evidence store.")
+    failure_mode: FailureMode | None = Field(
+        default=None,
+        description="A floor for what sidecars do when records cannot reach the store and their "
+                    "bounded buffer is full: Closed makes every covered sidecar refuse service "
+                    "(503) then, whatever the service's dataProtection.evidenceFailureMode says, "
+                    "so a team cannot drop records by blocking the store (Art.11). Absent: each "
+                    "service's own mode.")
     anchor_interval: Duration = Field(
         default="10m", description="How often the operator checkpoints every stream's head "
                                    "(locked in the store and kept in a ConfigMap of hegui's "

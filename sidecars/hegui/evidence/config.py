@@ -64,6 +64,8 @@ class Settings:
     store: str  # http[s]://HOST:PORT/BUCKET
     retention_days: int
     region: str | None = None
+    #: The policy's floor (spec.evidence.failureMode): "Closed" overrides the service's Open.
+    failure_mode: str | None = None
 
 
 def choose(policies: Iterable[Any]) -> Any | None:
@@ -89,6 +91,8 @@ def render(evidence: Any | None) -> dict[str, str]:
                            "retentionDays": evidence.store.retention_days}
     if evidence.store.region:
         doc["region"] = evidence.store.region
+    if evidence.failure_mode is not None:
+        doc["failureMode"] = str(evidence.failure_mode.value)
     return {CONFIG_FILE: yaml.safe_dump(doc, sort_keys=True)}
 
 
@@ -127,7 +131,11 @@ def load(path: Path) -> Settings | None:
         raise EvidenceConfigError(f"{path}: retentionDays must be 1..3650 (Art.11)")
     if region is not None and not isinstance(region, str):
         raise EvidenceConfigError(f"{path}: region must be a string")
-    return Settings(store, days, region)
+    mode = doc.get("failureMode")
+    if mode not in (None, "Closed", "Open"):
+        raise EvidenceConfigError(f"{path}: failureMode must be Closed or Open "
+                                  "(CompliancePolicy spec.evidence.failureMode, Art.11)")
+    return Settings(store, days, region, mode)
 
 
 @dataclass(frozen=True)

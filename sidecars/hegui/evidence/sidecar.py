@@ -64,8 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how often waiting records are shipped")
 
 
-def fail_open(service: Any) -> bool:
-    """The posture's fail mode for evidence (see the module's doc)."""
+def fail_open(service: Any, settings: config.Settings | None = None) -> bool:
+    """The posture's fail mode for evidence (see the module's doc), under the policy's floor:
+    a CompliancePolicy's evidence.failureMode Closed wins over the service's Open."""
+    if settings is not None and settings.failure_mode == "Closed":
+        return False
     spec = service.spec
     protection = spec.data_protection
     mode = getattr(protection, "evidence_failure_mode", None) if protection else None
@@ -118,7 +121,7 @@ def attach(args: argparse.Namespace, records: RecordLog | None, service: Any, *,
                     "from a Secret)")
             store, key = open_store(url), args.evidence_key_file.read_bytes().strip()
     except (config.EvidenceConfigError, StoreError, OSError) as error:
-        if not fail_open(service):
+        if not fail_open(service, settings):
             raise SystemExit(f"hegui-sidecar: {error}; the fail mode is Closed, so nothing is "
                              "served that cannot be recorded (Art.11)") from None
         log.error("%s; the fail mode is Open: serving with records kept in the pod only "
@@ -128,7 +131,8 @@ def attach(args: argparse.Namespace, records: RecordLog | None, service: Any, *,
     shipper = Shipper(records, store, key=key, service=name,
                       pod=os.environ.get("POD_NAME") or socket.gethostname(),
                       retention_days=retention,
-                      buffer_bytes=args.evidence_buffer_bytes, fail_open=fail_open(service),
+                      buffer_bytes=args.evidence_buffer_bytes,
+                      fail_open=fail_open(service, settings),
                       interval=args.evidence_interval, registry=registry)
     shipper.start()
     log.info("shipping records to %s as stream %s", url, shipper.stream)
