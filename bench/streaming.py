@@ -19,13 +19,14 @@ and JSON library (json or orjson) chosen per process. The load generator is this
   eight events a read: what a machine too loaded for the figures above still measures.
 
     python bench/streaming.py serve model PORT PACE
-    python bench/streaming.py serve sidecar PORT UPSTREAM MODE LOOP JSON
+    python bench/streaming.py serve sidecar PORT UPSTREAM MODE LOOP JSON [freeze|nofreeze]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -118,10 +119,12 @@ async def serve_model(port: int, pace: float) -> None:
     await asyncio.Event().wait()
 
 
-async def serve_sidecar(port: int, upstream: str, mode: str, use_json: str) -> None:
+async def serve_sidecar(port: int, upstream: str, mode: str, use_json: str,
+                        freeze: str = "freeze") -> None:
+    from hegui.api.generativeservice import Direction
     from hegui.moderation.client import RulesModerator
     from hegui.sidecar import streaming
-    from hegui.sidecar.app import Sidecar, serve
+    from hegui.sidecar.app import SIDECAR, Sidecar, serve
     from hegui.sidecar.config import SidecarConfig
     from hegui.sidecar.testing import posture
 
@@ -136,6 +139,9 @@ async def serve_sidecar(port: int, upstream: str, mode: str, use_json: str) -> N
         "mode": mode, "firstWindowTokens": 4}}), upstream=upstream,
         upstream_read_timeout=30.0)
     runner = await serve(Sidecar(config, RulesModerator()), "127.0.0.1", port)
+    await runner.app[SIDECAR].moderate(["预热"], Direction.OUTPUT)  # the rules' tables load
+    if freeze == "freeze":
+        gc.freeze()  # as python -m hegui.sidecar does once it serves
     print("ready", flush=True)
     try:
         await asyncio.Event().wait()
@@ -189,7 +195,7 @@ def serve_main(argv: list[str]) -> None:
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve_sidecar(port, upstream, mode, use_json))
+    asyncio.run(serve_sidecar(port, upstream, mode, use_json, *argv[6:7]))
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -310,9 +316,10 @@ class _Sink:
         pass
 
 
-async def relay_cpu(mode: str, per_read: int, rounds: int = 15) -> float:
+async def relay_cpu(mode: str, per_read: int, rounds: int = 15) -> dict[str, float]:
     """Microseconds of CPU the relay's own code takes per chunk (no sockets, no HTTP: what a
-    shared machine's scheduling cannot blur), best of five."""
+    shared machine's scheduling cannot blur), best of five; the same with the events' other
+    strings left unchecked (`streaming.OTHERS`), interleaved with it in this process (A/B)."""
     from hegui.api.generativeservice import Direction
     from hegui.moderation.client import RulesModerator
     from hegui.sidecar import families, streaming
@@ -324,20 +331,25 @@ async def relay_cpu(mode: str, per_read: int, rounds: int = 15) -> float:
         "mode": mode, "firstWindowTokens": 4}}), upstream="http://127.0.0.1:9")
     sidecar = Sidecar(config, RulesModerator())
     await sidecar.moderate(["预热"], Direction.OUTPUT)  # the rules load their tables once
-    best = float("inf")
+    best = {True: float("inf"), False: float("inf")}
     for _ in range(5):
-        began = time.process_time()
-        for _ in range(rounds):
-            relay = streaming._Relay(
-                sidecar, families.get("chat"), _Sink(), None,  # type: ignore[arg-type]
-                retract=mode == "StreamThenRetract", merge=False, window=4, max_window=64,
-                overlap=config.stream_overlap_chars, hold=config.stream_max_hold_seconds,
-                keep=config.max_response_bytes)
-            await relay.run(streaming.EventReader(_Content(per_read), 1 << 20,  # type: ignore[arg-type]
-                                                  "sse"))
-        best = min(best, time.process_time() - began)
+        for others in (True, False):
+            streaming.OTHERS = others
+            began = time.process_time()
+            for _ in range(rounds):
+                relay = streaming._Relay(
+                    sidecar, families.get("chat"), _Sink(), None,  # type: ignore[arg-type]
+                    retract=mode == "StreamThenRetract", merge=False, window=4, max_window=64,
+                    overlap=config.stream_overlap_chars, hold=config.stream_max_hold_seconds,
+                    keep=config.max_response_bytes)
+                await relay.run(streaming.EventReader(
+                    _Content(per_read), 1 << 20, "sse"))  # type: ignore[arg-type]
+            best[others] = min(best[others], time.process_time() - began)
+    streaming.OTHERS = True
     await sidecar.close()
-    return best / (rounds * len(TEXT)) * 1e6
+    chunks = rounds * len(TEXT)
+    return {"cpu_us_per_chunk": best[True] / chunks * 1e6,
+            "cpu_us_per_chunk_other_strings_unchecked": best[False] / chunks * 1e6}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -348,7 +360,9 @@ async def main(args: argparse.Namespace) -> None:
         for per_read in (1, 8):
             micros = await relay_cpu(mode, per_read)
             report[f"relay code {mode} {per_read} events a read"] = {
-                "cpu_us_per_chunk": micros, "per_core_chunks_per_s": 1e6 / micros}
+                **micros, "per_core_chunks_per_s": 1e6 / micros["cpu_us_per_chunk"],
+                "other_strings_cost_ratio": (micros["cpu_us_per_chunk"]
+                                             / micros["cpu_us_per_chunk_other_strings_unchecked"])}
     if args.relay_only:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return

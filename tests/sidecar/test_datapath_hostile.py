@@ -481,3 +481,33 @@ async def test_personal_information_in_another_field_is_masked(
     said = json.loads(body)
     assert said["x_contact"] == "call " + "*" * 11
     assert said["choices"][0]["message"]["content"] == "你好"
+
+
+@pytest.mark.parametrize("mode", ["Hold", "StreamThenRetract"])
+async def test_a_streamed_field_no_api_defines_is_moderated_too(mode: str) -> None:
+    """The same in a stream: the model's `model` and an unknown field of a later event carry a
+    prohibited text (stopped, never sent) or a phone number (masked)."""
+    first = json.loads(_chunk("你好"))
+    later = {**json.loads(_chunk("世界")), "x_note": BAD}
+    stream = f"data: {json.dumps(first)}\n\ndata: {json.dumps(later)}\n\ndata: [DONE]\n\n"
+    moderator = LocalModerator()
+    config = posture(output={"streaming": {"mode": mode}})
+    for said, expect in ((stream, "hegui.output_blocked"),
+                         (stream.replace(json.dumps(BAD)[1:-1], f"call {PHONE}"), "*" * 11),
+                         (stream.replace('"model": "fake"', f'"model": "{BAD}"', 1),
+                          "hegui.output_blocked")):
+        model = TestServer(_raw_model("/v1/chat/completions", said.encode(),
+                                      "text/event-stream"), host="127.0.0.1")
+        await model.start_server()
+        client = await sidecar_client(SidecarConfig(config, upstream=str(model.make_url(""))
+                                                    .rstrip("/")), moderator)
+        try:
+            status, _, body = parse(await exchange(client.host, client.port, request(
+                "POST", "/v1/chat/completions", chat("hi", stream=True))))
+        finally:
+            await client.close()
+            await model.close()
+        text = body.decode("utf-8")
+        assert status == 200 and BAD not in text and PHONE not in text
+        assert BAD.encode("unicode_escape").decode() not in text
+        assert expect in text

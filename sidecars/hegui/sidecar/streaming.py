@@ -63,7 +63,7 @@ from hegui.sidecar.common import (
     mark_cut,
     reference_id,
 )
-from hegui.sidecar.families.base import Family, Slot
+from hegui.sidecar.families.base import Family, Slot, other_strings
 
 if TYPE_CHECKING:
     from hegui.sidecar.app import Sidecar
@@ -125,6 +125,8 @@ STREAMED = frozenset({"chat", "completions", "responses", "messages", "tgi", "ol
                       "ollama_generate", "triton_generate"})
 #: Streams of n > 1 choices are moderated choice by choice.
 STREAMS_CHOICES = True
+#: The events' other strings are moderated (`_Relay._others`); off only to measure its cost.
+OTHERS = True
 
 
 @dataclass(eq=False, slots=True)
@@ -360,6 +362,10 @@ class _Relay:
     timer_due: float | None = None
     labels: _Labels | None = None  # Art.12, whatever moderation does
     moderated: bool = True  # False: the posture moderates inputs only; relayed and labeled
+    # The events' other strings (ids, model, fields no API defines) that passed moderation, and
+    # the last one-text event's shape without its text (`_others`).
+    passed: set[str] = field(default_factory=set)
+    skeleton: bytes = b""
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -390,13 +396,22 @@ class _Relay:
                 if due is not None and loop.time() >= due:
                     await self._window_due()
                 continue
+            unknown: list[_Chunk] | None = None  # from the first of another shape (_others)
+            check = self.moderated and OTHERS
             for raw, data, event in batch:
                 if len(data) < 16 and family.is_done(data.decode("utf-8", "replace")):
                     self.ended = True
                     break
-                self._receive(_decode(family, raw, data, event))
+                chunk = _decode(family, raw, data, event)
+                self._receive(chunk)
+                if unknown is not None:
+                    unknown.append(chunk)
+                elif check and not self._known_shape(chunk):
+                    unknown = [chunk]
                 if self.ended:
                     break
+            if unknown:
+                await self._others(unknown)
             if self.retract:
                 await self._stream_out()
             else:
@@ -433,6 +448,81 @@ class _Relay:
                 self.tokens += 1
                 for piece in chunk.pieces:
                     self.unmoderated.setdefault(piece.key, []).append(piece.slot.text)
+
+    def _known_shape(self, chunk: _Chunk) -> bool:
+        """Whether an event is one text in the shape last checked by `_others` (the common
+        token event): a dumps and a compare, no walk."""
+        pieces = chunk.pieces
+        if len(pieces) != 1 or chunk.aggregates:
+            return False
+        slot = pieces[0].slot
+        container, key = slot.container, slot.key
+        text = container[key]
+        container[key] = ""
+        shape = _dumps(chunk.value)
+        container[key] = text
+        return shape == self.skeleton
+
+    async def _others(self, chunks: list[_Chunk]) -> None:
+        """Moderate the strings of the events that are not their texts (ids, model, role, fields
+        no API defines: a client reads them too, the openai client keeps unknown ones) before
+        they go out: prohibited stops the stream, personal information is masked (Art.14).
+        Each distinct string is moderated once a stream, and an event of one text whose shape
+        without it is one already checked (the common token event) is not walked at all."""
+        found: list[tuple[_Chunk, Slot]] = []
+        walked: dict[bytes, _Chunk] = {}  # shapes of this batch, walked
+        alike: list[_Chunk] = []  # events shaped as one walked in this batch
+        for chunk in chunks:
+            shape = b""
+            if len(chunk.pieces) == 1 and not chunk.aggregates:
+                slot = chunk.pieces[0].slot
+                text = slot.text
+                slot.set("")
+                shape = _dumps(chunk.value)
+                slot.set(text)
+                if shape == self.skeleton:
+                    continue
+                if shape in walked:
+                    alike.append(chunk)
+                    continue
+                walked[shape] = chunk
+            found += [(chunk, s) for s in self._other_slots(chunk)]
+        masked: set[str] = set()
+        if found:
+            texts = list(dict.fromkeys(s.text for _, s in found))
+            decisions = await self.sidecar.moderate(texts, Direction.OUTPUT)
+            if decisions is None:
+                await self._unmoderated()
+                return
+            await self._judge({(-1, f"field.{i}"): d for i, d in enumerate(decisions)},
+                              withdraw=True)
+            verdicts = dict(zip(texts, decisions, strict=True))
+            masked = {t for t, d in verdicts.items() if d.mask_spans}
+            self.passed.update(t for t in texts if t not in masked)
+            if masked:
+                for chunk in alike:  # the same strings: masked the same
+                    found += [(chunk, s) for s in self._other_slots(chunk)
+                              if s.text in masked]
+                kinds: set[str] = set()
+                for chunk, slot in found:
+                    if (decision := verdicts.get(slot.text)) is not None and \
+                            decision.mask_spans:
+                        kinds.update(m.label for m in decision.mask_spans)
+                        slot.set(mask(slot.text, [(m.start, m.end)
+                                                  for m in decision.mask_spans]))
+                        chunk.changed = True
+                await self.sidecar.record("mask", user=self.user, direction="output",
+                                          route=self.family.name, kinds=sorted(kinds),
+                                          article="Art.4(4)")
+            if len(self.passed) > 4096:  # a model that sends new ids forever: bounded
+                self.passed.clear()
+        clean = [shape for shape, chunk in walked.items() if not chunk.changed]
+        if clean and not masked:
+            self.skeleton = clean[-1]
+
+    def _other_slots(self, chunk: _Chunk) -> list[Slot]:
+        known = [p.slot for p in chunk.pieces] + chunk.aggregates
+        return [s for s in other_strings(chunk.value, known) if s.text not in self.passed]
 
     def _wake(self, _: object = None) -> None:
         if self.woken:

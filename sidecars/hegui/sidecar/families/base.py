@@ -179,6 +179,8 @@ def other_strings(value: Any, slots: list[Slot]) -> list[Slot]:
     skipped = {id(s.owner[s.owner_key]) for s in slots
                if s.probe and isinstance(s.owner, dict) and s.owner_key in s.owner}
     found: list[Slot] = []
+    if type(value) is not dict and type(value) is not list:
+        return found  # a bare string is the text itself, a number or null says nothing
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
