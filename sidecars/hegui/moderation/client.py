@@ -114,6 +114,10 @@ class CombinedModerator:
         await self.model.close()
 
 
+#: Texts an infer call carries when the model's config does not say (hegui's models: 64).
+DEFAULT_MAX_BATCH = 64
+
+
 class TritonModerator:
     """Moderation through Triton; one client (connection pool) per sidecar."""
 
@@ -123,6 +127,7 @@ class TritonModerator:
         self._client: Any = None
         self._module: Any = None
         self._outputs: list[str] | None = None
+        self._batch = DEFAULT_MAX_BATCH
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -143,8 +148,23 @@ class TritonModerator:
                 meta = await client.get_model_metadata(self.endpoint.model,
                                                        self.endpoint.model_version)
             names = [str(o["name"]) for o in meta["outputs"]]
+            self._batch = await self._max_batch(client)
             self._outputs = [n for n in names if n == OUTPUT_NAME or n.startswith("FINDINGS_")]
         return self._outputs
+
+    async def _max_batch(self, client: Any) -> int:
+        """The model's max_batch_size: more texts than this in one infer call are refused by
+        Triton, so a request of many messages would read as Triton failing (Art.13's SLI
+        against the service, or unmoderated under fail mode Open)."""
+        if self.endpoint.protocol == TritonProtocol.GRPC:
+            config = await client.get_model_config(self.endpoint.model,
+                                                   self.endpoint.model_version, as_json=True)
+        else:
+            config = await client.get_model_config(self.endpoint.model,
+                                                   self.endpoint.model_version)
+        config = config.get("config", config) if isinstance(config, dict) else {}
+        size = int(config.get("max_batch_size") or config.get("maxBatchSize") or 0)
+        return size if size > 0 else DEFAULT_MAX_BATCH
 
     async def _infer(self, texts: list[str]) -> list[Findings]:
         client = self._connect()
@@ -162,11 +182,21 @@ class TritonModerator:
                 merged[index] = merged[index].merge(Findings.from_json(rows[index][0]))
         return merged
 
+    async def _batched(self, texts: list[str]) -> list[Findings]:
+        """At most the model's max_batch_size texts an infer call, the calls concurrent."""
+        await self._output_names(self._connect())
+        size = self._batch
+        if len(texts) <= size:
+            return await self._infer(texts)
+        parts = await asyncio.gather(*(self._infer(texts[i:i + size])
+                                       for i in range(0, len(texts), size)))
+        return [found for part in parts for found in part]
+
     async def moderate(self, texts: list[str]) -> list[Findings]:
         if not texts:
             return []
         try:
-            return await asyncio.wait_for(self._infer(texts), self.timeout)
+            return await asyncio.wait_for(self._batched(texts), self.timeout)
         except ModeratorUnavailable:
             raise
         except Exception as error:  # any failure of the moderator is a fail-mode event
