@@ -511,3 +511,21 @@ async def test_a_streamed_field_no_api_defines_is_moderated_too(mode: str) -> No
         assert status == 200 and BAD not in text and PHONE not in text
         assert BAD.encode("unicode_escape").decode() not in text
         assert expect in text
+
+
+async def test_an_ollama_stream_is_checked_without_moderating_its_timestamps() -> None:
+    """Ollama's events carry a new `created_at` each: not moderated (it says nothing), while a
+    prohibited text in another field of a later event stops the stream."""
+    events = [{"model": "llama3", "created_at": f"2024-06-01T12:00:0{i}.12345Z",
+               "message": {"role": "assistant", "content": text}, "done": False}
+              for i, text in enumerate(["你", "好", "呀"])]
+    events[2]["x_note"] = BAD
+    said = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
+    moderator = LocalModerator()
+    status, _, body = await _through(
+        _raw_model("/api/chat", (said + '{"model": "llama3", "done": true}\n').encode(),
+                   "application/x-ndjson"), "/api/chat",
+        json.dumps({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        moderator)
+    assert status == 200 and BAD not in body.decode() and "hegui.output_blocked" in body.decode()
+    assert not any("2024-06-01T" in text for call in moderator.calls for text in call)

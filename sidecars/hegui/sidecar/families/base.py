@@ -10,6 +10,7 @@ and its stream relay (`hegui.sidecar.streaming`).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +171,10 @@ def schema_descriptions(schema: Any, *, depth: int = 0) -> list[Slot]:
     return slots
 
 
+#: An RFC 3339 time (Ollama's `created_at`, new in every event): says nothing, not moderated.
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+
+
 def other_strings(value: Any, slots: list[Slot]) -> list[Slot]:
     """The strings of a decoded answer or event that none of `slots` covers: ids, model names,
     roles, and any field the model server adds that its API does not define. A client reads
@@ -189,7 +194,7 @@ def other_strings(value: Any, slots: list[Slot]) -> list[Slot]:
         pairs = item.items() if type(item) is dict else enumerate(item)
         for key, child in pairs:
             if type(child) is str:
-                if child and (id(item), key) not in known:
+                if child and (id(item), key) not in known and not _TIMESTAMP.fullmatch(child):
                     found.append(Slot(item, key, "field"))
             elif (type(child) is dict or type(child) is list) and id(child) not in skipped:
                 stack.append((child, depth + 1))
