@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -793,7 +793,11 @@ def _diff_lists(a: list[Any], b: list[Any], path: str, ops: list[dict[str, Any]]
     while tail < min(len(a), len(b)) - head and _equal(a[-1 - tail], b[-1 - tail]):
         tail += 1
     old, new = a[head:len(a) - tail], b[head:len(b) - tail]
-    if old and new and (len(old) > 1 or len(new) > 1):
+    blocks: Sequence[tuple[str, int, int, int, int]]
+    if old and len(old) == len(new) and all(_same_item(x, y)
+                                            for x, y in zip(old, new, strict=True)):
+        blocks = [("replace", 0, len(old), 0, len(new))]  # the same items, each changed inside
+    elif old and new and (len(old) > 1 or len(new) > 1):
         blocks = difflib.SequenceMatcher(None, [_canonical_json(x) for x in old],
                                          [_canonical_json(x) for x in new],
                                          autojunk=False).get_opcodes()
