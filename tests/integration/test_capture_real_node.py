@@ -24,11 +24,12 @@ import jsonpatch
 import pytest
 import yaml
 
-from hegui.admission.injection import CAPTURE_NAME, SIDECAR_NAME, inject, sidecar_config_map
+from hegui.admission.injection import inject, sidecar_config_map
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy
 from hegui.localcluster.cluster import LocalCluster
 from hegui.localcluster.realnode import NODE_NAME, TAINT, RealNode, build_images
+from hegui.rules.injection import CAPTURE_NAME, SIDECAR_NAME
 from hegui.sidecar.testing import POSTURE
 
 pytestmark = pytest.mark.realnode

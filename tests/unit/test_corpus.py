@@ -34,11 +34,12 @@ import jsonpatch
 import pytest
 
 from hegui.admission.check import Document, documents, judge
-from hegui.admission.injection import CAPTURE_NAME, SIDECAR_NAME, InjectionConflict, inject
+from hegui.admission.injection import InjectionConflict, inject
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy
 from hegui.rules import workloads
 from hegui.rules.index import detection_of
+from hegui.rules.injection import CAPTURE_NAME, SIDECAR_NAME
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 POLICY = CORPUS / "policy.yaml"

@@ -12,15 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hegui.admission.injection import (
-    CAPTURE_NAME,
     MODEL_PORT_NAME,
-    SIDECAR_NAME,
     STATUS_ANNOTATION,
     InjectionConflict,
     carries_sidecar,
     inject,
 )
 from hegui.api.policy import CompliancePolicy
+from hegui.rules.injection import CAPTURE_NAME, SIDECAR_NAME
 
 POLICY = CompliancePolicy.from_dict({
     "apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",

@@ -53,20 +53,23 @@ from hegui.api.generativeservice import GenerativeService, OpenPort
 from hegui.api.policy import CompliancePolicy, Sidecar, TrafficCapture
 from hegui.evidence import config as evidence_config
 from hegui.rules import workloads
+from hegui.rules.injection import (
+    CAPTURE_NAME,
+    CONFIG_VOLUME,
+    DATA_VOLUME,
+    KEYS_VOLUME,
+    SIDECAR_NAME,
+    SIDECAR_VOLUMES,
+)
 
-SIDECAR_NAME = "hegui-sidecar"
 STATUS_ANNOTATION = "hegui.io/sidecar-status"
 MODEL_PORT_NAME = "hegui-model"  # port names are at most 15 characters
-CONFIG_VOLUME = "hegui-config"
-DATA_VOLUME = "hegui-data"
-KEYS_VOLUME = "hegui-keys"  # the Secrets the posture names, projected read-only
 KEYS_DIR = "/etc/hegui-keys"
 #: Where the sidecar finds the evidence store's credentials (hegui.evidence.config).
 EVIDENCE_DIR = f"{KEYS_DIR}/evidence"
 EVIDENCE_FILES = (evidence_config.ACCESS_KEY_FILE, evidence_config.SECRET_KEY_FILE,
                   evidence_config.KEY_FILE, evidence_config.CONFIG_FILE)
 SIDECAR_USER = 65532  # the distroless "nonroot" user
-CAPTURE_NAME = "hegui-capture"  # the init container that redirects inbound TCP to the sidecar
 #: hegui's containers: a pod may not declare its own under these names (they are replaced).
 OUR_CONTAINERS = (SIDECAR_NAME, CAPTURE_NAME)
 #: Ports whose protocol the sidecar (HTTP/1.1) does not speak: their clients are refused.
@@ -354,7 +357,7 @@ def _mounts_of_ours(spec: Mapping[str, Any]) -> list[str]:
     """Containers other than hegui's sidecar that mount hegui's volumes (its configuration,
     records and strikes, keys): each would let the team read the keys or rewrite what the
     sidecar reads and writes."""
-    ours = {CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME}
+    ours = SIDECAR_VOLUMES
     return [f"{group}[{c.get('name')}] mounts {m.get('name')} at {m.get('mountPath')}"
             for group in ("initContainers", "containers", "ephemeralContainers")
             for c in spec.get(group) or [] if isinstance(c, Mapping)
