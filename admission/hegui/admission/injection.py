@@ -59,7 +59,7 @@ from hegui.rules.injection import (
     DATA_VOLUME,
     KEYS_VOLUME,
     SIDECAR_NAME,
-    SIDECAR_VOLUMES,
+    foreign_mounts,
 )
 
 STATUS_ANNOTATION = "hegui.io/sidecar-status"
@@ -354,16 +354,10 @@ def _model_port(spec: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, int 
 
 
 def _mounts_of_ours(spec: Mapping[str, Any]) -> list[str]:
-    """Containers other than hegui's sidecar that mount hegui's volumes (its configuration,
-    records and strikes, keys): each would let the team read the keys or rewrite what the
-    sidecar reads and writes."""
-    ours = SIDECAR_VOLUMES
-    return [f"{group}[{c.get('name')}] mounts {m.get('name')} at {m.get('mountPath')}"
-            for group in ("initContainers", "containers", "ephemeralContainers")
-            for c in spec.get(group) or [] if isinstance(c, Mapping)
-            and c.get("name") != SIDECAR_NAME
-            for m in c.get("volumeMounts") or [] if isinstance(m, Mapping)
-            and m.get("name") in ours]
+    """Containers other than hegui's sidecar that mount hegui's volumes (the rule's
+    `foreign_mounts`), as the refusal names them."""
+    return [f"{group.partition('[')[0]}[{name}] mounts {volume} at {path}"
+            for group, name, volume, path in foreign_mounts(spec)]
 
 
 def injection_gaps(spec: Mapping[str, Any], sidecar: Sidecar, service: str,

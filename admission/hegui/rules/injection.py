@@ -93,12 +93,33 @@ def sidecar_endpoints(index: ComplianceIndex, namespace: str,
     return frozenset(h.lower() for h in hosts if h)
 
 
+def foreign_mounts(spec: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(path of the container, its name, the volume, where it is mounted) for each mount of
+    hegui's volumes by a container other than hegui's sidecar: each would let the team read
+    the keys or rewrite what the sidecar reads and writes."""
+    found = []
+    for group in _GROUPS:
+        containers = spec.get(group)
+        for at, container in enumerate(containers if isinstance(containers, list) else []):
+            if not isinstance(container, Mapping) or (
+                    group == "initContainers" and container.get("name") == SIDECAR_NAME):
+                continue
+            for mount in container.get("volumeMounts") or []:
+                if isinstance(mount, Mapping) and mount.get("name") in SIDECAR_VOLUMES:
+                    found.append((f"{group}[{at}]", str(container.get("name")),
+                                  str(mount.get("name")), str(mount.get("mountPath"))))
+    return found
+
+
 def pod_tampering(spec: Mapping[str, Any],
                   endpoints: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """(path under the pod spec, what it allows) for each way a container of this pod could
     take the sidecar's place, read its keys or redirect what it talks to (`endpoints`: the
     hosts of its Triton and evidence store); empty when there is none."""
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str]] = [
+        (f"{where}.volumeMounts", f"container {name} mounts {volume} at {path}: hegui's "
+         "volumes (configuration, records, keys) are the sidecar's")
+        for where, name, volume, path in foreign_mounts(spec)]
     if spec.get("dnsPolicy") == "None":
         found.append(("dnsPolicy", "None: the sidecar would resolve Triton and the evidence "
                       "store through nameservers the pod names"))
@@ -121,12 +142,6 @@ def pod_tampering(spec: Mapping[str, Any],
                 continue
             name = container.get("name")
             where = f"{group}[{at}]"
-            for mount in container.get("volumeMounts") or []:
-                if (isinstance(mount, Mapping) and mount.get("name") in SIDECAR_VOLUMES
-                        and not (group == "initContainers" and name == SIDECAR_NAME)):
-                    found.append((f"{where}.volumeMounts", f"container {name} mounts "
-                                  f"{mount.get('name')} at {mount.get('mountPath')}: hegui's "
-                                  "volumes (configuration, records, keys) are the sidecar's"))
             if _hegui_own(group, name):
                 continue
             if _mapping(container.get("securityContext")).get("privileged") is True:
