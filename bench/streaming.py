@@ -332,8 +332,8 @@ async def relay_cpu(mode: str, per_read: int, rounds: int = 15) -> dict[str, flo
     sidecar = Sidecar(config, RulesModerator())
     await sidecar.moderate(["预热"], Direction.OUTPUT)  # the rules load their tables once
     best = {True: float("inf"), False: float("inf")}
-    for _ in range(5):
-        for others in (True, False):
+    for round_ in range(6):
+        for others in ((True, False) if round_ % 2 else (False, True)):  # either goes first
             streaming.OTHERS = others
             began = time.process_time()
             for _ in range(rounds):
