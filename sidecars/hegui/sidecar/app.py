@@ -115,6 +115,27 @@ def _connection_named(headers: Any) -> set[str]:
             for token in value.split(",")}
 
 
+#: Headers whose values are credentials: moderated (a prohibited text there is refused, a model
+#: server could read a prompt from any header), never masked (a digit run in a token is no
+#: phone number, and a masked token would not authenticate).
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "cookie"})
+
+
+def forwarded_headers(headers: Any) -> list[list[str]]:
+    """The client's headers the model server is sent: not hop-by-hop, not the ones that could
+    reroute the request, not the ones `Connection` names."""
+    named = _connection_named(headers)
+    return [[k, v] for k, v in headers.items() if k.lower() not in _HOP_BY_HOP
+            and k.lower() not in _REROUTING and k.lower() not in named]
+
+
+def header_slots(pairs: list[list[str]]) -> list[Slot]:
+    """The forwarded header values of a generation request, as texts to moderate; masks land
+    in the forwarded values, except in credentials (moderated on a copy)."""
+    return [Slot(pair if pair[0].lower() not in _CREDENTIAL_HEADERS else list(pair), 1,
+                 "header") for pair in pairs if pair[1]]
+
+
 def query_slots(query: str) -> tuple[list[list[str]], list[Slot]]:
     """The decoded names and values of a generation route's query string, as texts to moderate
     (a model server may read a prompt from it as well as from the body); the upstream query
@@ -450,6 +471,8 @@ class Sidecar:
         if match.query:  # texts too, which a model server may read (Art.14)
             pairs, in_query = query_slots(match.query)
             slots = slots + in_query
+        sent_headers = forwarded_headers(request.headers)  # and so are headers
+        slots = slots + header_slots(sent_headers)
         if len(slots) > MAX_TEXTS:  # one moderation call stays bounded (and Triton's batch)
             raise BadRequest("hegui.too_many_texts", f"the request carries {len(slots)} texts; "
                              f"at most {MAX_TEXTS} are moderated in one request (Art.14)", 413)
@@ -485,7 +508,8 @@ class Sidecar:
         if match.query:  # the moderated (and masked) names and values, nothing else
             match = dataclasses.replace(match, query=urlencode([(k, v) for k, v in pairs],
                                                                   quote_via=quote))
-        upstream = await self._open_upstream(route, request, json.dumps(body).encode(), match)
+        upstream = await self._open_upstream(route, request, json.dumps(body).encode(), match,
+                                             sent_headers)
         try:
             if upstream.status >= 400:
                 # An error's message is the model server's text too (it may repeat the prompt
@@ -515,12 +539,13 @@ class Sidecar:
             upstream.release()
 
     async def _open_upstream(self, route: str, request: web.Request, data: bytes | None,
-                             match: Match) -> aiohttp.ClientResponse:
-        """The request to the model server, on the matched route's path (never the raw one)."""
-        named = _connection_named(request.headers)
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in _HOP_BY_HOP and k.lower() not in _REROUTING
-                   and k.lower() not in named}
+                             match: Match, sent: list[list[str]] | None = None
+                             ) -> aiohttp.ClientResponse:
+        """The request to the model server, on the matched route's path (never the raw one),
+        with the client's headers as moderated (`sent`) or as they came (metadata routes)."""
+        headers: dict[str, str] = {}
+        for name, value in sent if sent is not None else forwarded_headers(request.headers):
+            headers[name] = value
         headers["Accept-Encoding"] = "identity"
         if match.route.kind is Kind.GENERATION:
             headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}

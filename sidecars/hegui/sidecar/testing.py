@@ -92,6 +92,8 @@ class FakeModel:
     written: int = 0  # streamed chunks written, all streams
     # What reached the model: "METHOD /raw/path" of every request (bypass tests look here).
     paths: list[str] = field(default_factory=list)
+    # The headers of each generation request that reached the model.
+    headers_seen: list[dict[str, str]] = field(default_factory=list)
     # Merged into each chat answer's message and choice (reasoning, tool calls, logprobs...).
     message_extra: dict[str, Any] = field(default_factory=dict)
     choice_extra: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +109,7 @@ class FakeModel:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append(body)
+        self.headers_seen.append(dict(request.headers))
         chat = request.path.endswith("chat/completions")
         if self.delay:
             await asyncio.sleep(self.delay)
