@@ -247,6 +247,11 @@ class LocalCluster:
                 # (a pod IP, reachable from this machine on the real node's bridge), not at its
                 # ClusterIP: no kube-proxy runs here.
                 "--enable-aggregator-routing=true",
+                # logs, exec and port-forward dial the kubelet at the node's IP (nothing here
+                # resolves the real node's name), as a client the kubelet trusts.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={files.client_pair(pki.ADMIN)[0]}",
+                f"--kubelet-client-key={files.client_pair(pki.ADMIN)[1]}",
                 "--profiling=false",
                 "--v=0",
             ], ready=self._apiserver_ready),
