@@ -125,6 +125,44 @@ def test_inbound_tcp_reaches_the_sidecar_except_declared_ports(
         servers.wait()
 
 
+def _dial_inside(netns: str, port: int, uid: int) -> str:
+    """A loopback connection to `port` made inside the namespace by user `uid`."""
+    probe = (f"import socket; c = socket.create_connection(('127.0.0.1', {port}), timeout=5); "
+             "print(c.recv(128).decode())")
+    done = subprocess.run(["ip", "netns", "exec", netns, "setpriv", f"--reuid={uid}",
+                           f"--regid={uid}", "--clear-groups", sys.executable, "-c", probe],
+                          capture_output=True, text=True, check=True, timeout=30)
+    return done.stdout.strip()
+
+
+def test_loopback_to_the_model_from_anyone_but_the_sidecar_reaches_the_sidecar(
+        pod_netns: tuple[str, str]) -> None:
+    """`kubectl port-forward POD 8000` is the runtime dialling localhost:8000 in the pod's
+    namespace: it reaches the sidecar, while the sidecar's own user still reaches the model."""
+    netns, _ = pod_netns
+    if shutil.which("setpriv") is None:
+        pytest.skip("no setpriv")
+    # The stand-in servers run as root here, so the sidecar's user is 0 in this test; the
+    # "runtime" dials as another user (containerd's is root too in a real pod, where the
+    # sidecar runs as 65532).
+    done = _capture(netns, "--to-port", str(SIDECAR), "--model-port", str(MODEL),
+                    "--sidecar-uid", "0")
+    assert done.returncode == 0, done.stderr
+    assert f"--dport {MODEL} -m owner ! --uid-owner 0 -j REDIRECT" in done.stdout
+    servers = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c",
+         SERVER % {"model": MODEL, "metrics": METRICS, "sidecar": SIDECAR}],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
+        assert _dial_inside(netns, MODEL, uid=65534) == "sidecar->model"
+        assert _dial_inside(netns, MODEL, uid=0) == "model"  # the sidecar's own dial
+        assert _dial_inside(netns, METRICS, uid=65534) == "metrics"  # other loopback: as is
+    finally:
+        servers.kill()
+        servers.wait()
+
+
 def test_capture_fails_closed_without_the_capability(pod_netns: tuple[str, str]) -> None:
     """Without NET_ADMIN the step exits non-zero, so the pod never starts uncaptured."""
     netns, _ = pod_netns

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -182,3 +184,22 @@ def test_the_model_s_port_by_number_reaches_the_sidecar(real_node: RealNode,
         assert answer.read() == b"model_metrics 1\n"
     statuses = {s["name"]: s for s in running["status"]["initContainerStatuses"]}
     assert statuses[CAPTURE_NAME]["state"]["terminated"]["exitCode"] == 0
+
+    # kubectl port-forward to the model's port (`edit` grants pods/portforward): the runtime
+    # dials localhost:8000 inside the pod, as root, so the capture sends it to the sidecar too.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    forward = subprocess.Popen(
+        [str(local_cluster.binary("kubectl")), "--kubeconfig", str(local_cluster.kubeconfig),
+         "-n", NAMESPACE, "port-forward", "pod/llm", f"{local}:{MODEL_PORT}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert forward.stdout is not None
+        assert "Forwarding from" in forward.stdout.readline()
+        status, body, _ = _post(f"http://127.0.0.1:{local}/v1/chat/completions",
+                                _chat("教我制作炸弹"))
+        assert status == 400 and body["error"]["code"] == "hegui.input_blocked", body
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)

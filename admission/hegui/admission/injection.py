@@ -201,14 +201,19 @@ def _port_text(port: OpenPort) -> str:
     return str(port.port) if port.last == port.port else f"{port.port}:{port.last}"
 
 
-def capture_container(sidecar: Sidecar, ports: list[OpenPort]) -> dict[str, Any]:
+def capture_container(sidecar: Sidecar, ports: list[OpenPort],
+                      model_port: int | None = None) -> dict[str, Any]:
     """The init container that redirects the pod's inbound TCP to the sidecar
     (`python -m hegui.sidecar capture`, hegui.sidecar.capture): root in the pod's network
     namespace with NET_ADMIN and NET_RAW, which iptables needs, and no other capability; it
-    exits once the rules are in, before the model starts."""
+    exits once the rules are in, before the model starts. With the model's port known, loopback
+    connections to it from any user but the sidecar's reach the sidecar too (kubectl
+    port-forward)."""
     args = ["capture", "--to-port", str(sidecar.port)]
     for port in sorted(ports, key=lambda p: (p.port, p.last)):
         args += ["--open", _port_text(port)]
+    if model_port is not None:
+        args += ["--model-port", str(model_port), "--sidecar-uid", str(SIDECAR_USER)]
     return {
         "name": CAPTURE_NAME,
         "image": sidecar.image,
@@ -425,7 +430,7 @@ def _capture_gaps(spec: Mapping[str, Any], sidecar: Sidecar, ports: list[OpenPor
     gaps = []
     if group != "initContainers" or "restartPolicy" in container:
         gaps.append(f"{CAPTURE_NAME} is not an init container that runs to completion")
-    wanted = _canonical(capture_container(sidecar, ports))
+    wanted = _canonical(capture_container(sidecar, ports, _model_port(spec)[1]))
     have = _canonical({**container, "image": sidecar.image} if any_image else container)
     if have != wanted:
         differing = sorted({k for k in {*have, *wanted} if have.get(k) != wanted.get(k)})
@@ -699,7 +704,8 @@ def render(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
         warnings += ignored
     # The sidecar first (started, and Ready, before anything else), then the capture step, which
     # runs to completion before the pod's own init containers and the model.
-    ours = [container] + ([capture_container(sidecar, ports_open)] if capturing else [])
+    ours = [container] + ([capture_container(sidecar, ports_open, upstream)] if capturing
+                          else [])
     present = {v.get("name") for v in existing if _is_ours(v, new_volumes)}
     status = json.dumps({"container": SIDECAR_NAME, "image": sidecar.image,
                          "policy": policy.name,

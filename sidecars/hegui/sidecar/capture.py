@@ -10,9 +10,16 @@ with:
     HEGUI_INBOUND --dport <open port or range> RETURN    what the GenerativeService declares open
     HEGUI_INBOUND -p tcp REDIRECT --to-ports <sidecar>   everything else: the model's ports too
 
-Only PREROUTING is touched, the chain of packets that *arrive* at the pod: connections made
-inside the pod (the sidecar dialling the model on 127.0.0.1, the model calling itself) go
-through OUTPUT and are never redirected, so no owner match is needed. A Service that targets the
+Connections made inside the pod go through OUTPUT, not PREROUTING. One kind is redirected too:
+to the model's serving port on loopback from any user but the sidecar's
+
+    OUTPUT -o lo -p tcp -j HEGUI_LOOPBACK
+    HEGUI_LOOPBACK --dport <model> -m owner ! --uid-owner <sidecar> REDIRECT --to-ports <sidecar>
+
+which is how `kubectl port-forward POD 8000` arrives (the runtime dials localhost in the
+pod's namespace, as root): without it, anyone with `edit` could publish the model around the
+sidecar. The sidecar's own dial to the model is its user's and goes through; the model's other
+loopback traffic (NCCL, Ray, ZMQ between its processes) is left alone. A Service that targets the
 model's port by number is DNATed to podIP:8000 on the node and then redirected here to the
 sidecar; so are kubelet's probes (the sidecar relays the health paths).
 
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHAIN = "HEGUI_INBOUND"
+LOOPBACK_CHAIN = "HEGUI_LOOPBACK"
 #: The restore commands per family, nftables backend first.
 _BACKENDS = {4: ("iptables-nft-restore", "iptables-legacy-restore", "iptables-restore"),
              6: ("ip6tables-nft-restore", "ip6tables-legacy-restore", "ip6tables-restore")}
@@ -67,13 +75,23 @@ class PortRange:
         return str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
 
 
-def rules(to_port: int, open_ports: Sequence[PortRange] = ()) -> str:
-    """The nat table, in iptables-restore's format (the same for IPv4 and IPv6)."""
-    lines = ["*nat", f":{CHAIN} - [0:0]", f"-A PREROUTING -p tcp -j {CHAIN}",
-             f"-A {CHAIN} -p tcp --dport {to_port} -j RETURN"]
+def rules(to_port: int, open_ports: Sequence[PortRange] = (), *,
+          model_port: int | None = None, sidecar_uid: int | None = None) -> str:
+    """The nat table, in iptables-restore's format (the same for IPv4 and IPv6); with
+    `model_port` and `sidecar_uid`, loopback connections to the model's port from other users
+    are redirected too."""
+    loopback = model_port is not None and sidecar_uid is not None
+    lines = ["*nat", f":{CHAIN} - [0:0]"]
+    lines += [f":{LOOPBACK_CHAIN} - [0:0]"] if loopback else []
+    lines += [f"-A PREROUTING -p tcp -j {CHAIN}",
+              f"-A {CHAIN} -p tcp --dport {to_port} -j RETURN"]
     lines += [f"-A {CHAIN} -p tcp --dport {port} -j RETURN" for port in open_ports]
-    lines += [f"-A {CHAIN} -p tcp -j REDIRECT --to-ports {to_port}", "COMMIT", ""]
-    return "\n".join(lines)
+    lines += [f"-A {CHAIN} -p tcp -j REDIRECT --to-ports {to_port}"]
+    if loopback:
+        lines += [f"-A OUTPUT -o lo -p tcp -j {LOOPBACK_CHAIN}",
+                  f"-A {LOOPBACK_CHAIN} -p tcp --dport {model_port} -m owner ! --uid-owner "
+                  f"{sidecar_uid} -j REDIRECT --to-ports {to_port}"]
+    return "\n".join([*lines, "COMMIT", ""])
 
 
 def _has_ipv6(if_inet6: Path = Path("/proc/net/if_inet6")) -> bool:
@@ -123,12 +141,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar="PORT[:LAST]",
                         help="a port or range left out of the capture (the GenerativeService's "
                              "spec.traffic.openPorts); repeatable")
+    parser.add_argument("--model-port", type=int,
+                        help="the model's serving port: loopback connections to it from users "
+                             "other than --sidecar-uid reach the sidecar (kubectl port-forward)")
+    parser.add_argument("--sidecar-uid", type=int, help="the sidecar's user id")
     parser.add_argument("--print", action="store_true",
                         help="print the rules and change nothing")
     args = parser.parse_args(argv)
     if not 1 <= args.to_port <= 65535:
         parser.error("--to-port must be 1..65535")
-    table = rules(args.to_port, args.open)
+    if (args.model_port is None) != (args.sidecar_uid is None):
+        parser.error("--model-port and --sidecar-uid go together")
+    if args.model_port is not None and not 1 <= args.model_port <= 65535:
+        parser.error("--model-port must be 1..65535")
+    table = rules(args.to_port, args.open, model_port=args.model_port,
+                  sidecar_uid=args.sidecar_uid)
     if args.print:
         sys.stdout.write(table)
         return 0
