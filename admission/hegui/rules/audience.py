@@ -10,23 +10,23 @@ from collections.abc import Iterator
 from hegui.api.articles import Rule
 from hegui.rules.base import (
     CelTwin,
+    RequiredSection,
     RuleDefinition,
     ServiceContext,
     Violation,
-    cel_prefix,
-    required_by,
-    service_location,
 )
 
 FIX = ("declare spec.audience: intendedUsers, uses, publishedAt (where users read them) and "
        "minors (allowed, and their dailyLimit if they are)")
 
 
+SECTION = RequiredSection(
+    Rule.AUDIENCE, "audience", "the intended users, occasions and uses (适用人群、场合、用途) and "
+    "whether minors may use the service are not declared", FIX)
+
+
 def check(ctx: ServiceContext) -> Iterator[Violation]:
-    if ctx.service.spec.audience is None and (by := required_by(ctx, Rule.AUDIENCE)):
-        yield (service_location(ctx.key, "spec.audience"),
-               "the intended users, occasions and uses (适用人群、场合、用途) and whether minors "
-               f"may use the service are not declared; {by}", FIX)
+    yield from SECTION.absent(ctx, ctx.service.spec.audience)
 
 
 RULE = RuleDefinition(
@@ -38,10 +38,5 @@ RULE = RuleDefinition(
                 "spec.audience (also a ValidatingAdmissionPolicy); the CRD requires a daily "
                 "limit wherever minors are allowed; the dossier reports it",
     service_check=check,
-    cel=CelTwin(({
-        "expression": "!variables.selected || has(params.spec.audience)",
-        "messageExpression": cel_prefix(Rule.AUDIENCE, "spec.audience") + " + 'the intended "
-                             "users, occasions and uses (适用人群、场合、用途) are not declared; "
-                             "a CompliancePolicy requires them. Fix: declare spec.audience'",
-    },)),
+    cel=CelTwin((SECTION.cel(),)),
 )

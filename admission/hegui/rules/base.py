@@ -127,3 +127,31 @@ def cel_prefix(rule: Rule, path: str) -> str:
     it."""
     return (f"'[{rule.value}, {rule.article}] GenerativeService ' + params.metadata.namespace "
             f"+ '/' + params.metadata.name + ' {path}: '")
+
+
+@dataclass(frozen=True)
+class RequiredSection:
+    """A section of the posture (`spec.<field>`) an opt-in rule asks for (`Rule.opt_in`): a
+    CompliancePolicy that names the rule requires it of every service. One declaration gives
+    the finding and its CEL twin, which say the same."""
+
+    rule: Rule
+    field: str  # camelCase, as in the CRD: "audience", "userAgreement"
+    missing: str  # what is not declared, e.g. "no complaint and report channel is declared"
+    fix: str
+
+    @property
+    def path(self) -> str:
+        return f"spec.{self.field}"
+
+    def absent(self, ctx: ServiceContext, value: object) -> Iterator[Violation]:
+        """The finding when `value` (the section) is absent and a policy names the rule."""
+        if value is None and (by := required_by(ctx, self.rule)):
+            yield (service_location(ctx.key, self.path), f"{self.missing}; {by}", self.fix)
+
+    def cel(self) -> dict[str, str]:
+        """The twin: the section is there wherever a policy binds the rule."""
+        text = (f"{self.missing}; a CompliancePolicy requires it. Fix: {self.fix}"
+                .replace("\\", "\\\\").replace("'", "\\'"))
+        return {"expression": f"!variables.selected || has(params.{self.path})",
+                "messageExpression": cel_prefix(self.rule, self.path) + f" + '{text}'"}

@@ -11,23 +11,23 @@ from collections.abc import Iterator
 from hegui.api.articles import Rule
 from hegui.rules.base import (
     CelTwin,
+    RequiredSection,
     RuleDefinition,
     ServiceContext,
     Violation,
-    cel_prefix,
-    required_by,
-    service_location,
 )
 
 FIX = ("declare spec.complaints: a url, email or phone, processUrl (the published process) and "
        "responseDeadline, e.g. 72h")
 
 
+SECTION = RequiredSection(
+    Rule.COMPLAINTS, "complaints", "no complaint and report channel (投诉、举报入口) with a "
+    "published process and response deadline is declared", FIX)
+
+
 def check(ctx: ServiceContext) -> Iterator[Violation]:
-    if ctx.service.spec.complaints is None and (by := required_by(ctx, Rule.COMPLAINTS)):
-        yield (service_location(ctx.key, "spec.complaints"),
-               "no complaint and report channel (投诉、举报入口) with a published process and "
-               f"response deadline is declared; {by}", FIX)
+    yield from SECTION.absent(ctx, ctx.service.spec.complaints)
 
 
 RULE = RuleDefinition(
@@ -40,10 +40,5 @@ RULE = RuleDefinition(
                 "channel, the process and the deadline; the sidecar records complaints and "
                 "`hegui complaints list` shows overdue ones",
     service_check=check,
-    cel=CelTwin(({
-        "expression": "!variables.selected || has(params.spec.complaints)",
-        "messageExpression": cel_prefix(Rule.COMPLAINTS, "spec.complaints") + " + 'no "
-                             "complaint and report channel (投诉、举报入口) is declared; a "
-                             "CompliancePolicy requires it. Fix: declare spec.complaints'",
-    },)),
+    cel=CelTwin((SECTION.cel(),)),
 )

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from hegui.api.articles import Rule
 from hegui.rules.base import (
     CelTwin,
+    RequiredSection,
     RuleDefinition,
     ServiceContext,
     Violation,
     cel_prefix,
-    required_by,
     service_location,
 )
 
@@ -35,13 +35,15 @@ def _store_lock(ctx: ServiceContext) -> tuple[int, str] | None:
     return max(stores, key=lambda s: (s[0], s[1])) if stores else None
 
 
+SECTION = RequiredSection(
+    Rule.DATA_PROTECTION, "dataProtection", "no protection of users' inputs and usage records "
+    "(retention, pseudonymisation, individuals' requests) is declared", FIX)
+
+
 def check(ctx: ServiceContext) -> Iterator[Violation]:
     key, protection = ctx.key, ctx.service.spec.data_protection
     if protection is None:
-        if by := required_by(ctx, Rule.DATA_PROTECTION):
-            yield (service_location(key, "spec.dataProtection"),
-                   "no protection of users' inputs and usage records (retention, "
-                   f"pseudonymisation, individuals' requests) is declared; {by}", FIX)
+        yield from SECTION.absent(ctx, protection)
         return
     if protection.retention_days == 0:
         return  # nothing is kept
@@ -74,10 +76,7 @@ RULE = RuleDefinition(
                 "the rule; the sidecar and the evidence store apply it",
     service_check=check,
     cel=CelTwin((
-        {"expression": "!variables.selected || has(params.spec.dataProtection)",
-         "messageExpression": cel_prefix(Rule.DATA_PROTECTION, "spec.dataProtection") + " + 'no "
-                              "protection of users inputs and usage records is declared; a "
-                              "CompliancePolicy requires it. Fix: declare spec.dataProtection'"},
+        SECTION.cel(),
         {"expression": "!variables.selected || !has(params.spec.dataProtection) || "
                        "params.spec.dataProtection.retentionDays == 0 || "
                        "!has(params.spec.dataProtection.pseudonymise) || "

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from hegui.api.articles import Rule
 from hegui.rules.base import (
     CelTwin,
+    RequiredSection,
     RuleDefinition,
     ServiceContext,
     Violation,
     cel_prefix,
-    required_by,
     service_location,
 )
 
@@ -24,12 +24,14 @@ FIX = ("declare spec.training: dataSources with their kind, licence and personal
        "basis, and baseModels with a licence or serviceFilingNumber")
 
 
+SECTION = RequiredSection(Rule.TRAINING, "training",
+                          "no training data sources or base models are declared", FIX)
+
+
 def check(ctx: ServiceContext) -> Iterator[Violation]:
     key, training = ctx.key, ctx.service.spec.training
     if training is None:
-        if by := required_by(ctx, Rule.TRAINING):
-            yield (service_location(key, "spec.training"),
-                   "no training data sources or base models are declared; " + by, FIX)
+        yield from SECTION.absent(ctx, training)
         return
     unsourced = [m.name for m in training.base_models
                  if m.licence is None and m.service_filing_number is None]
@@ -53,10 +55,7 @@ RULE = RuleDefinition(
                 "reports it",
     service_check=check,
     cel=CelTwin((
-        {"expression": "!variables.selected || has(params.spec.training)",
-         "messageExpression": cel_prefix(Rule.TRAINING, "spec.training") + " + 'no training "
-                              "data sources or base models are declared; a CompliancePolicy "
-                              "requires them. Fix: declare spec.training'"},
+        SECTION.cel(),
         {"expression": "!variables.selected || !has(params.spec.training) || "
                        "!has(params.spec.training.baseModels) || "
                        "params.spec.training.baseModels.all(m, has(m.licence) || "

@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from hegui.api.articles import Rule
 from hegui.rules.base import (
     CelTwin,
+    RequiredSection,
     RuleDefinition,
     ServiceContext,
     Violation,
-    cel_prefix,
-    required_by,
     service_location,
 )
 
@@ -22,12 +21,15 @@ FIX = ("declare spec.userAgreement: url (where it is published), version and eff
        "day that version took effect")
 
 
+SECTION = RequiredSection(
+    Rule.USER_AGREEMENT, "userAgreement",
+    "no service agreement (服务协议) with registered users is declared", FIX)
+
+
 def check(ctx: ServiceContext) -> Iterator[Violation]:
     key, agreement = ctx.key, ctx.service.spec.user_agreement
     if agreement is None:
-        if by := required_by(ctx, Rule.USER_AGREEMENT):
-            yield (service_location(key, "spec.userAgreement"),
-                   f"no service agreement (服务协议) with registered users is declared; {by}", FIX)
+        yield from SECTION.absent(ctx, agreement)
         return
     today = ctx.now.date()
     if agreement.effective_on > today:
@@ -49,10 +51,5 @@ RULE = RuleDefinition(
                 "effectiveOn is still to come is a finding (webhook and status); the dossier "
                 "reports it",
     service_check=check,
-    cel=CelTwin(({
-        "expression": "!variables.selected || has(params.spec.userAgreement)",
-        "messageExpression": cel_prefix(Rule.USER_AGREEMENT, "spec.userAgreement") + " + 'no "
-                             "service agreement (服务协议) with registered users is declared; a "
-                             "CompliancePolicy requires it. Fix: declare spec.userAgreement'",
-    },)),
+    cel=CelTwin((SECTION.cel(),)),
 )
