@@ -242,6 +242,9 @@ def test_any_pod_gets_a_patch_that_applies_or_a_named_conflict(
     pod: dict[str, Any] = {"metadata": {"name": "p", "labels": {"app": "chat"}}, "spec": spec}
     if annotated:
         pod["metadata"]["annotations"] = {STATUS_ANNOTATION: "{}"}
+    # As the apiserver sends it: a tree. The strategies hand the same `resources` object to
+    # several containers, and a patch applied in place to one would change the others.
+    pod = json.loads(json.dumps(pod))
     try:
         patch = inject(pod, POLICY, "chat").patch
     except InjectionConflict as conflict:
