@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,21 @@ def _capture(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=Path(__file__).parent)
 
 
+@contextmanager
+def _servers(netns: str) -> Iterator[None]:
+    """The stand-in model, metrics and sidecar servers in the namespace, every port listening."""
+    servers = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c",
+         SERVER % {"model": MODEL, "metrics": METRICS, "sidecar": SIDECAR}],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        servers.kill()
+        servers.wait()
+
+
 def _dial(address: str, port: int) -> str:
     with socket.create_connection((address, port), timeout=5) as connection:
         return connection.recv(128).decode()
@@ -101,12 +117,7 @@ def test_inbound_tcp_reaches_the_sidecar_except_declared_ports(
     done = _capture(netns, "--to-port", str(SIDECAR), "--open", str(METRICS))
     assert done.returncode == 0, done.stderr
     assert f"--dport {METRICS} -j RETURN" in done.stdout  # the log shows what was installed
-    servers = subprocess.Popen(
-        ["ip", "netns", "exec", netns, sys.executable, "-c",
-         SERVER % {"model": MODEL, "metrics": METRICS, "sidecar": SIDECAR}],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
+    with _servers(netns):
         # The model's port by number (a Service's targetPort: 8000 after DNAT): the sidecar,
         # which reached the model on loopback without being redirected to itself.
         assert _dial(address, MODEL) == "sidecar->model"
@@ -120,9 +131,6 @@ def test_inbound_tcp_reaches_the_sidecar_except_declared_ports(
                                capture_output=True, text=True, check=True).stdout
         assert saved.count("-A PREROUTING") == 1
         assert _dial(address, MODEL) == "sidecar->model"
-    finally:
-        servers.kill()
-        servers.wait()
 
 
 def _dial_inside(netns: str, port: int, uid: int) -> str:
@@ -149,18 +157,10 @@ def test_loopback_to_the_model_from_anyone_but_the_sidecar_reaches_the_sidecar(
                     "--sidecar-uid", "0")
     assert done.returncode == 0, done.stderr
     assert f"--dport {MODEL} -m owner ! --uid-owner 0 -j REDIRECT" in done.stdout
-    servers = subprocess.Popen(
-        ["ip", "netns", "exec", netns, sys.executable, "-c",
-         SERVER % {"model": MODEL, "metrics": METRICS, "sidecar": SIDECAR}],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
+    with _servers(netns):
         assert _dial_inside(netns, MODEL, uid=65534) == "sidecar->model"
         assert _dial_inside(netns, MODEL, uid=0) == "model"  # the sidecar's own dial
         assert _dial_inside(netns, METRICS, uid=65534) == "metrics"  # other loopback: as is
-    finally:
-        servers.kill()
-        servers.wait()
 
 
 def test_capture_fails_closed_without_the_capability(pod_netns: tuple[str, str]) -> None:
