@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hegui.api.articles import Rule
-from hegui.api.generativeservice import ServiceConditionType
+from hegui.api.generativeservice import ServiceConditionType, TritonEndpoint
 from hegui.rules.base import Context, RuleDefinition, ServiceContext, Violation, service_location
 from hegui.rules.index import ComplianceIndex, ObjectKey
 
@@ -76,20 +76,20 @@ def sidecar_endpoints(index: ComplianceIndex, namespace: str,
                       services: Iterable[ObjectKey]) -> frozenset[str]:
     """The hosts the sidecars of `services` talk to: Triton (the policies' default and floor,
     the services' own) and the evidence store."""
+    tritons: list[TritonEndpoint | None] = []
     hosts: set[str] = set()
     effective = index.policy_for(namespace)
     for policy in effective.policies if effective else ():
         spec = policy.spec
-        floor = spec.moderation.triton_endpoints if spec.moderation else []
-        tritons = [spec.defaults.triton, *floor]
-        hosts.update(t.address.rsplit(":", 1)[0] for t in tritons if t is not None)
+        tritons += [spec.defaults.triton,
+                    *(spec.moderation.triton_endpoints if spec.moderation else [])]
         if spec.evidence is not None:
             hosts.add(urlsplit(spec.evidence.store.endpoint).hostname or "")
     for key in services:
         service = index.services.get(key)
-        moderation = service.spec.moderation if service else None
-        if moderation is not None and moderation.triton is not None:
-            hosts.add(moderation.triton.address.rsplit(":", 1)[0])
+        if service is not None and service.spec.moderation is not None:
+            tritons.append(service.spec.moderation.triton)
+    hosts.update(t.address.rsplit(":", 1)[0] for t in tritons if t is not None)
     return frozenset(h.lower() for h in hosts if h)
 
 
