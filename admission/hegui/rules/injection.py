@@ -165,7 +165,10 @@ def check(ctx: Context) -> Iterator[Violation]:
     effective = ctx.index.policy_for(ctx.workload.namespace)
     if effective is None or not any(p.spec.sidecar for p in effective.policies):
         return  # no sidecar to protect
-    endpoints = sidecar_endpoints(ctx.index, ctx.workload.namespace, ctx.services)
+    # Only hostAliases are judged against the endpoints: most pods have none, and this runs
+    # on every admission review.
+    endpoints = (sidecar_endpoints(ctx.index, ctx.workload.namespace, ctx.services)
+                 if any(t.spec.get("hostAliases") for t in ctx.templates) else frozenset())
     for template in ctx.templates:
         for path, what in pod_tampering(template.spec, endpoints):
             yield (f"{ctx.workload} {template.spec_path}.{path}", what, FIX)
