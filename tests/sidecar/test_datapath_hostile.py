@@ -31,50 +31,18 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hegui.sidecar.app import H2_PREFACE, Sidecar, serve
 from hegui.sidecar.config import SidecarConfig
-from hegui.sidecar.testing import FakeModel, LocalModerator, posture, sidecar_client
+from hegui.sidecar.testing import (
+    FakeModel,
+    LocalModerator,
+    exchange,
+    parse,
+    posture,
+    sidecar_client,
+)
+from hegui.sidecar.testing import http_request as request
 
 BAD = "教我制作炸弹"  # terrorismExtremism, Art.4(1)
 PHONE = "13812345678"
-
-
-async def exchange(host: str, port: int | None, data: bytes, *, wait: float = 10.0,
-                   pieces: list[bytes] | None = None, pause: float = 0.0) -> bytes:
-    """Bytes sent as they are (or `pieces`, `pause` seconds apart); all the answer until the
-    server closes."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        for piece in pieces or [data]:
-            writer.write(piece)
-            await writer.drain()
-            if pause:
-                await asyncio.sleep(pause)
-        return await asyncio.wait_for(reader.read(), wait)
-    finally:
-        writer.close()
-
-
-def request(method: str, target: str, body: bytes = b"", *headers: str) -> bytes:
-    head = [f"{method} {target} HTTP/1.1", "Host: sidecar", "Connection: close",
-            f"Content-Length: {len(body)}", "Content-Type: application/json", *headers]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    while head.startswith(b"HTTP/1.1 100"):  # an interim answer, then the real one
-        head, _, body = body.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    fields = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
-    if fields.get("transfer-encoding") == "chunked":
-        out = b""
-        while body:
-            size, _, body = body.partition(b"\r\n")
-            length = int(size.split(b";")[0] or b"0", 16)
-            if not length:
-                break
-            out, body = out + body[:length], body[length + 2:]
-        body = out
-    return int(lines[0].split()[1]), fields, body
 
 
 def chat(content: str, **extra: Any) -> bytes:

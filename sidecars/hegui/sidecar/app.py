@@ -5,8 +5,9 @@ table (`hegui.sidecar.routes`): an allow-list matched on the raw request target,
 only, methods per route, the upstream URL built from the route. Generation routes are moderated
 both ways as their API family (`hegui.sidecar.families`: OpenAI chat, completions, responses,
 Anthropic messages, TGI, Ollama, Triton, SageMaker, images), streamed or not (streams:
-`hegui.sidecar.streaming`); metadata and non-generative routes are relayed; anything else is
-refused with the path and the fix.
+`hegui.sidecar.streaming`); metadata routes are moderated both ways too, every text of what
+the client sends and of what the model server answers (`hegui.sidecar.metadata`), unlabeled;
+non-generative routes are relayed; anything else is refused with the path and the fix.
 
 - Input (Art.4, Art.14): a blocked input never reaches the model; the answer is a JSON error with
   a stable code (`hegui.input_blocked`), the category, the article and a reference id. Masked
@@ -45,6 +46,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hegui.api.generativeservice import Direction
@@ -59,6 +61,7 @@ from hegui.moderation.records import BATCHED as BATCHED_RECORDS
 from hegui.moderation.records import RecordLog, pseudonym
 from hegui.moderation.strikes import Level, StrikeBook
 from hegui.sidecar import identity as _identity
+from hegui.sidecar import metadata as meta
 from hegui.sidecar import streaming
 from hegui.sidecar.common import SLI as _SLI
 from hegui.sidecar.common import BadRequest, ModerationDown, error_body, error_response
@@ -163,6 +166,16 @@ def label_slots(answer: Any, slots: list[Slot], label: TextLabel, aigc: AigcLabe
     if isinstance(answer, dict):
         answer[AIGC_KEY] = aigc.to_dict()
     return answer
+
+
+def _answer(body: bytes, status: int, relayed: list[list[str]], extra: dict[str, str]
+            ) -> web.Response:
+    """A response with the model server's headers (as moderated) and the sidecar's."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in relayed:
+        headers.add(name, value)
+    headers.update(extra)
+    return web.Response(body=body, status=status, headers=headers)
 
 
 class _ThrottledError:
@@ -373,6 +386,8 @@ class Sidecar:
                                   headers=refused.headers)
         if match.route.kind is Kind.GENERATION:
             return await self.generation(match, request)
+        if match.route.kind is Kind.METADATA:
+            return await self.metadata(request, match)
         return await self.passthrough(request, match)
 
     async def generation(self, match: Match, request: web.Request) -> web.StreamResponse:
@@ -564,12 +579,17 @@ class Sidecar:
         finally:
             self.metrics.model_latency.labels(route).observe(time.perf_counter() - started)
 
-    async def _read_bounded(self, upstream: aiohttp.ClientResponse) -> bytes:
-        limit = self.config.max_response_bytes
+    async def _read_bounded(self, upstream: aiohttp.ClientResponse, limit: int | None = None,
+                            what: str = "") -> bytes:
+        limit = limit or self.config.max_response_bytes
         data = bytearray()
         try:
             async for chunk in upstream.content.iter_chunked(1 << 16):
                 data += chunk
+                if len(data) > limit and what:
+                    raise BadRequest("hegui.upstream_too_large",
+                                     f"the model server's {what} exceeds {limit} bytes, the "
+                                     "most the sidecar reads and moderates; not relayed", 502)
                 if len(data) > limit:
                     # The client asked for this much (max_tokens, n): its doing (Art.13).
                     raise BadRequest("hegui.upstream_too_large",
@@ -835,7 +855,8 @@ class Sidecar:
         return response
 
     async def passthrough(self, request: web.Request, match: Match) -> web.StreamResponse:
-        """Metadata and non-generative routes: relayed on the matched route's path."""
+        """Non-generative routes (embeddings, tokenize): relayed on the matched route's
+        path."""
         started = time.perf_counter()
         route = match.route.family
         status = 500
@@ -861,6 +882,157 @@ class Sidecar:
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    # --- metadata (hegui.sidecar.metadata) -----------------------------------------------------
+
+    async def metadata(self, request: web.Request, match: Match) -> web.StreamResponse:
+        """A metadata route, moderated both ways (Art.4, Art.14): the model server is the
+        application team's, and what it answers on `/v1/models/{model}` or `/api/show` reaches
+        its clients as surely as a chat answer does."""
+        started = time.perf_counter()
+        route = match.route.family
+        status = 500
+        try:
+            if notice := self.suspended:  # nothing reaches the model while suspended (Art.21)
+                status = 503
+                return self.suspended_response(notice)
+            response = await self._metadata(request, match)
+            status = response.status
+            return response
+        except ModerationDown as down:
+            status = 503
+            return error_response(
+                503, "hegui.moderation_unavailable",
+                f"content moderation is unavailable ({down}); the fail mode is Closed, so "
+                "nothing unmoderated is served", headers={"Retry-After": "5"})
+        except BadRequest as bad:
+            status = bad.status
+            return error_response(bad.status, bad.code, bad.message)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    async def _moderate_all(self, texts: list[str], direction: Direction
+                            ) -> list[Decision] | None:
+        """`moderate` in calls of at most MAX_TEXTS texts (a model card or a metrics page
+        carries more strings than one call should)."""
+        decisions: list[Decision] = []
+        for start in range(0, len(texts), MAX_TEXTS):
+            found = await self.moderate(texts[start:start + MAX_TEXTS], direction)
+            if found is None:
+                return None
+            decisions += found
+        return decisions
+
+    async def _masked_document(self, doc: meta.Document, decisions: list[Decision],
+                               direction: str, route: str, user: str | None,
+                               headers: dict[str, str]) -> bytes:
+        """The document rendered with what the decisions mask, recorded (Art.4(4), Art.11)."""
+        masked = meta.masks(doc.texts, decisions)
+        if masked:
+            headers[f"x-hegui-{direction}"] = "masked"
+            await self.record("mask", user=user, direction=direction, route=route,
+                              kinds=sorted({s.label for d in decisions for s in d.mask_spans}),
+                              article=next(d.article for d in decisions if d.mask_spans))
+        # Always the decoded value re-encoded, never the raw bytes: what was moderated is what
+        # is sent (a duplicate JSON key read otherwise by another parser carries nothing).
+        return doc.render(masked)
+
+    async def _metadata(self, request: web.Request, match: Match) -> web.StreamResponse:
+        route = match.route.family
+        user = self.identity_of(request).user
+        moderation = self.config.moderation
+        headers: dict[str, str] = {}
+        try:
+            data = await request.read() if request.can_read_body else b""
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest("hegui.body_too_large", "the request body is too large",
+                             413) from None
+        # Input (Art.4, Art.14): the path's parameters, the query, the headers, any body.
+        params = [[name, value] for name, value in match.params.items()]
+        slots = [Slot(pair, 1, "path") for pair in params]
+        pairs: list[list[str]] = []
+        if match.query:
+            pairs, in_query = query_slots(match.query)
+            slots += in_query
+        sent_headers = forwarded_headers(request.headers)
+        slots += header_slots(sent_headers)
+        body = None
+        if data:
+            try:
+                body = meta.document(data, request.content_type, request.charset)
+            except meta.NotModerable as bad:
+                raise BadRequest("hegui.invalid_request", f"the request body cannot be "
+                                 f"moderated: {bad}") from None
+        if moderation.input.enabled:
+            texts = [s.text for s in slots] + (body.texts if body is not None else [])
+            decisions = await self._moderate_all(texts, Direction.INPUT)
+            if decisions is None:
+                headers["x-hegui-moderation"] = "unavailable"
+                await self.record("unmoderated", user=user, direction="input", route=route,
+                                  article="Art.14",
+                                  reason="moderator unavailable, fail mode Open")
+            else:
+                blocked = [h for d in decisions for h in d.blocking]
+                if blocked:  # Art.14: the model never sees it
+                    categories, reference = await self._record_block(blocked, "input", route,
+                                                                     user)
+                    await self.strike(user, reference)
+                    return error_response(
+                        400, "hegui.input_blocked", "the request was refused by content "
+                        "moderation", article=blocked[0].article, direction="input",
+                        categories=categories, reference=reference)
+                await self._apply_masks(slots, decisions[:len(slots)], "input", route, user,
+                                        headers)
+                if body is not None:
+                    data = await self._masked_document(body, decisions[len(slots):], "input",
+                                                       route, user, headers)
+        match = dataclasses.replace(match, params=dict((k, v) for k, v in params), query=(
+            urlencode([(k, v) for k, v in pairs], quote_via=quote) if match.query else ""))
+        upstream = await self._open_upstream(route, request, data or None, match, sent_headers)
+        try:
+            raw = await self._read_bounded(upstream, meta.MAX_METADATA_BYTES,
+                                           "metadata answer")
+            mime, charset = upstream.content_type, upstream.charset
+            answer_headers = [[k, v] for k, v in upstream.headers.items()
+                              if k.lower() not in _HOP_BY_HOP]
+        finally:
+            upstream.release()
+        status = upstream.status
+        if not moderation.output.enabled:
+            return _answer(raw, status, answer_headers, headers)
+        # Output: the answer's headers and its texts. Not labeled: Art.12 labels generated
+        # content, and a model list, a health answer or a metrics page is not.
+        slots = [Slot(pair, 1, "header") for pair in answer_headers if pair[1]]
+        doc = None
+        if raw:
+            try:
+                doc = meta.document(raw, mime, charset,
+                                        exposition=match.route.upstream == "/metrics")
+            except meta.NotModerable as bad:
+                raise BadRequest("hegui.upstream_malformed", f"the model server's answer on "
+                                 f"{match.route.pattern} cannot be moderated ({bad}); not "
+                                 "relayed", 502) from None
+        texts = [s.text for s in slots] + (doc.texts if doc is not None else [])
+        decisions = await self._moderate_all(texts, Direction.OUTPUT)
+        if decisions is None:
+            headers["x-hegui-moderation"] = "unavailable"
+            await self.record("unmoderated", user=user, direction="output", route=route,
+                              article="Art.14", reason="moderator unavailable, fail mode Open")
+            return _answer(raw, status, answer_headers, headers)
+        blocked = [h for d in decisions for h in d.blocking]
+        if blocked:
+            categories, reference = await self._record_block(blocked, "output", route, user)
+            return error_response(
+                status if status >= 400 else 451, "hegui.output_blocked",
+                f"the model server's answer on {match.route.pattern} was withheld by content "
+                "moderation", article=blocked[0].article, direction="output",
+                categories=categories, reference=reference)
+        await self._apply_masks(slots, decisions[:len(slots)], "output", route, user, headers)
+        if doc is not None:
+            raw = await self._masked_document(doc, decisions[len(slots):], "output", route,
+                                              user, headers)
+        return _answer(raw, status, answer_headers, headers)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(self.metrics.registry))

@@ -14,9 +14,10 @@ Every request is matched here before anything reaches the model:
 4. The upstream URL is built from the matched route (its upstream path, the captured
    parameters re-quoted), never from the raw path.
 
-Routes are moderated generation (a family in `hegui.sidecar.families`), harmless metadata
-(model lists, health, the model server's own metrics), or non-generative (embeddings,
-tokenize). A GenerativeService may declare more generation routes
+Routes are moderated generation (a family in `hegui.sidecar.families`), metadata (model
+lists, health, the model server's own metrics: moderated both ways too, since the model server
+can write anything there, `hegui.sidecar.metadata`), or non-generative (embeddings, tokenize).
+A GenerativeService may declare more generation routes
 (`spec.moderation.routes`: path and family), a CompliancePolicy for all its services
 (`spec.defaults.routes`, merged in by the operator); neither can declare unmoderated ones.
 """
@@ -34,7 +35,9 @@ from hegui.sidecar.families import FAMILIES
 
 class Kind(StrEnum):
     GENERATION = "generation"  # moderated both ways
-    METADATA = "metadata"  # relayed: model lists, health, the model server's metrics
+    # Model lists, health, the model server's metrics: moderated both ways, not labeled
+    # (hegui.sidecar.metadata): the model server is the application team's to write.
+    METADATA = "metadata"
     NON_GENERATIVE = "nonGenerative"  # relayed: embeddings, tokenize (no text is generated)
 
 
@@ -123,7 +126,7 @@ BUILTIN: tuple[Route, ...] = (
     # --- non-generative: no text is generated, relayed ---------------------------------------
     *_routes(N, "embeddings", ["/v1/embeddings", "/api/embed", "/api/embeddings"]),
     *_routes(N, "tokenize", ["/tokenize"]),
-    # --- harmless metadata, relayed ----------------------------------------------------------
+    # --- metadata, moderated both ways (hegui.sidecar.metadata) --------------------------------
     *_routes(M, "metadata", ["/v1/models", "/v1/models/{model}", "/health", "/ping", "/version",
                              "/info", "/api/tags", "/api/version", "/api/ps", "/v2",
                              "/v2/health/live", "/v2/health/ready", _TRITON, _TRITON_V,

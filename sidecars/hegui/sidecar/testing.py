@@ -75,6 +75,48 @@ def prompt_of(body: dict[str, Any]) -> str:
     return ""
 
 
+# --- raw HTTP, for the red-team tests (tests/sidecar/test_datapath_*.py) ------------------------
+
+async def exchange(host: str, port: int | None, data: bytes, *, wait: float = 10.0,
+                   pieces: list[bytes] | None = None, pause: float = 0.0) -> bytes:
+    """Bytes sent as they are (or `pieces`, `pause` seconds apart); all the answer until the
+    server closes."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for piece in pieces or [data]:
+            writer.write(piece)
+            await writer.drain()
+            if pause:
+                await asyncio.sleep(pause)
+        return await asyncio.wait_for(reader.read(), wait)
+    finally:
+        writer.close()
+
+
+def http_request(method: str, target: str, body: bytes = b"", *headers: str) -> bytes:
+    head = [f"{method} {target} HTTP/1.1", "Host: sidecar", "Connection: close",
+            f"Content-Length: {len(body)}", "Content-Type: application/json", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 100"):  # an interim answer, then the real one
+        head, _, body = body.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+    if fields.get("transfer-encoding") == "chunked":
+        out = b""
+        while body:
+            size, _, body = body.partition(b"\r\n")
+            length = int(size.split(b";")[0] or b"0", 16)
+            if not length:
+                break
+            out, body = out + body[:length], body[length + 2:]
+        body = out
+    return int(lines[0].split()[1]), fields, body
+
+
 @dataclass
 class FakeModel:
     """An OpenAI-compatible model server. The answer is the last user message after `say:`
