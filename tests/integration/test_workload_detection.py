@@ -46,7 +46,8 @@ def _crd(group: str, version: str, kind: str, plural: str) -> dict[str, Any]:
 
 KSERVE_CRDS = [_crd("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices"),
                _crd("serving.kserve.io", "v1alpha1", "LLMInferenceService",
-                    "llminferenceservices")]
+                    "llminferenceservices"),
+               _crd("ray.io", "v1", "RayService", "rayservices")]
 
 
 def _apply(cluster: LocalCluster, *objects: dict[str, Any], extra: tuple[str, ...] = (),
@@ -95,7 +96,7 @@ def webhook(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
                           str(_CHECKOUT / "crds"))
     _apply(local_cluster, *KSERVE_CRDS)
     for crd in ("compliancepolicies.hegui.io", "inferenceservices.serving.kserve.io",
-                "llminferenceservices.serving.kserve.io"):
+                "llminferenceservices.serving.kserve.io", "rayservices.ray.io"):
         local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                               f"crd/{crd}")
     hook = Webhook(local_cluster, tmp_path_factory.mktemp("detection-webhook"))
@@ -222,6 +223,27 @@ def test_a_kserve_resource_is_refused_when_applied(
                "metadata": {"name": "iris", "namespace": namespace},
                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}}}
     _apply(local_cluster, sklearn)  # a CPU predictor is not a generative service
+
+
+def test_a_rayservice_s_cpu_head_must_be_covered_too(
+        local_cluster: LocalCluster, webhook: Webhook, namespace: str) -> None:
+    """Ray Serve takes requests on the head (no GPU) and hands them to the GPU workers over
+    Ray's transport: the refusal names the head as well, so the person applying the RayService
+    learns that its entry needs a posture and a sidecar (Art.14, Art.17)."""
+    ray = {"apiVersion": "ray.io/v1", "kind": "RayService",
+           "metadata": {"name": "llama", "namespace": namespace},
+           "spec": {"rayClusterConfig": {
+               "headGroupSpec": {"template": {"spec": {"containers": [{
+                   "name": "ray-head", "image": "example.invalid/ray:2.33",
+                   "ports": [{"containerPort": 8000, "name": "serve"}]}]}}},
+               "workerGroupSpecs": [{"groupName": "gpu", "template": {"spec": {"containers": [{
+                   "name": "llm", "image": "example.invalid/ray:2.33",
+                   "resources": {"limits": {"nvidia.com/gpu": "2"}}}]}}}]}}}
+    refused = _apply(local_cluster, ray, check=False)
+    assert refused.returncode != 0 and "[coverage, Art.17]" in refused.stderr
+    assert "spec.rayClusterConfig.headGroupSpec.template" in refused.stderr, refused.stderr
+    assert "serving entry of a RayService" in refused.stderr, refused.stderr
+    assert "spec.rayClusterConfig.workerGroupSpecs[0].template" in refused.stderr
 
 
 def test_a_training_job_is_kept_out_by_the_policy_scope(

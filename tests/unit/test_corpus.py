@@ -121,6 +121,9 @@ def _injected_pods(obj: Mapping[str, Any], policy: CompliancePolicy,
     for template in workloads.pod_templates(obj, detection):
         if not workloads.generative_evidence(template, detection=detection):
             continue
+        if obj.get("kind") in ("RayService", "RayCluster"):  # KubeRay labels its pods by role
+            extra = {"ray.io/node-type": "head" if ".headGroupSpec." in template.spec_path
+                     else "worker"}
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": "p", "labels": {**template.labels, **extra}},
                "spec": dict(template.spec)}
@@ -265,8 +268,8 @@ def test_the_corpus_is_large_and_mixed_enough_to_mean_something() -> None:
     assert (result.true_positives, result.false_positives, result.false_negatives) == (36, 1, 0)
     # Every serving port a Service reaches goes through the sidecar (fronted, or refused when
     # it speaks gRPC); with the port-name takeover alone only those targeted by name do.
-    assert (result.serving_fronted, result.serving_refused, result.serving_ports) == (14, 1, 15)
-    assert result.serving_fronted_by_name == 9
+    assert (result.serving_fronted, result.serving_refused, result.serving_ports) == (15, 1, 16)
+    assert result.serving_fronted_by_name == 10
 
 
 if __name__ == "__main__":

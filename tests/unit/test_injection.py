@@ -288,6 +288,45 @@ def test_an_unsafe_pod_is_refused_when_injection_is_enforced_and_admitted_with_a
     assert any("hostNetwork" in w for w in admitted.warnings)
 
 
+def _ray_head(**labels: str) -> dict[str, Any]:
+    """A head pod as KubeRay makes it from the sample RayService: CPU only, Serve on `serve`."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ai", "labels": labels},
+            "spec": {"containers": [{
+                "name": "ray-head", "image": "rayproject/ray-ml:2.33.0",
+                "ports": [{"containerPort": 6379, "name": "gcs-server"},
+                          {"containerPort": 8265, "name": "dashboard"},
+                          {"containerPort": 10001, "name": "client"},
+                          {"containerPort": 8000, "name": "serve"}]}]}}
+
+
+def test_a_ray_head_a_service_selects_is_fronted_on_its_serve_port() -> None:
+    """The head of a Ray cluster serving a model takes the requests (Ray Serve's proxy) and hands
+    them to the GPU workers over Ray's transport: the sidecar fronts `serve`, not the GCS port
+    listed first (Art.14)."""
+    mutated = _mutate([], _ray_head(**{"app": "chat", "ray.io/node-type": "head"}))
+    assert mutated.allowed and mutated.patch, mutated
+    pod = jsonpatch.apply_patch(_ray_head(**{"app": "chat", "ray.io/node-type": "head"}),
+                                mutated.patch)
+    [sidecar] = [c for c in pod["spec"]["initContainers"] if c["name"] == SIDECAR_NAME]
+    assert sidecar["ports"][0]["name"] == "serve"  # KubeRay's serve Service targets the name
+    assert sidecar["args"][sidecar["args"].index("--upstream") + 1] == "http://127.0.0.1:8000"
+    ports = {p["containerPort"]: p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert ports == {6379: "gcs-server", 8265: "dashboard", 10001: "client",
+                     8000: MODEL_PORT_NAME}
+    # GCS, dashboard and client are captured unless declared open, and the team is told so.
+    assert sum("is captured" in w for w in mutated.warnings) == 3, mutated.warnings
+    # A head whose template relabels it `worker` is still a node of its RayCluster.
+    relabelled = _ray_head(**{"app": "chat", "ray.io/node-type": "worker"})
+    relabelled["metadata"]["ownerReferences"] = [
+        {"apiVersion": "ray.io/v1", "kind": "RayCluster", "name": "llama", "uid": "u",
+         "controller": True}]
+    assert _mutate([], relabelled).patch
+    # A head no service selects, and a plain CPU pod a service selects, are left alone.
+    assert _mutate([], _ray_head(**{"ray.io/node-type": "head"})).patch is None
+    assert _mutate([], _ray_head(app="chat")).patch is None
+
+
 def test_the_secrets_the_posture_names_are_mounted_for_the_sidecar_alone() -> None:
     """Pseudonymised records need their key (Art.11) and an enabled watermark its key (Art.12):
     both come from the Secrets the GenerativeService names, projected read-only for the sidecar;

@@ -296,7 +296,9 @@ def _gpu_container(name: str = "model") -> dict[str, Any]:
     ({"apiVersion": "ray.io/v1", "kind": "RayService", "spec": {"rayClusterConfig": {
         "headGroupSpec": {"template": {"spec": {"containers": [{"name": "head"}]}}},
         "workerGroupSpecs": [{"template": {"spec": {"containers": [_gpu_container()]}}}]}}},
-     ["spec.rayClusterConfig.workerGroupSpecs[0].template.spec"]),
+     # The head asks for no GPU but is where Ray Serve takes requests (its entry).
+     ["spec.rayClusterConfig.headGroupSpec.template.spec",
+      "spec.rayClusterConfig.workerGroupSpecs[0].template.spec"]),
     ({"apiVersion": "apps.nvidia.com/v1alpha1", "kind": "NIMService", "spec": {
         "image": {"repository": "nvcr.io/nim/meta/llama3-8b-instruct"},
         "resources": {"limits": {"nvidia.com/gpu": 1}}}}, ["spec"]),
@@ -308,6 +310,34 @@ def _gpu_container(name: str = "model") -> dict[str, Any]:
 def test_serving_custom_resources_yield_their_pods(obj: dict[str, Any], paths: list[str]) -> None:
     found = [(t.spec_path, e) for t in pod_templates(obj) for e in generative_evidence(t)]
     assert sorted({path for path, _ in found}) == paths
+
+
+def test_a_ray_head_is_the_entry_only_of_a_cluster_that_runs_a_model() -> None:
+    """Ray Serve's HTTP proxy on the CPU head hands requests to the GPU workers over Ray's own
+    transport, which no sidecar sees: the head must be fronted (Art.14). A Ray cluster with no
+    model (CPU workers) has no entry to front."""
+    from hegui.rules.workloads import serving_entry
+
+    def cluster(worker: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "spec": {
+            "headGroupSpec": {"template": {"spec": {"containers": [{"name": "ray-head"}]}}},
+            "workerGroupSpecs": [{"template": {"spec": {"containers": [worker]}}}]}}
+
+    [head, _] = pod_templates(cluster(_gpu_container()))
+    [why] = generative_evidence(head)
+    assert head.spec_path == "spec.headGroupSpec.template.spec"
+    assert "serving entry of a RayCluster" in str(why)
+    assert not any(generative_evidence(t) for t in pod_templates(cluster({"name": "cpu"})))
+    def pod(labels: dict[str, str], *owners: str) -> dict[str, Any]:
+        return {"metadata": {"labels": labels, "ownerReferences": [
+            {"apiVersion": "ray.io/v1", "kind": kind, "name": "c", "uid": "u"}
+            for kind in owners]}}
+
+    assert serving_entry(pod({"ray.io/node-type": "head", "app": "chat"}))
+    # KubeRay keeps a label the template sets: a head relabelled `worker` is still its node.
+    assert serving_entry(pod({"ray.io/node-type": "worker"}, "RayCluster"))
+    assert not serving_entry(pod({"ray.io/node-type": "worker"}))
+    assert not serving_entry(pod({}, "ReplicaSet")) and not serving_entry({})
 
 
 def test_a_serving_kind_of_another_group_is_not_read() -> None:

@@ -345,8 +345,23 @@ def _canonical_env(entry: Any) -> Any:
     return entry
 
 
+#: Port names that mark the serving one among several: KubeRay names Ray Serve's HTTP port on
+#: the head `serve` (its serve Service targets that name), after gcs-server, dashboard, client.
+_SERVING_PORT_NAMES = frozenset({"serve"})
+
+
+def _serving_index(ports: list[Mapping[str, Any]]) -> int:
+    """Which of the model container's ports serves: one already renamed by injection, else one
+    named as serving ports are, else the first."""
+    for wanted in ({MODEL_PORT_NAME}, _SERVING_PORT_NAMES):
+        for i, port in enumerate(ports):
+            if port.get("name") in wanted:
+                return i
+    return 0
+
+
 def _model_port(spec: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, int | None]:
-    """The model container's serving port (its first declared one) and the number the sidecar
+    """The model container's serving port (`_serving_index`) and the number the sidecar
     forwards to: that port's, else the one its PORT variable or --port argument names."""
     try:
         _, model, _ = _model_container(spec)
@@ -354,7 +369,8 @@ def _model_port(spec: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, int 
         return None, None
     ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
     if ports:
-        return ports[0], int(ports[0].get("containerPort", 0)) or None
+        serving = ports[_serving_index(ports)]
+        return serving, int(serving.get("containerPort", 0)) or None
     return None, _declared_port(model)
 
 
@@ -532,9 +548,9 @@ def _check_open_ports(spec: Mapping[str, Any], sidecar: Sidecar, ports: list[Ope
                     "only ports that carry no generation (metrics, pod-to-pod)")
 
 
-def _port_warnings(spec: Mapping[str, Any], model_index: int, sidecar: Sidecar,
-                   ports: list[OpenPort]) -> list[str]:
-    """What becomes of the pod's ports other than the model's first: with capture they reach
+def _port_warnings(spec: Mapping[str, Any], model_index: int, serving_index: int,
+                   sidecar: Sidecar, ports: list[OpenPort]) -> list[str]:
+    """What becomes of the pod's ports other than the model's serving one: with capture they reach
     the sidecar unless declared open (say so, so that a metrics or NCCL port is declared, not
     found broken); a gRPC/h2c port is refused by the sidecar, which speaks HTTP/1.1."""
     warnings = []
@@ -542,7 +558,8 @@ def _port_warnings(spec: Mapping[str, Any], model_index: int, sidecar: Sidecar,
         if not isinstance(container, Mapping):
             continue
         for p_index, port in enumerate(container.get("ports") or []):
-            if not isinstance(port, Mapping) or (c_index, p_index) == (model_index, 0):
+            if not isinstance(port, Mapping) or (c_index, p_index) == (model_index,
+                                                                       serving_index):
                 continue
             number = int(port.get("containerPort", 0) or 0)
             if any(_covers(p, number) for p in ports):
@@ -561,11 +578,11 @@ def _port_warnings(spec: Mapping[str, Any], model_index: int, sidecar: Sidecar,
                 warnings.append(
                     f"[injection, Art.14] {what} speaks gRPC/h2c: its traffic is captured by "
                     "the sidecar, which moderates HTTP/1.1 only, so gRPC clients are refused. "
-                    "Fix: serve generation over HTTP on the model's first port")
+                    "Fix: serve generation over HTTP on the model's serving port")
             else:
                 warnings.append(
                     f"[injection, Art.14] {what} is captured: its traffic reaches the sidecar, "
-                    "which forwards to the model's first port. If it carries no generation "
+                    "which forwards to the model's serving port. If it carries no generation "
                     "(the model's metrics, NCCL, Ray, NIXL between pods), declare it in the "
                     "GenerativeService's spec.traffic.openPorts")
     return warnings
@@ -654,9 +671,10 @@ def render(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
                 f"{(model.get('ports') or [{}])[0].get('containerPort', '(none)')}. Fix: serve "
                 "the service's traffic from one container, or split the pod")
     ports = [p for p in model.get("ports") or [] if isinstance(p, Mapping)]
-    warnings += _port_warnings(spec, index, sidecar, ports_open)
+    at = _serving_index(ports)
+    warnings += _port_warnings(spec, index, at, sidecar, ports_open)
     # A pod copied from an injected one already has the model's port renamed and our volumes.
-    renamed = bool(ports) and ports[0].get("name") == MODEL_PORT_NAME
+    renamed = bool(ports) and ports[at].get("name") == MODEL_PORT_NAME
     taken = {str(p.get("name")) for c in spec.get("containers") or [] if isinstance(c, Mapping)
              for p in c.get("ports") or [] if isinstance(p, Mapping) and p.get("name")}
     if MODEL_PORT_NAME in taken and not renamed:
@@ -678,7 +696,7 @@ def render(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
     containers = list(spec["containers"])
     port_name, upstream = "hegui", _declared_port(model)
     if ports:
-        serving = ports[0]
+        serving = ports[at]
         upstream = int(serving.get("containerPort", 0)) or None
         if renamed:
             previous = declared[2].get("ports") if declared is not None else None
@@ -687,8 +705,9 @@ def render(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
         else:
             # The sidecar takes the serving port's name; the model keeps the port, renamed.
             port_name = str(serving.get("name") or "hegui")
-            containers[index] = {**model, "ports": [{**serving, "name": MODEL_PORT_NAME},
-                                                    *list(model["ports"])[1:]]}
+            renamed_ports = list(model["ports"])
+            renamed_ports[at] = {**serving, "name": MODEL_PORT_NAME}
+            containers[index] = {**model, "ports": renamed_ports}
     elif upstream is None or not capturing:
         warnings.append(
             f"[injection, Art.14] container {model.get('name')} declares no serving port"

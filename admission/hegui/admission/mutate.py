@@ -1,8 +1,9 @@
 """The mutating webhook's decision: inject the sidecar into pods of a covered service.
 
 Only Pods are mutated (never the workloads Git owns). A pod is injected when a CompliancePolicy
-enforces its namespace, the policy declares a sidecar, the pod runs a generative model and exactly
-one GenerativeService selects it, unless a current ComplianceException waives rule `injection`
+enforces its namespace, the policy declares a sidecar, the pod runs a generative model (or is a
+serving kind's entry, a Ray head, in front of pods that do) and exactly one GenerativeService
+selects it, unless a current ComplianceException waives rule `injection`
 for the pod's workload. A pod that cannot be patched safely is refused when the policy enforces
 the injection rule, and admitted unmodified with a warning otherwise; pods that slip through
 (webhook down, or created before hegui) are found by the operator with the same `sidecar_duty`.
@@ -44,8 +45,9 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
         return None
     [template] = workloads.pod_templates({**pod, "kind": "Pod"})
     if not workloads.generative_evidence(template, namespace, index.claim_classes,
-                                         effective.detection):
-        return None
+                                         effective.detection) \
+            and not workloads.serving_entry(pod, effective.detection):
+        return None  # a serving entry (a Ray head) counts only where a service selects it
     scoped, _ = effective.scoped(workloads.owner_kinds({**pod, "kind": "Pod"}), [template.labels])
     if scoped is None:
         return None  # outside the policies' workload scope (spec.workloads)

@@ -164,12 +164,27 @@ class ServingKind:
     #: The kind itself says it serves a generative model (e.g. KServe's LLMInferenceService,
     #: whose GPU may be only a DRA annotation the controller resolves).
     generative: bool = False
+    #: Templates (among `templates`) that are the serving entry whenever another template of
+    #: the object runs a model, though they ask for no GPU themselves; and how a pod the
+    #: controller made shows it may be one: a label it sets, or the kind that owns the pod
+    #: (see `serving_entry`).
+    entries: tuple[str, ...] = ()
+    entry_pod_labels: tuple[tuple[str, str], ...] = ()
+    entry_owners: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for path in (*self.templates, *self.pod_specs, *self.containers):
+        for path in (*self.templates, *self.pod_specs, *self.containers, *self.entries):
             if not _PATH.match(path):
                 raise ValueError(f"{self.kind}: bad path {path!r}")
 
+
+#: The label KubeRay puts on a Ray cluster's head pod (ray-operator/controllers/ray/utils
+#: constant RayNodeTypeLabelKey). Ray Serve's HTTP proxy runs there (and, with proxy_location
+#: EveryNode, on every node) and reaches the replicas on the GPU workers over Ray's own
+#: transport, which no sidecar sees: the head is the entry. KubeRay keeps a label the template
+#: sets, so the owner (RayCluster, set by KubeRay) counts as well: a template relabelled
+#: `worker` is still a Ray node.
+_RAY_HEAD = (("ray.io/node-type", "head"),)
 
 SERVING_KINDS: tuple[ServingKind, ...] = (
     ServingKind("serving.kserve.io", ("v1beta1",), "InferenceService", "inferenceservices",
@@ -204,10 +219,14 @@ SERVING_KINDS: tuple[ServingKind, ...] = (
                 templates=("spec.rayClusterConfig.headGroupSpec.template",
                            "spec.rayClusterConfig.workerGroupSpecs[*].template"),
                 entry="the head pod (Ray Serve on 8000, Service <name>-serve-svc)",
-                source="ray-project/kuberay ray-operator/apis/ray/v1"),
+                source="ray-project/kuberay ray-operator/apis/ray/v1",
+                entries=("spec.rayClusterConfig.headGroupSpec.template",),
+                entry_pod_labels=_RAY_HEAD, entry_owners=("RayCluster",)),
     ServingKind("ray.io", ("v1",), "RayCluster", "rayclusters",
                 templates=("spec.headGroupSpec.template", "spec.workerGroupSpecs[*].template"),
-                entry="the head pod", source="ray-project/kuberay ray-operator/apis/ray/v1"),
+                entry="the head pod", source="ray-project/kuberay ray-operator/apis/ray/v1",
+                entries=("spec.headGroupSpec.template",), entry_pod_labels=_RAY_HEAD,
+                entry_owners=("RayCluster",)),
     ServingKind("workloads.x-k8s.io", ("v1alpha1",), "RoleBasedGroup", "rolebasedgroups",
                 templates=("spec.roles[*].template",),
                 entry="the router role, else each role", source="sgl-project/rbg api/v1alpha1"),
@@ -399,7 +418,37 @@ def pod_templates(workload: Mapping[str, Any], detection: Detection = BUILTIN
     if serving is None or (isinstance(api_version, str)
                            and api_version.split("/")[0] != serving.group):
         return []
-    return list(_serving_templates(workload, serving))
+    found = list(_serving_templates(workload, serving))
+    return _with_entries(workload, serving, found, detection) if serving.entries else found
+
+
+def _with_entries(workload: Mapping[str, Any], serving: ServingKind, found: list[PodTemplate],
+                  detection: Detection) -> list[PodTemplate]:
+    """`found`, with the kind's entry templates marked generative when another template runs a
+    model: requests come in there, so the entry is what hegui must front (Art.14)."""
+    at = {f"{where}.spec" for path in serving.entries for where, _ in _walk(workload, path)}
+    if not any(generative_evidence(t, detection=detection) for t in found
+               if t.spec_path not in at):
+        return found
+    why = (f"the serving entry of a {serving.kind} whose other pods run a model "
+           f"({serving.entry}; {serving.source})")
+    return [replace(t, generative_kind=t.generative_kind or why) if t.spec_path in at else t
+            for t in found]
+
+
+def serving_entry(pod: Mapping[str, Any], detection: Detection = BUILTIN) -> str:
+    """Why `pod` may be a serving kind's entry (a Ray head, or any node of a Ray cluster), or
+    "". Its own spec asks for no GPU; it counts where a GenerativeService selects it, which the
+    kind's entry template must be (`_with_entries`)."""
+    labels = _labels(pod)
+    owners = {str(_mapping(o).get("kind", "")) for o in
+              _list(_mapping(pod.get("metadata")).get("ownerReferences"))}
+    for kind in detection.kinds:
+        if kind.entry_pod_labels and all(labels.get(k) == v for k, v in kind.entry_pod_labels):
+            return f"the serving entry of a {kind.kind} ({kind.entry})"
+        if owners & set(kind.entry_owners):
+            return f"a node of a {kind.kind}, where {kind.entry} takes requests"
+    return ""
 
 
 def _core_templates(workload: Mapping[str, Any], kind: str) -> list[PodTemplate]:
