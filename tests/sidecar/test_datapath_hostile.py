@@ -4,6 +4,7 @@ service's availability objective with the client's own behaviour. Each test goes
 sidecar over raw HTTP (or the real `openai` client), and failed on the sidecar before its fix:
 
 - an HTTP/2 prior-knowledge client got a bare HTTP/1.0 400 it cannot read;
+- an HTTP/0.9 request line (`GET /v1/models`, no version) waited for the client's timeout;
 - `Expect: 100-continue` was sent on to the model server, and the sidecar's request waited for a
   100 that a plain server never sends: a 504 that counted as the service's failure;
 - `"stream": 1` (or `"true"`) made the model stream where the sidecar expected one JSON answer:
@@ -96,6 +97,31 @@ async def test_http2_prior_knowledge_gets_goaway_http_1_1_required(
         status, _, body = parse(await exchange(host, port, request(
             "POST", "/v1/chat/completions", chat("say:你好"))))
         assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == "你好"
+    finally:
+        await runner.cleanup()
+
+
+# --- a request line with no HTTP/1.x version ------------------------------------------------
+
+async def test_an_http_0_9_request_line_is_refused_at_once(
+        fake_model: FakeModel, moderator: LocalModerator) -> None:
+    """`GET /v1/models` with no version (HTTP/0.9) made the sidecar read header lines until the
+    client gave up; now a 400 that names the fix comes at once and the connection closes."""
+    runner = await serve(Sidecar(SidecarConfig(posture(), upstream=fake_model.url), moderator),
+                         "127.0.0.1", 0)
+    try:
+        host, port = runner.addresses[0][:2]
+        for line in (b"GET /v1/models\r\n", b"GET /v1/models\n", b"GET /v1/models HTTP/2.0\r\n",
+                     b"GET /v1/models HTTP/0.9\r\n\r\n"):
+            started = asyncio.get_running_loop().time()
+            status, _, body = parse(await exchange(host, port, line, wait=2.0))
+            assert status == 400 and b"HTTP/1.1" in body, line
+            assert asyncio.get_running_loop().time() - started < 1.0
+        # The same line later on a keep-alive connection: refused too, from its parsed version.
+        answer = await exchange(host, port, b"GET /hegui/healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                b"GET /v1/models\r\n\r\n", wait=2.0)
+        assert answer.startswith(b"HTTP/1.1 200") and b"hegui.http_version" in answer
+        assert not fake_model.paths
     finally:
         await runner.cleanup()
 

@@ -40,6 +40,7 @@ import errno
 import hashlib
 import json
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -377,6 +378,12 @@ class Sidecar:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Every request for the model: matched against the route table from its raw target
         (canonical paths only, methods allow-listed), then moderated or relayed (Art.14)."""
+        if request.version[0] != 1:  # HTTP/0.9 or "HTTP/2.0" in text, later on a connection
+            self.metrics.requests.labels("refused", "400").inc()
+            response = error_response(400, "hegui.http_version", "the sidecar serves HTTP/1.0 "
+                                      "and HTTP/1.1 only; end the request line with HTTP/1.1")
+            response.force_close()
+            return response
         try:
             match = self.routes.resolve(request.method, request.raw_path)
         except RouteRefused as refused:
@@ -1084,10 +1091,22 @@ def h2_refusal() -> bytes:
     return settings + goaway
 
 
+#: The longest request line the first look waits for (aiohttp's own limit, 8190, refuses more).
+MAX_REQUEST_LINE = 8192
+_HTTP1_LINE = re.compile(rb"[^ ]+ [^ ]+ HTTP/1\.[01]")
+_VERSION_FIX = (b"hegui sidecar: HTTP/1.1 required; a request line ends with its version "
+                b"(GET /v1/models HTTP/1.1) (Art.14)\n")
+HTTP_VERSION_REFUSAL = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                        b"Connection: close\r\nContent-Length: "
+                        + str(len(_VERSION_FIX)).encode() + b"\r\n\r\n" + _VERSION_FIX)
+
+
 class _Http1Only(asyncio.Protocol):
     """aiohttp's protocol behind a look at a connection's first bytes: an HTTP/2 preface gets
     `h2_refusal` and the connection closes (aiohttp answered with a bare HTTP/1.0 400 an h2
-    client cannot read); anything else goes to aiohttp as it came."""
+    client cannot read); a first request line that is not HTTP/1.x gets a 400 and the
+    connection closes; anything else goes to aiohttp as it came. (Later requests of a
+    keep-alive connection are checked by `dispatch`, from their parsed version.)"""
 
     def __init__(self, inner: asyncio.Protocol) -> None:
         self.inner = inner
@@ -1101,13 +1120,24 @@ class _Http1Only(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.head is not None:
             head = self.head + data
+            assert self.transport is not None
             if H2_PREFACE.startswith(head[:len(H2_PREFACE)]):
                 if len(head) < len(H2_PREFACE):
                     self.head = head  # a prefix of the preface so far: wait for the rest
                     return
-                assert self.transport is not None
                 self.head = None
                 self.transport.write(h2_refusal())
+                self.transport.close()
+                return
+            # The request line: one with no HTTP/1.x version (HTTP/0.9's `GET /path`) made
+            # aiohttp read header lines until the client gave up; refused at once instead.
+            line, found, _ = head.lstrip(b"\r\n").partition(b"\n")
+            if not found and len(head) < MAX_REQUEST_LINE:
+                self.head = head  # the line so far: wait for its end
+                return
+            if found and not _HTTP1_LINE.fullmatch(line.rstrip(b"\r")):
+                self.head = None
+                self.transport.write(HTTP_VERSION_REFUSAL)
                 self.transport.close()
                 return
             self.head, data = None, head
