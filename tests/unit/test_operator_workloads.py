@@ -174,8 +174,9 @@ def test_the_network_policy_admits_only_the_sidecar_port_or_nothing_when_isolate
 
 
 def test_declared_ports_stay_open_for_their_purpose_only() -> None:
-    """Triton's metrics port from anywhere (Prometheus lives elsewhere); NCCL's rendezvous and
-    Ray's worker range only from the service's own pods; nothing else beyond the sidecar."""
+    """Triton's metrics port only from the namespaces the platform labels as its scrapers' (the
+    team declares the port, and could serve an API there); NCCL's rendezvous and Ray's worker
+    range only from the service's own pods; nothing else beyond the sidecar."""
     from hegui.api.generativeservice import GenerativeService
 
     sidecar = CompliancePolicy.from_dict(POLICY).spec.sidecar
@@ -189,7 +190,8 @@ def test_declared_ports_stay_open_for_their_purpose_only() -> None:
                             owner={"kind": "GenerativeService", "name": "chat"})
     assert policy["spec"]["ingress"] == [
         {"ports": [{"port": 8443, "protocol": "TCP"}]},
-        {"ports": [{"port": 8002, "protocol": "TCP"}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"hegui.io/metrics-scraper": "true"}}}],
+         "ports": [{"port": 8002, "protocol": "TCP"}]},
         {"from": [{"podSelector": {"matchLabels": {"app": "chat"}}}],
          "ports": [{"port": 29500, "protocol": "TCP"},
                    {"port": 10002, "endPort": 10100, "protocol": "TCP"}]}]

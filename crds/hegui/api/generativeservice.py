@@ -798,7 +798,7 @@ class PortPurpose(StrEnum):
     """Why a port of the service's pods is left out of the sidecar's capture (Art.14)."""
 
     # The model server's own Prometheus metrics on a port of their own (Triton's 8002):
-    # admitted from anywhere, as a scraper needs.
+    # admitted from namespaces the platform labels hegui.io/metrics-scraper=true.
     METRICS = "Metrics"
     # What serving needs between the service's own pods: NCCL and torch.distributed
     # rendezvous, Ray's GCS, object manager and worker ports, ZMQ/UCX/NIXL transfers between

@@ -263,14 +263,21 @@ def _bypassing_services(services: Iterable[Mapping[str, Any]],
     return findings
 
 
+#: The namespace label that admits a scraper to the ports services declare open for Metrics.
+#: Namespaces are the platform's to label (`edit` cannot), so a team that declares a second
+#: API "Metrics" does not open it to its users.
+METRICS_SCRAPER_LABEL = "hegui.io/metrics-scraper"
+
+
 def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mapping[str, Any],
                    isolate: bool = False) -> dict[str, Any]:
     """The NetworkPolicy that admits ingress to the service's pods only on the sidecar's port
     (Art.14: no bypass), or none at all while the service is suspended by network isolation
-    (Art.21). Ports the service declares open (spec.traffic.openPorts) are admitted for their
-    purpose: Metrics from anywhere (a scraper in another namespace), PodToPod only from the
-    service's own pods (NCCL, Ray, NIXL). Defence in depth under the capture step, which
-    redirects everything else to the sidecar anyway."""
+    (Art.21). Ports the service declares open (spec.traffic.openPorts) bypass the capture, and
+    the team writes the declaration, so each is admitted only from whom its purpose needs:
+    Metrics from namespaces the platform labels METRICS_SCRAPER_LABEL=true (its Prometheus),
+    PodToPod from the service's own pods (NCCL, Ray, NIXL). Defence in depth under the capture
+    step, which redirects everything else to the sidecar anyway."""
     opened = service.spec.traffic.open_ports if service.spec.traffic is not None else []
 
     def ports(purpose: PortPurpose) -> list[dict[str, Any]]:
@@ -280,7 +287,8 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
 
     rules: list[dict[str, Any]] = [{"ports": [{"port": sidecar.port, "protocol": "TCP"}]}]
     if metrics := ports(PortPurpose.METRICS):
-        rules.append({"ports": metrics})
+        rules.append({"from": [{"namespaceSelector": {
+            "matchLabels": {METRICS_SCRAPER_LABEL: "true"}}}], "ports": metrics})
     if between := ports(PortPurpose.POD_TO_POD):
         rules.append({"from": [{"podSelector": _k8s_selector(service.spec.selector)}],
                       "ports": between})
