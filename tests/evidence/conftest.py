@@ -4,9 +4,10 @@ free loopback port (never the one `hegui cluster up` started), stopped at the en
 The binary is built by dev/controlplane/build (minio), like the control plane's; these tests
 are marked `cluster` because they need those binaries, not the apiserver.
 
-Who talks to it, in one place: a bucket and write-once user of a test's own (`own_bucket`),
-and `access`: a fresh user's name, hegui's client or MinIO's as a given user, a sidecar
-process's environment and the root user's for the CLI.
+Who talks to it, in one place: a bucket with a sidecars' user and an anchor user of a test's own
+(`own_bucket`), and `access`: a fresh user's name, hegui's client or MinIO's as a given user, a
+sidecar process's environment (a service's own session, as the operator hands it out) and the
+root user's for the CLI.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Access:
         store = store or self.objectstore
         who = who or store.sidecar
         return S3Store(url or store.url, access_key=who.access_key,
-                       secret_key=who.secret_key, **options)
+                       secret_key=who.secret_key, session_token=who.session_token, **options)
 
     def minio(self, who: Credentials, *, store: LocalObjectStore | None = None) -> Any:
         """MinIO's own client as `who`: raw calls hegui's client never makes (deletes,
@@ -72,11 +73,13 @@ class Access:
 
         store = store or self.objectstore
         return Minio(f"127.0.0.1:{store.port}", access_key=who.access_key,
-                     secret_key=who.secret_key, secure=False)
+                     secret_key=who.secret_key, session_token=who.session_token, secure=False)
 
-    def sidecar_env(self, pod: str) -> dict[str, str]:
-        """A sidecar process's environment: the sidecars' store user, and its pod's name."""
-        return {**os.environ, **self.objectstore.sidecar.env(), "POD_NAME": pod}
+    def sidecar_env(self, pod: str, service: str = "hegui-demo/chat") -> dict[str, str]:
+        """A sidecar process's environment: a store session of service NAMESPACE/NAME's own
+        (limited to its records, as the operator mints it), and its pod's name."""
+        namespace, _, name = service.partition("/")
+        return {**os.environ, **self.objectstore.session(namespace, name).env(), "POD_NAME": pod}
 
     def use_root(self, store: LocalObjectStore | None = None) -> None:
         """`hegui records ...` in this process acts as the store's root user (an inspector's
@@ -90,16 +93,25 @@ def access(objectstore: LocalObjectStore, monkeypatch: pytest.MonkeyPatch) -> Ac
     return Access(objectstore, monkeypatch)
 
 
+@dataclass(frozen=True)
+class OwnBucket:
+    url: str
+    sidecar: Credentials  # the policy Secret's accessKey/secretKey
+    anchor: Credentials  # its anchorAccessKey/anchorSecretKey
+
+
 @pytest.fixture
-def own_bucket(objectstore: LocalObjectStore) -> tuple[str, str, str]:
-    """A bucket and a write-once user of the test's own, as `hegui records init-store` makes
-    them: its URL, access key and secret key. Anchors are bucket-wide, so a test that anchors
-    keeps its anchor key away from the other tests' verifications this way."""
+def own_bucket(objectstore: LocalObjectStore) -> OwnBucket:
+    """A bucket with a sidecars' user and an anchor user of the test's own, as `hegui records
+    init-store` makes them. Anchors are bucket-wide, so a test that anchors keeps its anchor
+    key away from the other tests' verifications this way."""
     from hegui.evidence.store import provision_minio
 
     user = new_user("h3-anchoring")
+    anchor = Credentials(f"{user.access_key}-anchor", "another-long-enough-secret-key")
     url = f"{objectstore.url.rpartition('/')[0]}/{user.access_key}"
     root = objectstore.root
     provision_minio(url, root=(root.access_key, root.secret_key),
-                    sidecar=(user.access_key, user.secret_key))
-    return url, user.access_key, user.secret_key
+                    sidecar=(user.access_key, user.secret_key),
+                    anchor=(anchor.access_key, anchor.secret_key))
+    return OwnBucket(url, user, anchor)

@@ -1,7 +1,9 @@
 """The operator's evidence duties against the real apiserver and a real MinIO (Art.11, Art.19):
-a covered service's sidecars get the store's credentials as a hegui-owned Secret, the real
-sidecar ships with them, and the operator's anchor (locked in the store and kept in a ConfigMap
-teams cannot write) lets `hegui records verify` check the whole history.
+a covered service's sidecars get a store session of their own as a hegui-owned Secret, the
+real sidecar ships with it, and the operator's anchor (written as its own store user, locked in
+the store and kept in a ConfigMap teams cannot write) lets `hegui records verify` check the
+whole history. A team that reads its Secret reaches its own service's records and nothing else:
+not another tenant's records, not the anchors, not a delete.
 
 The CompliancePolicy is built in memory and handed to the operator's functions: a cluster-scoped
 policy would change what every other test on the shared cluster sees."""
@@ -9,6 +11,7 @@ policy would change what every other test on the shared cluster sees."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
@@ -17,6 +20,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,13 @@ import pytest
 import yaml
 
 from hegui.api.policy import CompliancePolicy
-from hegui.evidence import config
+from hegui.evidence import config, segments
 from hegui.evidence.cli import export_records
+from hegui.evidence.shipper import Shipper
+from hegui.evidence.store import S3Store, StoreError
 from hegui.localcluster.cluster import LocalCluster
-from hegui.localcluster.objectstore import LocalObjectStore
-from hegui.moderation.records import main
+from hegui.localcluster.objectstore import Credentials, LocalObjectStore
+from hegui.moderation.records import RecordLog, main
 from hegui.operator import anchoring
 
 pytestmark = pytest.mark.cluster
@@ -74,23 +80,37 @@ def _policy(url: str, secret: str, days: int = 1) -> CompliancePolicy:
     return CompliancePolicy.from_dict(doc)
 
 
+def _store_secret(core: Any, namespace: str, bucket: Any, name: str = "evidence-store") -> None:
+    """The policy's Secret in hegui's namespace: the store's users and the keys."""
+    core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": {
+        "accessKey": bucket.sidecar.access_key, "secretKey": bucket.sidecar.secret_key,
+        "anchorAccessKey": bucket.anchor.access_key,
+        "anchorSecretKey": bucket.anchor.secret_key,
+        "evidenceKey": MASTER.decode(), "anchorKey": ANCHOR.decode()}})
+
+
+def _service(api_client: Any, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sample GenerativeService `chat` in `namespace`: its posture and what was created."""
+    from kubernetes import client
+
+    posture = yaml.safe_load((SAMPLES / "chat-service.yaml").read_text(encoding="utf-8"))
+    posture["metadata"]["namespace"] = namespace
+    posture["spec"]["dataProtection"]["evidenceFailureMode"] = "Closed"
+    created = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        "hegui.io", "v1alpha1", namespace, "generativeservices", posture)
+    return posture, created
+
+
 def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
         objectstore: LocalObjectStore, namespaces: tuple[str, str], api_client: Any,
-        local_cluster: LocalCluster, tmp_path: Path, own_bucket: tuple[str, str, str],
-        access: Any) -> None:
+        local_cluster: LocalCluster, tmp_path: Path, own_bucket: Any, access: Any) -> None:
     from kubernetes import client
 
     team, ops = namespaces
     core = client.CoreV1Api(api_client)
-    url, access_key, secret_key = own_bucket
-    core.create_namespaced_secret(ops, {"metadata": {"name": "evidence-store"}, "stringData": {
-        "accessKey": access_key, "secretKey": secret_key,
-        "evidenceKey": MASTER.decode(), "anchorKey": ANCHOR.decode()}})
-    posture = yaml.safe_load((SAMPLES / "chat-service.yaml").read_text(encoding="utf-8"))
-    posture["metadata"]["namespace"] = team
-    posture["spec"]["dataProtection"]["evidenceFailureMode"] = "Closed"
-    created = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        "hegui.io", "v1alpha1", team, "generativeservices", posture)
+    url = own_bucket.url
+    _store_secret(core, ops, own_bucket)
+    posture, created = _service(api_client, team)
     policy = _policy(url, "evidence-store")
 
     # The operator's side: the service's Secret, applied twice (idempotent, no read needed).
@@ -101,6 +121,10 @@ def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
     files = {k: base64.b64decode(v) for k, v in secret.data.items()}
     assert set(files) == {"access-key", "secret-key", "evidence.key", "evidence.yaml"}
     assert MASTER not in files.values() and ANCHOR not in files.values()
+    # A session of the service's own, never the store's long-lived users (Art.11).
+    for user in (own_bucket.sidecar, own_bucket.anchor):
+        assert files["access-key"].decode() != user.access_key
+        assert user.secret_key.encode() not in files["secret-key"]
     assert files["evidence.key"] == config.service_key(MASTER, team, "chat")
     assert secret.metadata.owner_references[0].uid == created["metadata"]["uid"]
     assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "hegui"
@@ -186,11 +210,24 @@ def test_a_service_ships_with_the_copied_secret_and_the_anchor_vouches_for_it(
                  "--anchor-key-file", str(keys / "anchor")]) == 1
 
 
-def test_a_store_secret_without_the_anchor_key_is_named(
+def test_a_store_secret_without_the_anchor_user_is_named(
         objectstore: LocalObjectStore, namespaces: tuple[str, str], api_client: Any) -> None:
+    """A Secret from before the anchor user (accessKey, secretKey, evidenceKey, anchorKey): the
+    operator does not fall back on the sidecars' user, which may not write anchors; it says
+    which Secret lacks which keys (the status and log path of anchor_heads)."""
     from kubernetes import client
 
     _, ops = namespaces
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        ops, {"metadata": {"name": "no-anchor-user"}, "stringData": {
+            "accessKey": objectstore.sidecar.access_key,
+            "secretKey": objectstore.sidecar.secret_key,
+            "evidenceKey": "e", "anchorKey": "a"}})
+    with pytest.raises(config.EvidenceConfigError) as lacking:
+        anchoring.anchor_once(api_client, _policy(objectstore.url, "no-anchor-user"))
+    said = str(lacking.value)
+    assert f"Secret {ops}/no-anchor-user lacks anchorAccessKey, anchorSecretKey" in said, said
+    assert "Art.11" in said
     client.CoreV1Api(api_client).create_namespaced_secret(
         ops, {"metadata": {"name": "no-anchor"}, "stringData": {
             "accessKey": "a", "secretKey": "s", "evidenceKey": "e"}})
@@ -198,3 +235,111 @@ def test_a_store_secret_without_the_anchor_key_is_named(
         anchoring.anchor_once(api_client, _policy(objectstore.url, "no-anchor"))
     with pytest.raises(config.EvidenceConfigError, match=r"credentialsSecretName.*404"):
         anchoring.anchor_once(api_client, _policy(objectstore.url, "missing"))
+
+
+def _refused(attempt: Any) -> str:
+    """The store's error code for an attempt it must refuse."""
+    from minio.error import S3Error
+
+    try:
+        attempt()
+    except S3Error as error:
+        return str(error.code)
+    except StoreError as error:
+        return str(error)
+    raise AssertionError("the store allowed it")
+
+
+def test_a_teams_secret_reaches_its_own_services_records_and_nothing_else(
+        objectstore: LocalObjectStore, namespaces: tuple[str, str], api_client: Any,
+        local_cluster: LocalCluster, tmp_path: Path, own_bucket: Any, access: Any) -> None:
+    """Two tenants' services `chat`, in namespaces A and B. With what A's team reads from its
+    Secret (Kubernetes `edit`), the store refuses: reading, listing or writing B's records
+    (user input, Art.11), another service's prefix in A's own namespace, writing anchors, and
+    deleting or shortening A's own locked segment. A's and B's sidecars still ship, the
+    operator anchors as its own user, and `verify` with the anchors passes."""
+    from kubernetes import client
+    from minio.commonconfig import COMPLIANCE
+    from minio.retention import Retention
+
+    team_a, ops = namespaces
+    team_b = f"{team_a}-b"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": team_b, "labels": {"h3-evidence": "on"}}})
+    try:
+        url = own_bucket.url
+        bucket = url.rpartition("/")[2]
+        _store_secret(core, ops, own_bucket)
+        policy = _policy(url, "evidence-store")
+        stores: dict[str, S3Store] = {}
+        raw: dict[str, Any] = {}
+        shippers: dict[str, Shipper] = {}
+        for team in (team_a, team_b):
+            _, created = _service(api_client, team)
+            assert anchoring.sync_service(api_client, created, [policy]) == "hegui-evidence-chat"
+            secret = core.read_namespaced_secret("hegui-evidence-chat", team)
+            projected = tmp_path / team
+            projected.mkdir()
+            for name, value in secret.data.items():  # as the injector projects it
+                (projected / name).write_bytes(base64.b64decode(value))
+            found = config.read_credentials(projected, env={})
+            stores[team] = S3Store(url, source=found.source)
+            raw[team] = access.minio(Credentials(found.access_key, found.secret_key,
+                                                 found.session_token))
+            log = RecordLog(tmp_path / f"{team}.jsonl", key=b"k")
+            shippers[team] = Shipper(log, stores[team], key=found.key, service=f"{team}/chat",
+                                     pod="chat-0", retention_days=1)
+            for n in range(3):
+                log.append("complaint", user="u", reference=f"{team}-{n}", text="user input")
+            assert shippers[team].ship_once() == 3  # each sidecar ships with its session
+        theirs = segments.segment_key(shippers[team_b].stream, 1)
+        mine = segments.segment_key(shippers[team_a].stream, 1)
+        until = datetime.now(UTC) + timedelta(days=1)
+        a, a_raw = stores[team_a], raw[team_a]
+
+        # B's records: not readable, not listable, not even by listing the whole bucket.
+        assert "AccessDenied" in _refused(lambda: a.get(theirs))
+        assert "AccessDenied" in _refused(lambda: list(a.versions(f"records/{team_b}/")))
+        assert "AccessDenied" in _refused(lambda: list(a.versions("records/")))
+        assert "AccessDenied" in _refused(lambda: list(a.versions("")))
+        # Nothing written into B's stream, another service's prefix or the anchors.
+        for key in (segments.segment_key(shippers[team_b].stream, 4),
+                    f"records/{team_a}/chat-other/p.1/000000000001.seg",
+                    f"records/{team_a}/chat2/p.1/000000000001.seg",
+                    f"anchors/{until:%Y%m%dT%H%M%S}-forged.json"):
+            assert _refused(lambda k=key: a_raw.put_object(
+                bucket, k, io.BytesIO(b"{}\n"), 3,
+                retention=Retention(COMPLIANCE, until))) == "AccessDenied", key
+        # Its own segment: no delete (that version or a delete marker), no shorter lock.
+        version = a_raw.stat_object(bucket, mine).version_id
+        assert _refused(lambda: a_raw.remove_object(bucket, mine,
+                                                    version_id=version)) == "AccessDenied"
+        assert _refused(lambda: a_raw.remove_object(bucket, mine)) == "AccessDenied"
+        _refused(lambda: a_raw.set_object_retention(
+            bucket, mine, Retention(COMPLIANCE, until - timedelta(hours=23)),
+            version_id=version))
+        assert a.get(mine)  # its own records it reads (the shared strike book needs them)
+
+        # The operator anchors as its own user; the sidecars' user may not write anchors,
+        # the anchor user may not write records.
+        name, streams = anchoring.anchor_once(api_client, policy)
+        assert name.startswith("anchors/") and streams == 2
+        assert _refused(lambda: access.minio(own_bucket.sidecar).put_object(
+            bucket, "anchors/by-the-sidecars-user.json", io.BytesIO(b"{}\n"), 3)) \
+            == "AccessDenied"
+        assert _refused(lambda: access.minio(own_bucket.anchor).put_object(
+            bucket, f"records/{team_a}/chat/p.9/000000000001.seg", io.BytesIO(b"{}\n"),
+            3)) == "AccessDenied"
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        (keys / "master").write_bytes(MASTER)
+        (keys / "anchor").write_bytes(ANCHOR)
+        access.use_root()
+        for team in (team_a, team_b):
+            assert main(["records", "verify", "--store", url, "--service", f"{team}/chat",
+                         "--master-key-file", str(keys / "master"), "--anchor-key-file",
+                         str(keys / "anchor"), "--anchors-configmap",
+                         f"{ops}/{anchoring.ANCHORS_CONFIGMAP}", "--kubeconfig",
+                         str(local_cluster.kubeconfig)]) == 0
+    finally:
+        local_cluster.kubectl("delete", "namespace", team_b, "--wait=false", check=False)

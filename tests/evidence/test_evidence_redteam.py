@@ -1,8 +1,9 @@
 """The regulated team against its own evidence (Art.11), in the real object store.
 
 A team with `edit` in its namespace can read every Secret there, hegui-evidence-<service>
-included: the store user its sidecars ship as and the service's sealing key. What that lets it
-do must not make a sidecar drop what it acknowledged."""
+included: the store session its sidecars ship with (limited to the service's own records) and
+the service's sealing key. What that lets it do must not make a sidecar drop what it
+acknowledged."""
 
 from __future__ import annotations
 
@@ -48,8 +49,10 @@ def test_a_segment_planted_ahead_of_the_sidecar_does_not_make_it_drop_records(
     shipped head. The sidecar meets a name already written: it must not take the planted
     segment for its own records and compact them out of the pod unshipped."""
     service = f"redteam-{time.time_ns() % 10**8}/chat"
+    namespace, _, name = service.partition("/")
+    session = objectstore.session(namespace, name)  # what the service's Secret holds
     log = RecordLog(tmp_path / "records.jsonl", key=KEY)
-    shipper = Shipper(log, access.s3(), key=EVIDENCE, service=service, pod="chat-0",
+    shipper = Shipper(log, access.s3(session), key=EVIDENCE, service=service, pod="chat-0",
                       retention_days=1)
     for n in range(5):
         log.append("block", user="u", reference=f"real-{n}")
@@ -58,7 +61,7 @@ def test_a_segment_planted_ahead_of_the_sidecar_does_not_make_it_drop_records(
     for reference in acknowledged:  # answered, in the pod, not shipped yet
         log.append("block", user="u", reference=reference)
 
-    team = access.s3()  # the Secret's store user
+    team = access.s3(session)  # the team, with what it reads from the Secret
     team.put(segments.segment_key(shipper.stream, 6),
              _forged(shipper.stream, 6, log.shipped_hash, 5),
              datetime.now(UTC) + timedelta(days=1))

@@ -72,5 +72,11 @@ def test_the_charts_own_store_runs_restricted_and_is_prepared(tmp_path: Path) ->
         f"http://hegui-evidence.{NAMESPACE}.svc:9000/hegui-evidence", "--wait", "300"]
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
     kept = secrets["hegui-evidence"]
-    assert set(kept["data"]) == {"accessKey", "secretKey", "evidenceKey", "anchorKey"}
+    # The operator anchors as its own user: the sidecars' user may not write anchors (Art.11).
+    assert set(kept["data"]) == {"accessKey", "secretKey", "evidenceKey", "anchorKey",
+                                 "anchorAccessKey", "anchorSecretKey"}
+    assert kept["data"]["accessKey"] != kept["data"]["anchorAccessKey"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+           for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HEGUI_EVIDENCE_ANCHOR_ACCESS_KEY"] == "anchorAccessKey"
     assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

@@ -15,7 +15,7 @@ from hegui.api.policy import CompliancePolicy
 from hegui.evidence import config
 from hegui.evidence import sidecar as evidence
 from hegui.evidence.shipper import Shipper
-from hegui.evidence.store import DirectoryStore
+from hegui.evidence.store import DirectoryStore, StoreCredentials
 from hegui.evidence.verify import verify_store
 from hegui.moderation.records import RecordLog
 
@@ -63,15 +63,18 @@ def test_a_bad_evidence_yaml_is_named(tmp_path: Path, text: str, named: str) -> 
         config.load(path)
 
 
-def test_the_services_secret_holds_its_own_key_never_the_clusters() -> None:
+def test_the_services_secret_holds_its_own_key_and_session_never_the_clusters() -> None:
     source = {"accessKey": b"sidecar", "secretKey": b"secret", "evidenceKey": MASTER,
               "anchorKey": b"anchor"}
-    data = config.secret_data(source, "team-a", "chat")
+    session = StoreCredentials("SESSION", "session-secret", "session-token")
+    data = config.secret_data(source, "team-a", "chat", session)
     assert set(data) == {"access-key", "secret-key", "evidence.key"}
     assert MASTER not in data.values() and b"anchor" not in data.values()
-    assert data["evidence.key"] != config.secret_data(source, "team-b", "chat")["evidence.key"]
+    assert data["access-key"] == b"SESSION" and b"secret" not in data["secret-key"].split(b"\n")
+    assert data["evidence.key"] != config.secret_data(source, "team-b", "chat",
+                                                      session)["evidence.key"]
     with pytest.raises(config.EvidenceConfigError, match=r"evidenceKey.*Art\.11"):
-        config.secret_data({"accessKey": b"a", "secretKey": b"s"}, "team-a", "chat")
+        config.secret_data({"accessKey": b"a", "secretKey": b"s"}, "team-a", "chat", session)
 
 
 def test_one_services_key_cannot_seal_another_services_stream(tmp_path: Path) -> None:
@@ -138,7 +141,8 @@ def test_the_sidecar_ships_where_the_operator_says_with_the_projected_secret(
     creds = tmp_path / "creds"
     creds.mkdir()
     for name, value in config.secret_data({"accessKey": b"sidecar", "secretKey": b"s3cret",
-                                           "evidenceKey": MASTER}, "hegui-demo", "chat").items():
+                                           "evidenceKey": MASTER}, "hegui-demo", "chat",
+                                          StoreCredentials("S", "s", "t")).items():
         (creds / name).write_bytes(value)
     records = RecordLog(tmp_path / "records.jsonl", key=b"k")
     shipper = evidence.attach(_args(tmp_path, "--evidence-interval", "60"), records,

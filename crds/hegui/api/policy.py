@@ -352,12 +352,16 @@ class EvidenceStore(ApiModel):
                                  pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] = Field(
         description="A bucket created with Object Lock enabled.")
     credentials_secret_name: DnsSubdomain = Field(
-        description="A Secret in hegui's namespace with accessKey and secretKey (a store user "
-                    "that may write, read and list, never delete), evidenceKey (from which each "
-                    "service's segment sealing key is derived) and anchorKey (the operator's, "
-                    "never copied to a pod). The operator copies the first two and the "
-                    "service's derived key into each service's namespace as a hegui-owned "
-                    "Secret.")
+        description="A Secret in hegui's namespace with accessKey and secretKey (the sidecars' "
+                    "store user: may write, read and list records/, never delete, never write "
+                    "anchors/), evidenceKey (from which each service's segment sealing key is "
+                    "derived), anchorKey and anchorAccessKey/anchorSecretKey (the operator's "
+                    "anchor key and its own store user, the only one that writes anchors/), and "
+                    "optionally roleArn and stsEndpoint for the store's STS. None of them "
+                    "leaves hegui's namespace: each service's namespace gets a hegui-owned "
+                    "Secret with a store session of its own (STS AssumeRole with a session "
+                    "policy: its own records/<namespace>/<service>/ only, expiring, rotated by "
+                    "the operator) and the service's derived key (Art.11).")
     retention_days: Annotated[int, Field(ge=1, le=3650)] = Field(
         default=180, description="The least number of days every shipped segment and anchor is "
                                  "locked; a service whose dataProtection.retentionDays is longer "

@@ -9,9 +9,11 @@ after the control plane and `hegui cluster down` stops it; what it stores stays 
 deleted through MinIO before its date, so a test cluster keeps it until the directory is
 removed by hand).
 
-`up` creates the evidence bucket with Object Lock enabled and a `hegui-sidecar` user whose policy
-lets it write, read and list, never delete or bypass a retention: the credentials a sidecar's
-Secret would carry. The root credentials are generated once, kept in
+`up` creates the evidence bucket with Object Lock enabled, a `hegui-sidecar` user whose policy
+lets it write, read and list `records/`, never delete, bypass a retention or write `anchors/`
+(what the policy Secret's accessKey/secretKey hold: the operator cuts each service's session,
+limited to its own records, from it; `session`), and a `hegui-anchor` user that alone writes
+`anchors/` (anchorAccessKey/anchorSecretKey). The credentials are generated once, kept in
 `<cache>/objectstore/credentials.json` (mode 0600), never printed.
 
     store = LocalObjectStore.from_environment()     # port: HEGUI_CLUSTER_PORT_BASE + 90
@@ -30,7 +32,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from hegui.evidence.store import provision_minio, sidecar_policy
+from hegui.evidence.store import (
+    StoreCredentials,
+    anchor_policy,
+    provision_minio,
+    service_session,
+    sidecar_policy,
+)
 from hegui.localcluster.cluster import (
     ClusterError,
     _alive,
@@ -41,19 +49,25 @@ from hegui.localcluster.cluster import (
 
 BUCKET = "hegui-evidence"
 SIDECAR_USER = "hegui-sidecar"
+ANCHOR_USER = "hegui-anchor"
 PORT_OFFSET = 90  # from HEGUI_CLUSTER_PORT_BASE, like the control plane's ports
 SIDECAR_POLICY = sidecar_policy(BUCKET)
+ANCHOR_POLICY = anchor_policy(BUCKET)
 
 
 @dataclass(frozen=True)
 class Credentials:
     access_key: str
     secret_key: str
+    session_token: str | None = None
 
     def env(self) -> dict[str, str]:
         """As hegui's evidence code reads them (HEGUI_EVIDENCE_*)."""
-        return {"HEGUI_EVIDENCE_ACCESS_KEY": self.access_key,
-                "HEGUI_EVIDENCE_SECRET_KEY": self.secret_key}
+        found = {"HEGUI_EVIDENCE_ACCESS_KEY": self.access_key,
+                 "HEGUI_EVIDENCE_SECRET_KEY": self.secret_key}
+        if self.session_token:
+            found["HEGUI_EVIDENCE_SESSION_TOKEN"] = self.session_token
+        return found
 
 
 @dataclass(frozen=True)
@@ -97,17 +111,23 @@ class LocalObjectStore:
 
     # --- credentials ---------------------------------------------------------------------------
     def _secrets(self) -> dict[str, str]:
+        """The generated credentials; a file from before the anchor user gets it added (the
+        others are kept: the data directory was initialised with that root password)."""
         path = self.directory / "credentials.json"
+        generated = {"root_user": "hegui-root", "root_password": secrets.token_urlsafe(24),
+                     "sidecar_secret": secrets.token_urlsafe(24),
+                     "anchor_secret": secrets.token_urlsafe(24)}
+        data: dict[str, str] = {}
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in (
-                    "root_user", "root_password", "sidecar_secret")):
-                return {str(k): str(v) for k, v in data.items()}
+            found = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(found, dict):
+                data = {str(k): v for k, v in found.items() if isinstance(v, str)}
         except (OSError, ValueError):
             pass
+        if all(k in data for k in generated):
+            return data
+        data = {**generated, **data}
         self.directory.mkdir(parents=True, exist_ok=True)
-        data = {"root_user": "hegui-root", "root_password": secrets.token_urlsafe(24),
-                "sidecar_secret": secrets.token_urlsafe(24)}
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(data, file)
@@ -115,15 +135,29 @@ class LocalObjectStore:
 
     @property
     def root(self) -> Credentials:
-        """The root user: the operator's and an inspector's (it cannot delete locked objects
-        either)."""
+        """The root user: an inspector's (it cannot delete locked objects either)."""
         found = self._secrets()
         return Credentials(found["root_user"], found["root_password"])
 
     @property
     def sidecar(self) -> Credentials:
-        """What a sidecar gets: write and read, never delete."""
+        """The sidecars' user, kept by the platform (hegui-system): write and read `records/`,
+        never delete, never write `anchors/`. Pods get `session`s cut from it."""
         return Credentials(SIDECAR_USER, self._secrets()["sidecar_secret"])
+
+    @property
+    def anchor(self) -> Credentials:
+        """The operator's anchor user: the only one that writes `anchors/`."""
+        return Credentials(ANCHOR_USER, self._secrets()["anchor_secret"])
+
+    def session(self, namespace: str, name: str, seconds: int = 3600) -> Credentials:
+        """What service NAMESPACE/NAME's sidecars get from the operator: a session limited to
+        its own records (hegui.evidence.store.service_session)."""
+        sidecar = self.sidecar
+        found: StoreCredentials = service_session(
+            self.url, (sidecar.access_key, sidecar.secret_key), namespace, name,
+            seconds=seconds)
+        return Credentials(found.access_key, found.secret_key, found.session_token)
 
     # --- running -------------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -186,7 +220,8 @@ class LocalObjectStore:
         return pid is not None
 
     def _provision(self) -> None:
-        """The bucket with Object Lock, and the sidecar's user and policy."""
-        sidecar, root = self.sidecar, self.root
+        """The bucket with Object Lock, the sidecars' and the anchor user and their policies."""
+        sidecar, anchor, root = self.sidecar, self.anchor, self.root
         provision_minio(self.url, root=(root.access_key, root.secret_key),
-                        sidecar=(sidecar.access_key, sidecar.secret_key))
+                        sidecar=(sidecar.access_key, sidecar.secret_key),
+                        anchor=(anchor.access_key, anchor.secret_key))

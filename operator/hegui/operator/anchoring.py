@@ -1,15 +1,22 @@
 """The operator's evidence duties (Art.11, Art.19), where no pod can act:
 
-- **Credentials to each service**: for every GenerativeService in a namespace that a
-  CompliancePolicy with `spec.evidence` selects, the store's Secret (in hegui's namespace, named
-  by `evidence.store.credentialsSecretName`) is copied into the service's namespace as the
-  hegui-owned Secret `hegui-evidence-<service>` (owned by the service, so it goes with it):
-  the store user, the service's own sealing key derived from the cluster's evidence key, and
-  `evidence.yaml` (where to ship). Never the cluster's evidence key nor the anchor key.
+- **A store session to each service**: for every GenerativeService in a namespace that a
+  CompliancePolicy with `spec.evidence` selects, the operator reads the store's Secret (in
+  hegui's namespace, named by `evidence.store.credentialsSecretName`) and applies the hegui-owned
+  Secret `hegui-evidence-<service>` in the service's namespace (owned by the service, so it goes
+  with it): a store session of the service's own, the service's sealing key derived from the
+  cluster's evidence key, and `evidence.yaml` (where to ship). The session is STS AssumeRole as
+  the sidecars' user with a session policy (hegui.evidence.store.service_session): the team,
+  which can read that Secret, may write, read and list `records/<namespace>/<service>/` only,
+  never another tenant's records (user input, Art.11), never `anchors/`, never delete. It
+  expires after SESSION_SECONDS and the operator mints the next at half-life. The store's
+  long-lived users, the cluster's evidence key and the anchor key never leave hegui's namespace.
   Written by server-side apply, so the operator needs `create` and `patch` on Secrets but no
   `get` or `list`: it cannot read a team's Secrets.
 - **Anchors on a schedule**: every `evidence.anchorInterval` (10m by default) the heads of every
-  stream in the store are checkpointed, sealed with the anchor key, locked in the store
+  stream in the store are checkpointed, sealed with the anchor key, written as the operator's
+  own anchor user (anchorAccessKey/anchorSecretKey: the only user that may write anchors), locked
+  in the store
   (`anchors/...`, COMPLIANCE, as long as the longest retention) and kept in the ConfigMap
   `hegui-evidence-anchors` of hegui's namespace, which teams cannot write. `hegui records verify
   --anchors-configmap hegui-system/hegui-evidence-anchors` checks the store against both.
@@ -38,7 +45,13 @@ from hegui.api.common import GROUP, VERSION, parse_duration
 from hegui.api.policy import CompliancePolicy, Evidence
 from hegui.evidence import config
 from hegui.evidence.anchor import checkpoint, publish
-from hegui.evidence.store import S3Store, StoreError
+from hegui.evidence.store import (
+    SESSION_SECONDS,
+    S3Store,
+    StoreCredentials,
+    StoreError,
+    service_session,
+)
 from hegui.operator.reconciler import operator_of
 from hegui.operator.settings import OperatorSettings
 
@@ -81,11 +94,12 @@ def source_secret(api: Any, name: str) -> dict[str, bytes]:
 
 
 def service_secret(service: Mapping[str, Any], evidence: Evidence,
-                   source: Mapping[str, bytes]) -> dict[str, Any]:
+                   source: Mapping[str, bytes], session: StoreCredentials) -> dict[str, Any]:
     """The hegui-owned Secret a service's sidecars mount (see the module's doc)."""
     meta = service["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    data = {**config.secret_data(source, namespace, name),
+    where = f"{NAMESPACE}/{evidence.store.credentials_secret_name}"
+    data = {**config.secret_data(source, namespace, name, session, where),
             config.CONFIG_FILE: config.render(evidence)[config.CONFIG_FILE].encode()}
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -101,6 +115,40 @@ def service_secret(service: Mapping[str, Any], evidence: Evidence,
                                  "blockOwnerDeletion": False}]},
         "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
     }
+
+
+#: The session each service's sidecars hold (uid: which store and user it was cut from, the
+#: session): kept in memory, since the operator cannot read the Secret back; after a restart
+#: it mints new ones, and the old ones expire on their own.
+_SESSIONS: dict[str, tuple[str, StoreCredentials]] = {}
+
+
+def session_for(service: Mapping[str, Any], evidence: Evidence, source: Mapping[str, bytes],
+                *, now: dt.datetime | None = None) -> StoreCredentials:
+    """The service's store session: the one it has until half its life is spent, then a new
+    one (the kubelet updates the projected Secret within about a minute, the sidecar reads it
+    again within REFRESH_SECONDS: the old one is still valid for hours)."""
+    meta = service["metadata"]
+    where = f"{NAMESPACE}/{evidence.store.credentials_secret_name}"
+    config.check_source(source, config.SIDECAR_KEYS, where,
+                        "the sidecars' store user and evidence key")
+    url = config.store_url(evidence)
+    parent = (source["accessKey"].decode().strip(), source["secretKey"].decode().strip())
+    cut_from = hashlib.sha256(f"{url}\0{parent[0]}\0{parent[1]}".encode()).hexdigest()
+    uid = str(meta.get("uid"))
+    now = now or dt.datetime.now(dt.UTC)
+    held = _SESSIONS.get(uid)
+    if held is not None and held[0] == cut_from and held[1].expiration is not None \
+            and held[1].expiration - now > dt.timedelta(seconds=SESSION_SECONDS / 2):
+        return held[1]
+    optional = {k: source[k].decode().strip() for k in ("roleArn", "stsEndpoint")
+                if source.get(k)}
+    session = service_session(url, parent, meta["namespace"], meta["name"],
+                              region=evidence.store.region,
+                              sts_endpoint=optional.get("stsEndpoint"),
+                              role_arn=optional.get("roleArn"))
+    _SESSIONS[uid] = (cut_from, session)
+    return session
 
 
 def apply(api: Any, manifest: dict[str, Any]) -> None:
@@ -121,13 +169,14 @@ REAPPLY_SECONDS = 600.0
 
 def sync_service(api: Any, service: Mapping[str, Any], among: list[CompliancePolicy],
                  labels: Mapping[str, str] | None = None) -> str | None:
-    """Give the service's sidecars the store's credentials; the Secret's name, or None when no
-    policy selecting its namespace declares a store."""
+    """Give the service's sidecars their store session; the Secret's name, or None when no
+    policy selecting its namespace declares a store. StoreError when the store refuses a
+    session (the sidecars keep the one they have until it expires)."""
     evidence = evidence_for(api, service["metadata"]["namespace"], among, labels)
     if evidence is None:
         return None
-    manifest = service_secret(service, evidence,
-                              source_secret(api, evidence.store.credentials_secret_name))
+    source = source_secret(api, evidence.store.credentials_secret_name)
+    manifest = service_secret(service, evidence, source, session_for(service, evidence, source))
     uid = str(service["metadata"].get("uid"))
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     last = _APPLIED.get(uid)
@@ -162,13 +211,14 @@ def anchor_once(api: Any, policy: CompliancePolicy, *,
         raise config.EvidenceConfigError(f"CompliancePolicy {policy.metadata.name} declares no "
                                          "evidence store")
     source = source_secret(api, evidence.store.credentials_secret_name)
-    missing = [k for k in ("accessKey", "secretKey", "anchorKey") if not source.get(k)]
-    if missing:
-        raise config.EvidenceConfigError(
-            f"Secret {NAMESPACE}/{evidence.store.credentials_secret_name} lacks "
-            f"{', '.join(missing)} (the operator anchors with anchorKey, Art.11)")
-    store = S3Store(config.store_url(evidence), access_key=source["accessKey"].decode().strip(),
-                    secret_key=source["secretKey"].decode().strip(),
+    # Its own store user, not the sidecars': a team holding a session can never write anchors.
+    config.check_source(source, config.ANCHOR_KEYS,
+                        f"{NAMESPACE}/{evidence.store.credentials_secret_name}",
+                        "the operator anchors with anchorKey as its own store user "
+                        "anchorAccessKey/anchorSecretKey, which alone may write anchors/")
+    store = S3Store(config.store_url(evidence),
+                    access_key=source["anchorAccessKey"].decode().strip(),
+                    secret_key=source["anchorSecretKey"].decode().strip(),
                     region=evidence.store.region)
     writer = _WRITER.sub("-", f"operator-{policy.metadata.name}")[:63]
     name, data = checkpoint(store, source["anchorKey"].strip(), writer=writer,
@@ -205,7 +255,7 @@ def keep_evidence_secret(body: kopf.Body, memo: Any, **_: Any) -> None:
         # The policies and namespace labels the operator's watches keep (hegui.rules.index).
         sync_service(duties.api, body, list(index.policies.values()),
                      index.namespace_labels.get(namespace, {}))
-    except (config.EvidenceConfigError, ApiException) as error:
+    except (config.EvidenceConfigError, StoreError, ApiException) as error:
         log.warning("GenerativeService %s/%s: cannot give its sidecars the evidence store: %s",
                     body.meta.get("namespace"), body.meta.get("name"), error)
 

@@ -7,7 +7,8 @@ Art.19).
     hegui records export --store URL [--service NS/NAME] [--since T] [--until T] [--kind K ...]
                          [-o FILE | --raw DIR]
     hegui records anchor --store URL --anchor-key-file K [--writer NAME] [-o FILE]
-    hegui records init-store --store URL        (a MinIO: bucket with Object Lock, sidecar user)
+    hegui records init-store --store URL        (a MinIO: bucket with Object Lock, sidecar user,
+                                                 anchor user)
 
 Exit codes: 0 intact (or done), 1 tampered, 2 the store or a file could not be read.
 """
@@ -87,7 +88,10 @@ def add_arguments(records_commands: Any, verify_file: Any) -> None:
                            "Object Lock and the sidecars' write-once user (the chart's Job)")
     init.add_argument("--store", required=True, help="http[s]://HOST:PORT/BUCKET; the root "
                       "user from HEGUI_EVIDENCE_ROOT_ACCESS_KEY/HEGUI_EVIDENCE_ROOT_SECRET_KEY, "
-                      "the user to add from HEGUI_EVIDENCE_ACCESS_KEY/HEGUI_EVIDENCE_SECRET_KEY")
+                      "the sidecars' user to add from HEGUI_EVIDENCE_ACCESS_KEY/"
+                      "HEGUI_EVIDENCE_SECRET_KEY, the operator's anchor user (the only one that "
+                      "writes anchors/) from HEGUI_EVIDENCE_ANCHOR_ACCESS_KEY/"
+                      "HEGUI_EVIDENCE_ANCHOR_SECRET_KEY when set")
     init.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
                       help="how long to wait for the store to answer")
     init.set_defaults(run=run_init)
@@ -270,6 +274,13 @@ def run_init(args: argparse.Namespace) -> int:
     root = (os.environ.get("HEGUI_EVIDENCE_ROOT_ACCESS_KEY", ""),
             os.environ.get("HEGUI_EVIDENCE_ROOT_SECRET_KEY", ""))
     sidecar = credentials()
+    anchor = (os.environ.get("HEGUI_EVIDENCE_ANCHOR_ACCESS_KEY", ""),
+              os.environ.get("HEGUI_EVIDENCE_ANCHOR_SECRET_KEY", ""))
+    if any(anchor) and not all(anchor):
+        print("hegui records init-store: set both HEGUI_EVIDENCE_ANCHOR_ACCESS_KEY and "
+              "HEGUI_EVIDENCE_ANCHOR_SECRET_KEY (the operator's anchor user), or neither",
+              file=sys.stderr)
+        return 2
     if not all(root) or not all(sidecar):
         print("hegui records init-store: set HEGUI_EVIDENCE_ROOT_ACCESS_KEY, "
               "HEGUI_EVIDENCE_ROOT_SECRET_KEY (the store's root user) and "
@@ -279,12 +290,14 @@ def run_init(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            provision_minio(args.store, root=root, sidecar=sidecar)
+            provision_minio(args.store, root=root, sidecar=sidecar,
+                            anchor=anchor if all(anchor) else None)
             break
         except StoreError as error:
             if time.monotonic() > deadline:
                 print(f"hegui records init-store: {error}", file=sys.stderr)
                 return 2
             time.sleep(2)
-    print(f"{args.store}: Object Lock bucket and the sidecars' write-once user ready")
+    print(f"{args.store}: Object Lock bucket and the sidecars' write-once user"
+          f"{' and the anchor user' if all(anchor) else ''} ready")
     return 0

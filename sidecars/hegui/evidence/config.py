@@ -4,9 +4,17 @@
 - A CompliancePolicy declares the store (`spec.evidence.store`). The operator renders
   `evidence.yaml` (`render`) into the sidecar's ConfigMap, mounted at /etc/hegui beside
   service.yaml: the store's URL, region and the least retention. Nothing secret.
-- It copies the store's credentials into the service's namespace as the hegui-owned Secret
-  `hegui-evidence-<service>` (`secret_name`, `secret_data`), which the injector projects
-  read-only into CREDENTIALS_DIR: `access-key`, `secret-key`, `evidence.key`.
+- It gives the service's sidecars a store session of their own in the service's namespace, the
+  hegui-owned Secret `hegui-evidence-<service>` (`secret_name`, `secret_data`), which the
+  injector projects read-only into CREDENTIALS_DIR: `access-key`, `secret-key` (for a session:
+  the secret key, then its session token on a second line; S3 keys hold no newline, and so the
+  injector's projection stays as it was), `evidence.key`. The session
+  (hegui.evidence.store.service_session) may write, read and list the service's own
+  `records/<namespace>/<service>/` only and expires; the operator replaces it at half-life
+  and the sidecar reads the files again (`file_source`). A team that reads its Secret
+  (Kubernetes `edit`) can therefore neither read another tenant's records nor write anchors
+  or into another service's streams; the store's long-lived users (the policy Secret's
+  accessKey/secretKey, anchorAccessKey/anchorSecretKey) stay in hegui's namespace.
 - `evidence.key` is the service's own sealing key, derived from the cluster's evidence key
   (`service_key`): a team that reads its Secret cannot seal segments in another service's name.
   An inspector holding the cluster's key verifies every service (`verify --master-key-file`).
@@ -19,18 +27,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hegui.evidence.store import StoreCredentials
+
 CONFIG_FILE = "evidence.yaml"
 CREDENTIALS_DIR = Path("/etc/hegui-evidence")
 ACCESS_KEY_FILE, SECRET_KEY_FILE, KEY_FILE = "access-key", "secret-key", "evidence.key"
-#: The keys of the Secret a CompliancePolicy's evidence.store.credentialsSecretName names.
-SOURCE_KEYS = ("accessKey", "secretKey", "evidenceKey", "anchorKey")
+#: The keys of the Secret a CompliancePolicy's evidence.store.credentialsSecretName names: the
+#: sidecars' store user (never copied out: each service gets a session cut from it), the
+#: cluster's evidence key, and the operator's anchor key and anchor store user. Optional:
+#: `roleArn` and `stsEndpoint`, for a cloud whose STS needs them (hegui.evidence.store).
+SIDECAR_KEYS = ("accessKey", "secretKey", "evidenceKey")
+ANCHOR_KEYS = ("anchorKey", "anchorAccessKey", "anchorSecretKey")
+SOURCE_KEYS = (*SIDECAR_KEYS, *ANCHOR_KEYS)
 _LABEL = b"hegui-evidence-service:"
 
 
@@ -96,16 +111,25 @@ def render(evidence: Any | None) -> dict[str, str]:
     return {CONFIG_FILE: yaml.safe_dump(doc, sort_keys=True)}
 
 
-def secret_data(source: Mapping[str, bytes], namespace: str, name: str) -> dict[str, bytes]:
-    """The service's Secret from the policy's (decoded values): the store user and the
-    service's derived key; never the cluster's evidence key nor the anchor key."""
-    missing = [k for k in SOURCE_KEYS[:3] if not source.get(k)]
+def check_source(source: Mapping[str, bytes], keys: Iterable[str], where: str,
+                 why: str) -> None:
+    """EvidenceConfigError naming the Secret (`where`) and the keys it lacks (Art.11)."""
+    missing = [k for k in keys if not source.get(k)]
     if missing:
-        raise EvidenceConfigError(f"the evidence store's Secret lacks {', '.join(missing)} "
-                                  "(CompliancePolicy spec.evidence.store."
-                                  "credentialsSecretName, Art.11)")
-    return {ACCESS_KEY_FILE: source["accessKey"].strip(),
-            SECRET_KEY_FILE: source["secretKey"].strip(),
+        raise EvidenceConfigError(f"Secret {where} lacks {', '.join(missing)} ({why}; "
+                                  "CompliancePolicy spec.evidence.store.credentialsSecretName, "
+                                  "Art.11)")
+
+
+def secret_data(source: Mapping[str, bytes], namespace: str, name: str,
+                session: StoreCredentials, where: str = "the evidence store's Secret",
+                ) -> dict[str, bytes]:
+    """The service's Secret from the policy's (decoded values): the service's own store
+    `session` and its derived sealing key; never the store's long-lived users, the cluster's
+    evidence key nor the anchor key."""
+    check_source(source, SIDECAR_KEYS, where, "the sidecars' store user and evidence key")
+    secret = session.secret_key + (f"\n{session.session_token}" if session.session_token else "")
+    return {ACCESS_KEY_FILE: session.access_key.encode(), SECRET_KEY_FILE: secret.encode(),
             KEY_FILE: service_key(source["evidenceKey"].strip(), namespace, name)}
 
 
@@ -143,6 +167,32 @@ class Credentials:
     access_key: str
     secret_key: str
     key: bytes  # the sealing key
+    session_token: str | None = None
+    #: Where the store's keys come from again (the projected Secret, rotated by the operator);
+    #: None when they came from the environment.
+    source: Callable[[], StoreCredentials] | None = None
+
+
+def _read(directory: Path, name: str) -> str:
+    try:
+        return (directory / name).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _secret_and_token(text: str) -> tuple[str, str | None]:
+    """`secret-key`: the secret key, and a session's token on the next line, if any."""
+    secret, _, token = text.strip().partition("\n")
+    return secret.strip(), token.strip() or None
+
+
+def file_source(directory: Path) -> Callable[[], StoreCredentials]:
+    """The store session in the projected Secret, read anew at each call: the kubelet swaps in
+    the operator's next session before the current one expires."""
+    def read() -> StoreCredentials:
+        secret, token = _secret_and_token(_read(directory, SECRET_KEY_FILE))
+        return StoreCredentials(_read(directory, ACCESS_KEY_FILE), secret, token)
+    return read
 
 
 def read_credentials(directory: Path, env: Mapping[str, str] | None = None,
@@ -150,15 +200,14 @@ def read_credentials(directory: Path, env: Mapping[str, str] | None = None,
     """The store user and sealing key: the environment's (HEGUI_EVIDENCE_ACCESS_KEY, ...), else
     the projected Secret's files in `directory`; the key from `key_file` when given."""
     env = os.environ if env is None else env
-
-    def read(name: str) -> str:
-        try:
-            return (directory / name).read_text(encoding="utf-8").strip()
-        except OSError:
-            return ""
-
-    access = env.get("HEGUI_EVIDENCE_ACCESS_KEY") or read(ACCESS_KEY_FILE)
-    secret = env.get("HEGUI_EVIDENCE_SECRET_KEY") or read(SECRET_KEY_FILE)
+    from_env = bool(env.get("HEGUI_EVIDENCE_ACCESS_KEY"))
+    if from_env:
+        access = env.get("HEGUI_EVIDENCE_ACCESS_KEY", "")
+        secret = env.get("HEGUI_EVIDENCE_SECRET_KEY", "")
+        token = env.get("HEGUI_EVIDENCE_SESSION_TOKEN") or None
+    else:
+        access = _read(directory, ACCESS_KEY_FILE)
+        secret, token = _secret_and_token(_read(directory, SECRET_KEY_FILE))
     try:
         key = (key_file or directory / KEY_FILE).read_bytes().strip()
     except OSError:
@@ -169,4 +218,4 @@ def read_credentials(directory: Path, env: Mapping[str, str] | None = None,
         raise EvidenceConfigError(
             f"no {', '.join(missing)} for the evidence store in {directory} (the Secret "
             f"hegui-evidence-<service>, projected by the injector) or the environment (Art.11)")
-    return Credentials(access, secret, key)
+    return Credentials(access, secret, key, token, None if from_env else file_source(directory))

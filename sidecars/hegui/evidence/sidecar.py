@@ -3,7 +3,9 @@
 Injected by hegui, the sidecar needs no option for it: the operator renders `evidence.yaml` (the
 store's URL, region, least retention) into the ConfigMap beside `--service`, and the injector
 projects the hegui-owned Secret `hegui-evidence-<service>` into /etc/hegui-evidence
-(`access-key`, `secret-key`, `evidence.key`, and a copy of `evidence.yaml`;
+(`access-key`, `secret-key` with its session token on a second line: the service's own store
+session, limited to its records and rotated by the operator; `evidence.key`, and a copy of
+`evidence.yaml`;
 hegui.evidence.config). By hand:
 
     python -m hegui.sidecar ... --records /var/lib/hegui/records.jsonl \\
@@ -11,9 +13,9 @@ hegui.evidence.config). By hand:
         --evidence-key-file /etc/hegui/keys/evidence.key
 
 Credentials come from those files or the environment (HEGUI_EVIDENCE_ACCESS_KEY,
-HEGUI_EVIDENCE_SECRET_KEY), never from the command line, and are never logged. Without a store
-records stay in the pod as before, which the sidecar says in its log at start: evidence that dies
-with the pod.
+HEGUI_EVIDENCE_SECRET_KEY, HEGUI_EVIDENCE_SESSION_TOKEN), never from the command line, and are
+never logged. Without a store records stay in the pod as before, which the sidecar says in its
+log at start: evidence that dies with the pod.
 
 The fail mode when the buffer is full is the posture's: `dataProtection.evidenceFailureMode`
 when the posture has it, else `moderation.failureMode` (Closed: refuse with 503, nothing is
@@ -111,7 +113,10 @@ def attach(args: argparse.Namespace, records: RecordLog | None, service: Any, *,
         if url.startswith(("http://", "https://")):
             found = config.read_credentials(args.evidence_credentials_dir,
                                             key_file=args.evidence_key_file)
+            # From the projected Secret, the store session is read again as the operator
+            # rotates it (hegui.evidence.config.file_source); from the environment, as given.
             store = S3Store(url, access_key=found.access_key, secret_key=found.secret_key,
+                            session_token=found.session_token, source=found.source,
                             region=settings.region if settings else None)
             key = found.key
         else:  # a directory: tests and offline runs
