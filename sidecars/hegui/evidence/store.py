@@ -388,11 +388,11 @@ def service_session(url: str, parent: tuple[str, str], namespace: str, name: str
     Why a session and not a store user per service: the store enforces the scope itself
     (the session can never do more than both policies allow), the long-lived keys never leave
     hegui's namespace, a leaked session expires on its own, nothing has to be deleted when a
-    service goes, and it needs no admin rights on the store. The same call (AssumeRole with a
-    session policy) is what AWS, MinIO and the Chinese clouds' STS offer (Alibaba RAM
-    AssumeRole with Policy, Tencent CAM AssumeRole with Policy, Huawei IAM temporary
-    credentials with a policy): `role_arn` names the role where the cloud needs one; MinIO
-    ignores it. `sts_endpoint`: where STS answers (MinIO: the store's own endpoint)."""
+    service goes, and it needs no admin rights on the store (a MinIO user per service would
+    need the store's admin keys in the operator and exists on MinIO only). This speaks the AWS
+    STS protocol (MinIO; stores with an AWS-compatible STS: `sts_endpoint`, `role_arn`, which
+    MinIO ignores). Alibaba RAM, Tencent CAM and Huawei IAM offer the same operation (assume
+    a role with an inline policy) through their own APIs: this is the place to add them."""
     from minio.credentials.providers import AssumeRoleProvider
 
     parts = urlsplit(url)
