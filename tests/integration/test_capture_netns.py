@@ -11,6 +11,7 @@ dials.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -113,6 +114,8 @@ def _dial(address: str, port: int) -> str:
 
 def test_inbound_tcp_reaches_the_sidecar_except_declared_ports(
         pod_netns: tuple[str, str]) -> None:
+    """`--open` is what the injector renders for ports declared PodToPod (NCCL, Ray): they
+    reach their server; everything else reaches the sidecar."""
     netns, address = pod_netns
     done = _capture(netns, "--to-port", str(SIDECAR), "--open", str(METRICS))
     assert done.returncode == 0, done.stderr
@@ -122,7 +125,7 @@ def test_inbound_tcp_reaches_the_sidecar_except_declared_ports(
         # which reached the model on loopback without being redirected to itself.
         assert _dial(address, MODEL) == "sidecar->model"
         assert _dial(address, SIDECAR) == "sidecar->model"
-        assert _dial(address, METRICS) == "metrics"  # declared open: Prometheus scrapes it
+        assert _dial(address, METRICS) == "metrics"  # declared open (PodToPod)
         assert _dial(address, 18999) == "sidecar->model"  # any other port too
         # Run again (an init container re-run): the same rules, not a second copy.
         again = _capture(netns, "--to-port", str(SIDECAR), "--open", str(METRICS))
@@ -131,6 +134,117 @@ def test_inbound_tcp_reaches_the_sidecar_except_declared_ports(
                                capture_output=True, text=True, check=True).stdout
         assert saved.count("-A PREROUTING") == 1
         assert _dial(address, MODEL) == "sidecar->model"
+
+
+#: The sidecar's side of a redirected connection: it answers with the port the connection was
+#: sent to, as hegui.sidecar.original_dst reads it from the kernel.
+ORIGINAL = """
+import socket
+from hegui.sidecar.original_dst import original_port
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", %(sidecar)d)); s.listen()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(str(original_port(c)).encode()); c.close()
+"""
+
+
+def test_the_sidecar_learns_which_port_a_captured_connection_was_sent_to(
+        pod_netns: tuple[str, str]) -> None:
+    """A port declared for Metrics is captured like the model's: the sidecar tells it from the
+    rest by the connection's original destination, and serves only the model's metrics there."""
+    netns, address = pod_netns
+    done = _capture(netns, "--to-port", str(SIDECAR))
+    assert done.returncode == 0, done.stderr
+    server = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c",
+                               ORIGINAL % {"sidecar": SIDECAR}], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        assert _dial(address, METRICS) == str(METRICS)
+        assert _dial(address, MODEL) == str(MODEL)
+        assert _dial(address, SIDECAR) == "None"  # straight to the sidecar: not redirected
+    finally:
+        server.kill()
+        server.wait()
+
+
+#: The real sidecar in front of a model server that also listens on the Metrics port, with a
+#: generation API there as well as its metrics (a team's server can listen with anything).
+SIDECAR_IN_POD = """
+import asyncio, json
+from aiohttp import web
+from hegui.sidecar.app import Sidecar, serve
+from hegui.sidecar.config import SidecarConfig
+from hegui.sidecar.testing import LocalModerator, posture
+
+async def chat(request):
+    return web.json_response({"choices": [{"message": {"role": "assistant",
+                                                        "content": "教我制作炸弹"}}]})
+
+async def metrics(request):
+    return web.Response(text='# HELP calls 13812345678\\ncalls{who="a"} 1\\n',
+                        content_type="text/plain")
+
+async def main():
+    model = web.Application()
+    model.router.add_post("/v1/chat/completions", chat)
+    model.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(model); await runner.setup()
+    for port in (%(model)d, %(metrics)d):
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+    config = SidecarConfig(posture(), upstream="http://127.0.0.1:%(model)d",
+                           metrics_ports=((%(metrics)d, %(metrics)d),))
+    await serve(Sidecar(config, LocalModerator()), "0.0.0.0", %(sidecar)d)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _http(address: str, port: int, method: str, path: str, body: bytes = b""
+          ) -> tuple[int, bytes]:
+    import http.client
+
+    connection = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        connection.request(method, path, body=body or None,
+                           headers={"Content-Type": "application/json"} if body else {})
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def test_a_port_declared_for_metrics_serves_the_model_s_metrics_and_nothing_else(
+        pod_netns: tuple[str, str]) -> None:
+    """The team declares the Metrics port and runs the server behind it: a chat API there must
+    not reach users around the sidecar (Art.14); Prometheus still scrapes the model's metrics,
+    moderated as metadata (a phone number in them masked, Art.4(4))."""
+    netns, address = pod_netns
+    # What the injector renders for a service declaring only a Metrics port: no --open.
+    done = _capture(netns, "--to-port", str(SIDECAR), "--model-port", str(MODEL),
+                    "--sidecar-uid", "0")
+    assert done.returncode == 0, done.stderr
+    pod = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", SIDECAR_IN_POD
+                            % {"model": MODEL, "metrics": METRICS, "sidecar": SIDECAR}],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert pod.stdout is not None and pod.stdout.readline().strip() == "ready"
+        chat = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        status, body = _http(address, METRICS, "POST", "/v1/chat/completions", chat.encode())
+        assert status == 404 and b"hegui.metrics_port" in body, body
+        status, body = _http(address, METRICS, "GET", "/metrics")
+        assert status == 200 and b'calls{who="a"} 1' in body, body
+        assert b"13812345678" not in body, body
+        # The model's port, by number, is the sidecar's, which moderates the chat answer.
+        status, body = _http(address, MODEL, "POST", "/v1/chat/completions", chat.encode())
+        assert status != 200 and "教我制作炸弹" not in body.decode(), body
+    finally:
+        pod.kill()
+        pod.wait()
 
 
 def _dial_inside(netns: str, port: int, uid: int) -> str:

@@ -6,7 +6,8 @@ forwards a clean one to the model on loopback.
 A Service with `targetPort: 8000` is, after kube-proxy's DNAT on the node, exactly a connection
 to podIP:8000 from outside the pod; the local cluster runs no kube-proxy and no test may dial a
 ClusterIP from this machine, so this dials podIP:8000, which is what the Service's traffic
-becomes. The port the GenerativeService declares open (the model's metrics) is reached directly.
+becomes. The port the GenerativeService declares for the model's metrics is captured too: the
+sidecar serves the model's GET /metrics there, moderated, and nothing else.
 """
 
 from __future__ import annotations
@@ -179,9 +180,12 @@ def test_the_model_s_port_by_number_reaches_the_sidecar(real_node: RealNode,
     except urllib.error.HTTPError as refused:
         assert refused.code == 404
         assert json.loads(refused.read())["error"]["code"] == "hegui.route_not_allowed"
-    # The declared metrics port is the model's own, reached directly.
+    # The declared metrics port gives the model's metrics, through the sidecar, and nothing
+    # else: the team's server could listen there with a chat API too.
     with urllib.request.urlopen(f"http://{ip}:{METRICS_PORT}/metrics", timeout=10) as answer:
         assert answer.read() == b"model_metrics 1\n"
+    status, body, _ = _post(f"http://{ip}:{METRICS_PORT}/v1/chat/completions", _chat("你好"))
+    assert status == 404 and body["error"]["code"] == "hegui.metrics_port", body
     statuses = {s["name"]: s for s in running["status"]["initContainerStatuses"]}
     assert statuses[CAPTURE_NAME]["state"]["terminated"]["exitCode"] == 0
 

@@ -14,7 +14,8 @@ are injected as the mutating webhook would, and every port of every Service in t
 selects them is resolved as the pod's network resolves it: the Service's targetPort (a name
 becomes the number of the port so named), then the capture step (every inbound TCP connection
 goes to the sidecar except the ports the posture declares open, `# open:`): `fronted` when it
-reaches hegui's sidecar, `open` when it reaches a declared port directly (metrics, pod-to-pod),
+reaches hegui's sidecar (a port declared for Metrics too: the sidecar serves only the model's
+GET /metrics there), `open` when it reaches a port declared PodToPod directly,
 `refused` when the sidecar gets a gRPC/h2c port's traffic (it speaks HTTP/1.1), `direct` when it
 reaches the model around the sidecar.
 
@@ -152,7 +153,7 @@ def _reach(pod: Mapping[str, Any], target: object, opened: Mapping[int, str]) ->
     captured = any(c.get("name") == CAPTURE_NAME for c in pod["spec"].get("initContainers") or [])
     if container.get("name") == SIDECAR_NAME:
         return "fronted"
-    if number in opened:
+    if opened.get(number) == "PodToPod":
         return "open"
     if not captured:
         # A number no container declares still reaches whatever listens there: the model.

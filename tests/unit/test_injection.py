@@ -544,9 +544,11 @@ def test_the_capture_step_runs_after_the_sidecar_is_up_and_before_anything_else(
     # A plain init container (runs to completion), the sidecar's image and entrypoint.
     assert "restartPolicy" not in capture and "command" not in capture
     assert capture["image"] == POLICY.spec.sidecar.image  # type: ignore[union-attr]
-    # Everything inbound goes to the sidecar's port, except what the posture declares open;
-    # so does loopback to the model's port from anyone but the sidecar (kubectl port-forward).
-    assert capture["args"] == ["capture", "--to-port", "8443", "--open", "8002",
+    # Everything inbound goes to the sidecar's port, except what the posture declares open
+    # between its pods (the Metrics port is captured too: the sidecar serves only the model's
+    # GET /metrics there); so does loopback to the model's port from anyone but the sidecar
+    # (kubectl port-forward).
+    assert capture["args"] == ["capture", "--to-port", "8443",
                                "--open", "29500:29509", "--model-port", "8000",
                                "--sidecar-uid", "65532"]
     # Root for iptables, with exactly the two capabilities it needs and nothing else.

@@ -192,6 +192,19 @@ def test_the_posture_is_followed_while_the_sidecar_runs(tmp_path: Path) -> None:
     assert watch.check(updated) is None and watch.errors == 2  # never another service's
 
 
+def test_the_sidecar_knows_the_ports_its_posture_declares_for_metrics() -> None:
+    """Those are captured too, and served with the model's metrics alone
+    (hegui.sidecar.original_dst); PodToPod ports never reach the sidecar."""
+    service = _service()
+    service["spec"]["traffic"] = {"openPorts": [
+        {"port": 8002, "purpose": "Metrics", "reason": "Triton metrics"},
+        {"port": 9100, "endPort": 9101, "purpose": "Metrics", "reason": "exporters"},
+        {"port": 29500, "purpose": "PodToPod", "reason": "NCCL rendezvous"}]}
+    config = SidecarConfig.from_service(GenerativeService.from_dict(service))
+    assert config.metrics_ports == ((8002, 8002), (9100, 9101))
+    assert SidecarConfig.from_service(GenerativeService.from_dict(_service())).metrics_ports == ()
+
+
 # --- the standby answers its liveness probe (issue 15) -----------------------------------------
 
 class _NoApi:

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hegui.api.common import SecretKeyReference
-from hegui.api.generativeservice import GenerativeService, OpenPort
+from hegui.api.generativeservice import GenerativeService, OpenPort, PortPurpose
 from hegui.api.policy import CompliancePolicy, Sidecar, TrafficCapture
 from hegui.evidence import config as evidence_config
 from hegui.rules import workloads
@@ -208,9 +208,13 @@ def capture_container(sidecar: Sidecar, ports: list[OpenPort],
     namespace with NET_ADMIN and NET_RAW, which iptables needs, and no other capability; it
     exits once the rules are in, before the model starts. With the model's port known, loopback
     connections to it from any user but the sidecar's reach the sidecar too (kubectl
-    port-forward)."""
+    port-forward). Only PodToPod ports are left out: a Metrics port is captured like any other,
+    and the sidecar serves nothing there but the model's `GET /metrics`, moderated
+    (hegui.sidecar.original_dst), so a second API the team declares "Metrics" is no way
+    around it."""
     args = ["capture", "--to-port", str(sidecar.port)]
-    for port in sorted(ports, key=lambda p: (p.port, p.last)):
+    for port in sorted((p for p in ports if p.purpose is PortPurpose.POD_TO_POD),
+                       key=lambda p: (p.port, p.last)):
         args += ["--open", _port_text(port)]
     if model_port is not None:
         args += ["--model-port", str(model_port), "--sidecar-uid", str(SIDECAR_USER)]

@@ -83,7 +83,8 @@ from hegui.sidecar.families.base import (
 )
 from hegui.sidecar.families.images import IMAGES
 from hegui.sidecar.metrics import SidecarMetrics
-from hegui.sidecar.routes import Kind, Match, RouteRefused, RouteTable
+from hegui.sidecar.original_dst import connection_port
+from hegui.sidecar.routes import MODEL_METRICS, Kind, Match, RouteRefused, RouteTable
 from hegui.sidecar.suspension import SuspensionNotice, SuspensionWatch
 
 log = logging.getLogger("hegui.sidecar")
@@ -375,6 +376,27 @@ class Sidecar:
                 (r.path, r.family.value) for r in declared))
         return self._routes[1]
 
+    @web.middleware
+    async def metrics_ports(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A connection sent to a port the posture declares for Metrics (captured like every
+        other, hegui.sidecar.capture) gets the model's `GET /metrics` from that port,
+        moderated, and nothing else: not a generation API the team's server may also listen
+        with there, and not the sidecar's own routes (Art.14)."""
+        declared = self.config.metrics_ports
+        if not declared:
+            return await handler(request)  # type: ignore[no-any-return]
+        port = connection_port(request.transport)
+        if port is None or not any(first <= port <= last for first, last in declared):
+            return await handler(request)  # type: ignore[no-any-return]
+        if request.method in ("GET", "HEAD") and request.raw_path.partition("?")[0] == "/metrics":
+            return await self.metadata(request, Match(MODEL_METRICS, {}, "",
+                                                      upstream=f"http://127.0.0.1:{port}"))
+        self.metrics.requests.labels("refused", "404").inc()
+        return error_response(
+            404, "hegui.metrics_port", f"port {port} is declared for the model's metrics "
+            "(spec.traffic.openPorts, purpose Metrics): the sidecar serves only GET /metrics "
+            "there (Art.14)")
+
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Every request for the model: matched against the route table from its raw target
         (canonical paths only, methods allow-listed), then moderated or relayed (Art.14)."""
@@ -575,7 +597,7 @@ class Sidecar:
         started = time.perf_counter()
         try:
             return await self.session.request(
-                request.method, self.config.upstream + match.upstream_path,
+                request.method, (match.upstream or self.config.upstream) + match.upstream_path,
                 data=data, headers=headers, allow_redirects=False)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise BadRequest("hegui.upstream_timeout", "the model server did not answer in time",
@@ -1055,6 +1077,7 @@ SIDECAR: web.AppKey[Sidecar] = web.AppKey("hegui.sidecar", Sidecar)
 
 def make_app(sidecar: Sidecar) -> web.Application:
     app = web.Application(client_max_size=sidecar.config.max_body_bytes,
+                          middlewares=[sidecar.metrics_ports],
                           handler_args={"max_field_size": sidecar.config.max_header_bytes,
                                         "max_headers": sidecar.config.max_headers})
     app[SIDECAR] = sidecar

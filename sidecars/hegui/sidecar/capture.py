@@ -8,7 +8,13 @@ with:
     PREROUTING -p tcp -j HEGUI_INBOUND
     HEGUI_INBOUND --dport <sidecar port> RETURN          the sidecar's own port
     HEGUI_INBOUND --dport <open port or range> RETURN    what the GenerativeService declares open
+                                                         between its pods (PodToPod)
     HEGUI_INBOUND -p tcp REDIRECT --to-ports <sidecar>   everything else: the model's ports too
+
+A port declared for Metrics is not left out: it is redirected like the rest, and the sidecar,
+seeing where the connection was going (hegui.sidecar.original_dst), serves nothing there but the
+model's `GET /metrics`, moderated. The team writes the declaration, and its model server may
+listen on that port with anything.
 
 Connections made inside the pod go through OUTPUT, not PREROUTING. One kind is redirected too:
 to the model's serving port on loopback from any user but the sidecar's

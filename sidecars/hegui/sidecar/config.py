@@ -23,6 +23,7 @@ from hegui.api.generativeservice import (
     GenerativeService,
     Labeling,
     Moderation,
+    PortPurpose,
 )
 
 
@@ -61,6 +62,9 @@ class SidecarConfig:
     # The image watermark key (the Secret labeling.watermark.keySecretRef names, mounted as a
     # file); None: no watermark, flagged when the posture enables one (Art.12).
     watermark_key: bytes | None = None
+    # The ports (first, last) the posture declares for the model's metrics: captured like the
+    # rest, and served with nothing but the model's GET /metrics (hegui.sidecar.original_dst).
+    metrics_ports: tuple[tuple[int, int], ...] = ()
 
     @property
     def moderation_timeout(self) -> float:
@@ -96,6 +100,10 @@ def _posture(service: GenerativeService) -> dict[str, object]:
         "moderation": moderation, "labeling": service.spec.labeling,
         "complaints": service.spec.complaints,
         "service": f"{service.metadata.namespace or 'default'}/{service.metadata.name}"}
+    traffic = service.spec.traffic
+    fields["metrics_ports"] = tuple(
+        (p.port, p.last) for p in (traffic.open_ports if traffic is not None else [])
+        if p.purpose is PortPurpose.METRICS)
     slo = service.spec.slo
     if slo is not None and slo.latency is not None:
         # A bucket of the SLI histogram, so the slow share is exact (Art.13).

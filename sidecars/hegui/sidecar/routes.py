@@ -109,6 +109,11 @@ _TRITON_V = "/v2/models/{model}/versions/{version}"
 G, M, N = Kind.GENERATION, Kind.METADATA, Kind.NON_GENERATIVE
 _READ = ("GET", "HEAD")
 
+#: The model server's own Prometheus metrics (the sidecar's are on /metrics); also what the
+#: sidecar serves on a port declared for Metrics (hegui.sidecar.original_dst).
+MODEL_METRICS = Route("/hegui/model/metrics", Kind.METADATA, "metadata", frozenset(_READ),
+                      upstream="/metrics")
+
 BUILTIN: tuple[Route, ...] = (
     # --- generation, moderated both ways ----------------------------------------------------
     *_routes(G, "chat", ["/v1/chat/completions"]),
@@ -133,8 +138,7 @@ BUILTIN: tuple[Route, ...] = (
                              f"{_TRITON}/ready", f"{_TRITON_V}/ready", f"{_TRITON}/config",
                              f"{_TRITON_V}/config", f"{_TRITON}/stats"], _READ),
     *_routes(M, "metadata", ["/api/show"]),  # Ollama's model card: a POST that reads
-    # The model server's own Prometheus metrics; the sidecar's are on /metrics.
-    Route("/hegui/model/metrics", M, "metadata", frozenset(_READ), upstream="/metrics"),
+    MODEL_METRICS,
 )
 
 
@@ -143,6 +147,9 @@ class Match:
     route: Route
     params: dict[str, str]
     query: str  # the raw query string, re-sent only when it is canonical too
+    #: The model server's base URL for this request; empty: the sidecar's --upstream (a port
+    #: declared for Metrics is relayed to that port, hegui.sidecar.original_dst).
+    upstream: str = ""
 
     @property
     def upstream_path(self) -> str:
