@@ -58,7 +58,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
 #: Development-only modules: in the checkout (and its editable install), never in the wheel
 #: (pyproject.toml's [tool.hatch.build.targets.wheel] exclude).
 DEV_ONLY_MODULES = ("hegui.localcluster", "hegui.demo", "hegui.demo_serving",
-                    "hegui.admission.local", "hegui.api.testing")
+                    "hegui.demo_realnode", "hegui.admission.local", "hegui.api.testing")
 
 
 def dev_only(error: ModuleNotFoundError) -> bool:

@@ -1,11 +1,14 @@
 """`hegui demo`: hegui's main job, end to end, on the local control plane.
 
-Start the control plane, install hegui's CRDs and a CompliancePolicy, run the admission webhooks
-and the operator beside the cluster, and show a GPU model Deployment refused until its
-GenerativeService declares a filing, a passing assessment and labeling, then admitted, its pods
-injected with the moderation sidecar and Running on GPU nodes. Then (hegui.demo_serving) send
-requests through a real sidecar and a real Triton, make the model fail until the operator
-suspends the service, and resume it as a person would.
+Start the control plane, install hegui's CRDs and a CompliancePolicy, and run hegui: where this
+machine can run the local cluster's real node (root, dev/bootstrap's packages), the chart on it
+(hegui.demo_realnode: webhook, operator and Triton as pods); elsewhere, or with --local, the
+webhook and the operator as processes beside the cluster, after a loud note saying why. Show a
+GPU model Deployment refused until its GenerativeService declares a filing, a passing assessment
+and labeling, then admitted, its pods injected with the moderation sidecar and Running on kwok's
+GPU nodes. Then (hegui.demo_serving) send requests through a real sidecar and a real Triton, make
+the model fail until the operator suspends the service, and resume it as a person would: in a
+real model pod on the real node, or with --local as local processes.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hegui import demo_serving
+from hegui import demo_realnode, demo_serving
 from hegui.admission.local import LocalWebhook, free_port
 from hegui.api.common import rfc3339
 from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
@@ -35,6 +38,9 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser("demo", help="run hegui's main job end to end on the local "
                                               "control plane")
     parser.add_argument("--down", action="store_true", help="stop the cluster at the end")
+    parser.add_argument("--local", action="store_true",
+                        help="run hegui and the model beside the cluster as local processes "
+                             "instead of as pods on the real node (which needs root)")
     parser.set_defaults(run=run)
 
 
@@ -50,29 +56,25 @@ def run(args: argparse.Namespace) -> int:
     print("already running" if result.already_running else
           f"apiserver ready in {result.seconds_to_apiserver_ready:.1f}s")
     print(cluster.kubectl("get", "nodes", "-L", "nvidia.com/gpu.present").stdout)
+    why_not = "--local" if args.local else demo_realnode.blocker(cluster)
+    if why_not and not args.local:
+        print(f"\n{'!' * 100}\n!! NOTE: the real node cannot run here: {why_not}.\n!! The demo "
+              "runs hegui and the model as LOCAL PROCESSES instead (the demo plays the kubelet: "
+              "it writes the\n!! projected ConfigMap itself), not as pods. `hegui demo --local` "
+              f"chooses this on purpose.\n{'!' * 100}", flush=True)
 
     _step("installing hegui's CRDs and the CompliancePolicy (samples/compliance/policy.yaml)")
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+    # --force-conflicts: an earlier helm release may have installed (and kept) them.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     print(cluster.kubectl("apply", "-f", str(SAMPLES / "compliance" / "policy.yaml")).stdout,
           end="")
 
     with tempfile.TemporaryDirectory(prefix="hegui-demo-") as tmp:
-        webhook = LocalWebhook(cluster, Path(tmp))
-        _step(f"starting the admission webhook on {webhook.url} and registering it, and the "
-              "operator")
-        webhook.start()
-        operator = _start_operator(cluster, Path(tmp))
-        try:
-            webhook.register()
-            _story(cluster)
-            demo_serving.story(cluster, Path(tmp))
-        finally:
-            _step("removing the webhook configuration; stopping the webhook and the operator")
-            webhook.unregister()
-            webhook.stop()
-            operator.terminate()
-            operator.wait(20)
+        if why_not:
+            _beside_the_cluster(cluster, Path(tmp))
+        else:
+            _on_the_real_node(cluster, Path(tmp))
 
     _step("what is running")
     for name, info in cluster.status().items():
@@ -86,9 +88,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _story(cluster: LocalCluster) -> None:
+def _on_the_real_node(cluster: LocalCluster, directory: Path) -> None:
+    """hegui's chart on the real node; the second half in a real model pod there."""
+    platform = demo_realnode.Platform(cluster, directory)
+    try:
+        platform.up()
+        service = platform.point_policy_at_the_pods()
+        _story(cluster, service)
+        demo_serving.story(cluster, directory, demo_realnode.PodServing(platform))
+    finally:
+        platform.down()
+
+
+def _beside_the_cluster(cluster: LocalCluster, directory: Path) -> None:
+    """The webhook and the operator as local processes; the second half as local processes."""
+    webhook = LocalWebhook(cluster, directory)
+    _step(f"starting the admission webhook on {webhook.url} and registering it, and the "
+          "operator")
+    webhook.start()
+    operator = _start_operator(cluster, directory)
+    try:
+        webhook.register()
+        _story(cluster, SAMPLES / "compliance" / "chat-service.yaml")
+        demo_serving.story(cluster, directory)
+    finally:
+        _step("removing the webhook configuration; stopping the webhook and the operator")
+        webhook.unregister()
+        webhook.stop()
+        operator.terminate()
+        operator.wait(20)
+
+
+def _story(cluster: LocalCluster, service: Path) -> None:
     workload = SAMPLES / "workloads" / "chat-model.yaml"
-    cluster.kubectl("delete", "-n", NAMESPACE, "deployment", "chat-model", "--ignore-not-found")
+    cluster.kubectl("delete", "-n", NAMESPACE, "deployment", "chat-model",
+                    demo_realnode.DEPLOYMENT, "--ignore-not-found")
     # A second run starts the story over.
     cluster.kubectl("delete", "-n", NAMESPACE, "generativeservice,safetyassessment", "--all",
                     "--ignore-not-found")
@@ -98,9 +132,8 @@ def _story(cluster: LocalCluster) -> None:
     print(refused)
 
     _step("declaring the service: GenerativeService chat and its SafetyAssessment")
-    for sample in ("safety-assessment.yaml", "chat-service.yaml"):
-        print(cluster.kubectl("apply", "-f", str(SAMPLES / "compliance" / sample)).stdout,
-              end="")
+    for manifest in (SAMPLES / "compliance" / "safety-assessment.yaml", service):
+        print(cluster.kubectl("apply", "-f", str(manifest)).stdout, end="")
     print("\nthe assessment has not run yet, so the Deployment is still refused:")
     print(_apply_until_refused(cluster, workload, containing="[assessment, Art.17]"))
 

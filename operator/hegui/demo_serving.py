@@ -1,9 +1,12 @@
 """The second half of `hegui demo`: requests through the sidecar, a failing model, suspension and
 resume (Art.4, Art.12, Art.13, Art.14, Art.21).
 
-kwok simulates the pods, so nothing runs inside them. The demo runs the parts a pod would run as
-local processes beside the cluster instead, and plays the kubelet's part of projecting the
-service's ConfigMap into the sidecar's configuration directory:
+The story (`story`) runs against a Serving: on real pods on the local cluster's real node
+(hegui.demo_realnode.PodServing, the default where the real node can run), or, where it cannot
+(`hegui demo --local`, or no root), with `Serving` below. kwok simulates the pods, so nothing
+runs inside them: `Serving` runs the parts a pod would run as local processes beside the
+cluster instead, and plays the kubelet's part of projecting the service's ConfigMap into the
+sidecar's configuration directory:
 
 - a real Triton Inference Server (the nvidia-pytriton wheel's tritonserver) serving hegui's
   moderation models from sidecars/triton/models;
@@ -26,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hegui.admission.local import free_port
 from hegui.localcluster.cluster import ClusterError, LocalCluster
@@ -50,6 +53,24 @@ def operator_metrics(*names: str) -> str:
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
+
+
+class Served(Protocol):
+    """What the story needs of where the model and its sidecar run."""
+
+    @property
+    def prometheus_url(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def chat(self, text: str, user: str = ...) -> tuple[int, dict[str, Any], dict[str, str]]:
+        ...
+
+    def set_model_mode(self, mode: str) -> None: ...
+
+    def operator_metrics(self, *names: str) -> str: ...
 
 
 class Serving:
@@ -153,6 +174,18 @@ class Serving:
                 print(f"  (while stopping: {error})")
         self._stack.clear()
 
+    # --- what the story asks of it ---------------------------------------------------------------
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.prometheus.url
+
+    def set_model_mode(self, mode: str) -> None:
+        self.model.model.mode = mode
+
+    def operator_metrics(self, *names: str) -> str:
+        return operator_metrics(*names)
+
     # --- requests -------------------------------------------------------------------------------
 
     def chat(self, text: str, user: str = "demo-user") -> tuple[int, dict[str, Any],
@@ -169,19 +202,22 @@ class Serving:
             return int(refused.code), json.loads(refused.read() or b"{}"), dict(refused.headers)
 
 
-def story(cluster: LocalCluster, directory: Path) -> None:
-    """Requests through the sidecar; the model fails, the service is suspended, then resumed."""
+def story(cluster: LocalCluster, directory: Path, serving: Served | None = None) -> None:
+    """Requests through the sidecar; the model fails, the service is suspended, then resumed.
+    Without `serving`, the model, its sidecar, Triton and Prometheus run as local processes."""
     _step("making the demo's objectives fast: a 2h SLO window (its burn-rate windows become "
           "10s/3s), suspension after 2s of sustained burn, and the Prometheus the operator reads")
-    serving = Serving(cluster, directory)
+    local = serving is None
+    serving = serving or Serving(cluster, directory)
     try:
         _run(cluster, serving)
     finally:
-        _step("stopping the sidecar, the model, Triton and Prometheus")
+        _step("stopping the sidecar, the model, Triton and Prometheus" if local else
+              "stopping the Prometheus beside the cluster")
         serving.stop()
 
 
-def _run(cluster: LocalCluster, serving: Serving) -> None:
+def _run(cluster: LocalCluster, serving: Served) -> None:
     plugin = str(Path(sys.executable).parent / "kubectl-hegui")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
 
@@ -196,7 +232,7 @@ def _run(cluster: LocalCluster, serving: Serving) -> None:
                                  "sustainedFor": "2s", "minRequests": 20}}}))
     serving.start()
     cluster.kubectl("patch", "compliancepolicy", "default", "--type=merge", "-p", json.dumps(
-        {"spec": {"prometheus": {"url": serving.prometheus.url, "minWindow": "3s"}}}))
+        {"spec": {"prometheus": {"url": serving.prometheus_url, "minWindow": "3s"}}}))
 
     _step("a request through the sidecar: moderated, then labeled (Art.12, GB 45438-2025)")
     status, body, headers = serving.chat("say:你好。我是合规助手。")
@@ -225,32 +261,36 @@ def _run(cluster: LocalCluster, serving: Serving) -> None:
     try:
         _wait_condition(cluster, "SLOMet", "True", timeout=90)
         print(kubectl_hegui("status", "-n", NAMESPACE))
-        print(operator_metrics("hegui_service_state"))
+        print(serving.operator_metrics("hegui_service_state"))
 
         _step("the model starts failing every request: the error budget burns, and after 2s "
               "of sustained burn the operator suspends the service (Art.21)")
-        serving.model.model.mode = "error"
+        serving.set_model_mode("error")
         _wait_suspended(cluster, True, timeout=90)
         print(kubectl_hegui("status", "-n", NAMESPACE))
-        print(operator_metrics("hegui_service_state", "hegui_suspensions_total"))
+        print(serving.operator_metrics("hegui_service_state", "hegui_suspensions_total"))
         print(cluster.kubectl("-n", NAMESPACE, "get", "gsvc", "chat", "-o",
                               "jsonpath={.status.suspension.reason}").stdout)
         print()
         print(cluster.kubectl("-n", NAMESPACE, "get", "events", "--field-selector",
                               "reason=Suspended").stdout)
-        deadline = time.monotonic() + 20
-        while serving.chat("say:还在吗")[0] != 503 and time.monotonic() < deadline:
+        # The failing model answers 503 too: wait for the sidecar's own refusal.
+        suspended = time.monotonic()
+        while True:
+            status, body, _ = serving.chat("say:还在吗")
+            code = (body.get("error") or {}).get("code")
+            if code == "hegui.service_suspended" or time.monotonic() > suspended + 90:
+                break
             time.sleep(0.3)
-        status, body, _ = serving.chat("say:还在吗")
-        print(f"the sidecar, once the kubelet has projected the notice: HTTP {status}: "
-              f"{(body.get('error') or {}).get('code')}")
+        print(f"the sidecar, once the kubelet has projected the notice (after "
+              f"{time.monotonic() - suspended:.0f}s): HTTP {status}: {code}")
     finally:
         stop.set()
         driver.join(10)
 
     _step("the team fixes the model; only a person resumes the service, with a reason, as "
           "themselves (kubectl hegui resume; the webhook checks who writes it)")
-    serving.model.model.mode = "normal"
+    serving.set_model_mode("normal")
     time.sleep(11)  # the failures age out of the 10s window while requests are refused
     print(kubectl_hegui("resume", "chat", "-n", NAMESPACE, "--reason",
                         "model rolled back to the previous release; errors gone"))
@@ -258,13 +298,17 @@ def _run(cluster: LocalCluster, serving: Serving) -> None:
     print(cluster.kubectl("-n", NAMESPACE, "get", "gsvc", "chat", "-o",
                           "jsonpath={.status.suspension.history[0]}").stdout)
     print()
-    deadline = time.monotonic() + 20
-    while serving.chat("say:欢迎回来。")[0] != 200 and time.monotonic() < deadline:
+    resumed = time.monotonic()
+    while True:
+        status, body, _ = serving.chat("say:欢迎回来。")
+        if status == 200 or time.monotonic() > resumed + 90:
+            break
         time.sleep(0.3)
-    status, body, _ = serving.chat("say:欢迎回来。")
-    print(f"HTTP {status}: {body['choices'][0]['message']['content']}")
+    print(f"the sidecar, once the kubelet has projected the resumption (after "
+          f"{time.monotonic() - resumed:.0f}s): HTTP {status}: "
+          f"{((body.get('choices') or [{}])[0].get('message') or {}).get('content', body)}")
     print(kubectl_hegui("status", "-n", NAMESPACE))
-    print(operator_metrics("hegui_service_state", "hegui_suspensions_total"))
+    print(serving.operator_metrics("hegui_service_state", "hegui_suspensions_total"))
 
 
 def _wait_condition(cluster: LocalCluster, kind: str, wanted: str, timeout: float) -> None:

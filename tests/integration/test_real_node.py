@@ -193,6 +193,15 @@ def release(real_node: RealNode, local_cluster: LocalCluster) -> Iterator[dict[s
     for component in ("webhook", "operator", "triton"):  # the file and the node agree
         assert {k: values[component][k] for k in ON_THE_REAL_NODE} == ON_THE_REAL_NODE
     _helm(local_cluster, "uninstall", RELEASE, "-n", SYSTEM, "--wait", check=False)
+    # hegui's CRDs may be there already (applied by `hegui demo` or other tests): the release
+    # takes them over, the step charts/README gives.
+    for name in local_cluster.kubectl("get", "crd", "-o", "name").stdout.split():
+        if name.endswith(".hegui.io"):
+            local_cluster.kubectl("label", "--overwrite", name,
+                                  "app.kubernetes.io/managed-by=Helm")
+            local_cluster.kubectl("annotate", "--overwrite", name,
+                                  f"meta.helm.sh/release-name={RELEASE}",
+                                  f"meta.helm.sh/release-namespace={SYSTEM}")
     started = time.monotonic()
     _helm(local_cluster, "install", RELEASE, str(CHART), "-n", SYSTEM, "--create-namespace",
           "--values", str(VALUES))

@@ -154,7 +154,8 @@ def test_every_profile_starts_the_operator_and_webhook(profile: tuple[str, Path]
 def test_no_profile_carries_development_code(profile: tuple[str, Path]) -> None:
     _, venv = profile
     for module in ("hegui.localcluster", "hegui.localcluster.cluster", "hegui.demo",
-                   "hegui.demo_serving", "hegui.admission.local", "hegui.api.testing"):
+                   "hegui.demo_serving", "hegui.demo_realnode", "hegui.admission.local",
+                   "hegui.api.testing"):
         assert not _importable(venv, module), module
     for command in (("cluster", "up"), ("demo",)):
         refused = _hegui(venv, *command, check=False)

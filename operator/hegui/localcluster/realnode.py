@@ -301,6 +301,11 @@ class RealNode:
         kubelet = self.cluster.binary("kubelet")
         if not os.access(kubelet, os.X_OK):
             raise RealNodeError(f"missing {kubelet}: build it with dev/controlplane/build")
+        if other := self.other_real_node():
+            raise RealNodeError(
+                f"another local cluster's real node runs on this machine (kubelet --root-dir="
+                f"{other}); one machine runs one real node at a time: stop it with `hegui "
+                "cluster down` under that cluster's HEGUI_CACHE_DIR and HEGUI_CLUSTER_PORT_BASE")
         self.home.mkdir(parents=True, exist_ok=True)
         containerd = self.containerd
         containerd.start()
@@ -337,6 +342,21 @@ class RealNode:
         raise RealNodeError(f"node {NODE_NAME} was not Ready with {GPUS} GPUs after "
                             f"{timeout:.0f}s; the end of {self.log_file('kubelet')}:\n"
                             f"{_tail(self.log_file('kubelet'))}")
+
+    def other_real_node(self) -> str | None:
+        """The --root-dir of a real node's kubelet of another local cluster running here: the
+        device-plugin socket is shared, so a second kubelet would take the first one's GPUs."""
+        ours = f"--root-dir={self.kubelet_dir}"
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_text().split("\0")
+                if (Path(argv[0]).name == "kubelet"
+                        and f"--hostname-override={NODE_NAME}" in argv and ours not in argv):
+                    return next((a.split("=", 1)[1] for a in argv
+                                 if a.startswith("--root-dir=")), "?")
+        return None
 
     # --- the apiserver from the pods ------------------------------------------------------------
     def _apiserver_rule(self) -> list[str]:
@@ -430,6 +450,10 @@ class RealNode:
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "rotateCertificates": False, "serverTLSBootstrap": False,
             "staticPodPath": "", "shutdownGracePeriod": "0s",
+            # A changed ConfigMap or Secret reaches a pod's volume at its next sync (default 1m):
+            # the operator's suspension notice (Art.21) and a renewed webhook certificate reach
+            # the pods within seconds instead.
+            "syncFrequency": "5s",
         }
         (self.home / "kubelet.yaml").write_text(json.dumps(config, indent=2))
 
