@@ -84,7 +84,14 @@ from hegui.sidecar.families.base import (
 from hegui.sidecar.families.images import IMAGES
 from hegui.sidecar.metrics import SidecarMetrics
 from hegui.sidecar.original_dst import connection_port
-from hegui.sidecar.routes import MODEL_METRICS, Kind, Match, RouteRefused, RouteTable
+from hegui.sidecar.routes import (
+    MODEL_METRICS,
+    PROBE_PATHS,
+    Kind,
+    Match,
+    RouteRefused,
+    RouteTable,
+)
 from hegui.sidecar.suspension import SuspensionNotice, SuspensionWatch
 
 log = logging.getLogger("hegui.sidecar")
@@ -921,14 +928,29 @@ class Sidecar:
         started = time.perf_counter()
         route = match.route.family
         status = 500
+        # kubelet's probes on the model's port: a liveness probe failing because moderation is
+        # down or the service suspended would restart the model (minutes to load its weights).
+        probe = request.method in ("GET", "HEAD") and match.route.pattern in PROBE_PATHS
         try:
             if notice := self.suspended:  # nothing reaches the model while suspended (Art.21)
+                if probe:
+                    alive = await self._probe_status(match, "x-hegui-suspended")
+                    status = alive.status
+                    return alive
                 status = 503
                 return self.suspended_response(notice)
             response = await self._metadata(request, match)
             status = response.status
             return response
         except ModerationDown as down:
+            if probe:
+                try:
+                    alive = await self._probe_status(match, "x-hegui-moderation")
+                except BadRequest as bad:
+                    status = bad.status
+                    return error_response(bad.status, bad.code, bad.message)
+                status = alive.status
+                return alive
             status = 503
             return error_response(
                 503, "hegui.moderation_unavailable",
@@ -940,6 +962,23 @@ class Sidecar:
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    async def _probe_status(self, match: Match, header: str) -> web.Response:
+        """The model's health as a status alone: nothing of the client's is sent (no headers,
+        query or body) and no text comes back, so nothing unmoderated passes either way."""
+        url = self.config.upstream + match.route.upstream_path(match.params)
+        try:
+            async with self.session.get(url, headers={"Accept-Encoding": "identity"},
+                                        allow_redirects=False) as upstream:
+                status = upstream.status
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise BadRequest("hegui.upstream_timeout", "the model server did not answer in time",
+                             504) from None
+        except aiohttp.ClientError as failure:
+            raise BadRequest("hegui.upstream_unavailable",
+                             f"the model server is unreachable: {failure}", 502) from None
+        return web.Response(status=status, headers={
+            header: "unavailable" if header == "x-hegui-moderation" else "true"})
 
     async def _moderate_all(self, texts: list[str], direction: Direction
                             ) -> list[Decision] | None:

@@ -109,6 +109,11 @@ _TRITON_V = "/v2/models/{model}/versions/{version}"
 G, M, N = Kind.GENERATION, Kind.METADATA, Kind.NON_GENERATIVE
 _READ = ("GET", "HEAD")
 
+#: The health paths kubelet's probes use on the model's port (captured, so they reach the
+#: sidecar): answered with the model's status alone when moderation is down or the service is
+#: suspended, so neither restarts the model by failing its liveness probe.
+PROBE_PATHS = frozenset({"/health", "/ping", "/v2/health/live", "/v2/health/ready"})
+
 #: The model server's own Prometheus metrics (the sidecar's are on /metrics); also what the
 #: sidecar serves on a port declared for Metrics (hegui.sidecar.original_dst).
 MODEL_METRICS = Route("/hegui/model/metrics", Kind.METADATA, "metadata", frozenset(_READ),
