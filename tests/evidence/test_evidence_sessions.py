@@ -115,3 +115,21 @@ def test_a_rotated_session_reaches_a_running_sidecar_without_a_restart(
                                          session.session_token))
     time.sleep(0.3)
     assert shipper.ship_once() == 3
+
+
+def test_a_local_store_from_before_the_anchor_user_keeps_its_root_password(
+        tmp_path: Path) -> None:
+    """`hegui cluster up` on a cache written before the anchor user: the anchor user's secret is
+    added, the root password the data directory was initialised with is kept."""
+    import json
+
+    store = LocalObjectStore(home=tmp_path, port=9)
+    store.directory.mkdir(parents=True)
+    old = {"root_user": "hegui-root", "root_password": "kept", "sidecar_secret": "kept-too"}
+    (store.directory / "credentials.json").write_text(json.dumps(old), encoding="utf-8")
+    assert store.root.secret_key == "kept" and store.sidecar.secret_key == "kept-too"
+    anchor = store.anchor
+    assert anchor.access_key == "hegui-anchor" and len(anchor.secret_key) >= 24
+    assert anchor.access_key != store.sidecar.access_key
+    assert store.anchor == anchor  # written once
+    assert (store.directory / "credentials.json").stat().st_mode & 0o777 == 0o600

@@ -129,6 +129,7 @@ class LocalObjectStore:
         data = {**generated, **data}
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file that existed keeps its mode through O_CREAT
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(data, file)
         return data
