@@ -307,10 +307,15 @@ def test_a_deleted_pod_loses_no_acknowledged_record(objectstore: LocalObjectStor
 
 def test_init_store_adds_a_user_that_writes_but_never_deletes(
         objectstore: LocalObjectStore, monkeypatch: pytest.MonkeyPatch, access: Any) -> None:
-    """What the chart's Job runs (`hegui records init-store`), twice: idempotent."""
+    """What the chart's Job runs (`hegui records init-store`), twice: idempotent. The sidecars'
+    user writes records, never anchors; the anchor user writes anchors, never records
+    (Art.11: no holder of the sidecars' credentials can make anchors fail for everyone)."""
     user = access.new_user("h3-user")
+    anchor = access.new_user("h3-anchor")
     monkeypatch.setenv("HEGUI_EVIDENCE_ROOT_ACCESS_KEY", objectstore.root.access_key)
     monkeypatch.setenv("HEGUI_EVIDENCE_ROOT_SECRET_KEY", objectstore.root.secret_key)
+    monkeypatch.setenv("HEGUI_EVIDENCE_ANCHOR_ACCESS_KEY", anchor.access_key)
+    monkeypatch.setenv("HEGUI_EVIDENCE_ANCHOR_SECRET_KEY", anchor.secret_key)
     for variable, setting in user.env().items():
         monkeypatch.setenv(variable, setting)
     for _ in range(2):
@@ -323,6 +328,19 @@ def test_init_store_adds_a_user_that_writes_but_never_deletes(
     with pytest.raises(S3Error) as deleting:
         raw.remove_object(BUCKET, key, version_id=raw.stat_object(BUCKET, key).version_id)
     assert deleting.value.code == "AccessDenied"
+    until = datetime.now(UTC) + timedelta(days=1)
+    written = f"anchors/{time.time_ns()}-init.json"
+    access.s3(anchor).put(written, b"{}\n", until)
+    for who, where in ((user, f"anchors/{time.time_ns()}-sidecar.json"),
+                       (anchor, f"records/test/init/{time.time_ns()}-anchor.seg")):
+        with pytest.raises(S3Error) as writing:
+            access.minio(who).put_object(BUCKET, where, io.BytesIO(b"{}\n"), 3)
+        assert writing.value.code == "AccessDenied", where
+    with pytest.raises(S3Error) as deleting:
+        access.minio(anchor).remove_object(BUCKET, written)
+    assert deleting.value.code == "AccessDenied"
+    monkeypatch.delenv("HEGUI_EVIDENCE_ANCHOR_SECRET_KEY")
+    assert main(["records", "init-store", "--store", objectstore.url]) == 2  # one of the two
     monkeypatch.delenv("HEGUI_EVIDENCE_ROOT_SECRET_KEY")
     assert main(["records", "init-store", "--store", objectstore.url]) == 2
 
