@@ -126,6 +126,8 @@ def _story(cluster: LocalCluster, service: Path) -> None:
     # A second run starts the story over.
     cluster.kubectl("delete", "-n", NAMESPACE, "generativeservice,safetyassessment", "--all",
                     "--ignore-not-found")
+    # An earlier run's Events (Suspended...) would be shown as this run's.
+    cluster.kubectl("delete", "-n", NAMESPACE, "events", "--all", check=False)
 
     _step("a GPU model Deployment with no GenerativeService: refused (Art.17)")
     refused = _apply_until_refused(cluster, workload)
