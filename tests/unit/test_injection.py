@@ -257,7 +257,8 @@ def test_any_pod_gets_a_patch_that_applies_or_a_named_conflict(
     assert inject(patched, POLICY, "chat").patch == []  # and once is enough
 
 
-def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any]) -> Any:
+def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any],
+            traffic: dict[str, Any] | None = None) -> Any:
     from hegui.admission.mutate import make_mutator
     from hegui.admission.review import AdmissionRequest
     from hegui.rules.index import ComplianceIndex
@@ -268,7 +269,8 @@ def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any]) -> Any:
                "metadata": {"name": "chat", "namespace": "ai"},
                "spec": {"selector": {"matchLabels": {"app": "chat"}},
                         "filing": {"publicOpinion": False,
-                                   "algorithm": {"number": "网信算备110108823483901230011号"}}}}
+                                   "algorithm": {"number": "网信算备110108823483901230011号"}},
+                        **({"traffic": traffic} if traffic else {})}}
     index = ComplianceIndex.from_objects([
         policy, service, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
     request = AdmissionRequest(uid="u", kind="Pod", group="", namespace="ai", name="p",
@@ -325,6 +327,24 @@ def test_a_ray_head_a_service_selects_is_fronted_on_its_serve_port() -> None:
     # A head no service selects, and a plain CPU pod a service selects, are left alone.
     assert _mutate([], _ray_head(**{"ray.io/node-type": "head"})).patch is None
     assert _mutate([], _ray_head(app="chat")).patch is None
+
+
+def test_a_pod_without_a_gpu_in_a_service_that_opens_ports_between_its_pods_is_fronted(
+        ) -> None:
+    """A service's PodToPod ports are admitted from every pod its selector selects, and the
+    team runs the server behind them: a CPU "proxy" labelled into the service would otherwise
+    reach the model there and serve users around the sidecar (Art.14)."""
+    proxy = _pod()
+    del proxy["spec"]["containers"][0]["resources"]
+    nccl = {"openPorts": [{"port": 29500, "purpose": "PodToPod", "reason": "NCCL"}]}
+    mutated = _mutate([], proxy, nccl)
+    assert mutated.allowed and mutated.patch, mutated
+    pod = jsonpatch.apply_patch(copy.deepcopy(proxy), mutated.patch)
+    assert SIDECAR_NAME in [c["name"] for c in pod["spec"]["initContainers"]]
+    # Without ports open between its pods, a CPU pod of the service is none of hegui's business.
+    assert _mutate([], proxy).patch is None
+    metrics = {"openPorts": [{"port": 8002, "purpose": "Metrics", "reason": "metrics"}]}
+    assert _mutate([], proxy, metrics).patch is None
 
 
 def test_the_secrets_the_posture_names_are_mounted_for_the_sidecar_alone() -> None:
