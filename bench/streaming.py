@@ -18,6 +18,10 @@ and JSON library (json or orjson) chosen per process. The load generator is this
 - relay code: the relay's own CPU per chunk in-process, no sockets (`--relay-only` alone), one and
   eight events a read: what a machine too loaded for the figures above still measures.
 
+A/B of two checkouts (the same machine, the same run, interleaved rounds, best of N):
+
+    python bench/streaming.py --compare-with ../base/sidecars --streams 128 --seconds 3
+
     python bench/streaming.py serve model PORT PACE
     python bench/streaming.py serve sidecar PORT UPSTREAM MODE LOOP JSON [freeze|nofreeze]
 """
@@ -207,10 +211,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, source: str | None = None) -> None:
+        """`source`: the `sidecars` folder of another checkout, imported instead of this one
+        (`--compare-with`)."""
         self.port = free_port()
         command = [sys.executable, str(HERE), "serve", args[0], str(self.port), *args[1:]]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
+        env = {**os.environ, "PYTHONPATH": source} if source else None
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
         assert self.process.stdout is not None
         if self.process.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"{args} did not start")
@@ -352,9 +359,50 @@ async def relay_cpu(mode: str, per_read: int, rounds: int = 15) -> dict[str, flo
             "cpu_us_per_chunk_other_strings_unchecked": best[False] / chunks * 1e6}
 
 
+async def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """This checkout's sidecar against another's (`--compare-with`), both saturated at each of
+    `--streams` in interleaved rounds (either first in turn), best of `--rounds`: the sidecar
+    process's CPU a chunk, and the ratio of this checkout's chunks a CPU second to the other's
+    (above 1: this one is cheaper). One model, one load generator, one machine, one run."""
+    model = Server("model", "0")
+    upstream = model.url.rsplit("/v1", 1)[0]
+    report: dict[str, Any] = {}
+    try:
+        for mode in args.modes:
+            sidecars = {"this": Server("sidecar", upstream, mode, "uvloop", "orjson"),
+                        "other": Server("sidecar", upstream, mode, "uvloop", "orjson",
+                                        source=args.compare_with)}
+            try:
+                for streams in args.streams:
+                    best = {name: 0.0 for name in sidecars}
+                    for round_ in range(args.rounds):
+                        order = list(sidecars) if round_ % 2 == 0 else list(sidecars)[::-1]
+                        for name in order:
+                            measured = await saturated(sidecars[name], streams, args.seconds,
+                                                       sidecars[name])
+                            if measured.get("failures"):
+                                raise RuntimeError(f"{name}: {measured['first_failure']}")
+                            best[name] = max(best[name], measured["per_core_chunks_per_s"])
+                    report[f"{mode} {streams} streams"] = {
+                        "this_per_core_chunks_per_s": round(best["this"]),
+                        "other_per_core_chunks_per_s": round(best["other"]),
+                        "this_over_other": round(best["this"] / best["other"], 3)}
+            finally:
+                for server in sidecars.values():
+                    server.stop()
+    finally:
+        model.stop()
+    return report
+
+
 async def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, shared (load average "
                                          f"{os.getloadavg()[0]:.1f} at start)"}
+    if args.compare_with:
+        report |= await compare(args)
+        report["load average at end"] = round(os.getloadavg()[0], 1)
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+        return
     # the relay's own code, lexicon and personal information on: CPU a chunk, 1 and 8 events a read
     for mode in ("StreamThenRetract", "Hold"):
         for per_read in (1, 8):
@@ -434,6 +482,12 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="skip the loop and JSON variants")
     parser.add_argument("--relay-only", action="store_true",
                         help="only the relay's own CPU a chunk, in-process (a noisy machine)")
+    parser.add_argument("--compare-with", metavar="SIDECARS_DIR",
+                        help="A/B: this checkout's sidecar against the one in another "
+                             "checkout's sidecars/ folder, saturated (--streams, --rounds)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --compare-with")
+    parser.add_argument("--modes", type=lambda s: s.split(","),
+                        default=["StreamThenRetract", "Hold"], help="modes of --compare-with")
     arguments = parser.parse_args()
     import uvloop
 

@@ -318,6 +318,25 @@ async def test_personal_information_in_an_error_answer_is_masked(
         await model.close()
 
 
+async def test_a_key_sent_twice_in_an_error_answer_reaches_no_client(
+        moderator: LocalModerator) -> None:
+    """Python's parser takes the last of two keys, others the first: the client gets what was
+    moderated, not the model's bytes."""
+    said = f'{{"error": {{"message": "{BAD}", "message": "max_tokens too large"}}}}'
+    model = TestServer(_erring_model(400, said.encode(), "application/json"), host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
+                                                .rstrip("/")), moderator)
+    try:
+        status, _, answer = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat("say:hi"))))
+    finally:
+        await client.close()
+        await model.close()
+    assert status == 400 and BAD not in answer.decode()
+    assert json.loads(answer) == {"error": {"message": "max_tokens too large"}}
+
+
 # --- images: every text of the answer -------------------------------------------------------
 
 def _images_model(answer: dict[str, Any]) -> web.Application:
@@ -337,8 +356,11 @@ async def test_the_texts_of_an_images_answer_are_moderated(moderator: LocalModer
     answer = {"created": 0, "data": [image]}
     model = TestServer(_images_model(answer), host="127.0.0.1")
     await model.start_server()
-    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
-                                                .rstrip("/")), moderator)
+    # Fail mode Open: a url picture is served flagged (in Closed it is refused, no image
+    # classifier seeing it: tests/sidecar/test_sidecar_images.py); its texts are moderated.
+    client = await sidecar_client(SidecarConfig(posture(failureMode="Open"),
+                                                upstream=str(model.make_url("")).rstrip("/")),
+                                  moderator)
     try:
         api = openai.AsyncOpenAI(base_url=f"http://{client.host}:{client.port}/v1",
                                  api_key="test", max_retries=0, timeout=10)
@@ -361,13 +383,14 @@ async def test_the_texts_of_an_images_answer_are_moderated(moderator: LocalModer
 
 async def test_a_chat_behind_a_route_declared_as_images_is_moderated(
         moderator: LocalModerator) -> None:
-    """The team declares its chat server's route with the images family, whose image outputs
-    are not moderated: the chat answer's text is moderated all the same."""
+    """The team declares its chat server's route with the images family (and no image
+    classifier, fail mode Open): the chat answer's text is moderated all the same."""
     answer = {"id": "1", "object": "chat.completion", "choices": [
         {"index": 0, "message": {"role": "assistant", "content": BAD}}]}
     model = TestServer(_images_model(answer), host="127.0.0.1")
     await model.start_server()
-    config = SidecarConfig(posture(routes=[{"path": "/custom/chat", "family": "images"}]),
+    config = SidecarConfig(posture(routes=[{"path": "/custom/chat", "family": "images"}],
+                                   failureMode="Open"),
                            upstream=str(model.make_url("")).rstrip("/"))
     client = await sidecar_client(config, moderator)
     try:
@@ -505,6 +528,58 @@ async def test_a_streamed_field_no_api_defines_is_moderated_too(mode: str) -> No
         assert status == 200 and BAD not in text and PHONE not in text
         assert BAD.encode("unicode_escape").decode() not in text
         assert expect in text
+
+
+def _tokens(texts: list[str], *, last: str | None = None) -> str:
+    """A chat stream of one-token events alike but for their text (what the relay learns the
+    shape of and then decodes by it), `last` sent as the model wrote it after them."""
+    events = [f"data: {_chunk(t)}\n\n" for t in texts]
+    if last is not None:
+        events.append(f"data: {last}\n\n")
+    return "".join(events) + "data: [DONE]\n\n"
+
+
+_SAME = [_chunk(t) for t in "你好世界你好世界你好世界你好世界"]
+
+
+@pytest.mark.parametrize("mode", ["Hold", "StreamThenRetract"])
+@pytest.mark.parametrize(("last", "expect"), [
+    # a field put where the text goes: the same bytes before and after it
+    (_SAME[0].replace('"你"', f'"你", "x_note": "{BAD}"'), "hegui.output_blocked"),
+    (_SAME[0].replace('"你"', f'"你", "x_note": "call {PHONE}"'), "*" * 11),
+    # a key twice: parsers differ on which counts (Python's and orjson the last, others the
+    # first), so what was moderated must be what is sent
+    (_SAME[0].replace('"content": "你"', f'"content": "{BAD}", "content": "你"'), "你"),
+    (_SAME[0].replace('"model": "fake"', f'"model": "{BAD}", "model": "fake"'), "你"),
+    # the text itself, late in a stream of one shape (StreamThenRetract shows a whole token
+    # and withdraws it, below)
+    (_SAME[0].replace("你", BAD), "hegui.output_blocked"),
+    (_SAME[0].replace("你", f"call {PHONE}"), "*" * 11),
+])
+async def test_an_event_that_differs_from_its_stream_only_in_hiding_text_is_moderated(
+        mode: str, last: str, expect: str) -> None:
+    """The relay decodes a stream's token events by the shape it learned from one whose other
+    strings passed (`streaming._Shape`): an event that is not exactly that shape with another
+    text is decoded and checked in full, and a key sent twice reaches no client."""
+    said = _tokens(list("你好世界你好世界你好世界你好世界"), last=last)
+    model = TestServer(_raw_model("/v1/chat/completions", said.encode(), "text/event-stream"),
+                       host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(output={"streaming": {"mode": mode}}),
+                                                upstream=str(model.make_url("")).rstrip("/")),
+                                  LocalModerator())
+    try:
+        status, _, body = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat("hi", stream=True))))
+    finally:
+        await client.close()
+        await model.close()
+    text = body.decode("utf-8")
+    assert status == 200 and PHONE not in text and expect in text
+    if mode == "StreamThenRetract" and f'"content":"{BAD}"' in text.replace(" ", ""):
+        assert re.search(r'"withdraw": ?true', text)  # a token shown is withdrawn (Art.14)
+    else:
+        assert BAD not in text and BAD.encode("unicode_escape").decode() not in text
 
 
 async def test_an_ollama_stream_is_checked_without_moderating_its_timestamps() -> None:

@@ -819,8 +819,10 @@ class Sidecar:
                                   article=blocked[0].article, direction="output",
                                   categories=categories, reference=reference)
         await self._apply_masks(slots, decisions, "output", route, user, headers)
-        if not any(d.mask_spans for d in decisions):
+        if not is_json and not any(d.mask_spans for d in decisions):
             return web.Response(body=bytes(data), status=status, headers={**extra, **headers})
+        # JSON as it was decoded and moderated, never the raw bytes: a key sent twice is read
+        # otherwise by a parser that takes the first.
         body = _dumps(holder["v"]) if is_json else str(holder["v"])
         return web.Response(body=body.encode(), status=status, headers={**extra, **headers})
 

@@ -141,11 +141,116 @@ class Piece:
 @dataclass(eq=False, slots=True)
 class _Chunk:
     raw: bytes  # the event as the model sent it (SSE: without its blank line), sent as is
-    value: Any  # decoded
+    decoded: Any  # the decoded value (`value`); None until first used for a `_Shape` event
     event: str | None  # the SSE `event:` name
     pieces: list[Piece] = field(default_factory=list)
     aggregates: list[Slot] = field(default_factory=list)  # repeat what was streamed
     changed: bool = False
+    shape: _Shape | None = None  # an event of a learned shape, not decoded yet
+    of: _Shape | None = None  # the learned shape of this event (kept once decoded)
+    data: bytes = b""  # (a `_Shape` event) its JSON
+
+    @property
+    def value(self) -> Any:
+        """The decoded event. One of a learned shape is parsed only when something asks (labels,
+        a merge, the check of another shape in its batch), its text's container put in."""
+        if self.shape is not None:
+            shape, self.shape = self.shape, None
+            value = _loads(self.data)
+            leaf = self.pieces[0].slot.container if self.pieces else None
+            if leaf is not None and shape.path:
+                parent = value
+                for key in shape.path[:-1]:
+                    parent = parent[key]
+                parent[shape.path[-1]] = leaf
+            elif leaf is not None:
+                value = leaf
+            self.decoded = value
+        return self.decoded
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError("a duplicate key")  # parsers differ on which one counts
+    return dict(pairs)
+
+
+def _string_end(data: bytes, start: int) -> int:
+    """The end (exclusive) of the JSON string literal that starts at `start`; -1 if none."""
+    index = start + 1
+    while True:
+        index = data.find(b'"', index)
+        if index < 0:
+            return -1
+        backslashes = 0
+        while data[index - 1 - backslashes] == 0x5C:  # an escaped quote: inside the string
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return index + 1
+        index += 1
+
+
+def _path_to(value: Any, target: Any, depth: int = 0) -> tuple[Any, ...] | None:
+    """The keys from `value` to the container `target` (by identity), shallow and bounded."""
+    if value is target:
+        return ()
+    if depth > 6:
+        return None
+    items = value.items() if type(value) is dict else enumerate(value) \
+        if type(value) is list else ()
+    for key, child in items:
+        if type(child) is dict or type(child) is list:
+            found = _path_to(child, target, depth + 1)
+            if found is not None:
+                return (key, *found)
+    return None
+
+
+@dataclass(eq=False, slots=True)
+class _Shape:
+    """A stream's token event as bytes around its one text: the model sends the same id, model
+    and fields in every token event, so an event that is `prefix`, then one JSON string, then
+    `suffix`, is the event this was learned from with another text. Learned (`_Relay._learn`)
+    only from an event whose other strings passed moderation (`_others`), that nothing changed
+    (no log probabilities dropped, no mask), that does not end the text or the stream, and
+    whose bytes repeat no key (parsers differ on which of two counts). Such an event needs no
+    parse, no slot walk and no check of its other strings: only its text is decoded, and it is
+    moderated like any other (bench/streaming.py)."""
+
+    prefix: bytes
+    suffix: bytes
+    event: str | None
+    path: tuple[Any, ...]  # keys from the event to the text's container
+    container: Any  # the learned event's container of the text (a template, never sent)
+    key: str
+    slot_key: SlotKey
+    # Learned from the first event of a batch whose other strings are being checked: its
+    # events are checked with it (`_others`), and the shape serves later batches once it passed.
+    source: _Chunk | None = None
+    verified: bool = True
+
+    def match(self, raw: bytes, data: bytes, event: str | None) -> _Chunk | None:
+        prefix, suffix = self.prefix, self.suffix
+        if (event != self.event or len(data) < len(prefix) + len(suffix) + 2
+                or not data.startswith(prefix) or not data.endswith(suffix)):
+            return None
+        middle = data[len(prefix):len(data) - len(suffix)]
+        if middle[0] != 0x22:  # one string literal, nothing before it
+            return None
+        try:
+            text = _loads(middle)  # more than one string literal is no JSON: a ValueError
+        except ValueError:
+            return None
+        if type(text) is not str:
+            return None
+        container = dict(self.container)
+        container[self.key] = text
+        chunk = _Chunk(raw, None, event, [], [], shape=self, of=self, data=data)
+        if text:
+            chunk.pieces.append(Piece(self.slot_key, Slot(container, self.key,
+                                                          self.slot_key[1], self.slot_key[0]),
+                                      chunk))
+        return chunk
 
 
 def _decode(family: Family, raw: bytes, data: bytes, event: str | None) -> _Chunk:
@@ -226,6 +331,8 @@ class _Labels:
         return out
 
     def _closes(self, chunk: _Chunk) -> bool | set[int]:
+        if chunk.shape is not None:
+            return set()  # a learned shape closes nothing (`_Shape`): no parse needed
         if self.family.is_final(chunk.value) or self.family.closes_text(chunk.value):
             return True
         return set(self.family.finish_reason(chunk.value))
@@ -366,6 +473,8 @@ class _Relay:
     # the last one-text event's shape without its text (`_others`).
     passed: set[str] = field(default_factory=set)
     skeleton: bytes = b""
+    shape: _Shape | None = None  # the token event's bytes around its text (`_Shape`)
+    learned: int = 0  # shapes learned (bounded: a model that changes its shape every event)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -398,16 +507,30 @@ class _Relay:
                 continue
             unknown: list[_Chunk] | None = None  # from the first of another shape (_others)
             check = self.moderated and OTHERS
+            shape = self.shape
             for raw, data, event in batch:
                 if len(data) < 16 and family.is_done(data.decode("utf-8", "replace")):
                     self.ended = True
                     break
+                if shape is not None and (chunk := shape.match(raw, data, event)) is not None:
+                    self.queue.append(chunk)  # `_receive`: the shape ends nothing, sets nothing
+                    if chunk.pieces:
+                        self._received(chunk)
+                    if unknown is not None:
+                        unknown.append(chunk)
+                    continue
                 chunk = _decode(family, raw, data, event)
                 self._receive(chunk)
                 if unknown is not None:
                     unknown.append(chunk)
                 elif check and not self._known_shape(chunk):
                     unknown = [chunk]
+                    # The rest of the batch is likely of its shape: decoded as such, checked
+                    # with it.
+                    if self.learned < 8 and (found := self._learn(chunk, data)) is not None:
+                        found.source, found.verified, shape = chunk, False, found
+                elif self.learned < 8 and (found := self._learn(chunk, data)) is not None:
+                    shape = self.shape = found
                 if self.ended:
                     break
             if unknown:
@@ -442,12 +565,66 @@ class _Relay:
         self.queue.append(chunk)
         self.ended = self.family.is_final(chunk.value)
         if chunk.pieces:
-            if self.opened is None:
-                self.opened = asyncio.get_running_loop().time()
-            if not self.retract:
-                self.tokens += 1
-                for piece in chunk.pieces:
-                    self.unmoderated.setdefault(piece.key, []).append(piece.slot.text)
+            self._received(chunk)
+
+    def _received(self, chunk: _Chunk) -> None:
+        if self.opened is None:
+            self.opened = asyncio.get_running_loop().time()
+        if not self.retract:
+            self.tokens += 1
+            for piece in chunk.pieces:
+                self.unmoderated.setdefault(piece.key, []).append(piece.slot.text)
+
+    def _learn(self, chunk: _Chunk, data: bytes) -> _Shape | None:
+        """The `_Shape` of a token event of a known shape (`_known_shape` said so: its other
+        strings passed), or None when it cannot be one."""
+        family, value = self.family, chunk.value
+        if (chunk.changed or chunk.shape is not None or len(chunk.pieces) != 1
+                or family.is_final(value) or family.closes_text(value)
+                or family.finish_reason(value)):
+            return None
+        self.learned += 1
+        piece = chunk.pieces[0]
+        slot = piece.slot
+        if type(slot.key) is not str or type(slot.container) is not dict:
+            return None
+        path = _path_to(value, slot.container)
+        if path is None:
+            return None
+        text, needle = slot.text, _dumps(slot.key)
+        at = data.find(needle)
+        while at >= 0:
+            start = at + len(needle)
+            while data[start:start + 1] in (b" ", b"\t", b"\n", b"\r"):
+                start += 1
+            if data[start:start + 1] == b":":
+                start += 1
+                while data[start:start + 1] in (b" ", b"\t", b"\n", b"\r"):
+                    start += 1
+                end = _string_end(data, start) if data[start:start + 1] == b'"' else -1
+                if end > 0 and self._same(value, slot, data[:start], data[end:],
+                                          data[start:end], text):
+                    return _Shape(data[:start], data[end:], chunk.event, path,
+                                  dict(slot.container), slot.key, piece.key)
+            at = data.find(needle, at + 1)
+        return None
+
+    @staticmethod
+    def _same(value: Any, slot: Slot, prefix: bytes, suffix: bytes, literal: bytes,
+              text: str) -> bool:
+        """Whether `prefix + literal + suffix` is the event `value` with the text of `slot` at
+        `literal`, repeating no key."""
+        try:
+            if _loads(literal) != text:
+                return False
+            bare = json.loads(prefix + b'""' + suffix, object_pairs_hook=_unique_keys)
+        except (ValueError, RecursionError):
+            return False
+        slot.set("")
+        try:
+            return bool(bare == value)
+        finally:
+            slot.set(text)
 
     def _known_shape(self, chunk: _Chunk) -> bool:
         """Whether an event is one text in the shape last checked by `_others` (the common
@@ -472,7 +649,16 @@ class _Relay:
         found: list[tuple[_Chunk, Slot]] = []
         walked: dict[bytes, _Chunk] = {}  # shapes of this batch, walked
         alike: list[_Chunk] = []  # events shaped as one walked in this batch
+        learned: list[_Shape] = []  # (`_Shape`) learned from an event of this batch
         for chunk in chunks:
+            if (of := chunk.of) is not None:
+                if of.verified:
+                    continue  # its other strings are those that passed
+                if of.source is not None and of.source.of is None:
+                    if of not in learned:
+                        learned.append(of)
+                    alike.append(chunk)  # those of the event it was learned from
+                    continue
             shape = b""
             if len(chunk.pieces) == 1 and not chunk.aggregates:
                 slot = chunk.pieces[0].slot
@@ -519,6 +705,10 @@ class _Relay:
         clean = [shape for shape, chunk in walked.items() if not chunk.changed]
         if clean and not masked:
             self.skeleton = clean[-1]
+            for of in learned:  # its events' other strings passed: it serves later batches
+                if of.source is not None and not of.source.changed and any(
+                        of.source is chunk for chunk in walked.values()):
+                    of.verified, of.source, self.shape = True, None, of
 
     def _other_slots(self, chunk: _Chunk) -> list[Slot]:
         known = [p.slot for p in chunk.pieces] + chunk.aggregates
@@ -635,7 +825,10 @@ class _Relay:
                 self.first_token = time.perf_counter()
 
     def _encode(self, chunk: _Chunk) -> bytes:
-        if not chunk.changed:
+        # As the model sent it only when it is of a learned shape (`_Shape`: no key twice);
+        # any other event as it was decoded and moderated: a key sent twice is read otherwise
+        # by parsers that take the first (Art.14). (Rare: the first events of a stream.)
+        if not chunk.changed and chunk.of is not None:
             return chunk.raw + (b"\n" if self.family.framing == "ndjson" else b"\n\n")
         if self.family.framing == "ndjson":
             return _dumps(chunk.value) + b"\n"
