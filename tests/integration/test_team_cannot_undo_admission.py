@@ -298,6 +298,50 @@ def test_a_look_alike_sidecar_is_replaced_and_the_model_port_renamed(
     assert "mounts hegui-data at /records" in refused.stderr and "Art.14" in refused.stderr
 
 
+def test_a_pod_without_a_gpu_cannot_serve_around_the_sidecar(
+        local_cluster: LocalCluster, team: Identity, assessor: Identity,
+        namespace: str) -> None:
+    """Two ways a team could put a CPU pod in front of its model: a Ray head, where Ray Serve
+    takes requests for the GPU workers (fronted now), and a "proxy" labelled into the service,
+    a peer on its ports between pods (NCCL, Ray) unless it lacks the injector's label, which
+    the team cannot forge (Art.14)."""
+    _admin_apply(local_cluster, _policy(namespace, sidecar=SIDECAR))
+    _declare(team, assessor, namespace, traffic={"openPorts": [
+        {"port": 29500, "purpose": "PodToPod", "reason": "NCCL rendezvous"}]})
+
+    def cpu_pod(name: str, **labels: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"app": "chat", **labels}},
+                "spec": {"containers": [{"name": "proxy", "image": "example.invalid/proxy:1",
+                                         "ports": [{"name": "serve", "containerPort": 8000}]}]}}
+
+    def stored(name: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(local_cluster.kubectl(
+            "-n", namespace, "get", "pod", name, "-o", "json").stdout)
+        return found
+
+    def create(name: str, **labels: str) -> dict[str, Any]:
+        created = _until(lambda: team.apply(cpu_pod(name, **labels)),
+                         lambda r: r.returncode == 0)
+        assert created.returncode == 0, created.stderr
+        return stored(name)
+
+    def sidecars(pod: dict[str, Any]) -> list[str]:
+        return [c["name"] for c in pod["spec"].get("initContainers") or []
+                if c["name"] == "hegui-sidecar"]
+
+    head = create("ray-head", **{"ray.io/node-type": "head"})
+    assert sidecars(head) and head["metadata"]["labels"]["hegui.io/fronted"] == "true"
+    plain = create("plain")
+    assert not sidecars(plain) and "hegui.io/fronted" not in plain["metadata"]["labels"]
+    # Claiming the label makes the pod fronted; adding it to a running pod is refused.
+    assert sidecars(create("proxy", **{"hegui.io/fronted": "true"}))
+    forged = team.kubectl("-n", namespace, "label", "pod", "plain", "hegui.io/fronted=true",
+                          check=False)
+    assert forged.returncode != 0 and "[injection, Art.14]" in forged.stderr, forged.stderr
+
+
 # --- injection: routing around the sidecar from inside the pod (Art.14) -------------------------
 
 def test_no_container_of_a_fronted_pod_may_rewrite_its_network(

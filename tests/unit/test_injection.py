@@ -19,7 +19,7 @@ from hegui.admission.injection import (
     inject,
 )
 from hegui.api.policy import CompliancePolicy
-from hegui.rules.injection import CAPTURE_NAME, SIDECAR_NAME
+from hegui.rules.injection import CAPTURE_NAME, FRONTED_LABEL, SIDECAR_NAME
 
 POLICY = CompliancePolicy.from_dict({
     "apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
@@ -257,8 +257,7 @@ def test_any_pod_gets_a_patch_that_applies_or_a_named_conflict(
     assert inject(patched, POLICY, "chat").patch == []  # and once is enough
 
 
-def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any],
-            traffic: dict[str, Any] | None = None) -> Any:
+def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any]) -> Any:
     from hegui.admission.mutate import make_mutator
     from hegui.admission.review import AdmissionRequest
     from hegui.rules.index import ComplianceIndex
@@ -269,8 +268,7 @@ def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any],
                "metadata": {"name": "chat", "namespace": "ai"},
                "spec": {"selector": {"matchLabels": {"app": "chat"}},
                         "filing": {"publicOpinion": False,
-                                   "algorithm": {"number": "网信算备110108823483901230011号"}},
-                        **({"traffic": traffic} if traffic else {})}}
+                                   "algorithm": {"number": "网信算备110108823483901230011号"}}}}
     index = ComplianceIndex.from_objects([
         policy, service, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
     request = AdmissionRequest(uid="u", kind="Pod", group="", namespace="ai", name="p",
@@ -329,22 +327,40 @@ def test_a_ray_head_a_service_selects_is_fronted_on_its_serve_port() -> None:
     assert _mutate([], _ray_head(app="chat")).patch is None
 
 
-def test_a_pod_without_a_gpu_in_a_service_that_opens_ports_between_its_pods_is_fronted(
-        ) -> None:
-    """A service's PodToPod ports are admitted from every pod its selector selects, and the
-    team runs the server behind them: a CPU "proxy" labelled into the service would otherwise
-    reach the model there and serve users around the sidecar (Art.14)."""
+def test_only_fronted_pods_carry_the_label_that_makes_them_peers() -> None:
+    """A service's NetworkPolicy admits its ports between pods (PodToPod) only from pods with
+    the injector's label; a CPU "proxy" the team labels into the service is no peer, and one
+    that claims the label is fronted too, or refused when nothing fronts it (Art.14)."""
+    from prometheus_client import CollectorRegistry
+
+    from hegui.admission.review import AdmissionRequest
+    from hegui.admission.validate import make_validator
+    from hegui.rules.index import ComplianceIndex
+
+    assert _applied(_pod())["metadata"]["labels"][FRONTED_LABEL] == "true"
     proxy = _pod()
     del proxy["spec"]["containers"][0]["resources"]
-    nccl = {"openPorts": [{"port": 29500, "purpose": "PodToPod", "reason": "NCCL"}]}
-    mutated = _mutate([], proxy, nccl)
-    assert mutated.allowed and mutated.patch, mutated
-    pod = jsonpatch.apply_patch(copy.deepcopy(proxy), mutated.patch)
-    assert SIDECAR_NAME in [c["name"] for c in pod["spec"]["initContainers"]]
-    # Without ports open between its pods, a CPU pod of the service is none of hegui's business.
-    assert _mutate([], proxy).patch is None
-    metrics = {"openPorts": [{"port": 8002, "purpose": "Metrics", "reason": "metrics"}]}
-    assert _mutate([], proxy, metrics).patch is None
+    assert _mutate([], proxy).patch is None  # a CPU pod of the service: none of hegui's
+    claiming = copy.deepcopy(proxy)
+    claiming["metadata"]["labels"][FRONTED_LABEL] = "true"
+    mutated = _mutate([], claiming)
+    assert mutated.patch, mutated  # it asked to be a peer: it is fronted
+    fronted = jsonpatch.apply_patch(copy.deepcopy(claiming), mutated.patch)
+    assert SIDECAR_NAME in [c["name"] for c in fronted["spec"]["initContainers"]]
+
+    index = ComplianceIndex.from_objects([
+        POLICY.to_dict(), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    validate = make_validator(index, CollectorRegistry())
+
+    def review(pod: dict[str, Any], operation: str = "CREATE") -> Any:
+        return validate(AdmissionRequest(uid="u", kind="Pod", group="", namespace="ai",
+                                         name="p", operation=operation, dry_run=False, obj=pod,
+                                         old_obj=None, user="dev@team-a.example.cn"))
+
+    refused = review(claiming, "UPDATE")  # the label added to a running pod: nothing fronts it
+    assert not refused.allowed and FRONTED_LABEL in refused.message
+    assert "[injection, Art.14]" in refused.message
+    assert review(fronted).allowed and review(proxy).allowed
 
 
 def test_the_secrets_the_posture_names_are_mounted_for_the_sidecar_alone() -> None:

@@ -192,7 +192,8 @@ def test_declared_ports_stay_open_for_their_purpose_only() -> None:
         {"ports": [{"port": 8443, "protocol": "TCP"}]},
         {"from": [{"namespaceSelector": {"matchLabels": {"hegui.io/metrics-scraper": "true"}}}],
          "ports": [{"port": 8002, "protocol": "TCP"}]},
-        {"from": [{"podSelector": {"matchLabels": {"app": "chat"}}}],
+        # Only from the service's pods that carry the sidecar (the injector's label).
+        {"from": [{"podSelector": {"matchLabels": {"app": "chat", "hegui.io/fronted": "true"}}}],
          "ports": [{"port": 29500, "protocol": "TCP"},
                    {"port": 10002, "endPort": 10100, "protocol": "TCP"}]}]
     isolated = network_policy(GenerativeService.from_dict(body), sidecar,

@@ -23,6 +23,7 @@ from typing import Any
 
 from hegui.api.common import GROUP, VERSION
 from hegui.api.policy import ALWAYS_EXCLUDED_NAMESPACES
+from hegui.rules.injection import FRONTED_LABEL
 from hegui.rules.workloads import BUILTIN, Detection
 
 WEBHOOK_NAME = "workloads.validate.hegui.io"
@@ -163,6 +164,27 @@ def generative_workload_condition(detection: Detection = BUILTIN) -> str:
     )
 
 
+#: CEL: the Pod carries the label hegui's injector puts on the pods it fronts.
+FRONTED_POD = (f"has(object.metadata.labels) && '{FRONTED_LABEL}' in "
+               "object.metadata.labels")
+
+
+def serving_entry_pod_condition(detection: Detection = BUILTIN) -> str:
+    """CEL: the Pod may be a serving kind's entry (a Ray head, any pod a RayCluster owns), as
+    `hegui.rules.workloads.serving_entry` decides. Its own spec asks for no GPU, so only the
+    injector sees it (a GenerativeService selecting it decides); the validating webhook and the
+    CEL twins keep to pods that run a model, or a CPU-only Ray cluster's head would need a
+    posture."""
+    labels = [f"(has(object.metadata.labels) && '{key}' in object.metadata.labels && "
+              f"object.metadata.labels['{key}'] == '{value}')"
+              for kind in detection.kinds for key, value in kind.entry_pod_labels]
+    owners = sorted({o for kind in detection.kinds for o in kind.entry_owners})
+    if owners:
+        labels.append("(has(object.metadata.ownerReferences) && object.metadata."
+                      f"ownerReferences.exists(o, o.kind in {_quoted(frozenset(owners))}))")
+    return " || ".join(sorted(set(labels))) or "false"
+
+
 def validating_webhook_configuration(
     *, ca_bundle: bytes, own_namespace: str, url: str | None = None,
     service: dict[str, Any] | None = None, detection: Detection = BUILTIN,
@@ -199,8 +221,11 @@ def validating_webhook_configuration(
                 "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
             "matchPolicy": "Equivalent",
             "matchConditions": [
+                # And a Pod that claims the label the injector sets on the pods it fronts:
+                # refused unless fronted (hegui.rules.injection.forged_fronted_label).
                 {"name": "generative-workload",
-                 "expression": generative_workload_condition(detection)},
+                 "expression": f"{generative_workload_condition(detection)} || "
+                               f"(object.kind == 'Pod' && {FRONTED_POD})"},
                 # An object being deleted (a controller or the garbage collector removing its
                 # finalizers) is never judged: a refusal there would leave it stuck forever.
                 {"name": "not-being-deleted", "expression": NOT_BEING_DELETED}],
@@ -273,6 +298,10 @@ def mutating_webhook_configuration(
         client["url"] = client["url"].removesuffix("/validate") + "/mutate"
     else:
         client["service"] = {**client["service"], "path": "/mutate"}
+    for condition in hook["matchConditions"]:
+        if condition["name"] == "generative-workload":
+            condition["expression"] += (" || (object.kind == 'Pod' && "
+                                        f"({serving_entry_pod_condition(detection)}))")
     hook.update({
         "name": MUTATING_WEBHOOK_NAME,
         "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],

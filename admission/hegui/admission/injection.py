@@ -57,6 +57,7 @@ from hegui.rules.injection import (
     CAPTURE_NAME,
     CONFIG_VOLUME,
     DATA_VOLUME,
+    FRONTED_LABEL,
     KEYS_VOLUME,
     SIDECAR_NAME,
     foreign_mounts,
@@ -736,7 +737,10 @@ def render(pod: Mapping[str, Any], policy: CompliancePolicy, service: str,
                          "service": service}, separators=(",", ":"), sort_keys=True)
     return Rendered({
         **pod,
-        "metadata": {**metadata, "annotations": {**annotations, STATUS_ANNOTATION: status}},
+        # The label makes the pod a peer on the service's ports between pods (its
+        # NetworkPolicy admits only fronted pods there).
+        "metadata": {**metadata, "annotations": {**annotations, STATUS_ANNOTATION: status},
+                     "labels": {**(metadata.get("labels") or {}), FRONTED_LABEL: "true"}},
         "spec": {**spec, "containers": containers,
                  "initContainers": ours + list(spec.get("initContainers") or []),
                  "volumes": list(spec.get("volumes") or [])

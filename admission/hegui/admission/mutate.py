@@ -2,8 +2,8 @@
 
 Only Pods are mutated (never the workloads Git owns). A pod is injected when a CompliancePolicy
 enforces its namespace, the policy declares a sidecar, the pod runs a generative model (or is a
-serving kind's entry, a Ray head, in front of pods that do, or is a peer of a service that opens
-ports between its pods) and exactly one GenerativeService selects it, unless a current
+serving kind's entry, a Ray head, in front of pods that do, or asks to be fronted with the label
+hegui.io/fronted) and exactly one GenerativeService selects it, unless a current
 ComplianceException waives rule `injection` for the pod's workload. A pod that cannot be
 patched safely is refused when the policy enforces the injection rule, and admitted unmodified
 with a warning otherwise; pods that slip through (webhook down, or created before hegui) are
@@ -20,10 +20,10 @@ from typing import Any
 from hegui.admission import review
 from hegui.admission.injection import InjectionConflict, json_patch, render
 from hegui.api.articles import Rule
-from hegui.api.generativeservice import GenerativeService, PortPurpose
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
 from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey, exemption_scope
+from hegui.rules.injection import FRONTED_LABEL
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
     services = index.services_selecting(namespace, [template.labels])
     if len(services) != 1:
         return None  # the validating webhook reports coverage
-    if not serves and not _peers_open(index.services.get(services[0])):
-        # A serving entry (a Ray head) counts only where a service selects it; so does any
-        # pod of a service that opens ports between its pods (below).
+    if not serves and FRONTED_LABEL not in template.labels:
+        # A serving entry (a Ray head) counts only where a service selects it; so does a pod
+        # that asks to be fronted (a peer on the service's ports between pods).
         return None
     injecting = [p for p in effective.policies if p.spec.sidecar is not None]
     if not injecting:
@@ -73,16 +73,6 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
                            f"{waived.spec.workload.kind} {waived.spec.workload.name}"
                            if waived else "its workload")
     return duty
-
-
-def _peers_open(posture: GenerativeService | None) -> bool:
-    """Whether the service declares ports open between its own pods (PodToPod): its
-    NetworkPolicy admits them from any pod its selector selects, and the model's server may
-    listen on them with anything, so a pod the team labels into the service without a GPU (a
-    "proxy") must carry the sidecar too, or it would serve users around it (Art.14)."""
-    traffic = posture.spec.traffic if posture is not None else None
-    return traffic is not None and any(p.purpose is PortPurpose.POD_TO_POD
-                                       for p in traffic.open_ports)
 
 
 def make_mutator(index: ComplianceIndex) -> review.Validator:

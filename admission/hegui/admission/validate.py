@@ -17,6 +17,7 @@ from hegui.admission import guards, review
 from hegui.api.exception import ComplianceException
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex, detection_of
+from hegui.rules.injection import forged_fronted_label
 from hegui.rules.workloads import WORKLOAD_KINDS
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,13 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> revie
             return guards.check_network_policy(request, index)
         if request.kind == "ComplianceException" and request.operation == "CREATE":
             return check_exception(request, index)
+        if request.kind == "Pod" and request.operation != "DELETE" and index.policy_for(
+                request.namespace) is not None and (forged := forged_fronted_label(request.obj)):
+            # The label makes a pod a peer on its service's ports between pods (Art.14).
+            return review.Decision(False, f"hegui refused Pod {request.namespace}/"
+                                   f"{request.name}: [injection, Art.14] {forged}. Fix: remove "
+                                   "the label; hegui's injector sets it on the pods it fronts",
+                                   code=403)
         if request.operation == "DELETE" or not (
                 request.kind in WORKLOAD_KINDS
                 or detection_of(list(index.policies.values())).is_workload_kind(request.kind)):

@@ -36,6 +36,11 @@ CONFIG_VOLUME = "hegui-config"
 DATA_VOLUME = "hegui-data"
 KEYS_VOLUME = "hegui-keys"  # the Secrets the posture names, projected read-only
 SIDECAR_VOLUMES = frozenset({CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME})
+#: The label the injector puts on every pod it fronts. A service's NetworkPolicy admits its
+#: ports between pods (PodToPod) only from pods that carry it, so a pod the team labels into
+#: the service without the sidecar (a CPU "proxy") is no peer; the validating webhook refuses
+#: the label on a pod without hegui's sidecar (`forged_fronted_label`).
+FRONTED_LABEL = "hegui.io/fronted"
 
 #: Capabilities that rewrite the pod's network namespace (its nat table, routes).
 NETWORK_CAPABILITIES = frozenset({"NET_ADMIN", "SYS_ADMIN", "ALL"})
@@ -109,6 +114,24 @@ def foreign_mounts(spec: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
                     found.append((f"{group}[{at}]", str(container.get("name")),
                                   str(mount.get("name")), str(mount.get("mountPath"))))
     return found
+
+
+def forged_fronted_label(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod carries FRONTED_LABEL without being fronted (no native sidecar named
+    hegui-sidecar), or None. The injector replaces a look-alike of that name at creation, so
+    the name suffices here."""
+    labels = _mapping(_mapping(pod.get("metadata")).get("labels"))
+    if FRONTED_LABEL not in labels:
+        return None
+    spec = _mapping(pod.get("spec"))
+    init = spec.get("initContainers")
+    if any(isinstance(c, Mapping) and c.get("name") == SIDECAR_NAME
+           and c.get("restartPolicy") == "Always"
+           for c in (init if isinstance(init, list) else [])):
+        return None
+    return (f"metadata.labels[{FRONTED_LABEL}] marks a pod hegui fronts, and this one has no "
+            f"{SIDECAR_NAME}: the label admits it to the service's ports between pods, around "
+            "the sidecar")
 
 
 def pod_tampering(spec: Mapping[str, Any],

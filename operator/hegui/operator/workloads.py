@@ -30,6 +30,7 @@ from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService, PortPurpose
 from hegui.api.policy import Sidecar, TrafficCapture
 from hegui.rules.index import ComplianceIndex
+from hegui.rules.injection import FRONTED_LABEL
 
 MAX_LISTED = 32  # status lists are capped; counts say how many there are in all
 #: Pods in these phases hold (or are about to hold) traffic; finished ones cannot bypass anything.
@@ -276,8 +277,8 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
     (Art.21). Ports the service declares open (spec.traffic.openPorts) bypass the capture, and
     the team writes the declaration, so each is admitted only from whom its purpose needs:
     Metrics from namespaces the platform labels METRICS_SCRAPER_LABEL=true (its Prometheus),
-    PodToPod from the service's own pods (NCCL, Ray, NIXL). Defence in depth under the capture
-    step, which redirects everything else to the sidecar anyway."""
+    PodToPod from the service's own pods that carry the sidecar (NCCL, Ray, NIXL). Defence in
+    depth under the capture step, which redirects everything else to the sidecar anyway."""
     opened = service.spec.traffic.open_ports if service.spec.traffic is not None else []
 
     def ports(purpose: PortPurpose) -> list[dict[str, Any]]:
@@ -290,8 +291,11 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
         rules.append({"from": [{"namespaceSelector": {
             "matchLabels": {METRICS_SCRAPER_LABEL: "true"}}}], "ports": metrics})
     if between := ports(PortPurpose.POD_TO_POD):
-        rules.append({"from": [{"podSelector": _k8s_selector(service.spec.selector)}],
-                      "ports": between})
+        # Only the service's pods that hegui fronts (the injector's label, which the webhook
+        # refuses on any other pod): a CPU pod the team labels into the service is no peer.
+        peers = _k8s_selector(service.spec.selector)
+        peers["matchLabels"] = {**peers.get("matchLabels", {}), FRONTED_LABEL: "true"}
+        rules.append({"from": [{"podSelector": peers}], "ports": between})
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {
