@@ -19,6 +19,7 @@ sidecar's configuration directory:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -275,15 +276,16 @@ def _run(cluster: LocalCluster, serving: Served) -> None:
         print(cluster.kubectl("-n", NAMESPACE, "get", "events", "--field-selector",
                               "reason=Suspended").stdout)
         # The failing model answers 503 too: wait for the sidecar's own refusal.
-        suspended = time.monotonic()
+        deadline = time.monotonic() + 90
         while True:
             status, body, _ = serving.chat("say:还在吗")
             code = (body.get("error") or {}).get("code")
-            if code == "hegui.service_suspended" or time.monotonic() > suspended + 90:
+            if code == "hegui.service_suspended" or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
-        print(f"the sidecar, once the kubelet has projected the notice (after "
-              f"{time.monotonic() - suspended:.0f}s): HTTP {status}: {code}")
+        print(f"the sidecar, once the kubelet has projected the notice ("
+              f"{_since(cluster, '.status.suspension.since'):.0f}s after the operator "
+              f"suspended the service): HTTP {status}: {code}")
     finally:
         stop.set()
         driver.join(10)
@@ -298,17 +300,29 @@ def _run(cluster: LocalCluster, serving: Served) -> None:
     print(cluster.kubectl("-n", NAMESPACE, "get", "gsvc", "chat", "-o",
                           "jsonpath={.status.suspension.history[0]}").stdout)
     print()
-    resumed = time.monotonic()
+    deadline = time.monotonic() + 90
     while True:
         status, body, _ = serving.chat("say:欢迎回来。")
-        if status == 200 or time.monotonic() > resumed + 90:
+        if status == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.3)
-    print(f"the sidecar, once the kubelet has projected the resumption (after "
-          f"{time.monotonic() - resumed:.0f}s): HTTP {status}: "
+    print(f"the sidecar, once the kubelet has projected the resumption ("
+          f"{_since(cluster, '.status.suspension.history[0].resumedAt'):.0f}s after the "
+          f"operator resumed the service): HTTP {status}: "
           f"{((body.get('choices') or [{}])[0].get('message') or {}).get('content', body)}")
     print(kubectl_hegui("status", "-n", NAMESPACE))
     print(serving.operator_metrics("hegui_service_state", "hegui_suspensions_total"))
+
+
+def _since(cluster: LocalCluster, field: str) -> float:
+    """Seconds from the service's status timestamp at `field` (JSONPath) until now."""
+    stamp = cluster.kubectl("-n", NAMESPACE, "get", "gsvc", "chat", "-o",
+                            f"jsonpath={{{field}}}").stdout
+    try:
+        then = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return float("nan")
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
 
 
 def _wait_condition(cluster: LocalCluster, kind: str, wanted: str, timeout: float) -> None:

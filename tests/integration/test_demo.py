@@ -93,7 +93,8 @@ def test_the_demo_tells_the_story_on_real_pods(local_cluster: LocalCluster) -> N
                      r"hegui-sidecar,hegui-capture\s+model\s+1\s+true", out), out[-6000:]
     _in_order(out, CHAPTERS)
     # The notice reached the sidecar through the kubelet's projection of the ConfigMap.
-    assert "once the kubelet has projected the notice (after" in out
+    assert re.search(r"once the kubelet has projected the notice \(\d+s after the operator "
+                     r"suspended the service\)", out), out[-6000:]
     assert 'release "hegui" uninstalled' in out
     _no_webhook_left(local_cluster)
 
