@@ -144,8 +144,10 @@ async def serve_sidecar(port: int, upstream: str, mode: str, use_json: str,
         upstream_read_timeout=30.0)
     runner = await serve(Sidecar(config, RulesModerator()), "127.0.0.1", port)
     await runner.app[SIDECAR].moderate(["预热"], Direction.OUTPUT)  # the rules' tables load
-    if freeze == "freeze":
-        gc.freeze()  # as python -m hegui.sidecar does once it serves
+    if freeze == "freeze":  # as python -m hegui.sidecar does once it serves
+        from hegui.sidecar import common
+
+        getattr(common, "tune_gc", gc.freeze)()  # (a checkout before tune_gc: --compare-with)
     print("ready", flush=True)
     try:
         await asyncio.Event().wait()

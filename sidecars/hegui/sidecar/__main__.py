@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import secrets
 import signal
@@ -27,7 +26,9 @@ from hegui.moderation.lexicon import DEFAULT_LEXICON_DIR, LexiconStore
 from hegui.moderation.records import RecordLog
 from hegui.moderation.strikes import StrikeBook, Thresholds
 from hegui.sidecar.app import Sidecar, serve
+from hegui.sidecar.common import tune_gc
 from hegui.sidecar.config import SidecarConfig
+from hegui.sidecar.images_moderation import ImageClassifiers
 from hegui.sidecar.suspension import FILE_NAME
 
 
@@ -134,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         # A Triton model that only runs the same rules adds nothing but a hop.
         moderator = rules if endpoint.model in RULE_MODELS else CombinedModerator(rules,
                                                                                   moderator)
-    sidecar = Sidecar(config, moderator, records=records, strikes=strikes)
+    # The image classifier (spec.moderation.images) on the same Triton, --triton included.
+    sidecar = Sidecar(config, moderator, records=records, strikes=strikes,
+                      image_classifiers=ImageClassifiers(address=args.triton))
     shipper = evidence.attach(args, records, service, registry=sidecar.metrics.registry)
     feed = None
     if shipper is not None and strikes is not None:
@@ -160,8 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         runner = await serve(sidecar, args.host, args.port)
         # The lexicons, pinyin and rule tables loaded so far (~270k objects) live as long as the
         # process: kept out of the cyclic collector's scans, which ran in the middle of the
-        # stream relay (bench/streaming.py: ~20% of the relay's CPU a chunk).
-        gc.freeze()
+        # stream relay (bench/streaming.py: ~20% of the relay's CPU a chunk); and the collector
+        # runs less often (common.GC_THRESHOLDS).
+        tune_gc()
         try:
             while True:  # retention is applied hourly, not only at start (Art.11)
                 await asyncio.sleep(3600)
