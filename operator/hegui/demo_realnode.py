@@ -214,8 +214,9 @@ class PodServing:
                   "metadata": {"name": "chat-pseudonymisation", "namespace": NAMESPACE},
                   "stringData": {"hmac-key": secrets.token_hex(32)}}
         _apply(cluster, self.platform.directory, secret)
-        print(f"a GPU model Deployment {DEPLOYMENT} for the real node (the stand-in model "
-              f"server, from {SIDECAR_IMAGE}), admitted and injected by the in-cluster webhook:")
+        _step(f"a GPU model Deployment on the real node, {DEPLOYMENT} (the stand-in model "
+              f"server, from {SIDECAR_IMAGE}): admitted and injected by the in-cluster webhook, "
+              "a GPU from the device plugin, the sidecar in front of the model (Art.14)")
         print(_apply(cluster, self.platform.directory, _deployment()), end="")
         [self.pod] = _wait_ready(cluster, NAMESPACE, f"hegui.io/demo={DEPLOYMENT}", 1,
                                  timeout=240)

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
+import sys
 from typing import Any
 
 from hegui.operator.settings import OperatorSettings
@@ -103,6 +105,10 @@ def _lead(settings: OperatorSettings, api: Any) -> None:
                              name, settings.identity, duration=settings.lease_seconds)
     election.renew = min(election.renew, election.duration / 3)
     health = StandbyHealth.serve(settings.liveness, election) if settings.liveness else None
+    # In a container this is PID 1, which ignores SIGTERM without a handler: a standby waiting
+    # for the Lease would be killed only after the grace period (30s) on every rollout or
+    # uninstall. kopf installs its own handlers once this replica leads.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         election.acquire()
     finally:
