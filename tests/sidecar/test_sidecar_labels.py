@@ -20,6 +20,10 @@ from hegui.sidecar.config import SidecarConfig
 from hegui.sidecar.testing import FakeModel, LocalModerator, posture, sidecar_client
 
 LABEL = "本内容由人工智能生成"
+#: The pictures here are not scored (no image classifier: tests/sidecar/test_sidecar_images.py
+#: scores them); fail mode Open serves them flagged unmoderated, and labeled, which is what is
+#: tested here (in Closed they would be refused before the model is asked).
+OPEN = {"failureMode": "Open"}
 LABELING = Labeling.from_dict({
     "modalities": ["text", "image"],
     "explicit": {"text": LABEL, "position": "End"},
@@ -29,7 +33,7 @@ LABELING = Labeling.from_dict({
 
 @pytest.fixture
 async def client(fake_model: FakeModel, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    config = SidecarConfig(posture(), labeling=LABELING, upstream=fake_model.url)
+    config = SidecarConfig(posture(**OPEN), labeling=LABELING, upstream=fake_model.url)
     records = RecordLog(tmp_path / "records.jsonl", key=b"k" * 32)
     test_client = await sidecar_client(config, LocalModerator(), records=records)
     yield test_client
@@ -169,7 +173,7 @@ async def odd_model() -> AsyncIterator[dict[str, Any]]:
 @pytest.fixture
 async def odd_client(odd_model: dict[str, Any], tmp_path: Path
                      ) -> AsyncIterator[TestClient[Any, Any]]:
-    config = SidecarConfig(posture(), labeling=LABELING, upstream=odd_model["url"])
+    config = SidecarConfig(posture(**OPEN), labeling=LABELING, upstream=odd_model["url"])
     records = RecordLog(tmp_path / "records.jsonl", key=b"k" * 32)
     test_client = await sidecar_client(config, LocalModerator(), records=records)
     yield test_client
@@ -190,7 +194,8 @@ async def test_bad_images_pass_through_unchanged_and_flagged_the_good_one_labele
         "data[1]:unreadable", "data[2]:too-large", "data[3]:animated",
         "data[4]:unsupported-format", "data[5]:unknown-format", "data[6]:invalid base64",
         "data[7]:not-an-object"])
-    [record] = [r for r in _records(tmp_path) if r.get("route") == "images"]
+    [record] = [r for r in _records(tmp_path)
+                if r.get("route") == "images" and r["kind"] == "label"]
     assert any(flag.startswith("data[2]: too-large: Image size (400000000 pixels)")
                for flag in record["flags"])
 
@@ -218,7 +223,7 @@ async def test_the_sidecar_watermarks_images_when_the_posture_enables_it(
     labeling = Labeling.from_dict({**LABELING.to_dict(), "watermark": {
         "enabled": True, "keySecretRef": {"name": "watermark", "key": "key"}}})
     key = b"watermark-key-from-the-secret"
-    config = SidecarConfig(posture(), labeling=labeling, upstream=fake_model.url,
+    config = SidecarConfig(posture(**OPEN), labeling=labeling, upstream=fake_model.url,
                            watermark_key=key)
     client = await sidecar_client(config, LocalModerator())
     try:
@@ -232,7 +237,7 @@ async def test_the_sidecar_watermarks_images_when_the_posture_enables_it(
     finally:
         await client.close()
     # Enabled but no key mounted: served, and flagged.
-    config = SidecarConfig(posture(), labeling=labeling, upstream=fake_model.url)
+    config = SidecarConfig(posture(**OPEN), labeling=labeling, upstream=fake_model.url)
     client = await sidecar_client(config, LocalModerator())
     try:
         response = await client.post("/v1/images/generations", json={

@@ -256,10 +256,22 @@ async def test_image_prompts_are_moderated(client: TestClient[Any, Any],
     assert blocked.status == 400
     assert (await blocked.json())["error"]["categories"] == ["subversion"]
     assert fake_model.seen == []
-    ok = await client.post("/v1/images/generations",
-                           json={"prompt": "一只猫，邮箱 cat@example.com"})
-    assert ok.status == 200
-    assert ok.headers["x-hegui-output"] == "unmoderated"  # images need the neural slot
+    # Fail mode Closed and no image classifier declared: the pictures could not be moderated,
+    # so the model is not asked for them (tests/sidecar/test_sidecar_images.py).
+    refused = await client.post("/v1/images/generations", json={"prompt": "一只猫"})
+    assert refused.status == 503
+    assert "spec.moderation.images" in (await refused.json())["error"]["message"]
+    assert fake_model.seen == []
+    # Fail mode Open: served, flagged unmoderated; the prompt reached the model masked.
+    c = await sidecar_client(SidecarConfig(posture(failureMode="Open"), upstream=fake_model.url),
+                             LocalModerator())
+    try:
+        ok = await c.post("/v1/images/generations",
+                          json={"prompt": "一只猫，邮箱 cat@example.com"})
+        assert ok.status == 200
+        assert ok.headers["x-hegui-output"] == "unmoderated"
+    finally:
+        await c.close()
     assert fake_model.seen == [{"prompt": "一只猫，邮箱 " + "*" * 15}]
 
 

@@ -457,6 +457,24 @@ class ModeratedRoute(ApiModel):
                                             "path carries.")
 
 
+class ImageModeration(ApiModel):
+    """The image classifier that scores the pictures a service generates (Art.4, Art.14),
+    served by the same Triton as the text moderation model (spec.moderation.triton, or the
+    policy's default endpoint)."""
+
+    model: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = (
+        Field(description="The Triton model of hegui's image classifier contract (input IMAGE, "
+                          "uint8 [batch, size, size, 3]; output FINDINGS), e.g. "
+                          "image_classifier. Every b64_json picture of an images answer is "
+                          "scored in one call with the categories, thresholds and actions of "
+                          "spec.moderation.categories (Mask blocks a picture: it has no span to "
+                          "mask); a blocked picture withholds the whole answer (Art.14). A "
+                          "picture the sidecar cannot see (a url) is refused in fail mode "
+                          "Closed: clients ask response_format b64_json."))
+    model_version: Annotated[str, Field(max_length=16, pattern=r"^[0-9]*$")] = Field(
+        default="", description="The model version; empty: Triton's version policy decides.")
+
+
 class Moderation(ApiModel):
     """Moderation of inputs and outputs by a Triton model (Art.4, Art.14)."""
 
@@ -487,6 +505,12 @@ class Moderation(ApiModel):
                     "each moderated as its family (Art.14). Only moderated routes can be "
                     "declared: a path not on the table is refused.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["path"]})
+    images: ImageModeration | None = Field(
+        default=None,
+        description="The image classifier for generated pictures (/v1/images/generations and "
+                    "routes of family images; Art.4, Art.14). Absent: in fail mode Closed "
+                    "image answers are refused (503, nothing unmoderated is served); in fail "
+                    "mode Open they are served flagged x-hegui-output: unmoderated and recorded.")
 
     @cel_rule("self.input.enabled || self.output.enabled",
               "at least one of input and output must be moderated (rule moderation, Art.14)")

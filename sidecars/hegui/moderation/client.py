@@ -213,7 +213,12 @@ class TritonModerator:
 
 
 class UndecodableImage(ValueError):
-    """An image the model's output holds cannot be decoded (not a fault of the moderator)."""
+    """An image the model's output holds cannot be decoded (not a fault of the moderator);
+    `index` is its place in the batch asked."""
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class TritonImageModerator:
@@ -251,15 +256,18 @@ class TritonImageModerator:
                 with Image.open(io.BytesIO(data)) as image:
                     rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
                     rows.append(np.asarray(rgb, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError, ValueError) as error:
-                raise UndecodableImage(f"image {index}: not a decodable image ({error})") \
-                    from None
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError,
+                    ValueError) as error:  # a bomb is the picture's fault, not the moderator's
+                raise UndecodableImage(f"image {index}: not a decodable image ({error})",
+                                       index) from None
         return np.stack(rows)
 
     async def _infer(self, images: list[bytes]) -> list[Findings]:
         client = self.text._connect()
         module = self.text._module
-        data = self.pixels(images, await self._input_size(client))
+        size = await self._input_size(client)
+        # Decoding and resizing pictures is CPU work: off the event loop the streams share.
+        data = await asyncio.to_thread(self.pixels, images, size)
         tensor = module.InferInput(IMAGE_INPUT, list(data.shape), "UINT8")
         tensor.set_data_from_numpy(data)
         endpoint = self.text.endpoint

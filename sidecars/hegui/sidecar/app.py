@@ -62,6 +62,7 @@ from hegui.moderation.records import BATCHED as BATCHED_RECORDS
 from hegui.moderation.records import RecordLog, pseudonym
 from hegui.moderation.strikes import Level, StrikeBook
 from hegui.sidecar import identity as _identity
+from hegui.sidecar import images_moderation as pictures
 from hegui.sidecar import metadata as meta
 from hegui.sidecar import streaming
 from hegui.sidecar.common import SLI as _SLI
@@ -210,9 +211,12 @@ class _ThrottledError:
 class Sidecar:
     def __init__(self, config: SidecarConfig, moderator: Moderator,
                  metrics: SidecarMetrics | None = None, *, records: RecordLog | None = None,
-                 strikes: StrikeBook | None = None) -> None:
+                 strikes: StrikeBook | None = None,
+                 image_classifiers: pictures.ImageClassifiers | None = None) -> None:
         self.config = config
         self.moderator = moderator
+        # The posture's image classifier (spec.moderation.images), followed as it changes.
+        self.image_classifiers = image_classifiers or pictures.ImageClassifiers()
         self._record_failures = _ThrottledError("cannot write a record")
         self.metrics = metrics or SidecarMetrics(service=config.service,
                                                  latency_threshold=config.latency_threshold)
@@ -341,6 +345,7 @@ class Sidecar:
             await self._session.close()
             self._session = None
         await self.moderator.close()
+        await self.image_classifiers.close()
 
     # --- moderation ----------------------------------------------------------------------------
 
@@ -559,6 +564,8 @@ class Sidecar:
         if match.query:  # the moderated (and masked) names and values, nothing else
             match = dataclasses.replace(match, query=urlencode([(k, v) for k, v in pairs],
                                                                   quote_via=quote))
+        if route == "images":  # pictures that could not be moderated: no GPU spent on them
+            pictures.check_request(self, body)
         upstream = await self._open_upstream(route, request, json.dumps(body).encode(), match,
                                              sent_headers)
         try:
@@ -569,9 +576,10 @@ class Sidecar:
                     return await self._relay(request, upstream, headers)
                 return await self._moderated_error(route, upstream, headers, user)
             if route == "images":
-                # Image outputs need an image classifier (the neural slot), not yet served;
-                # the answer's texts are moderated.
-                headers["x-hegui-output"] = "unmoderated"
+                # Texts and pictures (hegui.sidecar.images_moderation) moderated, unless the
+                # posture moderates inputs only.
+                if not moderation.output.enabled:
+                    headers["x-hegui-output"] = "unmoderated"
                 return await self._images_answer(upstream, headers, user,
                                                  moderate=moderation.output.enabled)
             if not moderation.output.enabled and self.config.labeling is None:
@@ -829,7 +837,8 @@ class Sidecar:
     async def _images_answer(self, upstream: aiohttp.ClientResponse, headers: dict[str, str],
                              user: str | None, *, moderate: bool) -> web.Response:
         """An images answer: its texts moderated (a `revised_prompt`, and whatever a model
-        behind a declared route of this family writes), its images labeled (Art.12)."""
+        behind a declared route of this family writes), its pictures moderated by the image
+        classifier (hegui.sidecar.images_moderation), what is served labeled (Art.12)."""
         raw = await self._read_bounded(upstream)
         try:
             body = loads_bounded(raw)
@@ -854,6 +863,8 @@ class Sidecar:
                         "content moderation", article=blocked[0].article, direction="output",
                         categories=categories, reference=reference)
                 await self._apply_masks(slots, decisions, "output", "images", user, headers)
+            if refusal := await pictures.moderate_pictures(self, body, headers, user):
+                return refusal
         if self.config.labeling is not None:
             return await self._labeled_images(body, upstream.status, headers, user)
         return web.json_response(body, status=upstream.status, headers=headers, dumps=_dumps)

@@ -1,8 +1,8 @@
 """OpenAI-compatible image generation (`/v1/images/generations`) (Art.4, Art.12, Art.14): the
 prompt (and a negative prompt) in; out, every text of the answer is moderated (a
 `revised_prompt` is text the model wrote, and a service can declare any route of this family),
-and images are labeled, not yet moderated (that needs the neural image classifier, which the
-sidecar says in `x-hegui-output: unmoderated`).
+the pictures are scored by the image classifier the posture declares (`spec.moderation.images`,
+hegui.sidecar.images_moderation), and what is served is labeled.
 """
 
 from __future__ import annotations
