@@ -74,6 +74,18 @@ def test_reports_are_capped_but_the_summary_counts_everything() -> None:
     assert report["summary"]["fail"] == MAX_RESULTS + 20
 
 
+def test_a_namespace_of_many_workloads_keeps_the_same_first_results_as_sorting_them_all(
+        ) -> None:
+    """The audit keeps a report's worth of results as they come (issue 20: memory), and the
+    report is still the most severe first, by kind and name (Art.17 reporting)."""
+    objects = [_deployment(f"rogue-{i:04d}", f"rogue-{i}") for i in range(999, -1, -1)]
+    objects += [_deployment(f"chat-{i:04d}", "chat") for i in range(500)]
+    report = audit_namespace("ai", objects, _index(), NOW)
+    assert report is not None and report["summary"]["fail"] == 1000
+    names = [r["resources"][0]["name"] for r in report["results"]]
+    assert names == [f"rogue-{i:04d}" for i in range(MAX_RESULTS)]
+
+
 def test_an_unchanged_audit_is_not_rewritten_for_its_timestamps() -> None:
     objects = [_deployment("rogue", "rogue")]
     first = audit_namespace("ai", objects, _index(), NOW)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
@@ -82,25 +82,54 @@ def audit_namespace(namespace: str, objects: Iterable[Mapping[str, Any]],
     """The namespace's PolicyReport, or None when no policy enforces it (hegui stays out)."""
     if index.policy_for(namespace) is None:
         return None
-    results = []
+    results = _Results()
     for obj in objects:
-        if obj.get("kind") == "Pod" and (obj.get("metadata") or {}).get("ownerReferences"):
-            continue
-        findings = evaluate(obj, index, namespace=namespace, now=now)
-        if findings:
-            results += [_result(obj, finding, now) for finding in findings]
-        elif _is_generative(obj, index, namespace):
-            results.append(_result(obj, None, now))
-    summary = Counter(r["result"] for r in results)
-    results.sort(key=lambda r: (_ORDER[r["result"]], r["resources"][0]["kind"],
-                                r["resources"][0]["name"], r.get("rule", "")))
-    return {
-        "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
-        "metadata": {"name": REPORT_NAME, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "hegui"}},
-        "summary": {k: summary.get(k, 0) for k in ("pass", "fail", "warn", "error", "skip")},
-        "results": results[:MAX_RESULTS],
-    }
+        results.add(_object_results(obj, index, namespace, now))
+    return results.report(namespace)
+
+
+def _object_results(obj: Mapping[str, Any], index: ComplianceIndex, namespace: str,
+                    now: dt.datetime) -> list[dict[str, Any]]:
+    """The report's results for one workload: one per finding, else a pass for a generative
+    one (none for a pod its controller owns: its controller is judged)."""
+    if obj.get("kind") == "Pod" and (obj.get("metadata") or {}).get("ownerReferences"):
+        return []
+    findings = evaluate(obj, index, namespace=namespace, now=now)
+    if findings:
+        return [_result(obj, finding, now) for finding in findings]
+    return [_result(obj, None, now)] if _is_generative(obj, index, namespace) else []
+
+
+def _order(result: Mapping[str, Any]) -> tuple[int, str, str, str]:
+    return (_ORDER[result["result"]], result["resources"][0]["kind"],
+            result["resources"][0]["name"], result.get("rule", ""))
+
+
+class _Results:
+    """One namespace's results as they come: every one counted, the first MAX_RESULTS (in
+    report order) kept, so the audit holds a report's worth per namespace, not every result
+    (nor every object) of the cluster. Sorting is stable: the same results as sorting them
+    all at the end."""
+
+    def __init__(self) -> None:
+        self.summary: Counter[str] = Counter()
+        self.kept: list[dict[str, Any]] = []
+
+    def add(self, results: list[dict[str, Any]]) -> None:
+        self.summary.update(r["result"] for r in results)
+        self.kept += results
+        if len(self.kept) > 4 * MAX_RESULTS:
+            self.kept = sorted(self.kept, key=_order)[:MAX_RESULTS]
+
+    def report(self, namespace: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+            "metadata": {"name": REPORT_NAME, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "hegui"}},
+            "summary": {k: self.summary.get(k, 0)
+                        for k in ("pass", "fail", "warn", "error", "skip")},
+            "results": sorted(self.kept, key=_order)[:MAX_RESULTS],
+        }
 
 
 def _is_generative(obj: Mapping[str, Any], index: ComplianceIndex, namespace: str) -> bool:
@@ -121,39 +150,45 @@ def same_report(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     return bool(strip(current) == strip(wanted))
 
 
-def _workloads_by_namespace(op: Operator, namespaces: set[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every audited workload in `namespaces`, one cluster-wide list per kind."""
-    found: dict[str, list[dict[str, Any]]] = {ns: [] for ns in namespaces}
-    for kind in AUDITED_KINDS:
-        for obj in op.cluster.objects(kind):
+#: Objects per listing page: the audit holds one page of objects at a time.
+PAGE_SIZE = 500
+
+
+def _audit_by_namespace(op: Operator, namespaces: set[str],
+                        now: dt.datetime) -> dict[str, _Results]:
+    """Every audited workload in `namespaces` judged, one cluster-wide listing per kind read
+    page by page: at 10,000 pods the audit held every object of the cluster at once, the
+    operator's peak memory (issue 20)."""
+    found = {ns: _Results() for ns in namespaces if op.index.policy_for(ns) is not None}
+    for kind, page in _pages(op):
+        for obj in page:
             namespace = (obj.get("metadata") or {}).get("namespace")
             if namespace in found:
                 # Items of a list carry no apiVersion/kind; the rules need the kind.
-                found[namespace].append({**obj, "apiVersion": kind.api_version,
-                                         "kind": kind.kind})
-    for kind, obj in _serving_resources(op):
-        namespace = (obj.get("metadata") or {}).get("namespace")
-        if namespace in found:
-            found[namespace].append({**obj, "apiVersion": kind.api_version, "kind": kind.kind})
+                found[namespace].add(_object_results(
+                    {**obj, "apiVersion": kind.api_version, "kind": kind.kind}, op.index,
+                    namespace, now))
     return found
 
 
-def _serving_resources(op: Operator) -> list[tuple[Kind, dict[str, Any]]]:
-    """The serving custom resources (KServe, NIM, LWS, KubeRay, ... and those policies add), so
-    the audit judges what a person applied; a CRD not installed here is skipped."""
+def _pages(op: Operator) -> Iterator[tuple[Kind, list[dict[str, Any]]]]:
+    """Pages of the audited kinds, then of the serving custom resources (KServe, NIM, LWS,
+    KubeRay, ... and those policies add), so the audit judges what a person applied; a CRD
+    not installed here is skipped."""
     from hegui.rules.index import detection_of
 
-    found: list[tuple[Kind, dict[str, Any]]] = []
+    for kind in AUDITED_KINDS:
+        for page in op.cluster.pages(kind, PAGE_SIZE):
+            yield kind, page
     for serving in detection_of(list(op.index.policies.values())).kinds:
         kind = Kind(f"{serving.group}/{serving.versions[0]}", serving.plural, serving.kind)
         try:
-            listing = op.cluster.objects(kind)
+            for page in op.cluster.pages(kind, PAGE_SIZE):
+                yield kind, page
         except ApiException as error:
             if error.status in (403, 404):
                 continue  # not installed, or not granted to the operator
             raise
-        found += [(kind, obj) for obj in listing]
-    return found
 
 
 def write_report(op: Operator, report: dict[str, Any]) -> None:
@@ -191,10 +226,8 @@ def audit_policy(op: Operator, body: kopf.Body, patch: kopf.Patch, name: str) ->
                   if policy.spec.selects_namespace(ns, labels)}
     now = dt.datetime.now(dt.UTC)
     failing = 0
-    for namespace, objects in sorted(_workloads_by_namespace(op, namespaces).items()):
-        report = audit_namespace(namespace, objects, op.index, now)
-        if report is None:
-            continue
+    for namespace, results in sorted(_audit_by_namespace(op, namespaces, now).items()):
+        report = results.report(namespace)
         op.metrics.audit(namespace, report["summary"])
         failing += report["summary"]["fail"]
         write_report(op, report)

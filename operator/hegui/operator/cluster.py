@@ -9,6 +9,9 @@ decide on the status alone.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,9 +52,14 @@ class Cluster(Protocol):
     """What the operator reads and writes. Every call raises the kubernetes client's
     `ApiException` on an HTTP error."""
 
-    def objects(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
-        """The objects of `kind` in `namespace` (None: every namespace); items carry no
-        apiVersion/kind, as a list's items do not."""
+    def objects(self, kind: Kind, namespace: str | None = None,
+                labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """The objects of `kind` in `namespace` (None: every namespace), those with all of
+        `labels` when given; items carry no apiVersion/kind, as a list's items do not."""
+
+    def pages(self, kind: Kind, size: int) -> Iterator[list[dict[str, Any]]]:
+        """The objects of `kind` in every namespace, `size` at a time (the list API's
+        limit/continue), so a reader of all of them never holds them all."""
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]: ...
 
@@ -98,128 +106,256 @@ def connection_info(kubeconfig: str) -> kopf.ConnectionInfo:
         scheme="Bearer" if token else None, token=token or None)
 
 
-#: Built-in kinds: the typed API class and the client's snake_case name of the kind.
-_TYPED: dict[Kind, tuple[str, str]] = {
-    POD: ("CoreV1Api", "pod"), SERVICE: ("CoreV1Api", "service"),
-    CONFIG_MAP: ("CoreV1Api", "config_map"), DEPLOYMENT: ("AppsV1Api", "deployment"),
-    STATEFUL_SET: ("AppsV1Api", "stateful_set"), REPLICA_SET: ("AppsV1Api", "replica_set"),
-    DAEMON_SET: ("AppsV1Api", "daemon_set"), JOB: ("BatchV1Api", "job"),
-    CRON_JOB: ("BatchV1Api", "cron_job"), NETWORK_POLICY: ("NetworkingV1Api", "network_policy"),
-}
-
-
-def _json(response: Any) -> Any:
-    return json.loads(response.data) if response.data else None
-
-
 class KubeCluster:
-    """`Cluster` on the apiserver, through the kubernetes client (raw JSON: nothing is
-    deserialised into the client's models)."""
+    """`Cluster` on the apiserver, through the kubernetes client's ApiClient: requests by path,
+    raw JSON both ways (nothing is deserialised into the client's models). The client's typed
+    API classes are not used: importing them took seconds of the operator's start (and of its
+    time to converge), and each call was validated by pydantic on the way (issue 20)."""
 
     def __init__(self, api: Any) -> None:
         self.api = api
-        self._apis: dict[str, Any] = {}
-
-    def _client(self, name: str) -> Any:
-        # Made on first use: importing the client's API modules takes seconds, which would
-        # otherwise delay kopf's start (and its liveness endpoint).
-        if name not in self._apis:
-            from kubernetes import client
-
-            self._apis[name] = getattr(client, name)(self.api)
-        return self._apis[name]
 
     def warm(self) -> None:
-        """Make every API object now (in a thread while kopf starts), so that the first
-        reconcile does not wait seconds for the client's modules."""
-        for name in ("CoreV1Api", "AppsV1Api", "BatchV1Api", "NetworkingV1Api",
-                     "CustomObjectsApi"):
-            self._client(name)
+        """Nothing to warm: requests go by path (kept for callers that start it)."""
 
-    @property
-    def custom(self) -> Any:
-        return self._client("CustomObjectsApi")
+    @staticmethod
+    def _path(kind: Kind, namespace: str | None = None, name: str | None = None,
+              sub: str | None = None) -> str:
+        base = f"/api/{kind.version}" if not kind.group else f"/apis/{kind.api_version}"
+        where = f"/namespaces/{namespace}" if namespace is not None else ""
+        return base + where + f"/{kind.plural}" + "".join(f"/{p}" for p in (name, sub) if p)
 
-    @property
-    def core(self) -> Any:
-        return self._client("CoreV1Api")
+    def _call(self, method: str, path: str, body: Any = None,
+              query: list[tuple[str, Any]] | None = None,
+              content_type: str = "application/json") -> Any:
+        """One request; an HTTP error raises ApiException (404 NotFoundException, ...) as the
+        typed APIs do."""
+        from kubernetes.client.exceptions import ApiException
 
-    def _typed(self, kind: Kind) -> tuple[Any, str] | None:
-        found = _TYPED.get(kind)
-        return (self._client(found[0]), found[1]) if found else None
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        request = self.api.param_serialize(method=method, resource_path=path,
+                                           query_params=query or [], header_params=headers,
+                                           body=body, auth_settings=["BearerToken"])
+        response = self.api.call_api(*request)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return json.loads(response.data) if response.data else None
 
-    def objects(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
-        typed = self._typed(kind)
-        if typed is not None:
-            api, snake = typed
-            response = (getattr(api, f"list_namespaced_{snake}")(namespace, _preload_content=False)
-                        if namespace is not None else
-                        getattr(api, f"list_{snake}_for_all_namespaces")(_preload_content=False))
-        elif namespace is not None:
-            response = self.custom.list_namespaced_custom_object(
-                kind.group, kind.version, namespace, kind.plural, _preload_content=False)
-        else:
-            response = self.custom.list_cluster_custom_object(
-                kind.group, kind.version, kind.plural, _preload_content=False)
-        items: list[dict[str, Any]] = (_json(response) or {}).get("items") or []
+    def objects(self, kind: Kind, namespace: str | None = None,
+                labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+                 ] if labels else []
+        items: list[dict[str, Any]] = (self._call("GET", self._path(kind, namespace),
+                                                  query=query) or {}).get("items") or []
         return items
 
-    def _namespaced(self, verb: str, kind: Kind, namespace: str, name: str | None = None,
-                    body: dict[str, Any] | None = None) -> Any:
-        """One namespaced call (read, create, replace, delete) through the typed API of a
-        built-in kind or the custom-objects API of hegui's: the argument orders differ."""
-        named = [name] if name is not None else []
-        given = [body] if body is not None else []
-        typed = self._typed(kind)
-        if typed is not None:
-            api, snake = typed
-            return getattr(api, f"{verb}_namespaced_{snake}")(*named, namespace, *given,
-                                                               _preload_content=False)
-        custom_verb = "get" if verb == "read" else verb
-        return getattr(self.custom, f"{custom_verb}_namespaced_custom_object")(
-            kind.group, kind.version, namespace, kind.plural, *named, *given,
-            _preload_content=False)
+    def pages(self, kind: Kind, size: int) -> Iterator[list[dict[str, Any]]]:
+        token: str | None = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", size)]
+            if token:
+                query.append(("continue", token))
+            found = self._call("GET", self._path(kind), query=query) or {}
+            yield found.get("items") or []
+            token = (found.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = _json(self._namespaced("read", kind, namespace, name))
+        found: dict[str, Any] = self._call("GET", self._path(kind, namespace, name))
         return found
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> None:
-        self._namespaced("create", kind, namespace, body=body)
+        self._call("POST", self._path(kind, namespace), body)
 
     def replace(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> None:
-        self._namespaced("replace", kind, namespace, name, body)
+        self._call("PUT", self._path(kind, namespace, name), body)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
-        self._namespaced("delete", kind, namespace, name)
+        self._call("DELETE", self._path(kind, namespace, name))
 
     def patch_status(self, kind: Kind, namespace: str, name: str,
                      status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            kind.group, kind.version, namespace, kind.plural, name, {"status": status},
-            _content_type="application/merge-patch+json", _preload_content=False)
+        self._call("PATCH", self._path(kind, namespace, name, "status"), {"status": status},
+                   content_type="application/merge-patch+json")
 
     def evict(self, namespace: str, pod: str) -> None:
-        self.core.create_namespaced_pod_eviction(pod, namespace, {
+        self._call("POST", self._path(POD, namespace, pod, "eviction"), {
             "apiVersion": "policy/v1", "kind": "Eviction",
-            "metadata": {"name": pod, "namespace": namespace}}, _preload_content=False)
+            "metadata": {"name": pod, "namespace": namespace}})
 
     def resources(self, api_version: str) -> list[dict[str, Any]]:
-        group, _, version = api_version.rpartition("/")
-        found = self.custom.get_api_resources(group, version, _preload_content=False)
-        resources: list[dict[str, Any]] = (_json(found) or {}).get("resources") or []
+        group = api_version.rpartition("/")[0]
+        found = self._call("GET", f"/apis/{api_version}" if group else f"/api/{api_version}")
+        resources: list[dict[str, Any]] = (found or {}).get("resources") or []
         return resources
 
     def get_scale(self, kind: Kind, namespace: str, name: str) -> int:
-        scale = self.custom.get_namespaced_custom_object_scale(
-            kind.group, kind.version, namespace, kind.plural, name, _preload_content=False)
-        return int(((_json(scale) or {}).get("spec") or {}).get("replicas") or 0)
+        scale = self._call("GET", self._path(kind, namespace, name, "scale"))
+        return int(((scale or {}).get("spec") or {}).get("replicas") or 0)
 
     def patch_scale(self, kind: Kind, namespace: str, name: str, replicas: int) -> None:
-        self.custom.patch_namespaced_custom_object_scale(
-            kind.group, kind.version, namespace, kind.plural, name,
-            {"spec": {"replicas": replicas}},
-            _content_type="application/merge-patch+json", _preload_content=False)
+        self._call("PATCH", self._path(kind, namespace, name, "scale"),
+                   {"spec": {"replicas": replicas}},
+                   content_type="application/merge-patch+json")
 
     def event(self, body: kopf.Body, *, type: str, reason: str, message: str) -> None:
         kopf.event(body, type=type, reason=reason, message=message)
+
+
+class _Listing:
+    """One namespace's listing of one kind: filled once, read by every reconcile that asks
+    while it is fresh (or in flight)."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.items: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.at = 0.0  # when it was filled (the clock of SharedListings)
+
+
+class SharedListings:
+    """A `Cluster` whose namespaced listings are shared by the reconciles that ask within
+    `max_age` seconds of one another (issue 20, scale).
+
+    Every reconcile lists its namespace's pods, workloads, Services, NetworkPolicies and
+    suspension requests; the services of one namespace are judged together (at start, and by
+    timers started together), so without this each listing was made and decoded once per
+    service: O(services x pods) JSON per pass, the operator's main cost. Here one listing
+    serves them all; one in flight is waited for, not repeated. The operator's own writes of a
+    kind in a namespace update that listing (what it created, replaced or deleted) or drop it
+    (a status, an eviction, a scale), so a reconcile always sees what this process wrote (a
+    request's outcome is never acted on twice); what others change shows at most `max_age`
+    seconds late (a tenth of the reconcile interval at most). Cluster-wide listings (the
+    audit's) and everything else pass straight through."""
+
+    def __init__(self, cluster: Cluster, max_age: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cluster, self.max_age, self.clock = cluster, max_age, clock
+        self._lock = threading.Lock()
+        #: By kind, namespace and label selector.
+        self._listings: dict[tuple[Kind, str, tuple[tuple[str, str], ...]], _Listing] = {}
+        self._swept = 0.0
+
+    def objects(self, kind: Kind, namespace: str | None = None,
+                labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        if namespace is None:
+            return self.cluster.objects(kind, None, labels)
+        key = (kind, namespace, tuple(sorted((labels or {}).items())))
+        with self._lock:
+            now = self.clock()
+            self._sweep(now)
+            listing = self._listings.get(key)
+            mine = listing is None or (listing.ready.is_set()
+                                       and now - listing.at > self.max_age)
+            if mine:
+                listing = self._listings[key] = _Listing()
+        assert listing is not None
+        if mine:
+            try:
+                listing.items = self.cluster.objects(kind, namespace, labels)
+            except BaseException as error:
+                listing.error = error
+                with self._lock:  # the next reconcile lists again
+                    if self._listings.get(key) is listing:
+                        del self._listings[key]
+                raise
+            finally:
+                listing.at = self.clock()
+                listing.ready.set()
+        else:
+            listing.ready.wait()
+            if listing.error is not None:
+                return self.cluster.objects(kind, namespace, labels)  # its own try and error
+        return list(listing.items)  # a list of its own; the objects are shared, read-only
+
+    def _sweep(self, now: float) -> None:
+        """Drop stale listings (a pass over them at most once per max_age), so what is kept
+        is what the last moments' reconciles read, not every namespace's pods."""
+        if now - self._swept < max(self.max_age, 0.5):
+            return
+        self._swept = now
+        for key, listing in list(self._listings.items()):
+            if listing.ready.is_set() and now - listing.at > self.max_age:
+                del self._listings[key]
+
+    def pages(self, kind: Kind, size: int) -> Iterator[list[dict[str, Any]]]:
+        return self.cluster.pages(kind, size)
+
+    def _wrote(self, kind: Kind, namespace: str, name: str | None = None,
+               body: Mapping[str, Any] | None = None) -> None:
+        """After a write of `kind` in `namespace`: a listing that is filled gets `body` (what
+        was written to `name`; None: deleted) in place of the object, so a burst of creates
+        in one namespace does not list it again after each; without a name (a write whose
+        result is not known here) the listings are dropped, to be listed again."""
+        with self._lock:
+            for key, listing in list(self._listings.items()):
+                if key[:2] != (kind, namespace):
+                    continue
+                if name is None or not listing.ready.is_set() or listing.error is not None:
+                    del self._listings[key]
+                    continue
+                kept = [o for o in listing.items
+                        if (o.get("metadata") or {}).get("name") != name]
+                labels = ((body or {}).get("metadata") or {}).get("labels") or {}
+                if body is not None and dict(key[2]).items() <= labels.items():
+                    kept.append(dict(body))
+                listing.items = kept
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        return self.cluster.get(kind, namespace, name)
+
+    def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> None:
+        try:
+            self.cluster.create(kind, namespace, body)
+        except BaseException:
+            self._wrote(kind, namespace)
+            raise
+        self._wrote(kind, namespace, body["metadata"]["name"], body)
+
+    def replace(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> None:
+        try:
+            self.cluster.replace(kind, namespace, name, body)
+        except BaseException:
+            self._wrote(kind, namespace)
+            raise
+        self._wrote(kind, namespace, name, body)
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        try:
+            self.cluster.delete(kind, namespace, name)
+        except BaseException:
+            self._wrote(kind, namespace)
+            raise
+        self._wrote(kind, namespace, name, None)
+
+    def patch_status(self, kind: Kind, namespace: str, name: str,
+                     status: dict[str, Any]) -> None:
+        try:
+            self.cluster.patch_status(kind, namespace, name, status)
+        finally:
+            self._wrote(kind, namespace)
+
+    def evict(self, namespace: str, pod: str) -> None:
+        try:
+            self.cluster.evict(namespace, pod)
+        finally:
+            self._wrote(POD, namespace)
+
+    def resources(self, api_version: str) -> list[dict[str, Any]]:
+        return self.cluster.resources(api_version)
+
+    def get_scale(self, kind: Kind, namespace: str, name: str) -> int:
+        return self.cluster.get_scale(kind, namespace, name)
+
+    def patch_scale(self, kind: Kind, namespace: str, name: str, replicas: int) -> None:
+        try:
+            self.cluster.patch_scale(kind, namespace, name, replicas)
+        finally:
+            self._wrote(kind, namespace)
+
+    def event(self, body: kopf.Body, *, type: str, reason: str, message: str) -> None:
+        self.cluster.event(body, type=type, reason=reason, message=message)

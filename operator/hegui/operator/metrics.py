@@ -52,6 +52,7 @@ class OperatorMetrics:
             "namespace and outcome (pass, fail, warn, error, skip).",
             ["namespace", "result"], registry=self.registry)
         self._findings: dict[tuple[str, str], Tally[tuple[str, str, str]]] = {}
+        self._total: Tally[tuple[str, str, str]] = Tally()  # the sum of _findings' tallies
         self._lock = threading.Lock()
 
     def observe(self, namespace: str, service: str, *, state: ServiceState,
@@ -61,8 +62,8 @@ class OperatorMetrics:
         tally = Tally((str(f.get("rule")), str(f.get("article")), str(f.get("severity")))
                       for f in findings)
         with self._lock:
+            self._shift(self._findings.get((namespace, service)) or Tally(), tally)
             self._findings[(namespace, service)] = tally
-            self._publish_findings()
         if state is not ServiceState.ERROR:
             self.last_reconcile.set(time.time())
 
@@ -75,14 +76,23 @@ class OperatorMetrics:
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, service)
         with self._lock:
-            self._findings.pop((namespace, service), None)
-            self._publish_findings()
+            self._shift(self._findings.pop((namespace, service), Tally()), Tally())
 
-    def _publish_findings(self) -> None:
-        total: Tally[tuple[str, str, str]] = Tally()
-        for tally in self._findings.values():
-            total.update(tally)
-        self.findings.clear()
-        for labels, count in total.items():
-            self.findings.labels(*labels).set(count)
+    def _shift(self, old: Tally[tuple[str, str, str]],
+               new: Tally[tuple[str, str, str]]) -> None:
+        """Move the totals from one service's old findings to its new ones: only the labels
+        that changed are touched, so a reconcile costs the same with 10 or 10,000 services
+        (summing every service's tally each time made a pass over N services O(N^2))."""
+        for labels in old.keys() | new.keys():
+            delta = new[labels] - old[labels]
+            if not delta:
+                continue
+            count = self._total[labels] + delta
+            if count > 0:
+                self._total[labels] = count
+                self.findings.labels(*labels).set(count)
+            else:  # no service has it any more: the series goes, as before
+                self._total.pop(labels, None)
+                with contextlib.suppress(KeyError):
+                    self.findings.remove(*labels)
 

@@ -43,6 +43,7 @@ from hegui.operator.cluster import (
     STATEFUL_SET,
     Cluster,
     Kind,
+    SharedListings,
 )
 from hegui.operator.metrics import OperatorMetrics, ServiceState
 from hegui.operator.settings import OperatorSettings
@@ -76,6 +77,11 @@ class Operator:
     scalable: dict[tuple[str, str], Kind] = field(default_factory=lambda: dict(_SCALABLE))
     #: The PolicyReport CRD is not installed (said once).
     reports_missing: bool = False
+
+    def __post_init__(self) -> None:
+        # The services of a namespace share its listings (see SharedListings).
+        if not isinstance(self.cluster, SharedListings):
+            self.cluster = SharedListings(self.cluster, self.settings.listing_seconds)
 
     def stuck_reconciles(self) -> list[str]:
         """Services whose reconcile has run for longer than the settings' stuck_seconds."""
@@ -156,12 +162,28 @@ def sidecar_config(body: kopf.Body, notice: str,
     }
 
 
-def ensure(cluster: Cluster, kind: Kind, wanted: dict[str, Any], field: str) -> None:
+def ensure(cluster: Cluster, kind: Kind, wanted: dict[str, Any], field: str,
+           listed: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Create `wanted` (a ConfigMap or NetworkPolicy the operator owns) or replace it when its
     `field` differs. One made `immutable` (by someone before hegui's admission guard, or by
     hand) cannot be replaced: it is deleted and created again, so it never blocks a
-    reconcile."""
+    reconcile. `listed` (the namespace's shared listing, by name) spares the read per
+    reconcile: one listed as wanted is left alone, one listed otherwise replaced, one not
+    listed created; anything else (not listed yet there) takes the read."""
     meta = wanted["metadata"]
+    if listed is not None:
+        shown = listed.get(meta["name"])
+        if shown is None:
+            try:
+                cluster.create(kind, meta["namespace"], wanted)
+                return
+            except ApiException as error:
+                if error.status != 409:  # there after all: compare it below
+                    raise
+        elif not shown.get("immutable"):
+            if shown.get(field) != wanted[field]:
+                cluster.replace(kind, meta["namespace"], meta["name"], wanted)
+            return
     try:
         found = cluster.get(kind, meta["namespace"], meta["name"])
     except ApiException as error:
@@ -186,6 +208,14 @@ def ensure(cluster: Cluster, kind: Kind, wanted: dict[str, Any], field: str) -> 
         cluster.replace(kind, meta["namespace"], meta["name"], wanted)
 
 
+#: The labels of what the operator writes (ConfigMaps, NetworkPolicies): its listing of them.
+MANAGED = {"app.kubernetes.io/managed-by": "hegui"}
+
+
+def _by_name(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str((o.get("metadata") or {}).get("name")): o for o in objects}
+
+
 def delete(cluster: Cluster, kind: Kind, namespace: str, name: str) -> None:
     """Delete the object; one already gone is fine."""
     try:
@@ -195,10 +225,13 @@ def delete(cluster: Cluster, kind: Kind, namespace: str, name: str) -> None:
             raise
 
 
-def _observe(op: Operator, service: GenerativeService, now: dt.datetime) -> Observation:
-    """The service's running workloads, judged (listed per reconcile: nothing is written to
-    them, no annotations and no finalizers)."""
+def _observe(op: Operator, service: GenerativeService,
+             now: dt.datetime) -> tuple[Observation, dict[str, dict[str, Any]]]:
+    """The service's running workloads, judged (listed per reconcile, the listings shared
+    with the namespace's other services: nothing is written to them, no annotations and no
+    finalizers), and the namespace's NetworkPolicies by name."""
     namespace = service.namespace or ""
+    network_policies = op.cluster.objects(NETWORK_POLICY, namespace)
     return observe(
         service, op.index, now=now,
         pods=op.cluster.objects(POD, namespace),
@@ -206,7 +239,7 @@ def _observe(op: Operator, service: GenerativeService, now: dt.datetime) -> Obse
         statefulsets=op.cluster.objects(STATEFUL_SET, namespace),
         replicasets=op.cluster.objects(REPLICA_SET, namespace),
         services=op.cluster.objects(SERVICE, namespace),
-        network_policies=op.cluster.objects(NETWORK_POLICY, namespace))
+        network_policies=network_policies), _by_name(network_policies)
 
 
 def _evict_one(op: Operator, body: kopf.Body, service: GenerativeService,
@@ -254,7 +287,7 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
                            uninjected=0)
         return
     now = dt.datetime.now(dt.UTC)
-    observed = _observe(op, service, now)
+    observed, network_policies = _observe(op, service, now)
     effective = op.index.policy_for(key.namespace)
     prometheus = next((p.spec.prometheus for p in effective.policies if p.spec.prometheus),
                       None) if effective else None
@@ -279,7 +312,8 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     policy_routes = [route for p in policies for route in p.spec.defaults.routes]
     _attempt(errors, "render the sidecar ConfigMap", lambda: ensure(
         cluster, CONFIG_MAP, sidecar_config(body, stable.notice(), default_triton,
-                                            policy_routes), "data"))
+                                            policy_routes), "data",
+        _by_name(cluster.objects(CONFIG_MAP, key.namespace, MANAGED))))
     for transition in stable.step.transitions:
         _attempt(errors, "announce", functools.partial(_announce, op, body, key, transition))
     op.outcomes.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))
@@ -289,8 +323,9 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
         sidecar, isolate = observed.sidecar, stability.isolates_network(service, stable)
         _attempt(errors, "keep the NetworkPolicy", lambda: ensure(
             cluster, NETWORK_POLICY,
-            network_policy(service, sidecar, owner=_owner(body), isolate=isolate), "spec"))
-    else:
+            network_policy(service, sidecar, owner=_owner(body), isolate=isolate), "spec",
+            network_policies))
+    elif f"hegui-{name}" in network_policies:  # listed: no delete per pass to learn it is gone
         _attempt(errors, "delete the NetworkPolicy", lambda: delete(
             cluster, NETWORK_POLICY, key.namespace, f"hegui-{name}"))
     if observed.evict and observed.evictable:  # the service's controlled pods only

@@ -24,6 +24,11 @@ class OperatorSettings:
     reconcile_seconds: float = 30.0
     #: Each CompliancePolicy's workloads are audited this often (Art.17).
     audit_seconds: float = 60.0
+    #: A namespace's listings (pods, workloads, ...) are shared by the reconciles that ask
+    #: within this many seconds of one another (what others change shows this much later at
+    #: most); `from_args` makes it a tenth of reconcile_seconds, 2 s at most. 0: shared only
+    #: while in flight.
+    listing_seconds: float = 0.0
     #: A reconcile running longer than this fails the liveness probe.
     stuck_seconds: float = 300.0
     metrics_address: str = "0.0.0.0:8080"
@@ -65,10 +70,12 @@ class OperatorSettings:
                                  "more than 0 seconds")
             return value
 
+        reconcile_seconds = seconds("reconcile_seconds", "HEGUI_RECONCILE_SECONDS", 30.0)
         return cls(
             kubeconfig=args.kubeconfig or None,
             namespaces=tuple(args.namespace or ()),
-            reconcile_seconds=seconds("reconcile_seconds", "HEGUI_RECONCILE_SECONDS", 30.0),
+            reconcile_seconds=reconcile_seconds,
+            listing_seconds=min(2.0, reconcile_seconds / 10),
             audit_seconds=seconds("audit_seconds", "HEGUI_AUDIT_SECONDS", 60.0),
             stuck_seconds=seconds("stuck_seconds", "HEGUI_STUCK_SECONDS", 300.0),
             metrics_address=args.metrics_address,
