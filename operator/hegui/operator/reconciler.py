@@ -167,9 +167,9 @@ def ensure(cluster: Cluster, kind: Kind, wanted: dict[str, Any], field: str,
     """Create `wanted` (a ConfigMap or NetworkPolicy the operator owns) or replace it when its
     `field` differs. One made `immutable` (by someone before hegui's admission guard, or by
     hand) cannot be replaced: it is deleted and created again, so it never blocks a
-    reconcile. `listed` (the namespace's shared listing, by name) spares the read per
-    reconcile: one listed as wanted is left alone, one listed otherwise replaced, one not
-    listed created; anything else (not listed yet there) takes the read."""
+    reconcile. `listed` (the namespace's shared listing by name, for the NetworkPolicies it
+    lists anyway) spares the read: one listed as wanted is left alone, one listed otherwise
+    replaced, one not listed created; one there though not listed takes the read."""
     meta = wanted["metadata"]
     if listed is not None:
         shown = listed.get(meta["name"])
@@ -206,10 +206,6 @@ def ensure(cluster: Cluster, kind: Kind, wanted: dict[str, Any], field: str,
         cluster.create(kind, meta["namespace"], wanted)
     elif found.get(field) != wanted[field]:
         cluster.replace(kind, meta["namespace"], meta["name"], wanted)
-
-
-#: The labels of what the operator writes (ConfigMaps, NetworkPolicies): its listing of them.
-MANAGED = {"app.kubernetes.io/managed-by": "hegui"}
 
 
 def _by_name(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -310,10 +306,11 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     default_triton = next((p.spec.defaults.triton for p in policies if p.spec.defaults.triton),
                           None)
     policy_routes = [route for p in policies for route in p.spec.defaults.routes]
+    # Read by name, not listed: the operator may not list ConfigMaps (its RBAC reaches only
+    # hegui-sidecar-*, and a listing would read every team's).
     _attempt(errors, "render the sidecar ConfigMap", lambda: ensure(
         cluster, CONFIG_MAP, sidecar_config(body, stable.notice(), default_triton,
-                                            policy_routes), "data",
-        _by_name(cluster.objects(CONFIG_MAP, key.namespace, MANAGED))))
+                                            policy_routes), "data"))
     for transition in stable.step.transitions:
         _attempt(errors, "announce", functools.partial(_announce, op, body, key, transition))
     op.outcomes.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))
