@@ -4,7 +4,7 @@ status converged, reconciles per second, apiserver requests per reconcile, opera
 
     HEGUI_CACHE_DIR=/tmp/hegui-bench HEGUI_CLUSTER_PORT_BASE=18400 \\
         .venv/bin/python bench/operator_scale.py [--services 1000] [--pods 10000] \\
-        [--namespaces 100] [--stages 4]
+        [--namespaces 100] [--stages 4] [--baseline CHECKOUT]
 
 Run it on a control plane of its own: its operator watches every namespace, and another
 operator on the same cluster would judge its services too (and be slowed by them). The
@@ -15,6 +15,8 @@ service is the slope between stages. The pods name a scheduler that does not exi
 Pending, which the operator counts as live, and the scheduler leaves them alone.
 
 Figures are printed, never asserted: the machine is shared, compare figures of one run only.
+`--baseline` runs an older checkout's operator too, at each stage before this one's, for
+ratios measured in one run (`git archive <commit> | tar -x -C /tmp/old`).
 """
 
 from __future__ import annotations
@@ -124,15 +126,17 @@ class Bench:
             and any(c.get("type") == "Compliant" for c in s["status"].get("conditions") or [])
             for s in services)
 
-    def stage(self, stage: int, log: Path) -> dict[str, float]:
-        if stage:
-            self.bump(stage)
+    def stage(self, stage: int, log: Path, round_: int, env: dict[str, str]
+              ) -> dict[str, float]:
+        if stage or round_:
+            self.bump(2 * stage + round_)
         # The apiserver's own background (controllers, kwok's heartbeats), per second.
         quiet = self.requests()
         time.sleep(5)
         background = (self.requests() - quiet - 1) / 5
         before = self.requests()
-        env = {**os.environ, "HEGUI_RECONCILE_SECONDS": "3600", "HEGUI_AUDIT_SECONDS": "3600"}
+        env = {**os.environ, **env, "HEGUI_RECONCILE_SECONDS": "3600",
+               "HEGUI_AUDIT_SECONDS": "3600"}
         with log.open("ab") as out:
             began = time.monotonic()
             process = subprocess.Popen(
@@ -142,11 +146,13 @@ class Bench:
                 stdout=out, stderr=subprocess.STDOUT, env=env)
             try:
                 self.polls = 0
+                peak = 0.0
                 while not self.converged():
                     if process.poll() is not None:
                         raise SystemExit(f"the operator exited ({process.returncode}): {log}")
                     if time.monotonic() - began > self.args.timeout:
                         raise SystemExit(f"not converged within {self.args.timeout}s: {log}")
+                    peak = max(peak, _rss_mib(process.pid))
                     time.sleep(1)
                 seconds = time.monotonic() - began
                 after = self.requests()
@@ -159,7 +165,15 @@ class Bench:
         return {"namespaces": len(self.made), "services": services,
                 "pods": len(self.made) * self.pods_per_namespace, "converged_s": seconds,
                 "reconciles_per_s": services / seconds,
-                "requests_per_reconcile": operator_requests / services, "rss_mib": rss}
+                "requests_per_reconcile": operator_requests / services, "rss_mib": rss,
+                "peak_rss_mib": max(peak, rss)}
+
+
+def _checkout_env(checkout: Path) -> dict[str, str]:
+    """PYTHONPATH that runs another checkout's hegui (e.g. `git archive` of an older commit):
+    its source folders come before this one's on the path (hegui is a namespace package)."""
+    return {"PYTHONPATH": os.pathsep.join(
+        str(checkout / part) for part in ("admission", "crds", "operator", "sidecars"))}
 
 
 def _rss_mib(pid: int) -> float:
@@ -176,6 +190,10 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--stages", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also run this checkout's operator (e.g. `git archive` of an "
+                             "older commit) at every stage, before this one's, and print the "
+                             "ratios: figures of one run on one machine")
     args = parser.parse_args()
     cluster = LocalCluster.from_environment()
     cluster.up(timeout=300)
@@ -193,22 +211,32 @@ def main() -> None:
     bench = Bench(cluster, args)
     namespaces = [f"scale-{i:03d}" for i in range(args.namespaces)]
     log = Path(tempfile.mkdtemp(prefix="hegui-scale-")) / "operator.log"
-    rows = []
+    operators = ([("baseline", _checkout_env(args.baseline.resolve()))] if args.baseline
+                 else []) + [("this", {})]
+    rows: dict[str, list[dict[str, float]]] = {label: [] for label, _ in operators}
     for stage in range(args.stages):
         upto = len(namespaces) * (stage + 1) // args.stages
         made = bench.make(namespaces[len(bench.made):upto])
-        row = bench.stage(stage, log)
-        rows.append(row)
-        print(f"stage {stage + 1}: made in {made:.0f}s; " + ", ".join(
-            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-              flush=True)
-    if len(rows) > 1:
-        first, last = rows[0], rows[-1]
-        slope = ((last["rss_mib"] - first["rss_mib"]) * 1024
-                 / max(1, last["services"] - first["services"]))
-        print(f"memory: {slope:.1f} KiB per service (with its "
-              f"{bench.pods_per_namespace // bench.per_namespace} pods), "
-              f"{last['rss_mib']:.0f} MiB at {last['services']} services")
+        for round_, (label, env) in enumerate(operators):
+            row = bench.stage(stage, log, round_, env)
+            rows[label].append(row)
+            print(f"stage {stage + 1} ({label}): made in {made:.0f}s; " + ", ".join(
+                f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row.items()), flush=True)
+        if args.baseline:
+            old, new = rows["baseline"][-1], rows["this"][-1]
+            print(f"stage {stage + 1} this/baseline: " + ", ".join(
+                f"{k}={new[k] / old[k]:.2f}" for k in (
+                    "converged_s", "reconciles_per_s", "requests_per_reconcile", "rss_mib",
+                    "peak_rss_mib") if old[k]), flush=True)
+    for label, done in rows.items():
+        if len(done) > 1:
+            first, last = done[0], done[-1]
+            slope = ((last["rss_mib"] - first["rss_mib"]) * 1024
+                     / max(1, last["services"] - first["services"]))
+            print(f"memory ({label}): {slope:.1f} KiB per service (with its "
+                  f"{bench.pods_per_namespace // bench.per_namespace} pods), "
+                  f"{last['rss_mib']:.0f} MiB at {last['services']} services")
     print(f"operator log: {log}")
 
 
