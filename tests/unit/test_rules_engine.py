@@ -246,6 +246,23 @@ def test_a_self_declared_posture_below_the_floor_is_named_field_by_field(
     assert all("CompliancePolicy default's moderation floor" in f for f in found)
 
 
+def test_a_floor_can_require_an_image_classifier_of_services_that_generate_images() -> None:
+    """Off by default (an upgrade refuses nothing admitted); on, an image service without
+    spec.moderation.images is named, a text one or one that declares it is not (Art.14)."""
+    images = {"modalities": ["text", "image"], "implicit": {"contentProducer": "X"}}
+    service = _service(moderation=_moderation(), labeling=images)
+    assert _floor_findings(_floored(), service) == []
+    [found] = _floor_findings(_floored(imageClassifier=True), service)
+    assert found.startswith("spec.moderation.images: the service generates images"), found
+    by_route = _service(moderation=_moderation(routes=[{"path": "/draw", "family": "images"}]))
+    assert _floor_findings(_floored(imageClassifier=True), by_route)
+    declared = _service(moderation=_moderation(images={"model": "image_classifier"}),
+                        labeling=images)
+    assert _floor_findings(_floored(imageClassifier=True), declared) == []
+    assert _floor_findings(_floored(imageClassifier=True), _service(moderation=_moderation())) \
+        == []
+
+
 def test_allowed_endpoints_and_a_floor_that_leaves_choices_open() -> None:
     other = {"address": "triton-b.hegui-system.svc:8001", "model": "moderation"}
     policy = _floored(tritonEndpoints=[TRITON, other], failureMode="Open", directions=["output"])

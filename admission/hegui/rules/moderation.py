@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hegui.api.articles import Rule
-from hegui.api.generativeservice import FailureMode, ServiceConditionType
+from hegui.api.generativeservice import (
+    FailureMode,
+    Modality,
+    RouteFamily,
+    ServiceConditionType,
+)
 from hegui.rules.base import RuleDefinition, ServiceContext, Violation, service_location
 
 
@@ -71,6 +76,14 @@ def check(ctx: ServiceContext) -> Iterator[Violation]:
                    "use one of " + ", ".join(f"{e.address} model {e.model}" for e in allowed)
                    + " (or leave spec.moderation.triton out for the policy's default)")
         labeling = spec.labeling
+        if floor.image_classifier and moderation.images is None and (
+                (labeling is not None and Modality.IMAGE in labeling.modalities)
+                or any(r.family is RouteFamily.IMAGES for r in moderation.routes)):
+            yield (service_location(key, "spec.moderation.images"),
+                   f"the service generates images and declares no image classifier; {by} "
+                   "requires one, so that its pictures are moderated like its text",
+                   "declare spec.moderation.images with the image classifier's Triton model "
+                   "(model: image_classifier)")
         if floor.labels and labeling is not None:
             if not labeling.implicit.enabled:
                 yield (service_location(key, "spec.labeling.implicit.enabled"),

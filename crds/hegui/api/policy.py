@@ -336,6 +336,13 @@ class ModerationFloor(ApiModel):
     labels: bool = Field(
         default=True, description="Explicit and implicit labels stay enabled on everything the "
                                   "service generates (Art.12); a service cannot turn them off.")
+    image_classifier: bool = Field(
+        default=False,
+        description="A service that generates images (labeling.modalities image, or a route of "
+                    "family images) must declare spec.moderation.images, the classifier that "
+                    "scores its pictures (Art.4, Art.14); without one its sidecar refuses image "
+                    "requests in fail mode Closed and serves them unmoderated in Open. Off by "
+                    "default, so an upgrade refuses nothing already admitted.")
 
     def allowed_endpoints(self, default: TritonEndpoint | None) -> list[TritonEndpoint]:
         return list(self.triton_endpoints) or ([default] if default is not None else [])
