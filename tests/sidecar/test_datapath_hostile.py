@@ -318,6 +318,44 @@ async def test_personal_information_in_an_error_answer_is_masked(
         await model.close()
 
 
+def _header_model(status: int, body: bytes, content_type: str,
+                  headers: dict[str, str]) -> web.Application:
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=status, body=body, headers={"Content-Type": content_type,
+                                                               **headers})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    return app
+
+
+@pytest.mark.parametrize(("body", "content_type", "headers"), [
+    (b'{"error": {"message": "bad request"}}', "application/json", {"X-Detail": BAD}),
+    (f"no: {BAD}".encode("gb18030"), "text/plain; charset=gb18030", {}),
+    (json.dumps({"error": {BAD: 1}}).encode(), "application/json", {}),
+])
+async def test_an_error_answers_headers_charset_and_keys_are_moderated(
+        moderator: LocalModerator, body: bytes, content_type: str,
+        headers: dict[str, str]) -> None:
+    """A model server's error answer carried a prohibited text past moderation in a response
+    header, in a body in another charset (read as UTF-8 with replacement characters, relayed as
+    it came) or in a JSON key."""
+    model = TestServer(_header_model(400, body, content_type, headers), host="127.0.0.1")
+    await model.start_server()
+    client = await sidecar_client(SidecarConfig(posture(), upstream=str(model.make_url(""))
+                                                .rstrip("/")), moderator)
+    try:
+        status, got, answer = parse(await exchange(client.host, client.port, request(
+            "POST", "/v1/chat/completions", chat("say:hi"))))
+    finally:
+        await client.close()
+        await model.close()
+    assert status == 400 and "x-detail" not in got
+    assert BAD.encode("gb18030") not in answer and BAD not in answer.decode("utf-8", "replace")
+    assert json.loads(answer)["error"]["code"] == "hegui.output_blocked"
+
+
 async def test_a_key_sent_twice_in_an_error_answer_reaches_no_client(
         moderator: LocalModerator) -> None:
     """Python's parser takes the last of two keys, others the first: the client gets what was

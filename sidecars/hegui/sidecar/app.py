@@ -80,7 +80,6 @@ from hegui.sidecar.families.base import (
     Slot,
     loads_bounded,
     other_strings,
-    string_leaves,
 )
 from hegui.sidecar.families.images import IMAGES
 from hegui.sidecar.metrics import SidecarMetrics
@@ -789,8 +788,8 @@ class Sidecar:
     async def _moderated_error(self, route: str, upstream: aiohttp.ClientResponse,
                                headers: dict[str, str], user: str | None) -> web.Response:
         """The model server's error answer (4xx, 5xx), its status kept (Art.13 counts it as
-        it was), its texts moderated like an answer's (Art.14): withheld when one is
-        prohibited, masked in place, relayed as it was otherwise."""
+        it was), its texts and headers moderated like an answer's (Art.14): withheld when one
+        is prohibited, masked in place, relayed as decoded otherwise."""
         status = upstream.status
         data = bytearray()
         try:
@@ -803,22 +802,22 @@ class Sidecar:
         except (TimeoutError, aiohttp.ClientError):
             raise BadRequest("hegui.upstream_unavailable", "the model server failed while "
                              f"answering {status}", 502) from None
-        holder: dict[str, Any] = {}
+        # Its texts as a client reads them (hegui.sidecar.metadata: every JSON string, keys
+        # too; text in its declared charset) and its headers.
+        relayed = [[k, v] for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP]
+        slots = [Slot(pair, 1, "header") for pair in relayed if pair[1]]
         try:
-            holder["v"] = loads_bounded(bytes(data))
-            is_json = True
-        except ValueError:  # JSON and UTF-8 errors alike: the text as it reads
-            holder["v"], is_json = bytes(data).decode("utf-8", "replace"), False
-        try:
-            slots = string_leaves(holder, kind="error")
-        except BodyError:
+            doc = meta.document(bytes(data), upstream.content_type, upstream.charset) \
+                if data else None
+        except meta.NotModerable as bad:
             return error_response(status, "hegui.upstream_error", f"the model server answered "
-                                  f"{status} with JSON too deep to moderate; not relayed")
-        decisions = await self.moderate([s.text for s in slots], Direction.OUTPUT)
-        extra = self._response_headers(upstream)
+                                  f"{status} with a body that cannot be moderated ({bad}); not "
+                                  "relayed")
+        texts = [s.text for s in slots] + (doc.texts if doc is not None else [])
+        decisions = await self._moderate_all(texts, Direction.OUTPUT)
         if decisions is None:
             headers["x-hegui-moderation"] = "unavailable"
-            return web.Response(body=bytes(data), status=status, headers={**extra, **headers})
+            return _answer(bytes(data), status, relayed, headers)
         blocked = [h for d in decisions for h in d.blocking]
         if blocked:
             categories, reference = await self._record_block(blocked, "output", route, user)
@@ -826,13 +825,10 @@ class Sidecar:
                                   f"{status}; its message was withheld by content moderation",
                                   article=blocked[0].article, direction="output",
                                   categories=categories, reference=reference)
-        await self._apply_masks(slots, decisions, "output", route, user, headers)
-        if not is_json and not any(d.mask_spans for d in decisions):
-            return web.Response(body=bytes(data), status=status, headers={**extra, **headers})
-        # JSON as it was decoded and moderated, never the raw bytes: a key sent twice is read
-        # otherwise by a parser that takes the first.
-        body = _dumps(holder["v"]) if is_json else str(holder["v"])
-        return web.Response(body=body.encode(), status=status, headers={**extra, **headers})
+        await self._apply_masks(slots, decisions[:len(slots)], "output", route, user, headers)
+        body = bytes(data) if doc is None else await self._masked_document(
+            doc, decisions[len(slots):], "output", route, user, headers)
+        return _answer(body, status, relayed, headers)
 
     async def _images_answer(self, upstream: aiohttp.ClientResponse, headers: dict[str, str],
                              user: str | None, *, moderate: bool) -> web.Response:
