@@ -345,6 +345,12 @@ def _wait_ready(cluster: LocalCluster, namespace: str, selector: str, count: int
                                     check=False).stdout
             events = cluster.kubectl("get", "events", "-n", namespace,
                                      "--sort-by=.lastTimestamp", check=False).stdout[-3000:]
+            # What the containers said, the last run of a restarted one included.
+            logs = "".join(
+                done.stdout[-3000:] + done.stderr[-500:] for done in (
+                    cluster.kubectl("logs", "-n", namespace, "-l", selector, "--all-containers",
+                                    "--prefix", "--tail=30", *previous, check=False)
+                    for previous in ((), ("--previous",))))
             raise RealNodeError(f"pods {selector} in {namespace} not Ready within "
-                                f"{timeout:.0f}s:\n{state}{events}")
+                                f"{timeout:.0f}s:\n{state}{events}\n{logs}")
         time.sleep(1)
