@@ -187,6 +187,14 @@ def _answer(body: bytes, status: int, relayed: list[list[str]], extra: dict[str,
     return web.Response(body=body, status=status, headers=headers)
 
 
+def _moderation_unavailable(down: ModerationDown) -> web.Response:
+    """The answer while the moderator is down in fail mode Closed (Art.14)."""
+    return error_response(
+        503, "hegui.moderation_unavailable",
+        f"content moderation is unavailable ({down}); the fail mode is Closed, so nothing "
+        "unmoderated is served", headers={"Retry-After": "5"})
+
+
 class _ThrottledError:
     """An error that repeats with every request while it lasts (records that cannot be
     written, at the request rate): logged at once, then at most every `every` seconds with the
@@ -446,10 +454,7 @@ class Sidecar:
             return response
         except ModerationDown as down:
             status = 503
-            return error_response(
-                503, "hegui.moderation_unavailable",
-                f"content moderation is unavailable ({down}); the fail mode is Closed, so "
-                "nothing unmoderated is served", headers={"Retry-After": "5"})
+            return _moderation_unavailable(down)
         except BadRequest as bad:
             status = bad.status
             facts.client_caused = facts.client_caused or bad.client_caused
@@ -961,10 +966,7 @@ class Sidecar:
                 status = alive.status
                 return alive
             status = 503
-            return error_response(
-                503, "hegui.moderation_unavailable",
-                f"content moderation is unavailable ({down}); the fail mode is Closed, so "
-                "nothing unmoderated is served", headers={"Retry-After": "5"})
+            return _moderation_unavailable(down)
         except BadRequest as bad:
             status = bad.status
             return error_response(bad.status, bad.code, bad.message)
