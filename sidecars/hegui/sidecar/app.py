@@ -947,26 +947,22 @@ class Sidecar:
         probe = request.method in ("GET", "HEAD") and match.route.pattern in PROBE_PATHS
         try:
             if notice := self.suspended:  # nothing reaches the model while suspended (Art.21)
-                if probe:
-                    alive = await self._probe_status(match, "x-hegui-suspended")
-                    status = alive.status
-                    return alive
-                status = 503
-                return self.suspended_response(notice)
-            response = await self._metadata(request, match)
+                if not probe:
+                    status = 503
+                    return self.suspended_response(notice)
+                response: web.StreamResponse = await self._probe_status(
+                    match, ("x-hegui-suspended", "true"))
+            else:
+                try:
+                    response = await self._metadata(request, match)
+                except ModerationDown as down:
+                    if not probe:
+                        status = 503
+                        return _moderation_unavailable(down)
+                    response = await self._probe_status(
+                        match, ("x-hegui-moderation", "unavailable"))
             status = response.status
             return response
-        except ModerationDown as down:
-            if probe:
-                try:
-                    alive = await self._probe_status(match, "x-hegui-moderation")
-                except BadRequest as bad:
-                    status = bad.status
-                    return error_response(bad.status, bad.code, bad.message)
-                status = alive.status
-                return alive
-            status = 503
-            return _moderation_unavailable(down)
         except BadRequest as bad:
             status = bad.status
             return error_response(bad.status, bad.code, bad.message)
@@ -974,7 +970,7 @@ class Sidecar:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
-    async def _probe_status(self, match: Match, header: str) -> web.Response:
+    async def _probe_status(self, match: Match, header: tuple[str, str]) -> web.Response:
         """The model's health as a status alone: nothing of the client's is sent (no headers,
         query or body) and no text comes back, so nothing unmoderated passes either way."""
         url = self.config.upstream + match.route.upstream_path(match.params)
@@ -988,8 +984,7 @@ class Sidecar:
         except aiohttp.ClientError as failure:
             raise BadRequest("hegui.upstream_unavailable",
                              f"the model server is unreachable: {failure}", 502) from None
-        return web.Response(status=status, headers={
-            header: "unavailable" if header == "x-hegui-moderation" else "true"})
+        return web.Response(status=status, headers=dict([header]))
 
     async def _moderate_all(self, texts: list[str], direction: Direction
                             ) -> list[Decision] | None:
