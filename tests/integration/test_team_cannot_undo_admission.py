@@ -341,6 +341,19 @@ def test_a_pod_without_a_gpu_cannot_serve_around_the_sidecar(
                           check=False)
     assert forged.returncode != 0 and "[injection, Art.14]" in forged.stderr, forged.stderr
 
+    # Where nothing injects, a look-alike sidecar does not make a peer either: with a second
+    # service selecting the same pods, the injector leaves a pod alone (coverage is judged on
+    # pods that run a model, and this one runs none), so its own "hegui-sidecar" would stay.
+    _declare(team, assessor, namespace, name="chat-b")
+    look_alike = cpu_pod("relay", **{"hegui.io/fronted": "true"})
+    look_alike["spec"]["initContainers"] = [{
+        "name": "hegui-sidecar", "image": SIDECAR["image"], "restartPolicy": "Always",
+        "command": ["socat", "TCP-LISTEN:8443,fork", "TCP:127.0.0.1:8000"]}]
+    refused = _until(lambda: team.apply(look_alike),
+                     lambda r: "no single GenerativeService" in r.stderr)
+    assert refused.returncode != 0, refused.stdout
+    assert "[injection, Art.14]" in refused.stderr and "hegui.io/fronted" in refused.stderr
+
 
 # --- injection: routing around the sidecar from inside the pod (Art.14) -------------------------
 
@@ -367,6 +380,13 @@ def test_no_container_of_a_fronted_pod_may_rewrite_its_network(
                                     "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
     created = team.apply(pod)
     assert created.returncode == 0, created.stderr
+    # The sidecar's image cannot be swapped in place (`kubectl set image` on the pod: the
+    # kubelet would restart it as the team's pass-through while the pod still looks injected).
+    for container in ("hegui-sidecar", "hegui-capture"):
+        swapped = team.kubectl("-n", namespace, "set", "image", "pod/llm-0",
+                               f"{container}=team.example.cn/pass-through:1")
+        assert swapped.returncode != 0, swapped.stdout
+        assert f"changes {container}'s image" in swapped.stderr, swapped.stderr
     # `edit` alone cannot add debug containers; platforms that let teams debug grant it.
     def debug(profile: str, container: str) -> subprocess.CompletedProcess[str]:
         return team.kubectl("-n", namespace, "debug", "llm-0", "--image=busybox",

@@ -257,24 +257,46 @@ def test_any_pod_gets_a_patch_that_applies_or_a_named_conflict(
     assert inject(patched, POLICY, "chat").patch == []  # and once is enough
 
 
-def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any]) -> Any:
-    from hegui.admission.mutate import make_mutator
-    from hegui.admission.review import AdmissionRequest
+def _service(name: str = "chat") -> dict[str, Any]:
+    return {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
+            "metadata": {"name": name, "namespace": "ai"},
+            "spec": {"selector": {"matchLabels": {"app": "chat"}},
+                     "filing": {"publicOpinion": False,
+                                "algorithm": {"number": "网信算备110108823483901230011号"}}}}
+
+
+def _index(policy_rules: list[dict[str, str]] | None = None,
+           services: tuple[str, ...] = ("chat",)) -> Any:
     from hegui.rules.index import ComplianceIndex
 
     policy = POLICY.to_dict()
-    policy["spec"]["rules"] = policy_rules
-    service = {"apiVersion": "hegui.io/v1alpha1", "kind": "GenerativeService",
-               "metadata": {"name": "chat", "namespace": "ai"},
-               "spec": {"selector": {"matchLabels": {"app": "chat"}},
-                        "filing": {"publicOpinion": False,
-                                   "algorithm": {"number": "网信算备110108823483901230011号"}}}}
-    index = ComplianceIndex.from_objects([
-        policy, service, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    policy["spec"]["rules"] = policy_rules or []
+    return ComplianceIndex.from_objects([
+        policy, *(_service(name) for name in services),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+
+
+def _mutate(policy_rules: list[dict[str, str]], pod: dict[str, Any]) -> Any:
+    from hegui.admission.mutate import make_mutator
+    from hegui.admission.review import AdmissionRequest
+
     request = AdmissionRequest(uid="u", kind="Pod", group="", namespace="ai", name="p",
                                operation="CREATE", dry_run=False, obj=pod, old_obj=None,
                                user="system:serviceaccount:kube-system:replicaset-controller")
-    return make_mutator(index)(request)
+    return make_mutator(_index(policy_rules))(request)
+
+
+def _validate(index: Any, pod: dict[str, Any], old: dict[str, Any] | None = None) -> Any:
+    """The validating webhook's answer to the team creating `pod` (or updating `old` to it)."""
+    from prometheus_client import CollectorRegistry
+
+    from hegui.admission.review import AdmissionRequest
+    from hegui.admission.validate import make_validator
+
+    return make_validator(index, CollectorRegistry())(AdmissionRequest(
+        uid="u", kind="Pod", group="", namespace="ai", name="p",
+        operation="UPDATE" if old else "CREATE", dry_run=False, obj=pod, old_obj=old,
+        user="dev@team-a.example.cn"))
 
 
 def test_an_unsafe_pod_is_refused_when_injection_is_enforced_and_admitted_with_a_warning_else(
@@ -331,12 +353,6 @@ def test_only_fronted_pods_carry_the_label_that_makes_them_peers() -> None:
     """A service's NetworkPolicy admits its ports between pods (PodToPod) only from pods with
     the injector's label; a CPU "proxy" the team labels into the service is no peer, and one
     that claims the label is fronted too, or refused when nothing fronts it (Art.14)."""
-    from prometheus_client import CollectorRegistry
-
-    from hegui.admission.review import AdmissionRequest
-    from hegui.admission.validate import make_validator
-    from hegui.rules.index import ComplianceIndex
-
     assert _applied(_pod())["metadata"]["labels"][FRONTED_LABEL] == "true"
     proxy = _pod()
     del proxy["spec"]["containers"][0]["resources"]
@@ -348,19 +364,70 @@ def test_only_fronted_pods_carry_the_label_that_makes_them_peers() -> None:
     fronted = jsonpatch.apply_patch(copy.deepcopy(claiming), mutated.patch)
     assert SIDECAR_NAME in [c["name"] for c in fronted["spec"]["initContainers"]]
 
-    index = ComplianceIndex.from_objects([
-        POLICY.to_dict(), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
-    validate = make_validator(index, CollectorRegistry())
-
-    def review(pod: dict[str, Any], operation: str = "CREATE") -> Any:
-        return validate(AdmissionRequest(uid="u", kind="Pod", group="", namespace="ai",
-                                         name="p", operation=operation, dry_run=False, obj=pod,
-                                         old_obj=None, user="dev@team-a.example.cn"))
-
-    refused = review(claiming, "UPDATE")  # the label added to a running pod: nothing fronts it
+    index = _index()
+    refused = _validate(index, claiming, old=proxy)  # the label added to a running pod
     assert not refused.allowed and FRONTED_LABEL in refused.message
     assert "[injection, Art.14]" in refused.message
-    assert review(fronted).allowed and review(proxy).allowed
+    assert _validate(index, fronted).allowed and _validate(index, proxy).allowed
+    # Labelled already and fronted: its later updates (a controller's) are not judged again.
+    touched = copy.deepcopy(fronted)
+    touched["metadata"]["annotations"]["team"] = "x"
+    assert _validate(index, touched, old=fronted).allowed
+
+
+def _look_alike_peer() -> dict[str, Any]:
+    """A CPU pod the team labels fronted, carrying its own container named like hegui's
+    sidecar (restartPolicy Always, the name, even hegui's image) that forwards around it."""
+    pod = _pod()
+    del pod["spec"]["containers"][0]["resources"]
+    pod["metadata"]["labels"][FRONTED_LABEL] = "true"
+    assert POLICY.spec.sidecar is not None
+    pod["spec"]["initContainers"] = [{
+        "name": SIDECAR_NAME, "image": POLICY.spec.sidecar.image, "restartPolicy": "Always",
+        "command": ["socat", "TCP-LISTEN:8443,fork", "TCP:127.0.0.1:8000"]}]
+    return pod
+
+
+def test_a_look_alike_sidecar_does_not_make_a_peer_where_nothing_injects() -> None:
+    """Where the injector leaves a pod alone, its look-alike sidecar stays: the label must then
+    be refused, or the pod is a peer on the service's ports between pods and reaches the model
+    around the sidecar (Art.14). Two services selecting the pod is one such place."""
+    pod = _look_alike_peer()
+    two = _index(services=("chat", "chat-b"))
+    assert _mutate([], pod).patch  # one service: the injector replaces the look-alike ...
+    refused = _validate(two, pod)  # ... two: nothing injects, and the label is refused
+    assert not refused.allowed, refused
+    assert "no single GenerativeService selects it" in refused.message
+    assert f"metadata.labels[{FRONTED_LABEL}]" in refused.message
+    # One service, but the look-alike as created (say the mutating webhook was skipped).
+    assert not _validate(_index(), pod).allowed
+    # Outside the policy's workload scope the injector does not look either.
+    policy = POLICY.to_dict()
+    policy["spec"]["workloads"] = {"exclude": [{"selector": {"matchLabels": {"app": "chat"}}}]}
+    from hegui.rules.index import ComplianceIndex
+    scoped = ComplianceIndex.from_objects([
+        policy, _service(), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    assert not _validate(scoped, pod).allowed
+
+
+def test_hegui_s_containers_cannot_be_swapped_in_a_running_pod() -> None:
+    """`kubectl set image pod/<p> hegui-sidecar=<the team's>` changes a running pod's sidecar
+    in place (the kubelet restarts it with the new image) while the pod still looks injected:
+    refused, naming the field (Art.14). Anything else the apiserver lets change passes."""
+    injected = _applied(_pod())
+    index = _index()
+    for name in (SIDECAR_NAME, CAPTURE_NAME):
+        swapped = copy.deepcopy(injected)
+        [container] = [c for c in swapped["spec"]["initContainers"] if c["name"] == name]
+        container["image"] = "team.example.cn/pass-through:1"
+        refused = _validate(index, swapped, old=injected)
+        assert not refused.allowed, name
+        assert f"changes {name}'s image" in refused.message
+        assert "[injection, Art.14]" in refused.message
+    model = copy.deepcopy(injected)
+    model["spec"]["containers"][0]["image"] = "llm:2"
+    # (This sample service lacks labeling and the rest, which the rule engine reports.)
+    assert "[injection, Art.14]" not in _validate(index, model, old=injected).message
 
 
 def test_the_secrets_the_posture_names_are_mounted_for_the_sidecar_alone() -> None:

@@ -32,7 +32,13 @@ import jsonpatch
 import pytest
 import yaml
 
-from hegui.admission.injection import InjectionConflict, inject, json_patch, render
+from hegui.admission.injection import (
+    InjectionConflict,
+    carries_sidecar,
+    inject,
+    json_patch,
+    render,
+)
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import CompliancePolicy
 
@@ -90,6 +96,10 @@ def test_injection_renders_the_golden_pod(case: str) -> None:
     # Once is enough: the injected pod is left alone, without a word.
     again = inject(got["pod"], policy, given["service"], posture)
     assert again.patch == [] and again.warnings == []
+    # And it is what the operator and the validating webhook count as carrying the sidecar:
+    # the injector labels it fronted, and the webhook admits that label only on such a pod.
+    assert policy.spec.sidecar is not None
+    assert carries_sidecar(got["pod"], policy.spec.sidecar, given["service"], posture)
 
 
 def test_every_golden_output_has_its_input() -> None:

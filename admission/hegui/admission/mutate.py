@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hegui.admission import review
-from hegui.admission.injection import InjectionConflict, json_patch, render
+from hegui.admission.injection import InjectionConflict, carries_sidecar, json_patch, render
 from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
@@ -73,6 +73,39 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
                            f"{waived.spec.workload.kind} {waived.spec.workload.name}"
                            if waived else "its workload")
     return duty
+
+
+def labels_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An object's labels, or none where a hostile request gives no mapping there."""
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def forged_fronted_label(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
+                         now: dt.datetime) -> str | None:
+    """Why a pod claims FRONTED_LABEL without hegui fronting it, or None. The label makes a pod
+    a peer on its service's ports between pods (PodToPod), around the sidecar, so it is honest
+    only on a pod that must carry the sidecar (`sidecar_duty`, not waived) and carries it as
+    the injector renders it (`carries_sidecar`). A container merely named hegui-sidecar is not
+    enough: where nothing injects (a pod two services select, one outside the policies' scope
+    or waived), a team's look-alike would stay."""
+    if FRONTED_LABEL not in labels_of(pod):
+        return None
+    duty = sidecar_duty(pod, namespace, index, now)
+    if duty is None or duty.waived_by:
+        why = (f"ComplianceException {duty.waived_by} waives its sidecar" if duty
+               else "hegui injects no sidecar into it (no single GenerativeService selects it, "
+                    "it is outside the CompliancePolicy's workloads, or no policy declares a "
+                    "sidecar)")
+    else:
+        sidecar = duty.policy.spec.sidecar
+        posture = index.services.get(ObjectKey(namespace, duty.service))
+        if sidecar is not None and carries_sidecar(pod, sidecar, duty.service, posture):
+            return None
+        why = "it does not carry hegui's sidecar as the injector renders it"
+    return (f"metadata.labels[{FRONTED_LABEL}] marks a pod hegui fronts, and {why}: the label "
+            "admits it to its service's ports between pods, around the sidecar")
 
 
 def make_mutator(index: ComplianceIndex) -> review.Validator:

@@ -8,16 +8,18 @@ here writes to the cluster, so a dry-run request is answered exactly like a real
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from hegui.admission import guards, review
+from hegui.admission.mutate import forged_fronted_label, labels_of
 from hegui.api.exception import ComplianceException
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex, detection_of
-from hegui.rules.injection import forged_fronted_label
+from hegui.rules.injection import FRONTED_LABEL, swapped_own_containers
 from hegui.rules.workloads import WORKLOAD_KINDS
 
 log = logging.getLogger(__name__)
@@ -35,19 +37,36 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> revie
             return guards.check_network_policy(request, index)
         if request.kind == "ComplianceException" and request.operation == "CREATE":
             return check_exception(request, index)
-        if request.kind == "Pod" and request.operation != "DELETE" and index.policy_for(
-                request.namespace) is not None and (forged := forged_fronted_label(request.obj)):
-            # The label makes a pod a peer on its service's ports between pods (Art.14).
-            return review.Decision(False, f"hegui refused Pod {request.namespace}/"
-                                   f"{request.name}: [injection, Art.14] {forged}. Fix: remove "
-                                   "the label; hegui's injector sets it on the pods it fronts",
-                                   code=403)
+        if request.kind == "Pod" and request.operation != "DELETE" and (
+                refused := judge_fronting(request)):
+            return refused
         if request.operation == "DELETE" or not (
                 request.kind in WORKLOAD_KINDS
                 or detection_of(list(index.policies.values())).is_workload_kind(request.kind)):
             return review.Decision(True)
         return _decide(request, engine.evaluate(request.obj, index,
                                                 namespace=request.namespace))
+
+    def judge_fronting(request: review.AdmissionRequest) -> review.Decision | None:
+        """A refusal for a pod that claims to be fronted without being so, or that swaps
+        hegui's containers in place (rule injection, Art.14); None otherwise."""
+        if index.policy_for(request.namespace) is None:
+            return None
+        subject = f"hegui refused Pod {request.namespace}/{request.name}: [injection, Art.14]"
+        old = request.old_obj
+        if old is not None and (swapped := swapped_own_containers(old, request.obj)):
+            where, what = swapped[0]
+            return review.Decision(False, f"{subject} spec.{where} {what}. Fix: leave hegui's "
+                                   "containers as injected; recreate the pod (its controller "
+                                   "does) to take a new sidecar image", code=403)
+        if old is not None and FRONTED_LABEL in labels_of(old):
+            return None  # judged when the pod got the label; its containers are unchanged
+        if forged := forged_fronted_label(request.obj, request.namespace, index,
+                                          dt.datetime.now(dt.UTC)):
+            # The label makes a pod a peer on its service's ports between pods.
+            return review.Decision(False, f"{subject} {forged}. Fix: remove the label; "
+                                   "hegui's injector sets it on the pods it fronts", code=403)
+        return None
 
     def judge_posture(request: review.AdmissionRequest) -> review.Decision:
         """A GenerativeService below its policy's floor is refused when it is applied (rule

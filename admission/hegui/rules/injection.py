@@ -39,7 +39,7 @@ SIDECAR_VOLUMES = frozenset({CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME})
 #: The label the injector puts on every pod it fronts. A service's NetworkPolicy admits its
 #: ports between pods (PodToPod) only from pods that carry it, so a pod the team labels into
 #: the service without the sidecar (a CPU "proxy") is no peer; the validating webhook refuses
-#: the label on a pod without hegui's sidecar (`forged_fronted_label`).
+#: the label on a pod hegui does not front (`hegui.admission.mutate.forged_fronted_label`).
 FRONTED_LABEL = "hegui.io/fronted"
 
 #: Capabilities that rewrite the pod's network namespace (its nat table, routes).
@@ -116,22 +116,31 @@ def foreign_mounts(spec: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     return found
 
 
-def forged_fronted_label(pod: Mapping[str, Any]) -> str | None:
-    """Why a pod carries FRONTED_LABEL without being fronted (no native sidecar named
-    hegui-sidecar), or None. The injector replaces a look-alike of that name at creation, so
-    the name suffices here."""
-    labels = _mapping(_mapping(pod.get("metadata")).get("labels"))
-    if FRONTED_LABEL not in labels:
-        return None
-    spec = _mapping(pod.get("spec"))
-    init = spec.get("initContainers")
-    if any(isinstance(c, Mapping) and c.get("name") == SIDECAR_NAME
-           and c.get("restartPolicy") == "Always"
-           for c in (init if isinstance(init, list) else [])):
-        return None
-    return (f"metadata.labels[{FRONTED_LABEL}] marks a pod hegui fronts, and this one has no "
-            f"{SIDECAR_NAME}: the label admits it to the service's ports between pods, around "
-            "the sidecar")
+def swapped_own_containers(old: Mapping[str, Any], new: Mapping[str, Any]
+                           ) -> list[tuple[str, str]]:
+    """(path under the pod spec, what changed) for each of hegui's own init containers that an
+    update of a running pod changes. The apiserver lets a pod's container images change in
+    place, and the kubelet restarts the container with the new one: `kubectl set image
+    pod/<p> hegui-sidecar=<the team's>` would swap the moderation for whatever that image does
+    while the pod keeps looking injected. hegui renders these containers when a pod is made;
+    nothing changes them afterwards."""
+    before = {c.get("name"): c for c in _init_containers(old) if _hegui_own("initContainers",
+                                                                           c.get("name"))}
+    found = []
+    for at, container in enumerate(_init_containers(new)):
+        name = container.get("name")
+        if name in before and container != before[name]:
+            changed = sorted(k for k in {*container, *before[name]}
+                             if container.get(k) != before[name].get(k))
+            found.append((f"initContainers[{at}]", f"changes {name}'s {', '.join(changed)}: "
+                          "hegui's containers are rendered when the pod is made and never "
+                          "changed in place"))
+    return found
+
+
+def _init_containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    init = _mapping(pod.get("spec")).get("initContainers")
+    return [c for c in (init if isinstance(init, list) else []) if isinstance(c, Mapping)]
 
 
 def pod_tampering(spec: Mapping[str, Any],
