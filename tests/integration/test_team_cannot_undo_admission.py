@@ -371,6 +371,16 @@ def test_no_container_of_a_fronted_pod_may_rewrite_its_network(
     assert refused.returncode != 0, refused.stdout
     assert "spec.template.spec.containers[0].securityContext.capabilities.add" in refused.stderr
     assert "adds NET_ADMIN" in refused.stderr
+    # Nor reach the sidecar's keys through the node: its processes, or the kubelet's directory
+    # where the pod's projected keys live.
+    nodeside = _gpu_deployment(namespace)
+    nodeside["spec"]["template"]["spec"]["hostPID"] = True
+    nodeside["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "node", "hostPath": {"path": "/var/lib/kubelet"}}]
+    refused = team.apply(nodeside)
+    assert refused.returncode != 0, refused.stdout
+    assert "spec.template.spec.hostPID" in refused.stderr
+    assert "spec.template.spec.volumes[0].hostPath.path" in refused.stderr
 
     # An ordinary model pod is injected and stored ...
     pod = {"apiVersion": "v1", "kind": "Pod",

@@ -192,3 +192,32 @@ def test_a_service_cannot_declare_the_sidecar_s_port_open() -> None:
     bare = ComplianceIndex.from_objects([_policy(sidecar=False)])
     assert [f for f in evaluate_service_object(_service([ranged]), bare, now=NOW)
             if f.rule is Rule.INJECTION] == []
+
+
+def test_the_node_s_processes_are_refused() -> None:
+    """hostPID shows the sidecar's processes: through /proc their files, keys and memory."""
+    pod = _pod()
+    pod["spec"]["hostPID"] = True
+    [finding] = _injection(pod)
+    assert "spec.hostPID" in finding and "/proc" in finding
+
+
+@pytest.mark.parametrize("path", ["/var/lib/kubelet", "/var/lib/kubelet/pods", "/var", "/",
+                                  "//var/lib/kubelet/", "/var/lib/../lib/kubelet/pods",
+                                  "/proc", "/run", "/run/containerd", "/var/lib/containerd"])
+def test_a_host_path_onto_where_the_node_keeps_the_sidecar_s_keys_is_refused(path: str) -> None:
+    """The kubelet keeps a pod's projected keys and configuration under /var/lib/kubelet/pods,
+    the runtime the containers' files: a model container mounting any of it (or a directory
+    above it) reads or rewrites the sidecar's keys from outside its container (Art.11, Art.14)."""
+    pod = _pod(volumeMounts=[{"name": "node", "mountPath": "/host"}])
+    pod["spec"]["volumes"].append({"name": "node", "hostPath": {"path": path}})
+    [finding] = _injection(pod)
+    assert "spec.volumes[1].hostPath.path" in finding and f"node's {path}" in finding
+
+
+def test_model_weights_from_a_host_directory_pass() -> None:
+    # How on-premises vLLM and Ollama manifests bring their weights: hostPath, not the kubelet's.
+    for path in ("/data/models", "/mnt/nvme/hf-cache", "/var/lib/kube-models", "/root/.ollama"):
+        pod = _pod(volumeMounts=[{"name": "weights", "mountPath": "/models"}])
+        pod["spec"]["volumes"].append({"name": "weights", "hostPath": {"path": path}})
+        assert _injection(pod) == [], path

@@ -11,6 +11,9 @@ is that no other container of a pod hegui fronts can take the sidecar's place or
   the object store's credentials (Art.11), or rewrites what the sidecar reads;
 - a shared process namespace, or a debug container that targets the sidecar, sees the
   sidecar's processes and through /proc its files and memory;
+- the node's processes (hostPID) show the sidecar's, and a hostPath onto the node's kubelet or
+  container runtime directories (or /proc, or a directory above them) reaches the sidecar's
+  projected keys and configuration where the kubelet keeps them, from outside its container;
 - the pod's own name resolution is the sidecar's too: a hostAlias for Triton's or the evidence
   store's name (or any cluster Service name), or `dnsPolicy: None`, sends the sidecar's
   moderation to an always-clean stub of the team's and its records nowhere.
@@ -20,6 +23,7 @@ looks again.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,10 +50,29 @@ FRONTED_LABEL = "hegui.io/fronted"
 NETWORK_CAPABILITIES = frozenset({"NET_ADMIN", "SYS_ADMIN", "ALL"})
 _GROUPS = ("initContainers", "containers", "ephemeralContainers")
 
+#: Where a node keeps what its pods' containers hold: the kubelet's volumes (a pod's projected
+#: Secrets and ConfigMaps, under /var/lib/kubelet/pods), the container runtimes' root
+#: filesystems and sockets, and every process's memory and files (/proc). A hostPath at, under
+#: or above one of them reads or rewrites the sidecar's keys and configuration.
+NODE_PATHS = ("/proc", "/var/lib/kubelet", "/var/lib/containerd", "/run/containerd",
+              "/var/run/containerd", "/var/lib/docker", "/run/docker.sock",
+              "/var/run/docker.sock", "/var/lib/containers", "/run/crio", "/var/run/crio")
+
 FIX = ("leave the pod's network, name resolution, processes and volumes to hegui: drop the "
-       "capability or privileged, the volume mount, the hostAlias, dnsPolicy None and "
-       "shareProcessNamespace, and debug the model container (`kubectl debug "
-       "--profile=general --target=<model>`)")
+       "capability or privileged, the volume mount, the hostAlias, dnsPolicy None, "
+       "shareProcessNamespace and hostPID, mount model weights from their own host directory "
+       "(never the kubelet's, the runtime's or /proc), and debug the model container "
+       "(`kubectl debug --profile=general --target=<model>`)")
+
+
+def reaches_node_secrets(path: str) -> str | None:
+    """The NODE_PATHS entry a hostPath `path` is at, under or above, or None."""
+    normal = posixpath.normpath("/" + path.lstrip("/"))
+    for root in NODE_PATHS:
+        if normal == root or normal.startswith(root + "/") or root.startswith(
+                normal.rstrip("/") + "/"):
+            return root
+    return None
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -164,6 +187,16 @@ def pod_tampering(spec: Mapping[str, Any],
                               f"{_mapping(alias).get('ip')}: the sidecar resolves names "
                               "through the pod's /etc/hosts, so it would send moderation or "
                               "evidence there"))
+    if spec.get("hostPID") is True:
+        found.append(("hostPID", "shares the node's processes, the sidecar's among them: "
+                      "through /proc a container reads its files, keys and memory"))
+    volumes = spec.get("volumes")
+    for at, volume in enumerate(volumes if isinstance(volumes, list) else []):
+        host = _mapping(_mapping(volume).get("hostPath")).get("path")
+        if isinstance(host, str) and (root := reaches_node_secrets(host)):
+            found.append((f"volumes[{at}].hostPath.path", f"mounts the node's {host}, which "
+                          f"reaches {root}: there the node keeps the sidecar's projected keys "
+                          "and configuration, its files or its memory"))
     if spec.get("shareProcessNamespace") is True:
         found.append(("shareProcessNamespace", "shares the pod's processes: every container "
                       "can read the sidecar's files and memory through /proc"))
