@@ -9,6 +9,7 @@ faults a real apiserver does not produce on demand.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import datetime as dt
 from collections.abc import Iterator, Mapping
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from hegui.operator import handlers
+from hegui.operator import anchoring, handlers
 from hegui.operator.audit import audit_policy
 from hegui.operator.cluster import (
     CONFIG_MAP,
@@ -367,7 +368,8 @@ def test_a_kind_without_a_scale_subresource_is_reported_not_retried() -> None:
 def test_one_failing_step_does_not_stop_the_others_and_is_retried_at_the_interval() -> None:
     service = _service()
     op, cluster = _operator(_policy(networkPolicy=True), service)
-    cluster.faults[("get", "configmaps")] = 500
+    for verb in ("get", "replace", "create"):
+        cluster.faults[(verb, "configmaps")] = 500
     with pytest.raises(kopf.TemporaryError) as raised:
         _pass(op, cluster, service, kopf.Memo(operator=op))
     assert "render the sidecar ConfigMap" in str(raised.value)
@@ -466,13 +468,56 @@ def test_settings_take_a_flag_over_the_environment_over_the_default() -> None:
         OperatorSettings.from_args(_args(), {"HEGUI_AUDIT_SECONDS": "soon"})
 
 
-def test_handlers_are_registered_with_the_settings_intervals() -> None:
+def test_handlers_are_registered_with_the_settings_intervals_and_one_timer_a_service() -> None:
+    """Each GenerativeService gets one kopf timer: its evidence Secret is kept by the same pass
+    as its status (a second timer a service doubled the operator's tasks, issue 20)."""
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, OperatorSettings(reconcile_seconds=2.5, audit_seconds=11.0))
+    settings = OperatorSettings(reconcile_seconds=2.5, audit_seconds=11.0)
+    handlers.register(registry, settings)
+    anchoring.register(registry, settings)
     timers = {h.id: getattr(h, "interval", None) for h in registry._spawning.get_all_handlers()}
-    assert timers == {"service_timer": 2.5, "policy_audit": 11.0}
+    assert timers == {"service_timer": 2.5, "policy_audit": 11.0, "anchor_heads": 30}
     changes = {h.id: h.backoff for h in registry._changing.get_all_handlers()}
     assert changes == {"service_changed": 2.5, "service_changed/spec": 2.5}
+
+
+class _Duties(anchoring.EvidenceDuties):
+    """EvidenceDuties that records what it is asked to keep, with no store behind it."""
+
+    def __init__(self) -> None:
+        super().__init__(api=None)
+        self.kept: list[str] = []
+
+    def keep(self, body: Mapping[str, Any], index: Any) -> None:
+        self.kept.append(body["metadata"]["name"])
+
+
+def test_a_service_pass_keeps_its_evidence_secret_even_when_the_reconcile_fails() -> None:
+    service = _service()
+    op, cluster = _operator(_policy(), service)
+    duties = _Duties()
+    memo = kopf.Memo(operator=op, evidence=duties)
+    handlers.service_pass(_body(service), kopf.Patch(), "chat", NS, memo)
+    assert duties.kept == ["chat"]
+    cluster.faults[("list", "pods")] = 500
+    with pytest.raises(ApiException):
+        handlers.service_pass(_body(service), kopf.Patch(), "chat", NS, memo)
+    assert duties.kept == ["chat", "chat"]
+
+
+def test_a_deleted_service_s_store_session_is_forgotten(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-service STS sessions (issue 17) are pruned when the service goes: with churn,
+    a dict keyed by uid that never shrinks is a leak."""
+    monkeypatch.setattr(anchoring, "_SESSIONS", {"svc-uid": ("store", None), "other": ("s", None)})
+    monkeypatch.setattr(anchoring, "_APPLIED", {"svc-uid": ("digest", 0.0)})
+    service = _service()
+    op, _ = _operator(_policy(), service)
+    memo = kopf.Memo(operator=op, evidence=anchoring.EvidenceDuties(api=None))
+    asyncio.run(handlers.mirror(cast(kopf.RawEvent, {"type": "DELETED", "object": service}),
+                                memo))
+    assert set(anchoring._SESSIONS) == {"other"} and anchoring._APPLIED == {}
+    assert op.index.services == {}
 
 
 def _shared(listing_seconds: float, *objects: dict[str, Any]
@@ -495,10 +540,15 @@ def _named(name: str) -> dict[str, Any]:
     return service
 
 
-def _judge_all(op: Operator, services: list[dict[str, Any]]) -> None:
+def _judge_all(op: Operator, services: list[dict[str, Any]],
+               memos: dict[str, kopf.Memo] | None = None) -> None:
+    """A pass over `services`; `memos`: each service's kopf memo, kept between passes as kopf
+    keeps it (a fresh one each pass by default, as after a restart)."""
+    memos = {} if memos is None else memos
     for service in services:
         patch = kopf.Patch()
-        reconcile(op, service_memory(kopf.Memo()), _body(service), patch,
+        memo = memos.setdefault(service["metadata"]["name"], kopf.Memo())
+        reconcile(op, service_memory(memo), _body(service), patch,
                   service["metadata"]["name"], NS)
         service["status"] = _merged(service.get("status") or {}, dict(patch).get("status") or {})
 
@@ -512,10 +562,11 @@ def test_the_services_of_a_namespace_share_its_listings_so_a_pass_is_linear() ->
     for i in range(10):
         cluster.put(POD, {**_uninjected_pod(), "metadata": {
             "name": f"chat-{i}-a", "namespace": NS, "labels": {"app": f"chat-{i}"}}})
-    _judge_all(op, services)
+    memos: dict[str, kopf.Memo] = {}
+    _judge_all(op, services, memos)
     lists = [c for c in cluster.calls if c[0] == "list"]
     assert len(lists) == 8  # pods, 4 workload kinds, Services, NetworkPolicies, 2 request kinds
-    # One ConfigMap read and create per service: what is written is each service's own.
+    # One ConfigMap replace (404) and create per service: each service's own.
     assert len(cluster.calls) - len(lists) == 2 * 10
     for service in services:
         assert _conditions(service["status"])["Compliant"] == "True"
@@ -524,7 +575,7 @@ def test_the_services_of_a_namespace_share_its_listings_so_a_pass_is_linear() ->
     # Past the window the namespace is listed again: others' changes show that late at most.
     cluster.calls.clear()
     clock[0] += 2.5
-    _judge_all(op, services)
+    _judge_all(op, services, memos)
     # Nothing changed: each ConfigMap read, none written.
     assert sorted(set(cluster.calls)) == [("get", "configmaps"), *sorted(set(lists))]
     assert len(cluster.calls) == 8 + 10
@@ -587,3 +638,53 @@ def test_the_findings_totals_follow_each_service_and_cost_the_same_with_many_ser
     assert ("labeling", "Art.12", "Error") not in {
         tuple(s.labels.values()) for m in metrics.registry.collect()
         if m.name == "hegui_findings" for s in m.samples}
+
+
+def test_a_spec_change_after_a_start_rewrites_the_sidecar_config_map_in_one_request() -> None:
+    """The first pass after a start (or a change) replaces the ConfigMap straight away: reading
+    it first cost a request a service on every cold start (issue 20); content this process
+    wrote is still checked by a read on later passes."""
+    service = _service()
+    op, cluster = _operator(_policy(), service)
+    _pass(op, cluster, service, kopf.Memo(operator=op))
+    service["spec"]["labeling"]["implicit"]["contentProducer"] = "Other AI Co."
+    cluster.calls.clear()
+    memo = kopf.Memo(operator=op)  # a restarted operator: nothing remembered
+    _pass(op, cluster, service, memo)
+    assert [c for c in cluster.calls if c[1] == "configmaps"] == [("replace", "configmaps")]
+    config_map = cluster.find(CONFIG_MAP, NS, "hegui-sidecar-chat")
+    assert config_map is not None and "Other AI Co." in config_map["data"]["service.yaml"]
+    cluster.calls.clear()
+    _pass(op, cluster, service, memo)
+    assert [c for c in cluster.calls if c[1] == "configmaps"] == [("get", "configmaps")]
+
+
+def test_an_immutable_sidecar_config_map_is_still_recreated_when_replaced_first() -> None:
+    service = _service()
+    op, cluster = _operator(_policy(), service)
+    cluster.put(CONFIG_MAP, {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+                             "metadata": {"name": "hegui-sidecar-chat", "namespace": NS},
+                             "data": {"service.yaml": "stale"}})
+    _pass(op, cluster, service, kopf.Memo(operator=op))
+    config_map = cluster.find(CONFIG_MAP, NS, "hegui-sidecar-chat")
+    assert config_map is not None and not config_map.get("immutable")
+    assert "contentProducer" in config_map["data"]["service.yaml"]
+
+
+def test_watch_events_are_mirrored_on_the_event_loop_and_reconciles_get_the_set_threads(
+        ) -> None:
+    """kopf runs a sync handler in its thread pool, the one the reconciles hold while they wait
+    on the apiserver: each watch event waited for a free thread before its object's reconcile
+    could start. The mirror only updates memory, so it runs on the loop; the pool gets the
+    settings' threads (issue 20, scale)."""
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, OperatorSettings())
+    mirrors = [h.fn for h in registry._watching.get_all_handlers()]
+    assert mirrors and all(asyncio.iscoroutinefunction(fn) for fn in mirrors)
+    op, _ = _operator()
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings, kopf.Memo(operator=op))
+    assert settings.execution.max_workers == op.settings.workers == 16
+    assert OperatorSettings.from_args(_args(workers=3), {}).workers == 3
+    assert OperatorSettings.from_args(_args(), {"HEGUI_WORKERS": "40"}).workers == 40
+

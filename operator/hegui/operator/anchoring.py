@@ -21,7 +21,8 @@
   `hegui-evidence-anchors` of hegui's namespace, which teams cannot write. `hegui records verify
   --anchors-configmap hegui-system/hegui-evidence-anchors` checks the store against both.
 
-Registered by `hegui.operator.main` (`register`), which puts `EvidenceDuties` in kopf's memo.
+Registered by `hegui.operator.main` (`register`), which puts `EvidenceDuties` in kopf's memo;
+the services' reconcile pass (handlers.py) calls its `keep` and, on deletion, `forget`.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ from hegui.evidence.store import (
     StoreError,
     service_session,
 )
-from hegui.operator.reconciler import operator_of
 from hegui.operator.settings import OperatorSettings
+from hegui.rules.index import ComplianceIndex
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def service_secret(service: Mapping[str, Any], evidence: Evidence,
 
 #: The session each service's sidecars hold (uid: which store and user it was cut from, the
 #: session): kept in memory, since the operator cannot read the Secret back; after a restart
-#: it mints new ones, and the old ones expire on their own.
+#: it mints new ones, and the old ones expire on their own. A deleted service's entry goes with
+#: it (`forget`), or the dict would grow with every service ever created.
 _SESSIONS: dict[str, tuple[str, StoreCredentials]] = {}
 
 
@@ -165,6 +167,13 @@ def apply(api: Any, manifest: dict[str, Any]) -> None:
 #: only every REAPPLY_SECONDS (someone may have edited or deleted it), not at every timer tick.
 _APPLIED: dict[str, tuple[str, float]] = {}
 REAPPLY_SECONDS = 600.0
+
+
+def forget(uid: str) -> None:
+    """Drop what is kept for a deleted service (its session, what was last applied): its
+    Secret goes with it (owner reference), and its uid never comes back."""
+    _SESSIONS.pop(uid, None)
+    _APPLIED.pop(uid, None)
 
 
 def sync_service(api: Any, service: Mapping[str, Any], among: list[CompliancePolicy],
@@ -233,31 +242,41 @@ def anchor_once(api: Any, policy: CompliancePolicy, *,
 @dataclass
 class EvidenceDuties:
     """What these handlers share, in kopf's memo (`memo.evidence`): the operator's own API
-    client (its --kubeconfig identity, the one the chart's RBAC and guards name) and caches."""
+    client (its --kubeconfig identity, the one the chart's RBAC and guards name) and caches.
+
+    A service's evidence Secret is kept by the service's own reconcile pass (handlers.py calls
+    `keep` after each reconcile, on start, on change and on its timer), not by a timer of its
+    own: a second kopf timer per service doubled the operator's tasks and thread hand-offs
+    (issue 20, scale)."""
 
     api: Any
     last_anchor: dict[str, float] = field(default_factory=dict)
 
+    def keep(self, body: Mapping[str, Any], index: ComplianceIndex) -> None:
+        """Keep the service's evidence Secret as the policy says (see the module's doc); a
+        failure is logged, never raised (the sidecars keep the session they have)."""
+        from kubernetes.client.exceptions import ApiException
 
-def duties_of(memo: Any) -> EvidenceDuties:
-    found = memo["evidence"]
-    assert isinstance(found, EvidenceDuties)
+        meta = body.get("metadata") or {}
+        namespace = str(meta.get("namespace"))
+        try:
+            # The policies and namespace labels the operator's watches keep (hegui.rules.index).
+            sync_service(self.api, body, list(index.policies.values()),
+                         index.namespace_labels.get(namespace, {}))
+        except (config.EvidenceConfigError, StoreError, ApiException) as error:
+            log.warning("GenerativeService %s/%s: cannot give its sidecars the evidence store: "
+                        "%s", namespace, meta.get("name"), error)
+
+    def forget(self, uid: str) -> None:
+        """A service was deleted: what was kept for it goes too."""
+        forget(uid)
+
+
+def duties_of(memo: Any) -> EvidenceDuties | None:
+    """The EvidenceDuties in kopf's memo; None where the operator runs without them (tests)."""
+    found = memo.get("evidence")
+    assert found is None or isinstance(found, EvidenceDuties)
     return found
-
-
-def keep_evidence_secret(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Keep the service's evidence Secret as the policy says (see the module's doc)."""
-    from kubernetes.client.exceptions import ApiException
-
-    duties, index = duties_of(memo), operator_of(memo).index
-    namespace = str(body.meta.get("namespace"))
-    try:
-        # The policies and namespace labels the operator's watches keep (hegui.rules.index).
-        sync_service(duties.api, body, list(index.policies.values()),
-                     index.namespace_labels.get(namespace, {}))
-    except (config.EvidenceConfigError, StoreError, ApiException) as error:
-        log.warning("GenerativeService %s/%s: cannot give its sidecars the evidence store: %s",
-                    body.meta.get("namespace"), body.meta.get("name"), error)
 
 
 def _declares_evidence(spec: kopf.Spec, **_: Any) -> bool:
@@ -269,6 +288,8 @@ def anchor_heads(body: kopf.Body, memo: Any, **_: Any) -> None:
     from kubernetes.client.exceptions import ApiException
 
     duties = duties_of(memo)
+    if duties is None:
+        return
     try:
         policy = CompliancePolicy.from_dict(dict(body))
     except ValueError as error:
@@ -290,8 +311,7 @@ def anchor_heads(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    """The evidence timers, at the settings' reconcile interval; they need `memo.evidence`."""
-    kopf.timer(GROUP, VERSION, "generativeservices", interval=settings.reconcile_seconds,
-               initial_delay=1, registry=registry)(keep_evidence_secret)
+    """The anchoring timer (one per CompliancePolicy declaring evidence); it needs
+    `memo.evidence`. Services' Secrets are kept by their reconcile (EvidenceDuties.keep)."""
     kopf.timer(GROUP, VERSION, "compliancepolicies", interval=30, initial_delay=10,
                when=_declares_evidence, registry=registry)(anchor_heads)

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from hegui.api.common import GROUP, VERSION
+from hegui.operator.anchoring import duties_of
 from hegui.operator.audit import audit_policy
 from hegui.operator.cluster import connection_info
 from hegui.operator.reconciler import operator_of, reconcile, service_memory
@@ -33,7 +34,7 @@ def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
     return connection_info(kubeconfig)
 
 
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # Progress in annotations only (the CRD's status schema has no room for kopf's own fields),
     # and hegui's objects carry no finalizers: nothing to clean up on deletion.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hegui.io")
@@ -41,10 +42,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = "hegui.io/operator"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # Reconciles are sync handlers in kopf's thread pool (min(32, cores + 4) threads by
+    # default) and spend most of their time waiting on the apiserver or on a namespace's
+    # shared listing: more threads overlap the waits (issue 20, scale).
+    settings.execution.max_workers = operator_of(memo).settings.workers
 
 
-def mirror(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    """Keep the index the rules read in step with the cluster."""
+async def mirror(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """Keep the index the rules read in step with the cluster. Async: it only updates memory,
+    and as a sync handler every watch event waited for a thread of the pool the reconciles
+    hold (kopf runs an object's event handlers before its change handlers)."""
     op = operator_of(memo)
     obj = dict(event.get("object") or {})
     if event.get("type") == "DELETED":
@@ -52,6 +59,8 @@ def mirror(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         meta = obj.get("metadata")
         if obj.get("kind") == "GenerativeService" and isinstance(meta, dict):
             op.metrics.forget(str(meta.get("namespace")), str(meta.get("name")))
+            if (duties := duties_of(memo)) is not None:  # its store session goes with it
+                duties.forget(str(meta.get("uid")))
     elif obj:
         op.index.upsert(obj)
 
@@ -66,14 +75,16 @@ def reconcile_not_stuck(memo: Any, **_: Any) -> str:
     return "ok"
 
 
-def service_changed(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
-                    memo: Any, **_: Any) -> None:
-    reconcile(operator_of(memo), service_memory(memo), body, patch, name, namespace)
-
-
-def service_timer(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
-                  memo: Any, **_: Any) -> None:
-    reconcile(operator_of(memo), service_memory(memo), body, patch, name, namespace)
+def service_pass(body: kopf.Body, patch: kopf.Patch, name: str, namespace: str | None,
+                 memo: Any, **_: Any) -> None:
+    """Everything the operator keeps for one service, on start, on a spec change and on its
+    one timer: its status and owned objects (reconciler.py), then its sidecars' evidence
+    Secret (anchoring.py), which is kept whatever the reconcile raised."""
+    try:
+        reconcile(operator_of(memo), service_memory(memo), body, patch, name, namespace)
+    finally:
+        if (duties := duties_of(memo)) is not None:
+            duties.keep(body, operator_of(memo).index)
 
 
 def policy_audit(body: kopf.Body, patch: kopf.Patch, name: str, memo: Any, **_: Any) -> None:
@@ -94,13 +105,15 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     # A failed reconcile is retried at the next interval, not after kopf's default minute: a
     # suspension (Art.21) must not wait on a transient API error.
     every = settings.reconcile_seconds
+    # One handler id for start, creation and spec changes (kopf runs it once a cause), and one
+    # timer a service: evidence is part of the same pass, not a timer of its own.
     for on in (kopf.on.resume, kopf.on.create):
-        on(GROUP, VERSION, "generativeservices", backoff=every, registry=registry)(
-            service_changed)
-    kopf.on.update(GROUP, VERSION, "generativeservices", field="spec", backoff=every,
-                   registry=registry)(service_changed)
-    kopf.timer(GROUP, VERSION, "generativeservices", interval=every, initial_delay=every,
-               backoff=every, registry=registry)(service_timer)
+        on(GROUP, VERSION, "generativeservices", id="service_changed", backoff=every,
+           registry=registry)(service_pass)
+    kopf.on.update(GROUP, VERSION, "generativeservices", id="service_changed", field="spec",
+                   backoff=every, registry=registry)(service_pass)
+    kopf.timer(GROUP, VERSION, "generativeservices", id="service_timer", interval=every,
+               initial_delay=every, backoff=every, registry=registry)(service_pass)
     audit = settings.audit_seconds
     kopf.timer(GROUP, VERSION, "compliancepolicies", interval=audit,
                initial_delay=min(audit, 5.0), backoff=audit, registry=registry)(policy_audit)

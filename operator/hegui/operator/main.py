@@ -41,6 +41,9 @@ def add_parser(commands: Any) -> None:
              "read a question bank that could not be read again after")):
         run.add_argument(f"--{flag}", type=float, metavar="SECONDS",
                          help=f"{what} this many seconds (default: ${variable}, else {default})")
+    run.add_argument("--workers", type=int, metavar="THREADS",
+                     help="threads for reconciles, which mostly wait on the apiserver "
+                          "(default: $HEGUI_WORKERS, else 16)")
     run.add_argument("--verbose", action="store_true", help="kopf's own progress logs too")
     run.set_defaults(run=_run)
 

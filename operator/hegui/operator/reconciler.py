@@ -103,6 +103,8 @@ class ServiceMemory:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     written: dict[str, Any] = field(default_factory=dict)
+    #: The sidecar ConfigMap's data this process last wrote or found in place.
+    config_map: dict[str, Any] | None = None
 
 
 def operator_of(memo: Any) -> Operator:
@@ -208,6 +210,41 @@ def ensure(cluster: Cluster, kind: Kind, wanted: dict[str, Any], field: str,
         cluster.replace(kind, meta["namespace"], meta["name"], wanted)
 
 
+def keep_config_map(cluster: Cluster, memory: ServiceMemory, wanted: dict[str, Any]) -> None:
+    """The sidecar ConfigMap as `wanted`. Data this process last wrote (or found) is checked by
+    a read, as `ensure` does; other data (a spec change, a notice, the first pass after a
+    start) is written straight away by a replace, created when there is none: one request
+    where reading first took two (issue 20, scale). One made immutable (the replace is
+    refused) goes through `ensure`, which deletes and creates it."""
+    meta = wanted["metadata"]
+    if memory.config_map != wanted["data"]:
+        try:
+            cluster.replace(CONFIG_MAP, meta["namespace"], meta["name"], wanted)
+            memory.config_map = wanted["data"]
+            return
+        except ApiException as error:
+            if error.status == 404:
+                create_or_compare(cluster, CONFIG_MAP, wanted, "data")
+                memory.config_map = wanted["data"]
+                return
+            if error.status != 422:
+                raise
+    ensure(cluster, CONFIG_MAP, wanted, "data")
+    memory.config_map = wanted["data"]
+
+
+def create_or_compare(cluster: Cluster, kind: Kind, wanted: dict[str, Any], field: str) -> None:
+    """Create `wanted`; one created meanwhile (a change handler and the timer racing) is
+    compared and replaced as `ensure` does."""
+    meta = wanted["metadata"]
+    try:
+        cluster.create(kind, meta["namespace"], wanted)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        ensure(cluster, kind, wanted, field)
+
+
 def _by_name(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str((o.get("metadata") or {}).get("name")): o for o in objects}
 
@@ -308,9 +345,9 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     policy_routes = [route for p in policies for route in p.spec.defaults.routes]
     # Read by name, not listed: the operator may not list ConfigMaps (its RBAC reaches only
     # hegui-sidecar-*, and a listing would read every team's).
-    _attempt(errors, "render the sidecar ConfigMap", lambda: ensure(
-        cluster, CONFIG_MAP, sidecar_config(body, stable.notice(), default_triton,
-                                            policy_routes), "data"))
+    _attempt(errors, "render the sidecar ConfigMap", lambda: keep_config_map(
+        cluster, memory, sidecar_config(body, stable.notice(), default_triton,
+                                        policy_routes)))
     for transition in stable.step.transitions:
         _attempt(errors, "announce", functools.partial(_announce, op, body, key, transition))
     op.outcomes.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))

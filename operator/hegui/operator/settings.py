@@ -29,6 +29,8 @@ class OperatorSettings:
     #: most); `from_args` makes it a tenth of reconcile_seconds, 2 s at most. 0: shared only
     #: while in flight.
     listing_seconds: float = 0.0
+    #: Threads for kopf's sync handlers (reconciles, audits): they mostly wait on the apiserver.
+    workers: int = 16
     #: A reconcile running longer than this fails the liveness probe.
     stuck_seconds: float = 300.0
     metrics_address: str = "0.0.0.0:8080"
@@ -70,6 +72,18 @@ class OperatorSettings:
                                  "more than 0 seconds")
             return value
 
+        def workers(given: int | None, raw: str | None) -> int:
+            if given is None and not raw:
+                return cls.workers
+            try:
+                value = given if given is not None else int(raw or "")
+            except ValueError:
+                raise SystemExit(f"--workers / HEGUI_WORKERS: {raw!r} is not a number of "
+                                 "threads") from None
+            if value < 1:
+                raise SystemExit(f"--workers / HEGUI_WORKERS: {value} must be 1 or more")
+            return value
+
         reconcile_seconds = seconds("reconcile_seconds", "HEGUI_RECONCILE_SECONDS", 30.0)
         return cls(
             kubeconfig=args.kubeconfig or None,
@@ -77,6 +91,7 @@ class OperatorSettings:
             reconcile_seconds=reconcile_seconds,
             listing_seconds=min(2.0, reconcile_seconds / 10),
             audit_seconds=seconds("audit_seconds", "HEGUI_AUDIT_SECONDS", 60.0),
+            workers=workers(getattr(args, "workers", None), env.get("HEGUI_WORKERS")),
             stuck_seconds=seconds("stuck_seconds", "HEGUI_STUCK_SECONDS", 300.0),
             metrics_address=args.metrics_address,
             liveness=args.liveness,
