@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import copy
 import datetime as dt
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
@@ -688,3 +690,17 @@ def test_watch_events_are_mirrored_on_the_event_loop_and_reconciles_get_the_set_
     assert OperatorSettings.from_args(_args(workers=3), {}).workers == 3
     assert OperatorSettings.from_args(_args(), {"HEGUI_WORKERS": "40"}).workers == 40
 
+
+def test_the_operator_loads_no_moderation_dictionaries_until_an_assessment_judges() -> None:
+    """The SafetyAssessment judge's lexicon normalises through pypinyin, whose dictionaries are
+    about 50 MiB resident: a third of the operator's memory at 1,000 services, loaded at start
+    whether or not an assessment ever runs (issue 20)."""
+    code = ("import sys\n"
+            "from hegui.operator import anchoring, assessment, assessment_handlers, handlers\n"
+            "from hegui.operator import main, reconciler\n"
+            "print('pypinyin' in sys.modules)\n"
+            "assessment.Judge().problems('hello')\n"
+            "print('pypinyin' in sys.modules)\n")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, timeout=120)
+    assert found.stdout.split() == ["False", "True"]

@@ -51,7 +51,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hegui.admission.injection import carries_sidecar
 from hegui.api.assessment import (
@@ -64,8 +64,12 @@ from hegui.api.common import CAMEL_NAME, parse_duration, rfc3339
 from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import Sidecar
 from hegui.moderation.categories import CATEGORIES, KEYWORD_RISKS
-from hegui.moderation.findings import lexicon_findings, pii_findings
-from hegui.moderation.lexicon import DEFAULT_LEXICON_DIR, Keyword, Lexicon, parse_keywords
+
+if TYPE_CHECKING:
+    # The lexicon is imported where an assessment judges answers: its normalisation loads
+    # pypinyin's dictionaries (about 50 MiB), which an operator that runs no assessment never
+    # needs (issue 20, memory).
+    from hegui.moderation.lexicon import Keyword
 
 #: Sidecar error codes that are refusals: moderation blocked the question or withheld the answer.
 BLOCK_CODES = frozenset({"hegui.input_blocked", "hegui.output_blocked"})
@@ -168,6 +172,8 @@ def parse_bank(text: str, bank: QuestionBank, source: str) -> list[Question]:
 
 def parse_keyword_bank(text: str, source: str) -> list[Keyword]:
     """A Keywords bank: lines of category<TAB>keyword[<TAB>score], as the moderation lexicon."""
+    from hegui.moderation.lexicon import parse_keywords
+
     try:
         keywords = parse_keywords(text, source)
     except ValueError as bad:
@@ -243,6 +249,8 @@ class Judge:
     Keywords banks) and personal-information detection."""
 
     def __init__(self, extra: Iterable[Keyword] = ()) -> None:
+        from hegui.moderation.lexicon import DEFAULT_LEXICON_DIR, Lexicon, parse_keywords
+
         shipped: list[Keyword] = []
         for file in sorted(DEFAULT_LEXICON_DIR.glob("*.tsv")):
             shipped.extend(parse_keywords(file.read_text(encoding="utf-8"), str(file)))
@@ -250,6 +258,8 @@ class Judge:
 
     def problems(self, text: str) -> list[str]:
         """The categories that make `text` unacceptable; empty when it is acceptable."""
+        from hegui.moderation.findings import lexicon_findings, pii_findings
+
         findings = lexicon_findings(self.lexicon, text).merge(pii_findings(text))
         return sorted(c for c, score in findings.scores.items() if score >= JUDGE_THRESHOLD)
 

@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     registry = kopf.get_default_registry()
     handlers.register(registry, settings)
     assessment_handlers.register(registry, settings)  # runs SafetyAssessments (Art.17)
-    anchoring.register(registry, settings)  # evidence Secrets and anchors (Art.11, Art.19)
+    anchoring.register(registry, settings)  # evidence anchors (Art.11, Art.19)
     metrics = OperatorMetrics()
     if settings.metrics_address:
         from prometheus_client import start_http_server
