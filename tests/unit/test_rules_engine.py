@@ -427,3 +427,25 @@ def test_a_service_may_only_rely_on_its_own_safety_assessment() -> None:
     own["metadata"]["generation"] = 2  # the spec changed after the verdict
     [found] = _assessment_findings(mine, own)
     assert "passed for generation 1, but its spec has changed since" in found
+
+
+def test_a_review_merges_the_policies_enforcing_its_namespace_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check reads the effective policy; merging it for each (ten times a review, a pass
+    over every policy's namespace selector each) was a third of the engine's time at
+    admission (issue 20, the tail). One review merges it once, and every check judges by
+    the same policies."""
+    index = _index([_policy(rules=[{"rule": r, "mode": "Enforce"} for r in (
+        "audience", "complaints", "userAgreement")]), _service()])
+    merged: list[str] = []
+    real = ComplianceIndex.policy_for
+
+    def counting(self: ComplianceIndex, namespace: str) -> Any:
+        merged.append(namespace)
+        return real(self, namespace)
+
+    monkeypatch.setattr(ComplianceIndex, "policy_for", counting)
+    findings = evaluate(_deployment(), index, now=NOW)
+    assert {f.rule for f in findings} == {Rule.AUDIENCE, Rule.COMPLAINTS, Rule.USER_AGREEMENT}
+    assert merged == ["ai"]
+    assert index.policy_for("ai") is not None and len(merged) == 2  # the index itself: as ever

@@ -27,12 +27,34 @@ from hegui.rules.base import (
     Workload,
     WorkloadCheck,
 )
-from hegui.rules.index import ComplianceIndex, ObjectKey, exemption_scope
+from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey, exemption_scope
 from hegui.rules.registry import DEFINITIONS
 
 __all__ = ["APPLY_TIME_RULES", "Context", "Finding", "ServiceContext", "Verdict", "Violation",
            "Workload", "evaluate", "evaluate_posture", "evaluate_service",
            "evaluate_service_object"]
+
+
+class ReviewIndex(ComplianceIndex):
+    """The index as one review reads it: the same objects (nothing is copied), with the
+    policies enforcing a namespace merged once a review. Every check asks for them (the
+    engine, injection, moderation, each opt-in rule: ten times a workload review, each a pass
+    over every policy and its namespace selector, a third of the engine's time), and all of
+    them judge by the same policies even when a watch changes one mid-review."""
+
+    def __init__(self, index: ComplianceIndex) -> None:
+        self.__dict__.update(vars(index))  # the index's own dicts and lock, shared
+        self._effective: dict[str, EffectivePolicy | None] = {}
+
+    def policy_for(self, namespace: str) -> EffectivePolicy | None:
+        if namespace not in self._effective:
+            self._effective[namespace] = super().policy_for(namespace)
+        return self._effective[namespace]
+
+
+def for_review(index: ComplianceIndex) -> ComplianceIndex:
+    """`index` as one review reads it (ReviewIndex), once."""
+    return index if isinstance(index, ReviewIndex) else ReviewIndex(index)
 
 
 @dataclass(frozen=True)
@@ -107,7 +129,7 @@ def evaluate_posture(key: ObjectKey, service: GenerativeService, index: Complian
                      rules: frozenset[Rule] | None = None) -> list[tuple[Rule, Violation]]:
     """The findings of a posture that need not be in the index yet (a GenerativeService under
     review at admission), limited to `rules` when given."""
-    context = ServiceContext(key, service, index, now or dt.datetime.now(dt.UTC))
+    context = ServiceContext(key, service, for_review(index), now or dt.datetime.now(dt.UTC))
     return [(rule, violation) for rule, check in SERVICE_CHECKS
             if rules is None or rule in rules for violation in check(context)]
 
@@ -125,6 +147,7 @@ def evaluate_service_object(obj: Mapping[str, Any], index: ComplianceIndex, *,
     the modes of the policies enforcing its namespace; empty where none does."""
     service = GenerativeService.from_dict(obj)
     key = ObjectKey(service.namespace or namespace, service.name)
+    index = for_review(index)
     policy = index.policy_for(key.namespace)
     if policy is None:
         return []
@@ -136,6 +159,7 @@ def evaluate_service_object(obj: Mapping[str, Any], index: ComplianceIndex, *,
 def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str = "",
              now: dt.datetime | None = None) -> list[Finding]:
     """Every finding for one workload object; empty when it is compliant or not generative."""
+    index = for_review(index)
     workload = Workload.of(obj, namespace)
     policy = index.policy_for(workload.namespace)
     if policy is None:
