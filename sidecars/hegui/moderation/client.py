@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -56,6 +57,14 @@ def personal_information(text: str) -> Findings:
     return pii_findings(text) if may_contain_pii(text) else Findings()
 
 
+#: The rules' verdict is a function of the text and the lexicon: a short text found clean is not
+#: scanned again (`RulesModerator.findings`), at most this many kept.
+_CLEAN_CHARS = 128
+_CLEAN_TEXTS = 8192
+#: Characters a moderation call scans on the event loop (~3 ms here); longer: off the loop.
+_INLINE_CHARS = 2048
+
+
 class ModeratorUnavailable(Exception):
     """The moderation model could not be asked: Triton down, slow or failing."""
 
@@ -75,6 +84,11 @@ class RulesModerator:
         self._lexicon = lexicon if isinstance(lexicon, Lexicon) else None
         if self.store is None and self._lexicon is None:
             self._lexicon = load_lexicon()
+        # Short texts found clean, for the lexicon they were checked with: headers, model names,
+        # roles, ids repeat on every request and stream event (bench/streaming.py).
+        self._clean: set[str] = set()
+        self._clean_for: Lexicon | None = None
+        self._scanner: ThreadPoolExecutor | None = None
         # The rules load their tables on first use (hundreds of ms): at start, not on the
         # first user's request.
         self.findings("预热 warm-up 13800138000 a@example.com 一三八")
@@ -88,13 +102,36 @@ class RulesModerator:
         return self._lexicon
 
     def findings(self, text: str) -> Findings:
-        return lexicon_findings(self.lexicon, text).merge(personal_information(text))
+        lexicon = self.lexicon
+        short = len(text) <= _CLEAN_CHARS
+        if short:
+            if self._clean_for is not lexicon:  # reloaded: what was clean is checked again
+                self._clean, self._clean_for = set(), lexicon
+            elif text in self._clean:
+                return Findings()
+        found = lexicon_findings(lexicon, text).merge(personal_information(text))
+        if short and not found.scores and not found.spans:
+            if len(self._clean) >= _CLEAN_TEXTS:  # bounded: a client sending new texts forever
+                self._clean.clear()
+            self._clean.add(text)
+        return found
 
     async def moderate(self, texts: list[str]) -> list[Findings]:
-        return [self.findings(t) for t in texts]
+        if sum(map(len, texts)) <= _INLINE_CHARS:
+            return [self.findings(t) for t in texts]
+        # A long prompt (a RAG context: 100 ms at 32k characters) scanned on the event loop
+        # would stop every other stream's tokens as long: in one thread of its own, where the
+        # interpreter's switch interval (5 ms) bounds the loop's wait. One thread: long scans
+        # queue rather than share the interpreter with the loop ever more thinly.
+        if self._scanner is None:
+            self._scanner = ThreadPoolExecutor(1, thread_name_prefix="hegui-rules")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._scanner, lambda: [self.findings(t) for t in texts])
 
     async def close(self) -> None:
-        pass
+        if self._scanner is not None:
+            self._scanner.shutdown(wait=False, cancel_futures=True)
+            self._scanner = None
 
 
 class CombinedModerator:
@@ -108,9 +145,11 @@ class CombinedModerator:
         if not texts:
             return []
         remote = await self.model.moderate(texts)
-        return [self.rules.findings(t).merge(found) for t, found in zip(texts, remote, strict=True)]
+        rules = await self.rules.moderate(texts)
+        return [mine.merge(found) for mine, found in zip(rules, remote, strict=True)]
 
     async def close(self) -> None:
+        await self.rules.close()
         await self.model.close()
 
 

@@ -336,8 +336,11 @@ class Sidecar:
             timeout = aiohttp.ClientTimeout(total=None,
                                             sock_connect=self.config.upstream_connect_timeout,
                                             sock_read=self.config.upstream_read_timeout)
+            # No pool limit (aiohttp's default is 100): a connection is held for a whole
+            # stream, so the 101st concurrent stream waited for one to end before its request
+            # even reached the model. The model server queues what it cannot batch yet.
             self._session = aiohttp.ClientSession(
-                timeout=timeout, auto_decompress=True,
+                connector=aiohttp.TCPConnector(limit=0), timeout=timeout, auto_decompress=True,
                 read_bufsize=1 << 16, max_line_size=self.config.max_sse_line_bytes,
                 max_field_size=self.config.max_header_bytes)
         return self._session
