@@ -24,9 +24,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from hegui.admission import configuration
-from hegui.admission.injection import sidecar_container
+from hegui.admission.injection import render, sidecar_container
 from hegui.admission.local import LocalWebhook
-from hegui.api.policy import Sidecar
+from hegui.api.generativeservice import GenerativeService
+from hegui.api.policy import CompliancePolicy, Sidecar
 from hegui.localcluster import pki
 from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
 
@@ -296,6 +297,38 @@ def test_a_look_alike_sidecar_is_replaced_and_the_model_port_renamed(
     refused = team.apply(thief)
     assert refused.returncode != 0
     assert "mounts hegui-data at /records" in refused.stderr and "Art.14" in refused.stderr
+
+
+def test_a_pod_the_injector_missed_cannot_bring_its_own_sidecar(
+        local_cluster: LocalCluster, webhook: Webhook, team: Identity, assessor: Identity,
+        namespace: str) -> None:
+    """The injector fails open, and the operator tolerates an older sidecar image on a running
+    pod. A model pod created with the team's own hegui-sidecar (its image, hegui's everything
+    else) while the injector is away would count as injected: refused (Art.14)."""
+    _admin_apply(local_cluster, _policy(namespace, sidecar=SIDECAR))
+    _declare(team, assessor, namespace)
+    # What the injector would make of the pod, with the team's image in hegui's containers.
+    given = {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "llm-own", "namespace": namespace, "labels": {"app": "chat"}},
+             "spec": {"containers": [{"name": "model", "image": "example.invalid/llm:1",
+                                      "ports": [{"name": "http", "containerPort": 8000}],
+                                      "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
+    policy = CompliancePolicy.from_dict(_policy(namespace, sidecar=SIDECAR))
+    pod = json.loads(json.dumps(render(given, policy, "chat", GenerativeService.from_dict(
+        _service(namespace))).pod))
+    del pod["metadata"]["labels"]["hegui.io/fronted"]
+    for container in pod["spec"]["initContainers"]:
+        container["image"] = "team.example.cn/pass-through:1"
+    # The injector's webhook timed out (it fails open): here its configuration is away.
+    local_cluster.kubectl("delete", "mutatingwebhookconfiguration",
+                          f"{configuration.MUTATING_CONFIGURATION_NAME}-{SUFFIX}")
+    try:
+        refused = _until(lambda: team.apply(pod),
+                         lambda r: "as the injector renders it" in r.stderr)
+        assert refused.returncode != 0, refused.stdout
+        assert "spec.initContainers" in refused.stderr and "[injection, Art.14]" in refused.stderr
+    finally:
+        webhook.register()
 
 
 def test_a_pod_without_a_gpu_cannot_serve_around_the_sidecar(

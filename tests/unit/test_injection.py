@@ -410,6 +410,27 @@ def test_a_look_alike_sidecar_does_not_make_a_peer_where_nothing_injects() -> No
     assert not _validate(scoped, pod).allowed
 
 
+def test_a_pod_the_injector_missed_cannot_bring_its_own_sidecar() -> None:
+    """The injector fails open (its webhook may time out) and the operator tolerates older
+    sidecar images on running pods: a model pod created with the team's own hegui-sidecar (its
+    image, hegui's everything else) would then count as injected. Refused when it is created,
+    naming the field (Art.14); the injector's own output passes."""
+    injected = _applied(_pod())
+    own = copy.deepcopy(injected)
+    del own["metadata"]["labels"][FRONTED_LABEL]
+    for container in own["spec"]["initContainers"]:
+        container["image"] = "team.example.cn/pass-through:1"
+    refused = _validate(_index(), own)
+    assert not refused.allowed, refused
+    assert "spec.initContainers" in refused.message and "[injection, Art.14]" in refused.message
+    assert "[injection, Art.14]" not in _validate(_index(), injected).message
+    # A CPU pod no service fronts may name a container as it likes.
+    bystander = copy.deepcopy(own)
+    bystander["metadata"]["labels"] = {"app": "other"}
+    del bystander["spec"]["containers"][0]["resources"]
+    assert _validate(_index(), bystander).allowed
+
+
 def test_hegui_s_containers_cannot_be_swapped_in_a_running_pod() -> None:
     """`kubectl set image pod/<p> hegui-sidecar=<the team's>` changes a running pod's sidecar
     in place (the kubelet restarts it with the new image) while the pod still looks injected:

@@ -99,7 +99,8 @@ def test_injection_renders_the_golden_pod(case: str) -> None:
     # And it is what the operator and the validating webhook count as carrying the sidecar:
     # the injector labels it fronted, and the webhook admits that label only on such a pod.
     assert policy.spec.sidecar is not None
-    assert carries_sidecar(got["pod"], policy.spec.sidecar, given["service"], posture)
+    assert carries_sidecar(got["pod"], policy.spec.sidecar, given["service"], posture,
+                           any_image=False)
 
 
 def test_every_golden_output_has_its_input() -> None:

@@ -222,7 +222,7 @@ def validating_webhook_configuration(
             "matchPolicy": "Equivalent",
             "matchConditions": [
                 # And a Pod that claims the label the injector sets on the pods it fronts:
-                # refused unless fronted (hegui.rules.injection.forged_fronted_label).
+                # refused unless fronted (hegui.admission.mutate.false_fronting).
                 {"name": "generative-workload",
                  "expression": f"{generative_workload_condition(detection)} || "
                                f"(object.kind == 'Pod' && {FRONTED_POD})"},

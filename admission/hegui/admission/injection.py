@@ -461,13 +461,14 @@ def _capture_gaps(spec: Mapping[str, Any], sidecar: Sidecar, ports: list[OpenPor
 
 
 def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str,
-                    posture: GenerativeService | None = None) -> bool:
-    """Whether a running pod has hegui's sidecar as the policy injects it, its image aside (an
-    older image is an upgrade to roll out, not a pod that bypasses moderation)."""
+                    posture: GenerativeService | None = None, *, any_image: bool = True) -> bool:
+    """Whether a pod has hegui's sidecar as the policy injects it; on a running pod its image
+    aside (`any_image`: an older image is an upgrade to roll out, not a pod that bypasses
+    moderation)."""
     spec = pod.get("spec")
     if not isinstance(spec, Mapping):
         return False
-    return not injection_gaps(spec, sidecar, service, secret_keys(posture), any_image=True,
+    return not injection_gaps(spec, sidecar, service, secret_keys(posture), any_image=any_image,
                               opened=open_ports(posture))
 
 

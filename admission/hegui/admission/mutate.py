@@ -23,7 +23,7 @@ from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
 from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey, exemption_scope
-from hegui.rules.injection import FRONTED_LABEL
+from hegui.rules.injection import CAPTURE_NAME, FRONTED_LABEL, SIDECAR_NAME
 
 
 @dataclass(frozen=True)
@@ -82,18 +82,31 @@ def labels_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return labels if isinstance(labels, Mapping) else {}
 
 
-def forged_fronted_label(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
-                         now: dt.datetime) -> str | None:
-    """Why a pod claims FRONTED_LABEL without hegui fronting it, or None. The label makes a pod
-    a peer on its service's ports between pods (PodToPod), around the sidecar, so it is honest
-    only on a pod that must carry the sidecar (`sidecar_duty`, not waived) and carries it as
-    the injector renders it (`carries_sidecar`). A container merely named hegui-sidecar is not
-    enough: where nothing injects (a pod two services select, one outside the policies' scope
-    or waived), a team's look-alike would stay."""
-    if FRONTED_LABEL not in labels_of(pod):
+def false_fronting(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
+                   now: dt.datetime, *, created: bool) -> str | None:
+    """Why a pod that claims hegui fronts it is not fronted, or None. Two claims count:
+    - FRONTED_LABEL makes a pod a peer on its service's ports between pods (PodToPod), around
+      the sidecar. It is honest only on a pod that must carry the sidecar (`sidecar_duty`, not
+      waived) and carries it as the injector renders it (`carries_sidecar`): where nothing
+      injects (a pod two services select, one outside the policies' scope or waived) a
+      container merely named hegui-sidecar would stay.
+    - hegui's container names on a pod that must carry the sidecar: when the pod is made
+      (`created`) they must be exactly what the injector renders, image included. Otherwise a
+      look-alike of the team's image, on a pod the injector missed (its webhook timed out and
+      fails open), would count as injected for the operator, which tolerates older images on
+      running pods (a policy's new image is an upgrade to roll out, and images never change in
+      place: `swapped_own_containers`)."""
+    labelled = FRONTED_LABEL in labels_of(pod)
+    spec = pod.get("spec")
+    init = spec.get("initContainers") if isinstance(spec, Mapping) else None
+    named = any(isinstance(c, Mapping) and c.get("name") in (SIDECAR_NAME, CAPTURE_NAME)
+                for c in (init if isinstance(init, list) else []))
+    if not labelled and not (created and named):
         return None
     duty = sidecar_duty(pod, namespace, index, now)
     if duty is None or duty.waived_by:
+        if not labelled:
+            return None  # hegui fronts nothing here, and nothing claims it does
         why = (f"ComplianceException {duty.waived_by} waives its sidecar" if duty
                else "hegui injects no sidecar into it (no single GenerativeService selects it, "
                     "it is outside the CompliancePolicy's workloads, or no policy declares a "
@@ -101,8 +114,13 @@ def forged_fronted_label(pod: Mapping[str, Any], namespace: str, index: Complian
     else:
         sidecar = duty.policy.spec.sidecar
         posture = index.services.get(ObjectKey(namespace, duty.service))
-        if sidecar is not None and carries_sidecar(pod, sidecar, duty.service, posture):
+        if sidecar is not None and carries_sidecar(pod, sidecar, duty.service, posture,
+                                                   any_image=not created):
             return None
+        if not labelled:
+            return (f"spec.initContainers: a container named {SIDECAR_NAME} or {CAPTURE_NAME} "
+                    "is not hegui's as the injector renders it (the injector did not run on "
+                    "this pod): it would count as the sidecar without being it")
         why = "it does not carry hegui's sidecar as the injector renders it"
     return (f"metadata.labels[{FRONTED_LABEL}] marks a pod hegui fronts, and {why}: the label "
             "admits it to its service's ports between pods, around the sidecar")

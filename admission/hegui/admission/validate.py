@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from hegui.admission import guards, review
-from hegui.admission.mutate import forged_fronted_label, labels_of
+from hegui.admission.mutate import false_fronting, labels_of
 from hegui.api.exception import ComplianceException
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex, detection_of
@@ -61,11 +61,11 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> revie
                                    "does) to take a new sidecar image", code=403)
         if old is not None and FRONTED_LABEL in labels_of(old):
             return None  # judged when the pod got the label; its containers are unchanged
-        if forged := forged_fronted_label(request.obj, request.namespace, index,
-                                          dt.datetime.now(dt.UTC)):
-            # The label makes a pod a peer on its service's ports between pods.
-            return review.Decision(False, f"{subject} {forged}. Fix: remove the label; "
-                                   "hegui's injector sets it on the pods it fronts", code=403)
+        if false := false_fronting(request.obj, request.namespace, index,
+                                   dt.datetime.now(dt.UTC), created=old is None):
+            return review.Decision(False, f"{subject} {false}. Fix: leave hegui's label and "
+                                   "containers to its injector: remove them and create the pod "
+                                   "again", code=403)
         return None
 
     def judge_posture(request: review.AdmissionRequest) -> review.Decision:

@@ -43,7 +43,7 @@ SIDECAR_VOLUMES = frozenset({CONFIG_VOLUME, DATA_VOLUME, KEYS_VOLUME})
 #: The label the injector puts on every pod it fronts. A service's NetworkPolicy admits its
 #: ports between pods (PodToPod) only from pods that carry it, so a pod the team labels into
 #: the service without the sidecar (a CPU "proxy") is no peer; the validating webhook refuses
-#: the label on a pod hegui does not front (`hegui.admission.mutate.forged_fronted_label`).
+#: the label on a pod hegui does not front (`hegui.admission.mutate.false_fronting`).
 FRONTED_LABEL = "hegui.io/fronted"
 
 #: Capabilities that rewrite the pod's network namespace (its nat table, routes).
