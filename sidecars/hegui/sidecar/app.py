@@ -63,8 +63,8 @@ from hegui.moderation.records import RecordLog, pseudonym
 from hegui.moderation.strikes import Level, StrikeBook
 from hegui.sidecar import identity as _identity
 from hegui.sidecar import images_moderation as pictures
+from hegui.sidecar import json_scan, streaming
 from hegui.sidecar import metadata as meta
-from hegui.sidecar import streaming
 from hegui.sidecar.common import SLI as _SLI
 from hegui.sidecar.common import BadRequest, ModerationDown, error_body, error_response
 from hegui.sidecar.common import SliFacts as _SliFacts
@@ -175,6 +175,22 @@ def label_slots(answer: Any, slots: list[Slot], label: TextLabel, aigc: AigcLabe
     if isinstance(answer, dict):
         answer[AIGC_KEY] = aigc.to_dict()
     return answer
+
+
+def _json_type(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _scan_failure(failure: Exception) -> BadRequest:
+    """What the client gets when a scanned answer fails before any of it was sent."""
+    if isinstance(failure, ModerationDown):
+        raise failure
+    if isinstance(failure, json_scan.Malformed):
+        return BadRequest("hegui.upstream_malformed", f"the model server's answer is not JSON "
+                          f"the sidecar can moderate ({failure}); not relayed", 502)
+    if isinstance(failure, TimeoutError | aiohttp.ServerTimeoutError):
+        return BadRequest("hegui.upstream_timeout", "the model server stopped answering", 504)
+    return BadRequest("hegui.upstream_unavailable", f"the model server failed: {failure}", 502)
 
 
 def _answer(body: bytes, status: int, relayed: list[list[str]], extra: dict[str, str]
@@ -924,7 +940,15 @@ class Sidecar:
                                  413) from None
             upstream = await self._open_upstream(route, request, data, match)
             try:
-                response = await self._relay(request, upstream, {})
+                if not self.config.moderation.output.enabled:
+                    response = await self._relay(request, upstream, {})
+                elif upstream.status >= 400 or not _json_type(upstream.content_type):
+                    # Bounded, as errors are (hegui.sidecar.metadata: every JSON string, or the
+                    # text whole).
+                    response = await self._moderated_error(route, upstream, {},
+                                                           self.user_of(request))
+                else:
+                    response = await self._scanned_answer(route, request, upstream)
             finally:
                 upstream.release()
             status = response.status
@@ -932,9 +956,108 @@ class Sidecar:
         except BadRequest as bad:
             status = bad.status
             return error_response(bad.status, bad.code, bad.message)
+        except ModerationDown as down:
+            status = 503
+            return _moderation_unavailable(down)
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    async def _scanned_answer(self, route: str, request: web.Request,
+                              upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        """A non-generative JSON answer (embeddings, tokenize) as it arrives, never buffered
+        whole (a big embedding batch is over 100 MB): every string, keys too, moderated
+        (hegui.sidecar.json_scan), every other byte relayed as it came (numbers stay as the
+        model wrote them), its headers moderated with its first bytes (Art.4, Art.14).
+
+        The model server is the team's and could answer with any text. Personal information is
+        masked in the string; a prohibited one withholds the answer (451) while nothing was sent,
+        and afterwards cuts it (the client reads a truncated body, never the text). A
+        base64 `embedding` is packed numbers and passes as numbers do."""
+        user = self.user_of(request)
+        relayed = [[k, v] for k, v in self._response_headers(upstream).items()]
+        slots = [Slot(pair, 1, "header") for pair in relayed if pair[1]]
+        scanner = json_scan.Scanner(self.config.max_response_bytes)
+        extra: dict[str, str] = {}
+        response: web.StreamResponse | None = None
+        unmoderated = False
+        while True:
+            try:
+                data = await upstream.content.readany()
+                parts = scanner.feed(data) if data else []
+                if not data:
+                    scanner.finish()
+                strings = [p for p in parts if isinstance(p, json_scan.String)
+                           and p.text and not p.numbers]
+                texts = list(dict.fromkeys([s.text for s in slots]
+                                           + [p.text for p in strings]))
+                decisions = await self._moderate_all(texts, Direction.OUTPUT)
+            except (TimeoutError, aiohttp.ClientError, json_scan.Malformed,
+                    ModerationDown) as failure:
+                if response is None:
+                    raise _scan_failure(failure) from None
+                log.warning("cut the answer of %s: %s", request.path, failure)
+                return self._cut(request, response, upstream)
+            if decisions is None:
+                if not unmoderated:
+                    unmoderated = True
+                    extra["x-hegui-moderation"] = "unavailable"
+                    await self.record("unmoderated", user=user, direction="output",
+                                      route=route, article="Art.14",
+                                      reason="moderator unavailable, fail mode Open")
+            else:
+                verdicts = dict(zip(texts, decisions, strict=True))
+                blocked = [h for d in decisions for h in d.blocking]
+                if blocked:
+                    categories, reference = await self._record_block(blocked, "output", route,
+                                                                     user)
+                    if response is not None:
+                        return self._cut(request, response, upstream)
+                    upstream.close()  # the rest is not read: the model stops sending
+                    return error_response(
+                        451, "hegui.output_blocked", f"the model server's answer on "
+                        f"{request.path} was withheld by content moderation",
+                        article=blocked[0].article, direction="output", categories=categories,
+                        reference=reference)
+                if slots:
+                    await self._apply_masks(slots, [verdicts[s.text] for s in slots], "output",
+                                            route, user, extra)
+                for string in strings:
+                    if spans := verdicts[string.text].mask_spans:
+                        masked = mask(string.text, [(m.start, m.end) for m in spans])
+                        string.raw = _dumps(masked).encode()
+                        extra["x-hegui-output"] = "masked"
+                        await self.record("mask", user=user, direction="output", route=route,
+                                          kinds=sorted({m.label for m in spans}),
+                                          article=verdicts[string.text].article)
+            slots = []
+            out = b"".join([p if isinstance(p, bytes) else p.raw for p in parts])
+            if response is None:
+                response = web.StreamResponse(status=upstream.status,
+                                              headers={**dict(relayed), **extra})
+                await response.prepare(request)
+            if out:
+                try:
+                    await response.write(out)
+                except ConnectionResetError:  # the client went away: not a service failure
+                    upstream.close()
+                    return response
+            if not data:
+                break
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _cut(request: web.Request, response: web.StreamResponse,
+             upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        """End an answer whose headers are out without its last chunk: the client reads a
+        truncated body (an error in any HTTP client), never what followed (Art.14)."""
+        _mark_cut()
+        upstream.close()
+        response.force_close()
+        if request.transport is not None:
+            request.transport.close()
+        return response
 
     # --- metadata (hegui.sidecar.metadata) -----------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +140,10 @@ class FakeModel:
     # Merged into each chat answer's message and choice (reasoning, tool calls, logprobs...).
     message_extra: dict[str, Any] = field(default_factory=dict)
     choice_extra: dict[str, Any] = field(default_factory=dict)
+    embedding_dims: int = 8
+    embedding_extra: dict[int, dict[str, Any]] = field(default_factory=dict)
+    embedding_pause: float = 0.0
+    second_half_at: float = 0.0  # when the last answer's second half was sent (monotonic)
 
     def answer_for(self, body: dict[str, Any]) -> str:
         text = prompt_of(body)
@@ -290,6 +295,51 @@ class FakeModel:
         self.seen.append({"path": request.path, "body": data.decode("utf-8", "replace")})
         return web.json_response({"ok": True, "path": request.path})
 
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI embeddings (`encoding_format` float or base64), `embedding_dims` numbers an
+        input, each item merged with `embedding_extra[index]` (text a model server could add);
+        sent in two halves `embedding_pause` seconds apart when that is set (a big batch that
+        takes a while)."""
+        import base64
+        import struct
+
+        body = await request.json()
+        inputs = body.get("input", [])
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        data = []
+        for index in range(len(inputs)):
+            vector = [((index * 31 + j) % 97) / 97 - 0.5 for j in range(self.embedding_dims)]
+            value: Any = vector
+            if body.get("encoding_format") == "base64":
+                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": value,
+                         **self.embedding_extra.get(index, {})})
+        answer = json.dumps({"object": "list", "data": data, "model": body.get("model", "fake"),
+                             "usage": {"prompt_tokens": len(inputs),
+                                       "total_tokens": len(inputs)}},
+                            ensure_ascii=False).encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        half = len(answer) // 2
+        await response.write(answer[:half])
+        if self.embedding_pause:
+            await asyncio.sleep(self.embedding_pause)
+        self.second_half_at = time.monotonic()
+        await response.write(answer[half:])
+        await response.write_eof()
+        return response
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's /tokenize: a token a word, `token_strs` when asked."""
+        body = await request.json()
+        text = prompt_of(body) if "messages" in body else str(body.get("prompt", ""))
+        words = text.split()
+        answer: dict[str, Any] = {"count": len(words), "max_model_len": 4096,
+                                  "tokens": [len(w) * 1000 + i for i, w in enumerate(words)]}
+        if body.get("return_token_strs"):
+            answer["token_strs"] = words
+        return web.json_response(answer, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
     def app(self) -> web.Application:
         """The OpenAI-compatible routes this model serves, and the other families'."""
 
@@ -304,6 +354,8 @@ class FakeModel:
         app.router.add_post("/v1/completions", self.handle)
         app.router.add_post("/v1/images/generations", self.images)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/tokenize", self.tokenize)
         for path in ("/v1/responses", "/v1/messages", "/generate", "/generate_stream",
                      "/api/chat", "/api/generate", "/v2/models/{model}/generate",
                      "/v2/models/{model}/generate_stream", "/v2/models/{model}/infer",
