@@ -137,8 +137,21 @@ def forwarded_headers(headers: Any) -> list[list[str]]:
     """The client's headers the model server is sent: not hop-by-hop, not the ones that could
     reroute the request, not the ones `Connection` names."""
     named = _connection_named(headers)
-    return [[k, v] for k, v in headers.items() if k.lower() not in _HOP_BY_HOP
-            and k.lower() not in _REROUTING and k.lower() not in named]
+    pairs = [[k, v] for k, v in headers.items() if k.lower() not in _HOP_BY_HOP
+             and k.lower() not in _REROUTING and k.lower() not in named]
+    for name, value in pairs:
+        if _UNDECODED.search(value):
+            # Bytes that are not UTF-8 (Latin-1, GBK...): aiohttp keeps them as escapes, so
+            # moderation would read other text than a model server that decodes them in its
+            # charset (Art.14); and they were not forwarded as sent.
+            raise BadRequest("hegui.header_encoding", f"the value of the header {name} is not "
+                             "UTF-8: the sidecar moderates text it can read as the model server "
+                             "may; send it in UTF-8 (or ASCII, RFC 8187 for other text)")
+    return pairs
+
+
+#: What aiohttp makes of a header byte that is not UTF-8 (surrogateescape).
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 def header_slots(pairs: list[list[str]]) -> list[Slot]:
@@ -438,6 +451,15 @@ class Sidecar:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Every request for the model: matched against the route table from its raw target
         (canonical paths only, methods allow-listed), then moderated or relayed (Art.14)."""
+        try:
+            return await self._dispatch(request)
+        finally:
+            # Read whole: the connection's next bytes are a request line, looked at first.
+            if request.content.at_eof() and request.transport is not None and isinstance(
+                    protocol := request.transport.get_protocol(), _Http1Only):
+                protocol.between_requests()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.version[0] != 1:  # HTTP/0.9 or "HTTP/2.0" in text, later on a connection
             self.metrics.requests.labels("refused", "400").inc()
             response = error_response(400, "hegui.http_version", "the sidecar serves HTTP/1.0 "
@@ -1288,6 +1310,7 @@ def h2_refusal() -> bytes:
 #: The longest request line the first look waits for (aiohttp's own limit, 8190, refuses more).
 MAX_REQUEST_LINE = 8192
 _HTTP1_LINE = re.compile(rb"[^ ]+ [^ ]+ HTTP/1\.[01]")
+_HTTP09_LINE = re.compile(rb"[A-Z]+ /[^ ]*")
 _VERSION_FIX = (b"hegui sidecar: HTTP/1.1 required; a request line ends with its version "
                 b"(GET /v1/models HTTP/1.1) (Art.14)\n")
 HTTP_VERSION_REFUSAL = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
@@ -1306,12 +1329,36 @@ class _Http1Only(asyncio.Protocol):
         self.inner = inner
         self.head: bytes | None = b""  # None once the connection is known to be HTTP/1
         self.transport: asyncio.Transport | None = None
+        # The start of the next request of a keep-alive connection, after `between_requests`
+        # (None: not looked at).
+        self.next: bytes | None = None
+
+    def between_requests(self) -> None:
+        """A request was read whole: the next bytes start a request line. One with no version
+        (`GET /v1/models` and nothing more) made aiohttp wait for header lines until the client
+        gave up, as on a connection's first line."""
+        if self.head is None:
+            self.next = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.next is not None:
+            pending = self.next + data
+            line, found, _ = pending.lstrip(b"\r\n").partition(b"\n")
+            if not found and len(pending) < MAX_REQUEST_LINE:
+                self.next = pending  # the line so far: wait for its end
+                return
+            self.next, data = None, pending
+            # Only a line that is one (a method and a target, no version): bytes a pipelining
+            # client sent before the last answer was done may be part of a request already.
+            if found and _HTTP09_LINE.fullmatch(line.rstrip(b"\r")):
+                assert self.transport is not None
+                self.transport.write(HTTP_VERSION_REFUSAL)
+                self.transport.close()
+                return
         if self.head is not None:
             head = self.head + data
             assert self.transport is not None
