@@ -34,8 +34,10 @@ import gc
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,10 +60,14 @@ class LeanModel(asyncio.Protocol):
     emits one token a stream per decode step. It costs little per token, so what limits the
     figures is the sidecar (and the load generator), not the stand-in model."""
 
+    pace = 0.0  # seconds between tokens; 0: as fast as it can (saturated)
+    trace: dict[str, list[float]] | None = None  # stream id: [request parsed, first token sent]
+
     def __init__(self) -> None:
         self.buffer = b""
         self.transport: Any = None  # asyncio's or uvloop's
         self.answering: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -75,7 +81,36 @@ class LeanModel(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 return
             self.buffer = self.buffer[end + 4 + length:]
-            self.answering = asyncio.ensure_future(self.answer())
+            if self.pace:
+                self.paced(_stream_id(head))
+            else:
+                self.answering = asyncio.ensure_future(self.answer())
+
+    def paced(self, stream: str) -> None:
+        """One token every `pace` seconds on the stream's own clock (from its request: no
+        drift), each written by a timer, no task: what the load generator sees is the
+        sidecar, not this stand-in's cost."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n" + FRAMES[0])
+        if self.trace is not None and stream:
+            self.trace[stream] = [began, time.monotonic()]
+
+        def tick(index: int) -> None:
+            if self.transport.is_closing():
+                return
+            if index == len(FRAMES):
+                self.transport.write(_frame(END) + b"0\r\n\r\n")
+                return
+            self.transport.write(FRAMES[index])
+            self.timer = loop.call_at(began + self.pace * (index + 1), tick, index + 1)
+
+        self.timer = loop.call_at(began + self.pace, tick, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     async def answer(self) -> None:
         transport = self.transport
@@ -89,6 +124,11 @@ class LeanModel(asyncio.Protocol):
         transport.write(_frame(END) + b"0\r\n\r\n")
 
 
+def _stream_id(head: bytes) -> str:
+    at = head.find(b"x-bench-stream:")
+    return head[at + 15:].split(b"\r\n", 1)[0].strip().decode() if at >= 0 else ""
+
+
 def _frame(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
@@ -96,31 +136,83 @@ def _frame(data: bytes) -> bytes:
 EVENTS = [("data: " + json.dumps({
     "id": "cmpl-1", "object": "chat.completion.chunk", "model": "fake",
     "choices": [{"index": 0, "delta": {"content": char}, "finish_reason": None}]},
-    ensure_ascii=False) + "\n\n").encode() for char in TEXT]
+    ensure_ascii=False, separators=(",", ":")) + "\n\n").encode() for char in TEXT]
 FRAMES = [_frame(event) for event in EVENTS]
 END = (b'data: {"id":"cmpl-1","object":"chat.completion.chunk","model":"fake","choices":'
        b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
 
 
 async def serve_model(port: int, pace: float) -> None:
-    from aiohttp import web
-
-    if pace == 0:
-        server = await asyncio.get_running_loop().create_server(LeanModel, "127.0.0.1", port)
-        print("ready", flush=True)
-        async with server:
-            await server.serve_forever()
-
-    from hegui.sidecar.testing import FakeModel
-
-    model = FakeModel(pace=pace, chunk_chars=1)
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", model.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    """The stand-in model, lean (LeanModel), paced or saturated, in its own process; its
+    per-stream times go to the trace file on SIGUSR1 (`_dump_on_signal`)."""
+    LeanModel.pace = pace
+    LeanModel.trace = {}
+    _dump_on_signal(LeanModel.trace)
+    server = await asyncio.get_running_loop().create_server(LeanModel, "127.0.0.1", port)
     print("ready", flush=True)
-    await asyncio.Event().wait()
+    async with server:
+        await server.serve_forever()
+
+
+def _dump_on_signal(trace: dict[str, Any]) -> None:
+    """SIGUSR1: the stage times gathered so far (CLOCK_MONOTONIC, one clock for every process
+    of the machine) written to $HEGUI_BENCH_TRACE as JSON, then forgotten."""
+    import signal
+
+    def dump() -> None:
+        if path := os.environ.get("HEGUI_BENCH_TRACE"):
+            Path(path).with_suffix(".tmp").write_text(json.dumps(trace))
+            Path(path).with_suffix(".tmp").rename(path)
+        trace.clear()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
+
+
+def _trace_stages(trace: dict[str, dict[str, float]]) -> None:
+    """Per request, when each stage of the sidecar ended (time.monotonic): `received` (the
+    handler began: headers parsed), `body` (read), `input` (input moderated), `upstream`
+    (the model's answer headers), `first_event` (the model's first event read), `first_out`
+    (the first token written to the client). By wrapping the sidecar's methods in this
+    process only: the sidecar's code is the one that serves."""
+    import contextvars
+
+    from hegui.api.generativeservice import Direction
+    from hegui.sidecar import app, streaming
+
+    current: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+        "stages", default=None)
+
+    def wrap(owner: Any, name: str, stage: str, when: Any = None) -> None:
+        inner = getattr(owner, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            result = await inner(*args, **kwargs)
+            if (stages := current.get()) is not None and stage not in stages and (
+                    when is None or when(args, result)):
+                stages[stage] = time.monotonic()
+            return result
+
+        setattr(owner, name, timed)
+
+    dispatch = app.Sidecar.dispatch
+
+    async def traced(self: Any, request: Any) -> Any:
+        stages = {"received": time.monotonic()}
+        token = current.set(stages)
+        try:
+            return await dispatch(self, request)
+        finally:
+            current.reset(token)
+            if stream := request.headers.get("x-bench-stream"):
+                trace[stream] = stages
+
+    app.Sidecar.dispatch = traced  # type: ignore[method-assign]
+    wrap(app.Sidecar, "_read_json", "body")
+    wrap(app.Sidecar, "moderate", "input", lambda args, _: args[2] is Direction.INPUT)
+    wrap(app.Sidecar, "_open_upstream", "upstream")
+    wrap(streaming.EventReader, "next", "first_event")
+    for name in ("_write_plain", "_send"):
+        wrap(streaming._Relay, name, "first_out", lambda args, _: args[0].shown)
 
 
 async def serve_sidecar(port: int, upstream: str, mode: str, use_json: str,
@@ -142,6 +234,9 @@ async def serve_sidecar(port: int, upstream: str, mode: str, use_json: str,
     config = SidecarConfig(posture(output={"streamWindowTokens": 64, "streaming": {
         "mode": mode, "firstWindowTokens": 4}}), upstream=upstream,
         upstream_read_timeout=30.0)
+    stages: dict[str, dict[str, float]] = {}
+    _trace_stages(stages)
+    _dump_on_signal(stages)
     runner = await serve(Sidecar(config, RulesModerator()), "127.0.0.1", port)
     await runner.app[SIDECAR].moderate(["预热"], Direction.OUTPUT)  # the rules' tables load
     if freeze == "freeze":  # as python -m hegui.sidecar does once it serves
@@ -164,8 +259,10 @@ async def serve_relay(port: int, upstream: str) -> None:
 
     async def relay(request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        headers = {"Content-Type": "application/json",
+                   "x-bench-stream": request.headers.get("x-bench-stream", "")}
         async with session.post(upstream + request.path, data=body,
-                                headers={"Content-Type": "application/json"}) as answer:
+                                headers=headers) as answer:
             response = web.StreamResponse(headers={"Content-Type": answer.content_type})
             await response.prepare(request)
             async for data in answer.content.iter_any():
@@ -173,6 +270,7 @@ async def serve_relay(port: int, upstream: str) -> None:
             await response.write_eof()
             return response
 
+    _dump_on_signal({})
     app = web.Application()
     app.router.add_post("/v1/chat/completions", relay)
     runner = web.AppRunner(app, access_log=None)
@@ -224,6 +322,7 @@ class Server:
         if self.process.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"{args} did not start")
         self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        self.trace: Path | None = None  # its stage times (SIGUSR1)
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -239,24 +338,58 @@ BODY = json.dumps({"model": "fake", "stream": True,
                   ensure_ascii=False).encode()
 
 
-async def one_stream(session: aiohttp.ClientSession, url: str) -> tuple[float, list[float]]:
-    """Time to first token and the arrival time of each token of one stream."""
-    began = time.perf_counter()
-    arrivals: list[float] = []
-    buffer = b""
-    async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as r:
-        assert r.status == 200, r.status
-        async for data in r.content.iter_any():
-            now = time.perf_counter()
-            buffer += data
-            *events, buffer = buffer.split(b"\n\n")
-            for event in events:
-                if event.startswith(b"data: {") and b'"content"' in event:
-                    chunk = json.loads(event[6:])
-                    if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                        arrivals.append(now)
-    assert len(arrivals) == len(TEXT), (len(arrivals), url)
-    return arrivals[0] - began, arrivals
+class _LeanClient(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the paced load, as cheap as a client can be (no
+    HTTP library, no JSON): each read's arrival time (time.monotonic) for each token event it
+    brings, counted by its bytes (`"content":"` that is not `"content":""`)."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.arrivals: list[float] = []
+        self.tail = b""
+        self.done: asyncio.Future[None] | None = None
+        self.head = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        if not self.head:
+            self.head = data[:12]
+        both = self.tail + data
+        tokens = (both.count(b'"content":"') - both.count(b'"content":""')
+                  - self.tail.count(b'"content":"') + self.tail.count(b'"content":""'))
+        self.arrivals += [now] * tokens
+        self.tail = both[-16:]
+        if both.endswith(b"\r\n0\r\n\r\n") and self.done is not None:
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError(f"closed: {exc}"))
+
+    async def stream(self, port: int, stream: str, at: float) -> tuple[float, list[float]]:
+        """One stream sent at `at` (loop time): when it was sent, and its tokens' arrivals."""
+        loop = asyncio.get_running_loop()
+        if (wait := at - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        self.arrivals, self.tail, self.head = [], b"", b""
+        self.done = loop.create_future()
+        sent = time.monotonic()
+        body = BODY.replace(b"say:", f"{stream} say:".encode())  # no two prompts alike
+        self.transport.write(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"x-bench-stream: {stream}\r\n\r\n".encode() + body)
+        try:
+            await asyncio.wait_for(self.done, 60)
+        except TimeoutError:
+            raise RuntimeError(f"stream {stream} on port {port}: {len(self.arrivals)} tokens "
+                               f"in 60 s, last bytes {self.tail!r}") from None
+        assert self.head.startswith(b"HTTP/1.1 200"), self.head
+        assert len(self.arrivals) == len(TEXT), (len(self.arrivals), port)
+        return sent, self.arrivals
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -264,16 +397,42 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def paced(url: str, streams: int) -> dict[str, float]:
-    connector = aiohttp.TCPConnector(limit=streams)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        # warm: every connection open on both hops (a sidecar keeps them to its model)
-        await asyncio.gather(*(one_stream(session, url) for _ in range(streams)))
-        results = await asyncio.gather(*(one_stream(session, url) for _ in range(streams)))
-    ttft = [r[0] for r in results]
+PACE = 0.02
+
+
+async def paced(port: int, streams: int, start: str, name: str
+                ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """`streams` streams on as many kept-alive connections. `start`: `simultaneous` warms
+    each connection with one stream, then sends every request at once (a burst of arrivals);
+    `staggered` sends a lead stream on each evenly over one stream's length, then measures each
+    connection's next stream, sent as the previous ends: the steady state of `streams`
+    concurrent streams.
+    Returns the figures and, per stream id, when its request was sent and its first token
+    came (time.monotonic)."""
+    loop = asyncio.get_running_loop()
+    clients = []
+    for _ in range(streams):
+        _, client = await loop.create_connection(_LeanClient, "127.0.0.1", port)
+        clients.append(client)
+    if start == "simultaneous":  # (staggered: the lead streams warm the connections)
+        await asyncio.gather(*(c.stream(port, f"warm-{i}", 0) for i, c in enumerate(clients)))
+    spread = PACE * len(TEXT) / streams
+
+    async def one(index: int, client: _LeanClient) -> tuple[float, list[float]]:
+        if start == "simultaneous":
+            return await client.stream(port, f"{name}-{index}", 0)
+        await client.stream(port, f"lead-{index}", loop.time() + index * spread)
+        return await client.stream(port, f"{name}-{index}", 0)
+
+    results = await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
+    for client in clients:
+        client.transport.close()
+    ttft = [arrivals[0] - sent for sent, arrivals in results]
     gaps = [b - a for _, arrivals in results for a, b in itertools.pairwise(arrivals)]
-    return {"ttft_p50_ms": quantile(ttft, 0.5) * 1e3, "ttft_p99_ms": quantile(ttft, 0.99) * 1e3,
-            "gap_p50_ms": quantile(gaps, 0.5) * 1e3, "gap_p99_ms": quantile(gaps, 0.99) * 1e3}
+    times = {f"{name}-{i}": (sent, arrivals[0]) for i, (sent, arrivals) in enumerate(results)}
+    return ({"ttft_p50_ms": quantile(ttft, 0.5) * 1e3, "ttft_p99_ms": quantile(ttft, 0.99) * 1e3,
+             "gap_p50_ms": quantile(gaps, 0.5) * 1e3, "gap_p99_ms": quantile(gaps, 0.99) * 1e3},
+            times)
 
 
 async def saturated(server: Server, streams: int, seconds: float,
@@ -397,16 +556,118 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+STAGES = ("received", "body", "input", "upstream", "first_event", "first_out")
+
+
+async def paced_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Paced upstream: the model directly, the bare relay, StreamThenRetract and Hold, in
+    interleaved rounds (each round in a rotated order), each start (`--starts`); best of the
+    rounds for each figure, and what each adds to the model called directly (and its ratio).
+    With each, where the first token's time went (p50 over the measured streams, ms): from
+    the request sent to each stage of the sidecar, to the model, and to the client."""
+    trace_dir = Path(tempfile.mkdtemp(prefix="hegui-bench-"))
+
+    def start(*spec: str, source: str | None = None) -> Server:
+        os.environ["HEGUI_BENCH_TRACE"] = str(trace_dir / f"{spec[0]}-{len(servers)}.json")
+        server = Server(*spec, source=source)
+        server.trace = Path(os.environ.pop("HEGUI_BENCH_TRACE"))
+        return server
+
+    servers: dict[str, Server] = {}
+    servers["direct"] = model = start("model", str(PACE))
+    upstream = model.url.rsplit("/v1", 1)[0]
+    servers["bare relay"] = start("relay", upstream)
+    for mode in ("StreamThenRetract", "Hold"):
+        servers[mode] = start("sidecar", upstream, mode, "uvloop", "orjson")
+    if args.compare_with:  # the same in another checkout (before a change), same run
+        for mode in ("StreamThenRetract", "Hold"):
+            servers[f"{mode} (other)"] = start("sidecar", upstream, mode, "uvloop", "orjson",
+                                               source=args.compare_with)
+    report: dict[str, Any] = {}
+    loads: list[float] = []
+    try:
+        for begin in args.starts:
+            best: dict[str, dict[str, float]] = {}
+            stages: dict[str, dict[str, list[float]]] = {}
+            for round_ in range(args.paced_rounds):
+                names = list(servers)
+                names = names[round_ % len(names):] + names[:round_ % len(names)]
+                for name in names:
+                    loads.append(os.getloadavg()[0])
+                    cpu = servers[name].cpu_seconds()
+                    figures, times = await paced(servers[name].port, args.paced_streams, begin,
+                                                 name.replace(" ", "_").lower())
+                    # Its process's CPU a relayed token (lead or warm-up streams included): what
+                    # decides whether it keeps up on a shared machine, which latency cannot show.
+                    figures["cpu_us_per_token"] = (servers[name].cpu_seconds() - cpu) / (
+                        2 * args.paced_streams * len(TEXT)) * 1e6
+                    print(f"{begin} round {round_} {name}: " + ", ".join(
+                        f"{k} {v:.1f}" for k, v in figures.items()), file=sys.stderr, flush=True)
+                    for key, value in figures.items():
+                        best.setdefault(name, {})[key] = min(
+                            best.get(name, {}).get(key, float("inf")), value)
+                    _stages(stages.setdefault(name, {}), times, servers[name],
+                            model if name != "direct" else None)
+            direct = best["direct"]
+            for name, figures in best.items():
+                if name != "direct":
+                    for key in ("ttft_p50", "gap_p99"):
+                        figures[f"added_{key}_ms"] = figures[f"{key}_ms"] - direct[f"{key}_ms"]
+                        figures[f"{key}_ratio"] = figures[f"{key}_ms"] / direct[f"{key}_ms"]
+                shown: dict[str, Any] = {k: round(v, 3 if k.endswith("ratio") else 1)
+                                         for k, v in figures.items()}
+                shown["first token, p50 ms from the request sent"] = {
+                    stage: round(quantile(values, 0.5) * 1e3, 1)
+                    for stage, values in stages[name].items() if values}
+                report[f"paced {begin} {name}"] = shown
+    finally:
+        for server in servers.values():
+            server.stop()
+    report["paced: 1-minute load average during the runs"] = (
+        f"{min(loads):.1f} to {max(loads):.1f}")
+    return report
+
+
+def _stages(into: dict[str, list[float]], times: dict[str, tuple[float, float]],
+            server: Server, model: Server | None) -> None:
+    """The processes' stage times (SIGUSR1: `_dump_on_signal`) of the streams just measured,
+    relative to when each request was sent."""
+    traces = {}
+    for who in ([server, model] if model else [server]):
+        if who.trace is None:
+            continue
+        who.trace.unlink(missing_ok=True)
+        who.process.send_signal(signal.SIGUSR1)
+        for _ in range(200):
+            if who.trace.exists():
+                break
+            time.sleep(0.01)
+        traces[who] = json.loads(who.trace.read_text()) if who.trace.exists() else {}
+    for stream, (sent, first) in times.items():
+        if model is not None and stream in traces.get(server, {}):
+            for stage, at in traces[server][stream].items():
+                into.setdefault(f"sidecar {stage}", []).append(at - sent)
+        if model is not None and stream in traces.get(model, {}):
+            into.setdefault("model: request parsed", []).append(
+                traces[model][stream][0] - sent)
+            into.setdefault("model: first token written", []).append(
+                traces[model][stream][1] - sent)
+        elif model is None and stream in traces.get(server, {}):
+            into.setdefault("model: first token written", []).append(
+                traces[server][stream][1] - sent)
+        into.setdefault("client: first token read", []).append(first - sent)
+
+
 async def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, shared (load average "
                                          f"{os.getloadavg()[0]:.1f} at start)"}
-    if args.compare_with:
+    if args.compare_with and not args.paced_only:
         report |= await compare(args)
         report["load average at end"] = round(os.getloadavg()[0], 1)
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return
     # the relay's own code, lexicon and personal information on: CPU a chunk, 1 and 8 events a read
-    for mode in ("StreamThenRetract", "Hold"):
+    for mode in ("StreamThenRetract", "Hold") if not args.paced_only else ():
         for per_read in (1, 8):
             micros = await relay_cpu(mode, per_read)
             report[f"relay code {mode} {per_read} events a read"] = {
@@ -417,29 +678,11 @@ async def main(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return
     # paced upstream
-    model = Server("model", "0.02")
-    upstream = model.url.rsplit("/v1", 1)[0]
-    sidecars = {"bare relay": Server("relay", upstream),
-                "StreamThenRetract": Server("sidecar", upstream, "StreamThenRetract", "uvloop",
-                                            "orjson"),
-                "Hold": Server("sidecar", upstream, "Hold", "uvloop", "orjson")}
-    try:
-        direct = await paced(model.url, args.paced_streams)
-        report["paced direct"] = direct
-        relay: dict[str, float] = {}
-        for mode, server in sidecars.items():
-            measured = await paced(server.url, args.paced_streams)
-            for name, base in (("", direct), ("_over_relay", relay)):
-                if base:
-                    measured[f"added_ttft_p50_ms{name}"] = (measured["ttft_p50_ms"]
-                                                            - base["ttft_p50_ms"])
-                    measured[f"added_gap_p99_ms{name}"] = (measured["gap_p99_ms"]
-                                                           - base["gap_p99_ms"])
-            relay = relay or measured
-            report[f"paced {mode}"] = measured
-    finally:
-        for server in [model, *sidecars.values()]:
-            server.stop()
+    report |= await paced_run(args)
+    if args.paced_only:
+        report["load average at end"] = round(os.getloadavg()[0], 1)
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+        return
     # saturated upstream
     model = Server("model", "0")
     upstream = model.url.rsplit("/v1", 1)[0]
@@ -481,6 +724,11 @@ if __name__ == "__main__":
     parser.add_argument("--paced-streams", type=int, default=64)
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 32, 128, 256])
+    parser.add_argument("--paced-rounds", type=int, default=2)
+    parser.add_argument("--starts", type=lambda s: s.split(","),
+                        default=["staggered", "simultaneous"],
+                        help="paced: when the streams' requests are sent (paced())")
+    parser.add_argument("--paced-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="skip the loop and JSON variants")
     parser.add_argument("--relay-only", action="store_true",
                         help="only the relay's own CPU a chunk, in-process (a noisy machine)")
