@@ -48,8 +48,29 @@ def add_parser(commands: Any) -> None:
     run.set_defaults(run=_run)
 
 
+def few_malloc_arenas(arenas: int = 2) -> bool:
+    """At most `arenas` glibc malloc arenas, as MALLOC_ARENA_MAX does (unless that is set).
+    glibc gives each thread that allocates an arena of its own (up to 8 a core) and keeps what
+    was freed in it: the reconcile threads decode namespace listings of hundreds of kilobytes,
+    and the operator's resident memory grew well past what Python holds (issue 20: tracemalloc
+    traced 135 MiB in a 400 MiB process). Called before any thread starts; False where this
+    is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
     import threading
+
+    few_malloc_arenas()
 
     import kopf
 
