@@ -832,3 +832,34 @@ def test_the_diff_says_what_changed_where() -> None:
         {"op": "add", "path": "/spec/volumes/-", "value": {"name": "v"}}]
     assert json_patch({"a": {"x/y": 1}}, {"a": {"x/y": True}}) == [
         {"op": "replace", "path": "/a/x~1y", "value": True}]  # JSON's true is not 1
+
+
+_HOSTILE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["metadata", "labels", "spec", "initContainers", "containers", "volumes", "name",
+         "image", FRONTED_LABEL, "app", "resources", "limits", "nvidia.com/gpu"]), inner,
+        max_size=4),
+    max_leaves=16)
+
+
+def test_a_hostile_pod_gets_an_answer_not_an_exception() -> None:
+    """A review sent straight to the webhook (not through the apiserver, which would have
+    refused the shape) claiming hegui's label over an injected pod's fields: an answer."""
+    from prometheus_client import CollectorRegistry
+
+    from hegui.admission.review import AdmissionRequest
+    from hegui.admission.validate import make_validator
+
+    validate, injected = make_validator(_index(), CollectorRegistry()), _applied(_pod())
+
+    @settings(max_examples=150, deadline=None)
+    @given(_HOSTILE, _HOSTILE)
+    def review(spec: Any, old: Any) -> None:
+        answer = validate(AdmissionRequest(
+            uid="u", kind="Pod", group="", namespace="ai", name="p", operation="UPDATE",
+            dry_run=False, obj={**injected, "spec": spec},
+            old_obj=old if isinstance(old, dict) else None, user="dev@team-a.example.cn"))
+        assert isinstance(answer.allowed, bool)
+
+    review()

@@ -466,8 +466,10 @@ def carries_sidecar(pod: Mapping[str, Any], sidecar: Sidecar, service: str,
     aside (`any_image`: an older image is an upgrade to roll out, not a pod that bypasses
     moderation)."""
     spec = pod.get("spec")
-    if not isinstance(spec, Mapping):
-        return False
+    if not isinstance(spec, Mapping) or not all(
+            isinstance(spec.get(group) or [], list)
+            for group in ("initContainers", "containers", "volumes")):
+        return False  # not a pod the apiserver would store (a hostile review's)
     return not injection_gaps(spec, sidecar, service, secret_keys(posture), any_image=any_image,
                               opened=open_ports(posture))
 
