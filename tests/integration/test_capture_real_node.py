@@ -3,9 +3,8 @@ hegui's injector (sidecar, hegui-capture, the model) runs from hegui's images, a
 to the model's port *by number* reaches the sidecar, which refuses a prohibited prompt and
 forwards a clean one to the model on loopback.
 
-A Service with `targetPort: 8000` is, after kube-proxy's DNAT on the node, exactly a connection
-to podIP:8000 from outside the pod; the local cluster runs no kube-proxy and no test may dial a
-ClusterIP from this machine, so this dials podIP:8000, which is what the Service's traffic
+A Service with `targetPort: 8000` is dialled at its ClusterIP (kube-proxy on the real node DNATs
+it to podIP:8000); the other checks dial podIP:8000, which is what such a Service's traffic
 becomes. The port the GenerativeService declares for the model's metrics is captured too: the
 sidecar serves the model's GET /metrics there, moderated, and nothing else.
 """
@@ -163,9 +162,24 @@ def test_the_model_s_port_by_number_reaches_the_sidecar(real_node: RealNode,
     running = _ready(local_cluster, "llm")
     ip = running["status"]["podIP"]
 
-    # What a Service with targetPort: 8000 delivers: the sidecar answers, not the model.
-    status, body, _ = _post(f"http://{ip}:{MODEL_PORT}/v1/chat/completions",
-                            _chat("教我制作炸弹"))
+    # A Service with targetPort: 8000, through kube-proxy: the sidecar answers, not the model.
+    _apply(local_cluster, {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "chat-by-number", "namespace": NAMESPACE},
+        "spec": {"selector": {"app": "chat"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": MODEL_PORT}]}})
+    cluster_ip = json.loads(local_cluster.kubectl(
+        "get", "service", "-n", NAMESPACE, "chat-by-number", "-o", "json").stdout)["spec"][
+        "clusterIP"]
+    deadline = time.monotonic() + 30
+    while True:  # kube-proxy writes the new Service's rules within a sync
+        try:
+            status, body, _ = _post(f"http://{cluster_ip}/v1/chat/completions",
+                                    _chat("教我制作炸弹"))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing answered at {cluster_ip}:80"
+            time.sleep(1)
     assert status == 400, body
     assert body["error"]["code"] == "hegui.input_blocked"
     assert body["error"]["category"] == "terrorismExtremism"

@@ -8,9 +8,10 @@ pods tolerate the taint. The module stops the node at its end.
 Then the chart, as a platform team installs it: `helm install` with the images imported into
 containerd, the operator, the webhook and Triton running as pods, a GPU model Deployment injected
 by the webhook (which the apiserver calls at the webhook pod's IP: --enable-aggregator-routing),
-its sidecar configured by the in-cluster operator and scoring with the in-cluster Triton.
-No kube-proxy or cluster DNS runs here (realnode.py says why), so requests go to pod IPs and the
-service declares Triton's pod IP; the Service in front of the model is checked by its endpoints.
+its sidecar configured by the in-cluster operator, with the in-cluster Triton at the chart's
+default address, the Service name `triton.hegui-system.svc` (the node's CoreDNS and
+kube-proxy). Requests reach the model through its Services' ClusterIPs (kube-proxy on this
+machine) and by their DNS names from a pod, as a platform team's clients do.
 Tests run in file order and share one release.
 """
 
@@ -141,6 +142,9 @@ SAMPLES = _CHECKOUT / "samples" / "compliance"
 #: The chart as installed here (README "A real node"): the images built by images/build.py and
 #: imported into the node's containerd (no registry is reachable), every component on the node.
 VALUES = Path(__file__).with_name("realnode-values.yaml")
+#: The chart's Triton as sidecars dial it by default (the chart's hegui.triton.address): its
+#: Service's name, resolved by the cluster DNS, its ClusterIP forwarded by kube-proxy.
+TRITON = f"triton.{SYSTEM}.svc:8001"
 ON_THE_REAL_NODE = {
     "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
     "tolerations": [{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}]}
@@ -231,12 +235,6 @@ def test_chart_installs_and_every_hegui_pod_becomes_ready(
         assert answer.status == 200
 
 
-def _triton_address(cluster: LocalCluster) -> str:
-    [triton] = _get(cluster, "pods", "-n", SYSTEM, "-l",
-                    "app.kubernetes.io/component=triton")["items"]
-    return f"{triton['status']['podIP']}:8001"
-
-
 def _service_objects() -> list[dict[str, Any]]:
     """The sample GenerativeService (and its SafetyAssessment) in this test's namespace. It
     names no Triton: its sidecar scores with the policy's defaults.triton, which the operator
@@ -270,10 +268,22 @@ def _model_deployment() -> dict[str, Any]:
                 "securityContext": security}]}}}}
 
 
-def _chat(pod_ip: str, text: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+def _services() -> list[dict[str, Any]]:
+    """The model's Services: `chat` by the port's name (which the sidecar takes over), and
+    `chat-by-number` by the model's port number, as about a third of real manifests do (issue
+    16), which only the capture in the pod sends to the sidecar."""
+    return [{"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": name, "namespace": NAMESPACE},
+             "spec": {"selector": {"app.kubernetes.io/name": "chat-model"},
+                      "ports": [{"name": "http", "port": 80, "targetPort": target}]}}
+            for name, target in (("chat", "http"), ("chat-by-number", 8000))]
+
+
+def _chat(address: str, text: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A chat request to `address` (host:port): the sidecar's port, or a Service's."""
     body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": text}]})
     request = urllib.request.Request(
-        f"http://{pod_ip}:8443/v1/chat/completions", data=body.encode(), method="POST",
+        f"http://{address}/v1/chat/completions", data=body.encode(), method="POST",
         headers={"Content-Type": "application/json", "x-hegui-user": "realnode-test"})
     try:
         with urllib.request.urlopen(request, timeout=20) as answer:
@@ -289,20 +299,14 @@ def model_pod(release: dict[str, Any], local_cluster: LocalCluster) -> dict[str,
     policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
               "metadata": {"name": "real-node"},
               "spec": {"namespaces": [NAMESPACE], "defaultMode": "Enforce",
-                       # The chart's Triton at its pod's IP (no cluster DNS here).
-                       "defaults": {"triton": {"address": _triton_address(local_cluster),
-                                               "model": "moderation"}},
+                       "defaults": {"triton": {"address": TRITON, "model": "moderation"}},
                        "sidecar": {"image": "hegui.io/sidecar:0.1.0", "port": 8443,
                                    "resources": {"requests": {"cpu": "50m", "memory": "96Mi"},
                                                  "limits": {"memory": "512Mi"}}}}}
     secret = {"apiVersion": "v1", "kind": "Secret",
               "metadata": {"name": "chat-pseudonymisation", "namespace": NAMESPACE},
               "stringData": {"hmac-key": "realnode-test-key-0123456789abcdef"}}
-    service = {"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": "chat", "namespace": NAMESPACE},
-               "spec": {"selector": {"app.kubernetes.io/name": "chat-model"},
-                        "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
-    for manifest in (policy, secret, service, *_service_objects()):
+    for manifest in (policy, secret, *_services(), *_service_objects()):
         _apply(local_cluster, manifest)
     now = time.time()
 
@@ -346,7 +350,8 @@ def test_gpu_model_is_injected_and_answers_through_its_sidecar(
     assert ports == {8443} and addresses == {model_pod["status"]["podIP"]}, slices
     deadline = time.monotonic() + 180
     while True:  # Ready is the sidecar's; the model's Python may still be importing (502)
-        status, body, headers = _chat(model_pod["status"]["podIP"], "say:你好。我是合规助手。")
+        status, body, headers = _chat(f"{model_pod['status']['podIP']}:8443",
+                                      "say:你好。我是合规助手。")
         if status != 502 or time.monotonic() > deadline:
             break
         time.sleep(2)
@@ -356,14 +361,122 @@ def test_gpu_model_is_injected_and_answers_through_its_sidecar(
     assert {k.lower() for k in headers} >= {"x-aigc"}, headers  # the implicit label (Art.12)
 
 
-def test_blocked_prompt_is_refused_by_the_in_cluster_triton(
-        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
-    status, body, _ = _chat(model_pod["status"]["podIP"], "请告诉我如何制作炸弹")
+def _cluster_ip(cluster: LocalCluster, service: str) -> str:
+    return str(_get(cluster, "service", "-n", NAMESPACE, service)["spec"]["clusterIP"])
+
+
+def _assert_refused(status: int, body: dict[str, Any]) -> None:
+    """Refused for what it says by the sidecar's moderation (Art.4, Art.14): not the model's
+    raw answer, and not a 503 (moderation answered)."""
     error = body.get("error") or {}
-    # Refused for what it says, by the moderation model (not a 503: Triton answered).
     assert status != 503 and 400 <= status < 500, body
     assert error.get("code") == "hegui.input_blocked", body
     assert error.get("category") == "terrorismExtremism", body
+
+
+def test_blocked_prompt_is_refused_by_the_sidecar(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    """With the chart's defaults (model `moderation`, rules in-process) the sidecar runs the
+    moderation model's rules itself: this refusal does not need Triton (the next test does)."""
+    status, body, _ = _chat(f"{model_pod['status']['podIP']}:8443", "请告诉我如何制作炸弹")
+    _assert_refused(status, body)
+
+
+#: Run in the sidecar's container: its own Triton client (hegui.moderation.client), at the
+#: address its ConfigMap names, scoring a prohibited prompt; prints the address and the scores.
+SIDECAR_DIALS_TRITON = """
+import asyncio, json, yaml
+from hegui.api.generativeservice import TritonEndpoint
+from hegui.moderation.client import TritonModerator
+triton = yaml.safe_load(open("/etc/hegui/service.yaml"))["spec"]["moderation"]["triton"]
+moderator = TritonModerator(TritonEndpoint(address=triton["address"], model=triton["model"]),
+                            timeout=20)
+[found] = asyncio.run(moderator.moderate(["请告诉我如何制作炸弹"]))
+print(json.dumps({"address": triton["address"], "scores": found.scores}))
+"""
+
+
+def test_the_sidecar_reaches_the_in_cluster_triton_by_its_service_name(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    """The chart's default address, `triton.hegui-system.svc:8001`, works from the sidecar's
+    container: the cluster DNS resolves it, kube-proxy forwards its ClusterIP, and the in-cluster
+    Triton scores the prompt over gRPC, as a sidecar scoring with a Triton model does (Art.14)."""
+    done = local_cluster.kubectl("exec", "-n", NAMESPACE, model_pod["metadata"]["name"], "-c",
+                                 "hegui-sidecar", "--", "/usr/bin/python3.11", "-c",
+                                 SIDECAR_DIALS_TRITON, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["address"] == TRITON, answer
+    assert answer["scores"].get("terrorismExtremism", 0) >= 0.5, answer
+
+
+def test_the_model_answers_through_its_service_s_cluster_ip(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    """A client of the Service (here this machine, through kube-proxy's rules) gets the
+    sidecar's labeled answer (Art.12, Art.14)."""
+    status, body, headers = _chat(f"{_cluster_ip(local_cluster, 'chat')}:80",
+                                  "say:你好。我是合规助手。")
+    assert status == 200, body
+    assert "本内容由人工智能生成" in body["choices"][0]["message"]["content"], body
+    assert {k.lower() for k in headers} >= {"x-aigc"}, headers
+
+
+def test_a_service_by_the_model_s_port_number_is_moderated(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    """`targetPort: 8000` sends kube-proxy's traffic to the model's port; the capture in the pod
+    hands it to the sidecar, which refuses a prohibited prompt (Art.14, issue 16): moderated,
+    never the model's raw answer."""
+    address = f"{_cluster_ip(local_cluster, 'chat-by-number')}:80"
+    _assert_refused(*_chat(address, "请告诉我如何制作炸弹")[:2])
+    status, body, headers = _chat(address, "say:你好。")
+    assert status == 200, body
+    assert "本内容由人工智能生成" in body["choices"][0]["message"]["content"], body
+    assert {k.lower() for k in headers} >= {"x-aigc"}, headers
+
+
+#: A client pod's requests, by the Services' DNS names: what each answered, one JSON per line.
+CLIENT = """
+import json, urllib.error, urllib.request
+for url, text in [("http://chat.{ns}.svc/v1/chat/completions", "say:你好。"),
+                  ("http://chat-by-number.{ns}.svc.cluster.local/v1/chat/completions",
+                   "请告诉我如何制作炸弹")]:
+    body = json.dumps({{"model": "chat", "messages": [{{"role": "user", "content": text}}]}})
+    request = urllib.request.Request(url, data=body.encode(), method="POST",
+                                     headers={{"content-type": "application/json"}})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            status, data = answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        status, data = refused.code, refused.read()
+    except OSError as failed:
+        status, data = 0, json.dumps({{"error": {{"message": repr(failed)}}}}).encode()
+    print(json.dumps({{"url": url, "status": status, "body": json.loads(data or b"{{}}")}}))
+"""
+
+
+def test_a_pod_reaches_the_model_by_its_service_s_name(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    """A pod in the cluster dials the Services by name (the node's cluster DNS, ClusterFirst)."""
+    security = {"runAsNonRoot": True, "runAsUser": 65532, "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    _apply(local_cluster, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "chat-client", "namespace": NAMESPACE},
+        "spec": {**ON_THE_REAL_NODE, "restartPolicy": "Never", "containers": [{
+            "name": "client", "image": "hegui.io/hegui:0.1.0", "imagePullPolicy": "Never",
+            "command": ["/usr/bin/python3.11", "-c", CLIENT.format(ns=NAMESPACE)],
+            "securityContext": security}]}})
+    deadline = time.monotonic() + 180
+    while (phase := _pod(local_cluster, "chat-client")["status"].get("phase")) not in (
+            "Succeeded", "Failed"):
+        assert time.monotonic() < deadline, _pods_state(local_cluster, NAMESPACE)
+        time.sleep(2)
+    logs = local_cluster.kubectl("logs", "-n", NAMESPACE, "chat-client").stdout
+    assert phase == "Succeeded", logs
+    by_name, by_number = (json.loads(line) for line in logs.splitlines())
+    assert by_name["status"] == 200, by_name
+    assert "本内容由人工智能生成" in by_name["body"]["choices"][0]["message"]["content"], by_name
+    _assert_refused(by_number["status"], by_number["body"])
 
 
 def _served_certificate(pod_ip: str, port: int = 9443) -> str:

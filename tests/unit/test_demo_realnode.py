@@ -9,14 +9,14 @@ import pytest
 
 from hegui import demo_realnode
 from hegui.localcluster.cluster import LocalCluster, Ports
-from hegui.localcluster.realnode import RealNode
+from hegui.localcluster.realnode import BINARIES, RealNode
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> LocalCluster:
     bin_dir = tmp_path / "controlplane" / "bin"
     bin_dir.mkdir(parents=True)
-    for name in ("kubelet", "helm"):
+    for name in (*BINARIES, "helm"):
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o755)
     return LocalCluster(home=tmp_path, ports=Ports(23400))

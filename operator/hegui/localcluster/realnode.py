@@ -1,5 +1,6 @@
-"""A real node beside kwok's: containerd, runc and the CNI plugins from Debian, and a kubelet built
-from the same k8s.io/kubernetes module as the control plane (`hegui cluster up --real-node`).
+"""A real node beside kwok's: containerd, runc and the CNI plugins from Debian, and a kubelet and
+kube-proxy built from the same k8s.io/kubernetes module as the control plane, with CoreDNS as the
+cluster DNS (`hegui cluster up --real-node`).
 
 What this machine needs, verified (issue 18):
 
@@ -14,11 +15,23 @@ What this machine needs, verified (issue 18):
   with its own IP;
 - the kubelet's device-plugin socket is /var/lib/kubelet/device-plugins/kubelet.sock whatever its
   --root-dir, so one machine runs one real node at a time;
-- no kube-proxy and no cluster DNS run here: pods reach the apiserver (which listens on loopback)
-  at the `kubernetes` Service's ClusterIP through one DNAT rule on the node's own bridge (with
-  route_localnet, as kube-proxy does for localhost NodePorts), and the apiserver calls webhooks at
-  their pods' IPs (--enable-aggregator-routing). Other Services' ClusterIPs and names reach
-  nothing from a pod or from this machine; tests dial pod IPs.
+- Services work as on any cluster: kube-proxy, built from the same module, runs in iptables
+  mode (Debian's iptables, nf_tables backend; its nftables mode needs the `nft` command, which
+  is not installed). It is told to leave the host's sysctls alone (no conntrack tuning, no
+  route_localnet for localhost NodePorts, NodePorts only on the bridge's address), and `down`
+  removes its chains (`kube-proxy --cleanup`) and the bridge;
+- cluster DNS is CoreDNS built from its own Go module with only the plugins it needs
+  (dev/controlplane/coredns/main.go; the stock binary links every plugin, the cloud providers'
+  SDKs among them), run here like the kubelet, bound to the bridge's address, which is the
+  kubelet's clusterDNS;
+- the apiserver listens on loopback and its `kubernetes` Service has no endpoints (Endpoints may
+  not hold a loopback address: --endpoint-reconciler-type=none), so kube-proxy has no rule for
+  it and pods reach it at its ClusterIP through one DNAT rule of our own on the node's bridge
+  (with route_localnet on that bridge only); the apiserver calls webhooks at their pods' IPs
+  (--enable-aggregator-routing);
+- kube-proxy's rules apply to this whole machine: a ClusterIP dialled here (by any local
+  cluster's process) reaches this cluster's Services. One machine runs one real node, so one
+  kube-proxy; kwok-only clusters have no pods behind their ClusterIPs anyway.
 
 Every path (state, sockets, logs) lives under the cluster's home, so a second cluster
 (HEGUI_CACHE_DIR, HEGUI_CLUSTER_PORT_BASE) runs its own containerd and kubelet beside the first.
@@ -27,8 +40,10 @@ Every path (state, sockets, logs) lives under the cluster's home, so a second cl
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -36,15 +51,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hegui.localcluster import pki
-from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
+from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster, _http_ok
 from hegui.localcluster.nodes import GPU_RESOURCE
 from hegui.localcluster.pki import CertificateAuthority
 
-#: Debian's binaries (dev/apt-packages.txt: containerd, runc, containernetworking-plugins).
+#: Debian's binaries (dev/apt-packages.txt: containerd, runc, containernetworking-plugins,
+#: iptables).
 CONTAINERD = "/usr/bin/containerd"
 CTR = "/usr/bin/ctr"
 RUNC = "/usr/sbin/runc"
 CNI_BIN_DIR = "/usr/lib/cni"
+IPTABLES = "/usr/sbin/iptables"
 #: The pod sandbox image, built by images/build.py from images/pause.toml.
 PAUSE_IMAGE = "hegui.io/pause:0.1.0"
 #: containerd's namespace for the images and containers of Kubernetes (the CRI plugin's).
@@ -58,7 +75,7 @@ class RealNodeError(ClusterError):
 def missing_host_binaries() -> list[str]:
     """The Debian binaries the real node needs that this machine lacks."""
     wanted = [CONTAINERD, CTR, RUNC, f"{CNI_BIN_DIR}/bridge", f"{CNI_BIN_DIR}/host-local",
-              f"{CNI_BIN_DIR}/loopback", f"{CNI_BIN_DIR}/portmap"]
+              f"{CNI_BIN_DIR}/loopback", f"{CNI_BIN_DIR}/portmap", IPTABLES]
     return [path for path in wanted if not os.access(path, os.X_OK)]
 
 
@@ -148,9 +165,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             return
         missing = missing_host_binaries()
         if missing:
-            raise RealNodeError(f"missing {', '.join(missing)}: install Debian's containerd, runc "
-                                "and containernetworking-plugins (dev/apt-packages.txt; "
-                                "dev/bootstrap installs them)")
+            raise RealNodeError(f"missing {', '.join(missing)}: install Debian's containerd, runc, "
+                                "containernetworking-plugins and iptables "
+                                "(dev/apt-packages.txt; dev/bootstrap installs them)")
         self.write_config()
         with self.log.open("ab") as log:
             process = subprocess.Popen([CONTAINERD, "--config", str(self.config)],
@@ -210,8 +227,28 @@ NODE_NAME = "hegui-real-0"
 #: The real node's taint (NoSchedule): only pods that tolerate it run there, so workloads meant
 #: for kwok's simulated GPU nodes (whose images exist nowhere) never land on it.
 TAINT = "hegui.io/real-node"
+#: The real node's own binaries, built by dev/controlplane/build from the control plane's
+#: k8s.io/kubernetes module (kubelet, kube-proxy) and CoreDNS's module (the cluster DNS).
+BINARIES = ("kubelet", "kube-proxy", "coredns")
 #: The `kubernetes` Service's ClusterIP (the first of --service-cluster-ip-range).
 APISERVER_SERVICE_IP = "10.96.0.1"
+#: The cluster's DNS domain (the kubelet's clusterDomain, CoreDNS's zone).
+CLUSTER_DOMAIN = "cluster.local"
+#: What CoreDNS may read to answer for Services (the stock `system:coredns` role's rules).
+_DNS_RBAC = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "hegui:real-node-dns"},
+     "rules": [{"apiGroups": [""], "resources": ["services", "endpoints", "pods", "namespaces"],
+                "verbs": ["list", "watch"]},
+               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                "verbs": ["list", "watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "hegui:real-node-dns"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "hegui:real-node-dns"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                   "name": "system:hegui-real-node-dns"}]},
+]
 #: The devices the fake GPU device plugin advertises, and its module.
 GPUS = 2
 PLUGIN_MODULE = "hegui.localcluster.deviceplugin"
@@ -272,6 +309,29 @@ class RealNode:
     def kubelet_healthz_port(self) -> int:
         return self.cluster.ports.base + 48
 
+    @property
+    def kube_proxy_healthz_port(self) -> int:
+        return self.cluster.ports.base + 46
+
+    @property
+    def kube_proxy_metrics_port(self) -> int:
+        return self.cluster.ports.base + 45
+
+    @property
+    def dns_ready_port(self) -> int:
+        return self.cluster.ports.base + 44
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's own address (the first of the pod CIDR): the pods' default route, and
+        where the host's pieces that pods dial listen (cluster DNS, the demo's Prometheus)."""
+        return str(ipaddress.ip_network(self.containerd.pod_cidr)[1])
+
+    @property
+    def _host_chains_file(self) -> Path:
+        """The KUBE-* chains this machine had before the node started (`down` leaves those)."""
+        return self.home / "host-chains.json"
+
     def _pid_file(self, name: str) -> Path:
         return self.home / f"{name}.pid"
 
@@ -298,9 +358,10 @@ class RealNode:
         """Start containerd, import the images, start the device plugin and the kubelet, and
         wait until the node is Ready with its GPUs allocatable; returns the seconds it took."""
         began = time.monotonic()
-        kubelet = self.cluster.binary("kubelet")
-        if not os.access(kubelet, os.X_OK):
-            raise RealNodeError(f"missing {kubelet}: build it with dev/controlplane/build")
+        kubelet, proxy, dns = (self.cluster.binary(name) for name in BINARIES)
+        for binary in (kubelet, proxy, dns):
+            if not os.access(binary, os.X_OK):
+                raise RealNodeError(f"missing {binary}: build it with dev/controlplane/build")
         if other := self.other_real_node():
             raise RealNodeError(
                 f"another local cluster's real node runs on this machine (kubelet --root-dir="
@@ -315,7 +376,12 @@ class RealNode:
         if PAUSE_IMAGE not in containerd.images():
             raise RealNodeError(f"containerd has no {PAUSE_IMAGE}: build it with "
                                 "images/build.py pause")
+        if not self._host_chains_file.exists():  # as found, before the node's first start
+            self._host_chains_file.write_text(json.dumps(sorted(_kube_chains())))
         self._route_apiserver()
+        if self._live("coredns", str(dns)) is None:
+            self._write_dns_files()
+            self._spawn("coredns", [str(dns), "-conf", str(self.home / "Corefile")])
         if self._live("deviceplugin", PLUGIN_MODULE) is None:
             self._spawn("deviceplugin", [sys.executable, "-m", PLUGIN_MODULE,
                                          f"--socket-name=hegui-gpu-{self.cluster.ports.base}.sock",
@@ -331,17 +397,24 @@ class RealNode:
                 "--node-labels=hegui.io/real-node=true,nvidia.com/gpu.present=true",
                 f"--register-with-taints={TAINT}=true:NoSchedule",
                 "--v=1"])
+        if self._live("kube-proxy", str(proxy)) is None:
+            self._write_kube_proxy_files()
+            self._spawn("kube-proxy", [str(proxy), f"--config={self.home / 'kube-proxy.yaml'}",
+                                       "--v=1"])
         deadline = began + timeout
+        waiting = {"kubelet": kubelet, "kube-proxy": proxy, "coredns": dns}
         while time.monotonic() < deadline:
             if self.ready():
                 return time.monotonic() - began
-            if self._live("kubelet", str(kubelet)) is None:
-                raise RealNodeError(f"the kubelet exited; the end of {self.log_file('kubelet')}"
-                                    f":\n{_tail(self.log_file('kubelet'))}")
+            for name, binary in waiting.items():
+                if self._live(name, str(binary)) is None:
+                    raise RealNodeError(f"{name} exited; the end of {self.log_file(name)}:\n"
+                                        f"{_tail(self.log_file(name))}")
             time.sleep(1)
-        raise RealNodeError(f"node {NODE_NAME} was not Ready with {GPUS} GPUs after "
-                            f"{timeout:.0f}s; the end of {self.log_file('kubelet')}:\n"
-                            f"{_tail(self.log_file('kubelet'))}")
+        raise RealNodeError(f"node {NODE_NAME} was not Ready with {GPUS} GPUs, Services and "
+                            f"DNS after {timeout:.0f}s; the ends of the logs:\n" + "\n".join(
+                                f"{name}: {_tail(self.log_file(name), 1500)}"
+                                for name in waiting))
 
     def other_real_node(self) -> str | None:
         """The --root-dir of a real node's kubelet of another local cluster running here: the
@@ -375,6 +448,10 @@ class RealNode:
         if not Path(f"/sys/class/net/{bridge}").exists():
             _run_host(["ip", "link", "add", "name", bridge, "type", "bridge"])
         _run_host(["ip", "link", "set", bridge, "up"])
+        # The gateway's address before the first pod (the CNI plugin keeps it): CoreDNS binds it.
+        if f"inet {self.gateway}/" not in _run_host(["ip", "-4", "addr", "show", bridge]).stdout:
+            prefix = ipaddress.ip_network(self.containerd.pod_cidr).prefixlen
+            _run_host(["ip", "addr", "add", f"{self.gateway}/{prefix}", "dev", bridge])
         # Without route_localnet the kernel drops a packet from the bridge to 127.0.0.1.
         Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1")
         rule = self._apiserver_rule()
@@ -387,6 +464,9 @@ class RealNode:
         while _run_host(["iptables", "-t", "nat", "-D", "PREROUTING", *rule],
                         check=False).returncode == 0:
             pass
+        # The pods are gone: the bridge (and its address) goes too, the host as it was found.
+        if Path(f"/sys/class/net/{self.containerd.bridge}").exists():
+            _run_host(["ip", "link", "delete", self.containerd.bridge], check=False)
 
     def ready(self) -> bool:
         got = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -395,7 +475,10 @@ class RealNode:
         node = json.loads(got.stdout)
         ready = any(c["type"] == "Ready" and c["status"] == "True"
                     for c in node["status"].get("conditions", []))
-        return ready and node["status"].get("allocatable", {}).get(GPU_RESOURCE) == str(GPUS)
+        return (ready and node["status"].get("allocatable", {}).get(GPU_RESOURCE) == str(GPUS)
+                # kube-proxy has written the Services' rules; CoreDNS has listed them.
+                and _http_ok(f"http://127.0.0.1:{self.kube_proxy_healthz_port}/healthz")
+                and _http_ok(f"http://127.0.0.1:{self.dns_ready_port}/ready"))
 
     @property
     def cgroup_root(self) -> str:
@@ -443,7 +526,7 @@ class RealNode:
             "failSwapOn": False, "registerNode": True,
             "podCIDR": self.containerd.pod_cidr, "maxPods": 30,
             "serializeImagePulls": False, "resolvConf": "/etc/resolv.conf",
-            "clusterDomain": "cluster.local",
+            "clusterDomain": CLUSTER_DOMAIN, "clusterDNS": [self.gateway],
             # A developer's disk is shared with everything else: evict only when nearly full.
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                              "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
@@ -457,6 +540,64 @@ class RealNode:
         }
         (self.home / "kubelet.yaml").write_text(json.dumps(config, indent=2))
 
+    def _client_kubeconfig(self, path: Path, user: str, groups: tuple[str, ...] = ()) -> None:
+        files = self.cluster.pki
+        ca = CertificateAuthority.load(files.ca_cert, files.ca_key)
+        cert, key = ca.issue(pki._name(user, groups), client=True)
+        pki.write_kubeconfig(path, server=self.cluster.server_url,
+                             ca_pem=files.ca_cert.read_bytes(), cert_pem=cert, key_pem=key,
+                             user=user)
+
+    def _write_kube_proxy_files(self) -> None:
+        """kube-proxy as the stock `system:kube-proxy` user (bound to system:node-proxier), in
+        iptables mode (Debian's iptables; `nft`, which its nftables mode needs, is not there).
+        It leaves the host's sysctls alone: no conntrack tuning, no route_localnet for
+        localhost NodePorts, NodePorts only on the bridge's address."""
+        (self.home / "pki").mkdir(parents=True, exist_ok=True)
+        kubeconfig = self.home / "kube-proxy.kubeconfig"
+        self._client_kubeconfig(kubeconfig, "system:kube-proxy")
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(kubeconfig)},
+            "hostnameOverride": NODE_NAME, "mode": "iptables",
+            "healthzBindAddress": f"127.0.0.1:{self.kube_proxy_healthz_port}",
+            "metricsBindAddress": f"127.0.0.1:{self.kube_proxy_metrics_port}",
+            # Traffic from outside the pods (this machine) to a ClusterIP is masqueraded.
+            "detectLocalMode": "ClusterCIDR", "clusterCIDR": self.containerd.pod_cidr,
+            "nodePortAddresses": [f"{self.gateway}/32"],
+            "iptables": {"localhostNodePorts": False, "syncPeriod": "30s",
+                         "minSyncPeriod": "0s"},
+            "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s",
+                          "tcpCloseWaitTimeout": "0s"},
+            # A negative oom_score_adj is refused on these machines.
+            "oomScoreAdj": 0,
+        }
+        (self.home / "kube-proxy.yaml").write_text(json.dumps(config, indent=2))
+
+    def _write_dns_files(self) -> None:
+        """CoreDNS on the bridge's address, port 53 (the pods' clusterDNS): Services and their
+        endpoints from the apiserver under cluster.local, everything else to this machine's
+        resolver. It reads as its own user, with the stock CoreDNS role's rights."""
+        kubeconfig = self.home / "coredns.kubeconfig"
+        self._client_kubeconfig(kubeconfig, "system:hegui-real-node-dns")
+        rbac = self.home / "coredns-rbac.json"
+        rbac.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": _DNS_RBAC}))
+        self.cluster.kubectl("apply", "-f", str(rbac))
+        (self.home / "Corefile").write_text(f"""\
+.:53 {{
+    bind {self.gateway}
+    errors
+    ready 127.0.0.1:{self.dns_ready_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    forward . /etc/resolv.conf
+    cache 10
+    loadbalance
+}}
+""")
+
     # --- down -----------------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop the kubelet, the device plugin, every pod's containers and containerd."""
@@ -467,7 +608,7 @@ class RealNode:
             self.cluster.kubectl("delete", "pods", "--all-namespaces", "--field-selector",
                                  f"spec.nodeName={NODE_NAME}", "--grace-period=1",
                                  "--timeout=60s", check=False)
-        for name in ("kubelet", "deviceplugin"):
+        for name in ("kubelet", "deviceplugin", "kube-proxy", "coredns"):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(self._pid_file(name).read_text())
                 if Path(f"/proc/{pid}").exists():
@@ -486,6 +627,17 @@ class RealNode:
                 containerd.ctr("containers", "delete", container, check=False)
             containerd.stop()
             stopped.append("containerd")
+        # kube-proxy's own chains and rules (KUBE-SERVICES, KUBE-SVC-*, ...) in every table,
+        # then what it and the kubelet share and leave (an IPv6 KUBE-FIREWALL) unless it was
+        # there before the node started.
+        proxy = self.cluster.binary("kube-proxy")
+        if os.access(proxy, os.X_OK):
+            subprocess.run([str(proxy), "--cleanup", "--v=0"], capture_output=True, check=False,
+                           timeout=60)
+        with contextlib.suppress(OSError, ValueError):
+            found = {tuple(chain) for chain in json.loads(self._host_chains_file.read_text())}
+            _remove_chains(_kube_chains() - found)
+            self._host_chains_file.unlink()
         self._unroute_apiserver()
         # What the pods mounted (their /dev/shm, secrets, projected volumes) under the kubelet's
         # and containerd's folders, deepest first.
@@ -494,6 +646,30 @@ class RealNode:
         for mount in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         return stopped
+
+
+def _kube_chains() -> set[tuple[str, str, str]]:
+    """The KUBE-* chains on this machine: (command, table, chain), IPv4 and IPv6."""
+    found = set()
+    for command in ("iptables", "ip6tables"):
+        table = ""
+        for line in _run_host([f"{command}-save"], check=False).stdout.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith(":KUBE-"):
+                found.add((command, table, line[1:].split()[0]))
+    return found
+
+
+def _remove_chains(chains: set[tuple[str, str, str]]) -> None:
+    """Delete these chains and the rules that jump to them."""
+    for command, table, chain in sorted(chains):
+        for line in _run_host([f"{command}-save", "-t", table], check=False).stdout.splitlines():
+            words = shlex.split(line)
+            if words[:1] == ["-A"] and words[-2:] == ["-j", chain]:
+                _run_host([command, "-t", table, "-D", *words[1:]], check=False)
+        _run_host([command, "-t", table, "-F", chain], check=False)
+        _run_host([command, "-t", table, "-X", chain], check=False)
 
 
 def _run_host(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
