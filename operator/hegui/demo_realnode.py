@@ -13,14 +13,14 @@ demo's second half served by a real model pod there.
   where pods reach the host: it scrapes the sidecar at its pod's IP and the in-cluster operator
   reads it (CompliancePolicy spec.prometheus.url).
 
-No kube-proxy and no cluster DNS run here (realnode.py says why): requests go to pod IPs, and
-the service and the policy name Triton by its pod's IP.
+The node runs kube-proxy and CoreDNS (realnode.py): the demo's requests go to the model's
+Service at its ClusterIP, and the sidecar dials Triton by the chart's default address, its
+Service's name `triton.hegui-system.svc`, as the sample service and policy name it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import secrets
@@ -34,9 +34,11 @@ from typing import Any
 
 import yaml
 
+from hegui.admission.injection import sidecar_config_map
 from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster
 from hegui.localcluster.prometheus import LocalPrometheus
 from hegui.localcluster.realnode import (
+    BINARIES,
     IMAGES,
     NODE_NAME,
     TAINT,
@@ -54,6 +56,8 @@ CHART = _CHECKOUT / "charts" / "hegui"
 #: component on the real node.
 VALUES = _CHECKOUT / "tests" / "integration" / "realnode-values.yaml"
 SIDECAR_IMAGE = "hegui.io/sidecar:0.1.0"
+#: The sidecar's ConfigMap for the sample service `chat`, which the operator renders.
+CONFIG_MAP = sidecar_config_map("chat")
 #: The demo's model on the real node, beside the sample's replicas on kwok's nodes.
 DEPLOYMENT = "chat-model-real"
 ON_THE_REAL_NODE: dict[str, Any] = {
@@ -86,14 +90,14 @@ def blocker(cluster: LocalCluster) -> str | None:
         return ("the real node needs root (containerd, iptables on its bridge, the kubelet's "
                 "cgroups): run `make demo` as root")
     missing = missing_host_binaries() + [
-        str(path) for path in (cluster.binary("kubelet"), cluster.binary("helm"))
+        str(path) for path in (*map(cluster.binary, BINARIES), cluster.binary("helm"))
         if not os.access(path, os.X_OK)]
     if shutil.which("mmdebstrap") is None:
         missing.append("mmdebstrap")
     if missing:
         return (f"missing {', '.join(missing)}: run dev/bootstrap (Debian's containerd, runc, "
-                "containernetworking-plugins and mmdebstrap; kubelet and helm from "
-                "dev/controlplane/build)")
+                "containernetworking-plugins and mmdebstrap; kubelet, kube-proxy, coredns and "
+                "helm from dev/controlplane/build)")
     if other := RealNode(cluster).other_real_node():
         return (f"another local cluster's real node runs on this machine (kubelet --root-dir="
                 f"{other}), and one machine runs one at a time: stop it with `hegui cluster "
@@ -107,7 +111,6 @@ class Platform:
     def __init__(self, cluster: LocalCluster, directory: Path) -> None:
         self.cluster, self.directory = cluster, directory
         self.node = RealNode(cluster)
-        self.triton = ""
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([str(self.cluster.binary("helm")), "--kubeconfig",
@@ -139,22 +142,17 @@ class Platform:
                         timeout=300)
         print(f"every hegui pod Ready {time.monotonic() - began:.0f}s after helm install")
         print(self.cluster.kubectl("get", "pods", "-n", SYSTEM, "-o", "wide").stdout)
-        [triton] = _pods(self.cluster, SYSTEM, "app.kubernetes.io/component=triton")
-        self.triton = f"{triton['status']['podIP']}:8001"
 
     def point_policy_at_the_pods(self) -> Path:
-        """The policy's sidecar image (the one imported here) and Triton at its pod's IP; returns
-        the sample GenerativeService naming that Triton, for the story to apply."""
+        """The policy's sidecar image (the one imported here); returns the sample
+        GenerativeService, whose Triton is the chart's by its Service's name, for the story."""
         print(f"\nthe policy's sidecar image is {SIDECAR_IMAGE} (imported into the node's "
-              f"containerd) and its Triton is the chart's, at its pod's IP {self.triton} (no "
-              "cluster DNS on this local cluster)")
+              "containerd); its Triton is the chart's, triton.hegui-system.svc:8001 (the "
+              "node's cluster DNS and kube-proxy)")
         self.cluster.kubectl("patch", "compliancepolicy", "default", "--type=merge", "-p",
-                             json.dumps({"spec": {"sidecar": {"image": SIDECAR_IMAGE},
-                                                  "defaults": {"triton": {
-                                                      "address": self.triton}}}}))
+                             json.dumps({"spec": {"sidecar": {"image": SIDECAR_IMAGE}}}))
         service = yaml.safe_load((_CHECKOUT / "samples" / "compliance" / "chat-service.yaml")
                                  .read_text())
-        service["spec"]["moderation"]["triton"]["address"] = self.triton
         path = self.directory / "chat-service.yaml"
         path.write_text(json.dumps(service, default=str))  # YAML dates as ISO strings
         return path
@@ -214,6 +212,21 @@ class PodServing:
                   "metadata": {"name": "chat-pseudonymisation", "namespace": NAMESPACE},
                   "stringData": {"hmac-key": secrets.token_hex(32)}}
         _apply(cluster, self.platform.directory, secret)
+        # The sidecar reads its posture (service.yaml) at start, from the ConfigMap the in-cluster
+        # operator renders; a pod started before that finds the optional volume empty, its
+        # sidecar exits and the kubelet's back-off (10 s, 20 s, ... 160 s) delays it for minutes:
+        # the likely cause of the 5 restarts seen under load average 9 (the sidecar exited within
+        # seconds each time, far inside its startupProbe's 120 s; the kubelet's log shows it).
+        began = time.monotonic()
+        while cluster.kubectl("-n", NAMESPACE, "get", "configmap", CONFIG_MAP,
+                              check=False).returncode != 0:
+            if time.monotonic() - began > 180:
+                raise RealNodeError(f"the in-cluster operator did not render {CONFIG_MAP} "
+                                    "within 180s:\n" + cluster.kubectl(
+                                        "-n", SYSTEM, "logs", "-l",
+                                        "app.kubernetes.io/component=operator", "--tail=30",
+                                        check=False).stdout)
+            time.sleep(1)
         _step(f"a GPU model Deployment on the real node, {DEPLOYMENT} (the stand-in model "
               f"server, from {SIDECAR_IMAGE}): admitted and injected by the in-cluster webhook, "
               "a GPU from the device plugin, the sidecar in front of the model (Art.14)")
@@ -221,7 +234,11 @@ class PodServing:
         [self.pod] = _wait_ready(cluster, NAMESPACE, f"hegui.io/demo={DEPLOYMENT}", 1,
                                  timeout=240)
         ip = self.pod["status"]["podIP"]
-        self.url = f"http://{ip}:8443"
+        # The model's Service, as its clients reach it: the ClusterIP, through kube-proxy.
+        print(_apply(cluster, self.platform.directory, _service()), end="")
+        cluster_ip = json.loads(cluster.kubectl("-n", NAMESPACE, "get", "service", DEPLOYMENT,
+                                                "-o", "json").stdout)["spec"]["clusterIP"]
+        self.url = f"http://{cluster_ip}"
         print(cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", f"hegui.io/demo={DEPLOYMENT}",
                               "-o", "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,"
                               "IP:.status.podIP,INIT:.spec.initContainers[*].name,"
@@ -229,13 +246,11 @@ class PodServing:
                               "GPU:.spec.containers[0].resources.limits.nvidia\\.com/gpu,"
                               "READY:.status.containerStatuses[*].ready").stdout)
         deadline = time.monotonic() + 120
-        while self.chat("say:ping")[0] == 502 and time.monotonic() < deadline:
+        while self.chat("say:ping")[0] in (502, 599) and time.monotonic() < deadline:
             time.sleep(1)  # Ready is the sidecar's; the model's Python may still be importing
-        print(f"  hegui's sidecar at {self.url} (the pod's IP), configured from ConfigMap "
-              "hegui-sidecar-chat, which the kubelet projects into it")
-        gateway = str(next(ipaddress.ip_network(self.platform.node.containerd.pod_cidr)
-                           .hosts()))
-        self.prometheus = BridgePrometheus([f"{ip}:8443"], gateway,
+        print(f"  hegui's sidecar behind Service {DEPLOYMENT} at {self.url} (its ClusterIP), "
+              f"configured from ConfigMap {CONFIG_MAP}, which the kubelet projects into it")
+        self.prometheus = BridgePrometheus([f"{ip}:8443"], self.platform.node.gateway,
                                            self.platform.directory / "prometheus")
         self.prometheus.start()
         self.prometheus.wait_for_targets()
@@ -310,6 +325,14 @@ def _deployment() -> dict[str, Any]:
                          "securityContext": security,
                          # the container's own /tmp (an emptyDir): where /tmp/mode is written
                          "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}]}}}}  # noqa: S108
+
+
+def _service() -> dict[str, Any]:
+    """The model's Service by its port's name, which the injected sidecar takes over."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
+            "spec": {"selector": {"hegui.io/demo": DEPLOYMENT},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
 
 
 def _apply(cluster: LocalCluster, directory: Path, manifest: dict[str, Any]) -> str:
