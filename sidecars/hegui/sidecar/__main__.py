@@ -9,6 +9,7 @@ import logging
 import secrets
 import signal
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -30,6 +31,26 @@ from hegui.sidecar.common import tune_gc
 from hegui.sidecar.config import SidecarConfig
 from hegui.sidecar.images_moderation import ImageClassifiers
 from hegui.sidecar.suspension import FILE_NAME
+
+
+def await_posture(path: Path, poll_seconds: float = 1.0) -> str:
+    """The posture file's text, once it exists. The operator writes the sidecar's ConfigMap when
+    it reconciles the service, so a pod applied together with its GenerativeService starts
+    first, and the kubelet projects the ConfigMap (mounted optional) at its next sync, about a
+    minute later. Exiting meanwhile put the pod in the kubelet's restart back-off (up to five
+    minutes); waiting keeps it closed as well: nothing listens, the startupProbe fails, and the
+    model container does not start before the sidecar serves (Art.14)."""
+    said = False
+    while True:
+        try:
+            return path.read_text("utf-8")
+        except FileNotFoundError:
+            if not said:
+                said = True
+                logging.getLogger("hegui.sidecar").warning(
+                    "waiting for %s: hegui's operator writes it once it reconciles the "
+                    "service; nothing is served until then", path)
+            time.sleep(poll_seconds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--user-jwt-claim needs --user-jwt-key-file: an unverified claim is "
                      "whatever the client wrote (Art.14)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    service = GenerativeService.from_dict(yaml.safe_load(args.service.read_text("utf-8")))
+    service = GenerativeService.from_dict(yaml.safe_load(await_posture(args.service)))
     key = args.key_file.read_bytes().strip() if args.key_file else b""
     config = SidecarConfig.from_service(service, upstream=args.upstream,
                                         user_header=args.user_header,
