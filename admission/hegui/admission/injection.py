@@ -50,7 +50,7 @@ from typing import Any
 
 from hegui.api.common import SecretKeyReference
 from hegui.api.generativeservice import GenerativeService, OpenPort, PortPurpose
-from hegui.api.policy import CompliancePolicy, Sidecar, TrafficCapture
+from hegui.api.policy import CompliancePolicy, RulesPlacement, Sidecar, TrafficCapture
 from hegui.evidence import config as evidence_config
 from hegui.rules import workloads
 from hegui.rules.injection import (
@@ -163,6 +163,8 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
     if "user-jwt.key" in keys:
         args += ["--user-jwt-key-file", f"{KEYS_DIR}/user-jwt.key"]
     args += ["--evidence-credentials-dir", EVIDENCE_DIR]
+    if sidecar.rules is RulesPlacement.TRITON:
+        args += ["--rules", "triton"]
     if upstream_port is not None:
         args += ["--upstream", f"http://127.0.0.1:{upstream_port}"]
     env = [{"name": "HEGUI_SERVICE", "value": service},

@@ -109,6 +109,18 @@ class TrafficCapture(StrEnum):
     PORT_NAME = "PortName"
 
 
+class RulesPlacement(StrEnum):
+    """Where the injected sidecars run the keyword lexicon and personal-information rules."""
+
+    # In the sidecar's own process: no network hop a streamed window, and the lexicon the
+    # sidecar image ships (or a provider's own image).
+    IN_PROCESS = "InProcess"
+    # In Triton's rule models (the posture's Triton model, e.g. `moderation`): the provider's
+    # lexicon lives in one place, Triton's model repository, and an update reaches every
+    # sidecar when Triton reloads it; each window costs a hop to Triton.
+    TRITON = "Triton"
+
+
 class Sidecar(ApiModel):
     """The moderation and labeling sidecar injected into every pod of a covered service, as a
     native sidecar (an init container with restartPolicy Always)."""
@@ -140,6 +152,12 @@ class Sidecar(ApiModel):
                     "by number are moderated too. PortName: for namespaces whose Pod Security "
                     "forbids NET_ADMIN; only the port-name takeover and the NetworkPolicy, "
                     "which cuts traffic to the model's port by number (Art.14).")
+    rules: RulesPlacement = Field(
+        default=RulesPlacement.IN_PROCESS,
+        description="Where the lexicon and personal-information rules run: InProcess (in the "
+                    "sidecar, no hop a streamed window, the image's lexicon) or Triton (the "
+                    "posture's Triton model, so the provider's lexicon is kept and updated in "
+                    "one place, Triton's model repository; Art.14).")
 
 
 class PrometheusSource(ApiModel):
