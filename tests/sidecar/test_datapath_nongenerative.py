@@ -217,3 +217,20 @@ async def test_moderation_down_in_closed_mode_refuses_before_sending(
     status, body = await post(sidecar, "/v1/embeddings", {"model": "fake", "input": ["a"]})
     assert status == 503 and b"hegui.moderation_unavailable" in body
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 100])
+def test_words_outside_strings_are_refused_even_in_json_s_own_letters(cut: int) -> None:
+    """JSON's literals and exponents leave letters allowed outside strings, enough to spell
+    words (`satire`, `fine`): only whole literals pass, however the reads cut them."""
+    def scan(raw: bytes) -> None:
+        scanner = Scanner(100)
+        for at in range(0, len(raw), cut):
+            scanner.feed(raw[at:at + cut])
+        scanner.finish()
+
+    for bad in (b'[1, satire, 2]', b'{"a": fine}', b'[truest]', b'[tru]', b'[1, nullify]',
+                b'[1] listen'):
+        with pytest.raises(Malformed):
+            scan(bad)
+    scan(b'{"a": [true, false, null, 1e-5, 2E+10, NaN, -Infinity], "b": "fine"}')

@@ -20,6 +20,11 @@ from dataclasses import dataclass
 #: Bytes JSON allows outside strings (numbers, literals, punctuation, whitespace), and the
 #: letters of `NaN` and `Infinity`, which Python's encoder writes for such floats.
 _OUTSIDE = b" \t\r\n0123456789+-.eE[]{},:truefalsnNaIity"
+#: The words JSON (and Python's encoder) allows outside strings: its literals, and an exponent.
+#: Any other run of the letters above (`_OUTSIDE` lets `satire` through letter by letter) is
+#: text outside a string, which a lenient client could show.
+_WORD = re.compile(rb"[A-Za-z]+")
+_WORDS = (b"true", b"false", b"null", b"NaN", b"Infinity", b"e", b"E")
 #: A base64 string (the `embedding` of `encoding_format: base64`): packed numbers, not text.
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
@@ -46,6 +51,7 @@ class Scanner:
         self.scan = 0  # where in `partial` to look for its closing quote
         self.between = b""  # what came between the last string and now, stripped (2 bytes)
         self.last: str | None = None  # the last string's text, if short (a possible key)
+        self.word = b""  # a literal's letters cut off by the end of the last read
 
     @property
     def inside(self) -> bool:
@@ -62,10 +68,11 @@ class Scanner:
             if start < 0:
                 quote = data.find(b'"', at)
                 end = len(data) if quote < 0 else quote
-                if end > at:
+                if end > at or self.word:
                     outside = data[at:end]
                     if outside.translate(None, _OUTSIDE):
                         raise Malformed("text outside a JSON string")
+                    self._words(outside, complete=quote >= 0)
                     if len(self.between) < 2:
                         self.between = (self.between + outside.strip())[:2]
                     parts.append(outside)
@@ -94,9 +101,24 @@ class Scanner:
             at, start = close + 1, -1
         return parts
 
+    def _words(self, outside: bytes, *, complete: bool) -> None:
+        """Check the words outside strings; a word the read's end may cut off (`complete`
+        false) need only begin a literal, and is finished with the next read."""
+        text, self.word = self.word + outside, b""
+        for match in _WORD.finditer(text):
+            word = match.group()
+            if match.end() == len(text) and not complete:
+                if not any(literal.startswith(word) for literal in _WORDS):
+                    raise Malformed("text outside a JSON string")
+                self.word = word
+            elif word not in _WORDS:
+                raise Malformed("text outside a JSON string")
+
     def finish(self) -> None:
         if self.partial:
             raise Malformed("the answer ends inside a string")
+        if self.word:
+            self._words(b"", complete=True)
 
 
 def _escaped(data: bytes, quote: int) -> bool:
