@@ -265,3 +265,26 @@ def test_launcher_environment_and_command(tmp_path: Path) -> None:
     command = server.command(tmp_path / "pytriton", tmp_path / "backends")
     assert "--http-address=127.0.0.1" in command and "--grpc-port=2" in command
     assert f"--backend-directory={tmp_path / 'backends'}" in command
+
+
+def test_a_reload_during_a_scan_never_marks_a_text_clean_under_the_new_lexicon(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules remember short texts found clean, per lexicon. A long prompt is scanned in a
+    thread of its own; if the lexicon reloads while it scans a short text that the new list
+    prohibits, the text must not be remembered clean for the new list (Art.14)."""
+    from hegui.moderation import client
+
+    old, new = Lexicon([Keyword("zzz", "subversion")]), Lexicon([Keyword("炸弹", "violence")])
+    rules = client.RulesModerator(old)
+    scan = lexicon_findings
+
+    def reloaded_meanwhile(lexicon: Lexicon, text: str) -> Findings:
+        found = scan(lexicon, text)
+        if text == "炸弹" and rules._lexicon is old:
+            rules._lexicon = new  # the store's reload, seen by the event loop's next scan
+            rules.findings("model: qwen")
+        return found
+
+    monkeypatch.setattr(client, "lexicon_findings", reloaded_meanwhile)
+    assert not rules.findings("炸弹").scores  # clean under the old list, as scanned
+    assert rules.findings("炸弹").scores  # and found under the new one

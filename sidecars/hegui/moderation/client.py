@@ -110,7 +110,9 @@ class RulesModerator:
             elif text in self._clean:
                 return Findings()
         found = lexicon_findings(lexicon, text).merge(personal_information(text))
-        if short and not found.scores and not found.spans:
+        # Only for the lexicon it was checked with: a reload (in another thread) between the
+        # scan and here must not mark a text clean under the new list.
+        if short and not found.scores and not found.spans and self._clean_for is lexicon:
             if len(self._clean) >= _CLEAN_TEXTS:  # bounded: a client sending new texts forever
                 self._clean.clear()
             self._clean.add(text)
