@@ -121,6 +121,25 @@ class RulesPlacement(StrEnum):
     TRITON = "Triton"
 
 
+class SidecarLexicon(ApiModel):
+    """The provider's keyword lexicon (GB/T 45654-2025 关键词库) for the injected sidecars: kept
+    by the compliance group as ConfigMaps in hegui's own namespace (the release namespace, where
+    teams hold no rights), rendered by the operator into each covered service's
+    hegui-sidecar-<service> ConfigMap, and reloaded by the running sidecars when it changes
+    (Art.4(1), Art.14)."""
+
+    config_maps: list[DnsSubdomain] = Field(
+        min_length=1, max_length=16,
+        description="ConfigMaps in hegui's namespace whose keys are keyword files (*.tsv in "
+                    "data, or *.tsv.gz in binaryData: category<TAB>keyword[<TAB>score], "
+                    "'# version: V'). A key may appear in one of them only. The whole list, "
+                    "gzip-compressed, must fit the 1 MiB of a ConfigMap, else it is not "
+                    "rendered, the sidecars keep the list they have and the services report "
+                    "it; a larger list runs in Triton (rules: Triton, the chart's "
+                    "triton.lexicon.configMaps).",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+
+
 class Sidecar(ApiModel):
     """The moderation and labeling sidecar injected into every pod of a covered service, as a
     native sidecar (an init container with restartPolicy Always)."""
@@ -158,6 +177,11 @@ class Sidecar(ApiModel):
                     "sidecar, no hop a streamed window, the image's lexicon) or Triton (the "
                     "posture's Triton model, so the provider's lexicon is kept and updated in "
                     "one place, Triton's model repository; Art.14).")
+    lexicon: SidecarLexicon | None = Field(
+        default=None,
+        description="The provider's keyword lexicon, from ConfigMaps in hegui's namespace, for "
+                    "sidecars that run the rules in-process (Art.4(1), Art.14); absent: the "
+                    "lexicon the sidecar image ships.")
 
 
 class PrometheusSource(ApiModel):
