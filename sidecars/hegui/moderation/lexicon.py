@@ -23,10 +23,15 @@ keywords whole syllables only.
 
 Keyword files (`*.tsv`, UTF-8, e.g. a mounted ConfigMap) hold one keyword a line:
 `category<TAB>keyword[<TAB>score]`; `#` starts a comment; a comment `# version: V` names the
-file's version. The score defaults to 1.0. A lexicon's version is the declared versions and a
-digest of the files, so a status or a dossier can say which list was in force.
+file's version. The score defaults to 1.0. A file may be gzip-compressed (`*.tsv.gz`, e.g. a
+ConfigMap's binaryData: a ConfigMap holds 1 MiB, and Chinese keywords compress about 3x, see
+`pack`). A lexicon's version is the declared versions and a digest of the files (as
+uncompressed, under their `.tsv` names), so a status or a dossier can say which list was in
+force, and the same list says the same version compressed or not, in a sidecar or in Triton.
 `LexiconStore` reloads the files when they change (a ConfigMap update) and swaps the lexicon in
-whole, so no request sees a half-built one and none waits for the rebuild.
+whole, so no request sees a half-built one and none waits for the rebuild; while its directory
+holds no keyword file yet (a sidecar started before the operator rendered its ConfigMap) it
+runs the shipped list and takes the provider's as soon as it appears.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import gzip
 import hashlib
 import json
 import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +222,15 @@ class Lexicon:
         self._automaton = automaton(self._keys, engine)
         self.engine = type(self._automaton).__name__.strip("_")
 
+    @classmethod
+    def unbuilt(cls, keywords: Iterable[Keyword], *, version: str = "",
+                sources: tuple[str, ...] = ()) -> Lexicon:
+        """The keywords, version and sources without the automaton: enough for `coverage`,
+        not for matching (it matches nothing)."""
+        lexicon = cls([], version=version, sources=sources)
+        lexicon.keywords = list(keywords)
+        return lexicon
+
     @staticmethod
     def _forms(index: int, keyword: Keyword) -> Iterator[tuple[str, _Form]]:
         literal = normalize.literal(keyword.text)
@@ -321,31 +336,86 @@ def parse_keywords(text: str, source: str = "<string>") -> list[Keyword]:
     return keywords
 
 
+#: Keyword file names: plain, or gzip-compressed.
+SUFFIXES = (".tsv", ".tsv.gz")
+#: The most a compressed keyword file may expand to (a list of 1M keywords is ~30 MiB): a
+#: corrupt or hostile file is refused, not unpacked into the sidecar's memory.
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+
+
+def is_keyword_file(name: str) -> bool:
+    return name.endswith(SUFFIXES) and not name.startswith(".")
+
+
 def keyword_files(*paths: Path) -> list[Path]:
-    """The keyword files of `paths`: files as given, every `*.tsv` of a directory, sorted."""
+    """The keyword files of `paths`: files as given, every `*.tsv` and `*.tsv.gz` of a
+    directory (not the `..data` links of a mounted ConfigMap), sorted by name."""
     files: list[Path] = []
     for path in paths or (DEFAULT_LEXICON_DIR,):
-        files.extend(sorted(path.glob("*.tsv")) if path.is_dir() else [path])
+        files.extend(sorted((f for f in path.iterdir() if is_keyword_file(f.name)),
+                            key=lambda f: f.name) if path.is_dir() else [path])
     return files
 
 
-def load_lexicon(*paths: Path, engine: str = "auto") -> Lexicon:
-    """A lexicon from keyword files, or from every `*.tsv` in the directories given (default:
-    the shipped, illustrative list)."""
+def unpack(name: str, data: bytes) -> tuple[str, bytes]:
+    """A keyword file's name and bytes as uncompressed: `x.tsv.gz` is gunzipped to `x.tsv`."""
+    if not name.endswith(".gz"):
+        return name, data
+    import zlib
+
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        plain = inflater.decompress(data, MAX_UNPACKED_BYTES)
+    except zlib.error as error:
+        raise ValueError(f"{name}: not gzip data ({error})") from None
+    if inflater.unconsumed_tail:
+        raise ValueError(f"{name}: expands beyond {MAX_UNPACKED_BYTES} bytes")
+    return name.removesuffix(".gz"), plain
+
+
+def pack(name: str, data: bytes) -> tuple[str, bytes]:
+    """A keyword file as a ConfigMap's binaryData carries it: `x.tsv` gzip-compressed as
+    `x.tsv.gz`, the same bytes for the same list (no timestamp), so a rendering that changes
+    nothing writes nothing. `unpack` reverses it; the version does not change."""
+    plain_name, plain = unpack(name, data)
+    return plain_name + ".gz", gzip.compress(plain, compresslevel=9, mtime=0)
+
+
+def lexicon_from(files: Sequence[tuple[str, bytes]], *, engine: str = "auto",
+                 build: bool = True) -> Lexicon:
+    """A lexicon from keyword files given as (name, bytes), in order: what `load_lexicon`
+    reads from disk, and what the operator reads from ConfigMaps (`build=False`: keywords,
+    version and coverage without the automaton). Two files of one name (`x.tsv` and
+    `x.tsv.gz`) are refused: which one is in force would depend on the order."""
     keywords: list[Keyword] = []
     digest = hashlib.sha256()
     declared: list[str] = []
-    files = keyword_files(*paths)
-    for file in files:
-        data = file.read_bytes()
-        text = data.decode("utf-8")
-        keywords.extend(parse_keywords(text, str(file)))
-        digest.update(file.name.encode() + b"\0" + data + b"\0")
+    seen: set[str] = set()
+    for source, data in files:
+        name, plain = unpack(Path(source).name, data)
+        if name in seen:
+            raise ValueError(f"{source}: a second keyword file named {name}")
+        seen.add(name)
+        try:
+            text = plain.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{source}: not UTF-8 ({error})") from None
+        keywords.extend(parse_keywords(text, source))
+        digest.update(name.encode() + b"\0" + plain + b"\0")
         if version := _declared_version(text):
             declared.append(version)
     version = "+".join([*declared, f"sha256:{digest.hexdigest()[:12]}"])
-    return Lexicon(keywords, engine=engine, version=version,
-                   sources=tuple(str(f) for f in files))
+    sources = tuple(source for source, _ in files)
+    if not build:
+        return Lexicon.unbuilt(keywords, version=version, sources=sources)
+    return Lexicon(keywords, engine=engine, version=version, sources=sources)
+
+
+def load_lexicon(*paths: Path, engine: str = "auto") -> Lexicon:
+    """A lexicon from keyword files, or from every `*.tsv` (and `*.tsv.gz`) in the
+    directories given (default: the shipped, illustrative list)."""
+    return lexicon_from([(str(f), f.read_bytes()) for f in keyword_files(*paths)],
+                        engine=engine)
 
 
 @dataclass
@@ -364,12 +434,26 @@ class LexiconStore:
 
     def __post_init__(self) -> None:
         self._stamp = self._stat()
-        self.lexicon = load_lexicon(*self.paths, engine=self.engine)
+        sources = self._sources()
+        if sources != self.paths:
+            log.warning("no keyword files in %s yet: the shipped lexicon is in force until "
+                        "they appear", ", ".join(map(str, self.paths)))
+        self.lexicon = load_lexicon(*sources, engine=self.engine)
+
+    def _sources(self) -> tuple[Path, ...]:
+        """The paths, or the shipped list while they hold no keyword file (a sidecar whose
+        ConfigMap has no lexicon yet): never an empty list, which would stop moderation."""
+        try:
+            if not self.paths or keyword_files(*self.paths):
+                return self.paths
+        except OSError:
+            pass
+        return (DEFAULT_LEXICON_DIR,)
 
     def _stat(self) -> tuple[tuple[str, int, int], ...]:
         stamp: list[tuple[str, int, int]] = []
         try:
-            for file in keyword_files(*self.paths):
+            for file in keyword_files(*self._sources()):
                 info = file.stat()  # follows the ..data symlink a ConfigMap update swaps
                 stamp.append((str(file), info.st_mtime_ns, info.st_size))
         except OSError:
@@ -382,7 +466,7 @@ class LexiconStore:
         if stamp == self._stamp:
             return False
         try:
-            fresh = load_lexicon(*self.paths, engine=self.engine)
+            fresh = load_lexicon(*self._sources(), engine=self.engine)
             if self.lexicon.keywords and not fresh.keywords:
                 raise ValueError(f"{', '.join(fresh.sources) or 'the keyword files'}: no "
                                  "keywords (a list emptied by mistake would stop moderation)")
