@@ -165,6 +165,11 @@ def sidecar_container(sidecar: Sidecar, *, service: str, port_name: str,
     args += ["--evidence-credentials-dir", EVIDENCE_DIR]
     if sidecar.rules is RulesPlacement.TRITON:
         args += ["--rules", "triton"]
+    elif sidecar.lexicon is not None:
+        # The provider's lexicon, which the operator renders into the mounted ConfigMap
+        # (*.tsv.gz beside service.yaml); the kubelet's update reaches the running sidecar,
+        # whose LexiconStore reloads it (issue 19, Art.4(1), Art.14).
+        args += ["--lexicon", "/etc/hegui"]
     if upstream_port is not None:
         args += ["--upstream", f"http://127.0.0.1:{upstream_port}"]
     env = [{"name": "HEGUI_SERVICE", "value": service},

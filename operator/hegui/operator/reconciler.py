@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from hegui.api.generativeservice import (
     TritonEndpoint,
 )
 from hegui.api.suspension import ResumeRequest, SuspensionOrder
-from hegui.operator import stability, suspension
+from hegui.operator import provider_lexicon, stability, suspension
 from hegui.operator.cluster import (
     CONFIG_MAP,
     DEPLOYMENT,
@@ -47,7 +48,7 @@ from hegui.operator.cluster import (
 )
 from hegui.operator.metrics import OperatorMetrics, ServiceState
 from hegui.operator.settings import OperatorSettings
-from hegui.operator.status import compute, merge_patch
+from hegui.operator.status import MAX_FINDINGS, compute, merge_patch
 from hegui.operator.workloads import Observation, network_policy, observe
 from hegui.rules.index import ComplianceIndex, ObjectKey
 from hegui.sidecar.suspension import FILE_NAME as SUSPENSION_FILE
@@ -77,6 +78,9 @@ class Operator:
     scalable: dict[tuple[str, str], Kind] = field(default_factory=lambda: dict(_SCALABLE))
     #: The PolicyReport CRD is not installed (said once).
     reports_missing: bool = False
+    #: The provider lexicons the policies name, read and packed once for every service.
+    lexicons: provider_lexicon.LexiconCache = field(
+        default_factory=provider_lexicon.LexiconCache)
 
     def __post_init__(self) -> None:
         # The services of a namespace share its listings (see SharedListings).
@@ -336,18 +340,27 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
                      now=now, observed=observed, stability=stable)
     status["suspension"]["scaledToZero"] = _scale(op, body, current, service, stable, observed,
                                                   errors)
-    _attempt(errors, "write the status", lambda: _write_status(memory, body, patch, status))
     cluster = op.cluster
-    # The notice first: a suspension must reach the sidecars whatever fails after it.
     policies = effective.policies if effective else []
     default_triton = next((p.spec.defaults.triton for p in policies if p.spec.defaults.triton),
                           None)
     policy_routes = [route for p in policies for route in p.spec.defaults.routes]
     # Read by name, not listed: the operator may not list ConfigMaps (its RBAC reaches only
     # hegui-sidecar-*, and a listing would read every team's).
+    config_map = sidecar_config(body, stable.notice(), default_triton, policy_routes)
+    # The provider's lexicon (issue 19), whole or not at all; the status says which is in force.
+    if names := provider_lexicon.wanted(policies):
+        lexicon_finding = _attempt(errors, "render the lexicon", lambda: _render_lexicon(
+            op, memory, config_map, names))
+        if lexicon_finding:
+            status["findings"] = sorted(
+                [lexicon_finding, *status["findings"]],
+                key=lambda f: ("Error", "Warning", "Info").index(f["severity"])
+                if f["severity"] in ("Error", "Warning", "Info") else 3)[:MAX_FINDINGS]
+    _attempt(errors, "write the status", lambda: _write_status(memory, body, patch, status))
+    # The notice first: a suspension must reach the sidecars whatever fails after it.
     _attempt(errors, "render the sidecar ConfigMap", lambda: keep_config_map(
-        cluster, memory, sidecar_config(body, stable.notice(), default_triton,
-                                        policy_routes)))
+        cluster, memory, config_map))
     for transition in stable.step.transitions:
         _attempt(errors, "announce", functools.partial(_announce, op, body, key, transition))
     op.outcomes.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))
@@ -372,6 +385,28 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
                        uninjected=len(observed.uninjected), state=state)
     if errors:
         raise kopf.TemporaryError("; ".join(errors)[:2000], delay=op.settings.reconcile_seconds)
+
+
+def _render_lexicon(op: Operator, memory: ServiceMemory, config_map: dict[str, Any],
+                    names: tuple[str, ...]) -> dict[str, Any]:
+    """Put the provider's lexicon into the sidecar ConfigMap `config_map` (whole, or the one it
+    has when the new one cannot be: read then, by name, to keep it) and say so in a finding."""
+    lexicon = op.lexicons.get(op.cluster, op.settings.own_namespace, names)
+    data = dict(config_map["data"])
+    problem = provider_lexicon.render(config_map, lexicon, None)
+    if problem:  # not rendered: keep the list the ConfigMap has (read only then)
+        meta, current = config_map["metadata"], None
+        try:
+            current = op.cluster.get(CONFIG_MAP, meta["namespace"], meta["name"])
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        config_map["data"] = data
+        problem = provider_lexicon.render(config_map, lexicon, current)
+        log.warning("%s/%s: %s", config_map["metadata"]["namespace"],
+                    config_map["metadata"]["name"], problem)
+    kept = json.loads(config_map["data"].get(provider_lexicon.INFO_KEY) or "{}")
+    return provider_lexicon.finding(lexicon, problem, str(kept.get("version") or ""))
 
 
 def _write_status(memory: ServiceMemory, body: kopf.Body, patch: kopf.Patch,

@@ -20,6 +20,9 @@ class OperatorSettings:
     kubeconfig: str | None = None
     #: Watch only these namespaces; empty: every namespace.
     namespaces: tuple[str, ...] = ()
+    #: hegui's own namespace (the release namespace, $POD_NAMESPACE in the chart): where the
+    #: compliance group keeps what only it may change, e.g. the keyword lexicon's ConfigMaps.
+    own_namespace: str = "hegui-system"
     #: Each GenerativeService is judged again this often, and a failed reconcile retried.
     reconcile_seconds: float = 30.0
     #: Each CompliancePolicy's workloads are audited this often (Art.17).
@@ -88,6 +91,7 @@ class OperatorSettings:
         return cls(
             kubeconfig=args.kubeconfig or None,
             namespaces=tuple(args.namespace or ()),
+            own_namespace=env.get("POD_NAMESPACE") or cls.own_namespace,
             reconcile_seconds=reconcile_seconds,
             listing_seconds=min(2.0, reconcile_seconds / 10),
             audit_seconds=seconds("audit_seconds", "HEGUI_AUDIT_SECONDS", 60.0),

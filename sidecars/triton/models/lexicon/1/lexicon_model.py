@@ -32,7 +32,9 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        folder = _parameter(config, "lexicon_dir")
+        # The chart mounts the provider's lexicon ConfigMaps and names them in
+        # HEGUI_LEXICON_DIR (triton.lexicon.configMaps); the parameter, when set, wins.
+        folder = _parameter(config, "lexicon_dir") or os.environ.get("HEGUI_LEXICON_DIR", "")
         self.store = LexiconStore((Path(folder),) if folder else ())
         # A provider's lexicon update (a ConfigMap change) is picked up without a restart: the
         # new lexicon is built beside the old one and swapped in whole between two batches.
