@@ -260,6 +260,41 @@ def test_the_team_declares_its_service_but_holds_nothing_that_suspends_or_resume
     assert forbidden.returncode != 0 and "forbidden" in forbidden.stderr.lower()
 
 
+def test_the_team_cannot_let_its_model_dial_around_the_sidecar(world: World) -> None:
+    """Egress (Art.14): the sidecar sees only what comes in, so a model that dials out (a
+    reverse tunnel, a queue it pulls prompts from) serves around it. hegui's NetworkPolicy,
+    accepted by the real apiserver, lets the pods dial only cluster DNS and hegui's namespace
+    here; the team's own policy letting them dial anywhere is refused; narrowing is not."""
+    policy = _until(lambda: json.loads(world.admin.kubectl(
+        "-n", TEAM_NS, "get", "networkpolicy", "hegui-chat", "-o", "json").stdout or "{}"))
+    assert policy, "the operator never wrote hegui-chat"
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert [rule["to"] for rule in policy["spec"]["egress"]] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "hegui-system"}}}]]
+    dial_out = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "dial-out", "namespace": TEAM_NS},
+                "spec": {"podSelector": {"matchLabels": {"app": "chat"}},
+                         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}}
+    refused = world.team.apply(dial_out, "create")
+    assert refused.returncode != 0
+    assert "[injection, Art.14]" in refused.stderr and "spec.sidecar.egress" in refused.stderr
+    assert "GenerativeService chat" in refused.stderr
+    # Kubernetes' own defaulting is no way around it: policyTypes absent, egress rules present.
+    sneaky = {**dial_out, "metadata": {"name": "sneaky", "namespace": TEAM_NS},
+              "spec": {"podSelector": {}, "ingress": [],
+                       "egress": [{"ports": [{"port": 443}]}]}}
+    assert world.team.apply(sneaky, "create").returncode != 0
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-egress", "namespace": TEAM_NS},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
+    narrowed = world.team.apply(deny, "create")
+    assert narrowed.returncode == 0, narrowed.stderr  # narrowing is always allowed
+    assert world.team.kubectl("-n", TEAM_NS, "delete", "networkpolicy",
+                              "deny-egress").returncode == 0
+
+
 def test_the_compliance_group_suspends_on_an_authoritys_order_in_its_own_name(
         world: World) -> None:
     forged = {"apiVersion": "hegui.io/v1alpha1", "kind": "SuspensionOrder",
@@ -293,6 +328,7 @@ def test_the_compliance_group_suspends_on_an_authoritys_order_in_its_own_name(
     policy = _until(lambda: json.loads(world.admin.kubectl(
         "-n", TEAM_NS, "get", "networkpolicy", "hegui-chat", "-o", "json").stdout or "{}"))
     assert policy["spec"].get("ingress", []) == [], policy  # the apiserver drops an empty list
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]  # dialling out closed too
     notice = json.loads(world.admin.kubectl("-n", TEAM_NS, "get", "configmap",
                                             "hegui-sidecar-chat", "-o", "json").stdout)
     assert "suspended: true" in notice["data"]["suspension.yaml"]
@@ -327,6 +363,11 @@ def test_the_team_cannot_lift_the_suspension_with_anything_it_may_write(world: W
     widened = team.apply(opener, "create")
     assert widened.returncode != 0
     assert "[suspension, Art.21]" in widened.stderr and "GenerativeService chat" in widened.stderr
+    dialler = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "dial-out-while-suspended", "namespace": TEAM_NS},
+               "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}}
+    dialled = team.apply(dialler, "create")
+    assert dialled.returncode != 0 and "[suspension, Art.21]" in dialled.stderr
     deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny-all", "namespace": TEAM_NS},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}

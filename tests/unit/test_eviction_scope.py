@@ -101,3 +101,25 @@ def test_a_teams_policy_that_reopens_the_services_pods_is_reported() -> None:
                    pods=[_pod("chat-a", owner=REPLICASET)], network_policies=policies, now=NOW)
     [finding] = [f for f in seen.findings if "team-chat" in f["message"]]
     assert finding["rule"] == "injection" and finding["article"] == "Art.14"
+
+
+def test_a_teams_policy_that_lets_the_pods_dial_out_is_reported() -> None:
+    """Egress is Restricted by default (Art.14): a team's older policy that lets the service's
+    pods dial anywhere widens hegui-chat and is reported; with egress Open it is the team's."""
+    dial_out = {"metadata": {"name": "dial-out", "namespace": "ai"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}}
+    index = ComplianceIndex.from_objects([
+        POLICY, SERVICE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    seen = observe(index.services[ObjectKey("ai", "chat")], index,
+                   pods=[_pod("chat-a", owner=REPLICASET)], network_policies=[dial_out], now=NOW)
+    assert seen.widening == ["dial-out"]
+    [finding] = [f for f in seen.findings if "dial-out" in f["message"]]
+    assert finding["article"] == "Art.14" and "egress from pods" in finding["message"]
+    assert "spec.sidecar.egress" in finding["message"]
+    opened = copy.deepcopy(POLICY)
+    opened["spec"]["sidecar"]["egress"] = {"mode": "Open"}
+    index = ComplianceIndex.from_objects([
+        opened, SERVICE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    seen = observe(index.services[ObjectKey("ai", "chat")], index,
+                   pods=[_pod("chat-a", owner=REPLICASET)], network_policies=[dial_out], now=NOW)
+    assert seen.widening == []

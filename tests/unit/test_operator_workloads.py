@@ -166,10 +166,11 @@ def test_the_network_policy_admits_only_the_sidecar_port_or_nothing_when_isolate
     sidecar = CompliancePolicy.from_dict(POLICY).spec.sidecar
     assert sidecar is not None
     owner = {"kind": "GenerativeService", "name": "chat"}
-    open_policy = network_policy(_service(), sidecar, owner=owner)
+    open_policy = network_policy(_service(), sidecar, owner=owner, own_namespace="hegui-system")
     assert open_policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
     assert open_policy["spec"]["podSelector"] == {"matchLabels": {"app": "chat"}}
-    isolated = network_policy(_service(), sidecar, owner=owner, isolate=True)
+    isolated = network_policy(_service(), sidecar, owner=owner, own_namespace="hegui-system",
+                              isolate=True)
     assert isolated["spec"]["ingress"] == []
 
 
@@ -187,7 +188,8 @@ def test_declared_ports_stay_open_for_their_purpose_only() -> None:
         {"port": 29500, "purpose": "PodToPod", "reason": "NCCL rendezvous"},
         {"port": 10002, "endPort": 10100, "purpose": "PodToPod", "reason": "Ray workers"}]}
     policy = network_policy(GenerativeService.from_dict(body), sidecar,
-                            owner={"kind": "GenerativeService", "name": "chat"})
+                            owner={"kind": "GenerativeService", "name": "chat"},
+                            own_namespace="hegui-system")
     assert policy["spec"]["ingress"] == [
         {"ports": [{"port": 8443, "protocol": "TCP"}]},
         {"from": [{"namespaceSelector": {"matchLabels": {"hegui.io/metrics-scraper": "true"}}}],
@@ -198,5 +200,76 @@ def test_declared_ports_stay_open_for_their_purpose_only() -> None:
                    {"port": 10002, "endPort": 10100, "protocol": "TCP"}]}]
     isolated = network_policy(GenerativeService.from_dict(body), sidecar,
                               owner={"kind": "GenerativeService", "name": "chat"},
-                              isolate=True)
+                              own_namespace="hegui-system", isolate=True)
     assert isolated["spec"]["ingress"] == []  # suspension closes declared ports too (Art.21)
+
+
+DNS = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+               "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+       "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+HEGUI = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "hg"}}}]}
+
+
+def _sidecar_with(egress: dict[str, Any] | None) -> Any:
+    body = copy.deepcopy(POLICY)
+    if egress is not None:
+        body["spec"]["sidecar"]["egress"] = egress
+    sidecar = CompliancePolicy.from_dict(body).spec.sidecar
+    assert sidecar is not None
+    return sidecar
+
+
+def test_egress_is_restricted_by_default_to_dns_hegui_and_fronted_peers() -> None:
+    """A model that dials out (a tunnel, a queue it pulls prompts from) serves around the
+    sidecar (Art.14): by default the pods may dial only cluster DNS, hegui's namespace and
+    their fronted peers on the PodToPod ports."""
+    from hegui.api.generativeservice import GenerativeService
+
+    body = copy.deepcopy(SERVICE)
+    body["spec"]["traffic"] = {"openPorts": [
+        {"port": 29500, "purpose": "PodToPod", "reason": "NCCL rendezvous"},
+        {"port": 8002, "purpose": "Metrics", "reason": "Triton metrics"}]}
+    policy = network_policy(GenerativeService.from_dict(body), _sidecar_with(None),
+                            owner={"kind": "GenerativeService", "name": "chat"},
+                            own_namespace="hg")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["egress"] == [
+        DNS, HEGUI,
+        {"to": [{"podSelector": {"matchLabels": {"app": "chat", "hegui.io/fronted": "true"}}}],
+         "ports": [{"port": 29500, "protocol": "TCP"}]}]
+
+
+def test_egress_names_the_platforms_destinations_or_stays_open_when_asked() -> None:
+    sidecar = _sidecar_with({"to": [
+        {"cidr": "10.20.0.0/16", "ports": [{"port": 443}], "reason": "weights from OSS"},
+        {"namespace": "object-store", "reason": "the evidence store"},
+        {"cidr": "169.254.20.10/32", "ports": [{"port": 53, "protocol": "UDP"}],
+         "reason": "NodeLocal DNSCache"}]})
+    owner = {"kind": "GenerativeService", "name": "chat"}
+    policy = network_policy(_service(), sidecar, owner=owner, own_namespace="hg")
+    assert policy["spec"]["egress"] == [
+        DNS, HEGUI,
+        {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 443,
+                                                                   "protocol": "TCP"}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "object-store"}}}]},
+        {"to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}], "ports": [{"port": 53,
+                                                                       "protocol": "UDP"}]}]
+    opened = network_policy(_service(), _sidecar_with({"mode": "Open"}), owner=owner,
+                            own_namespace="hg")
+    assert opened["spec"]["policyTypes"] == ["Ingress"] and "egress" not in opened["spec"]
+    # Suspended with IsolateNetwork (Art.21): egress is restricted whatever the mode, and the
+    # peers are left out (they are suspended too).
+    isolated = network_policy(_service(), _sidecar_with({"mode": "Open"}), owner=owner,
+                              own_namespace="hg", isolate=True)
+    assert isolated["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert isolated["spec"]["egress"] == [DNS, HEGUI]
+
+
+def test_an_egress_destination_names_one_place() -> None:
+    for wrong in ({"reason": "nowhere"},
+                  {"cidr": "10.0.0.0/8", "namespace": "x", "reason": "both"}):
+        with pytest.raises(ValueError, match="exactly one of cidr and namespace"):
+            _sidecar_with({"to": [wrong]})
+    with pytest.raises(ValueError, match="cidr"):
+        _sidecar_with({"to": [{"cidr": "10.0.0.0", "reason": "no prefix"}]})

@@ -115,6 +115,46 @@ def test_policies_that_cannot_widen_anything_are_admitted() -> None:
     assert guards.check_network_policy(_netpol({}, types=["Egress"]), index).allowed
 
 
+def _egress_netpol(pod_selector: dict[str, Any], egress: list[Any],
+                   types: list[str] | None = None) -> AdmissionRequest:
+    request = _netpol(pod_selector, ingress=[], types=types)
+    request.obj["spec"]["egress"] = egress
+    return request
+
+
+def _policy_with_egress(mode: str) -> dict[str, Any]:
+    policy = copy.deepcopy(POLICY)
+    policy["spec"]["sidecar"]["egress"] = {"mode": mode}
+    return policy
+
+
+@pytest.mark.parametrize("types", [["Egress"], ["Ingress", "Egress"], None])
+def test_a_team_policy_letting_the_model_dial_out_is_refused(types: list[str] | None) -> None:
+    """Egress is Restricted by default: a team's policy that lets the model's pods dial
+    anywhere (a tunnel out, a queue to pull prompts from) would serve around the sidecar
+    (Art.14). Without policyTypes Kubernetes governs Egress because egress rules are there."""
+    decision = guards.check_network_policy(
+        _egress_netpol({"matchLabels": {"app": "chat"}}, [{}], types), _index(POLICY, _service()))
+    assert not decision.allowed and decision.code == 403
+    assert "[injection, Art.14]" in decision.message
+    assert "spec.sidecar.egress" in decision.message and "egress rules" in decision.message
+
+
+def test_egress_policies_pass_where_egress_is_open_or_nothing_is_admitted() -> None:
+    index = _index(POLICY, _service())
+    # Deny-all egress narrows: always admitted.
+    assert guards.check_network_policy(_egress_netpol({}, [], ["Egress"]), index).allowed
+    # Egress rules the policy does not govern (policyTypes says Ingress only) admit nothing.
+    assert guards.check_network_policy(_egress_netpol({}, [{}], ["Ingress"]), index).allowed
+    # Open egress in the CompliancePolicy: the team's egress rules are its own business.
+    opened = _index(_policy_with_egress("Open"), _service())
+    assert guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]), opened).allowed
+    # ... but not while the service is suspended (Art.21): isolation closes egress too.
+    suspended = _index(_policy_with_egress("Open"), _service(suspended=True))
+    decision = guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]), suspended)
+    assert not decision.allowed and "[suspension, Art.21]" in decision.message
+
+
 # --- ScaleToZero reaches every workload kind (Art.21) ------------------------------------------
 
 def _owned(kind: str, name: str, owner: tuple[str, str, str] | None = None) -> dict[str, Any]:

@@ -29,9 +29,12 @@ from hegui.rules.workloads import BUILTIN, Detection
 WEBHOOK_NAME = "workloads.validate.hegui.io"
 CONFIGURATION_NAME = "hegui-validating"
 NETWORK_POLICY_WEBHOOK_NAME = "networkpolicies.validate.hegui.io"
-#: CEL: a NetworkPolicy that admits some ingress (only those can widen what hegui closes).
-ADMITS_INGRESS = ("has(object.spec.ingress) && size(object.spec.ingress) > 0 && "
-                  "(!has(object.spec.policyTypes) || 'Ingress' in object.spec.policyTypes)")
+#: CEL: a NetworkPolicy that admits some ingress or egress (only those can widen what hegui
+#: closes); without policyTypes Kubernetes governs Egress when the policy has egress rules.
+ADMITS_TRAFFIC = ("(has(object.spec.ingress) && size(object.spec.ingress) > 0 && "
+                  "(!has(object.spec.policyTypes) || 'Ingress' in object.spec.policyTypes)) || "
+                  "(has(object.spec.egress) && size(object.spec.egress) > 0 && "
+                  "(!has(object.spec.policyTypes) || 'Egress' in object.spec.policyTypes))")
 #: The control plane's controllers (garbage collector, namespace deletion): never a team.
 CONTROLLERS = ("system:kube-controller-manager",
                "system:serviceaccount:kube-system:generic-garbage-collector",
@@ -233,8 +236,8 @@ def validating_webhook_configuration(
             "timeoutSeconds": TIMEOUT_SECONDS,
             "failurePolicy": "Fail",
         }, {
-            # A NetworkPolicy that admits ingress, written by a team: refused when it may
-            # select pods whose ingress hegui closes (Art.14, Art.21; hegui.admission.guards).
+            # A NetworkPolicy that admits ingress or egress, written by a team: refused when it
+            # may select pods whose traffic hegui closes (Art.14, Art.21; hegui.admission.guards).
             # NetworkPolicies are not on a pod's start-up path, so failing closed costs little.
             "name": NETWORK_POLICY_WEBHOOK_NAME,
             "admissionReviewVersions": ["v1"],
@@ -247,7 +250,7 @@ def validating_webhook_configuration(
                 "values": sorted({*ALWAYS_EXCLUDED_NAMESPACES, own_namespace})}]},
             "matchPolicy": "Equivalent",
             "matchConditions": [
-                {"name": "admits-ingress", "expression": ADMITS_INGRESS},
+                {"name": "admits-traffic", "expression": ADMITS_TRAFFIC},
                 {"name": "not-hegui-nor-platform",
                  "expression": not_hegui_nor_platform(own_namespace)}],
             "sideEffects": "None",

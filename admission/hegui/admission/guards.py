@@ -7,7 +7,10 @@ is suspended with `IsolateNetwork` (Art.21). A team with `edit` could add its ow
 admits the model's port, or anything during isolation, and undo both. So the webhook refuses a
 NetworkPolicy, written by anyone but hegui and the platform, that admits ingress to pods a
 GenerativeService may select, when hegui keeps that service's policy (the CompliancePolicy's
-sidecar has `networkPolicy: true`) or the service is suspended.
+sidecar has `networkPolicy: true`) or the service is suspended; and one that admits egress from
+them when the policy restricts egress (`spec.sidecar.egress`, Restricted by default: a model
+that dials out serves around the sidecar, which sees only what comes in) or the service is
+suspended.
 
 Why the webhook and not an AdminNetworkPolicy: AdminNetworkPolicy (sig-network's
 policy.networking.k8s.io) would let hegui deny with a priority teams cannot override, but it is
@@ -21,30 +24,34 @@ memory): two label selectors overlap unless some key is constrained by both in i
 ways (different required values, a value required by one and excluded by the other, a key
 required by one and absent in the other). Pods are created later, so only a provable disjoint
 selector is admitted. The apiserver sends only the policies that can widen anything: ones that
-admit ingress (`networkpolicies.validate.hegui.io` in `hegui.admission.configuration`).
+admit ingress or egress (`networkpolicies.validate.hegui.io` in `hegui.admission.configuration`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from hegui.admission import review
 from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService
+from hegui.api.policy import EgressMode
 from hegui.rules.index import ComplianceIndex
 
 #: key -> (values it must take or None for any, values it must not take, must exist, must not)
 _Constraint = tuple[set[str] | None, set[str], bool, bool]
 
 
-def admits_ingress(spec: Mapping[str, Any]) -> bool:
-    """Whether a NetworkPolicy spec admits any ingress (only those can widen anything)."""
+def admits(spec: Mapping[str, Any], direction: Literal["Ingress", "Egress"]) -> bool:
+    """Whether a NetworkPolicy spec admits any traffic in `direction` (only those can widen
+    anything). Without policyTypes, Kubernetes takes Ingress always and Egress when the policy
+    has egress rules."""
     types = spec.get("policyTypes")
-    ingress = spec.get("ingress")
-    governs_ingress = not isinstance(types, list) or "Ingress" in types
-    return governs_ingress and isinstance(ingress, list) and len(ingress) > 0
+    rules = spec.get(direction.lower())
+    governs = (direction in types if isinstance(types, list)
+               else direction == "Ingress" or rules is not None)
+    return governs and isinstance(rules, list) and len(rules) > 0
 
 
 def _requirements(selector: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
@@ -95,31 +102,46 @@ def _selector(service: GenerativeService) -> dict[str, Any]:
 
 def check_network_policy(request: review.AdmissionRequest,
                          index: ComplianceIndex) -> review.Decision:
-    """Refuse a NetworkPolicy that would admit traffic hegui keeps out of a service's pods."""
+    """Refuse a NetworkPolicy that would admit traffic hegui keeps out of, or in, a service's
+    pods: ingress around the sidecar, egress beyond what the policy allows, anything while
+    suspended."""
     spec = request.obj.get("spec")
-    if request.operation not in ("CREATE", "UPDATE") or not isinstance(spec, Mapping) \
-            or not admits_ingress(spec):
+    if request.operation not in ("CREATE", "UPDATE") or not isinstance(spec, Mapping):
+        return review.Decision(True)
+    ingress, egress = admits(spec, "Ingress"), admits(spec, "Egress")
+    if not (ingress or egress):
         return review.Decision(True)
     pod_selector = spec.get("podSelector")
     pods = pod_selector if isinstance(pod_selector, Mapping) else {}
     effective = index.policy_for(request.namespace)
-    keeps_policy = effective is not None and any(
-        p.spec.sidecar is not None and p.spec.sidecar.network_policy
-        for p in effective.policies)
+    kept = [p.spec.sidecar for p in (effective.policies if effective else [])
+            if p.spec.sidecar is not None and p.spec.sidecar.network_policy]
+    restricts_egress = any(s.egress.mode is EgressMode.RESTRICTED for s in kept)
     for name, service in sorted(index.services_by_namespace.get(request.namespace, {}).items()):
-        if not (keeps_policy or service.is_suspended):
+        suspended = service.is_suspended
+        widens_ingress = ingress and (bool(kept) or suspended)
+        widens_egress = egress and (restricts_egress or suspended)
+        if not (widens_ingress or widens_egress) \
+                or not selectors_overlap(pods, _selector(service)):
             continue
-        if not selectors_overlap(pods, _selector(service)):
-            continue
-        rule = Rule.SUSPENSION if service.is_suspended else Rule.INJECTION
-        why = ("it is suspended (Art.21): while hegui isolates it nothing may reach its pods"
-               if service.is_suspended else
-               "hegui admits ingress to its pods only on the sidecar's port (Art.14), and "
-               "NetworkPolicies add up, so this one would let traffic reach the model around "
-               "moderation")
+        rule = Rule.SUSPENSION if suspended else Rule.INJECTION
+        direction = "its ingress" if widens_ingress else "its egress"
+        if suspended:
+            why = ("it is suspended (Art.21): while hegui isolates it nothing may reach its pods "
+                   "and they may dial only cluster DNS and hegui's namespace")
+        elif widens_ingress:
+            why = ("hegui admits ingress to its pods only on the sidecar's port (Art.14), and "
+                   "NetworkPolicies add up, so this one would let traffic reach the model around "
+                   "moderation")
+        else:
+            why = ("its CompliancePolicy restricts egress (spec.sidecar.egress, Art.14: a model "
+                   "that dials out, a tunnel or a queue it pulls prompts from, serves around "
+                   "the sidecar), and NetworkPolicies add up, so this one would let its pods "
+                   "dial elsewhere; a destination the model needs is named by the platform in "
+                   "the CompliancePolicy's spec.sidecar.egress.to")
         return review.Decision(False, (
             f"hegui refused NetworkPolicy {request.namespace}/{request.name}: "
             f"[{rule.value}, {rule.article}] spec.podSelector may select the pods of "
-            f"GenerativeService {name}, and {why}. Fix: select other pods, or drop its ingress "
+            f"GenerativeService {name}, and {why}. Fix: select other pods, or drop {direction} "
             f"rules; hegui keeps NetworkPolicy hegui-{name} for these pods"), code=403)
     return review.Decision(True)

@@ -140,6 +140,77 @@ class SidecarLexicon(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "set"})
 
 
+#: An IPv4 or IPv6 block in CIDR notation, as a NetworkPolicy's ipBlock takes it.
+Cidr = Annotated[str, Field(
+    min_length=9, max_length=43,
+    pattern=r"^((((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])"
+            r"/(3[0-2]|[12]?[0-9]))|([0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}"
+            r"/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$")]
+
+
+class EgressMode(StrEnum):
+    """What the pods of a covered service may dial (Art.14: a model that dials out, a reverse
+    tunnel or a queue it pulls prompts from, serves around the sidecar, which sees only what
+    comes in)."""
+
+    # Only cluster DNS, hegui's namespace (Triton, the evidence store), the service's own
+    # fronted pods on its PodToPod ports, and the destinations the policy names.
+    RESTRICTED = "Restricted"
+    # Anywhere (Kubernetes' default): hegui governs only what comes in.
+    OPEN = "Open"
+
+
+class EgressPort(ApiModel):
+    """A port (or range) a destination is dialled on."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="The port, or the first of "
+                                                                    "a range.")
+    end_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        default=None, description="The last port of a range; absent: one port.")
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="TCP, UDP or "
+                                                                               "SCTP.")
+
+    @cel_rule("!has(self.endPort) || self.endPort >= self.port",
+              "endPort must not be below port (rule injection, Art.14)", field_path=".endPort")
+    def _range_ordered(self) -> bool:
+        return self.end_port is None or self.end_port >= self.port
+
+
+class EgressDestination(ApiModel):
+    """Somewhere the pods of covered services may dial when egress is Restricted: an address
+    block (an object store with model weights, an external Triton) or a namespace."""
+
+    cidr: Cidr | None = Field(default=None, description="An address block, e.g. "
+                                                        "10.20.0.0/16.")
+    namespace: DnsLabel | None = Field(default=None, description="Every pod of this namespace.")
+    ports: list[EgressPort] = Field(default_factory=list, max_length=8,
+                                    description="The ports; empty: every port.")
+    reason: Annotated[str, Field(min_length=3, max_length=128)] = Field(
+        description="What the pods dial there, e.g. model weights from the OSS mirror; shown "
+                    "in audits.")
+
+    @cel_rule("has(self.cidr) != has(self.namespace)",
+              "name exactly one of cidr and namespace (rule injection, Art.14)")
+    def _one_kind(self) -> bool:
+        return (self.cidr is None) != (self.namespace is None)
+
+
+class Egress(ApiModel):
+    """What the pods of covered services may dial (Art.14). Kept in the service's NetworkPolicy
+    `hegui-<service>` (so only where `networkPolicy` is true) and enforced by the cluster's
+    network plugin; the admission guard refuses a team's NetworkPolicy that would widen it."""
+
+    mode: EgressMode = Field(
+        default=EgressMode.RESTRICTED,
+        description="Restricted (default): cluster DNS, hegui's namespace, the service's own "
+                    "fronted pods on its PodToPod ports and the destinations below. Open: "
+                    "anywhere; a model that dials out can then serve around the sidecar.")
+    to: list[EgressDestination] = Field(
+        default_factory=list, max_length=16,
+        description="More destinations, for every covered service (the platform's: weights, "
+                    "an external Triton or evidence store, NodeLocal DNSCache).")
+
+
 class Sidecar(ApiModel):
     """The moderation and labeling sidecar injected into every pod of a covered service, as a
     native sidecar (an init container with restartPolicy Always)."""
@@ -171,6 +242,10 @@ class Sidecar(ApiModel):
                     "by number are moderated too. PortName: for namespaces whose Pod Security "
                     "forbids NET_ADMIN; only the port-name takeover and the NetworkPolicy, "
                     "which cuts traffic to the model's port by number (Art.14).")
+    egress: Egress = Field(
+        default_factory=Egress,
+        description="What the service's pods may dial (Art.14): Restricted by default, kept in "
+                    "the service's NetworkPolicy with networkPolicy true.")
     rules: RulesPlacement = Field(
         default=RulesPlacement.IN_PROCESS,
         description="Where the lexicon and personal-information rules run: InProcess (in the "
@@ -360,7 +435,7 @@ class ModerationFloor(ApiModel):
         description="The sides that must be moderated (moderation.input/output.enabled).",
         json_schema_extra={"x-kubernetes-list-type": "set", "default": ["input", "output"]})
     block_categories: list[CamelName] = Field(
-        default_factory=list, max_length=32,
+        default_factory=list, max_length=16,
         description="Categories every service must score with action Block, on every direction "
                     "above, e.g. subversion, terrorismExtremism.",
         json_schema_extra={"x-kubernetes-list-type": "set"})

@@ -364,6 +364,12 @@ def _open_port(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _egress_destination(d: dict[str, Any]) -> dict[str, Any]:
+    if ("cidr" in d) == ("namespace" in d):
+        return {**{k: v for k, v in d.items() if k != "namespace"}, "cidr": "10.0.0.0/8"}
+    return d
+
+
 #: Repairs by the model (JSON schema definition) they apply to.
 REPAIRS: dict[str, _Repair] = {
     "LabelSelectorRequirement": _requirement,
@@ -386,6 +392,8 @@ REPAIRS: dict[str, _Repair] = {
     "SuspensionOrderSpec": _order_spec,
     "Evidence": _evidence,
     "OpenPort": _open_port,
+    "EgressPort": _open_port,
+    "EgressDestination": _egress_destination,
     "UserIdentity": _user_identity,
 }
 

@@ -370,7 +370,8 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
         sidecar, isolate = observed.sidecar, stability.isolates_network(service, stable)
         _attempt(errors, "keep the NetworkPolicy", lambda: ensure(
             cluster, NETWORK_POLICY,
-            network_policy(service, sidecar, owner=_owner(body), isolate=isolate), "spec",
+            network_policy(service, sidecar, owner=_owner(body),
+                           own_namespace=op.settings.own_namespace, isolate=isolate), "spec",
             network_policies))
     elif f"hegui-{name}" in network_policies:  # listed: no delete per pass to learn it is gone
         _attempt(errors, "delete the NetworkPolicy", lambda: delete(

@@ -22,13 +22,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hegui.admission.guards import admits_ingress
+from hegui.admission.guards import admits
 from hegui.admission.injection import MODEL_PORT_NAME, carries_sidecar
 from hegui.admission.mutate import sidecar_duty
 from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService, PortPurpose
-from hegui.api.policy import Sidecar, TrafficCapture
+from hegui.api.policy import EgressDestination, EgressMode, Sidecar, TrafficCapture
 from hegui.rules.index import ComplianceIndex
 from hegui.rules.injection import FRONTED_LABEL
 
@@ -137,7 +137,10 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
 
     if found.sidecar is not None:
         found.findings += _bypassing_services(services, live, found.sidecar)
-    found.widening, widening = widening_policies(service, network_policies, live)
+    restricts_egress = (found.sidecar is not None and found.sidecar.network_policy
+                        and found.sidecar.egress.mode is EgressMode.RESTRICTED)
+    found.widening, widening = widening_policies(service, network_policies, live,
+                                                 restricts_egress=restricts_egress)
     found.findings += widening
     return found
 
@@ -154,9 +157,11 @@ def _selects(selector: Any, labels: Mapping[str, str]) -> bool:
 
 
 def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str, Any]],
-                      pods: list[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """NetworkPolicies, not hegui's, that admit ingress to the service's live pods, and a
-    finding for each (Art.14; Art.21 while suspended).
+                      pods: list[Mapping[str, Any]], *, restricts_egress: bool = False
+                      ) -> tuple[list[str], list[dict[str, Any]]]:
+    """NetworkPolicies, not hegui's, that admit ingress to the service's live pods (or egress
+    from them, where hegui restricts it), and a finding for each (Art.14; Art.21 while
+    suspended).
 
     NetworkPolicies add up, so such a policy reopens what `hegui-<service>` closes: the model's
     port, or everything while the service is isolated (IsolateNetwork). The admission guard
@@ -174,8 +179,11 @@ def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str
     for policy in policies:
         name = str(_meta(policy).get("name") or "")
         spec = policy.get("spec")
-        if name.startswith("hegui-") or not isinstance(spec, Mapping) \
-                or not admits_ingress(spec):
+        if name.startswith("hegui-") or not isinstance(spec, Mapping):
+            continue
+        ingress = admits(spec, "Ingress")
+        egress = admits(spec, "Egress") and (restricts_egress or isolated)
+        if not (ingress or egress):
             continue
         selected = sorted(str(_meta(p).get("name")) for p in pods
                           if _selects(spec.get("podSelector"), _labels(_meta(p))))
@@ -183,10 +191,13 @@ def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str
             continue
         names.append(name)
         closes = ("admits nothing while the service is suspended (Art.21)" if isolated else
-                  "admits ingress only on the sidecar's port (Art.14)")
+                  "admits ingress only on the sidecar's port (Art.14)" if ingress else
+                  "lets them dial only what the CompliancePolicy's spec.sidecar.egress allows "
+                  "(Art.14)")
+        admitted = "ingress to" if ingress else "egress from"
         findings.append(_finding(
             rule, "Error",
-            f"NetworkPolicy {name} is not hegui's and admits ingress to pods of this service "
+            f"NetworkPolicy {name} is not hegui's and admits {admitted} pods of this service "
             f"({', '.join(selected[:5])}{', ...' if len(selected) > 5 else ''}): "
             f"NetworkPolicies add up, so it widens hegui-{service.name}, which {closes}. It "
             "predates hegui's admission guard or was written while the webhook was down. Fix: "
@@ -264,21 +275,46 @@ def _bypassing_services(services: Iterable[Mapping[str, Any]],
     return findings
 
 
+#: The label the apiserver sets on every namespace to its name (not writable by anyone else).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
 #: The namespace label that admits a scraper to the ports services declare open for Metrics.
 #: Namespaces are the platform's to label (`edit` cannot), so a team that declares a second
 #: API "Metrics" does not open it to its users.
 METRICS_SCRAPER_LABEL = "hegui.io/metrics-scraper"
 
 
+#: Cluster DNS as kubeadm and most distributions run it; a platform with another resolver
+#: (NodeLocal DNSCache on 169.254.20.10) names it in the policy's spec.sidecar.egress.to.
+DNS_PEER = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+DNS_PORTS = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+
+
+def _destination(to: EgressDestination) -> dict[str, Any]:
+    peer = ({"ipBlock": {"cidr": to.cidr}} if to.cidr is not None else
+            {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: to.namespace}}})
+    ports = [{"port": p.port, "protocol": p.protocol,
+              **({"endPort": p.end_port} if p.end_port not in (None, p.port) else {})}
+             for p in to.ports]
+    return {"to": [peer], **({"ports": ports} if ports else {})}
+
+
 def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mapping[str, Any],
-                   isolate: bool = False) -> dict[str, Any]:
+                   own_namespace: str, isolate: bool = False) -> dict[str, Any]:
     """The NetworkPolicy that admits ingress to the service's pods only on the sidecar's port
     (Art.14: no bypass), or none at all while the service is suspended by network isolation
     (Art.21). Ports the service declares open (spec.traffic.openPorts) bypass the capture, and
     the team writes the declaration, so each is admitted only from whom its purpose needs:
     Metrics from namespaces the platform labels METRICS_SCRAPER_LABEL=true (its Prometheus),
     PodToPod from the service's own pods that carry the sidecar (NCCL, Ray, NIXL). Defence in
-    depth under the capture step, which redirects everything else to the sidecar anyway."""
+    depth under the capture step, which redirects everything else to the sidecar anyway.
+
+    Egress, where the policy restricts it (the default) and always while isolated: the sidecar
+    sees only what comes in, so a model that dials out (a reverse tunnel, a queue it pulls
+    prompts from) would serve around it. The pods may dial cluster DNS, hegui's namespace
+    (Triton, the evidence store), their fronted peers on the PodToPod ports and what the
+    policy names (spec.sidecar.egress.to, the platform's); nothing the team writes widens it."""
     opened = service.spec.traffic.open_ports if service.spec.traffic is not None else []
 
     def ports(purpose: PortPurpose) -> list[dict[str, Any]]:
@@ -286,16 +322,29 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
                  **({"endPort": p.end_port} if p.end_port not in (None, p.port) else {})}
                 for p in opened if p.purpose is purpose]
 
+    # Only the service's pods that hegui fronts (the injector's label, which the webhook
+    # refuses on any other pod): a CPU pod the team labels into the service is no peer.
+    peers = _k8s_selector(service.spec.selector)
+    peers["matchLabels"] = {**peers.get("matchLabels", {}), FRONTED_LABEL: "true"}
+    between = ports(PortPurpose.POD_TO_POD)
     rules: list[dict[str, Any]] = [{"ports": [{"port": sidecar.port, "protocol": "TCP"}]}]
     if metrics := ports(PortPurpose.METRICS):
         rules.append({"from": [{"namespaceSelector": {
             "matchLabels": {METRICS_SCRAPER_LABEL: "true"}}}], "ports": metrics})
-    if between := ports(PortPurpose.POD_TO_POD):
-        # Only the service's pods that hegui fronts (the injector's label, which the webhook
-        # refuses on any other pod): a CPU pod the team labels into the service is no peer.
-        peers = _k8s_selector(service.spec.selector)
-        peers["matchLabels"] = {**peers.get("matchLabels", {}), FRONTED_LABEL: "true"}
+    if between:
         rules.append({"from": [{"podSelector": peers}], "ports": between})
+    spec: dict[str, Any] = {"podSelector": _k8s_selector(service.spec.selector),
+                            "policyTypes": ["Ingress"], "ingress": [] if isolate else rules}
+    if isolate or sidecar.egress.mode is EgressMode.RESTRICTED:
+        egress: list[dict[str, Any]] = [
+            {"to": [DNS_PEER], "ports": DNS_PORTS},
+            {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL:
+                                                           own_namespace}}}]}]
+        if between:
+            egress.append({"to": [{"podSelector": peers}], "ports": between})
+        egress += [_destination(to) for to in sidecar.egress.to]
+        spec["policyTypes"] = ["Ingress", "Egress"]
+        spec["egress"] = egress
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {
@@ -303,11 +352,7 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
             "labels": {"app.kubernetes.io/managed-by": "hegui",
                        "hegui.io/generative-service": service.name},
             "ownerReferences": [dict(owner)]},
-        "spec": {
-            "podSelector": _k8s_selector(service.spec.selector),
-            "policyTypes": ["Ingress"],
-            "ingress": [] if isolate else rules,
-        },
+        "spec": spec,
     }
 
 
