@@ -1000,6 +1000,9 @@ class Sidecar:
         relayed = [[k, v] for k, v in self._response_headers(upstream).items()]
         slots = [Slot(pair, 1, "header") for pair in relayed if pair[1]]
         scanner = json_scan.Scanner(self.config.max_response_bytes)
+        # The text the strings spell, not only each string (json_scan.Runs): Hold whatever
+        # the streaming mode, since a JSON client shows nothing before the whole body parses.
+        runs = json_scan.Runs(self.config.stream_overlap_chars)
         extra: dict[str, str] = {}
         response: web.StreamResponse | None = None
         unmoderated = False
@@ -1009,10 +1012,9 @@ class Sidecar:
                 parts = scanner.feed(data) if data else []
                 if not data:
                     scanner.finish()
-                strings = [p for p in parts if isinstance(p, json_scan.String)
-                           and p.text and not p.numbers]
-                texts = list(dict.fromkeys([s.text for s in slots]
-                                           + [p.text for p in strings]))
+                batch = runs.take(parts, final=not data)
+                parts = batch.parts
+                texts = list(dict.fromkeys([s.text for s in slots] + batch.texts))
                 decisions = await self._moderate_all(texts, Direction.OUTPUT)
             except (TimeoutError, aiohttp.ClientError, json_scan.Malformed,
                     ModerationDown) as failure:
@@ -1044,21 +1046,23 @@ class Sidecar:
                 if slots:
                     await self._apply_masks(slots, [verdicts[s.text] for s in slots], "output",
                                             route, user, extra)
-                for string in strings:
-                    if spans := verdicts[string.text].mask_spans:
-                        masked = mask(string.text, [(m.start, m.end) for m in spans])
-                        string.raw = _dumps(masked).encode()
-                        extra["x-hegui-output"] = "masked"
-                        await self.record("mask", user=user, direction="output", route=route,
-                                          kinds=sorted({m.label for m in spans}),
-                                          article=verdicts[string.text].article)
+                masked, late = batch.mask(verdicts)
+                if late and response is not None:  # personal information partly sent
+                    return self._cut(request, response, upstream)
+                if masked:
+                    extra["x-hegui-output"] = "masked"
+                    await self.record("mask", user=user, direction="output", route=route,
+                                      kinds=sorted({m.label for d in masked
+                                                    for m in d.mask_spans}),
+                                      article=masked[0].article)
+            runs.commit(batch)
             slots = []
             out = b"".join([p if isinstance(p, bytes) else p.raw for p in parts])
-            if response is None:
-                response = web.StreamResponse(status=upstream.status,
-                                              headers={**dict(relayed), **extra})
-                await response.prepare(request)
-            if out:
+            if out or not data:
+                if response is None:  # not before something may go out (a withheld answer
+                    response = web.StreamResponse(status=upstream.status,  # is then a 451)
+                                                  headers={**dict(relayed), **extra})
+                    await response.prepare(request)
                 try:
                     await response.write(out)
                 except ConnectionResetError:  # the client went away: not a service failure
@@ -1066,6 +1070,7 @@ class Sidecar:
                     return response
             if not data:
                 break
+        assert response is not None
         await response.write_eof()
         return response
 

@@ -7,15 +7,63 @@ The scanner does not parse: it finds each string (keys too) between its quotes, 
 JSON parser would, and hands every other byte through as it came, so numbers are never
 re-encoded. What lies between strings may hold only the bytes JSON allows there (digits, the
 letters of `true`, `false`, `null`, `NaN`, `Infinity` and exponents, punctuation, whitespace):
-other text outside a string (a Chinese word, say) makes the answer malformed. Memory: the string
-being read (bounded) and what the caller holds while it moderates one read's strings.
+other text outside a string (a Chinese word, say) makes the answer malformed, as do a string
+where JSON allows none, brackets that do not match and nesting deeper than MAX_DEPTH (the
+scanner follows the nesting to place each string: a key, or a value and its path). Memory: the
+string being read (bounded), what `Runs` holds (at most HOLD_BYTES past one read) and what the
+caller holds while it moderates one read's strings.
+
+A model can spell a text across strings (`token_strs: ["制作", "炸弹"]`, an array of short
+strings, the same field of consecutive embeddings), each piece clean alone. `Runs` moderates the
+text the answer spells: the string values (never keys: they are the answer's schema, moderated
+one by one) as running texts, with the streaming path's rules (hegui.sidecar.streaming): each
+run is scored with the tail of what was already moderated of it (`stream_overlap_chars`), and a
+trailing run that may still become personal information (`pending_start`) is held, with every
+byte after it, until the next string of its run decides it (at most `HOLD_BYTES`). Two runs a
+value belongs to:
+
+- the answer's values in document order (a text split over sibling fields, over consecutive
+  arrays), and
+- the values at the same path, array indices left out (`data[*].note`, `token_strs[*]`): a
+  text split over one field of consecutive items, whatever other fields lie between (the
+  `"object": "embedding"` of each item would break the first run).
+
+Joining is what creates false positives, so it is kept to values: keys joined with values, or
+with each other, spell schema words (`objectembeddingindex`) no client shows; values are what a
+client shows. Numbers never join (they are not text), nor does a base64 `embedding`: text packed
+in it cannot be told from float32 noise (README, the data path's limits).
+
+The semantics are Hold's, whatever the posture's streaming mode: a JSON client shows nothing
+before the whole body parses, so sending ahead of moderation earns no earlier text. Until
+something went out, a pending run holds the whole answer (within HOLD_BYTES), not only what
+follows it, so a text the next strings complete withholds the answer (451). A prohibited text completed by a later read, after its
+first pieces went out, cuts the answer (the client's read fails: what it got never parses), as
+a stream is cut; so does a mask that would reach text already sent.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hegui.moderation.pii import PENDING_LIMIT, mask
+from hegui.sidecar.streaming import pending_start
+
+if TYPE_CHECKING:
+    from hegui.moderation.decision import Decision
+
+# A string's text: orjson when installed (the sidecar extra installs it: a tenth of json's
+# time a string, and a tokenize answer is mostly strings), else the standard library.
+_loads: Callable[[bytes], Any]
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
 
 #: Bytes JSON allows outside strings (numbers, literals, punctuation, whitespace), and the
 #: letters of `NaN` and `Infinity`, which Python's encoder writes for such floats.
@@ -25,8 +73,18 @@ _OUTSIDE = b" \t\r\n0123456789+-.eE[]{},:truefalsnNaIity"
 #: text outside a string, which a lenient client could show.
 _WORD = re.compile(rb"[A-Za-z]+")
 _WORDS = (b"true", b"false", b"null", b"NaN", b"Infinity", b"e", b"E")
+_NOT_LETTERS = bytes(b for b in range(256) if not chr(b).isascii() or not chr(b).isalpha())
+_DOUBLE_E = (b"ee", b"eE", b"Ee", b"EE")
 #: A base64 string (the `embedding` of `encoding_format: base64`): packed numbers, not text.
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+#: Every byte but JSON's brackets, deleted to find the nesting of what lies between strings in
+#: one C pass (a 100 MB array of numbers holds two).
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPEN = {0x5D: 0x5B, 0x7D: 0x7B}  # a closing bracket and its opening one
+#: Nesting deeper than this is no answer a model server writes (and bounds the scan's work).
+MAX_DEPTH = 64
+#: Characters of a key kept as a path's step (runs are told apart by them, not stored whole).
+_STEP = 64
 
 
 class Malformed(ValueError):
@@ -42,6 +100,8 @@ class String:
     text: str
     key: str | None  # the key it is the value of, if any
     numbers: bool = False  # base64-packed numbers (`embedding`): passed as numbers are
+    is_key: bool = False  # a member's key (else a value: of a member, an item, the document)
+    path: tuple[str, ...] = ()  # keys from the document to it, "*" for an array's items
 
 
 class Scanner:
@@ -49,9 +109,12 @@ class Scanner:
         self.max_string = max_string
         self.partial = b""  # the string being read, from its opening quote
         self.scan = 0  # where in `partial` to look for its closing quote
-        self.between = b""  # what came between the last string and now, stripped (2 bytes)
-        self.last: str | None = None  # the last string's text, if short (a possible key)
         self.word = b""  # a literal's letters cut off by the end of the last read
+        # The open containers: their bracket and step (an object's current key, "*" for an
+        # array), and the last byte that is not whitespace outside strings (what the next
+        # string is: a key after `{` or an object's `,`, a value after `:`, an item).
+        self.stack: list[list[Any]] = []
+        self.mark = b""
 
     @property
     def inside(self) -> bool:
@@ -73,8 +136,10 @@ class Scanner:
                     if outside.translate(None, _OUTSIDE):
                         raise Malformed("text outside a JSON string")
                     self._words(outside, complete=quote >= 0)
-                    if len(self.between) < 2:
-                        self.between = (self.between + outside.strip())[:2]
+                    if brackets := outside.translate(None, _NOT_BRACKETS):
+                        self._nest(brackets)
+                    if tail := outside.rstrip(b" \t\r\n"):
+                        self.mark = tail[-1:]
                     parts.append(outside)
                 if quote < 0:
                     break
@@ -89,21 +154,70 @@ class Scanner:
                 break
             raw = data[start:close + 1]
             try:
-                text = json.loads(raw)
-            except ValueError as bad:  # UTF-8, escapes
-                raise Malformed(f"a string that does not decode: {bad}") from None
-            key = self.last if self.between == b":" else None
-            numbers = key == "embedding" and len(raw) % 4 == 2 and bool(
-                _BASE64.fullmatch(raw, 1, len(raw) - 1))
-            parts.append(String(raw, text, key, numbers))
-            self.last = text if len(text) <= 64 else None
-            self.between = b""
+                text = _loads(raw)
+            except ValueError:
+                try:  # what orjson refuses and json takes (a lone surrogate's escape)
+                    text = json.loads(raw)
+                except ValueError as bad:  # UTF-8, escapes, control characters
+                    raise Malformed(f"a string that does not decode: {bad}") from None
+            parts.append(self._string(raw, text))
             at, start = close + 1, -1
         return parts
+
+    def _string(self, raw: bytes, text: str) -> String:
+        """The string, placed: a key, or a value and its path; a string where JSON allows none
+        (after another string, a number) makes the answer malformed."""
+        mark, stack = self.mark, self.stack
+        self.mark = b'"'
+        top = stack[-1] if stack else None
+        if top is not None and top[0] == 0x7B:  # in an object
+            if mark in (b"{", b","):
+                top[1] = text[:_STEP]
+                return String(raw, text, None, is_key=True)
+            if mark != b":":
+                raise Malformed("a string where JSON allows none")
+            key: str | None = top[1]
+        elif mark in ((b"[", b",") if top is not None else (b"",)):
+            key = None
+        else:
+            raise Malformed("a string where JSON allows none")
+        numbers = key == "embedding" and len(raw) % 4 == 2 and bool(
+            _BASE64.fullmatch(raw, 1, len(raw) - 1))
+        return String(raw, text, key, numbers, path=tuple([step for _, step in stack]))
+
+    def _nest(self, brackets: bytes) -> None:
+        """Follow the nesting through the brackets of what lies between two strings: pairs
+        that open and close there are dropped first (C passes, at most MAX_DEPTH), so an
+        array of arrays costs no Python loop per bracket."""
+        for _ in range(MAX_DEPTH + 1):
+            if len(brackets) <= 8:
+                break
+            shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+            if len(shorter) == len(brackets):
+                break
+            brackets = shorter
+        stack = self.stack
+        for byte in brackets:
+            if byte in _OPEN:
+                if not stack or stack[-1][0] != _OPEN[byte]:
+                    raise Malformed("brackets that do not match")
+                stack.pop()
+            elif len(stack) < MAX_DEPTH:
+                stack.append([byte, "*" if byte == 0x5B else ""])
+            else:
+                raise Malformed(f"nested deeper than {MAX_DEPTH} levels")
 
     def _words(self, outside: bytes, *, complete: bool) -> None:
         """Check the words outside strings; a word the read's end may cut off (`complete`
         false) need only begin a literal, and is finished with the next read."""
+        letters = outside.translate(None, _NOT_LETTERS)
+        if not self.word and (not letters or (not letters.translate(None, b"eE") and not any(
+                double in outside for double in _DOUBLE_E))):
+            # The common case (numbers, exponents and punctuation): no word to look at, one C
+            # pass instead of the regular expression's walk over every byte.
+            if not complete and outside[-1:] in (b"e", b"E"):
+                self.word = outside[-1:]
+            return
         text, self.word = self.word + outside, b""
         for match in _WORD.finditer(text):
             word = match.group()
@@ -117,6 +231,8 @@ class Scanner:
     def finish(self) -> None:
         if self.partial:
             raise Malformed("the answer ends inside a string")
+        if self.stack:
+            raise Malformed("the answer ends inside an array or an object")
         if self.word:
             self._words(b"", complete=True)
 
@@ -127,3 +243,174 @@ def _escaped(data: bytes, quote: int) -> bool:
     while data[quote - 1 - run] == 0x5C:  # never past the opening quote: it is no backslash
         run += 1
     return run % 2 == 1
+
+
+# --- the text an answer spells across its strings ----------------------------------------------
+
+#: Bytes held behind a run that may still become personal information, at most: beyond, what is
+#: held goes out as it is (scanned as it is, as a stream's queue is), and a mask that would then
+#: reach text already sent cuts the answer.
+HOLD_BYTES = 1 << 16
+#: Runs kept (one a path); the values of any further path join one run of their own.
+MAX_RUNS = 256
+_DOCUMENT: tuple[str, ...] = ("",)  # the run of every value in document order
+_OTHERS: tuple[str, ...] = ("", "")  # the run of the paths beyond MAX_RUNS
+
+
+@dataclass
+class _Run:
+    run: tuple[str, ...]
+    text: str  # what is moderated: the run's context and its released strings
+    shift: int  # the context's length
+    pieces: list[tuple[String, int]]  # each string and where it starts in `text`
+
+
+@dataclass
+class Batch:
+    """What of an answer may go out now (`parts`, in order), once `texts` are moderated:
+    each run's context and new strings as one text, each key alone."""
+
+    parts: list[bytes | String]
+    texts: list[str]
+    runs: list[_Run]
+    keys: list[String]
+    masks: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def mask(self, verdicts: dict[str, Decision]) -> tuple[list[Decision], bool]:
+        """Mask, in the strings' own bytes, what the verdicts say to mask (Art.4(4)): each
+        string stays a string where it was, its characters masked one for one, so the answer
+        keeps its shape and stays JSON. The decisions that masked, and whether a mask reaches
+        text already sent (the answer must then be cut: it cannot be masked any more)."""
+        masked: list[Decision] = []
+        late = False
+        strings: dict[int, String] = {}
+        for run in self.runs:
+            decision = verdicts[run.text]
+            spans = [(s.start - run.shift, s.end - run.shift) for s in decision.mask_spans
+                     if s.end > run.shift]
+            if not spans:
+                continue
+            masked.append(decision)
+            late = late or any(start < 0 for start, _ in spans)
+            for string, at in run.pieces:
+                local = [(max(a - at, 0), min(b - at, len(string.text))) for a, b in spans
+                         if b > at and a < at + len(string.text)]
+                if local:
+                    strings[id(string)] = string
+                    self.masks.setdefault(id(string), []).extend(local)
+        for key in self.keys:
+            if spans := [(s.start, s.end) for s in verdicts[key.text].mask_spans]:
+                masked.append(verdicts[key.text])
+                strings[id(key)] = key
+                self.masks.setdefault(id(key), []).extend(spans)
+        for ident, string in strings.items():
+            string.raw = json.dumps(mask(string.text, self.masks[ident]),
+                                    ensure_ascii=False).encode()
+        return masked, late
+
+
+def _pending(text: str) -> int:
+    """`pending_start(text)`, from its last characters (all it looks at), remembered: a run's
+    tail repeats from read to read (`"object": "embedding"` in every item)."""
+    tail = text[-_TAIL:]
+    return len(text) - len(tail) + _pending_tail(tail)
+
+
+_TAIL = PENDING_LIMIT + 2
+_pending_tail = functools.lru_cache(maxsize=1024)(pending_start)
+
+
+class Runs:
+    """The running texts of one answer (module docstring): `take` each read's parts, moderate
+    the batch's texts, `Batch.mask`, then `commit` what went out."""
+
+    def __init__(self, overlap: int, hold_bytes: int = HOLD_BYTES) -> None:
+        self.overlap, self.hold_bytes = overlap, hold_bytes
+        self.context: dict[tuple[str, ...], str] = {}
+        self.held: list[bytes | String] = []
+        self.started = False  # something went out
+        self.alias: tuple[str, ...] | None = None  # a path run that is the document's (`take`)
+
+    def take(self, parts: list[bytes | String], *, final: bool) -> Batch:
+        """The parts that may go out once moderated: all but those from a string where a run's
+        trailing characters may still become personal information (`pending_start`, the
+        streaming path's rule), held with what follows them until the next read (at most
+        `hold_bytes`; all of them when `final`)."""
+        if self.held:
+            parts = self.held + parts
+        values = [(index, part) for index, part in enumerate(parts) if type(part) is String
+                  and not part.is_key and not part.numbers and part.text]
+        runs: dict[tuple[str, ...], list[tuple[int, String]]] = {}
+        if values:
+            runs[_DOCUMENT] = values
+            by_path: dict[tuple[str, ...], list[tuple[int, String]]] = {}
+            for value in values:
+                path = value[1].path
+                if (pieces := by_path.get(path)) is None:
+                    if path not in self.context and len(self.context) + len(by_path) > MAX_RUNS:
+                        path = _OTHERS
+                    pieces = by_path.setdefault(path, [])
+                pieces.append(value)
+            context = self.context.get(_DOCUMENT, "")
+            for path, pieces in by_path.items():
+                # One path only, its context the document's: the same run (a tokenize answer).
+                if len(pieces) != len(values) or self.context.get(path, "") != context:
+                    runs[path] = pieces
+                else:
+                    self.alias = path
+        texts = {run: [s.text for _, s in pieces] for run, pieces in runs.items()}
+        limit = len(parts)
+        if not final:
+            for run, pieces in runs.items():
+                context = self.context.get(run, "")
+                text = context + "".join(texts[run][-_TAIL:])
+                start = _pending(text) - len(text)  # from the end: <0 when pending
+                if start >= 0:
+                    continue
+                at = 0
+                for index, string in reversed(pieces):
+                    at -= len(string.text)
+                    if at <= start:
+                        limit = min(limit, index)
+                        break
+                else:
+                    limit = min(limit, pieces[0][0])  # the run began in what went out
+            if limit < len(parts):
+                if sum([len(p) if isinstance(p, bytes) else len(p.raw)
+                        for p in parts[limit:]]) > self.hold_bytes:
+                    limit = len(parts)  # held too long: scanned as it is
+                elif not self.started:
+                    # Nothing went out yet: all is held, so a text completed by the held
+                    # strings withholds the answer (451) rather than cutting it.
+                    limit = 0
+        self.held = parts[limit:]
+        batch = Batch(parts[:limit], [], [], [])
+        for run, pieces in runs.items():
+            count = len(pieces) if limit == len(parts) else \
+                sum(1 for index, _ in pieces if index < limit)
+            if not count:
+                continue
+            context = self.context.get(run, "")
+            strings = texts[run][:count]
+            offsets = itertools.accumulate([len(t) for t in strings], initial=len(context))
+            text = context + "".join(strings)
+            batch.runs.append(_Run(run, text, len(context),
+                                   list(zip([s for _, s in pieces[:count]], offsets,
+                                            strict=False))))
+            batch.texts.append(text)
+        batch.keys = [p for p in batch.parts if type(p) is String and p.is_key and p.text]
+        batch.texts += [k.text for k in batch.keys]
+        return batch
+
+    def commit(self, batch: Batch) -> None:
+        """The batch went out: each run's context is the tail of what was moderated of it."""
+        self.started = self.started or bool(batch.parts)
+        for run in batch.runs:
+            self.context[run.run] = run.text[-self.overlap:] if self.overlap else ""
+        if self.alias is not None:
+            self.context[self.alias] = self.context.get(_DOCUMENT, "")
+            self.alias = None
+
+    @property
+    def holding(self) -> bool:
+        return bool(self.held)
