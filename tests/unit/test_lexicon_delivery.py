@@ -27,7 +27,10 @@ from test_operator_reconcile import (  # type: ignore[import-not-found]
 )
 
 from hegui.admission.injection import sidecar_container
+from hegui.api.generativeservice import GenerativeService
 from hegui.api.policy import Sidecar
+from hegui.dossier.build import build
+from hegui.dossier.render import markdown
 from hegui.moderation.categories import KEYWORD_RISKS
 from hegui.moderation.lexicon import DEFAULT_LEXICON_DIR, LexiconStore, load_lexicon
 from hegui.operator.cluster import CONFIG_MAP
@@ -83,6 +86,9 @@ def test_the_policys_lexicon_is_rendered_into_the_sidecar_config_and_follows_its
     [finding] = _findings(status)
     assert finding["severity"] == "Warning" and mounted.version in finding["message"]
     assert "GB/T 45654-2025" in finding["message"] and "10000" in finding["message"]
+    # The dossier says it too (its status and findings section).
+    dossier = markdown(build(GenerativeService.from_dict(service), []))
+    assert f"Lexicon {mounted.version}" in dossier
 
     # The provider's weekly update reaches the sidecar ConfigMap at the next pass (its cache
     # is read again after max_age, 0 here).
