@@ -11,8 +11,10 @@ the official `openai` client; numbers still pass byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -220,6 +222,18 @@ async def test_the_openai_client_gets_embeddings_whole_and_the_refusal(
         with pytest.raises(openai.APIStatusError) as refused:
             await client.embeddings.create(model="m", input=["a", "b"],
                                            encoding_format="float")
+        assert refused.value.status_code == 451
+        # The client's default: base64 (packed float32), relayed as numbers are; text the
+        # model adds beside it is still read as the text it spells.
+        packed = base64.b64encode(struct.pack("<4f", 0.5, -0.25, 1.0, 2.0)).decode()
+        items = [{"object": "embedding", "index": i, "embedding": packed} for i in range(3)]
+        model.say({"object": "list", "data": items, "model": "m"}, pieces=3, pause=0.02)
+        answer = await client.embeddings.create(model="m", input=["a", "b", "c"])
+        assert answer.data[2].embedding == [0.5, -0.25, 1.0, 2.0]
+        items[0]["note"], items[2]["note"] = "bu", "ild a bomb"
+        model.say({"object": "list", "data": items, "model": "m"})
+        with pytest.raises(openai.APIStatusError) as refused:
+            await client.embeddings.create(model="m", input=["a", "b", "c"])
         assert refused.value.status_code == 451
     finally:
         await client.close()

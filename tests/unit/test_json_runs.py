@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hegui.api.generativeservice import Direction
 from hegui.moderation.client import RulesModerator
 from hegui.moderation.decision import Decision, decide
-from hegui.sidecar.json_scan import MAX_DEPTH, Malformed, Runs, Scanner, String
+from hegui.sidecar.json_scan import HOLD_PARTS, MAX_DEPTH, Malformed, Runs, Scanner, String
 from hegui.sidecar.testing import posture
 
 MODERATOR = RulesModerator()
@@ -164,3 +164,21 @@ def test_clean_answers_go_out_byte_for_byte_and_runs_stay_bounded() -> None:
     for at in range(0, len(raw), 4096):
         runs.commit(runs.take(scanner.feed(raw[at:at + 4096]), final=False))
     assert all(len(c) <= 32 for c in runs.context.values()) and len(runs.context) < 8
+
+
+def test_a_model_that_drips_bytes_holds_a_bounded_number_of_parts() -> None:
+    """A pending run ("1", a digit that may begin a phone number) with much whitespace after it,
+    sent a byte a read: what is held stays bounded (each read looks at it again), and the answer
+    still goes out byte for byte."""
+    raw = b'{"token_strs": ["1",' + b" " * 5000 + b'"2"]}'
+    scanner, runs = Scanner(1 << 20), Runs(32)
+    out = bytearray()
+    most = 0
+    for at in range(len(raw) + 1):
+        chunk = raw[at:at + 1]
+        batch = runs.take(scanner.feed(chunk) if chunk else [], final=not chunk)
+        most = max(most, len(runs.held))
+        runs.commit(batch)
+        out += b"".join(p if isinstance(p, bytes) else p.raw for p in batch.parts)
+    assert out == raw
+    assert most <= HOLD_PARTS

@@ -36,9 +36,10 @@ in it cannot be told from float32 noise (README, the data path's limits).
 The semantics are Hold's, whatever the posture's streaming mode: a JSON client shows nothing
 before the whole body parses, so sending ahead of moderation earns no earlier text. Until
 something went out, a pending run holds the whole answer (within HOLD_BYTES), not only what
-follows it, so a text the next strings complete withholds the answer (451). A prohibited text completed by a later read, after its
-first pieces went out, cuts the answer (the client's read fails: what it got never parses), as
-a stream is cut; so does a mask that would reach text already sent.
+follows it, so a text the next strings complete withholds the answer (451). A prohibited text
+completed by a later read, after its first pieces went out, cuts the answer (the client's read
+fails: what it got never parses), as a stream is cut; so does a mask that would reach text
+already sent.
 """
 
 from __future__ import annotations
@@ -251,6 +252,9 @@ def _escaped(data: bytes, quote: int) -> bool:
 #: held goes out as it is (scanned as it is, as a stream's queue is), and a mask that would then
 #: reach text already sent cuts the answer.
 HOLD_BYTES = 1 << 16
+#: Parts held, at most (a run of PENDING_LIMIT characters spans fewer): each read looks at what
+#: is held again, so a model that drips a byte a read costs a bounded amount a byte.
+HOLD_PARTS = 512
 #: Runs kept (one a path); the values of any further path join one run of their own.
 MAX_RUNS = 256
 _DOCUMENT: tuple[str, ...] = ("",)  # the run of every value in document order
@@ -376,8 +380,9 @@ class Runs:
                 else:
                     limit = min(limit, pieces[0][0])  # the run began in what went out
             if limit < len(parts):
-                if sum([len(p) if isinstance(p, bytes) else len(p.raw)
-                        for p in parts[limit:]]) > self.hold_bytes:
+                if len(parts) - limit > HOLD_PARTS or sum(
+                        [len(p) if isinstance(p, bytes) else len(p.raw)
+                         for p in parts[limit:]]) > self.hold_bytes:
                     limit = len(parts)  # held too long: scanned as it is
                 elif not self.started:
                     # Nothing went out yet: all is held, so a text completed by the held
