@@ -108,7 +108,7 @@ class String:
 class Scanner:
     def __init__(self, max_string: int) -> None:
         self.max_string = max_string
-        self.partial = b""  # the string being read, from its opening quote
+        self.partial = bytearray()  # the string being read, from its opening quote
         self.scan = 0  # where in `partial` to look for its closing quote
         self.word = b""  # a literal's letters cut off by the end of the last read
         # The open containers: their bracket and step (an object's current key, "*" for an
@@ -126,7 +126,21 @@ class Scanner:
         parts: list[bytes | String] = []
         start = -1  # where the string being read opens, in `data`
         if self.partial:
-            data, self.partial, start = self.partial + data, b"", 0
+            # A long string that arrives over many reads is appended to, never copied whole
+            # again each read (a model that drips a string would make that quadratic).
+            partial = self.partial
+            partial += data
+            close = partial.find(b'"', self.scan)
+            while close >= 0 and _escaped(partial, close):
+                close = partial.find(b'"', close + 1)
+            if close < 0:
+                if len(partial) > self.max_string:
+                    raise Malformed(f"a string longer than {self.max_string} bytes")
+                self.scan = len(partial)
+                return parts
+            raw, data, self.partial = bytes(partial[:close + 1]), bytes(partial[close + 1:]), \
+                bytearray()
+            parts.append(self._string(raw, _decode(raw)))
         at = 0
         while at < len(data):
             if start < 0:
@@ -151,17 +165,10 @@ class Scanner:
             if close < 0:
                 if len(data) - start > self.max_string:
                     raise Malformed(f"a string longer than {self.max_string} bytes")
-                self.partial, self.scan = data[start:], len(data) - start
+                self.partial, self.scan = bytearray(data[start:]), len(data) - start
                 break
             raw = data[start:close + 1]
-            try:
-                text = _loads(raw)
-            except ValueError:
-                try:  # what orjson refuses and json takes (a lone surrogate's escape)
-                    text = json.loads(raw)
-                except ValueError as bad:  # UTF-8, escapes, control characters
-                    raise Malformed(f"a string that does not decode: {bad}") from None
-            parts.append(self._string(raw, text))
+            parts.append(self._string(raw, _decode(raw)))
             at, start = close + 1, -1
         return parts
 
@@ -238,7 +245,19 @@ class Scanner:
             self._words(b"", complete=True)
 
 
-def _escaped(data: bytes, quote: int) -> bool:
+def _decode(raw: bytes) -> str:
+    """A string's text, as a JSON parser reads it."""
+    try:
+        text: str = _loads(raw)
+    except ValueError:
+        try:  # what orjson refuses and json takes (a lone surrogate's escape)
+            text = json.loads(raw)
+        except ValueError as bad:  # UTF-8, escapes, control characters
+            raise Malformed(f"a string that does not decode: {bad}") from None
+    return text
+
+
+def _escaped(data: bytes | bytearray, quote: int) -> bool:
     """Whether the quote at `quote` is escaped (an odd run of backslashes before it)."""
     run = 0
     while data[quote - 1 - run] == 0x5C:  # never past the opening quote: it is no backslash
