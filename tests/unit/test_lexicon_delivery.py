@@ -156,6 +156,27 @@ def test_a_lexicon_configmap_missing_or_a_bad_line_is_reported_and_nothing_rende
         in finding["message"]
 
 
+def test_a_lexicon_that_cannot_be_read_leaves_the_sidecars_the_list_they_have() -> None:
+    """The apiserver failing the reads (the provider's ConfigMap and the sidecar's): the
+    ConfigMap is still written (a suspension notice must get through) with the list it had."""
+    service = _service()
+    op, cluster = _operator(_policy(lexicon={"configMaps": ["provider-lexicon"]}), service)
+    cluster.put(CONFIG_MAP, _provider(**{"keywords.tsv": WEEK_1}))
+    memo = kopf.Memo(operator=op)
+    _pass(op, cluster, service, memo)
+    before = cluster.find(CONFIG_MAP, NS, "hegui-sidecar-chat")
+    assert before is not None and "keywords.tsv.gz" in before["binaryData"]
+
+    op.lexicons.max_age = 0.0
+    cluster.faults[("get", "configmaps")] = 500
+    status = _pass(op, cluster, service, memo)
+    after = cluster.find(CONFIG_MAP, NS, "hegui-sidecar-chat")
+    assert after is not None and after["binaryData"] == before["binaryData"]
+    [finding] = _findings(status)
+    assert finding["severity"] == "Error" and "could not be read" in finding["message"]
+    assert "keep version 2026-w48+sha256:" in finding["message"]
+
+
 def test_a_team_configmap_of_the_same_name_in_its_namespace_is_not_read() -> None:
     service = _service()
     op, cluster = _operator(_policy(lexicon={"configMaps": ["provider-lexicon"]}), service)

@@ -109,6 +109,9 @@ class ServiceMemory:
     written: dict[str, Any] = field(default_factory=dict)
     #: The sidecar ConfigMap's data this process last wrote or found in place.
     config_map: dict[str, Any] | None = None
+    #: The lexicon this process last put in it (binaryData and lexicon.json), kept when a new
+    #: one cannot be rendered and the ConfigMap cannot be read either.
+    lexicon: dict[str, Any] | None = None
 
 
 def operator_of(memo: Any) -> Operator:
@@ -391,21 +394,31 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
 def _render_lexicon(op: Operator, memory: ServiceMemory, config_map: dict[str, Any],
                     names: tuple[str, ...]) -> dict[str, Any]:
     """Put the provider's lexicon into the sidecar ConfigMap `config_map` (whole, or the one it
-    has when the new one cannot be: read then, by name, to keep it) and say so in a finding."""
-    lexicon = op.lexicons.get(op.cluster, op.settings.own_namespace, names)
+    has when the new one cannot be: read then, by name, to keep it, or else the one this
+    process last rendered) and say so in a finding. Never a ConfigMap without the list because
+    something failed: the sidecars would fall back to the image's."""
+    try:
+        lexicon = op.lexicons.get(op.cluster, op.settings.own_namespace, names)
+    except Exception as error:  # unreadable now (the apiserver, a corrupt binaryData): kept
+        lexicon = provider_lexicon.ProviderLexicon(
+            op.settings.own_namespace, names,
+            problem=f"ConfigMap {', '.join(names)} in namespace {op.settings.own_namespace} "
+                    f"could not be read ({str(error)[:200]})")
     data = dict(config_map["data"])
     problem = provider_lexicon.render(config_map, lexicon, None)
     if problem:  # not rendered: keep the list the ConfigMap has (read only then)
-        meta, current = config_map["metadata"], None
+        meta, current = config_map["metadata"], memory.lexicon
         try:
             current = op.cluster.get(CONFIG_MAP, meta["namespace"], meta["name"])
         except ApiException as error:
-            if error.status != 404:
-                raise
+            if error.status == 404:
+                current = None
         config_map["data"] = data
         problem = provider_lexicon.render(config_map, lexicon, current)
         log.warning("%s/%s: %s", config_map["metadata"]["namespace"],
                     config_map["metadata"]["name"], problem)
+    memory.lexicon = {"data": {provider_lexicon.INFO_KEY: config_map["data"][
+        provider_lexicon.INFO_KEY]}, "binaryData": dict(config_map.get("binaryData") or {})}
     kept = json.loads(config_map["data"].get(provider_lexicon.INFO_KEY) or "{}")
     return provider_lexicon.finding(lexicon, problem, str(kept.get("version") or ""))
 
