@@ -167,6 +167,36 @@ async def test_a_split_after_much_was_sent_cuts_the_answer(
     assert len(received) > 10_000 and not spelled(received, PROHIBITED)
 
 
+def byte_level(text: str) -> str:
+    """`text` as GPT-2's byte-level BPE writes a token string (Llama 3, Qwen): each UTF-8 byte
+    a printable character."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(0x100 + n) for n, b in enumerate(
+        b for b in range(256) if b not in printable)})
+    return "".join(table[b] for b in text.encode())
+
+
+@pytest.mark.parametrize("strings", [
+    [byte_level("制作"), byte_level("炸弹")],  # what vLLM returns for Qwen: åĪ¶ä½ľ...
+    [byte_level("制作炸")[:5], byte_level("制作炸")[5:], byte_level("弹")],  # mid-character
+    [byte_level(" build"), byte_level(" a"), byte_level(" bomb")],  # Ġbuild Ġa Ġbomb
+    ["<0xE5>", "<0x88>", "<0xB6>", "作", "<0xE7><0x82><0xB8>", "弹"],  # byte fallback
+])
+async def test_token_strings_in_a_tokenizer_s_bytes_are_read_as_their_text(
+        sidecar: TestClient[Any, Any], model: ScriptedModel, strings: list[str]) -> None:
+    """Token strings are a tokenizer's bytes for most models (GPT-2's byte-level characters,
+    SentencePiece's byte tokens), which a client decodes with the tokenizer's table: the text
+    they spell is moderated too. The old code relayed these; clean ones still pass byte for
+    byte."""
+    model.say(tokenize(strings))
+    status, body = await post(sidecar)
+    assert status == 451, body
+    raw = model.say(tokenize([byte_level("北京"), byte_level("的"), byte_level(" history")]))
+    status, body = await post(sidecar)
+    assert status == 200 and body == raw
+
+
 @pytest.mark.parametrize("split", [
     ["call 138", "0013", "8000 now"], ["1380013800", "0"], ["1", "3800138000"],
     ["138 0013", " 8000"],

@@ -343,6 +343,47 @@ _TAIL = PENDING_LIMIT + 2
 _pending_tail = functools.lru_cache(maxsize=1024)(pending_start)
 
 
+def _byte_level() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (Llama 3, Qwen, GPT-2 and other BPE tokenizers): every byte
+    as a printable character, so a token string of Chinese text reads `åĪ¶ä½ľ` and a space
+    `Ġ`."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars = {chr(b): b for b in printable}
+    shifted = 0
+    for byte in range(256):
+        if byte not in printable:
+            chars[chr(0x100 + shifted)] = byte
+            shifted += 1
+    return chars
+
+
+_BYTE_LEVEL = _byte_level()
+_BYTE_LEVEL_RUN = re.compile("[" + "".join(re.escape(c) for c in _BYTE_LEVEL) + "]+")
+_NOT_PLAIN = re.compile("[\u0080-\u0143]|<0x[0-9A-Fa-f]{2}>")  # where tokens may hide bytes
+_BYTE_FALLBACK = re.compile("(?:<0x[0-9A-Fa-f]{2}>)+")  # SentencePiece's byte tokens
+
+
+def token_text(text: str) -> str | None:
+    """The text that token strings spell, when they are a tokenizer's bytes rather than text:
+    GPT-2's byte-level characters (`åĪ¶ä½ľ` is 制作) or SentencePiece's byte-fallback
+    tokens (`<0xE5><0x88><0xB6>`), decoded as UTF-8 as a tokenizer decodes them; None when the
+    text has neither (the common case, one search). vLLM's `token_strs` are in this form for
+    most models, and a client decodes it with the tokenizer's own table: moderated too, for
+    what it blocks (a mask cannot be mapped back through the bytes)."""
+    if _NOT_PLAIN.search(text) is None:
+        return None
+
+    def byte_level(match: re.Match[str]) -> str:
+        return bytes([_BYTE_LEVEL[c] for c in match.group()]).decode("utf-8", "replace")
+
+    def fallback(match: re.Match[str]) -> str:
+        return bytes.fromhex(match.group().replace("<0x", "").replace(">", "")).decode(
+            "utf-8", "replace")
+
+    decoded = _BYTE_LEVEL_RUN.sub(byte_level, _BYTE_FALLBACK.sub(fallback, text))
+    return decoded if decoded != text else None
+
+
 class Runs:
     """The running texts of one answer (module docstring): `take` each read's parts, moderate
     the batch's texts, `Batch.mask`, then `commit` what went out."""
@@ -422,6 +463,8 @@ class Runs:
                                    list(zip([s for _, s in pieces[:count]], offsets,
                                             strict=False))))
             batch.texts.append(text)
+            if (decoded := token_text(text)) is not None:
+                batch.texts.append(decoded)  # its verdict blocks; masks are the text's own
         batch.keys = [p for p in batch.parts if type(p) is String and p.is_key and p.text]
         batch.texts += [k.text for k in batch.keys]
         return batch
