@@ -176,6 +176,13 @@ def test_a_lexicon_that_cannot_be_read_leaves_the_sidecars_the_list_they_have() 
     assert finding["severity"] == "Error" and "could not be read" in finding["message"]
     assert "keep version 2026-w48+sha256:" in finding["message"]
 
+    # A restarted operator, which cannot read the sidecar's ConfigMap either, leaves it alone.
+    restarted, _ = _operator(_policy(lexicon={"configMaps": ["provider-lexicon"]}), service)
+    restarted.cluster = op.cluster
+    with pytest.raises(kopf.TemporaryError, match="render the lexicon"):
+        _pass(restarted, cluster, service, kopf.Memo(operator=restarted))
+    assert cluster.find(CONFIG_MAP, NS, "hegui-sidecar-chat") == after
+
 
 def test_a_team_configmap_of_the_same_name_in_its_namespace_is_not_read() -> None:
     service = _service()

@@ -65,6 +65,10 @@ class ProviderLexicon:
     coverage: dict[str, Any] = field(default_factory=dict)
     problem: str = ""  # why it cannot be rendered at all
 
+    #: binaryData as the ConfigMap carries it (base64), made once: every service's ConfigMap
+    #: shares these strings (1,000 services would otherwise hold 1,000 copies of ~1 MiB).
+    encoded: dict[str, str] = field(default_factory=dict)
+
     @property
     def packed_bytes(self) -> int:
         return sum(len(v) for v in self.files.values())
@@ -128,7 +132,9 @@ def build(namespace: str, names: tuple[str, ...],
             "*.tsv in data or *.tsv.gz in binaryData)"))
     plain = sum(len(lexicons.unpack(n, d)[1]) for n, d in files)
     return ProviderLexicon(namespace, names, packed, lexicon.version, len(lexicon.keywords),
-                           plain, lexicons.coverage(lexicon).to_dict())
+                           plain, lexicons.coverage(lexicon).to_dict(),
+                           encoded={name: base64.b64encode(data).decode()
+                                    for name, data in sorted(packed.items())})
 
 
 @dataclass
@@ -165,11 +171,13 @@ def wanted(policies: Sequence[CompliancePolicy]) -> tuple[str, ...]:
     return tuple(sidecar.lexicon.config_maps)
 
 
-def size_of(config_map: Mapping[str, Any]) -> int:
-    """A ConfigMap's size as the apiserver counts it against CONFIG_MAP_LIMIT."""
+def size_of(config_map: Mapping[str, Any], packed: Mapping[str, bytes] | None = None) -> int:
+    """A ConfigMap's size as the apiserver counts it against CONFIG_MAP_LIMIT (keys and values
+    of data and binaryData); `packed`: its binaryData as bytes, known already."""
     data = sum(len(k) + len(str(v).encode()) for k, v in (config_map.get("data") or {}).items())
-    return data + sum(len(k) + len(base64.b64decode(v))
-                      for k, v in (config_map.get("binaryData") or {}).items())
+    binary = packed if packed is not None else {
+        k: base64.b64decode(v) for k, v in (config_map.get("binaryData") or {}).items()}
+    return data + sum(len(k) + len(v) for k, v in binary.items())
 
 
 def render(config_map: dict[str, Any], lexicon: ProviderLexicon,
@@ -180,10 +188,9 @@ def render(config_map: dict[str, Any], lexicon: ProviderLexicon,
     lexicons = _lexicons()
     problem = lexicon.problem
     if not problem:
-        config_map["binaryData"] = {name: base64.b64encode(data).decode()
-                                    for name, data in sorted(lexicon.files.items())}
+        config_map["binaryData"] = dict(lexicon.encoded)
         config_map["data"][INFO_KEY] = lexicon.info()
-        size = size_of(config_map)
+        size = size_of(config_map, lexicon.files)
         if size <= CONFIG_MAP_LIMIT:
             return ""
         problem = (f"the lexicon of {lexicon.where()} ({lexicon.keywords} keywords, "

@@ -352,6 +352,7 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     # hegui-sidecar-*, and a listing would read every team's).
     config_map = sidecar_config(body, stable.notice(), default_triton, policy_routes)
     # The provider's lexicon (issue 19), whole or not at all; the status says which is in force.
+    lexicon_finding: dict[str, Any] | None = {}
     if names := provider_lexicon.wanted(policies):
         lexicon_finding = _attempt(errors, "render the lexicon", lambda: _render_lexicon(
             op, memory, config_map, names))
@@ -361,9 +362,11 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
                 key=lambda f: ("Error", "Warning", "Info").index(f["severity"])
                 if f["severity"] in ("Error", "Warning", "Info") else 3)[:MAX_FINDINGS]
     _attempt(errors, "write the status", lambda: _write_status(memory, body, patch, status))
-    # The notice first: a suspension must reach the sidecars whatever fails after it.
-    _attempt(errors, "render the sidecar ConfigMap", lambda: keep_config_map(
-        cluster, memory, config_map))
+    # The notice first: a suspension must reach the sidecars whatever fails after it; but not
+    # a ConfigMap that lost its lexicon to a failure (neither rendered nor kept: retried).
+    if lexicon_finding is not None:
+        _attempt(errors, "render the sidecar ConfigMap", lambda: keep_config_map(
+            cluster, memory, config_map))
     for transition in stable.step.transitions:
         _attempt(errors, "announce", functools.partial(_announce, op, body, key, transition))
     op.outcomes.update(_outcomes(key.namespace, requests, stable.step.outcomes, now))
@@ -406,19 +409,23 @@ def _render_lexicon(op: Operator, memory: ServiceMemory, config_map: dict[str, A
                     f"could not be read ({str(error)[:200]})")
     data = dict(config_map["data"])
     problem = provider_lexicon.render(config_map, lexicon, None)
-    if problem:  # not rendered: keep the list the ConfigMap has (read only then)
+    if problem:
+        # Not rendered: keep the list the ConfigMap has, as this process last rendered it (only
+        # the operator writes it), else as read (after a restart).
         meta, current = config_map["metadata"], memory.lexicon
-        try:
-            current = op.cluster.get(CONFIG_MAP, meta["namespace"], meta["name"])
-        except ApiException as error:
-            if error.status == 404:
-                current = None
+        if current is None:
+            try:
+                current = op.cluster.get(CONFIG_MAP, meta["namespace"], meta["name"])
+            except ApiException as error:
+                if error.status != 404:
+                    raise
         config_map["data"] = data
         problem = provider_lexicon.render(config_map, lexicon, current)
         log.warning("%s/%s: %s", config_map["metadata"]["namespace"],
                     config_map["metadata"]["name"], problem)
-    memory.lexicon = {"data": {provider_lexicon.INFO_KEY: config_map["data"][
-        provider_lexicon.INFO_KEY]}, "binaryData": dict(config_map.get("binaryData") or {})}
+    else:  # what is kept if a later one cannot be rendered: the cache's strings, shared
+        memory.lexicon = {"data": {provider_lexicon.INFO_KEY: config_map["data"][
+            provider_lexicon.INFO_KEY]}, "binaryData": config_map["binaryData"]}
     kept = json.loads(config_map["data"].get(provider_lexicon.INFO_KEY) or "{}")
     return provider_lexicon.finding(lexicon, problem, str(kept.get("version") or ""))
 
