@@ -9,7 +9,8 @@ answer of `--items` embeddings of `--dims` floats (about 40 MB by default) and `
 `--tokens` token strings, written in 64 KiB pieces; a sidecar of this checkout and one of the
 other (`PYTHONPATH` first), both with the lexicon and personal-information rules in-process
 (RulesModerator). Each round fetches each answer through each sidecar, interleaved; the figure
-is the sidecar process's CPU time for one answer (utime + stime from /proc), best of the rounds.
+is the sidecar process's CPU time for one answer (utime + stime from /proc), best of the rounds,
+and at the end each sidecar's peak resident memory.
 
     python bench/json_answers.py serve model PORT ITEMS DIMS TOKENS
     python bench/json_answers.py serve sidecar PORT UPSTREAM
@@ -110,6 +111,15 @@ def cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def peak(pid: int) -> int:
+    """The process's peak resident memory, KiB: nothing buffered whole keeps it far below an
+    answer's size."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 async def fetch(session: aiohttp.ClientSession, url: str) -> bytes:
     async with session.post(url, json={"model": "m", "input": "x", "prompt": "x"}) as response:
         body = await response.read()
@@ -157,6 +167,8 @@ async def measure(args: argparse.Namespace) -> None:
                           f"wall {walls[name]:.3f} s")
                 if "other" in best:
                     print(f"  CPU ratio this/other: {best['this'] / max(best['other'], 1e-9):.2f}")
+            for name, (_, process) in sidecars.items():
+                print(f"{name} sidecar's peak memory (VmHWM): {peak(process.pid) / 1024:.0f} MiB")
     finally:
         for process in processes:
             process.terminate()
