@@ -284,7 +284,7 @@ def test_pods_that_slipped_past_a_down_injector_are_reported_then_evicted_back_i
         assert operator.sample("hegui_injection_gaps", namespace=namespace,
                                service="chat") == 2
         assert operator.sample("hegui_service_state", namespace=namespace, service="chat") == 1
-        # The NetworkPolicy admits ingress only on the sidecar's port.
+        # The NetworkPolicy admits ingress only on the sidecar's port (capture PortName).
         netpol = json.loads(local_cluster.kubectl("-n", namespace, "get", "networkpolicy",
                                                   "hegui-chat", "-o", "json").stdout)
         assert netpol["spec"]["podSelector"] == {"matchLabels": labels}

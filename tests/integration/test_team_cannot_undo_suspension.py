@@ -400,7 +400,9 @@ def test_an_authoritys_order_is_lifted_only_by_its_issuer_group(world: World) ->
     policy = _until(lambda: (p := json.loads(world.admin.kubectl(
         "-n", TEAM_NS, "get", "networkpolicy", "hegui-chat", "-o", "json").stdout))
         ["spec"].get("ingress") and p)
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    # Every TCP port reaches the sidecar again (capture Redirect, no port declared open).
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": 1, "endPort": 65535, "protocol": "TCP"}]}]
     # Not suspended: the team may delete its service again (and its state goes with it).
 
 

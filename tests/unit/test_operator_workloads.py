@@ -11,7 +11,7 @@ import jsonpatch
 import pytest
 
 from hegui.admission.injection import inject
-from hegui.api.policy import CompliancePolicy
+from hegui.api.policy import CompliancePolicy, TrafficCapture
 from hegui.operator.status import compute
 from hegui.operator.workloads import network_policy, observe
 from hegui.rules.index import ComplianceIndex, ObjectKey
@@ -162,12 +162,20 @@ def test_the_status_carries_the_gap_and_the_moderated_condition() -> None:
     assert {c["type"]: c["status"] for c in status["conditions"]}["Compliant"] == "True"
 
 
-def test_the_network_policy_admits_only_the_sidecar_port_or_nothing_when_isolated() -> None:
+def test_the_network_policy_admits_what_reaches_the_sidecar_or_nothing_when_isolated() -> None:
+    """Capture Redirect (the default) sends every TCP port to the sidecar, so the policy admits
+    them all (a Service that targets the model's port by number is moderated where the CNI
+    enforces policies, not cut); PortName leaves the model's port reachable by number, so only
+    the sidecar's port is admitted."""
     sidecar = CompliancePolicy.from_dict(POLICY).spec.sidecar
     assert sidecar is not None
     owner = {"kind": "GenerativeService", "name": "chat"}
     open_policy = network_policy(_service(), sidecar, owner=owner, own_namespace="hegui-system")
-    assert open_policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    assert open_policy["spec"]["ingress"] == [
+        {"ports": [{"port": 1, "endPort": 65535, "protocol": "TCP"}]}]
+    by_name = sidecar.model_copy(update={"capture": TrafficCapture.PORT_NAME})
+    named = network_policy(_service(), by_name, owner=owner, own_namespace="hegui-system")
+    assert named["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
     assert open_policy["spec"]["podSelector"] == {"matchLabels": {"app": "chat"}}
     isolated = network_policy(_service(), sidecar, owner=owner, own_namespace="hegui-system",
                               isolate=True)
@@ -191,7 +199,12 @@ def test_declared_ports_stay_open_for_their_purpose_only() -> None:
                             owner={"kind": "GenerativeService", "name": "chat"},
                             own_namespace="hegui-system")
     assert policy["spec"]["ingress"] == [
-        {"ports": [{"port": 8443, "protocol": "TCP"}]},
+        # Every TCP port but the declared ones reaches the sidecar (capture Redirect) ...
+        {"ports": [{"port": 1, "endPort": 8001, "protocol": "TCP"},
+                   {"port": 8003, "endPort": 10001, "protocol": "TCP"},
+                   {"port": 10101, "endPort": 29499, "protocol": "TCP"},
+                   {"port": 29501, "endPort": 65535, "protocol": "TCP"}]},
+        # ... and the declared ones only from whom their purpose needs.
         {"from": [{"namespaceSelector": {"matchLabels": {"hegui.io/metrics-scraper": "true"}}}],
          "ports": [{"port": 8002, "protocol": "TCP"}]},
         # Only from the service's pods that carry the sidecar (the injector's label).

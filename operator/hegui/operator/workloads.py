@@ -27,7 +27,7 @@ from hegui.admission.injection import MODEL_PORT_NAME, carries_sidecar
 from hegui.admission.mutate import sidecar_duty
 from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
-from hegui.api.generativeservice import GenerativeService, PortPurpose
+from hegui.api.generativeservice import GenerativeService, OpenPort, PortPurpose
 from hegui.api.policy import EgressDestination, EgressMode, Sidecar, TrafficCapture
 from hegui.rules.index import ComplianceIndex
 from hegui.rules.injection import FRONTED_LABEL
@@ -300,15 +300,31 @@ def _destination(to: EgressDestination) -> dict[str, Any]:
     return {"to": [peer], **({"ports": ports} if ports else {})}
 
 
+def _captured_ports(opened: Iterable[OpenPort]) -> list[dict[str, Any]]:
+    """Every TCP port but the declared open ones, as ranges: with capture Redirect each of
+    them reaches the sidecar, whatever the model listens on."""
+    ranges, start = [], 1
+    for first, last in sorted((p.port, p.last) for p in opened):
+        if first > start:
+            ranges.append((start, first - 1))
+        start = max(start, last + 1)
+    if start <= 65535:
+        ranges.append((start, 65535))
+    return [{"port": first, "protocol": "TCP", **({"endPort": last} if last != first else {})}
+            for first, last in ranges]
+
+
 def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mapping[str, Any],
                    own_namespace: str, isolate: bool = False) -> dict[str, Any]:
-    """The NetworkPolicy that admits ingress to the service's pods only on the sidecar's port
-    (Art.14: no bypass), or none at all while the service is suspended by network isolation
-    (Art.21). Ports the service declares open (spec.traffic.openPorts) bypass the capture, and
-    the team writes the declaration, so each is admitted only from whom its purpose needs:
-    Metrics from namespaces the platform labels METRICS_SCRAPER_LABEL=true (its Prometheus),
-    PodToPod from the service's own pods that carry the sidecar (NCCL, Ray, NIXL). Defence in
-    depth under the capture step, which redirects everything else to the sidecar anyway.
+    """The NetworkPolicy that admits ingress to the service's pods only where it reaches the
+    sidecar (Art.14: no bypass): with capture Redirect every TCP port but the declared open
+    ones (the capture step sends each to the sidecar, so a Service that targets the model's
+    port by number is moderated, not cut), with PortName the sidecar's port alone; none at
+    all while the service is suspended by network isolation (Art.21). Ports the service
+    declares open (spec.traffic.openPorts) bypass the capture, and the team writes the
+    declaration, so each is admitted only from whom its purpose needs: Metrics from namespaces
+    the platform labels METRICS_SCRAPER_LABEL=true (its Prometheus), PodToPod from the
+    service's own pods that carry the sidecar (NCCL, Ray, NIXL).
 
     Egress, where the policy restricts it (the default) and always while isolated: the sidecar
     sees only what comes in, so a model that dials out (a reverse tunnel, a queue it pulls
@@ -327,7 +343,9 @@ def network_policy(service: GenerativeService, sidecar: Sidecar, *, owner: Mappi
     peers = _k8s_selector(service.spec.selector)
     peers["matchLabels"] = {**peers.get("matchLabels", {}), FRONTED_LABEL: "true"}
     between = ports(PortPurpose.POD_TO_POD)
-    rules: list[dict[str, Any]] = [{"ports": [{"port": sidecar.port, "protocol": "TCP"}]}]
+    rules: list[dict[str, Any]] = [{"ports": (
+        _captured_ports(opened) if sidecar.capture is TrafficCapture.REDIRECT
+        else [{"port": sidecar.port, "protocol": "TCP"}])}]
     if metrics := ports(PortPurpose.METRICS):
         rules.append({"from": [{"namespaceSelector": {
             "matchLabels": {METRICS_SCRAPER_LABEL: "true"}}}], "ports": metrics})
