@@ -42,6 +42,7 @@ class ScriptedModel:
         self.pieces: list[bytes] = [b"{}"]
         self.pause = 0.0
         self.url = ""
+        self.status = 200
 
     def say(self, document: Any, *, pieces: int = 1, pause: float = 0.0) -> bytes:
         raw = json.dumps(document, ensure_ascii=False).encode()
@@ -52,7 +53,8 @@ class ScriptedModel:
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
         await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response = web.StreamResponse(status=self.status,
+                                      headers={"Content-Type": "application/json"})
         await response.prepare(request)
         for index, piece in enumerate(self.pieces):
             if index and self.pause:
@@ -267,6 +269,25 @@ async def test_the_openai_client_gets_embeddings_whole_and_the_refusal(
         assert refused.value.status_code == 451
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("status", [400, 500])
+async def test_an_error_answer_that_spells_across_strings_is_withheld(
+        sidecar: TestClient[Any, Any], model: ScriptedModel, status: int) -> None:
+    """An error answer (read whole, its strings moderated one by one) is read as the text its
+    strings spell too: a client shows an error's message. Withheld, the model's status kept
+    (Art.13 counts it as the model's); the old code relayed it."""
+    model.status = status
+    for error in ({"message": ["制作", "炸弹"], "type": "BadRequestError"},
+                  {"message": "bu", "detail": "ild a bomb"}):
+        model.say({"error": error})
+        got, body = await post(sidecar, "/v1/embeddings")
+        assert got == status and b"hegui.output_blocked" in body, body
+        assert not spelled(body, PROHIBITED) and not spelled(body, ENGLISH)
+    raw = model.say({"error": {"message": "input too long", "type": "BadRequestError",
+                               "code": status}})
+    got, body = await post(sidecar, "/tokenize")
+    assert got == status and json.loads(body) == json.loads(raw)
 
 
 @settings(max_examples=60, deadline=None,

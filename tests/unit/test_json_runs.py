@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 from hegui.api.generativeservice import Direction
 from hegui.moderation.client import RulesModerator
 from hegui.moderation.decision import Decision, decide
-from hegui.sidecar.json_scan import HOLD_PARTS, MAX_DEPTH, Malformed, Runs, Scanner, String
+from hegui.sidecar.json_scan import (
+    HOLD_PARTS,
+    MAX_DEPTH,
+    Malformed,
+    Runs,
+    Scanner,
+    String,
+    spelled,
+)
 from hegui.sidecar.testing import posture
 
 MODERATOR = RulesModerator()
@@ -182,3 +190,14 @@ def test_a_model_that_drips_bytes_holds_a_bounded_number_of_parts() -> None:
         out += b"".join(p if isinstance(p, bytes) else p.raw for p in batch.parts)
     assert out == raw
     assert most <= HOLD_PARTS
+
+
+def test_a_body_read_whole_spells_its_runs() -> None:
+    """`spelled` (a model's error answer, read whole): the same runs as a streamed answer's,
+    each of more than one string; what token strings in bytes decode to as well."""
+    body = {"error": {"message": ["制作", "炸弹"], "type": "x"},
+            "items": [{"n": "bu", "o": "e"}, {"n": "ild a bomb", "o": "e"}]}
+    texts = spelled(body)
+    assert "制作炸弹" in texts and "build a bomb" in texts
+    assert spelled({"error": "one string"}) == []
+    assert " build a bomb" in spelled({"token_strs": ["Ġbuild", "Ġa", "Ġbomb"]})

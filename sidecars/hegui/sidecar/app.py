@@ -860,6 +860,9 @@ class Sidecar:
                                   f"{status} with a body that cannot be moderated ({bad}); not "
                                   "relayed")
         texts = [s.text for s in slots] + (doc.texts if doc is not None else [])
+        strings = len(texts)
+        if doc is not None and doc.kind == "json":  # what its strings spell together: blocks
+            texts += json_scan.spelled(doc.value)
         decisions = await self._moderate_all(texts, Direction.OUTPUT)
         if decisions is None:
             headers["x-hegui-moderation"] = "unavailable"
@@ -873,7 +876,7 @@ class Sidecar:
                                   categories=categories, reference=reference)
         await self._apply_masks(slots, decisions[:len(slots)], "output", route, user, headers)
         body = bytes(data) if doc is None else await self._masked_document(
-            doc, decisions[len(slots):], "output", route, user, headers)
+            doc, decisions[len(slots):strings], "output", route, user, headers)
         return _answer(body, status, relayed, headers)
 
     async def _images_answer(self, upstream: aiohttp.ClientResponse, headers: dict[str, str],

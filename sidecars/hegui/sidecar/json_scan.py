@@ -481,3 +481,31 @@ class Runs:
     @property
     def holding(self) -> bool:
         return bool(self.held)
+
+
+def spelled(value: Any) -> list[str]:
+    """The texts a decoded JSON body spells across its string values, joined as `Runs` joins
+    them (in document order, and per path with array indices left out; keys alone), with what
+    token strings in a tokenizer's bytes decode to: for a body read whole (a model's error
+    answer), whose strings are moderated one by one besides. Only runs of more than one string
+    (one string is moderated as itself); at most MAX_RUNS paths, nesting past MAX_DEPTH left
+    out."""
+    runs: dict[tuple[str, ...], list[str]] = {_DOCUMENT: []}
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if item:
+                runs[_DOCUMENT].append(item)
+                if path in runs or len(runs) <= MAX_RUNS:
+                    runs.setdefault(path, []).append(item)
+        elif len(path) < MAX_DEPTH and isinstance(item, dict):
+            stack += [(v, (*path, str(k)[:_STEP])) for k, v in reversed(item.items())]
+        elif len(path) < MAX_DEPTH and isinstance(item, list):
+            stack += [(v, (*path, "*")) for v in reversed(item)]
+    texts: list[str] = []
+    for strings in runs.values():
+        if len(strings) > 1:
+            text = "".join(strings)
+            texts += [text] if (decoded := token_text(text)) is None else [text, decoded]
+    return list(dict.fromkeys(texts))
