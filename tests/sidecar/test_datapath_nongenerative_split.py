@@ -70,6 +70,7 @@ async def model() -> AsyncIterator[ScriptedModel]:
     app = web.Application()
     for path in ("/v1/embeddings", "/tokenize", "/api/embed"):
         app.router.add_post(path, scripted.answer)
+    app.router.add_get("/v1/models", scripted.answer)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     scripted.url = str(server.make_url("")).rstrip("/")
@@ -288,6 +289,23 @@ async def test_an_error_answer_that_spells_across_strings_is_withheld(
                                "code": status}})
     got, body = await post(sidecar, "/tokenize")
     assert got == status and json.loads(body) == json.loads(raw)
+
+
+async def test_a_model_list_that_spells_across_strings_is_withheld(
+        sidecar: TestClient[Any, Any], model: ScriptedModel) -> None:
+    """A metadata answer (`/v1/models`, read whole, every string moderated) is read as the text
+    its strings spell too: a model picker shows the ids one after another. The old code
+    relayed it; a real model list still passes byte for byte."""
+    model.say({"object": "list", "data": [{"id": "制作", "object": "model"},
+                                          {"id": "炸弹", "object": "model"}]})
+    response = await sidecar.get("/v1/models")
+    body = await response.read()
+    assert response.status == 451 and b"hegui.output_blocked" in body, body
+    raw = model.say({"object": "list", "data": [
+        {"id": "Qwen3-8B", "object": "model", "created": 1764633600, "owned_by": "vllm",
+         "root": "/models/Qwen3-8B", "parent": None, "max_model_len": 32768}]})
+    response = await sidecar.get("/v1/models")
+    assert response.status == 200 and json.loads(await response.read()) == json.loads(raw)
 
 
 @settings(max_examples=60, deadline=None,

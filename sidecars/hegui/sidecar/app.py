@@ -1244,6 +1244,9 @@ class Sidecar:
                                  f"{match.route.pattern} cannot be moderated ({bad}); not "
                                  "relayed", 502) from None
         texts = [s.text for s in slots] + (doc.texts if doc is not None else [])
+        strings = len(texts)
+        if doc is not None and doc.kind == "json":  # what its strings spell together: blocks
+            texts += json_scan.spelled(doc.value)
         decisions = await self._moderate_all(texts, Direction.OUTPUT)
         if decisions is None:
             headers["x-hegui-moderation"] = "unavailable"
@@ -1260,8 +1263,8 @@ class Sidecar:
                 categories=categories, reference=reference)
         await self._apply_masks(slots, decisions[:len(slots)], "output", route, user, headers)
         if doc is not None:
-            raw = await self._masked_document(doc, decisions[len(slots):], "output", route,
-                                              user, headers)
+            raw = await self._masked_document(doc, decisions[len(slots):strings], "output",
+                                              route, user, headers)
         return _answer(raw, status, answer_headers, headers)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
