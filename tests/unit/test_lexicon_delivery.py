@@ -296,3 +296,23 @@ def test_the_charts_triton_mounts_the_provider_lexicon_whole_for_its_lexicon_mod
     plain = objects(template(tmp_path).stdout)
     [triton] = [d for d in by_kind(plain, "Deployment") if d["metadata"]["name"].endswith("triton")]
     assert "lexicon" not in {v["name"] for v in triton["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_the_assessment_judges_answers_by_the_list_the_sidecars_run() -> None:
+    """A SafetyAssessment (Art.17) judges generated answers by the provider's lexicon the policy
+    names, not by the image's 13 illustrative keywords; one it cannot read holds the run."""
+    from hegui.moderation.lexicon import Keyword
+    from hegui.operator.assessment import BankError, Plan
+    from hegui.operator.assessment_handlers import _judge
+
+    service = _service()
+    op, cluster = _operator(_policy(lexicon={"configMaps": ["provider-lexicon"]}), service)
+    plan = Plan((), (Keyword("自研暗语", "otherProhibited"),), "", {})
+    with pytest.raises(BankError, match=r"spec\.sidecar\.lexicon"):
+        _judge(op, NS, plan)
+    cluster.put(CONFIG_MAP, _provider(**{"keywords.tsv": WEEK_2}))
+    judge = _judge(op, NS, plan)
+    assert judge.problems("答 可以这样自制雷管") == ["terrorismExtremism"]
+    assert judge.problems("答 自研暗语") == ["otherProhibited"]  # the bank's keywords too
+    shipped, _ = _operator(_policy(), service)
+    assert _judge(shipped, NS, plan).problems("答 可以这样自制雷管") == []

@@ -245,16 +245,20 @@ def is_refusal(text: str) -> bool:
 
 
 class Judge:
-    """hegui's moderation models in-process: the lexicon (shipped keywords and the assessment's
-    Keywords banks) and personal-information detection."""
+    """hegui's moderation models in-process: the lexicon (the sidecars' list: the provider's
+    that the CompliancePolicy names, else the shipped one; and the assessment's Keywords banks)
+    and personal-information detection."""
 
-    def __init__(self, extra: Iterable[Keyword] = ()) -> None:
+    def __init__(self, extra: Iterable[Keyword] = (),
+                 base: Iterable[Keyword] | None = None) -> None:
         from hegui.moderation.lexicon import DEFAULT_LEXICON_DIR, Lexicon, parse_keywords
 
-        shipped: list[Keyword] = []
-        for file in sorted(DEFAULT_LEXICON_DIR.glob("*.tsv")):
-            shipped.extend(parse_keywords(file.read_text(encoding="utf-8"), str(file)))
-        self.lexicon = Lexicon([*shipped, *extra])
+        if base is None:
+            shipped: list[Keyword] = []
+            for file in sorted(DEFAULT_LEXICON_DIR.glob("*.tsv")):
+                shipped.extend(parse_keywords(file.read_text(encoding="utf-8"), str(file)))
+            base = shipped
+        self.lexicon = Lexicon([*base, *extra])
 
     def problems(self, text: str) -> list[str]:
         """The categories that make `text` unacceptable; empty when it is acceptable."""

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from hegui.api.assessment import SafetyAssessment
 from hegui.api.common import API_VERSION, GROUP, VERSION
 from hegui.operator import assessment as runner
+from hegui.operator import provider_lexicon
 from hegui.operator.cluster import CONFIG_MAP, POD, Kind
 from hegui.operator.reconciler import Operator, operator_of
 from hegui.operator.settings import OperatorSettings
@@ -75,6 +76,23 @@ def _targets(op: Operator, namespace: str, spec: Any) -> list[str] | None:
     return runner.pod_targets(service, op.cluster.objects(POD, namespace), sidecar)
 
 
+def _judge(op: Operator, namespace: str, plan: runner.Plan) -> runner.Judge:
+    """The judge, on the lexicon the service's sidecars run: the provider's that the injecting
+    CompliancePolicy names (spec.sidecar.lexicon), else the shipped one (issue 19, Art.17)."""
+    effective = op.index.policy_for(namespace)
+    names = provider_lexicon.wanted(effective.policies if effective else ())
+    base = None
+    if names:
+        try:
+            base = provider_lexicon.keywords(op.cluster, op.settings.own_namespace, names)
+        except (ApiException, ValueError) as error:
+            # Not judged by a weaker list than the sidecars': the run waits for it.
+            raise runner.BankError(
+                f"the provider's lexicon (CompliancePolicy spec.sidecar.lexicon) the answers "
+                f"are judged by cannot be read: {str(error)[:300]}") from None
+    return runner.Judge(plan.keywords, base)
+
+
 def _keep_transition(status: dict[str, Any], previous: Any) -> None:
     """A condition's lastTransitionTime moves only when its status or reason does."""
     old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
@@ -115,6 +133,7 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
             banks = await asyncio.to_thread(_read_banks, op, ns, spec)
             plan = runner.plan(spec, ns, banks)
             urls = await asyncio.to_thread(_targets, op, ns, spec)
+            judge = await asyncio.to_thread(_judge, op, ns, plan)
         except (runner.BankError, runner.TargetError) as bad:
             message = (f"[assessment, Art.17] question bank refused: {bad}"
                        if isinstance(bad, runner.BankError)
@@ -139,7 +158,6 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
         else:
             log.info("SafetyAssessment %s/%s: resumed at %d/%d questions", ns, name,
                      checkpoint.asked, len(plan.questions))
-        judge = runner.Judge(plan.keywords)
         async with aiohttp.ClientSession() as session:
             while not stopped and body.meta.get("generation") == generation:
                 await runner.step(session, spec, plan, checkpoint, judge,

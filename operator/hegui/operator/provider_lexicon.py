@@ -229,3 +229,14 @@ def finding(lexicon: ProviderLexicon, problem: str, kept_version: str) -> dict[s
                f"{more}; `python -m hegui.moderation.lexicon coverage` lists the counts per risk")
     return {"rule": Rule.MODERATION.value, "article": ARTICLE, "severity": "Warning",
             "message": message[:512]}
+
+
+def keywords(cluster: Cluster, namespace: str, names: tuple[str, ...]) -> list[Any]:
+    """The provider's keywords, as the sidecars load them (for the assessment's judge, which
+    must judge answers by the list the sidecars run, Art.17); raises ValueError naming the
+    ConfigMap, key and line when they cannot be."""
+    lexicons = _lexicons()
+    _, files = read(cluster, namespace, names)
+    if isinstance(files, str):
+        raise ValueError(files)
+    return list(lexicons.lexicon_from(files, build=False).keywords)
