@@ -379,7 +379,8 @@ def test_one_failing_step_does_not_stop_the_others_and_is_retried_at_the_interva
     assert _conditions(service["status"])["Compliant"] == "True"  # the status was written
     policy = cluster.find(NETWORK_POLICY, NS, "hegui-chat")  # and the NetworkPolicy kept
     assert policy is not None
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    assert policy["spec"]["ingress"] == [  # every TCP port reaches the sidecar (Redirect)
+        {"ports": [{"port": 1, "endPort": 65535, "protocol": "TCP"}]}]
     # Until a pass succeeds the service shows as one the operator could not judge.
     assert op.metrics.service_state.labels(NS, "chat")._value.get() == 3
 
