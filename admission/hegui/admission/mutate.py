@@ -24,6 +24,7 @@ from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
 from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey, exemption_scope
 from hegui.rules.injection import CAPTURE_NAME, FRONTED_LABEL, SIDECAR_NAME
+from hegui.rules.workloads import labels
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,6 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
     return duty
 
 
-def labels_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """An object's labels, or none where a hostile request gives no mapping there."""
-    metadata = obj.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-    return labels if isinstance(labels, Mapping) else {}
-
-
 def false_fronting(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
                    now: dt.datetime, *, created: bool) -> str | None:
     """Why a pod that claims hegui fronts it is not fronted, or None. Two claims count:
@@ -96,7 +90,7 @@ def false_fronting(pod: Mapping[str, Any], namespace: str, index: ComplianceInde
       fails open), would count as injected for the operator, which tolerates older images on
       running pods (a policy's new image is an upgrade to roll out, and images never change in
       place: `swapped_own_containers`)."""
-    labelled = FRONTED_LABEL in labels_of(pod)
+    labelled = FRONTED_LABEL in labels(pod)
     spec = pod.get("spec")
     init = spec.get("initContainers") if isinstance(spec, Mapping) else None
     named = any(isinstance(c, Mapping) and c.get("name") in (SIDECAR_NAME, CAPTURE_NAME)

@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from hegui.admission import guards, review
-from hegui.admission.mutate import false_fronting, labels_of
+from hegui.admission.mutate import false_fronting
 from hegui.api.exception import ComplianceException
 from hegui.rules import engine
 from hegui.rules.index import ComplianceIndex, detection_of
 from hegui.rules.injection import FRONTED_LABEL, swapped_own_containers
-from hegui.rules.workloads import WORKLOAD_KINDS
+from hegui.rules.workloads import WORKLOAD_KINDS, labels
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> revie
             return review.Decision(False, f"{subject} spec.{where} {what}. Fix: leave hegui's "
                                    "containers as injected; recreate the pod (its controller "
                                    "does) to take a new sidecar image", code=403)
-        if old is not None and FRONTED_LABEL in labels_of(old):
+        if old is not None and FRONTED_LABEL in labels(old):
             return None  # judged when the pod got the label; its containers are unchanged
         if false := false_fronting(request.obj, request.namespace, index,
                                    dt.datetime.now(dt.UTC), created=old is None):

@@ -440,11 +440,12 @@ def serving_entry(pod: Mapping[str, Any], detection: Detection = BUILTIN) -> str
     """Why `pod` may be a serving kind's entry (a Ray head, or any node of a Ray cluster), or
     "". Its own spec asks for no GPU; it counts where a GenerativeService selects it, which the
     kind's entry template must be (`_with_entries`)."""
-    labels = _labels(pod)
+    pod_labels = labels(pod)
     owners = {str(_mapping(o).get("kind", "")) for o in
               _list(_mapping(pod.get("metadata")).get("ownerReferences"))}
     for kind in detection.kinds:
-        if kind.entry_pod_labels and all(labels.get(k) == v for k, v in kind.entry_pod_labels):
+        if kind.entry_pod_labels and all(pod_labels.get(k) == v
+                                         for k, v in kind.entry_pod_labels):
             return f"the serving entry of a {kind.kind} ({kind.entry})"
         if owners & set(kind.entry_owners):
             return f"a node of a {kind.kind}, where {kind.entry} takes requests"
@@ -454,18 +455,19 @@ def serving_entry(pod: Mapping[str, Any], detection: Detection = BUILTIN) -> str
 def _core_templates(workload: Mapping[str, Any], kind: str) -> list[PodTemplate]:
     path = _TEMPLATE_PATHS[kind]
     if path is None:
-        return [PodTemplate(_labels(workload), _mapping(workload.get("spec")), "spec")]
+        return [PodTemplate(labels(workload), _mapping(workload.get("spec")), "spec")]
     node: object = workload
     for key in path:
         node = _mapping(node).get(key)
     template = _mapping(node)
-    return [PodTemplate(_labels(template), _mapping(template.get("spec")),
+    return [PodTemplate(labels(template), _mapping(template.get("spec")),
                         ".".join((*path, "spec")))]
 
 
-def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
-    labels = _mapping(_mapping(obj.get("metadata")).get("labels"))
-    return {str(k): str(v) for k, v in labels.items()}
+def labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    """An object's labels as strings; none where a hostile request gives no mapping there."""
+    found = _mapping(_mapping(obj.get("metadata")).get("labels"))
+    return {str(k): str(v) for k, v in found.items()}
 
 
 _POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "runtimeClassName", "resourceClaims")
@@ -476,18 +478,18 @@ def _serving_templates(obj: Mapping[str, Any], kind: ServingKind) -> Iterator[Po
     if not found and kind.generative:
         # The pods come from a config the controller merges in (e.g. an LLMInferenceService
         # with only baseRefs); the kind alone says what they serve.
-        found = [PodTemplate(_labels(obj), {}, "spec",
+        found = [PodTemplate(labels(obj), {}, "spec",
                              f"kind {kind.kind} serves a generative model ({kind.source})")]
     yield from found
 
 
 def _serving_templates_at_paths(obj: Mapping[str, Any], kind: ServingKind
                                 ) -> Iterator[PodTemplate]:
-    labels = _labels(obj)
+    own = labels(obj)
     why = f"kind {kind.kind} serves a generative model ({kind.source})" if kind.generative else ""
     for path in kind.templates:
         for where, template in _walk(obj, path):
-            yield PodTemplate({**labels, **_labels(template)}, _mapping(template.get("spec")),
+            yield PodTemplate({**own, **labels(template)}, _mapping(template.get("spec")),
                               f"{where}.spec", why)
     for path in kind.pod_specs:
         for where, body in _walk(obj, path):
@@ -499,7 +501,7 @@ def _serving_templates_at_paths(obj: Mapping[str, Any], kind: ServingKind
                 if isinstance(value, Mapping) and "resources" in value and key != "containers":
                     containers = [*containers, value]
             pod_spec["containers"] = containers
-            yield PodTemplate(labels, pod_spec, where, why)
+            yield PodTemplate(own, pod_spec, where, why)
     for path in kind.containers:
         for where, body in _walk(obj, path):
             container = {k: body[k] for k in ("name", "image", "resources", "env", "ports",
@@ -507,7 +509,7 @@ def _serving_templates_at_paths(obj: Mapping[str, Any], kind: ServingKind
                          if k in body}
             pod_spec = {k: body[k] for k in _POD_FIELDS if k in body}
             pod_spec["containers"] = [container]
-            yield PodTemplate({**labels, **{str(k): str(v) for k, v in
+            yield PodTemplate({**own, **{str(k): str(v) for k, v in
                                             _mapping(body.get("labels")).items()}},
                               pod_spec, where, why)
 

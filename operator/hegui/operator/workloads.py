@@ -31,6 +31,7 @@ from hegui.api.generativeservice import GenerativeService, OpenPort, PortPurpose
 from hegui.api.policy import EgressDestination, EgressMode, Sidecar, TrafficCapture
 from hegui.rules.index import ComplianceIndex
 from hegui.rules.injection import FRONTED_LABEL
+from hegui.rules.workloads import labels
 
 MAX_LISTED = 32  # status lists are capped; counts say how many there are in all
 #: Pods in these phases hold (or are about to hold) traffic; finished ones cannot bypass anything.
@@ -64,15 +65,10 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
-def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
-    labels = meta.get("labels")
-    return labels if isinstance(labels, Mapping) else {}
-
-
 def _template_labels(workload: Mapping[str, Any]) -> Mapping[str, str]:
     spec = workload.get("spec")
     template = spec.get("template") if isinstance(spec, Mapping) else None
-    return _labels(_meta(template)) if isinstance(template, Mapping) else {}
+    return labels(template) if isinstance(template, Mapping) else {}
 
 
 def _finding(rule: Rule, severity: str, message: str, pod: str | None = None) -> dict[str, Any]:
@@ -94,7 +90,7 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
 
     matched = [("Deployment", d) for d in deployments if selector.matches(_template_labels(d))]
     matched += [("StatefulSet", s) for s in statefulsets if selector.matches(_template_labels(s))]
-    own_pods = [p for p in pods if selector.matches(_labels(_meta(p)))]
+    own_pods = [p for p in pods if selector.matches(labels(p))]
     matched += [("Pod", p) for p in own_pods if not _meta(p).get("ownerReferences")]
     found.matched_count = len(matched)
     found.scalable = scale_targets(
@@ -186,7 +182,7 @@ def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str
         if not (ingress or egress):
             continue
         selected = sorted(str(_meta(p).get("name")) for p in pods
-                          if _selects(spec.get("podSelector"), _labels(_meta(p))))
+                          if _selects(spec.get("podSelector"), labels(p)))
         if not selected:
             continue
         names.append(name)
@@ -255,7 +251,7 @@ def _bypassing_services(services: Iterable[Mapping[str, Any]],
         chooser = spec.get("selector")
         if not isinstance(chooser, Mapping) or not chooser:
             continue  # no selector: endpoints are managed by hand, not ours to judge
-        if not any(all(_labels(_meta(p)).get(k) == v for k, v in chooser.items()) for p in pods):
+        if not any(all(labels(p).get(k) == v for k, v in chooser.items()) for p in pods):
             continue
         svc_name = str(_meta(svc).get("name"))
         for port in spec.get("ports") or []:
