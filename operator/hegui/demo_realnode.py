@@ -45,6 +45,7 @@ from hegui.localcluster.realnode import (
     RealNode,
     RealNodeError,
     build_images,
+    chart_values,
     missing_host_binaries,
 )
 
@@ -52,9 +53,6 @@ NAMESPACE = "hegui-demo"
 SYSTEM = "hegui-system"
 RELEASE = "hegui"
 CHART = _CHECKOUT / "charts" / "hegui"
-#: The chart's values on the real node (README "A real node"): the imported images, every
-#: component on the real node.
-VALUES = _CHECKOUT / "tests" / "integration" / "realnode-values.yaml"
 SIDECAR_IMAGE = "hegui.io/sidecar:0.1.0"
 #: The sidecar's ConfigMap for the sample service `chat`, which the operator renders.
 CONFIG_MAP = sidecar_config_map("chat")
@@ -135,7 +133,7 @@ class Platform:
         began = time.monotonic()
         # The CRDs are the demo's (applied above, from this checkout), not the release's.
         self.helm("install", RELEASE, str(CHART), "-n", SYSTEM, "--create-namespace",
-                  "--values", str(VALUES), "--set", "crds.enabled=false",
+                  *chart_values(self.cluster), "--set", "crds.enabled=false",
                   "--set", "operator.reconcileSeconds=2")
         for component, count in {"webhook": 2, "operator": 2, "triton": 1}.items():
             _wait_ready(self.cluster, SYSTEM, f"app.kubernetes.io/component={component}", count,
@@ -149,8 +147,11 @@ class Platform:
         print(f"\nthe policy's sidecar image is {SIDECAR_IMAGE} (imported into the node's "
               "containerd); its Triton is the chart's, triton.hegui-system.svc:8001 (the "
               "node's cluster DNS and kube-proxy)")
+        # Egress stays Restricted (the default); this node's DNS is CoreDNS on its bridge.
         self.cluster.kubectl("patch", "compliancepolicy", "default", "--type=merge", "-p",
-                             json.dumps({"spec": {"sidecar": {"image": SIDECAR_IMAGE}}}))
+                             json.dumps({"spec": {"sidecar": {
+                                 "image": SIDECAR_IMAGE,
+                                 "egress": {"to": [self.node.dns_egress]}}}}))
         service = yaml.safe_load((_CHECKOUT / "samples" / "compliance" / "chat-service.yaml")
                                  .read_text())
         path = self.directory / "chat-service.yaml"

@@ -25,7 +25,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +32,16 @@ import yaml
 from cryptography import x509
 
 from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
-from hegui.localcluster.realnode import GPUS, IMAGES, NODE_NAME, TAINT, RealNode, build_images
+from hegui.localcluster.realnode import (
+    CHART_VALUES,
+    GPUS,
+    IMAGES,
+    NODE_NAME,
+    TAINT,
+    RealNode,
+    build_images,
+    chart_values,
+)
 
 pytestmark = pytest.mark.realnode
 
@@ -141,7 +149,7 @@ CHART = _CHECKOUT / "charts" / "hegui"
 SAMPLES = _CHECKOUT / "samples" / "compliance"
 #: The chart as installed here (README "A real node"): the images built by images/build.py and
 #: imported into the node's containerd (no registry is reachable), every component on the node.
-VALUES = Path(__file__).with_name("realnode-values.yaml")
+VALUES = CHART_VALUES
 #: The chart's Triton as sidecars dial it by default (the chart's hegui.triton.address): its
 #: Service's name, resolved by the cluster DNS, its ClusterIP forwarded by kube-proxy.
 TRITON = f"triton.{SYSTEM}.svc:8001"
@@ -208,7 +216,7 @@ def release(real_node: RealNode, local_cluster: LocalCluster) -> Iterator[dict[s
                                   f"meta.helm.sh/release-namespace={SYSTEM}")
     started = time.monotonic()
     _helm(local_cluster, "install", RELEASE, str(CHART), "-n", SYSTEM, "--create-namespace",
-          "--values", str(VALUES))
+          *chart_values(local_cluster))
     yield {"installed_at": started}
     # Before the operator goes: only it removes its finalizer from a GenerativeService.
     local_cluster.kubectl("delete", "generativeservices", "-n", NAMESPACE, "--all",
@@ -303,6 +311,8 @@ def model_pod(release: dict[str, Any], local_cluster: LocalCluster) -> dict[str,
                        "sidecar": {"image": "hegui.io/sidecar:0.1.0", "port": 8443,
                                    # The rules in Triton: the provider's lexicon in one place.
                                    "rules": "Triton",
+                                   # Egress Restricted (the default), and this node's DNS.
+                                   "egress": {"to": [RealNode(local_cluster).dns_egress]},
                                    "resources": {"requests": {"cpu": "50m", "memory": "96Mi"},
                                                  "limits": {"memory": "512Mi"}}}}}
     secret = {"apiVersion": "v1", "kind": "Secret",
@@ -492,6 +502,76 @@ def test_a_pod_reaches_the_model_by_its_service_s_name(
     assert by_name["status"] == 200, by_name
     assert "本内容由人工智能生成" in by_name["body"]["choices"][0]["message"]["content"], by_name
     _assert_refused(by_number["status"], by_number["body"])
+
+
+#: Outside the model's reach: a plain HTTP server in a namespace of its own (no policy).
+OUTSIDE = "real-node-outside"
+OUTSIDE_SERVER = ("import http.server\n"
+                  "http.server.ThreadingHTTPServer(('0.0.0.0', 8080), "
+                  "http.server.SimpleHTTPRequestHandler).serve_forever()\n")
+#: What the model's container runs to dial out: "connected", or why not.
+DIAL = ("import socket, sys\n"
+        "try:\n"
+        "    socket.create_connection((sys.argv[1], 8080), timeout=4).close(); print('connected')\n"
+        "except OSError as error:\n"
+        "    print(f'not connected: {error!r}')\n")
+
+
+def _dial_from_the_model(cluster: LocalCluster, model: str, address: str) -> str:
+    return cluster.kubectl("exec", "-n", NAMESPACE, model, "-c", "model", "--",
+                           "/usr/bin/python3.11", "-c", DIAL, address, check=False).stdout.strip()
+
+
+def test_the_model_cannot_dial_out_around_its_sidecar(
+        model_pod: dict[str, Any], local_cluster: LocalCluster) -> None:
+    """Egress (Art.14), enforced by the node's network policy controller: a model that dials
+    out (a tunnel, a queue it pulls prompts from) would serve around the sidecar, so hegui's
+    NetworkPolicy lets its pods dial only DNS, hegui's namespace (the in-cluster Triton, which
+    the other tests show the sidecar reaching) and what the policy names. A server in another
+    namespace is unreachable from the model's container until the policy opens egress; this
+    machine reaches it throughout."""
+    cluster = local_cluster
+    cluster.kubectl("create", "namespace", OUTSIDE, check=False)
+    security = {"runAsNonRoot": True, "runAsUser": 65532, "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    _apply(cluster, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "outside", "namespace": OUTSIDE,
+                                                        "labels": {"app": "outside"}},
+        "spec": {**ON_THE_REAL_NODE, "containers": [{
+            "name": "server", "image": "hegui.io/hegui:0.1.0", "imagePullPolicy": "Never",
+            "command": ["/usr/bin/python3.11", "-c", OUTSIDE_SERVER], "workingDir": "/tmp",
+            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+            "securityContext": security}]}})
+    try:
+        [outside] = _wait_pods_ready(cluster, OUTSIDE, "app=outside", 1, timeout=120)
+        address = outside["status"]["podIP"]
+        model = model_pod["metadata"]["name"]
+        with urllib.request.urlopen(f"http://{address}:8080/", timeout=10) as answer:
+            assert answer.status == 200  # the server is up, and this machine reaches it
+        policy = _get(cluster, "networkpolicy", "-n", NAMESPACE, "hegui-chat")
+        assert "Egress" in policy["spec"]["policyTypes"], policy
+        dialled = _dial_from_the_model(cluster, model, address)
+        assert dialled.startswith("not connected"), dialled
+        # The platform opens egress: the operator rewrites hegui-chat, the node enforces it.
+        cluster.kubectl("patch", "compliancepolicy", "real-node", "--type=merge", "-p",
+                        json.dumps({"spec": {"sidecar": {"egress": {"mode": "Open"}}}}))
+        deadline = time.monotonic() + 60
+        while (dialled := _dial_from_the_model(cluster, model, address)) != "connected":
+            assert time.monotonic() < deadline, (dialled, _get(
+                cluster, "networkpolicy", "-n", NAMESPACE, "hegui-chat")["spec"])
+            time.sleep(2)
+        # Restricted again (the default): closed again.
+        cluster.kubectl("patch", "compliancepolicy", "real-node", "--type=merge", "-p",
+                        json.dumps({"spec": {"sidecar": {"egress": {"mode": "Restricted"}}}}))
+        deadline = time.monotonic() + 60
+        while (dialled := _dial_from_the_model(cluster, model, address)) == "connected":
+            assert time.monotonic() < deadline, "egress stayed open after the policy closed it"
+            time.sleep(2)
+    finally:
+        cluster.kubectl("patch", "compliancepolicy", "real-node", "--type=merge", "-p",
+                        json.dumps({"spec": {"sidecar": {"egress": {"mode": "Restricted"}}}}),
+                        check=False)
+        cluster.kubectl("delete", "namespace", OUTSIDE, "--wait=false", check=False)
 
 
 def _served_certificate(pod_ip: str, port: int = 9443) -> str:

@@ -32,7 +32,6 @@ from test_real_node import (  # type: ignore[import-not-found]
     RELEASE,
     SYSTEM,
     TRITON,
-    VALUES,
     _apply,
     _get,
     _helm,
@@ -42,6 +41,7 @@ from test_real_node import (  # type: ignore[import-not-found]
 )
 
 from hegui.localcluster.cluster import LocalCluster
+from hegui.localcluster.realnode import RealNode, chart_values
 
 pytestmark = pytest.mark.realnode
 __all__ = ["real_node"]  # the node fixture, shared with test_real_node
@@ -71,8 +71,8 @@ def release(real_node: Any, local_cluster: LocalCluster) -> Iterator[None]:
                                   f"meta.helm.sh/release-namespace={SYSTEM}")
     local_cluster.kubectl("create", "namespace", SYSTEM, check=False)
     _apply(local_cluster, _provider(WEEK_48))
-    _helm(local_cluster, "install", RELEASE, str(CHART), "-n", SYSTEM, "--values", str(VALUES),
-          "--set", f"triton.lexicon.configMaps[0]={LEXICON}")
+    _helm(local_cluster, "install", RELEASE, str(CHART), "-n", SYSTEM,
+          *chart_values(local_cluster), "--set", f"triton.lexicon.configMaps[0]={LEXICON}")
     yield
     local_cluster.kubectl("delete", "generativeservices", "-n", NAMESPACE, "--all",
                           "--timeout=60s", check=False)
@@ -95,6 +95,7 @@ def pods(release: None, local_cluster: LocalCluster) -> dict[str, str]:
                        "defaults": {"triton": {"address": TRITON, "model": "moderation"}},
                        "sidecar": {"image": "hegui.io/sidecar:0.1.0", "port": 8443,
                                    "lexicon": {"configMaps": [LEXICON]},
+                                   "egress": {"to": [RealNode(local_cluster).dns_egress]},
                                    "resources": {"requests": {"cpu": "50m", "memory": "96Mi"},
                                                  "limits": {"memory": "512Mi"}}}}}
     secret = {"apiVersion": "v1", "kind": "Secret",

@@ -29,6 +29,13 @@ What this machine needs, verified (issue 18):
   it and pods reach it at its ClusterIP through one DNAT rule of our own on the node's bridge
   (with route_localnet on that bridge only); the apiserver calls webhooks at their pods' IPs
   (--enable-aggregator-routing);
+- NetworkPolicies are enforced: the bridge CNI plugin implements none, so kube-router's network
+  policy controller (its router and service proxy off) runs here like kube-proxy, built from
+  its Go module. It keeps a chain per pod in iptables' FORWARD, INPUT and OUTPUT with ipsets
+  (Debian's `ipset`), which bridged traffic reaches through br_netfilter, and drops what no
+  policy admits; `down` removes its chains and sets (`kube-router --cleanup-config`).
+  (kube-network-policies, SIG Network's nfqueue controller, needs the nftables `queue`
+  expression, which these machines' kernel is built without: CONFIG_NFT_QUEUE is not set);
 - kube-proxy's rules apply to this whole machine: a ClusterIP dialled here (by any local
   cluster's process) reaches this cluster's Services. One machine runs one real node, so one
   kube-proxy; kwok-only clusters have no pods behind their ClusterIPs anyway.
@@ -49,6 +56,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hegui.localcluster import pki
 from hegui.localcluster.cluster import _CHECKOUT, ClusterError, LocalCluster, _http_ok
@@ -56,12 +64,13 @@ from hegui.localcluster.nodes import GPU_RESOURCE
 from hegui.localcluster.pki import CertificateAuthority
 
 #: Debian's binaries (dev/apt-packages.txt: containerd, runc, containernetworking-plugins,
-#: iptables).
+#: iptables, ipset).
 CONTAINERD = "/usr/bin/containerd"
 CTR = "/usr/bin/ctr"
 RUNC = "/usr/sbin/runc"
 CNI_BIN_DIR = "/usr/lib/cni"
 IPTABLES = "/usr/sbin/iptables"
+IPSET = "/usr/sbin/ipset"
 #: The pod sandbox image, built by images/build.py from images/pause.toml.
 PAUSE_IMAGE = "hegui.io/pause:0.1.0"
 #: containerd's namespace for the images and containers of Kubernetes (the CRI plugin's).
@@ -75,7 +84,7 @@ class RealNodeError(ClusterError):
 def missing_host_binaries() -> list[str]:
     """The Debian binaries the real node needs that this machine lacks."""
     wanted = [CONTAINERD, CTR, RUNC, f"{CNI_BIN_DIR}/bridge", f"{CNI_BIN_DIR}/host-local",
-              f"{CNI_BIN_DIR}/loopback", f"{CNI_BIN_DIR}/portmap", IPTABLES]
+              f"{CNI_BIN_DIR}/loopback", f"{CNI_BIN_DIR}/portmap", IPTABLES, IPSET]
     return [path for path in wanted if not os.access(path, os.X_OK)]
 
 
@@ -228,8 +237,11 @@ NODE_NAME = "hegui-real-0"
 #: for kwok's simulated GPU nodes (whose images exist nowhere) never land on it.
 TAINT = "hegui.io/real-node"
 #: The real node's own binaries, built by dev/controlplane/build from the control plane's
-#: k8s.io/kubernetes module (kubelet, kube-proxy) and CoreDNS's module (the cluster DNS).
-BINARIES = ("kubelet", "kube-proxy", "coredns")
+#: k8s.io/kubernetes module (kubelet, kube-proxy), CoreDNS's module (the cluster DNS) and
+#: kube-router's (NetworkPolicy enforcement).
+BINARIES = ("kubelet", "kube-proxy", "coredns", "kube-router")
+#: The Services' addresses (the apiserver's --service-cluster-ip-range, hegui.localcluster.cluster).
+SERVICE_CIDR = "10.96.0.0/16"
 #: The `kubernetes` Service's ClusterIP (the first of --service-cluster-ip-range).
 APISERVER_SERVICE_IP = "10.96.0.1"
 #: The cluster's DNS domain (the kubelet's clusterDomain, CoreDNS's zone).
@@ -249,9 +261,47 @@ _DNS_RBAC = [
      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                    "name": "system:hegui-real-node-dns"}]},
 ]
+#: What kube-router's network policy controller reads (its stock ClusterRole's rules, less
+#: what its router and load balancer would write).
+_NETPOL_RBAC = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "hegui:real-node-netpol"},
+     "rules": [{"apiGroups": [""],
+                "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                "verbs": ["get", "list", "watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "hegui:real-node-netpol"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "hegui:real-node-netpol"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                   "name": "system:hegui-real-node-netpol"}]},
+]
 #: The devices the fake GPU device plugin advertises, and its module.
 GPUS = 2
 PLUGIN_MODULE = "hegui.localcluster.deviceplugin"
+
+
+#: The chart's values on the real node (README "A real node"): the imported images, every
+#: component on the node.
+CHART_VALUES = _CHECKOUT / "tests" / "integration" / "realnode-values.yaml"
+
+
+def chart_values(cluster: LocalCluster) -> list[str]:
+    """`helm install` arguments for the chart on this cluster's real node: CHART_VALUES, and
+    what hegui's own NetworkPolicies must let its pods dial here, which the node's policy
+    controller enforces: the apiserver's port (pods reach the local apiserver at its ClusterIP
+    on 443, which our DNAT rule sends to its loopback port, and the controller judges the port
+    after that rule), and, for the operator, this machine on the node's bridge (the demo's
+    Prometheus, which the operator reads the objectives from, Art.13)."""
+    ports = [443, 6443, cluster.ports.apiserver]
+    host = [{"to": [{"ipBlock": {"cidr": f"{RealNode(cluster).gateway}/32"}}]}]
+    return ["--values", str(CHART_VALUES),
+            "--set-json", f"networkPolicy.apiServerPorts={json.dumps(ports)}",
+            "--set-json", f"networkPolicy.operatorExtraEgress={json.dumps(host)}"]
 
 
 def build_images(cluster: LocalCluster, names: list[str]) -> list[Path]:
@@ -322,10 +372,23 @@ class RealNode:
         return self.cluster.ports.base + 44
 
     @property
+    def netpol_health_port(self) -> int:
+        return self.cluster.ports.base + 42
+
+    @property
     def gateway(self) -> str:
         """The bridge's own address (the first of the pod CIDR): the pods' default route, and
         where the host's pieces that pods dial listen (cluster DNS, the demo's Prometheus)."""
         return str(ipaddress.ip_network(self.containerd.pod_cidr)[1])
+
+    @property
+    def dns_egress(self) -> dict[str, Any]:
+        """The CompliancePolicy's `spec.sidecar.egress.to` entry for this node's cluster DNS:
+        CoreDNS runs on the bridge's address, not as `k8s-app=kube-dns` pods in kube-system
+        (what hegui's NetworkPolicy admits by default), and the policy controller judges a
+        pod's packets to this machine too."""
+        return {"cidr": f"{self.gateway}/32", "reason": "the real node's CoreDNS",
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
 
     @property
     def _host_chains_file(self) -> Path:
@@ -358,8 +421,8 @@ class RealNode:
         """Start containerd, import the images, start the device plugin and the kubelet, and
         wait until the node is Ready with its GPUs allocatable; returns the seconds it took."""
         began = time.monotonic()
-        kubelet, proxy, dns = (self.cluster.binary(name) for name in BINARIES)
-        for binary in (kubelet, proxy, dns):
+        kubelet, proxy, dns, netpol = (self.cluster.binary(name) for name in BINARIES)
+        for binary in (kubelet, proxy, dns, netpol):
             if not os.access(binary, os.X_OK):
                 raise RealNodeError(f"missing {binary}: build it with dev/controlplane/build")
         if other := self.other_real_node():
@@ -404,6 +467,11 @@ class RealNode:
         deadline = began + timeout
         waiting = {"kubelet": kubelet, "kube-proxy": proxy, "coredns": dns}
         while time.monotonic() < deadline:
+            # kube-router finds its node by name at start: it starts once the kubelet has
+            # registered the node.
+            if "netpol" not in waiting and (self._live("netpol", str(netpol)) is not None
+                                            or self._start_netpol(netpol)):
+                waiting["netpol"] = netpol
             if self.ready():
                 return time.monotonic() - began
             for name, binary in waiting.items():
@@ -415,6 +483,24 @@ class RealNode:
                             f"DNS after {timeout:.0f}s; the ends of the logs:\n" + "\n".join(
                                 f"{name}: {_tail(self.log_file(name), 1500)}"
                                 for name in waiting))
+
+    def _start_netpol(self, binary: Path) -> bool:
+        """Start kube-router's network policy controller alone, if the node is registered."""
+        if self.cluster.kubectl("get", "node", NODE_NAME, "-o", "name",
+                                check=False).returncode != 0:
+            return False
+        kubeconfig = self.home / "netpol.kubeconfig"
+        self._client_kubeconfig(kubeconfig, "system:hegui-real-node-netpol")
+        rbac = self.home / "netpol-rbac.json"
+        rbac.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": _NETPOL_RBAC}))
+        self.cluster.kubectl("apply", "-f", str(rbac))
+        self._spawn("netpol", [
+            str(binary), f"--kubeconfig={kubeconfig}", f"--hostname-override={NODE_NAME}",
+            "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+            "--run-loadbalancer=false", "--enable-cni=false",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--health-port={self.netpol_health_port}", "--metrics-port=0", "--v=1"])
+        return True
 
     def other_real_node(self) -> str | None:
         """The --root-dir of a real node's kubelet of another local cluster running here: the
@@ -478,7 +564,8 @@ class RealNode:
         return (ready and node["status"].get("allocatable", {}).get(GPU_RESOURCE) == str(GPUS)
                 # kube-proxy has written the Services' rules; CoreDNS has listed them.
                 and _http_ok(f"http://127.0.0.1:{self.kube_proxy_healthz_port}/healthz")
-                and _http_ok(f"http://127.0.0.1:{self.dns_ready_port}/ready"))
+                and _http_ok(f"http://127.0.0.1:{self.dns_ready_port}/ready")
+                and _http_ok(f"http://127.0.0.1:{self.netpol_health_port}/healthz"))
 
     @property
     def cgroup_root(self) -> str:
@@ -608,13 +695,14 @@ class RealNode:
             self.cluster.kubectl("delete", "pods", "--all-namespaces", "--field-selector",
                                  f"spec.nodeName={NODE_NAME}", "--grace-period=1",
                                  "--timeout=60s", check=False)
-        for name in ("kubelet", "deviceplugin", "kube-proxy", "coredns"):
+        for name in ("kubelet", "deviceplugin", "kube-proxy", "coredns", "netpol"):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(self._pid_file(name).read_text())
                 if Path(f"/proc/{pid}").exists():
                     _terminate(pid, 10)
                     stopped.append(name)
                 self._pid_file(name).unlink(missing_ok=True)
+
         containerd = self.containerd
         if containerd.pid() is not None:
             for task in containerd.ctr("tasks", "list", "--quiet", check=False).stdout.split():
@@ -634,6 +722,12 @@ class RealNode:
         if os.access(proxy, os.X_OK):
             subprocess.run([str(proxy), "--cleanup", "--v=0"], capture_output=True, check=False,
                            timeout=60)
+        # kube-router's chains (KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*) and ipsets.
+        router = self.cluster.binary("kube-router")
+        if os.access(router, os.X_OK):
+            subprocess.run([str(router), "--cleanup-config", "--run-router=false",
+                            "--run-service-proxy=false", "--v=0"], capture_output=True,
+                           check=False, timeout=60)
         with contextlib.suppress(OSError, ValueError):
             found = {tuple(chain) for chain in json.loads(self._host_chains_file.read_text())}
             _remove_chains(_kube_chains() - found)
