@@ -501,6 +501,11 @@ def test_network_policies_select_hegui_pods(
         selector = policy["spec"]["podSelector"]["matchLabels"]
         assert sum(selector.items() <= labels.items() for labels in pods) == 1
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    # The operator asks the sidecars of the services' pods (SafetyAssessment, Art.17): an
+    # enforcing network plugin would otherwise cut every assessment run.
+    [operator] = [p for p in policies if p["metadata"]["name"] == "hegui-operator"]
+    assert {"to": [{"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"hegui.io/fronted": "true"}}}]} in operator["spec"]["egress"]
 
 
 # --- images (images/NAME.toml; tests/unit/test_image_definitions.py checks the Dockerfiles) ------
