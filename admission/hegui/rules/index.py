@@ -9,6 +9,7 @@ that seems to exist does not count.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from pydantic import ValidationError
 
 from hegui.api.articles import Rule
 from hegui.api.assessment import SafetyAssessment
-from hegui.api.common import SelectorOperator, field_errors
+from hegui.api.common import ObjectMeta, SelectorOperator, field_errors
 from hegui.api.exception import ComplianceException
-from hegui.api.generativeservice import GenerativeService
+from hegui.api.generativeservice import GenerativeService, GenerativeServiceStatus
 from hegui.api.policy import (
     CompliancePolicy,
     EnforcementMode,
@@ -140,6 +141,27 @@ class _Selectors:
         return {name for name, service in candidates if service.spec.selector.matches(labels)}
 
 
+class _Parsed(NamedTuple):
+    """What a GenerativeService in the index was parsed from, as JSON, in three parts: its
+    metadata, its status, and the rest (apiVersion, kind, spec)."""
+
+    rest: str
+    metadata: str
+    status: str
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _parsed_from(obj: Mapping[str, Any]) -> _Parsed | None:
+    rest = {key: value for key, value in obj.items() if key not in ("metadata", "status")}
+    try:
+        return _Parsed(_as_json(rest), _as_json(obj.get("metadata")), _as_json(obj.get("status")))
+    except (TypeError, ValueError):  # not plain JSON (a date from a file): parsed whole
+        return None
+
+
 def _key(obj: Mapping[str, Any]) -> ObjectKey:
     meta = obj.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
@@ -167,6 +189,11 @@ class ComplianceIndex:
     device_class_drivers: dict[str, frozenset[str]] = field(default_factory=dict)
     #: Writers (watch threads) hold it; readers take consistent snapshots of single dicts.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: What each service in `services` was parsed from (see `_parse_service`).
+    _parsed: dict[ObjectKey, _Parsed] = field(default_factory=dict, repr=False)
+    #: The status each service was last written with, as JSON, and its model (`written_status`).
+    _written: dict[ObjectKey, tuple[str, GenerativeServiceStatus]] = field(
+        default_factory=dict, repr=False)
 
     # --- filling ---------------------------------------------------------------------------------
     @classmethod
@@ -182,9 +209,11 @@ class ComplianceIndex:
             try:
                 self.invalid.pop((str(kind), key), None)
                 if kind == "GenerativeService":
-                    service = GenerativeService.from_dict(obj)
+                    service, parsed = self._parse_service(key, obj)
                     self._forget_service(key)
                     self.services[key] = service
+                    if parsed is not None:
+                        self._parsed[key] = parsed
                     self.services_by_namespace.setdefault(key.namespace, {})[key.name] = service
                     self.selectors.setdefault(key.namespace, _Selectors()).add(key.name,
                                                                                service)
@@ -211,6 +240,41 @@ class ComplianceIndex:
             elif kind == "DeviceClass":
                 self.device_class_drivers[key.name] = device_class_drivers(obj)
 
+    def written_status(self, key: ObjectKey, status: Mapping[str, Any],
+                       model: GenerativeServiceStatus) -> None:
+        """`model` is what `status` parses to (the operator's own status write, parsed to
+        write it): taken for the service's next copy whose status is `status`, not parsed again
+        (its watch event, issue 20, scale)."""
+        with self.lock:
+            self._written[key] = (_as_json(status), model)
+
+    def _parse_service(self, key: ObjectKey, obj: Mapping[str, Any]
+                       ) -> tuple[GenerativeService, _Parsed | None]:
+        """The service's model, parsed again only in the parts that changed (issue 20, scale).
+        A service arrives several times a reconcile with the same spec (its watch events, the
+        reconcile's own copy with the status it last wrote), and parsing it whole each time was
+        the operator's largest CPU cost: a part (the spec with apiVersion and kind, the
+        metadata, the status) equal to the one the model in the index was parsed from is taken
+        from that model, a status the operator wrote from `written_status`. What changed is
+        validated as in a whole parse; a failure is parsed whole again, so its errors name
+        their fields from the object's root."""
+        parsed, before = _parsed_from(obj), self.services.get(key)
+        source, meta, status = self._parsed.get(key), obj.get("metadata"), obj.get("status")
+        if (parsed is None or before is None or source is None or source.rest != parsed.rest
+                or not isinstance(meta, Mapping)):
+            return GenerativeService.from_dict(obj), parsed
+        written, model = self._written.get(key, ("", None))
+        try:
+            metadata = (before.metadata if source.metadata == parsed.metadata
+                        else ObjectMeta.from_dict(meta))
+            if source.status == parsed.status:
+                model = before.status
+            elif written != parsed.status:
+                model = None if status is None else GenerativeServiceStatus.from_dict(status)
+        except ValidationError:
+            return GenerativeService.from_dict(obj), parsed
+        return before.model_copy(update={"metadata": metadata, "status": model}), parsed
+
     def delete(self, obj: Mapping[str, Any]) -> None:
         with self.lock:
             self._forget(str(obj.get("kind")), _key(obj))
@@ -219,6 +283,7 @@ class ComplianceIndex:
         self.invalid.pop((kind, key), None)
         if kind == "GenerativeService":
             self._forget_service(key)
+            self._written.pop(key, None)
         elif kind == "CompliancePolicy":
             self.policies.pop(key.name, None)
         elif kind == "Namespace":
@@ -234,6 +299,7 @@ class ComplianceIndex:
 
     def _forget_service(self, key: ObjectKey) -> None:
         service = self.services.pop(key, None)
+        self._parsed.pop(key, None)
         self.services_by_namespace.get(key.namespace, {}).pop(key.name, None)
         if service is not None and (selectors := self.selectors.get(key.namespace)):
             selectors.remove(key.name, service)

@@ -508,6 +508,11 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
     creation_timestamp: datetime | None = None
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ObjectMeta:
+        """Validate metadata as `ApiModel.from_dict` validates it within a whole object."""
+        return cls.model_validate_json(json.dumps(_drop_nulls(data), default=_json_default))
+
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         return {key: value for key, value in data.items() if value not in ({}, [])}

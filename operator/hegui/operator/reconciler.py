@@ -361,7 +361,8 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
                 [lexicon_finding, *status["findings"]],
                 key=lambda f: ("Error", "Warning", "Info").index(f["severity"])
                 if f["severity"] in ("Error", "Warning", "Info") else 3)[:MAX_FINDINGS]
-    _attempt(errors, "write the status", lambda: _write_status(memory, body, patch, status))
+    _attempt(errors, "write the status", lambda: _write_status(op.index, key, memory, body,
+                                                                patch, status))
     # The notice first: a suspension must reach the sidecars whatever fails after it; but not
     # a ConfigMap that lost its lexicon to a failure (neither rendered nor kept: retried).
     if lexicon_finding is not None:
@@ -430,12 +431,15 @@ def _render_lexicon(op: Operator, memory: ServiceMemory, config_map: dict[str, A
     return provider_lexicon.finding(lexicon, problem, str(kept.get("version") or ""))
 
 
-def _write_status(memory: ServiceMemory, body: kopf.Body, patch: kopf.Patch,
-                  status: dict[str, Any]) -> None:
+def _write_status(index: ComplianceIndex, key: ObjectKey, memory: ServiceMemory,
+                  body: kopf.Body, patch: kopf.Patch, status: dict[str, Any]) -> None:
     """Patch the status through its model (what the CRD's schema admits), and only the fields
     that differ from the object's status or from the one this process last wrote: a reconcile
-    that changes nothing writes nothing."""
-    wanted = GenerativeServiceStatus.from_dict(status).to_dict()
+    that changes nothing writes nothing. The index is given the model, so the watch event of
+    this write is not parsed again."""
+    model = GenerativeServiceStatus.from_dict(status)
+    wanted = model.to_dict()
+    index.written_status(key, wanted, model)
     bases = [dict(body.get("status") or {})] + ([memory.written] if memory.written else [])
     for field_name, value in merge_patch(wanted, *bases).items():
         patch.status[field_name] = value
