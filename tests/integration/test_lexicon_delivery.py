@@ -25,12 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from people import (  # type: ignore[import-not-found]
+    Person,
+    admin,
+    apply_all,
+    chart_rbac,
+    person,
+    service_account,
+)
 
 from hegui.admission.local import free_port
-from hegui.localcluster import pki
 from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -48,71 +52,11 @@ WEEK_49 = WEEK_48.replace("2026-w48", "2026-w49") + "terrorismExtremism\t自制�
 
 
 @dataclass
-class Person:
-    user: str
-    kubeconfig: Path
-    cluster: LocalCluster
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.cluster.binary("kubectl")), "--kubeconfig",
-                               str(self.kubeconfig), *args], input=stdin, capture_output=True,
-                              text=True, timeout=120, check=False)
-
-    def apply(self, obj: dict[str, Any], verb: str = "apply") -> subprocess.CompletedProcess[str]:
-        return self.kubectl(verb, "-f", "-", stdin=json.dumps(obj))
-
-
-@dataclass
 class World:
     cluster: LocalCluster
     team: Person
     officer: Person  # the compliance group
     admin: Person
-
-
-def _person(cluster: LocalCluster, directory: Path, user: str, *groups: str) -> Person:
-    ca = pki.CertificateAuthority.load(cluster.pki.ca_cert, cluster.pki.ca_key)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user),
-                         *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups)])
-    cert, key = ca.issue(subject, client=True)
-    path = directory / f"{user}.kubeconfig"
-    pki.write_kubeconfig(path, server=cluster.server_url, ca_pem=cluster.pki.ca_cert.read_bytes(),
-                         cert_pem=cert, key_pem=key, user=user)
-    return Person(user, path, cluster)
-
-
-def _operator_kubeconfig(cluster: LocalCluster, directory: Path, account: str) -> Path:
-    token = cluster.kubectl("create", "token", account, "-n", HEGUI_NS,
-                            "--duration=1h").stdout.strip()
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o",
-                                        "json").stdout)
-    config["users"] = [{"name": account, "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = account
-    path = directory / f"{account}.kubeconfig"
-    path.write_text(json.dumps(config))
-    return path
-
-
-def _chart_rbac(cluster: LocalCluster) -> list[dict[str, Any]]:
-    rendered = subprocess.run(
-        [str(cluster.binary("helm")), "template", RELEASE, str(_CHECKOUT / "charts" / "hegui"),
-         "--namespace", HEGUI_NS, "--kube-version", "1.36.0",
-         "--set", f"rbac.complianceGroups[0]={COMPLIANCE}",
-         *(f"--show-only=templates/{t}" for t in ("rbac-users.yaml", "rbac-guards.yaml",
-                                                    "rbac-operator.yaml",
-                                                    "serviceaccounts.yaml"))],
-        capture_output=True, text=True, check=True, timeout=120).stdout
-    objects = [d for d in yaml.safe_load_all(rendered) if d]
-    for obj in objects:
-        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
-            obj["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {LABEL: ID}}}
-    return objects
-
-
-def _apply_all(cluster: LocalCluster, objects: list[dict[str, Any]], directory: Path) -> None:
-    path = directory / f"{uuid.uuid4().hex}.json"
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-    cluster.kubectl("apply", "-f", str(path))
 
 
 def _lexicon(text: str) -> dict[str, Any]:
@@ -133,13 +77,14 @@ def world(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
     for namespace in (HEGUI_NS, TEAM_NS):
         cluster.kubectl("create", "namespace", namespace)
         cluster.kubectl("label", "namespace", namespace, f"{LABEL}={ID}")
-    rbac = _chart_rbac(cluster)
-    _apply_all(cluster, rbac, directory)
+    rbac = chart_rbac(cluster, release=RELEASE, namespace=HEGUI_NS,
+                      compliance_group=COMPLIANCE, label=LABEL, value=ID)
+    apply_all(cluster, rbac, directory)
     cluster.kubectl("-n", TEAM_NS, "create", "rolebinding", "team-edit", "--clusterrole=edit",
                     f"--user=team-alice-{ID}")
-    world = World(cluster, _person(cluster, directory, f"team-alice-{ID}", f"team-{ID}"),
-                  _person(cluster, directory, f"officer-wang-{ID}", COMPLIANCE),
-                  Person("admin", cluster.kubeconfig, cluster))
+    world = World(cluster, person(cluster, directory, f"team-alice-{ID}", f"team-{ID}"),
+                  person(cluster, directory, f"officer-wang-{ID}", COMPLIANCE),
+                  admin(cluster))
     created = world.officer.apply(_lexicon(WEEK_48), "create")
     assert created.returncode == 0, created.stderr
     policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
@@ -147,8 +92,9 @@ def world(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
               "spec": {"namespaces": [TEAM_NS], "defaultMode": "Audit",
                        "sidecar": {"image": "registry.example.cn/hegui/sidecar:0.1.0",
                                    "port": 8443, "lexicon": {"configMaps": [LEXICON]}}}}
-    _apply_all(cluster, [policy], directory)
-    kubeconfig = _operator_kubeconfig(cluster, directory, f"{FULLNAME}-operator")
+    apply_all(cluster, [policy], directory)
+    kubeconfig = service_account(cluster, directory, HEGUI_NS,
+                                 f"{FULLNAME}-operator").kubeconfig
     log = (directory / "operator.log").open("wb")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "hegui"), "operator", "run",

@@ -27,13 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from people import (  # type: ignore[import-not-found]
+    Person,
+    admin,
+    apply_all,
+    chart_rbac,
+    person,
+    service_account,
+)
 
 from hegui.admission import configuration
 from hegui.admission.local import LocalWebhook, free_port
-from hegui.localcluster import pki
 from hegui.localcluster.cluster import _CHECKOUT, LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -46,27 +50,6 @@ TEAM_NS = f"sod-team-{ID}"
 COMPLIANCE = f"hegui:compliance-{ID}"
 AUTHORITY = f"cac:beijing-{ID}"
 LABEL = "hegui.io/separation-test"
-PLUGIN = str(Path(sys.executable).parent / "kubectl-hegui")
-
-
-@dataclass
-class Person:
-    user: str
-    kubeconfig: Path
-    cluster: LocalCluster
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.cluster.binary("kubectl")), "--kubeconfig",
-                               str(self.kubeconfig), *args], input=stdin, capture_output=True,
-                              text=True, timeout=120, check=False)
-
-    def apply(self, obj: dict[str, Any], verb: str = "apply") -> subprocess.CompletedProcess[str]:
-        return self.kubectl(verb, "-f", "-", stdin=json.dumps(obj))
-
-    def hegui(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PLUGIN, "--kubeconfig", str(self.kubeconfig), *args],
-                              capture_output=True, text=True, timeout=60, check=False,
-                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
 
 
 @dataclass
@@ -77,53 +60,6 @@ class World:
     li: Person  # compliance only
     operator: Person  # the chart's operator ServiceAccount
     admin: Person
-
-
-def _person(cluster: LocalCluster, directory: Path, user: str, *groups: str) -> Person:
-    ca = pki.CertificateAuthority.load(cluster.pki.ca_cert, cluster.pki.ca_key)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user),
-                         *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups)])
-    cert, key = ca.issue(subject, client=True)
-    path = directory / f"{user}.kubeconfig"
-    pki.write_kubeconfig(path, server=cluster.server_url, ca_pem=cluster.pki.ca_cert.read_bytes(),
-                         cert_pem=cert, key_pem=key, user=user)
-    return Person(user, path, cluster)
-
-
-def _token_person(cluster: LocalCluster, directory: Path, account: str) -> Person:
-    token = cluster.kubectl("create", "token", account, "-n", HEGUI_NS,
-                            "--duration=1h").stdout.strip()
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o",
-                                        "json").stdout)
-    config["users"] = [{"name": account, "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = account
-    path = directory / f"{account}.kubeconfig"
-    path.write_text(json.dumps(config))
-    return Person(f"system:serviceaccount:{HEGUI_NS}:{account}", path, cluster)
-
-
-def _chart_rbac(cluster: LocalCluster) -> list[dict[str, Any]]:
-    """The chart's roles, guards, ServiceAccounts and the operator's RBAC, as it renders them."""
-    rendered = subprocess.run(
-        [str(cluster.binary("helm")), "template", RELEASE, str(_CHECKOUT / "charts" / "hegui"),
-         "--namespace", HEGUI_NS, "--kube-version", "1.36.0",
-         "--set", f"rbac.complianceGroups[0]={COMPLIANCE}",
-         *(f"--show-only=templates/{t}" for t in ("rbac-users.yaml", "rbac-guards.yaml",
-                                                    "rbac-operator.yaml",
-                                                    "serviceaccounts.yaml"))],
-        capture_output=True, text=True, check=True, timeout=120).stdout
-    objects = [d for d in yaml.safe_load_all(rendered) if d]
-    for obj in objects:
-        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
-            # Shared cluster: other tests run hegui under other identities.
-            obj["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {LABEL: ID}}}
-    return objects
-
-
-def _apply_all(cluster: LocalCluster, objects: list[dict[str, Any]], directory: Path) -> None:
-    path = directory / f"{uuid.uuid4().hex}.json"
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-    cluster.kubectl("apply", "-f", str(path))
 
 
 def _register_network_policy_guard(cluster: LocalCluster, webhook: LocalWebhook,
@@ -137,7 +73,7 @@ def _register_network_policy_guard(cluster: LocalCluster, webhook: LocalWebhook,
     hook["namespaceSelector"] = {"matchLabels": {LABEL: ID}}
     config["metadata"]["name"] = f"hegui-separation-{ID}"
     config["webhooks"] = [hook]
-    _apply_all(cluster, [config], directory)
+    apply_all(cluster, [config], directory)
     return str(config["metadata"]["name"])
 
 
@@ -153,8 +89,9 @@ def world(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
     for namespace in (HEGUI_NS, TEAM_NS):
         cluster.kubectl("create", "namespace", namespace)
         cluster.kubectl("label", "namespace", namespace, f"{LABEL}={ID}")
-    rbac = _chart_rbac(cluster)
-    _apply_all(cluster, rbac, directory)
+    rbac = chart_rbac(cluster, release=RELEASE, namespace=HEGUI_NS,
+                      compliance_group=COMPLIANCE, label=LABEL, value=ID)
+    apply_all(cluster, rbac, directory)
     cluster.kubectl("-n", TEAM_NS, "create", "rolebinding", "team-edit", "--clusterrole=edit",
                     f"--user=team-alice-{ID}")
     policy = {"apiVersion": "hegui.io/v1alpha1", "kind": "CompliancePolicy",
@@ -162,11 +99,11 @@ def world(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
               "spec": {"namespaces": [TEAM_NS], "defaultMode": "Audit",
                        "sidecar": {"image": "registry.example.cn/hegui/sidecar:0.1.0",
                                    "port": 8443}}}
-    _apply_all(cluster, [policy], directory)
+    apply_all(cluster, [policy], directory)
     webhook = LocalWebhook(cluster, directory)
     webhook.start()
     hook = _register_network_policy_guard(cluster, webhook, directory)
-    operator = _token_person(cluster, directory, f"{FULLNAME}-operator")
+    operator = service_account(cluster, directory, HEGUI_NS, f"{FULLNAME}-operator")
     log = (directory / "operator.log").open("wb")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "hegui"), "operator", "run",
@@ -177,10 +114,10 @@ def world(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
         env={**os.environ, "HEGUI_RECONCILE_SECONDS": "1", "HEGUI_AUDIT_SECONDS": "5"})
     try:
         yield World(cluster,
-                    _person(cluster, directory, f"team-alice-{ID}", f"team-{ID}"),
-                    _person(cluster, directory, f"officer-wang-{ID}", COMPLIANCE, AUTHORITY),
-                    _person(cluster, directory, f"officer-li-{ID}", COMPLIANCE),
-                    operator, Person("admin", cluster.kubeconfig, cluster))
+                    person(cluster, directory, f"team-alice-{ID}", f"team-{ID}"),
+                    person(cluster, directory, f"officer-wang-{ID}", COMPLIANCE, AUTHORITY),
+                    person(cluster, directory, f"officer-li-{ID}", COMPLIANCE),
+                    operator, admin(cluster))
     finally:
         # The policy first, while the operator still runs to take its timer's finalizer off.
         cluster.kubectl("delete", "compliancepolicy", f"separation-{ID}", "--ignore-not-found",
