@@ -9,6 +9,7 @@ that seems to exist does not count.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 from collections.abc import Iterable, Mapping
@@ -142,22 +143,23 @@ class _Selectors:
 
 
 class _Parsed(NamedTuple):
-    """What a GenerativeService in the index was parsed from, as JSON, in three parts: its
-    metadata, its status, and the rest (apiVersion, kind, spec)."""
+    """What a GenerativeService in the index was parsed from, in three parts: its metadata, its
+    status, and the rest (apiVersion, kind, spec), each as a digest of its JSON (the JSON
+    itself, managedFields and all, is kilobytes a service)."""
 
-    rest: str
-    metadata: str
-    status: str
+    rest: bytes
+    metadata: bytes
+    status: bytes
 
 
-def _as_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _digest(value: Any) -> bytes:
+    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).digest()
 
 
 def _parsed_from(obj: Mapping[str, Any]) -> _Parsed | None:
     rest = {key: value for key, value in obj.items() if key not in ("metadata", "status")}
     try:
-        return _Parsed(_as_json(rest), _as_json(obj.get("metadata")), _as_json(obj.get("status")))
+        return _Parsed(_digest(rest), _digest(obj.get("metadata")), _digest(obj.get("status")))
     except (TypeError, ValueError):  # not plain JSON (a date from a file): parsed whole
         return None
 
@@ -191,8 +193,8 @@ class ComplianceIndex:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: What each service in `services` was parsed from (see `_parse_service`).
     _parsed: dict[ObjectKey, _Parsed] = field(default_factory=dict, repr=False)
-    #: The status each service was last written with, as JSON, and its model (`written_status`).
-    _written: dict[ObjectKey, tuple[str, GenerativeServiceStatus]] = field(
+    #: The status each service was last written with (its digest) and its model.
+    _written: dict[ObjectKey, tuple[bytes, GenerativeServiceStatus]] = field(
         default_factory=dict, repr=False)
 
     # --- filling ---------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ class ComplianceIndex:
         write it): taken for the service's next copy whose status is `status`, not parsed again
         (its watch event, issue 20, scale)."""
         with self.lock:
-            self._written[key] = (_as_json(status), model)
+            self._written[key] = (_digest(status), model)
 
     def _parse_service(self, key: ObjectKey, obj: Mapping[str, Any]
                        ) -> tuple[GenerativeService, _Parsed | None]:
@@ -263,7 +265,7 @@ class ComplianceIndex:
         if (parsed is None or before is None or source is None or source.rest != parsed.rest
                 or not isinstance(meta, Mapping)):
             return GenerativeService.from_dict(obj), parsed
-        written, model = self._written.get(key, ("", None))
+        written, model = self._written.get(key, (b"", None))
         try:
             metadata = (before.metadata if source.metadata == parsed.metadata
                         else ObjectMeta.from_dict(meta))
