@@ -330,6 +330,19 @@ def _holder(cluster: LocalCluster) -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
+def _live(port: int, attempts: int = 3) -> bool:
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                        timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(2)
+    return False
+
+
 def test_two_replicas_one_leads_and_a_killed_leader_is_replaced_within_the_lease(
         local_cluster: LocalCluster, tmp_path: Path) -> None:
     """High availability (issue 8.6): only the Lease holder reconciles; when it is killed, the
@@ -348,9 +361,10 @@ def test_two_replicas_one_leads_and_a_killed_leader_is_replaced_within_the_lease
         _apply(local_cluster, _service(namespace), tmp_path)
         status = _until(local_cluster, namespace, lambda s: "Compliant" in _conditions(s))
         assert "Compliant" in _conditions(status)
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['a']}/healthz",
-                                    timeout=5) as response:
-            assert response.status == 200  # the leader is live
+        # The leader is live. Probed as the kubelet does (one failure is not a restart): a
+        # clean-clone CI run once got one connection reset here, under load, just after the
+        # handover from the standby's endpoint to kopf's (cause not found).
+        assert _live(ports["a"]), "the leader's liveness endpoint never answered 200"
         # The standby starts (seconds of imports on a loaded machine), finds the Lease held
         # and stands by; it does not grab it.
         deadline = time.monotonic() + 60
