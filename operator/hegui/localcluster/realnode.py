@@ -247,39 +247,19 @@ APISERVER_SERVICE_IP = "10.96.0.1"
 #: The cluster's DNS domain (the kubelet's clusterDomain, CoreDNS's zone).
 CLUSTER_DOMAIN = "cluster.local"
 #: What CoreDNS may read to answer for Services (the stock `system:coredns` role's rules).
-_DNS_RBAC = [
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-     "metadata": {"name": "hegui:real-node-dns"},
-     "rules": [{"apiGroups": [""], "resources": ["services", "endpoints", "pods", "namespaces"],
-                "verbs": ["list", "watch"]},
-               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                "verbs": ["list", "watch"]}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-     "metadata": {"name": "hegui:real-node-dns"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "hegui:real-node-dns"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                   "name": "system:hegui-real-node-dns"}]},
-]
+_DNS_RULES = [{"apiGroups": [""], "resources": ["services", "endpoints", "pods", "namespaces"],
+               "verbs": ["list", "watch"]},
+              {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+               "verbs": ["list", "watch"]}]
 #: What kube-router's network policy controller reads (its stock ClusterRole's rules, less
 #: what its router and load balancer would write).
-_NETPOL_RBAC = [
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-     "metadata": {"name": "hegui:real-node-netpol"},
-     "rules": [{"apiGroups": [""],
-                "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
-                "verbs": ["get", "list", "watch"]},
-               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                "verbs": ["get", "list", "watch"]},
-               {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                "verbs": ["get", "list", "watch"]}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-     "metadata": {"name": "hegui:real-node-netpol"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "hegui:real-node-netpol"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                   "name": "system:hegui-real-node-netpol"}]},
-]
+_NETPOL_RULES = [{"apiGroups": [""],
+                  "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                  "verbs": ["get", "list", "watch"]},
+                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                  "verbs": ["get", "list", "watch"]},
+                 {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                  "verbs": ["get", "list", "watch"]}]
 #: The devices the fake GPU device plugin advertises, and its module.
 GPUS = 2
 PLUGIN_MODULE = "hegui.localcluster.deviceplugin"
@@ -489,11 +469,7 @@ class RealNode:
         if self.cluster.kubectl("get", "node", NODE_NAME, "-o", "name",
                                 check=False).returncode != 0:
             return False
-        kubeconfig = self.home / "netpol.kubeconfig"
-        self._client_kubeconfig(kubeconfig, "system:hegui-real-node-netpol")
-        rbac = self.home / "netpol-rbac.json"
-        rbac.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": _NETPOL_RBAC}))
-        self.cluster.kubectl("apply", "-f", str(rbac))
+        kubeconfig = self._reader("netpol", _NETPOL_RULES)
         self._spawn("netpol", [
             str(binary), f"--kubeconfig={kubeconfig}", f"--hostname-override={NODE_NAME}",
             "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
@@ -635,6 +611,26 @@ class RealNode:
                              ca_pem=files.ca_cert.read_bytes(), cert_pem=cert, key_pem=key,
                              user=user)
 
+    def _reader(self, component: str, rules: list[dict[str, Any]]) -> Path:
+        """A client certificate for the node's `component` (user
+        system:hegui-real-node-<component>) bound to a ClusterRole of these rules; returns its
+        kubeconfig."""
+        name, user = f"hegui:real-node-{component}", f"system:hegui-real-node-{component}"
+        kubeconfig = self.home / f"{component}.kubeconfig"
+        self._client_kubeconfig(kubeconfig, user)
+        rbac = self.home / f"{component}-rbac.json"
+        rbac.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": name}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": name},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": name},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                           "name": user}]}]}))
+        self.cluster.kubectl("apply", "-f", str(rbac))
+        return kubeconfig
+
     def _write_kube_proxy_files(self) -> None:
         """kube-proxy as the stock `system:kube-proxy` user (bound to system:node-proxier), in
         iptables mode (Debian's iptables; `nft`, which its nftables mode needs, is not there).
@@ -665,11 +661,7 @@ class RealNode:
         """CoreDNS on the bridge's address, port 53 (the pods' clusterDNS): Services and their
         endpoints from the apiserver under cluster.local, everything else to this machine's
         resolver. It reads as its own user, with the stock CoreDNS role's rights."""
-        kubeconfig = self.home / "coredns.kubeconfig"
-        self._client_kubeconfig(kubeconfig, "system:hegui-real-node-dns")
-        rbac = self.home / "coredns-rbac.json"
-        rbac.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": _DNS_RBAC}))
-        self.cluster.kubectl("apply", "-f", str(rbac))
+        kubeconfig = self._reader("dns", _DNS_RULES)
         (self.home / "Corefile").write_text(f"""\
 .:53 {{
     bind {self.gateway}
