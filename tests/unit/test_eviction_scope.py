@@ -123,3 +123,17 @@ def test_a_teams_policy_that_lets_the_pods_dial_out_is_reported() -> None:
     seen = observe(index.services[ObjectKey("ai", "chat")], index,
                    pods=[_pod("chat-a", owner=REPLICASET)], network_policies=[dial_out], now=NOW)
     assert seen.widening == []
+
+
+def test_where_hegui_keeps_no_policy_a_teams_policy_widens_nothing() -> None:
+    """With `networkPolicy: false` hegui renders no hegui-chat: the team's ingress rules are its
+    own business, not a finding (`hegui.rules.network`, the rule the admission guard shares)."""
+    unkept = copy.deepcopy(POLICY)
+    unkept["spec"]["sidecar"]["networkPolicy"] = False
+    index = ComplianceIndex.from_objects([
+        unkept, SERVICE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai"}}])
+    seen = observe(index.services[ObjectKey("ai", "chat")], index,
+                   pods=[_pod("chat-a", owner=REPLICASET)],
+                   network_policies=[_network_policy("allow-all", {}, [{}])], now=NOW)
+    assert seen.widening == []
+    assert not [f for f in seen.findings if "allow-all" in f["message"]]

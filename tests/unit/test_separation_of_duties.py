@@ -155,6 +155,22 @@ def test_egress_policies_pass_where_egress_is_open_or_nothing_is_admitted() -> N
     assert not decision.allowed and "[suspension, Art.21]" in decision.message
 
 
+def test_the_guard_judges_the_policy_the_operator_renders() -> None:
+    """Two CompliancePolicies over the namespace: hegui-chat is rendered from the first that
+    declares a sidecar (here egress Open), so a team's egress rules widen nothing and pass, as
+    the operator's report of older policies judges them (one rule, `hegui.rules.network`)."""
+    first = _policy_with_egress("Open")
+    first["metadata"]["name"] = "a-platform"
+    second = _policy_with_egress("Restricted")
+    second["metadata"]["name"] = "b-group"
+    index = _index(first, second, _service())
+    assert guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]), index).allowed
+    # The first restricts: refused, whatever the second says.
+    first["metadata"]["name"], second["metadata"]["name"] = "b-platform", "a-group"
+    index = _index(second, first, _service())
+    assert not guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]), index).allowed
+
+
 # --- ScaleToZero reaches every workload kind (Art.21) ------------------------------------------
 
 def _owned(kind: str, name: str, owner: tuple[str, str, str] | None = None) -> dict[str, Any]:

@@ -10,7 +10,8 @@ GenerativeService may select, when hegui keeps that service's policy (the Compli
 sidecar has `networkPolicy: true`) or the service is suspended; and one that admits egress from
 them when the policy restricts egress (`spec.sidecar.egress`, Restricted by default: a model
 that dials out serves around the sidecar, which sees only what comes in) or the service is
-suspended.
+suspended. What hegui closes, and what widens it, is decided in `hegui.rules.network`, which
+the operator's report of older policies shares.
 
 Why the webhook and not an AdminNetworkPolicy: AdminNetworkPolicy (sig-network's
 policy.networking.k8s.io) would let hegui deny with a priority teams cannot override, but it is
@@ -30,28 +31,17 @@ admit ingress or egress (`networkpolicies.validate.hegui.io` in `hegui.admission
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from hegui.admission import review
 from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService
-from hegui.api.policy import EgressMode
 from hegui.rules.index import ComplianceIndex
+from hegui.rules.network import admits, closed_by_hegui, network_sidecar, widens
 
 #: key -> (values it must take or None for any, values it must not take, must exist, must not)
 _Constraint = tuple[set[str] | None, set[str], bool, bool]
-
-
-def admits(spec: Mapping[str, Any], direction: Literal["Ingress", "Egress"]) -> bool:
-    """Whether a NetworkPolicy spec admits any traffic in `direction` (only those can widen
-    anything). Without policyTypes, Kubernetes takes Ingress always and Egress when the policy
-    has egress rules."""
-    types = spec.get("policyTypes")
-    rules = spec.get(direction.lower())
-    governs = (direction in types if isinstance(types, list)
-               else direction == "Ingress" or rules is not None)
-    return governs and isinstance(rules, list) and len(rules) > 0
 
 
 def _requirements(selector: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
@@ -108,28 +98,23 @@ def check_network_policy(request: review.AdmissionRequest,
     spec = request.obj.get("spec")
     if request.operation not in ("CREATE", "UPDATE") or not isinstance(spec, Mapping):
         return review.Decision(True)
-    ingress, egress = admits(spec, "Ingress"), admits(spec, "Egress")
-    if not (ingress or egress):
+    if not (admits(spec, "Ingress") or admits(spec, "Egress")):
         return review.Decision(True)
     pod_selector = spec.get("podSelector")
     pods = pod_selector if isinstance(pod_selector, Mapping) else {}
     effective = index.policy_for(request.namespace)
-    kept = [p.spec.sidecar for p in (effective.policies if effective else [])
-            if p.spec.sidecar is not None and p.spec.sidecar.network_policy]
-    restricts_egress = any(s.egress.mode is EgressMode.RESTRICTED for s in kept)
+    sidecar = network_sidecar(effective.policies if effective else ())
     for name, service in sorted(index.services_by_namespace.get(request.namespace, {}).items()):
         suspended = service.is_suspended
-        widens_ingress = ingress and (bool(kept) or suspended)
-        widens_egress = egress and (restricts_egress or suspended)
-        if not (widens_ingress or widens_egress) \
-                or not selectors_overlap(pods, _selector(service)):
+        widened = widens(spec, closed_by_hegui(sidecar, suspended=suspended))
+        if widened is None or not selectors_overlap(pods, _selector(service)):
             continue
         rule = Rule.SUSPENSION if suspended else Rule.INJECTION
-        direction = "its ingress" if widens_ingress else "its egress"
+        direction = f"its {widened.lower()}"
         if suspended:
             why = ("it is suspended (Art.21): while hegui isolates it nothing may reach its pods "
                    "and they may dial only cluster DNS and hegui's namespace")
-        elif widens_ingress:
+        elif widened == "Ingress":
             why = ("hegui admits ingress to its pods only on the sidecar's port (Art.14), and "
                    "NetworkPolicies add up, so this one would let traffic reach the model around "
                    "moderation")

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hegui.admission.guards import admits
 from hegui.admission.injection import MODEL_PORT_NAME, carries_sidecar
 from hegui.admission.mutate import sidecar_duty
 from hegui.api.articles import Rule
@@ -31,6 +30,7 @@ from hegui.api.generativeservice import GenerativeService, OpenPort, PortPurpose
 from hegui.api.policy import EgressDestination, EgressMode, Sidecar, TrafficCapture
 from hegui.rules.index import ComplianceIndex
 from hegui.rules.injection import FRONTED_LABEL
+from hegui.rules.network import closed_by_hegui, network_sidecar, widens
 from hegui.rules.workloads import labels
 
 MAX_LISTED = 32  # status lists are capped; counts say how many there are in all
@@ -104,8 +104,7 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
                      ][:MAX_LISTED]
 
     effective = index.policy_for(namespace)
-    injecting = [p.spec.sidecar for p in effective.policies] if effective else []
-    found.sidecar = next((sidecar for sidecar in injecting if sidecar is not None), None)
+    found.sidecar = network_sidecar(effective.policies if effective else ())
     found.evict = found.sidecar is not None and found.sidecar.evict_uninjected
 
     live = [p for p in own_pods if not _meta(p).get("deletionTimestamp")
@@ -133,10 +132,8 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
 
     if found.sidecar is not None:
         found.findings += _bypassing_services(services, live, found.sidecar)
-    restricts_egress = (found.sidecar is not None and found.sidecar.network_policy
-                        and found.sidecar.egress.mode is EgressMode.RESTRICTED)
     found.widening, widening = widening_policies(service, network_policies, live,
-                                                 restricts_egress=restricts_egress)
+                                                 found.sidecar)
     found.findings += widening
     return found
 
@@ -153,11 +150,12 @@ def _selects(selector: Any, labels: Mapping[str, str]) -> bool:
 
 
 def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str, Any]],
-                      pods: list[Mapping[str, Any]], *, restricts_egress: bool = False
+                      pods: list[Mapping[str, Any]], sidecar: Sidecar | None
                       ) -> tuple[list[str], list[dict[str, Any]]]:
-    """NetworkPolicies, not hegui's, that admit ingress to the service's live pods (or egress
-    from them, where hegui restricts it), and a finding for each (Art.14; Art.21 while
-    suspended).
+    """NetworkPolicies, not hegui's, that admit what `hegui-<service>` (rendered from `sidecar`)
+    closes to the service's live pods, and a finding for each (Art.14; Art.21 while suspended):
+    ingress where hegui keeps the policy, egress where it also restricts egress
+    (`hegui.rules.network`, the rule the admission guard shares).
 
     NetworkPolicies add up, so such a policy reopens what `hegui-<service>` closes: the model's
     port, or everything while the service is isolated (IsolateNetwork). The admission guard
@@ -171,15 +169,15 @@ def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str
     names: list[str] = []
     findings: list[dict[str, Any]] = []
     isolated = service.is_suspended
+    closed = closed_by_hegui(sidecar, suspended=isolated)
     rule = Rule.SUSPENSION if isolated else Rule.INJECTION
     for policy in policies:
         name = str(_meta(policy).get("name") or "")
         spec = policy.get("spec")
         if name.startswith("hegui-") or not isinstance(spec, Mapping):
             continue
-        ingress = admits(spec, "Ingress")
-        egress = admits(spec, "Egress") and (restricts_egress or isolated)
-        if not (ingress or egress):
+        widened = widens(spec, closed)
+        if widened is None:
             continue
         selected = sorted(str(_meta(p).get("name")) for p in pods
                           if _selects(spec.get("podSelector"), labels(p)))
@@ -187,10 +185,10 @@ def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str
             continue
         names.append(name)
         closes = ("admits nothing while the service is suspended (Art.21)" if isolated else
-                  "admits ingress only on the sidecar's port (Art.14)" if ingress else
+                  "admits ingress only on the sidecar's port (Art.14)" if widened == "Ingress" else
                   "lets them dial only what the CompliancePolicy's spec.sidecar.egress allows "
                   "(Art.14)")
-        admitted = "ingress to" if ingress else "egress from"
+        admitted = "ingress to" if widened == "Ingress" else "egress from"
         findings.append(_finding(
             rule, "Error",
             f"NetworkPolicy {name} is not hegui's and admits {admitted} pods of this service "

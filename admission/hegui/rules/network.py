@@ -1,0 +1,68 @@
+"""What NetworkPolicy `hegui-<service>` closes, and whether another NetworkPolicy widens it
+(Art.14: nothing reaches the model, or leaves it, around the sidecar; Art.21: nothing at all
+while the service is suspended).
+
+NetworkPolicies add up: a pod selected by several may receive, and dial, whatever any of them
+admits. So a policy the team writes widens hegui's when it admits a direction hegui closes.
+One decision, used where a new policy is refused (`hegui.admission.guards`) and where an older
+one is reported (`hegui.operator.workloads`), so that both judge against the policy the
+operator renders, not each its own reading of the CompliancePolicies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hegui.api.policy import CompliancePolicy, EgressMode, Sidecar
+
+Direction = Literal["Ingress", "Egress"]
+
+
+def network_sidecar(policies: Iterable[CompliancePolicy]) -> Sidecar | None:
+    """The sidecar declaration whose NetworkPolicy the operator renders for a namespace's
+    services: the first of the namespace's policies (in the index's order) that declares one,
+    as for injection."""
+    return next((p.spec.sidecar for p in policies if p.spec.sidecar is not None), None)
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The directions `hegui-<service>` closes to all but the sidecar's traffic."""
+
+    ingress: bool
+    egress: bool
+
+
+def closed_by_hegui(sidecar: Sidecar | None, *, suspended: bool) -> Closed:
+    """Ingress where the sidecar keeps a NetworkPolicy (`networkPolicy: true`); egress where it
+    also restricts egress (`spec.sidecar.egress.mode: Restricted`, the default); both while the
+    service is suspended (Art.21: a suspended model must not keep pulling prompts either)."""
+    if suspended:
+        return Closed(ingress=True, egress=True)
+    kept = sidecar is not None and sidecar.network_policy
+    return Closed(ingress=kept,
+                  egress=kept and sidecar is not None
+                  and sidecar.egress.mode is EgressMode.RESTRICTED)
+
+
+def admits(spec: Mapping[str, Any], direction: Direction) -> bool:
+    """Whether a NetworkPolicy spec admits any traffic in `direction` (only those can widen
+    anything). Without policyTypes, Kubernetes takes Ingress always and Egress when the policy
+    has egress rules."""
+    types = spec.get("policyTypes")
+    rules = spec.get(direction.lower())
+    governs = (direction in types if isinstance(types, list)
+               else direction == "Ingress" or rules is not None)
+    return governs and isinstance(rules, list) and len(rules) > 0
+
+
+def widens(spec: Mapping[str, Any], closed: Closed) -> Direction | None:
+    """The direction in which a NetworkPolicy spec admits what hegui closes (ingress first),
+    or None when it only narrows."""
+    if closed.ingress and admits(spec, "Ingress"):
+        return "Ingress"
+    if closed.egress and admits(spec, "Egress"):
+        return "Egress"
+    return None
