@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,7 @@ class Bench:
                  "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-address",
                  f"127.0.0.1:{free_port()}", "--liveness", f"http://127.0.0.1:{free_port()}/"],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
+            spy = self._spy(process.pid, stage, round_) if self.args.py_spy else None
             try:
                 self.polls = 0
                 peak = 0.0
@@ -160,6 +162,9 @@ class Bench:
                 rss = _rss_mib(process.pid)
                 cpu = _cpu_s(process.pid)
             finally:
+                if spy is not None:  # SIGINT: py-spy writes what it sampled and exits
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
                 process.terminate()
                 process.wait(30)
         services = len(self.made) * self.per_namespace
@@ -169,6 +174,17 @@ class Bench:
                 "reconciles_per_s": services / seconds,
                 "requests_per_reconcile": operator_requests / services, "rss_mib": rss,
                 "peak_rss_mib": max(peak, rss), "cpu_ms_per_service": cpu * 1000 / services}
+
+
+    def _spy(self, pid: int, stage: int, round_: int) -> subprocess.Popen[bytes]:
+        """py-spy sampling the operator (GIL held only) from its start, as collapsed stacks:
+        where its CPU goes on the way to converged."""
+        out = Path(f"{self.args.py_spy}-stage{stage + 1}-round{round_ + 1}.txt")
+        time.sleep(0.5)  # the interpreter up, for py-spy to find
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+             "--gil", "--rate", "50", "--format", "raw", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _checkout_env(checkout: Path) -> dict[str, str]:
@@ -207,6 +223,10 @@ def main() -> None:
                         help="also run this checkout's operator (e.g. `git archive` of an "
                              "older commit) at every stage, before this one's, and print the "
                              "ratios: figures of one run on one machine")
+    parser.add_argument("--py-spy", metavar="PREFIX",
+                        help="sample each operator run with py-spy (GIL held), collapsed "
+                             "stacks to PREFIX-stageN-roundM.txt (py-spy in the venv; its "
+                             "sampling costs the operator time, so take no figures then)")
     args = parser.parse_args()
     cluster = LocalCluster.from_environment()
     cluster.up(timeout=300)

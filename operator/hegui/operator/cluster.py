@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import kopf
+import orjson
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,19 @@ def connection_info(kubeconfig: str) -> kopf.ConnectionInfo:
         scheme="Bearer" if token else None, token=token or None)
 
 
+def decode(raw: bytes | str) -> Any:
+    """An answer's JSON. orjson first: the namespace listings a reconcile reads (a namespace's
+    pods are hundreds of kilobytes) were decoded with the json module in a fifth of the
+    operator's CPU at 1,000 services, and orjson takes a third of that or less (issue 20,
+    scale). What orjson refuses and json reads (a lone surrogate escape, 1e400) is read by
+    json, as before. (An integer beyond 64 bits reads as a float, as the apiserver itself
+    keeps one in an object it does not know the schema of.)"""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 class KubeCluster:
     """`Cluster` on the apiserver, through the kubernetes client's ApiClient: requests by path,
     raw JSON both ways (nothing is deserialised into the client's models). The client's typed
@@ -142,7 +156,7 @@ class KubeCluster:
         response.read()
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(http_resp=response, body=None, data=None)
-        return json.loads(response.data) if response.data else None
+        return decode(response.data) if response.data else None
 
     def objects(self, kind: Kind, namespace: str | None = None,
                 labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

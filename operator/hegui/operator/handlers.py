@@ -13,7 +13,8 @@ settings, and every handler finds what it needs in kopf's memo (`memo["operator"
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 
@@ -34,11 +35,37 @@ def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
     return connection_info(kubeconfig)
 
 
+class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base, the same essence built without deep-copying what it drops.
+
+    kopf builds an object's essence (spec, labels, annotations) on every watch event and every
+    handled change by deep-copying the whole object and then deleting its status and metadata:
+    at 1,000 services that copy of each status (conditions, findings) and of managedFields was
+    6% of the operator's CPU (issue 20, scale). Here only what the essence keeps is handed to
+    kopf's own build; an extra field under status or metadata (a handler's `field=` there)
+    takes the whole object, as before."""
+
+    def build(self, *, body: kopf.Body,
+              extra_fields: Iterable[str | tuple[str, ...] | list[str] | None] | None = None,
+              ) -> kopf.BodyEssence:
+        extra = list(extra_fields or ())
+        if any((f.split(".") if isinstance(f, str) else list(f or ()))[:1]
+               in (["status"], ["metadata"]) for f in extra):
+            return super().build(body=body, extra_fields=extra)
+        meta = body.get("metadata") or {}
+        lean = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        # What kopf's build reads of metadata: the labels and annotations it keeps, and the
+        # ownerReferences its annotation key depends on.
+        lean["metadata"] = {k: meta[k] for k in ("labels", "annotations", "ownerReferences")
+                            if k in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=extra)
+
+
 def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # Progress in annotations only (the CRD's status schema has no room for kopf's own fields),
     # and hegui's objects carry no finalizers: nothing to clean up on deletion.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hegui.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="hegui.io")
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(prefix="hegui.io")
     settings.persistence.finalizer = "hegui.io/operator"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
