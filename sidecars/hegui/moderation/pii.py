@@ -109,6 +109,8 @@ class _View:
     ends: list[int]
 
     def sub(self, pattern: re.Pattern[str], replacement: str) -> _View:
+        if pattern.search(self.text) is None:  # the usual case: nothing to fold, no copies
+            return self
         out: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
@@ -139,16 +141,33 @@ def _fold(char: str) -> str:
     return folded if folded.isascii() else char
 
 
+class _FoldTable(dict[str, str]):
+    """`_fold` of each character, computed once (the alphabet of real text is small): a
+    prompt's folding is one lookup a character, not a normalisation (every request's input)."""
+
+    def __missing__(self, char: str) -> str:
+        folded = _fold(char)
+        if len(self) < 200_000:
+            self[char] = folded
+        return folded
+
+
+_FOLDED = _FoldTable()
+
+
 def _views(text: str) -> tuple[_View, _View]:
-    out: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    for index, char in enumerate(text):
-        for folded in _fold(char):
-            out.append(folded)
-            starts.append(index)
-            ends.append(index + 1)
-    plain = _View("".join(out), starts, ends).sub(_AT, "@").sub(_DOT, ".")
+    parts = list(map(_FOLDED.__getitem__, text))
+    joined = "".join(parts)
+    if len(joined) == len(text) and "" not in parts:  # each character folds to one
+        plain = _View(joined, list(range(len(text))), list(range(1, len(text) + 1)))
+    else:
+        starts: list[int] = []
+        ends: list[int] = []
+        for index, folded in enumerate(parts):
+            starts.extend([index] * len(folded))
+            ends.extend([index + 1] * len(folded))
+        plain = _View(joined, starts, ends)
+    plain = plain.sub(_AT, "@").sub(_DOT, ".")
     return plain, plain.sub(_DIGIT_SEPARATORS, "")
 
 
@@ -163,12 +182,19 @@ def _candidates(text: str) -> list[PiiSpan]:
                 first, last = match.span()
                 found.append(PiiSpan(view.starts[first], view.ends[last - 1], kind))
 
-    for view in (plain, compact):
-        add(view, _RESIDENT_ID, PiiKind.RESIDENT_ID, is_resident_id)
-        add(view, _MOBILE, PiiKind.MOBILE)
-    add(plain, _BANK_CARD, PiiKind.BANK_CARD, _is_card)
-    add(plain, _EMAIL, PiiKind.EMAIL)
+    # Every number below holds four digits in a row once its separators are dropped (the
+    # compact view), and an address an @: a text without either is not searched for them.
+    if _FOUR_DIGITS.search(compact.text) is not None:
+        for view in (plain, compact):
+            add(view, _RESIDENT_ID, PiiKind.RESIDENT_ID, is_resident_id)
+            add(view, _MOBILE, PiiKind.MOBILE)
+        add(plain, _BANK_CARD, PiiKind.BANK_CARD, _is_card)
+    if "@" in plain.text:
+        add(plain, _EMAIL, PiiKind.EMAIL)
     return found
+
+
+_FOUR_DIGITS = re.compile("[0-9]{4}")
 
 
 def _is_card(text: str) -> bool:
