@@ -63,7 +63,7 @@ from hegui.sidecar.common import (
     mark_cut,
     reference_id,
 )
-from hegui.sidecar.families.base import Family, Slot, other_strings
+from hegui.sidecar.families.base import Family, Slot, other_strings_at
 
 if TYPE_CHECKING:
     from hegui.sidecar.app import Sidecar
@@ -89,6 +89,10 @@ except ImportError:  # pragma: no cover - the sidecar extra installs orjson
 # --- personal information still being written ----------------------------------------------------
 
 _MAX_HOLD = 64  # a longer run is no personal information hegui masks: it is scanned as it is
+#: Paths of other strings a stream keeps a run of (`_Relay._others`); the values of any more
+#: paths join one run (json_scan.MAX_RUNS alike).
+_MAX_RUNS = 64
+_OTHER_RUN: tuple[Any, ...] = (None,)  # no JSON path: keys are strings, indices numbers
 _MAX_QUEUE = 1024  # chunks held behind a run that may be personal information, at most
 # ASCII and full-width digits, Chinese numerals
 _DIGITS = frozenset("0123456789" + "".join(chr(0xFF10 + i) for i in range(10))
@@ -228,6 +232,7 @@ class _Shape:
     # events are checked with it (`_others`), and the shape serves later batches once it passed.
     source: _Chunk | None = None
     verified: bool = True
+    strings: tuple[tuple[Any, str], ...] = ()  # its other strings' runs, values (`_others`)
 
     def match(self, raw: bytes, data: bytes, event: str | None) -> _Chunk | None:
         prefix, suffix = self.prefix, self.suffix
@@ -266,6 +271,23 @@ def _decode(family: Family, raw: bytes, data: bytes, event: str | None) -> _Chun
     if family.scrub(value):  # per-token log probabilities would spell out what is masked
         chunk.changed = True
     return chunk
+
+
+def _mask_back(earlier: list[tuple[_Chunk, Slot]], slot: Slot, reach: int,
+               masked_forms: dict[tuple[Any, str], str], run: Any) -> bool:
+    """Mask the last `reach` characters of the values of `slot`'s run before it in this batch
+    (personal information the run spells across them, `_Relay._others`); False when it reaches
+    into a value of an earlier batch (sent, or about to be)."""
+    position = next(i for i, (_, s) in enumerate(earlier) if s is slot)
+    for chunk, before in reversed(earlier[:position]):
+        value = before.text
+        before.set(mask(value, [(max(len(value) - reach, 0), len(value))]))
+        masked_forms[(run, value)] = before.text
+        chunk.changed = True
+        reach -= len(value)
+        if reach <= 0:
+            return True
+    return False
 
 
 class _Labels:
@@ -473,6 +495,10 @@ class _Relay:
     # the last one-text event's shape without its text (`_others`).
     passed: set[str] = field(default_factory=set)
     skeleton: bytes = b""
+    # Each path's run of other strings (`_others`): its last value and the run's last
+    # characters, and the masked form of a last value that was masked.
+    runs: dict[Any, tuple[str, str]] = field(default_factory=dict)
+    run_masks: dict[Any, tuple[str, str]] = field(default_factory=dict)
     shape: _Shape | None = None  # the token event's bytes around its text (`_Shape`)
     learned: int = 0  # shapes learned (bounded: a model that changes its shape every event)
 
@@ -643,39 +669,45 @@ class _Relay:
     async def _others(self, chunks: list[_Chunk]) -> None:
         """Moderate the strings of the events that are not their texts (ids, model, role, fields
         no API defines: a client reads them too, the openai client keeps unknown ones) before
-        they go out: prohibited stops the stream, personal information is masked (Art.14).
-        Each distinct string is moderated once a stream, and an event of one text whose shape
-        without it is one already checked (the common token event) is not walked at all."""
-        found: list[tuple[_Chunk, Slot]] = []
-        walked: dict[bytes, _Chunk] = {}  # shapes of this batch, walked
-        alike: list[_Chunk] = []  # events shaped as one walked in this batch
-        learned: list[_Shape] = []  # (`_Shape`) learned from an event of this batch
+        they go out: prohibited stops the stream, personal information is masked (Art.4,
+        Art.14). They are moderated as the runs they spell (`runs`): the values at one path
+        in event order, a value the next event that carries the path repeats counted once (a
+        stream's id and model repeat in every event), each scored with the tail of its run, so
+        a text a model spells across events' fields is read whole, as json_scan.Runs reads one
+        spelled across an answer's strings. What passed is not moderated again, and an event
+        whose strings are the runs' last values and whose shape was checked (the common token
+        event: `skeleton`, a verified `_Shape`) is not walked at all."""
+        found: list[tuple[_Chunk, Slot, Any, str, int]] = []  # chunk, slot, run, scored, offset
+        repeats: list[tuple[_Chunk, Slot, Any]] = []
+        in_batch: dict[Any, list[tuple[_Chunk, Slot]]] = {}  # each run's values in this batch
+        strings: dict[int, list[tuple[Any, str]]] = {}  # id(chunk): its runs and values
+        candidate: tuple[_Chunk, bytes] | None = None  # the last one-text event (`skeleton`)
+        runs = self.runs
         for chunk in chunks:
-            if (of := chunk.of) is not None:
-                if of.verified:
-                    continue  # its other strings are those that passed
-                if of.source is not None and of.source.of is None:
-                    if of not in learned:
-                        learned.append(of)
-                    alike.append(chunk)  # those of the event it was learned from
-                    continue
-            shape = b""
             if len(chunk.pieces) == 1 and not chunk.aggregates:
                 slot = chunk.pieces[0].slot
                 text = slot.text
                 slot.set("")
-                shape = _dumps(chunk.value)
+                candidate = (chunk, _dumps(chunk.value))
                 slot.set(text)
-                if shape == self.skeleton:
+            known = [p.slot for p in chunk.pieces] + chunk.aggregates
+            mine = strings[id(chunk)] = []
+            for path, slot in other_strings_at(chunk.value, known):
+                run = path if path in runs or len(runs) < _MAX_RUNS else _OTHER_RUN
+                value = slot.text
+                mine.append((run, value))
+                last, tail = runs.get(run, ("", ""))
+                if value == last:
+                    repeats.append((chunk, slot, run))
                     continue
-                if shape in walked:
-                    alike.append(chunk)
-                    continue
-                walked[shape] = chunk
-            found += [(chunk, s) for s in self._other_slots(chunk)]
-        masked: set[str] = set()
+                scored = tail + value
+                runs[run] = (value, scored[-self.overlap:])
+                in_batch.setdefault(run, []).append((chunk, slot))
+                if scored not in self.passed:
+                    found.append((chunk, slot, run, scored, len(tail)))
+        masked_forms = {(run, value): masked for run, (value, masked) in self.run_masks.items()}
         if found:
-            texts = list(dict.fromkeys(s.text for _, s in found))
+            texts = list(dict.fromkeys(scored for _, _, _, scored, _ in found))
             decisions = await self.sidecar.moderate(texts, Direction.OUTPUT)
             if decisions is None:
                 await self._unmoderated()
@@ -683,36 +715,57 @@ class _Relay:
             await self._judge({(-1, f"field.{i}"): d for i, d in enumerate(decisions)},
                               withdraw=True)
             verdicts = dict(zip(texts, decisions, strict=True))
-            masked = {t for t, d in verdicts.items() if d.mask_spans}
-            self.passed.update(t for t in texts if t not in masked)
-            if masked:
-                for chunk in alike:  # the same strings: masked the same
-                    found += [(chunk, s) for s in self._other_slots(chunk)
-                              if s.text in masked]
-                kinds: set[str] = set()
-                for chunk, slot in found:
-                    if (decision := verdicts.get(slot.text)) is not None and \
-                            decision.mask_spans:
-                        kinds.update(m.label for m in decision.mask_spans)
-                        slot.set(mask(slot.text, [(m.start, m.end)
-                                                  for m in decision.mask_spans]))
-                        chunk.changed = True
+            self.passed.update(t for t, d in verdicts.items() if not d.mask_spans)
+            kinds: set[str] = set()
+            for chunk, slot, run, scored, offset in found:
+                # Personal information in the tail alone was masked with its own value.
+                spans = [m for m in verdicts[scored].mask_spans if m.end > offset]
+                if not spans:
+                    continue
+                kinds.update(m.label for m in spans)
+                value = slot.text
+                slot.set(mask(value, [(max(m.start - offset, 0), m.end - offset)
+                                      for m in spans]))
+                masked_forms[(run, value)] = slot.text
+                chunk.changed = True
+                reach = offset - min(m.start for m in spans)
+                if reach > 0 and not _mask_back(in_batch[run], slot, reach, masked_forms, run):
+                    # Its first part went out with an earlier event: what was sent cannot be
+                    # masked any more (json_scan cuts an answer alike).
+                    await self.cut("hegui.output_blocked", "personal information spelled "
+                                   "across the events' fields, part of it already sent",
+                                   "Art.4(4)", reason="violation", categories=sorted(kinds),
+                                   withdraw=self.shown)
+                    raise _Stopped
+            if kinds:
                 await self.sidecar.record("mask", user=self.user, direction="output",
                                           route=self.family.name, kinds=sorted(kinds),
                                           article="Art.4(4)")
             if len(self.passed) > 4096:  # a model that sends new ids forever: bounded
                 self.passed.clear()
-        clean = [shape for shape, chunk in walked.items() if not chunk.changed]
-        if clean and not masked:
-            self.skeleton = clean[-1]
-            for of in learned:  # its events' other strings passed: it serves later batches
-                if of.source is not None and not of.source.changed and any(
-                        of.source is chunk for chunk in walked.values()):
-                    of.verified, of.source, self.shape = True, None, of
+        for chunk, slot, run in repeats:  # the same value as before it: masked the same
+            if (form := masked_forms.get((run, slot.text))) is not None:
+                slot.set(form)
+                chunk.changed = True
+        self.run_masks = {run: (value, masked_forms[(run, value)])
+                          for run, (value, _) in runs.items() if (run, value) in masked_forms}
 
-    def _other_slots(self, chunk: _Chunk) -> list[Slot]:
-        known = [p.slot for p in chunk.pieces] + chunk.aggregates
-        return [s for s in other_strings(chunk.value, known) if s.text not in self.passed]
+        def current(chunk: _Chunk) -> bool:  # its strings are the runs' last values
+            return not chunk.changed and all(runs[run][0] == value
+                                             for run, value in strings.get(id(chunk), []))
+
+        masking = bool(masked_forms)
+        self.skeleton = candidate[1] if candidate is not None and not masking and current(
+            candidate[0]) else b""
+        if self.shape is not None and (masking or any(
+                runs.get(run, ("",))[0] != value for run, value in self.shape.strings)):
+            self.shape = None  # its events' strings are no longer the runs' last ones
+        for chunk in chunks:  # a shape learned in this batch serves later ones once it passed
+            of = chunk.of
+            if (of is not None and not of.verified and of.source is not None
+                    and not masking and id(of.source) in strings and current(of.source)):
+                of.strings = tuple(strings[id(of.source)])
+                of.verified, of.source, self.shape = True, None, of
 
     def _wake(self, _: object = None) -> None:
         if self.woken:

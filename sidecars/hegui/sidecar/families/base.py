@@ -180,24 +180,31 @@ def other_strings(value: Any, slots: list[Slot]) -> list[Slot]:
     roles, and any field the model server adds that its API does not define. A client reads
     them too (the openai client keeps unknown fields), so they are moderated as well (Art.14).
     What a probe stands for (log probabilities) is left to the probe."""
+    return [slot for _, slot in other_strings_at(value, slots)]
+
+
+def other_strings_at(value: Any, slots: list[Slot]) -> list[tuple[tuple[Any, ...], Slot]]:
+    """`other_strings`, each with its path (the keys and indices from `value` to it): a
+    stream's events carry the same field at the same path, whose values a model can spell a
+    text across (hegui.sidecar.streaming joins them)."""
     known = {(id(s.container), s.key) for s in slots if not s.probe}
     skipped = {id(s.owner[s.owner_key]) for s in slots
                if s.probe and isinstance(s.owner, dict) and s.owner_key in s.owner}
-    found: list[Slot] = []
+    found: list[tuple[tuple[Any, ...], Slot]] = []
     if type(value) is not dict and type(value) is not list:
         return found  # a bare string is the text itself, a number or null says nothing
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
+        item, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
             raise malformed(f"a value nested deeper than {MAX_JSON_DEPTH} levels")
         pairs = item.items() if type(item) is dict else enumerate(item)
         for key, child in pairs:
             if type(child) is str:
                 if child and (id(item), key) not in known and not _TIMESTAMP.fullmatch(child):
-                    found.append(Slot(item, key, "field"))
+                    found.append(((*path, key), Slot(item, key, "field")))
             elif (type(child) is dict or type(child) is list) and id(child) not in skipped:
-                stack.append((child, depth + 1))
+                stack.append((child, (*path, key)))
     return found
 
 
