@@ -177,13 +177,15 @@ class Bench:
 
 
     def _spy(self, pid: int, stage: int, round_: int) -> subprocess.Popen[bytes]:
-        """py-spy sampling the operator (GIL held only) from its start, as collapsed stacks:
-        where its CPU goes on the way to converged."""
+        """py-spy sampling the operator's busy threads from its start, as collapsed stacks:
+        where its CPU goes on the way to converged. Not --gil: on a loaded machine the GIL's
+        holder keeps it while the process waits for a core, so long C calls (JSON decoding)
+        took several times their CPU share of GIL samples."""
         out = Path(f"{self.args.py_spy}-stage{stage + 1}-round{round_ + 1}.txt")
         time.sleep(0.5)  # the interpreter up, for py-spy to find
         return subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-             "--gil", "--rate", "50", "--format", "raw", "--output", str(out)],
+             "--rate", "50", "--format", "raw", "--output", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -224,7 +226,7 @@ def main() -> None:
                              "older commit) at every stage, before this one's, and print the "
                              "ratios: figures of one run on one machine")
     parser.add_argument("--py-spy", metavar="PREFIX",
-                        help="sample each operator run with py-spy (GIL held), collapsed "
+                        help="sample each operator run with py-spy (busy threads), collapsed "
                              "stacks to PREFIX-stageN-roundM.txt (py-spy in the venv; its "
                              "sampling costs the operator time, so take no figures then)")
     args = parser.parse_args()

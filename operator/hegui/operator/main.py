@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -67,6 +68,27 @@ def few_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
+#: The cyclic collector's young generation is collected after this many new container objects
+#: (Python's default: 700).
+GC_YOUNG = 20_000
+
+
+def collect_garbage_less(young: int = GC_YOUNG) -> None:
+    """What start-up made (modules, classes, kopf's registry, the models' validators: the
+    process keeps them to its end) is frozen out of the cyclic collector's reach, and its young
+    generation is collected after `young` new objects rather than 700. A namespace's listing
+    of 100 pods decodes to some 15,000 dicts and lists: at 700, each decode ran twenty young
+    collections, which promoted the listing (still being read) to the old generation, whose
+    growth then set off collections of the whole heap, again and again while the operator
+    judged its services. py-spy put that under "JSON decoding", a fifth of the operator's
+    time at 1,000 services (issue 20, scale). Reference counting still frees everything that
+    is not in a cycle at once; a cycle waits for 20,000 allocations instead of 700."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, old)
+
+
 def _run(args: argparse.Namespace) -> int:
     import threading
 
@@ -105,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     if settings.leader_election:
         _lead(settings, api)
     # What every handler shares, handed over by kopf in each handler's `memo`.
+    collect_garbage_less()
     memo = kopf.Memo(operator=Operator(settings, cluster, metrics=metrics),
                      evidence=anchoring.EvidenceDuties(api))
     asyncio.run(kopf.operator(registry=registry, clusterwide=not settings.namespaces,
