@@ -861,8 +861,10 @@ class Sidecar:
                                   "relayed")
         texts = [s.text for s in slots] + (doc.texts if doc is not None else [])
         strings = len(texts)
-        if doc is not None and doc.kind == "json":  # what its strings spell together: blocks
-            texts += json_scan.spelled(doc.value)
+        spelled: list[tuple[str, list[tuple[str, int]]]] = []
+        if doc is not None and doc.kind == "json":  # what its strings spell together
+            spelled = json_scan.spelled_runs(doc.value)
+            texts += [text for text, _ in spelled]
         decisions = await self._moderate_all(texts, Direction.OUTPUT)
         if decisions is None:
             headers["x-hegui-moderation"] = "unavailable"
@@ -876,7 +878,8 @@ class Sidecar:
                                   categories=categories, reference=reference)
         await self._apply_masks(slots, decisions[:len(slots)], "output", route, user, headers)
         body = bytes(data) if doc is None else await self._masked_document(
-            doc, decisions[len(slots):strings], "output", route, user, headers)
+            doc, decisions[len(slots):strings], "output", route, user, headers,
+            spelled=spelled, spelled_decisions=decisions[strings:])
         return _answer(body, status, relayed, headers)
 
     async def _images_answer(self, upstream: aiohttp.ClientResponse, headers: dict[str, str],
@@ -1156,9 +1159,19 @@ class Sidecar:
 
     async def _masked_document(self, doc: meta.Document, decisions: list[Decision],
                                direction: str, route: str, user: str | None,
-                               headers: dict[str, str]) -> bytes:
-        """The document rendered with what the decisions mask, recorded (Art.4(4), Art.11)."""
+                               headers: dict[str, str], *,
+                               spelled: list[tuple[str, list[tuple[str, int]]]] | None = None,
+                               spelled_decisions: list[Decision] | None = None) -> bytes:
+        """The document rendered with what the decisions mask, recorded (Art.4(4), Art.11):
+        its strings' own, and personal information its strings spell together (`spelled`,
+        json_scan.spelled_runs), masked in each string it covers."""
         masked = meta.masks(doc.texts, decisions)
+        if spelled and spelled_decisions:
+            if not json_scan.spelled_masks(spelled, spelled_decisions, masked):
+                raise BadRequest("hegui.output_blocked", "the model server's answer spells "
+                                 "personal information that cannot be masked in its strings "
+                                 "(token bytes); withheld (Art.4(4))", 451)
+            decisions = decisions + spelled_decisions
         if masked:
             headers[f"x-hegui-{direction}"] = "masked"
             await self.record("mask", user=user, direction=direction, route=route,
@@ -1245,8 +1258,10 @@ class Sidecar:
                                  "relayed", 502) from None
         texts = [s.text for s in slots] + (doc.texts if doc is not None else [])
         strings = len(texts)
-        if doc is not None and doc.kind == "json":  # what its strings spell together: blocks
-            texts += json_scan.spelled(doc.value)
+        spelled: list[tuple[str, list[tuple[str, int]]]] = []
+        if doc is not None and doc.kind == "json":  # what its strings spell together
+            spelled = json_scan.spelled_runs(doc.value)
+            texts += [text for text, _ in spelled]
         decisions = await self._moderate_all(texts, Direction.OUTPUT)
         if decisions is None:
             headers["x-hegui-moderation"] = "unavailable"
@@ -1264,7 +1279,8 @@ class Sidecar:
         await self._apply_masks(slots, decisions[:len(slots)], "output", route, user, headers)
         if doc is not None:
             raw = await self._masked_document(doc, decisions[len(slots):strings], "output",
-                                              route, user, headers)
+                                              route, user, headers, spelled=spelled,
+                                              spelled_decisions=decisions[strings:])
         return _answer(raw, status, answer_headers, headers)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:

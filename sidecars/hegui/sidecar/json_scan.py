@@ -490,6 +490,12 @@ def spelled(value: Any) -> list[str]:
     answer), whose strings are moderated one by one besides. Only runs of more than one string
     (one string is moderated as itself); at most MAX_RUNS paths, nesting past MAX_DEPTH left
     out."""
+    return [text for text, _ in spelled_runs(value)]
+
+
+def spelled_runs(value: Any) -> list[tuple[str, list[tuple[str, int]]]]:
+    """`spelled`, each text with the strings it joins and where each starts in it (none for
+    what token strings decode to): `spelled_masks` masks them."""
     runs: dict[tuple[str, ...], list[str]] = {_DOCUMENT: []}
     stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
     while stack:
@@ -503,9 +509,33 @@ def spelled(value: Any) -> list[str]:
             stack += [(v, (*path, str(k)[:_STEP])) for k, v in reversed(item.items())]
         elif len(path) < MAX_DEPTH and isinstance(item, list):
             stack += [(v, (*path, "*")) for v in reversed(item)]
-    texts: list[str] = []
+    texts: dict[str, list[tuple[str, int]]] = {}
     for strings in runs.values():
         if len(strings) > 1:
             text = "".join(strings)
-            texts += [text] if (decoded := token_text(text)) is None else [text, decoded]
-    return list(dict.fromkeys(texts))
+            offsets = itertools.accumulate([len(t) for t in strings[:-1]], initial=0)
+            texts.setdefault(text, list(zip(strings, offsets, strict=True)))
+            if (decoded := token_text(text)) is not None:
+                texts.setdefault(decoded, [])
+    return list(texts.items())
+
+
+def spelled_masks(runs: list[tuple[str, list[tuple[str, int]]]], decisions: list[Decision],
+                  masked: dict[str, str]) -> bool:
+    """Personal information a body spells across its strings (`spelled_runs`, with their
+    `decisions`), masked in each string it covers, one for one (Art.4(4)): into `masked`
+    (each string's masked form, as `metadata.masks` gives it, applied on top of it). False
+    when a decision masks what no string can be found for (a tokenizer's decoded bytes): the
+    caller withholds the body then."""
+    for (_, pieces), decision in zip(runs, decisions, strict=True):
+        spans = [(s.start, s.end) for s in decision.mask_spans]
+        if not spans:
+            continue
+        if not pieces:
+            return False
+        for string, at in pieces:
+            local = [(max(a - at, 0), min(b - at, len(string))) for a, b in spans
+                     if b > at and a < at + len(string)]
+            if local:
+                masked[string] = mask(masked.get(string, string), local)
+    return True
