@@ -80,6 +80,8 @@ def make_validator(index: ComplianceIndex, registry: CollectorRegistry) -> revie
 
     def _decide(request: review.AdmissionRequest,
                 findings: list[engine.Finding]) -> review.Decision:
+        if not findings:
+            return review.Decision(True)  # the common case: nothing to count, log or say
         for finding in findings:
             findings_total.labels(finding.rule.value, finding.article,
                                   "Exempted" if finding.exempted_by else finding.mode.value).inc()

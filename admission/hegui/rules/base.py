@@ -31,8 +31,9 @@ class Workload:
 
     @classmethod
     def of(cls, obj: Mapping[str, Any], namespace: str = "") -> Workload:
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-        assert isinstance(meta, Mapping)
+        meta = obj.get("metadata")
+        if not isinstance(meta, (dict, Mapping)):  # a dict (JSON) is known without the ABC
+            meta = {}
         name = meta.get("name") or meta.get("generateName") or "(unnamed)"
         return cls(obj, str(obj.get("kind", "")), str(meta.get("namespace") or namespace),
                    str(name))
@@ -77,8 +78,7 @@ def required_by(ctx: ServiceContext, rule: Rule) -> str | None:
     spec.rules (`Rule.opt_in`), as a finding cites them: they require its declaration. None
     where no policy does (then only what the service declares is checked)."""
     effective = ctx.index.policy_for(ctx.key.namespace)
-    names = sorted(p.name for p in (effective.policies if effective else ())
-                   if p.spec.names(rule))
+    names = effective.naming(rule) if effective else ()
     if not names:
         return None
     return (f"CompliancePolicy {', '.join(names)} requires it (spec.rules names "

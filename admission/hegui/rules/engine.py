@@ -27,7 +27,7 @@ from hegui.rules.base import (
     Workload,
     WorkloadCheck,
 )
-from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey, exemption_scope
+from hegui.rules.index import ComplianceIndex, ObjectKey, exemption_scope
 from hegui.rules.registry import DEFINITIONS
 
 __all__ = ["APPLY_TIME_RULES", "Context", "Finding", "ServiceContext", "Verdict", "Violation",
@@ -36,20 +36,15 @@ __all__ = ["APPLY_TIME_RULES", "Context", "Finding", "ServiceContext", "Verdict"
 
 
 class ReviewIndex(ComplianceIndex):
-    """The index as one review reads it: the same objects (nothing is copied), with the
-    policies enforcing a namespace merged once a review. Every check asks for them (the
-    engine, injection, moderation, each opt-in rule: ten times a workload review, each a pass
-    over every policy and its namespace selector, a third of the engine's time), and all of
-    them judge by the same policies even when a watch changes one mid-review."""
+    """The index as one review reads it: the same objects (nothing is copied), with the merged
+    policies of each namespace as they were when the review began. Every check asks for them
+    (the engine, injection, moderation, each opt-in rule: a dozen times a workload review), and
+    all of them judge by the same policies even when a watch changes one mid-review: the index
+    replaces its dict of merged policies on a change, never empties it in place, and this view
+    keeps the dict it found."""
 
     def __init__(self, index: ComplianceIndex) -> None:
         self.__dict__.update(vars(index))  # the index's own dicts and lock, shared
-        self._effective: dict[str, EffectivePolicy | None] = {}
-
-    def policy_for(self, namespace: str) -> EffectivePolicy | None:
-        if namespace not in self._effective:
-            self._effective[namespace] = super().policy_for(namespace)
-        return self._effective[namespace]
 
 
 def for_review(index: ComplianceIndex) -> ComplianceIndex:
@@ -164,32 +159,38 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
     policy = index.policy_for(workload.namespace)
     if policy is None:
         return []
-    detection = policy.detection  # merged from the policies' signals: once a review
+    detection = policy.detection  # merged from the policies' signals: once a namespace
     templates = workloads.pod_templates(obj, detection)
     evidence = [e for t in templates for e in workloads.generative_evidence(
         t, workload.namespace, index.claim_classes, detection)]
     if not evidence:
         return []
-    because = "; ".join(str(e) for e in evidence[:4]) + (
-        f"; and {len(evidence) - 4} more" if len(evidence) > 4 else "")
-    scoped, left_out_by = policy.scoped(workloads.owner_kinds(obj),
-                                        [t.labels for t in templates])
+    label_sets = [t.labels for t in templates]
+    scoped, left_out_by = (policy, "") if policy.takes_every_workload else policy.scoped(
+        workloads.owner_kinds(obj), label_sets)
     if scoped is None:
         # Out of every policy's workload scope: reported as waived, never silently dropped.
         return [Finding(Rule.COVERAGE, f"{workload}",
                         "runs a generative model but the policy's workload scope leaves it out",
                         "nothing if it serves no generated content; otherwise narrow the "
                         "policy's spec.workloads", policy.mode_for(Rule.COVERAGE),
-                        left_out_by, because)]
+                        left_out_by, _because(evidence))]
     policy = scoped
-    context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC))
-    context.services = index.services_selecting(workload.namespace,
-                                                [t.labels for t in templates])
+    context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC),
+                      index.services_selecting(workload.namespace, label_sets))
     found: list[tuple[Rule, Violation]] = [
         (rule, violation) for rule, check in WORKLOAD_CHECKS for violation in check(context)]
     for key in context.services:
         found += evaluate_service(key, index, now=context.now)
-    scope = exemption_scope(obj)
+    if not found:
+        return []  # the common case: a compliant workload
+    scope, because = exemption_scope(obj), _because(evidence)
     return [Finding(which, location, message, fix, policy.mode_for(which),
                     index.exemption_for(workload.namespace, scope, which, context.now), because)
             for which, (location, message, fix) in found]
+
+
+def _because(evidence: list[workloads.GpuEvidence]) -> str:
+    """Why the workload counts as generative, as a finding says it."""
+    return "; ".join(str(e) for e in evidence[:4]) + (
+        f"; and {len(evidence) - 4} more" if len(evidence) > 4 else "")

@@ -14,6 +14,7 @@ import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -46,21 +47,53 @@ class ObjectKey(NamedTuple):
 
 @dataclass(frozen=True)
 class EffectivePolicy:
-    """The policies that select a namespace, merged: the strictest mode per rule wins."""
+    """The policies that select a namespace, merged: the strictest mode per rule wins.
+
+    The index keeps one per namespace until a policy or the namespace's labels change
+    (`ComplianceIndex.policy_for`), so what is merged from the policies (each rule's mode, the
+    detection signals, which policies name an opt-in rule) is merged once, not on every review:
+    a workload review asks for them a dozen times."""
 
     policies: tuple[CompliancePolicy, ...]
+    #: rule -> its mode and the names of the policies that name it in spec.rules, filled on
+    #: first use (the policies are immutable models; a change makes a new EffectivePolicy).
+    _rules: dict[Rule, tuple[EnforcementMode, tuple[str, ...]]] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def _rule(self, rule: Rule) -> tuple[EnforcementMode, tuple[str, ...]]:
+        found = self._rules.get(rule)
+        if found is None:
+            found = (strictest([p.spec.mode_for(rule) for p in self.policies]),
+                     tuple(sorted(p.name for p in self.policies if p.spec.names(rule))))
+            self._rules[rule] = found
+        return found
 
     def mode_for(self, rule: Rule) -> EnforcementMode:
-        return strictest([p.spec.mode_for(rule) for p in self.policies])
+        return self._rule(rule)[0]
 
-    @property
+    def naming(self, rule: Rule) -> tuple[str, ...]:
+        """The policies whose spec.rules names `rule` (an opt-in rule is on where one does),
+        sorted by name."""
+        return self._rule(rule)[1]
+
+    @cached_property
     def detection(self) -> Detection:
         return detection_of(self.policies)
+
+    @cached_property
+    def takes_every_workload(self) -> bool:
+        """No policy's spec.workloads has a filter on anything (the common case): every
+        workload is in scope, whatever its kind and labels."""
+        return not any(f.kinds or f.selector is not None
+                       for p in self.policies
+                       for f in (*p.spec.workloads.include, *p.spec.workloads.exclude))
 
     def scoped(self, kinds: frozenset[str], label_sets: list[Mapping[str, str]]
                ) -> tuple[EffectivePolicy | None, str]:
         """The policies whose workload scope (spec.workloads) takes this workload in; when none
         does, None and which filter left it out."""
+        if self.takes_every_workload:
+            return self, ""  # filters on nothing match nothing (WorkloadFilter.matches)
         taking: list[CompliancePolicy] = []
         why: list[str] = []
         for policy in self.policies:
@@ -69,6 +102,8 @@ class EffectivePolicy:
                 taking.append(policy)
             else:
                 why.append(f"CompliancePolicy {policy.metadata.name} {left_out}")
+        if len(taking) == len(self.policies):
+            return self, "; ".join(why)
         return (EffectivePolicy(tuple(taking)) if taking else None), "; ".join(why)
 
 
@@ -196,6 +231,10 @@ class ComplianceIndex:
     #: The status each service was last written with (its digest) and its model.
     _written: dict[ObjectKey, tuple[bytes, GenerativeServiceStatus]] = field(
         default_factory=dict, repr=False)
+    #: namespace -> the policies enforcing it, merged (`policy_for`); replaced, never emptied
+    #: in place, after any change of a policy or of a namespace's labels.
+    _merged: dict[str, EffectivePolicy | None] = field(default_factory=dict, repr=False,
+                                                       compare=False)
 
     # --- filling ---------------------------------------------------------------------------------
     @classmethod
@@ -241,6 +280,8 @@ class ComplianceIndex:
                 self.claims[(key.namespace, str(kind), key.name)] = device_classes_of(obj)
             elif kind == "DeviceClass":
                 self.device_class_drivers[key.name] = device_class_drivers(obj)
+            if kind in ("CompliancePolicy", "Namespace"):
+                self._merged = {}  # after the change: a reader that sees the new dict merges anew
 
     def written_status(self, key: ObjectKey, status: Mapping[str, Any],
                        model: GenerativeServiceStatus) -> None:
@@ -278,8 +319,11 @@ class ComplianceIndex:
         return before.model_copy(update={"metadata": metadata, "status": model}), parsed
 
     def delete(self, obj: Mapping[str, Any]) -> None:
+        kind = str(obj.get("kind"))
         with self.lock:
-            self._forget(str(obj.get("kind")), _key(obj))
+            self._forget(kind, _key(obj))
+            if kind in ("CompliancePolicy", "Namespace"):
+                self._merged = {}
 
     def _forget(self, kind: str, key: ObjectKey) -> None:
         self.invalid.pop((kind, key), None)
@@ -314,11 +358,17 @@ class ComplianceIndex:
 
     # --- reading ---------------------------------------------------------------------------------
     def policy_for(self, namespace: str) -> EffectivePolicy | None:
-        """The policies enforcing in `namespace`; None where none does (hegui stays out)."""
-        labels = self.namespace_labels.get(namespace, {})
-        selecting = tuple(p for p in list(self.policies.values())
-                          if p.spec.selects_namespace(namespace, labels))
-        return EffectivePolicy(selecting) if selecting else None
+        """The policies enforcing in `namespace`; None where none does (hegui stays out).
+        Merged once per namespace until a policy or the namespace's labels change: the dict
+        is taken before the policies are read and a writer replaces it after changing them,
+        so a merge from policies a watch has since changed lands in a dict no one reads."""
+        merged = self._merged
+        if namespace not in merged:
+            labels = self.namespace_labels.get(namespace, {})
+            selecting = tuple(p for p in list(self.policies.values())
+                              if p.spec.selects_namespace(namespace, labels))
+            merged[namespace] = EffectivePolicy(selecting) if selecting else None
+        return merged[namespace]
 
     def services_selecting(self, namespace: str,
                            label_sets: Iterable[Mapping[str, str]]) -> list[ObjectKey]:
@@ -327,8 +377,10 @@ class ComplianceIndex:
         selectors = self.selectors.get(namespace)
         if selectors is None:
             return []
-        names = set().union(*(selectors.selecting(labels) for labels in label_sets))
-        return sorted(ObjectKey(namespace, name) for name in names)
+        names: set[str] = set()
+        for labels in label_sets:
+            names |= selectors.selecting(labels)
+        return [ObjectKey(namespace, name) for name in sorted(names)]
 
     def broken_services_in(self, namespace: str) -> list[str]:
         """GenerativeServices in `namespace` that failed validation, with their error count."""
