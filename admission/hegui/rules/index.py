@@ -361,12 +361,17 @@ class ComplianceIndex:
         """The policies enforcing in `namespace`; None where none does (hegui stays out).
         Merged once per namespace until a policy or the namespace's labels change: the dict
         is taken before the policies are read and a writer replaces it after changing them,
-        so a merge from policies a watch has since changed lands in a dict no one reads."""
+        so a merge from policies a watch has since changed lands in a dict no one reads.
+        Sorted by name: where several declare a sidecar the first is injected and renders the
+        NetworkPolicy, and the webhook and the operator must pick the same one whatever order
+        their watches saw the policies in (a listing's order after a restart, arrival order
+        before it)."""
         merged = self._merged
         if namespace not in merged:
             labels = self.namespace_labels.get(namespace, {})
-            selecting = tuple(p for p in list(self.policies.values())
-                              if p.spec.selects_namespace(namespace, labels))
+            selecting = tuple(sorted((p for p in list(self.policies.values())
+                                      if p.spec.selects_namespace(namespace, labels)),
+                                     key=lambda p: p.name))
             merged[namespace] = EffectivePolicy(selecting) if selecting else None
         return merged[namespace]
 
