@@ -38,7 +38,8 @@ from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService
 from hegui.rules.index import ComplianceIndex
-from hegui.rules.network import admits, closed_by_hegui, network_sidecar, widens
+from hegui.rules.injection import injecting_sidecar
+from hegui.rules.network import admits, closed_by_hegui, widens
 
 #: key -> (values it must take or None for any, values it must not take, must exist, must not)
 _Constraint = tuple[set[str] | None, set[str], bool, bool]
@@ -103,7 +104,7 @@ def check_network_policy(request: review.AdmissionRequest,
     pod_selector = spec.get("podSelector")
     pods = pod_selector if isinstance(pod_selector, Mapping) else {}
     effective = index.policy_for(request.namespace)
-    sidecar = network_sidecar(effective.policies if effective else ())
+    sidecar = injecting_sidecar(effective.policies if effective else ())
     for name, service in sorted(index.services_by_namespace.get(request.namespace, {}).items()):
         suspended = service.is_suspended
         widened = widens(spec, closed_by_hegui(sidecar, suspended=suspended))

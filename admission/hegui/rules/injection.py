@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType, TritonEndpoint
+from hegui.api.policy import CompliancePolicy, Sidecar
 from hegui.rules.base import Context, RuleDefinition, ServiceContext, Violation, service_location
 from hegui.rules.index import ComplianceIndex, ObjectKey
 
@@ -63,6 +64,13 @@ FIX = ("leave the pod's network, name resolution, processes and volumes to hegui
        "shareProcessNamespace and hostPID, mount model weights from their own host directory "
        "(never the kubelet's, the runtime's or /proc), and debug the model container "
        "(`kubectl debug --profile=general --target=<model>`)")
+
+
+def injecting_sidecar(policies: Iterable[CompliancePolicy]) -> Sidecar | None:
+    """The sidecar declaration the injector puts into a namespace's model pods, from which the
+    operator renders `hegui-sidecar-<service>` and `hegui-<service>`: the first of the policies
+    (`ComplianceIndex.policy_for` sorts them by name) that declares one."""
+    return next((p.spec.sidecar for p in policies if p.spec.sidecar is not None), None)
 
 
 def reaches_node_secrets(path: str) -> str | None:

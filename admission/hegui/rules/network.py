@@ -11,20 +11,13 @@ operator renders, not each its own reading of the CompliancePolicies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hegui.api.policy import CompliancePolicy, EgressMode, Sidecar
+from hegui.api.policy import EgressMode, Sidecar
 
 Direction = Literal["Ingress", "Egress"]
-
-
-def network_sidecar(policies: Iterable[CompliancePolicy]) -> Sidecar | None:
-    """The sidecar declaration whose NetworkPolicy the operator renders for a namespace's
-    services: the first of the namespace's policies (in the index's order) that declares one,
-    as for injection."""
-    return next((p.spec.sidecar for p in policies if p.spec.sidecar is not None), None)
 
 
 @dataclass(frozen=True)
@@ -36,7 +29,8 @@ class Closed:
 
 
 def closed_by_hegui(sidecar: Sidecar | None, *, suspended: bool) -> Closed:
-    """Ingress where the sidecar keeps a NetworkPolicy (`networkPolicy: true`); egress where it
+    """What `hegui-<service>`, rendered from `sidecar` (`hegui.rules.injection.injecting_sidecar`),
+    closes. Ingress where the sidecar keeps a NetworkPolicy (`networkPolicy: true`); egress where it
     also restricts egress (`spec.sidecar.egress.mode: Restricted`, the default); both while the
     service is suspended (Art.21: a suspended model must not keep pulling prompts either)."""
     if suspended:

@@ -30,6 +30,7 @@ from hegui.operator.cluster import CONFIG_MAP, POD, Kind
 from hegui.operator.reconciler import Operator, operator_of
 from hegui.operator.settings import OperatorSettings
 from hegui.rules.index import ObjectKey
+from hegui.rules.injection import injecting_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ def _targets(op: Operator, namespace: str, spec: Any) -> list[str] | None:
         raise runner.TargetError(f"GenerativeService {namespace}/{spec.service_ref.name} "
                                  "does not exist (spec.serviceRef)")
     effective = op.index.policy_for(namespace)
-    sidecar = next((p.spec.sidecar for p in (effective.policies if effective else ())
-                    if p.spec.sidecar is not None), None)
+    sidecar = injecting_sidecar(effective.policies if effective else ())
     if sidecar is None:
         raise runner.TargetError("no CompliancePolicy injects hegui's sidecar here, and the "
                                  "assessment asks the service through it")

@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, RulesPlacement
 from hegui.operator.cluster import CONFIG_MAP, Cluster
+from hegui.rules.injection import injecting_sidecar
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -165,7 +166,7 @@ class LexiconCache:
 def wanted(policies: Sequence[CompliancePolicy]) -> tuple[str, ...]:
     """The lexicon ConfigMaps the injecting policy names (the first with a sidecar, as the
     injector picks it), for sidecars that run the rules in-process; () for none."""
-    sidecar = next((p.spec.sidecar for p in policies if p.spec.sidecar is not None), None)
+    sidecar = injecting_sidecar(policies)
     if sidecar is None or sidecar.lexicon is None or sidecar.rules is not RulesPlacement.IN_PROCESS:
         return ()
     return tuple(sidecar.lexicon.config_maps)

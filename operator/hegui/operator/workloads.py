@@ -29,8 +29,8 @@ from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService, OpenPort, PortPurpose
 from hegui.api.policy import EgressDestination, EgressMode, Sidecar, TrafficCapture
 from hegui.rules.index import ComplianceIndex
-from hegui.rules.injection import FRONTED_LABEL
-from hegui.rules.network import closed_by_hegui, network_sidecar, widens
+from hegui.rules.injection import FRONTED_LABEL, injecting_sidecar
+from hegui.rules.network import closed_by_hegui, widens
 from hegui.rules.workloads import labels
 
 MAX_LISTED = 32  # status lists are capped; counts say how many there are in all
@@ -104,7 +104,7 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
                      ][:MAX_LISTED]
 
     effective = index.policy_for(namespace)
-    found.sidecar = network_sidecar(effective.policies if effective else ())
+    found.sidecar = injecting_sidecar(effective.policies if effective else ())
     found.evict = found.sidecar is not None and found.sidecar.evict_uninjected
 
     live = [p for p in own_pods if not _meta(p).get("deletionTimestamp")
