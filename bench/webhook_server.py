@@ -75,6 +75,9 @@ def main() -> None:
     app = server.make_app(make_validator(index, registry) if rules else allow_all,
                           mutator=make_mutator(index) if rules else allow_all,
                           registry=registry)
+    settle = getattr(server, "settle_heap", None)  # none in an older checkout (--compare-with)
+    if settle is not None:
+        settle()  # as `server.run` does once the watches have listed everything
     asyncio.run(server.serve(app, host="127.0.0.1", port=args.port, cert_file=args.cert_file,
                              key_file=args.key_file))
 
