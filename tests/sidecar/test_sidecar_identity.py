@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,22 +87,25 @@ async def test_a_verified_claim_beats_a_header_naming_someone_else(
     assert book.level(strike_key("bob")).value == "ok"  # the header named bob: ignored
 
 
+# Built when the test runs, not when pytest collects it: a token's expiry counts from its
+# making, and a long suite reaches these minutes after collection (one expired mid-run).
 @pytest.mark.parametrize(("headers", "why"), [
-    ({"x-hegui-user": "carol"}, "bearer token from the gateway is required"),
-    (bearer(token(claims(), key=b"another-key-of-the-clients-own")), "does not verify"),
-    (bearer(token(claims(exp=time.time() - 3600))), "expired"),
-    (bearer(token({"uid": "carol", "iss": "https://idp"})), "no expiry"),
-    (bearer(token(claims(iss="https://elsewhere"))), "not issued by https://idp"),
-    (bearer(token(claims(), alg="none")), "does not fit"),
-    (bearer(token({"iss": "https://idp", "exp": time.time() + 60})), "no 'uid' claim"),
-    (bearer("not.a-token"), "not a JWT"),
-    (bearer("%%%." * 2 + "x"), "not base64url JSON"),
+    (lambda: {"x-hegui-user": "carol"}, "bearer token from the gateway is required"),
+    (lambda: bearer(token(claims(), key=b"another-key-of-the-clients-own")),
+     "does not verify"),
+    (lambda: bearer(token(claims(exp=time.time() - 3600))), "expired"),
+    (lambda: bearer(token({"uid": "carol", "iss": "https://idp"})), "no expiry"),
+    (lambda: bearer(token(claims(iss="https://elsewhere"))), "not issued by https://idp"),
+    (lambda: bearer(token(claims(), alg="none")), "does not fit"),
+    (lambda: bearer(token({"iss": "https://idp", "exp": time.time() + 60})), "no 'uid' claim"),
+    (lambda: bearer("not.a-token"), "not a JWT"),
+    (lambda: bearer("%%%." * 2 + "x"), "not base64url JSON"),
 ])
 async def test_no_verified_token_no_service_under_the_jwt_source(
-        jwt_sidecar: tuple[TestClient[Any, Any], StrikeBook], headers: dict[str, str],
-        why: str) -> None:
+        jwt_sidecar: tuple[TestClient[Any, Any], StrikeBook],
+        headers: Callable[[], dict[str, str]], why: str) -> None:
     client, _ = jwt_sidecar
-    refused = await client.post("/v1/chat/completions", json=CLEAN, headers=headers)
+    refused = await client.post("/v1/chat/completions", json=CLEAN, headers=headers())
     assert refused.status == 401
     error = (await refused.json())["error"]
     assert error["code"] == "hegui.identity_required" and error["article"] == "Art.14"
