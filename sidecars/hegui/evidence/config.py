@@ -186,13 +186,21 @@ def _secret_and_token(text: str) -> tuple[str, str | None]:
     return secret.strip(), token.strip() or None
 
 
-def file_source(directory: Path) -> Callable[[], StoreCredentials]:
+@dataclass(frozen=True)
+class FileSource:
     """The store session in the projected Secret, read anew at each call: the kubelet swaps in
-    the operator's next session before the current one expires."""
-    def read() -> StoreCredentials:
-        secret, token = _secret_and_token(_read(directory, SECRET_KEY_FILE))
-        return StoreCredentials(_read(directory, ACCESS_KEY_FILE), secret, token)
-    return read
+    the operator's next session before the current one expires. A value, not a closure: the
+    store's worker process (hegui.evidence.worker) gets it through a pipe."""
+
+    directory: Path
+
+    def __call__(self) -> StoreCredentials:
+        secret, token = _secret_and_token(_read(self.directory, SECRET_KEY_FILE))
+        return StoreCredentials(_read(self.directory, ACCESS_KEY_FILE), secret, token)
+
+
+def file_source(directory: Path) -> Callable[[], StoreCredentials]:
+    return FileSource(directory)
 
 
 def read_credentials(directory: Path, env: Mapping[str, str] | None = None,

@@ -265,7 +265,12 @@ class Shipper:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # still in a call to the store: leave it its worker
             self._thread = None
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()  # the store's worker process (hegui.evidence.worker)
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until nothing waits to be shipped (tests, shutdown); False on timeout."""

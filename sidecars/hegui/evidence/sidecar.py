@@ -27,6 +27,7 @@ not serve), Open serves with records kept in the pod and says so.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import socket
@@ -39,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from hegui.evidence import config
 from hegui.evidence.shipper import DEFAULT_BUFFER_BYTES, Shipper
 from hegui.evidence.store import S3Store, Store, StoreError, open_store
+from hegui.evidence.worker import ProcessStore
 from hegui.moderation.records import RecordLog
 
 log = logging.getLogger("hegui.evidence")
@@ -115,10 +117,14 @@ def attach(args: argparse.Namespace, records: RecordLog | None, service: Any, *,
                                             key_file=args.evidence_key_file)
             # From the projected Secret, the store session is read again as the operator
             # rotates it (hegui.evidence.config.file_source); from the environment, as given.
-            store = S3Store(url, access_key=found.access_key, secret_key=found.secret_key,
-                            session_token=found.session_token, source=found.source,
-                            region=settings.region if settings else None)
-            key = found.key
+            # Built here once to refuse a bad URL at start; the calls run in a worker process
+            # of their own, off the event loop's GIL (hegui.evidence.worker).
+            open_s3 = functools.partial(
+                S3Store, url, access_key=found.access_key, secret_key=found.secret_key,
+                session_token=found.session_token, source=found.source,
+                region=settings.region if settings else None)
+            open_s3()
+            store, key = ProcessStore(open_s3, url), found.key
         else:  # a directory: tests and offline runs
             if args.evidence_key_file is None:
                 raise config.EvidenceConfigError(

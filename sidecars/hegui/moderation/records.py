@@ -403,18 +403,45 @@ class RecordLog:
     def mark_shipped(self, seq: int, head: str, offset: int, *, compact_at: int = 1 << 20) -> None:
         """Records through `seq` (ending at file offset `offset`) are in the store. Once the
         shipped prefix passes `compact_at` bytes the file is rewritten without it, starting with
-        a `shipped` checkpoint (streamed, never read whole)."""
-        with self._sync_lock, self._lock:
-            self.shipped_seq, self.shipped_hash, self.shipped_offset = seq, head, offset
-            if offset < compact_at:
-                return
+        a `shipped` checkpoint (streamed, never read whole).
+
+        The copy and its fsync run without the append lock, so appends (the event loop's
+        `label` records) go on meanwhile, into the old file; this holds the sync lock, so none of
+        what they add is fsync'ed or acknowledged as durable in the old file. Under the append
+        lock only that small rest is copied, the copy renamed over and opened for the next
+        fsync, which makes the rest durable in the new file."""
+        with self._sync_lock:
+            with self._lock:
+                self.shipped_seq, self.shipped_hash, self.shipped_offset = seq, head, offset
+                if offset < compact_at:
+                    return
+                copied = self._end
             checkpoint = dumps({"seq": seq, "time": datetime.now(UTC).isoformat(),
                                 "kind": SHIPPED, "user": None, "hash": head})
-            self._rewrite(checkpoint, offset)
-            delta = offset - len(checkpoint)
-            self._end -= delta
-            self._synced_end -= delta
-            self.shipped_offset = len(checkpoint)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with self.path.open("rb") as source, tmp.open("wb") as target:
+                target.write(checkpoint)
+                source.seek(offset)
+                left = copied - offset
+                while left > 0 and (chunk := source.read(min(left, 1 << 16))):
+                    target.write(chunk)
+                    left -= len(chunk)
+                target.flush()
+                os.fsync(target.fileno())
+                with self._lock:
+                    source.seek(copied)
+                    while chunk := source.read(1 << 16):  # appended during the copy
+                        target.write(chunk)
+                    target.flush()
+                    tmp.replace(self.path)
+                    if self._fd is not None:
+                        os.close(self._fd)
+                        self._fd = None
+                    self._open()  # the next fsync covers the rest, in the new file
+                    delta = offset - len(checkpoint)
+                    self._end -= delta
+                    self._synced_end -= delta
+                    self.shipped_offset = len(checkpoint)
 
     def _rewrite(self, first_line: bytes, keep_from: int) -> None:
         """Replace the file by `first_line` and what follows byte `keep_from`, streamed through
