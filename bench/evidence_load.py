@@ -3,10 +3,14 @@ second, and what the sidecar does when the evidence store goes away mid-traffic 
 Ratios against baselines measured in the same run only: the machine is shared and noisy.
 
     .venv/bin/python bench/evidence_load.py [--rate 1000] [--seconds 10] [--buffer-bytes 65536]
-                                            [--skip ratio|outage]
+                                            [--skip ratio|outage] [--vegeta PATH] [--no-pin]
 
 1. Ratio: bench/records.py's latency run (the sidecar without records, with records kept in the
-   pod only, with records shipped to a real MinIO), interleaved: p99 and its ratios.
+   pod only, shipped to a directory store, shipped to a real MinIO from the shipper thread
+   as before and through the store's worker process as now), interleaved: p99 and its
+   ratios, the sidecar's CPU a request and the shipper's a second. As there: the sidecar alone
+   on CPU 0 and the rest (MinIO included) on the others unless --no-pin, vegeta as the load
+   generator when found (--vegeta; how to get it: bench/records.py).
 2. Outage, once per fail mode (Closed, Open): the sidecar ships to a real MinIO through a TCP
    relay this process owns; the relay stops listening for --down seconds (the store is
    unreachable: connections refused) and listens again. The sidecar process samples its own
@@ -39,7 +43,19 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from records import BODY, EVIDENCE, KEY, LABELING, NoModeration, latency  # noqa: E402
+from records import (  # noqa: E402
+    BODY,
+    EVIDENCE,
+    KEY,
+    LABELING,
+    MODES,
+    NoModeration,
+    describe_load,
+    find_vegeta,
+    latency,
+    pin,
+    print_latency,
+)
 
 from hegui.evidence.shipper import Shipper  # noqa: E402
 from hegui.evidence.store import S3Store  # noqa: E402
@@ -272,12 +288,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=1000.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="a run (a round: each mode)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="interleaved rounds of the latency runs, pooled")
     parser.add_argument("--down-at", type=float, default=2.0)
     parser.add_argument("--down", type=float, default=4.0, help="seconds the store is away")
     parser.add_argument("--buffer-bytes", type=int, default=64 << 10)
     parser.add_argument("--skip", action="append", default=[], choices=["ratio", "outage"])
+    parser.add_argument("--vegeta", help="vegeta's binary (bench/records.py says how to get it)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="run the sidecar anywhere, not alone on CPU 0")
     args = parser.parse_args()
+    every = os.sched_getaffinity(0)
+    cpus = None if args.no_pin or "ratio" in args.skip else pin()  # before MinIO starts
     from hegui.localcluster.cluster import default_home
     from hegui.localcluster.objectstore import LocalObjectStore
 
@@ -289,17 +312,14 @@ def main() -> None:
         try:
             if "ratio" not in args.skip:
                 os.environ.update(store.sidecar.env())
-                found = latency(args.rate, args.seconds, directory, store.url)
+                vegeta = find_vegeta(args.vegeta)
                 print(f"== sidecar at {args.rate:.0f} req/s for {args.seconds:.0f}s (labels on),"
-                      " records shipped to a real MinIO:")
-                for mode, run in found.items():
-                    print(f"   {mode:<8} sent {run['sent_rps']:7.0f}/s  failures "
-                          f"{run['failures']:.0f}  p50 {run['p50_ms']:7.2f} ms  "
-                          f"p99 {run['p99_ms']:7.2f} ms")
-                for base in ("none", "local"):
-                    added = found["records"]["p99_ms"] - found[base]["p99_ms"]
-                    print(f"   shipped against {base}: {added:+.2f} ms to p99 (ratio "
-                          f"{found['records']['p99_ms'] / found[base]['p99_ms']:.2f})")
+                      f" records shipped to a real MinIO, {describe_load(cpus, vegeta)}:")
+                print_latency(latency(args.rate, args.seconds, directory, store.url,
+                                      (*MODES, "s3-thread", "s3"), cpus=cpus, vegeta=vegeta,
+                                      rounds=args.rounds))
+                print(f"   load average after: {os.getloadavg()[0]:.2f}")
+                os.sched_setaffinity(0, every)
             if "outage" not in args.skip:
                 for mode in ("Closed", "Open"):
                     result = outage(mode, args.rate, args.seconds, args.down_at, args.down,
