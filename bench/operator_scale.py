@@ -177,10 +177,11 @@ class Bench:
 
 
     def _spy(self, pid: int, stage: int, round_: int) -> subprocess.Popen[bytes]:
-        """py-spy sampling the operator's busy threads from its start, as collapsed stacks:
-        where its CPU goes on the way to converged. Not --gil: on a loaded machine the GIL's
-        holder keeps it while the process waits for a core, so long C calls (JSON decoding)
-        took several times their CPU share of GIL samples."""
+        """py-spy sampling the operator's threads from its start, as collapsed stacks: where
+        its time goes on the way to converged. Not --gil: on a loaded machine the GIL's holder
+        keeps it while the process waits for a core, and a C call's garbage collections were
+        filed under it (JSON decoding). py-spy takes a thread blocked in C (a lock, a socket
+        read) for active: leave out stacks that end there for the CPU's share."""
         out = Path(f"{self.args.py_spy}-stage{stage + 1}-round{round_ + 1}.txt")
         time.sleep(0.5)  # the interpreter up, for py-spy to find
         return subprocess.Popen(
