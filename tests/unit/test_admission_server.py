@@ -112,12 +112,11 @@ async def test_a_rotated_certificate_is_served_without_restart(webhook: Any) -> 
 
 
 def test_a_settled_heap_keeps_full_collections_off_the_index() -> None:
-    """Each full collection of the cyclic GC walked every object the webhook holds (modules,
+    """Each full collection of the cyclic GC walks every object the webhook holds (modules,
     the index's parsed GenerativeServices and assessments): a pause of every review in flight,
-    50-85 ms with 200 services, which made the p99 at 128 clients (issue 20, the tail). Once
-    settled (as `server.run` does when the watches have listed), a full collection walks only
-    what was made since, and the rules answer from the same index. In a child process: this
-    one's heap is pytest's."""
+    40-90 ms with 200 services (issue 20, the tail). Once settled (as `server.run` does when
+    the watches have listed), a full collection walks only what was made since, and the index
+    still takes changes. In a child process: this one's heap is pytest's."""
     script = """
 import gc, json
 from hegui.admission import server
