@@ -122,3 +122,13 @@ async def test_a_number_masked_in_one_event_does_not_stop_the_next_value(mode: s
     text = await _through(mode, _stream(f"call {PHONE}", "谢谢"), pause=0.1)
     assert "hegui.output_blocked" not in text
     assert _notes(text) == "call " + "*" * 11 + "谢谢"
+
+
+@pytest.mark.parametrize("mode", ["Hold", "StreamThenRetract"])
+async def test_a_whole_number_after_a_value_ending_in_digits_is_masked(mode: str) -> None:
+    """Read with its run's tail, a number right after a digit is part of a longer one
+    ("id 2024" then the number: "id 202413812345678"), which the rules take for no phone
+    number; each value is read alone too, as it was before values joined runs (Art.4(4))."""
+    text = await _through(mode, _stream("id 2024", PHONE))
+    assert "hegui.output_blocked" not in text
+    assert PHONE not in text and _notes(text) == "id 2024" + "*" * 11

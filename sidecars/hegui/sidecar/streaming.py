@@ -677,7 +677,10 @@ class _Relay:
         spelled across an answer's strings. What passed is not moderated again, and an event
         whose strings are the runs' last values and whose shape was checked (the common token
         event: `skeleton`, a verified `_Shape`) is not walked at all."""
-        found: list[tuple[_Chunk, Slot, Any, str, int]] = []  # chunk, slot, run, scored, offset
+        # chunk, slot, run, the value scored with its run's tail, the tail's length, and the
+        # value alone where a tail precedes it: a number right after a digit of the tail reads
+        # as part of a longer one there ("id 2024" then "13800138000"), so it is read alone too
+        found: list[tuple[_Chunk, Slot, Any, str, int, str | None]] = []
         repeats: list[tuple[_Chunk, Slot, Any]] = []
         in_batch: dict[Any, list[tuple[_Chunk, Slot]]] = {}  # each run's values in this batch
         strings: dict[int, list[tuple[Any, str]]] = {}  # id(chunk): its runs and values
@@ -703,11 +706,14 @@ class _Relay:
                 scored = tail + value
                 runs[run] = (value, scored[-self.overlap:])
                 in_batch.setdefault(run, []).append((chunk, slot))
-                if scored not in self.passed:
-                    found.append((chunk, slot, run, scored, len(tail)))
+                alone = value if tail else None
+                if scored not in self.passed or (alone is not None and alone not in self.passed):
+                    found.append((chunk, slot, run, scored, len(tail), alone))
         masked_forms = {(run, value): masked for run, (value, masked) in self.run_masks.items()}
         if found:
-            texts = list(dict.fromkeys(scored for _, _, _, scored, _ in found))
+            texts = list(dict.fromkeys(
+                text for _, _, _, scored, _, alone in found
+                for text in (scored, alone) if text is not None))
             decisions = await self.sidecar.moderate(texts, Direction.OUTPUT)
             if decisions is None:
                 await self._unmoderated()
@@ -717,18 +723,19 @@ class _Relay:
             verdicts = dict(zip(texts, decisions, strict=True))
             self.passed.update(t for t, d in verdicts.items() if not d.mask_spans)
             kinds: set[str] = set()
-            for chunk, slot, run, scored, offset in found:
+            for chunk, slot, run, scored, offset, alone in found:
                 # Personal information in the tail alone was masked with its own value.
                 spans = [m for m in verdicts[scored].mask_spans if m.end > offset]
-                if not spans:
+                own = verdicts[alone].mask_spans if alone is not None else []
+                if not spans and not own:
                     continue
-                kinds.update(m.label for m in spans)
+                kinds.update(m.label for m in [*spans, *own])
                 value = slot.text
                 slot.set(mask(value, [(max(m.start - offset, 0), m.end - offset)
-                                      for m in spans]))
+                                      for m in spans] + [(m.start, m.end) for m in own]))
                 masked_forms[(run, value)] = slot.text
                 chunk.changed = True
-                reach = offset - min(m.start for m in spans)
+                reach = offset - min((m.start for m in spans), default=offset)
                 if reach > 0 and not _mask_back(in_batch[run], slot, reach, masked_forms, run):
                     # Its first part went out with an earlier event: what was sent cannot be
                     # masked any more (json_scan cuts an answer alike).
