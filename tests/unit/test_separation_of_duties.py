@@ -155,25 +155,22 @@ def test_egress_policies_pass_where_egress_is_open_or_nothing_is_admitted() -> N
     assert not decision.allowed and "[suspension, Art.21]" in decision.message
 
 
-def test_the_guard_judges_the_policy_the_operator_renders() -> None:
-    """Two CompliancePolicies over the namespace: hegui-chat is rendered from the first that
-    declares a sidecar (here egress Open), so a team's egress rules widen nothing and pass, as
-    the operator's report of older policies judges them (one rule, `hegui.rules.network`)."""
+def test_the_guard_judges_every_sidecar_that_may_be_injected() -> None:
+    """Two CompliancePolicies over the namespace, one egress Open, one Restricted: which
+    sidecar a pod gets depends on its workload (each policy's spec.workloads), which a
+    NetworkPolicy's pod selector cannot tell, so a team's egress rules are refused if any
+    may be injected restricts egress, whatever the policies' names or order."""
     first = _policy_with_egress("Open")
     first["metadata"]["name"] = "a-platform"
     second = _policy_with_egress("Restricted")
     second["metadata"]["name"] = "b-group"
-    index = _index(first, second, _service())
-    assert guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]), index).allowed
-    # "First" is by name, not by the order a watch saw them (a webhook restarted since lists
-    # them by name; the operator saw a new one last): both processes pick the same.
+    for index in (_index(first, second, _service()), _index(second, first, _service())):
+        decision = guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]), index)
+        assert not decision.allowed and "spec.sidecar.egress" in decision.message
+    # Both Open: the team's egress rules are its own business.
+    second["spec"]["sidecar"]["egress"] = {"mode": "Open"}
     assert guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]),
-                                       _index(second, first, _service())).allowed
-    # The first restricts: refused, whatever the second says.
-    first["metadata"]["name"], second["metadata"]["name"] = "b-platform", "a-group"
-    for index in (_index(second, first, _service()), _index(first, second, _service())):
-        assert not guards.check_network_policy(_egress_netpol({}, [{}], ["Egress"]),
-                                               index).allowed
+                                       _index(first, second, _service())).allowed
 
 
 # --- ScaleToZero reaches every workload kind (Art.21) ------------------------------------------

@@ -38,7 +38,6 @@ from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService
 from hegui.rules.index import ComplianceIndex
-from hegui.rules.injection import injecting_sidecar
 from hegui.rules.network import admits, closed_by_hegui, widens
 
 #: key -> (values it must take or None for any, values it must not take, must exist, must not)
@@ -104,10 +103,12 @@ def check_network_policy(request: review.AdmissionRequest,
     pod_selector = spec.get("podSelector")
     pods = pod_selector if isinstance(pod_selector, Mapping) else {}
     effective = index.policy_for(request.namespace)
-    sidecar = injecting_sidecar(effective.policies if effective else ())
+    # Any sidecar that may be injected here: which one a pod gets depends on its workload
+    # (spec.workloads), and the policy's pod selector does not say what that is.
+    sidecars = [p.spec.sidecar for p in (effective.policies if effective else ())]
     for name, service in sorted(index.services_by_namespace.get(request.namespace, {}).items()):
         suspended = service.is_suspended
-        widened = widens(spec, closed_by_hegui(sidecar, suspended=suspended))
+        widened = widens(spec, closed_by_hegui(sidecars, suspended=suspended))
         if widened is None or not selectors_overlap(pods, _selector(service)):
             continue
         rule = Rule.SUSPENSION if suspended else Rule.INJECTION

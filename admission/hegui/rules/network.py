@@ -11,7 +11,7 @@ operator renders, not each its own reading of the CompliancePolicies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,17 +28,20 @@ class Closed:
     egress: bool
 
 
-def closed_by_hegui(sidecar: Sidecar | None, *, suspended: bool) -> Closed:
-    """What `hegui-<service>`, rendered from `sidecar` (`hegui.rules.injection.injecting_sidecar`),
-    closes. Ingress where the sidecar keeps a NetworkPolicy (`networkPolicy: true`); egress where it
-    also restricts egress (`spec.sidecar.egress.mode: Restricted`, the default); both while the
-    service is suspended (Art.21: a suspended model must not keep pulling prompts either)."""
+def closed_by_hegui(sidecars: Iterable[Sidecar | None], *, suspended: bool) -> Closed:
+    """What `hegui-<service>` closes where it is rendered from one of `sidecars`: the operator
+    passes the one it renders from (`hegui.rules.injection.injecting_sidecar`); the admission
+    guard passes every sidecar the namespace's policies declare, since the injector takes the
+    first whose workload scope (spec.workloads) takes a pod, which a NetworkPolicy's selector
+    cannot tell. Ingress where a sidecar keeps a NetworkPolicy (`networkPolicy: true`); egress
+    where one also restricts egress (`spec.sidecar.egress.mode: Restricted`, the default); both
+    while the service is suspended (Art.21: a suspended model must not keep pulling prompts
+    either)."""
     if suspended:
         return Closed(ingress=True, egress=True)
-    kept = sidecar is not None and sidecar.network_policy
-    return Closed(ingress=kept,
-                  egress=kept and sidecar is not None
-                  and sidecar.egress.mode is EgressMode.RESTRICTED)
+    kept = [s for s in sidecars if s is not None and s.network_policy]
+    return Closed(ingress=bool(kept),
+                  egress=any(s.egress.mode is EgressMode.RESTRICTED for s in kept))
 
 
 def admits(spec: Mapping[str, Any], direction: Direction) -> bool:

@@ -169,7 +169,7 @@ def widening_policies(service: GenerativeService, policies: Iterable[Mapping[str
     names: list[str] = []
     findings: list[dict[str, Any]] = []
     isolated = service.is_suspended
-    closed = closed_by_hegui(sidecar, suspended=isolated)
+    closed = closed_by_hegui([sidecar], suspended=isolated)
     rule = Rule.SUSPENSION if isolated else Rule.INJECTION
     for policy in policies:
         name = str(_meta(policy).get("name") or "")
