@@ -51,3 +51,16 @@ async def test_a_number_spelled_across_strings_is_masked_where_it_stands(
     assert got == status and headers.get("x-hegui-output") == "masked"
     assert said["error"] == {"message": "call ***", "detail": "*" * 8}
     assert said["object"] == "x"  # the rest as the model wrote it
+
+
+async def test_two_paths_spelling_one_number_are_both_masked() -> None:
+    """Two paths whose strings join into the same text, split at different places: each is
+    masked in the strings it covers (the first one found was masked alone). The strings between
+    them ("y") keep the whole document's run from spelling the number."""
+    answer = {"error": {"message": "bad",
+                        "a": [{"x": f"call {PHONE[:3]}", "y": "z"}, {"x": PHONE[3:], "y": "z"}],
+                        "b": [{"x": f"call {PHONE[:4]}", "y": "q"}, {"x": PHONE[4:], "y": "q"}]}}
+    got, headers, said = await _through("GET", "/v1/models", answer, 200, b"")
+    assert got == 200 and headers.get("x-hegui-output") == "masked"
+    for path in ("a", "b"):
+        assert PHONE not in "".join(e["x"] for e in said["error"][path])

@@ -509,15 +509,17 @@ def spelled_runs(value: Any) -> list[tuple[str, list[tuple[str, int]]]]:
             stack += [(v, (*path, str(k)[:_STEP])) for k, v in reversed(item.items())]
         elif len(path) < MAX_DEPTH and isinstance(item, list):
             stack += [(v, (*path, "*")) for v in reversed(item)]
-    texts: dict[str, list[tuple[str, int]]] = {}
+    # One entry per text and the strings it joins: two paths may spell one text from other
+    # strings, and each is masked (the same strings twice are moderated once).
+    texts: dict[tuple[str, tuple[str, ...]], list[tuple[str, int]]] = {}
     for strings in runs.values():
         if len(strings) > 1:
             text = "".join(strings)
             offsets = itertools.accumulate([len(t) for t in strings[:-1]], initial=0)
-            texts.setdefault(text, list(zip(strings, offsets, strict=True)))
+            texts.setdefault((text, tuple(strings)), list(zip(strings, offsets, strict=True)))
             if (decoded := token_text(text)) is not None:
-                texts.setdefault(decoded, [])
-    return list(texts.items())
+                texts.setdefault((decoded, ()), [])
+    return [(text, pieces) for (text, _), pieces in texts.items()]
 
 
 def spelled_masks(runs: list[tuple[str, list[tuple[str, int]]]], decisions: list[Decision],
