@@ -132,3 +132,17 @@ async def test_a_whole_number_after_a_value_ending_in_digits_is_masked(mode: str
     text = await _through(mode, _stream("id 2024", PHONE))
     assert "hegui.output_blocked" not in text
     assert PHONE not in text and _notes(text) == "id 2024" + "*" * 11
+
+
+@pytest.mark.parametrize("mode", ["Hold", "StreamThenRetract"])
+async def test_events_flooding_the_runs_with_fields_are_cut(mode: str) -> None:
+    """Past 256 distinct string fields the runs would share one and interleave, hiding what a
+    field spells across events (a number split over x_note's values between others): the
+    stream is cut with a final event saying why (Art.14)."""
+    flood = {f"f{i:03}": "x" for i in range(300)}
+    events = [_event("你", **flood), _event("好", x_note=f"call {PHONE[:3]}", x_zz="a"),
+              _event("世", x_note=PHONE[3:7], x_zz="b"), _event("界", x_note=PHONE[7:], x_zz="c")]
+    text = await _through(mode, [("".join(f"data: {e}\n\n" for e in events)
+                                  + "data: [DONE]\n\n").encode()])
+    assert "hegui.upstream_malformed" in text and "distinct string fields" in text
+    assert PHONE[3:7] not in _notes(text)

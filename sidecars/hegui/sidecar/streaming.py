@@ -89,10 +89,9 @@ except ImportError:  # pragma: no cover - the sidecar extra installs orjson
 # --- personal information still being written ----------------------------------------------------
 
 _MAX_HOLD = 64  # a longer run is no personal information hegui masks: it is scanned as it is
-#: Paths of other strings a stream keeps a run of (`_Relay._others`); the values of any more
-#: paths join one run (json_scan.MAX_RUNS alike).
-_MAX_RUNS = 64
-_OTHER_RUN: tuple[Any, ...] = (None,)  # no JSON path: keys are strings, indices numbers
+#: Paths of other strings a stream keeps a run of (`_Relay._others`); a stream whose events
+#: carry more is cut: sharing one run, their values would interleave and hide what each spells.
+_MAX_RUNS = 256
 _MAX_QUEUE = 1024  # chunks held behind a run that may be personal information, at most
 # ASCII and full-width digits, Chinese numerals
 _DIGITS = frozenset("0123456789" + "".join(chr(0xFF10 + i) for i in range(10))
@@ -696,7 +695,14 @@ class _Relay:
             known = [p.slot for p in chunk.pieces] + chunk.aggregates
             mine = strings[id(chunk)] = []
             for path, slot in other_strings_at(chunk.value, known):
-                run = path if path in runs or len(runs) < _MAX_RUNS else _OTHER_RUN
+                if path not in runs and len(runs) >= _MAX_RUNS:
+                    mark_cut()
+                    await self.cut("hegui.upstream_malformed", "the model server's events carry "
+                                   f"more than {_MAX_RUNS} distinct string fields besides their "
+                                   "text, more than the sidecar reads as the texts they spell",
+                                   "Art.14", reason="malformed", withdraw=self.shown)
+                    raise _Stopped
+                run = path
                 value = slot.text
                 mine.append((run, value))
                 last, tail = runs.get(run, ("", ""))
