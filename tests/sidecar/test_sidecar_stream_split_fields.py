@@ -146,3 +146,17 @@ async def test_events_flooding_the_runs_with_fields_are_cut(mode: str) -> None:
                                   + "data: [DONE]\n\n").encode()])
     assert "hegui.upstream_malformed" in text and "distinct string fields" in text
     assert PHONE[3:7] not in _notes(text)
+
+
+@pytest.mark.parametrize("mode", ["Hold", "StreamThenRetract"])
+async def test_a_repeated_value_after_the_run_moved_on_is_read_with_it(mode: str) -> None:
+    """A token event's shape learned while a field held "8000" served later events carrying
+    "8000" unread, after the field had moved on to "call 1380013": the number the two spell
+    went out. The shape is dropped when a run moves on, so the event is read with the run."""
+    parts = [_event(t, x_note=v).encode() for t, v in
+             [("你", "x"), ("好", "8000"), ("世", "8000"), ("界", "8000"),
+              ("今", "call 1380013"), ("天", "8000"), ("好", "8000")]]
+    said = [b"data: " + p + b"\n\n" for p in parts[:-1]] + [
+        b"data: " + parts[-1] + b"\n\ndata: [DONE]\n\n"]
+    text = await _through(mode, said, pause=0.05)
+    assert "call 13800138000" not in _notes(text)

@@ -555,6 +555,12 @@ class _Relay:
                     if self.learned < 8 and (found := self._learn(chunk, data)) is not None:
                         found.source, found.verified, shape = chunk, False, found
                 elif self.learned < 8 and (found := self._learn(chunk, data)) is not None:
+                    # Its other strings are the runs' last values (the skeleton's): recorded,
+                    # so that a run moving on drops the shape (`_others`) and the next event
+                    # that repeats them is read with the run again.
+                    known = [p.slot for p in chunk.pieces] + chunk.aggregates
+                    found.strings = tuple((path, slot.text) for path, slot
+                                          in other_strings_at(chunk.value, known))
                     shape = self.shape = found
                 if self.ended:
                     break
