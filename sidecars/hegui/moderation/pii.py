@@ -143,11 +143,13 @@ def _fold(char: str) -> str:
 
 class _FoldTable(dict[str, str]):
     """`_fold` of each character, computed once (the alphabet of real text is small): a
-    prompt's folding is one lookup a character, not a normalisation (every request's input)."""
+    prompt's folding is one lookup a character, not a normalisation (every request's input).
+    Bounded at 20,000 characters (a few MiB: common Chinese text uses under 7,000): a client
+    sending every code point would otherwise grow it to ~30 MiB in each sidecar."""
 
     def __missing__(self, char: str) -> str:
         folded = _fold(char)
-        if len(self) < 200_000:
+        if len(self) < 20_000:
             self[char] = folded
         return folded
 
