@@ -23,7 +23,7 @@ from hegui.api.articles import Rule
 from hegui.api.policy import CompliancePolicy, EnforcementMode
 from hegui.rules import workloads
 from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey, exemption_scope
-from hegui.rules.injection import CAPTURE_NAME, FRONTED_LABEL, SIDECAR_NAME
+from hegui.rules.injection import CAPTURE_NAME, FRONTED_LABEL, SIDECAR_NAME, injecting_policy
 from hegui.rules.workloads import labels
 
 
@@ -52,10 +52,13 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
                   or workloads.serving_entry(pod, effective.detection))
     if not serves and not index.selectors.get(namespace):
         return None
-    scoped, _ = effective.scoped(workloads.owner_kinds({**pod, "kind": "Pod"}), [template.labels])
-    if scoped is None:
-        return None  # outside the policies' workload scope (spec.workloads)
-    effective = scoped
+    # The policy whose sidecar goes in: the first that declares one among those whose workload
+    # scope (spec.workloads) takes the pod; the operator renders from the same one.
+    injecting = injecting_policy(effective, workloads.owner_kinds({**pod, "kind": "Pod"}),
+                                 [template.labels])
+    if injecting is None:
+        return None  # outside the policies' workload scope, or none of those injects
+    policy, effective = injecting
     services = index.services_selecting(namespace, [template.labels])
     if len(services) != 1:
         return None  # the validating webhook reports coverage
@@ -63,10 +66,7 @@ def sidecar_duty(pod: Mapping[str, Any], namespace: str, index: ComplianceIndex,
         # A serving entry (a Ray head) counts only where a service selects it; so does a pod
         # that asks to be fronted (a peer on the service's ports between pods).
         return None
-    injecting = [p for p in effective.policies if p.spec.sidecar is not None]
-    if not injecting:
-        return None
-    duty = SidecarDuty(injecting[0], effective, services[0].name)
+    duty = SidecarDuty(policy, effective, services[0].name)
     if exception := index.exemption_for(namespace, exemption_scope({**pod, "kind": "Pod"}),
                                         Rule.INJECTION, now):
         waived = index.exceptions.get(ObjectKey(namespace, exception))

@@ -32,7 +32,7 @@ from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType, TritonEndpoint
 from hegui.api.policy import CompliancePolicy, Sidecar
 from hegui.rules.base import Context, RuleDefinition, ServiceContext, Violation, service_location
-from hegui.rules.index import ComplianceIndex, ObjectKey
+from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey
 
 SIDECAR_NAME = "hegui-sidecar"
 #: The init container that redirects inbound TCP to the sidecar: the one that needs NET_ADMIN.
@@ -66,10 +66,42 @@ FIX = ("leave the pod's network, name resolution, processes and volumes to hegui
        "(`kubectl debug --profile=general --target=<model>`)")
 
 
+def injecting_policy(effective: EffectivePolicy | None, kinds: frozenset[str],
+                     label_sets: list[Mapping[str, str]]
+                     ) -> tuple[CompliancePolicy, EffectivePolicy] | None:
+    """The CompliancePolicy whose sidecar injection puts into the pods of a workload, and the
+    policies whose workload scope (spec.workloads) takes the workload in (whose modes its pods
+    are judged by), or None when no policy that takes it declares a sidecar. `kinds`: what the
+    pods count as (`hegui.rules.workloads.owner_kinds` of a pod: Pod, its owners, the Deployment
+    behind a ReplicaSet); `label_sets`: their labels (the workload's pod templates).
+
+    One rule, one place (Art.14): the mutating webhook injects this policy's sidecar
+    (`hegui.admission.mutate.sidecar_duty`), and the operator renders the service's
+    `hegui-sidecar-<service>` ConfigMap and `hegui-<service>` NetworkPolicy, judges its running
+    pods and asks them in a SafetyAssessment by the sidecar this gives for the service's
+    workloads. It is the first (by name, as `ComplianceIndex.policy_for` sorts them) of the
+    policies that take the workload in and declare a sidecar: not the first of the namespace's,
+    which a policy scoped to other workloads may be."""
+    if effective is None:
+        return None
+    scoped, _ = effective.scoped(kinds, label_sets)
+    if scoped is None:
+        return None  # outside every policy's workload scope
+    policy = next((p for p in scoped.policies if p.spec.sidecar is not None), None)
+    return (policy, scoped) if policy is not None else None
+
+
+def injected_sidecar(effective: EffectivePolicy | None, kinds: frozenset[str],
+                     label_sets: list[Mapping[str, str]]) -> Sidecar | None:
+    """The sidecar declaration injection puts into the workload's pods (`injecting_policy`)."""
+    found = injecting_policy(effective, kinds, label_sets)
+    return found[0].spec.sidecar if found is not None else None
+
+
 def injecting_sidecar(policies: Iterable[CompliancePolicy]) -> Sidecar | None:
-    """The sidecar declaration the injector puts into a namespace's model pods, from which the
-    operator renders `hegui-sidecar-<service>` and `hegui-<service>`: the first of the policies
-    (`ComplianceIndex.policy_for` sorts them by name) that declares one."""
+    """The first of the policies (`ComplianceIndex.policy_for` sorts them by name) that declares
+    a sidecar: what injection puts in only where no policy's workload scope is narrower; see
+    `injected_sidecar`."""
     return next((p.spec.sidecar for p in policies if p.spec.sidecar is not None), None)
 
 
