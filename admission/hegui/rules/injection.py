@@ -24,13 +24,20 @@ looks again.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import ServiceConditionType, TritonEndpoint
-from hegui.api.policy import CompliancePolicy, Sidecar
+from hegui.api.policy import (
+    CompliancePolicy,
+    EgressDestination,
+    EgressMode,
+    RulesPlacement,
+    Sidecar,
+    TrafficCapture,
+)
 from hegui.rules.base import Context, RuleDefinition, ServiceContext, Violation, service_location
 from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey
 
@@ -103,6 +110,47 @@ def injecting_sidecar(policies: Iterable[CompliancePolicy]) -> Sidecar | None:
     a sidecar: what injection puts in only where no policy's workload scope is narrower; see
     `injected_sidecar`."""
     return next((p.spec.sidecar for p in policies if p.spec.sidecar is not None), None)
+
+
+def strictest_sidecar(sidecars: Sequence[Sidecar]) -> Sidecar:
+    """The one sidecar declaration a service's `hegui-sidecar-<service>` ConfigMap and
+    `hegui-<service>` NetworkPolicy are rendered from when its pods get the sidecars of
+    different policies (their workloads fall under different scoped policies): both objects
+    are one per service, and the NetworkPolicy selects all its pods. The first (by policy
+    name), closed as far as any of them closes (Art.14, fail closed: no pod is left open that
+    its own policy closes, at the cost of cutting some pods off):
+    - a NetworkPolicy where any keeps one (`networkPolicy`), and among those:
+    - ingress on the sidecar's port alone (capture PortName, at the first such sidecar's port)
+      where any captures by port name: a PortName pod's model port must stay closed, while a
+      Redirect pod's capture sends that port to its sidecar all the same;
+    - egress Restricted where any restricts it, to the destinations every restricting one
+      names;
+    - eviction of uninjected pods where any asks (the operator evicts by each pod's own);
+    - the lexicon of the first that runs the rules in-process with one (the ConfigMap carries
+      one; sidecars without `spec.sidecar.lexicon` never read it).
+    The service's status says its pods carry different sidecars (`hegui.operator.workloads`)."""
+    first = sidecars[0]
+    if all(s == first for s in sidecars[1:]):
+        return first
+    kept = [s for s in sidecars if s.network_policy] or [first]
+    by_name = [s for s in kept if s.capture is TrafficCapture.PORT_NAME]
+    restricted = [s for s in kept if s.egress.mode is EgressMode.RESTRICTED]
+
+    def key(to: EgressDestination) -> tuple[object, ...]:
+        return (to.cidr, to.namespace, tuple((p.port, p.end_port, p.protocol) for p in to.ports))
+
+    egress = first.egress if not restricted else restricted[0].egress.model_copy(update={"to": [
+        to for to in restricted[0].egress.to
+        if all(key(to) in {key(t) for t in other.egress.to} for other in restricted[1:])]})
+    lexicon = next((s for s in sidecars
+                    if s.rules is RulesPlacement.IN_PROCESS and s.lexicon is not None), first)
+    return first.model_copy(update={
+        "network_policy": any(s.network_policy for s in sidecars),
+        "capture": TrafficCapture.PORT_NAME if by_name else first.capture,
+        "port": by_name[0].port if by_name else first.port,
+        "egress": egress,
+        "evict_uninjected": any(s.evict_uninjected for s in sidecars),
+        "rules": lexicon.rules, "lexicon": lexicon.lexicon})
 
 
 def reaches_node_secrets(path: str) -> str | None:

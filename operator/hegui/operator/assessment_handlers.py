@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -24,13 +25,15 @@ from kubernetes.client.exceptions import ApiException
 
 from hegui.api.assessment import SafetyAssessment
 from hegui.api.common import API_VERSION, GROUP, VERSION
+from hegui.api.policy import Sidecar
 from hegui.operator import assessment as runner
-from hegui.operator import provider_lexicon
-from hegui.operator.cluster import CONFIG_MAP, POD, Kind
+from hegui.operator import provider_lexicon, workloads
+from hegui.operator.cluster import CONFIG_MAP, DEPLOYMENT, POD, STATEFUL_SET, Kind
 from hegui.operator.reconciler import Operator, operator_of
 from hegui.operator.settings import OperatorSettings
 from hegui.rules.index import ObjectKey
-from hegui.rules.injection import injecting_sidecar
+from hegui.rules.injection import injecting_policy
+from hegui.rules.workloads import labels, owner_kinds
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +72,34 @@ def _targets(op: Operator, namespace: str, spec: Any) -> list[str] | None:
         raise runner.TargetError(f"GenerativeService {namespace}/{spec.service_ref.name} "
                                  "does not exist (spec.serviceRef)")
     effective = op.index.policy_for(namespace)
-    sidecar = injecting_sidecar(effective.policies if effective else ())
-    if sidecar is None:
+    if effective is None or not any(p.spec.sidecar for p in effective.policies):
         raise runner.TargetError("no CompliancePolicy injects hegui's sidecar here, and the "
                                  "assessment asks the service through it")
-    return runner.pod_targets(service, op.cluster.objects(POD, namespace), sidecar)
+    # Each pod at the port of the sidecar injection put into it (the first injecting policy
+    # whose spec.workloads takes it: `injecting_policy`), not the namespace's first.
+    groups: dict[str, tuple[Sidecar, list[Mapping[str, Any]]]] = {}
+    for pod in op.cluster.objects(POD, namespace):
+        found = injecting_policy(effective, owner_kinds({**pod, "kind": "Pod"}), [labels(pod)])
+        if found is not None and found[0].spec.sidecar is not None:
+            groups.setdefault(found[0].name, (found[0].spec.sidecar, []))[1].append(pod)
+    urls: list[str] = []
+    for sidecar, pods in groups.values():
+        try:
+            urls += runner.pod_targets(service, pods, sidecar)
+        except runner.TargetError:
+            continue  # none of these: the others may have some
+    if not urls:
+        declared = next(p.spec.sidecar for p in effective.policies if p.spec.sidecar)
+        return runner.pod_targets(service, [], declared)  # raises, naming why
+    return sorted(urls)
 
 
-def _judge(op: Operator, namespace: str, plan: runner.Plan) -> runner.Judge:
-    """The judge, on the lexicon the service's sidecars run: the provider's that the injecting
-    CompliancePolicy names (spec.sidecar.lexicon), else the shipped one (issue 19, Art.17)."""
-    effective = op.index.policy_for(namespace)
-    names = provider_lexicon.wanted(effective.policies if effective else ())
+def _judge(op: Operator, namespace: str, plan: runner.Plan, service: str = "") -> runner.Judge:
+    """The judge, on the lexicon the service's sidecars run: the provider's that the sidecar
+    its pods get names (spec.sidecar.lexicon of the injecting CompliancePolicy, as its
+    ConfigMap is rendered: `workloads.service_sidecar`), else the shipped one (issue 19,
+    Art.17)."""
+    names = provider_lexicon.wanted(_service_sidecar(op, namespace, service))
     base = None
     if names:
         try:
@@ -91,6 +110,20 @@ def _judge(op: Operator, namespace: str, plan: runner.Plan) -> runner.Judge:
                 f"the provider's lexicon (CompliancePolicy spec.sidecar.lexicon) the answers "
                 f"are judged by cannot be read: {str(error)[:300]}") from None
     return runner.Judge(plan.keywords, base)
+
+
+def _service_sidecar(op: Operator, namespace: str, name: str) -> Sidecar | None:
+    """The sidecar declaration the service's ConfigMap is rendered from (what the reconciler
+    renders: `workloads.observe`), from its workloads as listed now."""
+    service = op.index.services.get(ObjectKey(namespace, name))
+    if service is None:  # the namespace's reading, as for a service without pods
+        return workloads.namespace_sidecar(op.index.policy_for(namespace))
+    seen = workloads.observe(
+        service, op.index, now=dt.datetime.now(dt.UTC),
+        pods=op.cluster.objects(POD, namespace),
+        deployments=op.cluster.objects(DEPLOYMENT, namespace),
+        statefulsets=op.cluster.objects(STATEFUL_SET, namespace))
+    return seen.sidecar
 
 
 def _keep_transition(status: dict[str, Any], previous: Any) -> None:
@@ -133,7 +166,7 @@ async def run_assessment(stopped: kopf.DaemonStopped, body: kopf.Body, name: str
             banks = await asyncio.to_thread(_read_banks, op, ns, spec)
             plan = runner.plan(spec, ns, banks)
             urls = await asyncio.to_thread(_targets, op, ns, spec)
-            judge = await asyncio.to_thread(_judge, op, ns, plan)
+            judge = await asyncio.to_thread(_judge, op, ns, plan, spec.service_ref.name)
         except (runner.BankError, runner.TargetError) as bad:
             message = (f"[assessment, Art.17] question bank refused: {bad}"
                        if isinstance(bad, runner.BankError)

@@ -20,16 +20,15 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
 from hegui.api.articles import Rule
-from hegui.api.policy import CompliancePolicy, RulesPlacement
+from hegui.api.policy import RulesPlacement, Sidecar
 from hegui.operator.cluster import CONFIG_MAP, Cluster
-from hegui.rules.injection import injecting_sidecar
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -163,10 +162,11 @@ class LexiconCache:
             return found
 
 
-def wanted(policies: Sequence[CompliancePolicy]) -> tuple[str, ...]:
-    """The lexicon ConfigMaps the injecting policy names (the first with a sidecar, as the
-    injector picks it), for sidecars that run the rules in-process; () for none."""
-    sidecar = injecting_sidecar(policies)
+def wanted(sidecar: Sidecar | None) -> tuple[str, ...]:
+    """The lexicon ConfigMaps a service's sidecar declaration names (the one its pods get,
+    `hegui.operator.workloads.service_sidecar`: the injecting policy's whose spec.workloads
+    takes them, not the namespace's first), for sidecars that run the rules in-process; ()
+    for none."""
     if sidecar is None or sidecar.lexicon is None or sidecar.rules is not RulesPlacement.IN_PROCESS:
         return ()
     return tuple(sidecar.lexicon.config_maps)

@@ -357,7 +357,7 @@ def _judge(op: Operator, memory: ServiceMemory, body: kopf.Body, patch: kopf.Pat
     config_map = sidecar_config(body, stable.notice(), default_triton, policy_routes)
     # The provider's lexicon (issue 19), whole or not at all; the status says which is in force.
     lexicon_finding: dict[str, Any] | None = {}
-    if names := provider_lexicon.wanted(policies):
+    if names := provider_lexicon.wanted(observed.sidecar):  # the one its pods get (Art.14)
         lexicon_finding = _attempt(errors, "render the lexicon", lambda: _render_lexicon(
             op, memory, config_map, names))
         if lexicon_finding:

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hegui.admission.injection import MODEL_PORT_NAME, carries_sidecar
-from hegui.admission.mutate import sidecar_duty
+from hegui.admission.mutate import SidecarDuty, sidecar_duty
 from hegui.api.articles import Rule
 from hegui.api.common import LabelSelector
 from hegui.api.generativeservice import GenerativeService, OpenPort, PortPurpose
 from hegui.api.policy import EgressDestination, EgressMode, Sidecar, TrafficCapture
-from hegui.rules.index import ComplianceIndex
-from hegui.rules.injection import FRONTED_LABEL, injecting_sidecar
+from hegui.rules.index import ComplianceIndex, EffectivePolicy
+from hegui.rules.injection import FRONTED_LABEL, strictest_sidecar
 from hegui.rules.network import closed_by_hegui, widens
 from hegui.rules.workloads import labels
 
@@ -103,14 +103,16 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
                                                                      str(_meta(m[1]).get("name"))))
                      ][:MAX_LISTED]
 
-    effective = index.policy_for(namespace)
-    found.sidecar = injecting_sidecar(effective.policies if effective else ())
-    found.evict = found.sidecar is not None and found.sidecar.evict_uninjected
-
     live = [p for p in own_pods if not _meta(p).get("deletionTimestamp")
             and (p.get("status") or {}).get("phase", "Pending") in LIVE_PHASES]
+    duties = {id(pod): sidecar_duty(pod, namespace, index, now) for pod in live}
+    found.sidecar, mixed = service_sidecar(service, index, matched=matched, pods=live, now=now,
+                                           duties=duties)
+    found.findings += mixed
+    found.evict = found.sidecar is not None and found.sidecar.evict_uninjected
+
     for pod in live:
-        duty = sidecar_duty(pod, namespace, index, now)
+        duty = duties[id(pod)]
         sidecar = duty.policy.spec.sidecar if duty else None
         if duty is None or duty.service != name or sidecar is None:
             continue
@@ -119,7 +121,7 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
         pod_name = str(_meta(pod).get("name"))
         found.uninjected.append(pod_name)
         controlled = _controller(pod) is not None
-        if controlled:
+        if controlled and sidecar.evict_uninjected:  # as the policy that injects it asks
             found.evictable.append(pod_name)
         fix = ("delete the pod so its controller recreates it injected, or set evictUninjected "
                "in the CompliancePolicy's sidecar" if controlled else
@@ -136,6 +138,93 @@ def observe(service: GenerativeService, index: ComplianceIndex, *,
                                                  found.sidecar)
     found.findings += widening
     return found
+
+
+def _template_pod(kind: str, workload: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """A pod as `workload` (a Deployment or StatefulSet) makes them, as far as the injector
+    looks: its template's labels and spec, owned as its controller owns them (a Deployment's
+    through a ReplicaSet, with the pod-template-hash label)."""
+    spec = workload.get("spec")
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    template = template if isinstance(template, Mapping) else {}
+    name = str(_meta(workload).get("name"))
+    pod_labels = dict(labels(template))
+    owner = {"apiVersion": "apps/v1", "kind": kind, "name": name, "controller": True}
+    if kind == "Deployment":
+        pod_labels.setdefault("pod-template-hash", "hegui")
+        owner = {**owner, "kind": "ReplicaSet", "name": f"{name}-{pod_labels['pod-template-hash']}"}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-template", "namespace": namespace,
+                         "labels": pod_labels, "ownerReferences": [owner]},
+            "spec": template.get("spec") if isinstance(template.get("spec"), Mapping) else {}}
+
+
+def namespace_sidecar(effective: EffectivePolicy | None) -> Sidecar | None:
+    """The sidecar a service none of whose pods is injected yet is rendered from: the first
+    declared where no policy narrows its workload scope (the injector then puts it into every
+    pod, `injecting_policy`), else the strictest of all declared (`strictest_sidecar`: its
+    pods may come under any of them)."""
+    declared = [p.spec.sidecar for p in (effective.policies if effective else ())
+                if p.spec.sidecar is not None]
+    if effective is None or not declared:
+        return None
+    return declared[0] if effective.takes_every_workload else strictest_sidecar(declared)
+
+
+def service_sidecar(service: GenerativeService, index: ComplianceIndex, *,
+                    matched: Iterable[tuple[str, Mapping[str, Any]]],
+                    pods: Iterable[Mapping[str, Any]], now: dt.datetime,
+                    duties: Mapping[int, SidecarDuty | None] | None = None
+                    ) -> tuple[Sidecar | None, list[dict[str, Any]]]:
+    """The sidecar declaration the service's `hegui-sidecar-<service>` ConfigMap and
+    `hegui-<service>` NetworkPolicy are rendered from, the SafetyAssessment's judge reads the
+    lexicon of, and a finding when its pods get the sidecars of different policies (Art.14).
+
+    The sidecar injection puts into the service's pods, by the injector's own rule
+    (`sidecar_duty`, through `hegui.rules.injection.injecting_policy`: the first policy that
+    declares one among those whose spec.workloads takes the pod): of its live `pods` and of
+    the pods its `matched` Deployments and StatefulSets make (their templates), those the
+    injector puts this service's sidecar in. Where they get different policies' sidecars, the
+    strictest reading of them (`strictest_sidecar`: no pod left more open than its own policy
+    leaves it) and an Error finding naming which workloads get which. Where none is injected
+    yet, the namespace's reading: the first declared sidecar where no policy narrows its
+    workload scope (as the injector then picks it for every pod), else the strictest of all
+    declared."""
+    namespace, name = service.namespace or "", service.name
+    effective = index.policy_for(namespace)
+    if effective is None:
+        return None, []
+    given = duties or {}
+    taking: dict[str, tuple[Sidecar, list[str]]] = {}
+    candidates: list[tuple[str, Mapping[str, Any]]] = [
+        (f"{kind} {_meta(obj).get('name')}", _template_pod(kind, obj, namespace))
+        for kind, obj in matched if kind in ("Deployment", "StatefulSet")]
+    candidates += [(f"Pod {_meta(pod).get('name')}", pod) for pod in pods]
+    for what, pod in candidates:
+        duty = given[id(pod)] if id(pod) in given else sidecar_duty(pod, namespace, index, now)
+        if duty is None or duty.service != name or duty.waived_by:
+            continue
+        sidecar = duty.policy.spec.sidecar
+        if sidecar is not None:
+            taking.setdefault(duty.policy.name, (sidecar, []))[1].append(what)
+    if not taking:
+        return namespace_sidecar(effective), []
+    ordered = sorted(taking.items())
+    sidecar = strictest_sidecar([s for _, (s, _) in ordered])
+    if len({s.model_dump_json() for _, (s, _) in ordered}) == 1:
+        return sidecar, []
+    which = "; ".join(f"CompliancePolicy {policy}'s into {', '.join(sorted(whats)[:3])}"
+                      + (f" (and {len(whats) - 3} more)" if len(whats) > 3 else "")
+                      for policy, (_, whats) in ordered)
+    ingress = (f"port {sidecar.port} only" if sidecar.capture is TrafficCapture.PORT_NAME
+               else "through the capture")
+    return sidecar, [_finding(
+        Rule.INJECTION, "Error",
+        f"the service's pods get different sidecars ({which}): the policies' spec.workloads "
+        f"split its workloads, and hegui-sidecar-{name} and NetworkPolicy hegui-{name} are one "
+        f"per service, so they are rendered from the strictest (ingress {ingress}, egress "
+        f"{sidecar.egress.mode.value}), which may cut some pods off. Fix: scope the policies "
+        "so a service's workloads fall under one, or give them the same spec.sidecar")]
 
 
 def _selects(selector: Any, labels: Mapping[str, str]) -> bool:
