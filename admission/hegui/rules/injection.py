@@ -105,13 +105,6 @@ def injected_sidecar(effective: EffectivePolicy | None, kinds: frozenset[str],
     return found[0].spec.sidecar if found is not None else None
 
 
-def injecting_sidecar(policies: Iterable[CompliancePolicy]) -> Sidecar | None:
-    """The first of the policies (`ComplianceIndex.policy_for` sorts them by name) that declares
-    a sidecar: what injection puts in only where no policy's workload scope is narrower; see
-    `injected_sidecar`."""
-    return next((p.spec.sidecar for p in policies if p.spec.sidecar is not None), None)
-
-
 def strictest_sidecar(sidecars: Sequence[Sidecar]) -> Sidecar:
     """The one sidecar declaration a service's `hegui-sidecar-<service>` ConfigMap and
     `hegui-<service>` NetworkPolicy are rendered from when its pods get the sidecars of

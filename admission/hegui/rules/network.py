@@ -30,13 +30,15 @@ class Closed:
 
 def closed_by_hegui(sidecars: Iterable[Sidecar | None], *, suspended: bool) -> Closed:
     """What `hegui-<service>` closes where it is rendered from one of `sidecars`: the operator
-    passes the one it renders from (`hegui.rules.injection.injecting_sidecar`); the admission
-    guard passes every sidecar the namespace's policies declare, since the injector takes the
-    first whose workload scope (spec.workloads) takes a pod, which a NetworkPolicy's selector
-    cannot tell. Ingress where a sidecar keeps a NetworkPolicy (`networkPolicy: true`); egress
-    where one also restricts egress (`spec.sidecar.egress.mode: Restricted`, the default); both
-    while the service is suspended (Art.21: a suspended model must not keep pulling prompts
-    either)."""
+    passes the one it renders from (`hegui.operator.workloads.service_sidecar`: the sidecar
+    injection puts into the service's pods, `hegui.rules.injection.injecting_policy`, or the
+    strictest of several); the admission guard passes every sidecar the namespace's policies
+    declare, since which one a pod gets depends on its workload's kinds and labels
+    (spec.workloads), which a NetworkPolicy's selector cannot tell and which change after the
+    NetworkPolicy is admitted. Ingress where a sidecar keeps a NetworkPolicy (`networkPolicy:
+    true`); egress where one also restricts egress (`spec.sidecar.egress.mode: Restricted`, the
+    default); both while the service is suspended (Art.21: a suspended model must not keep
+    pulling prompts either)."""
     if suspended:
         return Closed(ingress=True, egress=True)
     kept = [s for s in sidecars if s is not None and s.network_policy]
