@@ -192,8 +192,9 @@ def service_sidecar(service: GenerativeService, index: ComplianceIndex, *,
     declared."""
     namespace, name = service.namespace or "", service.name
     effective = index.policy_for(namespace)
-    if effective is None:
-        return None, []
+    if effective is None or effective.takes_every_workload:
+        # No policy narrows its scope (the common case): every pod gets the first declared.
+        return namespace_sidecar(effective), []
     given = duties or {}
     taking: dict[str, tuple[Sidecar, list[str]]] = {}
     candidates: list[tuple[str, Mapping[str, Any]]] = [
