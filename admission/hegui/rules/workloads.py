@@ -313,15 +313,27 @@ class Detection:
             return replace(self, kinds=self.kinds + added) if added else self
         return Detection((*self.sets, extra), self.kinds + added)
 
+    @cached_property
+    def _resource_prefixes(self) -> tuple[str, ...]:
+        return tuple(self.resource_prefixes)  # str.startswith takes a tuple, not a set
+
+    @cached_property
+    def _node_label_prefixes(self) -> tuple[str, ...]:
+        return tuple(self.node_label_prefixes)
+
+    @cached_property
+    def _sorted_labels(self) -> tuple[str, ...]:
+        return tuple(sorted(self.labels))
+
     def is_gpu_resource(self, name: str) -> bool:
-        return name in self.resources or name.startswith(tuple(self.resource_prefixes))
+        return name in self.resources or name.startswith(self._resource_prefixes)
 
     def is_gpu_runtime_class(self, name: str) -> bool:
         return name in self.runtime_classes or any(
             marker in name for marker in self.runtime_class_markers)
 
     def is_gpu_node_label(self, key: str) -> bool:
-        return key.startswith(tuple(self.node_label_prefixes))
+        return key.startswith(self._node_label_prefixes)
 
     def signal_set_of(self, attribute: str, names: Iterable[str]) -> str:
         """The name of the first signal set whose `attribute` holds one of `names`, as a name,
@@ -379,7 +391,15 @@ class PodTemplate:
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # A dict (JSON's) or nothing, nearly always: both known without the Mapping ABC's check,
+    # which costs more than the rest of a lookup.
+    if type(value) is dict:
+        return value
+    return {} if value is None or not isinstance(value, Mapping) else value
+
+
+def _is_mapping(value: object) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _list(value: object) -> list[Any]:
@@ -546,13 +566,6 @@ class GpuEvidence:
 _CONTAINER_GROUPS = ("initContainers", "containers", "ephemeralContainers")
 
 
-def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for group in _CONTAINER_GROUPS:
-        for index, container in enumerate(_list(spec.get(group))):
-            if isinstance(container, Mapping):
-                yield f"{group}[{index}]", container
-
-
 def _gpu_node(spec: Mapping[str, Any], detection: Detection) -> str | None:
     """The node selector or required node affinity that pins the pod to accelerator nodes."""
     for key, value in _mapping(spec.get("nodeSelector")).items():
@@ -582,44 +595,59 @@ def generative_evidence(
     template: PodTemplate, namespace: str = "", resolve_claim: ClaimResolver | None = None,
     detection: Detection = BUILTIN,
 ) -> list[GpuEvidence]:
-    """Every reason the pod runs a generative model; empty when it does not."""
+    """Every reason the pod runs a generative model; empty when it does not.
+
+    Run on every admission review, once a pod template: one pass over the containers, each
+    field read once, and a field path spelled only for the evidence found."""
     evidence: list[GpuEvidence] = []
     spec, at = template.spec, template.spec_path
     if template.generative_kind:
         evidence.append(GpuEvidence(at, template.generative_kind, "serving kind"))
-    for label in sorted(detection.labels):
-        if template.labels.get(label) == "true":
-            evidence.append(GpuEvidence("metadata.labels", f"label {label}=true",
-                                        detection.signal_set_of("labels", [label])))
+    pod_labels = template.labels
+    if pod_labels:
+        for label in detection._sorted_labels:
+            if pod_labels.get(label) == "true":
+                evidence.append(GpuEvidence("metadata.labels", f"label {label}=true",
+                                            detection.signal_set_of("labels", [label])))
     runtime_class = spec.get("runtimeClassName")
     if isinstance(runtime_class, str) and detection.is_gpu_runtime_class(runtime_class):
         evidence.append(GpuEvidence(f"{at}.runtimeClassName", f"runtimeClassName {runtime_class}",
                                     detection.source_of_runtime_class(runtime_class)))
     privileged: str | None = None
-    for where, container in _containers(spec):
-        resources = _mapping(container.get("resources"))
-        for section in ("limits", "requests"):
-            for name in _mapping(resources.get(section)):
-                name = str(name)
-                if detection.is_gpu_resource(name):
+    visible_devices_env = detection.visible_devices_env
+    for group in _CONTAINER_GROUPS:
+        containers = spec.get(group)
+        if not isinstance(containers, list):
+            continue
+        for position, container in enumerate(containers):
+            if not _is_mapping(container):
+                continue
+            resources = _mapping(container.get("resources"))
+            for section in ("limits", "requests"):
+                for name in _mapping(resources.get(section)):
+                    name = str(name)
+                    if detection.is_gpu_resource(name):
+                        evidence.append(GpuEvidence(
+                            f"{at}.{group}[{position}].resources.{section}",
+                            f"{section} on {name}", detection.source_of_resource(name)))
+            for index, variable in enumerate(_list(container.get("env"))):
+                variable = _mapping(variable)
+                name, value = str(variable.get("name", "")), variable.get("value")
+                if (name in visible_devices_env and isinstance(value, str)
+                        and value.strip().lower() not in NO_DEVICE_VALUES):
                     evidence.append(GpuEvidence(
-                        f"{at}.{where}.resources.{section}", f"{section} on {name}",
-                        detection.source_of_resource(name)))
-        for index, variable in enumerate(_list(container.get("env"))):
-            variable = _mapping(variable)
-            name, value = str(variable.get("name", "")), variable.get("value")
-            if (name in detection.visible_devices_env and isinstance(value, str)
-                    and value.strip().lower() not in NO_DEVICE_VALUES):
-                evidence.append(GpuEvidence(
-                    f"{at}.{where}.env[{index}]", f"env {name}={value}",
-                    detection.signal_set_of("visible_devices_env", [name])))
-        if _mapping(container.get("securityContext")).get("privileged") is True:
-            privileged = privileged or f"{at}.{where}.securityContext.privileged"
-    node, toleration = _gpu_node(spec, detection), _gpu_toleration(spec, detection)
-    if privileged and (node or toleration):
+                        f"{at}.{group}[{position}].env[{index}]", f"env {name}={value}",
+                        detection.signal_set_of("visible_devices_env", [name])))
+            if privileged is None and _mapping(
+                    container.get("securityContext")).get("privileged") is True:
+                privileged = f"{at}.{group}[{position}].securityContext.privileged"
+    # Both are read only where they make evidence: the node with the toleration, or either
+    # with a privileged container.
+    node = _gpu_node(spec, detection)
+    if privileged and (placed := node or _gpu_toleration(spec, detection)):
         evidence.append(GpuEvidence(privileged, "privileged container (sees every device) on "
-                                    f"an accelerator node ({node or toleration})", "node"))
-    elif node and toleration:
+                                    f"an accelerator node ({placed})", "node"))
+    elif node and (toleration := _gpu_toleration(spec, detection)):
         evidence.append(GpuEvidence(f"{at}.nodeSelector", f"pinned to accelerator nodes ({node}, "
                                     f"{toleration}), where the device runtime hands out the "
                                     "GPUs", "node"))
