@@ -17,7 +17,7 @@ from typing import Any
 from hegui.api.articles import Rule
 from hegui.api.generativeservice import GenerativeService, ServiceConditionType
 from hegui.rules import workloads
-from hegui.rules.index import ComplianceIndex, ObjectKey
+from hegui.rules.index import ComplianceIndex, EffectivePolicy, ObjectKey
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class Context:
     evidence: list[workloads.GpuEvidence]
     index: ComplianceIndex
     now: dt.datetime
+    #: The policies enforcing the workload's namespace, merged (`ComplianceIndex.policy_for`,
+    #: whatever their workload scopes): looked up once a review, not by each rule that asks.
+    policy: EffectivePolicy | None
     services: list[ObjectKey] = field(default_factory=list)
 
 
@@ -62,6 +65,10 @@ class ServiceContext:
     service: GenerativeService
     index: ComplianceIndex
     now: dt.datetime
+    #: The policies enforcing the service's namespace, merged (`ComplianceIndex.policy_for`):
+    #: looked up once a service, not by each posture rule that asks (moderation, injection,
+    #: dataProtection and every opt-in rule do).
+    policy: EffectivePolicy | None
 
 
 Violation = tuple[str, str, str]  # (location, message, fix)
@@ -77,7 +84,7 @@ def required_by(ctx: ServiceContext, rule: Rule) -> str | None:
     """The CompliancePolicies selecting the service's namespace that name an opt-in rule in
     spec.rules (`Rule.opt_in`), as a finding cites them: they require its declaration. None
     where no policy does (then only what the service declares is checked)."""
-    effective = ctx.index.policy_for(ctx.key.namespace)
+    effective = ctx.policy
     names = effective.naming(rule) if effective else ()
     if not names:
         return None

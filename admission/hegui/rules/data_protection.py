@@ -29,7 +29,7 @@ FIX = ("declare spec.dataProtection: retentionDays, pseudonymise with its "
 def _store_lock(ctx: ServiceContext) -> tuple[int, str] | None:
     """The days the evidence store locks every shipped record, and the policy that says so:
     the longest of the selecting policies' (the store the sidecar ships to)."""
-    effective = ctx.index.policy_for(ctx.key.namespace)
+    effective = ctx.policy
     stores = [(p.spec.evidence.store.retention_days, p.name)
               for p in (effective.policies if effective else ()) if p.spec.evidence is not None]
     return max(stores, key=lambda s: (s[0], s[1])) if stores else None

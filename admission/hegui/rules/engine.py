@@ -124,7 +124,9 @@ def evaluate_posture(key: ObjectKey, service: GenerativeService, index: Complian
                      rules: frozenset[Rule] | None = None) -> list[tuple[Rule, Violation]]:
     """The findings of a posture that need not be in the index yet (a GenerativeService under
     review at admission), limited to `rules` when given."""
-    context = ServiceContext(key, service, for_review(index), now or dt.datetime.now(dt.UTC))
+    index = for_review(index)
+    context = ServiceContext(key, service, index, now or dt.datetime.now(dt.UTC),
+                             index.policy_for(key.namespace))
     return [(rule, violation) for rule, check in SERVICE_CHECKS
             if rules is None or rule in rules for violation in check(context)]
 
@@ -156,7 +158,7 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
     """Every finding for one workload object; empty when it is compliant or not generative."""
     index = for_review(index)
     workload = Workload.of(obj, namespace)
-    policy = index.policy_for(workload.namespace)
+    policy = effective = index.policy_for(workload.namespace)
     if policy is None:
         return []
     detection = policy.detection  # merged from the policies' signals: once a namespace
@@ -177,7 +179,7 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
                         left_out_by, _because(evidence))]
     policy = scoped
     context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC),
-                      index.services_selecting(workload.namespace, label_sets))
+                      effective, index.services_selecting(workload.namespace, label_sets))
     found: list[tuple[Rule, Violation]] = [
         (rule, violation) for rule, check in WORKLOAD_CHECKS for violation in check(context)]
     for key in context.services:

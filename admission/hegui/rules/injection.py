@@ -317,7 +317,7 @@ def pod_tampering(spec: Mapping[str, Any],
 
 
 def check(ctx: Context) -> Iterator[Violation]:
-    effective = ctx.index.policy_for(ctx.workload.namespace)
+    effective = ctx.policy
     if effective is None or not any(p.spec.sidecar for p in effective.policies):
         return  # no sidecar to protect
     # Only hostAliases are judged against the endpoints: most pods have none, and this runs
@@ -334,7 +334,7 @@ def check_open_ports(ctx: ServiceContext) -> Iterator[Violation]:
     the sidecar's own port there would let users reach the model around it. Judged when the
     GenerativeService is applied and by `hegui check`, before any pod exists (the model's
     serving port, known only from the pod, is judged at injection)."""
-    effective = ctx.index.policy_for(ctx.key.namespace)
+    effective = ctx.policy
     traffic = ctx.service.spec.traffic
     if effective is None or traffic is None:
         return

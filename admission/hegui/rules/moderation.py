@@ -17,7 +17,7 @@ from hegui.rules.base import RuleDefinition, ServiceContext, Violation, service_
 
 def check(ctx: ServiceContext) -> Iterator[Violation]:
     """The service's moderation and labels against every selecting policy's floor (Art.14)."""
-    effective = ctx.index.policy_for(ctx.key.namespace)
+    effective = ctx.policy
     floors = [(p, p.spec.moderation) for p in (effective.policies if effective else ())
               if p.spec.moderation is not None]
     key, spec = ctx.key, ctx.service.spec
