@@ -24,7 +24,7 @@ def check(ctx: ServiceContext) -> Iterator[Violation]:
         return
     if assessment.external is not None:
         report = assessment.external
-        if report.result.value != "Pass":
+        if report.result != "Pass":  # a StrEnum: its value without the enum's property
             yield (service_location(key, "spec.assessment.external.result"),
                    f"the external assessment {report.report_id} did not pass",
                    "pass a new assessment and reference its report")

@@ -5,8 +5,6 @@ declared (a dailyLimit wherever minors are allowed), so there is nothing more to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from hegui.api.articles import Rule
 from hegui.rules.base import (
     CelTwin,
@@ -25,8 +23,8 @@ SECTION = RequiredSection(
     "whether minors may use the service are not declared", FIX)
 
 
-def check(ctx: ServiceContext) -> Iterator[Violation]:
-    yield from SECTION.absent(ctx, ctx.service.spec.audience)
+def check(ctx: ServiceContext) -> tuple[Violation, ...]:
+    return SECTION.absent(ctx, ctx.service.spec.audience)
 
 
 RULE = RuleDefinition(

@@ -10,7 +10,7 @@ CEL twin. `hegui.rules.registry` gathers them; the engine, the ValidatingAdmissi
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +72,10 @@ class ServiceContext:
 
 
 Violation = tuple[str, str, str]  # (location, message, fix)
-WorkloadCheck = Callable[[Context], Iterator[Violation]]
-ServiceCheck = Callable[[ServiceContext], Iterator[Violation]]
+#: A check gives its findings as any iterable: most are generators; one that has at most one
+#: finding may return a tuple, which costs less to make where it finds nothing.
+WorkloadCheck = Callable[[Context], Iterable[Violation]]
+ServiceCheck = Callable[[ServiceContext], Iterable[Violation]]
 
 
 def service_location(key: ObjectKey, path: str) -> str:
@@ -85,7 +87,9 @@ def required_by(ctx: ServiceContext, rule: Rule) -> str | None:
     spec.rules (`Rule.opt_in`), as a finding cites them: they require its declaration. None
     where no policy does (then only what the service declares is checked)."""
     effective = ctx.policy
-    names = effective.naming(rule) if effective else ()
+    if effective is None or rule not in effective.named:
+        return None  # the common case, known without naming the policies
+    names = effective.naming(rule)
     if not names:
         return None
     return (f"CompliancePolicy {', '.join(names)} requires it (spec.rules names "
@@ -151,10 +155,13 @@ class RequiredSection:
     def path(self) -> str:
         return f"spec.{self.field}"
 
-    def absent(self, ctx: ServiceContext, value: object) -> Iterator[Violation]:
-        """The finding when `value` (the section) is absent and a policy names the rule."""
+    def absent(self, ctx: ServiceContext, value: object) -> tuple[Violation, ...]:
+        """The finding when `value` (the section) is absent and a policy names the rule (a
+        tuple, not a generator: most reviews find nothing, and a generator costs more to make
+        than the test)."""
         if value is None and (by := required_by(ctx, self.rule)):
-            yield (service_location(ctx.key, self.path), f"{self.missing}; {by}", self.fix)
+            return ((service_location(ctx.key, self.path), f"{self.missing}; {by}", self.fix),)
+        return ()
 
     def cel(self) -> dict[str, str]:
         """The twin: the section is there wherever a policy binds the rule."""

@@ -6,8 +6,6 @@ and records their deadline (`hegui complaints list` shows the overdue ones)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from hegui.api.articles import Rule
 from hegui.rules.base import (
     CelTwin,
@@ -26,8 +24,8 @@ SECTION = RequiredSection(
     "published process and response deadline is declared", FIX)
 
 
-def check(ctx: ServiceContext) -> Iterator[Violation]:
-    yield from SECTION.absent(ctx, ctx.service.spec.complaints)
+def check(ctx: ServiceContext) -> tuple[Violation, ...]:
+    return SECTION.absent(ctx, ctx.service.spec.complaints)
 
 
 RULE = RuleDefinition(

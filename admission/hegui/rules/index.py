@@ -71,6 +71,12 @@ class EffectivePolicy:
     def mode_for(self, rule: Rule) -> EnforcementMode:
         return self._rule(rule)[0]
 
+    @cached_property
+    def named(self) -> frozenset[Rule]:
+        """The rules some policy's spec.rules names: an opt-in rule no policy names finds
+        nothing missing, which every posture review asks of every opt-in rule."""
+        return frozenset(entry.rule for p in self.policies for entry in p.spec.rules)
+
     def naming(self, rule: Rule) -> tuple[str, ...]:
         """The policies whose spec.rules names `rule` (an opt-in rule is on where one does),
         sorted by name."""
@@ -427,10 +433,15 @@ class ComplianceIndex:
         """The SafetyAssessment that records the external report `report_id` for `service`: one
         without spec.target (hegui did not run it) whose status, which only the assessor role
         can write, names the report, passed, is current and unexpired."""
-        assessing = self.assessments_by_service.get(ObjectKey(namespace, service), {})
-        return next((name for name, found in list(assessing.items())
-                     if found.spec.target is None and found.status is not None
-                     and found.status.report_id == report_id and found.passed_at(now)), None)
+        # A plain tuple finds an ObjectKey (a NamedTuple) without building one.
+        assessing: dict[str, SafetyAssessment] | None = self.assessments_by_service.get(
+            (namespace, service))  # type: ignore[call-overload]
+        for name, found in list(assessing.items()) if assessing else ():
+            status = found.status
+            if (found.spec.target is None and status is not None
+                    and status.report_id == report_id and found.passed_at(now)):
+                return name
+        return None
 
     def exemption_for(self, namespace: str, scope: Iterable[tuple[str, str]], rule: Rule,
                       now: dt.datetime) -> str | None:
