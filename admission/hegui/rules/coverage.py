@@ -10,11 +10,13 @@ from hegui.rules.base import CelTwin, Context, RuleDefinition, Violation
 
 
 def check(ctx: Context) -> Iterator[Violation]:
-    reasons = "; ".join(sorted({e.reason for e in ctx.evidence}))
+    if len(ctx.services) == 1:
+        return  # the common case: what a finding says is worked out only for a finding
     labels_path = ("metadata.labels" if ctx.workload.kind == "Pod"
                    else ctx.templates[0].spec_path.removesuffix(".spec") + ".metadata.labels")
-    broken = ctx.index.broken_services_in(ctx.workload.namespace)
     if not ctx.services:
+        reasons = "; ".join(sorted({e.reason for e in ctx.evidence}))
+        broken = ctx.index.broken_services_in(ctx.workload.namespace)
         detail = (f"; these GenerativeServices could not be read: {', '.join(broken)}"
                   if broken else "")
         yield (f"{ctx.workload} {labels_path}",

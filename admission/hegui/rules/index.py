@@ -178,8 +178,10 @@ class _Selectors:
     def selecting(self, labels: Mapping[str, str]) -> set[str]:
         # Copies of single dicts, taken whole under the GIL, as the index's other readers do.
         candidates = [*self.unanchored.items()]
+        by_label = self.by_label
         for pair in labels.items():
-            candidates += self.by_label.get(pair, {}).items()
+            if named := by_label.get(pair):
+                candidates += named.items()
         return {name for name, service in candidates if service.spec.selector.matches(labels)}
 
 

@@ -245,6 +245,9 @@ _TEMPLATE_PATHS: dict[str, tuple[str, ...] | None] = {
 }
 #: Built-in controllers, by kind; with the serving kinds, what `hegui check` and the webhook judge.
 CORE_KINDS = frozenset(_TEMPLATE_PATHS)
+#: kind -> where its pod spec sits, as messages name it (spelled once, not on every review).
+_SPEC_PATHS = {kind: ".".join((*path, "spec")) for kind, path in _TEMPLATE_PATHS.items()
+               if path is not None}
 
 
 @dataclass(frozen=True)
@@ -480,8 +483,7 @@ def _core_templates(workload: Mapping[str, Any], kind: str) -> list[PodTemplate]
     for key in path:
         node = _mapping(node).get(key)
     template = _mapping(node)
-    return [PodTemplate(labels(template), _mapping(template.get("spec")),
-                        ".".join((*path, "spec")))]
+    return [PodTemplate(labels(template), _mapping(template.get("spec")), _SPEC_PATHS[kind])]
 
 
 def labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
