@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from hegui.api.articles import Rule
@@ -48,13 +49,21 @@ class Context:
 
     workload: Workload
     templates: list[workloads.PodTemplate]
-    evidence: list[workloads.GpuEvidence]
     index: ComplianceIndex
     now: dt.datetime
     #: The policies enforcing the workload's namespace, merged (`ComplianceIndex.policy_for`,
     #: whatever their workload scopes): looked up once a review, not by each rule that asks.
     policy: EffectivePolicy | None
     services: list[ObjectKey] = field(default_factory=list)
+
+    @cached_property
+    def evidence(self) -> list[workloads.GpuEvidence]:
+        """Every reason the workload's pods run a generative model, by the namespace's
+        detection signals: worked out when a finding names them, not on every review (the
+        engine admits a workload on its first reason, `workloads.is_generative`)."""
+        detection = self.policy.detection if self.policy else workloads.BUILTIN
+        return [e for t in self.templates for e in workloads.generative_evidence(
+            t, self.workload.namespace, self.index.claim_classes, detection)]
 
 
 @dataclass(frozen=True)

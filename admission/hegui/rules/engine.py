@@ -163,30 +163,31 @@ def evaluate(obj: Mapping[str, Any], index: ComplianceIndex, *, namespace: str =
         return []
     detection = policy.detection  # merged from the policies' signals: once a namespace
     templates = workloads.pod_templates(obj, detection)
-    evidence = [e for t in templates for e in workloads.generative_evidence(
-        t, workload.namespace, index.claim_classes, detection)]
-    if not evidence:
+    if not any(workloads.is_generative(t, workload.namespace, index.claim_classes, detection)
+               for t in templates):
         return []
     label_sets = [t.labels for t in templates]
     scoped, left_out_by = (policy, "") if policy.takes_every_workload else policy.scoped(
         workloads.owner_kinds(obj), label_sets)
     if scoped is None:
         # Out of every policy's workload scope: reported as waived, never silently dropped.
+        evidence = [e for t in templates for e in workloads.generative_evidence(
+            t, workload.namespace, index.claim_classes, detection)]
         return [Finding(Rule.COVERAGE, f"{workload}",
                         "runs a generative model but the policy's workload scope leaves it out",
                         "nothing if it serves no generated content; otherwise narrow the "
                         "policy's spec.workloads", policy.mode_for(Rule.COVERAGE),
                         left_out_by, _because(evidence))]
     policy = scoped
-    context = Context(workload, templates, evidence, index, now or dt.datetime.now(dt.UTC),
-                      effective, index.services_selecting(workload.namespace, label_sets))
+    context = Context(workload, templates, index, now or dt.datetime.now(dt.UTC), effective,
+                      index.services_selecting(workload.namespace, label_sets))
     found: list[tuple[Rule, Violation]] = [
         (rule, violation) for rule, check in WORKLOAD_CHECKS for violation in check(context)]
     for key in context.services:
         found += evaluate_service(key, index, now=context.now)
     if not found:
         return []  # the common case: a compliant workload
-    scope, because = exemption_scope(obj), _because(evidence)
+    scope, because = exemption_scope(obj), _because(context.evidence)
     return [Finding(which, location, message, fix, policy.mode_for(which),
                     index.exemption_for(workload.namespace, scope, which, context.now), because)
             for which, (location, message, fix) in found]

@@ -450,7 +450,7 @@ def _with_entries(workload: Mapping[str, Any], serving: ServingKind, found: list
     """`found`, with the kind's entry templates marked generative when another template runs a
     model: requests come in there, so the entry is what hegui must front (Art.14)."""
     at = {f"{where}.spec" for path in serving.entries for where, _ in _walk(workload, path)}
-    if not any(generative_evidence(t, detection=detection) for t in found
+    if not any(is_generative(t, detection=detection) for t in found
                if t.spec_path not in at):
         return found
     why = (f"the serving entry of a {serving.kind} whose other pods run a model "
@@ -597,24 +597,36 @@ def generative_evidence(
     template: PodTemplate, namespace: str = "", resolve_claim: ClaimResolver | None = None,
     detection: Detection = BUILTIN,
 ) -> list[GpuEvidence]:
-    """Every reason the pod runs a generative model; empty when it does not.
+    """Every reason the pod runs a generative model; empty when it does not."""
+    return list(_evidence(template, namespace, resolve_claim, detection))
 
-    Run on every admission review, once a pod template: one pass over the containers, each
+
+def is_generative(
+    template: PodTemplate, namespace: str = "", resolve_claim: ClaimResolver | None = None,
+    detection: Detection = BUILTIN,
+) -> bool:
+    """Whether the pod runs a generative model: `generative_evidence`'s first reason, without
+    looking for the others (every admission review asks; only a finding says them all)."""
+    return next(_evidence(template, namespace, resolve_claim, detection), None) is not None
+
+
+def _evidence(template: PodTemplate, namespace: str, resolve_claim: ClaimResolver | None,
+              detection: Detection) -> Iterator[GpuEvidence]:
+    """The reasons, in the order a finding names them: one pass over the containers, each
     field read once, and a field path spelled only for the evidence found."""
-    evidence: list[GpuEvidence] = []
     spec, at = template.spec, template.spec_path
     if template.generative_kind:
-        evidence.append(GpuEvidence(at, template.generative_kind, "serving kind"))
+        yield GpuEvidence(at, template.generative_kind, "serving kind")
     pod_labels = template.labels
     if pod_labels:
         for label in detection._sorted_labels:
             if pod_labels.get(label) == "true":
-                evidence.append(GpuEvidence("metadata.labels", f"label {label}=true",
-                                            detection.signal_set_of("labels", [label])))
+                yield GpuEvidence("metadata.labels", f"label {label}=true",
+                                  detection.signal_set_of("labels", [label]))
     runtime_class = spec.get("runtimeClassName")
     if isinstance(runtime_class, str) and detection.is_gpu_runtime_class(runtime_class):
-        evidence.append(GpuEvidence(f"{at}.runtimeClassName", f"runtimeClassName {runtime_class}",
-                                    detection.source_of_runtime_class(runtime_class)))
+        yield GpuEvidence(f"{at}.runtimeClassName", f"runtimeClassName {runtime_class}",
+                          detection.source_of_runtime_class(runtime_class))
     privileged: str | None = None
     visible_devices_env = detection.visible_devices_env
     for group in _CONTAINER_GROUPS:
@@ -629,17 +641,17 @@ def generative_evidence(
                 for name in _mapping(resources.get(section)):
                     name = str(name)
                     if detection.is_gpu_resource(name):
-                        evidence.append(GpuEvidence(
+                        yield GpuEvidence(
                             f"{at}.{group}[{position}].resources.{section}",
-                            f"{section} on {name}", detection.source_of_resource(name)))
+                            f"{section} on {name}", detection.source_of_resource(name))
             for index, variable in enumerate(_list(container.get("env"))):
                 variable = _mapping(variable)
                 name, value = str(variable.get("name", "")), variable.get("value")
                 if (name in visible_devices_env and isinstance(value, str)
                         and value.strip().lower() not in NO_DEVICE_VALUES):
-                    evidence.append(GpuEvidence(
+                    yield GpuEvidence(
                         f"{at}.{group}[{position}].env[{index}]", f"env {name}={value}",
-                        detection.signal_set_of("visible_devices_env", [name])))
+                        detection.signal_set_of("visible_devices_env", [name]))
             if privileged is None and _mapping(
                     container.get("securityContext")).get("privileged") is True:
                 privileged = f"{at}.{group}[{position}].securityContext.privileged"
@@ -647,12 +659,11 @@ def generative_evidence(
     # with a privileged container.
     node = _gpu_node(spec, detection)
     if privileged and (placed := node or _gpu_toleration(spec, detection)):
-        evidence.append(GpuEvidence(privileged, "privileged container (sees every device) on "
-                                    f"an accelerator node ({placed})", "node"))
+        yield GpuEvidence(privileged, "privileged container (sees every device) on "
+                          f"an accelerator node ({placed})", "node")
     elif node and (toleration := _gpu_toleration(spec, detection)):
-        evidence.append(GpuEvidence(f"{at}.nodeSelector", f"pinned to accelerator nodes ({node}, "
-                                    f"{toleration}), where the device runtime hands out the "
-                                    "GPUs", "node"))
+        yield GpuEvidence(f"{at}.nodeSelector", f"pinned to accelerator nodes ({node}, "
+                          f"{toleration}), where the device runtime hands out the GPUs", "node")
     for index, claim in enumerate(_list(spec.get("resourceClaims"))):
         claim = _mapping(claim)
         if template_name := claim.get("resourceClaimTemplateName"):
@@ -666,10 +677,9 @@ def generative_evidence(
         if classes is None or classes & detection.device_classes:
             shown = (", ".join(sorted(classes & detection.device_classes)) if classes
                      else "unresolved")
-            evidence.append(GpuEvidence(
+            yield GpuEvidence(
                 f"{at}.resourceClaims[{index}]", f"DRA {kind} {name} ({shown})",
-                detection.signal_set_of("device_classes", classes) if classes else "DRA"))
-    return evidence
+                detection.signal_set_of("device_classes", classes) if classes else "DRA")
 
 
 _DRIVER = re.compile(r"""device\.driver\s*==\s*["']([^"']+)["']""")
