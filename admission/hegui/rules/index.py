@@ -151,6 +151,17 @@ def _anchors(service: GenerativeService) -> list[tuple[str, str]]:
     return []
 
 
+def _sole_label(service: GenerativeService) -> tuple[str, str] | None:
+    """The one label the service's selector asks for, where it asks for nothing else (the
+    common selector): a pod carrying it is selected, which the lookup that finds the service
+    already shows."""
+    selector = service.spec.selector
+    if len(selector.match_labels) == 1 and not selector.match_expressions:
+        [(key, value)] = selector.match_labels.items()
+        return key, value
+    return None
+
+
 @dataclass
 class _Selectors:
     """The GenerativeServices of one namespace, found by a label their selector requires, so a
@@ -159,8 +170,15 @@ class _Selectors:
     by_label: dict[tuple[str, str], dict[str, GenerativeService]] = field(default_factory=dict)
     #: Services whose selector requires no label value (tried on every pod).
     unanchored: dict[str, GenerativeService] = field(default_factory=dict)
+    #: Services whose selector is one label (`_sole_label`), by that label: selected by any pod
+    #: that carries it, without trying the selector.
+    by_sole_label: dict[tuple[str, str], dict[str, GenerativeService]] = field(
+        default_factory=dict)
 
     def add(self, name: str, service: GenerativeService) -> None:
+        if (sole := _sole_label(service)) is not None:
+            self.by_sole_label.setdefault(sole, {})[name] = service
+            return
         anchors = _anchors(service)
         for anchor in anchors:
             self.by_label.setdefault(anchor, {})[name] = service
@@ -168,6 +186,12 @@ class _Selectors:
             self.unanchored[name] = service
 
     def remove(self, name: str, service: GenerativeService) -> None:
+        if (sole := _sole_label(service)) is not None:
+            named = self.by_sole_label.get(sole, {})
+            named.pop(name, None)
+            if not named:
+                self.by_sole_label.pop(sole, None)
+            return
         for anchor in _anchors(service):
             named = self.by_label.get(anchor, {})
             named.pop(name, None)
@@ -178,11 +202,16 @@ class _Selectors:
     def selecting(self, labels: Mapping[str, str]) -> set[str]:
         # Copies of single dicts, taken whole under the GIL, as the index's other readers do.
         candidates = [*self.unanchored.items()]
-        by_label = self.by_label
+        found: set[str] = set()
+        by_label, by_sole_label = self.by_label, self.by_sole_label
         for pair in labels.items():
+            if sole := by_sole_label.get(pair):
+                found.update(sole)  # the pod carries the one label they ask for
             if named := by_label.get(pair):
                 candidates += named.items()
-        return {name for name, service in candidates if service.spec.selector.matches(labels)}
+        found.update(name for name, service in candidates
+                     if service.spec.selector.matches(labels))
+        return found
 
 
 class _Parsed(NamedTuple):
